@@ -1,0 +1,135 @@
+//! The Prometheus registry every stage reports into. One registry per process, owned here, so
+//! later stages (decisions, scoring, cache) add their families next to the proxy's.
+
+use std::sync::OnceLock;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+/// All metric families, registered once at start.
+pub struct Metrics {
+    registry: Registry,
+    /// Responses sent to clients, by status code.
+    pub requests: IntCounterVec,
+    /// Failures talking to the app, by kind (`connect`, `timeout`, `reset`, `other`).
+    pub upstream_errors: IntCounterVec,
+    /// Time from sending the request to the app until its response header, in seconds.
+    pub upstream_latency: Histogram,
+    /// Config reloads by result (`ok`, `error`).
+    pub config_reloads: IntCounterVec,
+    /// Requests under the reserved prefix, answered by gaitkeeper itself, by status.
+    pub own_endpoint_requests: IntCounterVec,
+    /// 1 while a valid config is serving.
+    pub config_loaded: IntGauge,
+    /// One resolved counter per status code, so the hot path neither hashes labels nor
+    /// allocates. Index 0 stands for "no response was written".
+    by_status: Box<[OnceLock<IntCounter>]>,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new_custom(Some("gaitkeeper".into()), None)
+            .expect("a static prefix is valid");
+        let requests = IntCounterVec::new(
+            Opts::new("requests_total", "Responses sent to clients, by status code"),
+            &["status"],
+        )
+        .expect("valid metric");
+        let upstream_errors = IntCounterVec::new(
+            Opts::new(
+                "upstream_errors_total",
+                "Failures talking to the upstream app, by kind",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let upstream_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "upstream_response_seconds",
+                "Time from request sent to the upstream until its response header",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ]),
+        )
+        .expect("valid metric");
+        let config_reloads = IntCounterVec::new(
+            Opts::new("config_reloads_total", "Config reloads by result"),
+            &["result"],
+        )
+        .expect("valid metric");
+        let own_endpoint_requests = IntCounterVec::new(
+            Opts::new(
+                "own_endpoint_requests_total",
+                "Requests under the reserved prefix answered by gaitkeeper, by status",
+            ),
+            &["status"],
+        )
+        .expect("valid metric");
+        let config_loaded = IntGauge::new("config_loaded", "1 while a valid config is serving")
+            .expect("valid metric");
+        for collector in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(upstream_errors.clone()),
+            Box::new(upstream_latency.clone()),
+            Box::new(config_reloads.clone()),
+            Box::new(own_endpoint_requests.clone()),
+            Box::new(config_loaded.clone()),
+        ] {
+            registry
+                .register(collector)
+                .expect("each family is registered once");
+        }
+        Metrics {
+            registry,
+            requests,
+            upstream_errors,
+            upstream_latency,
+            config_reloads,
+            own_endpoint_requests,
+            config_loaded,
+            by_status: (0..600).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    /// Counts one response sent to a client.
+    pub fn count_response(&self, status: u16) {
+        let index = if (100..600).contains(&status) {
+            status as usize
+        } else {
+            0
+        };
+        self.by_status[index]
+            .get_or_init(|| {
+                let label = if index == 0 {
+                    "none".to_string()
+                } else {
+                    index.to_string()
+                };
+                self.requests.with_label_values(&[&label])
+            })
+            .inc();
+    }
+
+    /// The registry, for stages that add their own families.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// All families in the Prometheus text exposition format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 * 1024);
+        // Encoding our own well-formed families into a Vec cannot fail.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,70 @@
+//! The admin listener: `/healthz`, `/readyz` and `/metrics`, on its own private address.
+//!
+//! Owns: answering operators and monitoring. Never served on a public listener, never exposes
+//! config values or secrets.
+
+mod metrics;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::{Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+
+pub use metrics::Metrics;
+
+use crate::config::SharedConfig;
+
+/// Serves the admin endpoints.
+pub struct AdminApp {
+    metrics: Arc<Metrics>,
+    config: SharedConfig,
+}
+
+impl AdminApp {
+    pub fn new(metrics: Arc<Metrics>, config: SharedConfig) -> Self {
+        AdminApp { metrics, config }
+    }
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_string();
+        if method != http::Method::GET && method != http::Method::HEAD {
+            return plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
+        }
+        match path.as_str() {
+            "/healthz" => plain(StatusCode::OK, "ok\n"),
+            "/readyz" => {
+                // Ready once a valid config is serving; later stages (store) add their checks.
+                let _config = self.config.load();
+                if self.metrics.config_loaded.get() == 1 {
+                    plain(StatusCode::OK, "ready\n")
+                } else {
+                    plain(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                }
+            }
+            "/metrics" => Response::builder()
+                .status(StatusCode::OK)
+                .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+                .body(self.metrics.render())
+                .expect("static header values are valid"),
+            _ => plain(
+                StatusCode::NOT_FOUND,
+                "not found; try /healthz, /readyz or /metrics\n",
+            ),
+        }
+    }
+}
+
+fn plain(status: StatusCode, body: &str) -> Response<Vec<u8>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "text/plain; charset=utf-8")
+        .header("cache-control", "no-store")
+        .body(body.as_bytes().to_vec())
+        .expect("static header values are valid")
+}

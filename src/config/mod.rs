@@ -1,0 +1,469 @@
+//! The operator's YAML file: its schema, loading with precise errors, and hot reload.
+//!
+//! Owns: turning `gaitkeeper.yaml` into one validated [`Config`]. Every error names the file,
+//! line, column and key, and says what was expected. Unknown keys are errors, because a typo
+//! must never silently turn a protection off. The rest of the code trusts a `Config` and never
+//! re-checks it. Never logs secret values (see [`Secret`]).
+
+mod reload;
+mod types;
+
+use std::cell::RefCell;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+pub use reload::{ConfigWatcher, SharedConfig};
+pub use types::{HumanDuration, ListenAddr, PathPrefix, Secret, UpstreamAddr};
+
+/// The whole config file. See `config/gaitkeeper.yaml` for a commented example.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Public addresses the proxy listens on.
+    #[serde(default = "defaults::listen")]
+    pub listen: Vec<ListenAddr>,
+    /// The one web app gaitkeeper protects.
+    pub upstream: UpstreamConfig,
+    /// The admin listener: health, readiness and metrics. Keep it private.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Process-wide settings.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Request logging.
+    #[serde(default)]
+    pub logging: LoggingConfig,
+    /// Secrets, given as references to environment variables or files.
+    pub secrets: SecretsConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// The app's HOST:PORT.
+    pub address: UpstreamAddr,
+    /// Connect to the app over TLS.
+    #[serde(default)]
+    pub tls: bool,
+    /// TLS server name to send and verify; defaults to the host part of `address`.
+    #[serde(default)]
+    pub sni: Option<String>,
+    /// Verify the app's TLS certificate (only turn off for a self-signed test app).
+    #[serde(default = "defaults::yes")]
+    pub verify_certificate: bool,
+    /// Which Host header the app receives.
+    #[serde(default)]
+    pub host_header: HostHeader,
+    /// How long to wait for a TCP (and TLS) connection to the app.
+    #[serde(default = "defaults::connect_timeout")]
+    pub connect_timeout: HumanDuration,
+    /// How long to wait for each read from the app (also the idle limit of a WebSocket).
+    #[serde(default = "defaults::read_timeout")]
+    pub read_timeout: HumanDuration,
+    /// How long to wait for each write to the app.
+    #[serde(default = "defaults::write_timeout")]
+    pub write_timeout: HumanDuration,
+    /// How long an idle keep-alive connection to the app is kept for reuse.
+    #[serde(default = "defaults::idle_timeout")]
+    pub idle_timeout: HumanDuration,
+}
+
+impl UpstreamConfig {
+    /// The TLS server name: the configured `sni`, else the host of `address`.
+    pub fn server_name(&self) -> &str {
+        self.sni.as_deref().unwrap_or(&self.address.host)
+    }
+}
+
+/// Which Host header the app receives.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum HostHeader {
+    /// The Host the browser sent (what most apps expect behind a proxy).
+    #[default]
+    Preserve,
+    /// The upstream's own HOST:PORT from `upstream.address`.
+    Upstream,
+    /// A fixed value: `host_header: { set: "app.example.com" }`.
+    Set(String),
+}
+
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the admin listener (`/healthz`, `/readyz`, `/metrics`). Must differ from
+    /// every public `listen` address.
+    #[serde(default = "defaults::admin_listen")]
+    pub listen: ListenAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: defaults::admin_listen(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Worker threads of the proxy (restart to change).
+    #[serde(default = "defaults::threads")]
+    pub threads: usize,
+    /// Path prefix of gaitkeeper's own endpoints; requests under it never reach the app.
+    #[serde(default = "defaults::reserved_prefix")]
+    pub reserved_prefix: PathPrefix,
+    /// Directory for gaitkeeper's state (the embedded SQLite store, spool files).
+    #[serde(default = "defaults::data_dir")]
+    pub data_dir: PathBuf,
+    /// How long a graceful shutdown waits for in-flight requests.
+    #[serde(default = "defaults::grace_period")]
+    pub grace_period: HumanDuration,
+    /// Name of the protected app, shown on gaitkeeper's own pages.
+    #[serde(default = "defaults::app_name")]
+    pub app_name: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            threads: defaults::threads(),
+            reserved_prefix: defaults::reserved_prefix(),
+            data_dir: defaults::data_dir(),
+            grace_period: defaults::grace_period(),
+            app_name: defaults::app_name(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingConfig {
+    /// `auto` (human on a terminal, JSON otherwise), `human` or `json`.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// Log level filter, e.g. `info` or `gaitkeeper=debug,info`. `RUST_LOG` overrides it.
+    #[serde(default)]
+    pub level: Option<String>,
+    /// Log one line per proxied request.
+    #[serde(default = "defaults::yes")]
+    pub access_log: bool,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            format: LogFormat::default(),
+            level: None,
+            access_log: true,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Auto,
+    Human,
+    Json,
+}
+
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// The server key: signs page tokens and keys user identifiers. At least 32 bytes.
+    pub key: Secret,
+}
+
+mod defaults {
+    use super::*;
+
+    pub fn listen() -> Vec<ListenAddr> {
+        vec![ListenAddr("0.0.0.0:8080".parse().expect("valid literal"))]
+    }
+    pub fn admin_listen() -> ListenAddr {
+        ListenAddr("127.0.0.1:9090".parse().expect("valid literal"))
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn connect_timeout() -> HumanDuration {
+        HumanDuration::secs(3)
+    }
+    pub fn read_timeout() -> HumanDuration {
+        HumanDuration::secs(30)
+    }
+    pub fn write_timeout() -> HumanDuration {
+        HumanDuration::secs(30)
+    }
+    pub fn idle_timeout() -> HumanDuration {
+        HumanDuration::secs(60)
+    }
+    pub fn grace_period() -> HumanDuration {
+        HumanDuration::secs(10)
+    }
+    pub fn threads() -> usize {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    }
+    pub fn reserved_prefix() -> PathPrefix {
+        PathPrefix("/__gk/".to_string())
+    }
+    pub fn data_dir() -> PathBuf {
+        PathBuf::from("gaitkeeper-data")
+    }
+    pub fn app_name() -> String {
+        "this application".to_string()
+    }
+}
+
+/// Why a config file was rejected. The Display form is what the operator reads.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read the config file: {reason}")]
+    Read { file: String, reason: std::io::Error },
+    #[error("{}", fmt_invalid(file, *line, *column, key, message))]
+    Invalid {
+        file: String,
+        line: u64,
+        column: u64,
+        /// Dotted path of the offending key, e.g. `upstream.connect_timeout`.
+        key: String,
+        message: String,
+    },
+}
+
+fn fmt_invalid(file: &str, line: u64, column: u64, key: &str, message: &str) -> String {
+    let place = if line > 0 {
+        format!("{file}:{line}:{column}")
+    } else {
+        file.to_string()
+    };
+    if key.is_empty() || key == "." {
+        format!("{place}: {message}")
+    } else {
+        format!("{place}: key `{key}`: {message}")
+    }
+}
+
+/// The largest config file accepted; far above any real one.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+impl Config {
+    /// Reads and validates the config file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let read_err = |reason| ConfigError::Read {
+            file: file.clone(),
+            reason,
+        };
+        let size = std::fs::metadata(path).map_err(read_err)?.len();
+        if size > MAX_CONFIG_BYTES {
+            return Err(ConfigError::Invalid {
+                file,
+                line: 0,
+                column: 0,
+                key: String::new(),
+                message: format!("the file is {size} bytes; the limit is {MAX_CONFIG_BYTES}"),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(read_err)?;
+        Config::parse(&text, &file)
+    }
+
+    /// Parses and validates config text; `file` is only used in error messages.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let key_path = RefCell::new(String::new());
+        let parsed = serde_saphyr::with_deserializer_from_str(text, |de| {
+            serde_path_to_error::deserialize::<_, Config>(de).map_err(|e| {
+                *key_path.borrow_mut() = e.path().to_string();
+                e.into_inner()
+            })
+        });
+        let config = parsed.map_err(|e| {
+            let (line, column) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((0, 0));
+            ConfigError::Invalid {
+                file: file.to_string(),
+                line,
+                column,
+                key: key_path.into_inner(),
+                message: friendly_message(&plain_message(&e), text, line, column),
+            }
+        })?;
+        config.validate(text, file)?;
+        Ok(config)
+    }
+
+    /// Checks that span several keys, after every value parsed on its own.
+    fn validate(&self, text: &str, file: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| {
+            let (line, column) = locate_key(text, key);
+            ConfigError::Invalid {
+                file: file.to_string(),
+                line,
+                column,
+                key: key.to_string(),
+                message,
+            }
+        };
+        if self.listen.is_empty() {
+            return Err(invalid(
+                "listen",
+                "at least one listen address is needed".into(),
+            ));
+        }
+        if self.listen.len() > 16 {
+            return Err(invalid("listen", "at most 16 listen addresses".into()));
+        }
+        let admin = self.admin.listen.0;
+        if let Some(public) = self.listen.iter().find(|l| overlaps(l.0, admin)) {
+            return Err(invalid(
+                "admin.listen",
+                format!("the admin listener {admin} would share a port with the public listener {public}; give it its own (private) address such as 127.0.0.1:9090"),
+            ));
+        }
+        if !(1..=256).contains(&self.server.threads) {
+            return Err(invalid(
+                "server.threads",
+                format!("expected 1 to 256 worker threads, found {}", self.server.threads),
+            ));
+        }
+        if self.server.app_name.trim().is_empty() || self.server.app_name.len() > 100 {
+            return Err(invalid(
+                "server.app_name",
+                "expected a name of 1 to 100 characters".into(),
+            ));
+        }
+        if let Some(sni) = &self.upstream.sni {
+            if sni.is_empty() || sni.len() > 253 || sni.contains(|c: char| c.is_whitespace()) {
+                return Err(invalid(
+                    "upstream.sni",
+                    format!("expected a DNS name, found {sni:?}"),
+                ));
+            }
+        }
+        if let HostHeader::Set(host) = &self.upstream.host_header {
+            if host.is_empty()
+                || host.len() > 255
+                || http::HeaderValue::from_str(host).is_err()
+                || host.contains(|c: char| c.is_whitespace() || c == '/')
+            {
+                return Err(invalid(
+                    "upstream.host_header.set",
+                    format!("expected a host name (and optional port), found {host:?}"),
+                ));
+            }
+        }
+        if let Some(level) = &self.logging.level {
+            if tracing_subscriber::EnvFilter::try_new(level).is_err() {
+                return Err(invalid(
+                    "logging.level",
+                    format!("expected a level such as \"info\" or \"gaitkeeper=debug,info\", found {level:?}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The JSON Schema of the file, for editors.
+    pub fn json_schema() -> String {
+        let schema = schemars::schema_for!(Config);
+        serde_json::to_string_pretty(&schema).expect("a schema always serialises")
+    }
+}
+
+/// Two listen addresses conflict when they use the same port on the same or a wildcard IP.
+fn overlaps(a: std::net::SocketAddr, b: std::net::SocketAddr) -> bool {
+    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+/// serde-saphyr's Display repeats the location and a snippet; the operator gets those from
+/// our own prefix, so keep only the message itself.
+fn plain_message(e: &serde_saphyr::Error) -> String {
+    let rendered = e.without_snippet().to_string();
+    let first = rendered.lines().next().unwrap_or("invalid value").trim();
+    // Strip a trailing " at line X, column Y" the library may add.
+    match first.rfind(" at line ") {
+        Some(i) => first[..i].to_string(),
+        None => first.to_string(),
+    }
+}
+
+/// Rewrites the parser's terse messages ("invalid u64") into what the operator should write,
+/// quoting the value found at the error's position.
+fn friendly_message(message: &str, text: &str, line: u64, column: u64) -> String {
+    let found = || {
+        let value = text
+            .lines()
+            .nth(line.saturating_sub(1) as usize)
+            .and_then(|l| l.get(column.saturating_sub(1) as usize..))
+            .map(|rest| rest.split(" #").next().unwrap_or(rest).trim())
+            .unwrap_or("");
+        if value.is_empty() {
+            String::new()
+        } else {
+            let shown: String = value.chars().take(60).collect();
+            format!(", found `{shown}`")
+        }
+    };
+    let expected = match message {
+        "invalid boolean" => "expected true or false",
+        "expected sequence start" => "expected a list, e.g. [\"0.0.0.0:8080\"] or lines starting with `- `",
+        "expected mapping start" | "expected mapping" => "expected a mapping of `key: value` lines",
+        "expected string scalar" => "expected a single string value",
+        m if m.starts_with("invalid u") || m.starts_with("invalid i") => "expected a whole number",
+        m if m.starts_with("invalid f") => "expected a number",
+        _ => return message.to_string(),
+    };
+    format!("{expected}{}", found())
+}
+
+/// Finds the line and column of a dotted key (`admin.listen`) in the YAML text, for checks that
+/// run after parsing. Best effort: returns (0, 0) when the key is not written in the file
+/// (a default was used), and the message still names the key.
+fn locate_key(text: &str, dotted: &str) -> (u64, u64) {
+    let mut wanted = dotted.split('.').peekable();
+    let mut min_indent = 0usize;
+    for (index, line) in text.lines().enumerate() {
+        let Some(part) = wanted.peek() else { break };
+        let content = line.trim_start();
+        let indent = line.len() - content.len();
+        if content.starts_with('#') || content.is_empty() {
+            continue;
+        }
+        if indent < min_indent {
+            break;
+        }
+        let key = content.split(':').next().unwrap_or("").trim();
+        if key == *part {
+            wanted.next();
+            if wanted.peek().is_none() {
+                return (index as u64 + 1, indent as u64 + 1);
+            }
+            min_indent = indent + 1;
+        }
+    }
+    (0, 0)
+}
+
+impl fmt::Display for HostHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostHeader::Preserve => f.write_str("preserve"),
+            HostHeader::Upstream => f.write_str("upstream"),
+            HostHeader::Set(h) => write!(f, "set {h}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,114 @@
+use super::*;
+
+const SECRET_ENV: &str = "GK_UNIT_TEST_SECRET";
+
+fn with_secret() {
+    // Tests in this module all set the same value, so concurrent setting is harmless.
+    unsafe { std::env::set_var(SECRET_ENV, "0123456789abcdef0123456789abcdef") };
+}
+
+fn minimal() -> String {
+    format!("upstream:\n  address: \"127.0.0.1:3000\"\nsecrets:\n  key: {{ env: {SECRET_ENV} }}\n")
+}
+
+fn error_of(text: &str) -> (u64, u64, String, String) {
+    with_secret();
+    match Config::parse(text, "test.yaml") {
+        Ok(_) => panic!("expected an error for:\n{text}"),
+        Err(ConfigError::Invalid {
+            line,
+            column,
+            key,
+            message,
+            ..
+        }) => (line, column, key, message),
+        Err(other) => panic!("unexpected error {other}"),
+    }
+}
+
+#[test]
+fn minimal_config_gets_sensible_defaults() {
+    with_secret();
+    let config = Config::parse(&minimal(), "test.yaml").unwrap();
+    assert_eq!(config.listen[0].to_string(), "0.0.0.0:8080");
+    assert_eq!(config.admin.listen.to_string(), "127.0.0.1:9090");
+    assert_eq!(config.server.reserved_prefix.0, "/__gk/");
+    assert_eq!(config.upstream.host_header, HostHeader::Preserve);
+    assert_eq!(config.upstream.connect_timeout, HumanDuration::secs(3));
+    assert!(config.logging.access_log);
+}
+
+#[test]
+fn wrong_type_names_line_column_and_key() {
+    let text = format!("{}server:\n  threads: many\n", minimal());
+    let (line, column, key, message) = error_of(&text);
+    assert_eq!((line, column), (6, 12));
+    assert_eq!(key, "server.threads");
+    assert!(message.contains("many") || message.contains("integer"), "{message}");
+}
+
+#[test]
+fn unknown_key_is_an_error_naming_it() {
+    let text = format!("{}upstream_typo: 1\n", minimal());
+    let (line, _column, _key, message) = error_of(&text);
+    assert_eq!(line, 5);
+    assert!(message.contains("upstream_typo"), "{message}");
+}
+
+#[test]
+fn unknown_nested_key_names_its_parent() {
+    let text = "upstream:\n  address: \"127.0.0.1:3000\"\n  conect_timeout: 2s\nsecrets:\n  key: { env: GK_UNIT_TEST_SECRET }\n";
+    let (line, column, key, message) = error_of(text);
+    assert_eq!((line, column), (3, 3));
+    assert!(key.starts_with("upstream"), "{key}");
+    assert!(message.contains("conect_timeout"), "{message}");
+}
+
+#[test]
+fn broken_yaml_reports_a_position() {
+    let (line, _column, _key, _message) = error_of("upstream:\n  address: [unclosed\n");
+    assert!(line >= 2, "line {line}");
+}
+
+#[test]
+fn bad_duration_explains_the_format() {
+    let text = "upstream:\n  address: \"127.0.0.1:3000\"\n  read_timeout: 30 seconds\nsecrets:\n  key: { env: GK_UNIT_TEST_SECRET }\n";
+    let (line, _column, key, message) = error_of(text);
+    assert_eq!(line, 3);
+    assert_eq!(key, "upstream.read_timeout");
+    assert!(message.contains("500ms"), "{message}");
+}
+
+#[test]
+fn missing_secret_variable_says_how_to_set_it() {
+    let text = "upstream:\n  address: \"127.0.0.1:3000\"\nsecrets:\n  key: { env: GK_SURELY_UNSET_VARIABLE }\n";
+    let (line, _column, key, message) = error_of(text);
+    assert_eq!(line, 4);
+    assert_eq!(key, "secrets.key");
+    assert!(message.contains("GK_SURELY_UNSET_VARIABLE"), "{message}");
+}
+
+#[test]
+fn admin_listener_may_not_share_the_public_port() {
+    let text = format!(
+        "{}listen: [\"0.0.0.0:8080\"]\nadmin:\n  listen: \"127.0.0.1:8080\"\n",
+        minimal()
+    );
+    let (line, column, key, _message) = error_of(&text);
+    assert_eq!(key, "admin.listen");
+    assert_eq!((line, column), (7, 3));
+}
+
+#[test]
+fn schema_is_json_and_forbids_unknown_keys() {
+    let schema: serde_json::Value = serde_json::from_str(&Config::json_schema()).unwrap();
+    assert_eq!(schema["additionalProperties"], serde_json::Value::Bool(false));
+    assert!(schema["properties"]["upstream"].is_object());
+}
+
+#[test]
+fn shipped_example_config_is_valid() {
+    unsafe { std::env::set_var("GAITKEEPER_SECRET", "0123456789abcdef0123456789abcdef") };
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/gaitkeeper.yaml");
+    Config::load(&path).unwrap();
+}

@@ -1,0 +1,249 @@
+//! Value types of the config file that validate themselves while they are parsed, so that a bad
+//! value is reported with the exact line and column it came from.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer};
+
+/// A duration written with a unit: `250ms`, `2s`, `5m`, `1h`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[schemars(
+    with = "String",
+    description = "A duration with a unit: ms, s, m or h (e.g. \"500ms\", \"30s\")."
+)]
+pub struct HumanDuration(pub Duration);
+
+impl HumanDuration {
+    pub const fn secs(secs: u64) -> Self {
+        HumanDuration(Duration::from_secs(secs))
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_duration(&text).map(HumanDuration).map_err(serde::de::Error::custom)
+    }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let expected = || {
+        format!("expected a duration with a unit such as \"500ms\", \"30s\", \"5m\" or \"1h\", found {text:?}")
+    };
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(expected)?;
+    let (number, unit) = trimmed.split_at(split);
+    let number: u64 = number.parse().map_err(|_| expected())?;
+    let millis = match unit {
+        "ms" => Some(number),
+        "s" => number.checked_mul(1_000),
+        "m" => number.checked_mul(60_000),
+        "h" => number.checked_mul(3_600_000),
+        _ => return Err(expected()),
+    };
+    // A day is far above any timeout or TTL gaitkeeper uses; larger values are typos.
+    match millis {
+        Some(ms) if ms <= 86_400_000 => Ok(Duration::from_millis(ms)),
+        _ => Err(format!("{text:?} is longer than the maximum of 24h")),
+    }
+}
+
+/// A local address to listen on, `IP:PORT`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[schemars(
+    with = "String",
+    description = "An IP address and port to listen on, e.g. \"0.0.0.0:8080\" or \"[::1]:8080\"."
+)]
+pub struct ListenAddr(pub SocketAddr);
+
+impl<'de> Deserialize<'de> for ListenAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.trim().parse().map(ListenAddr).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "expected IP:PORT such as \"0.0.0.0:8080\" or \"127.0.0.1:9090\", found {text:?}"
+            ))
+        })
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The upstream app's address, `HOST:PORT`. The host name is resolved when the config is
+/// loaded (and again on every reload), never on the request path.
+#[derive(Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[schemars(
+    with = "String",
+    description = "The app's HOST:PORT, e.g. \"127.0.0.1:3000\" or \"app.internal:8080\"."
+)]
+pub struct UpstreamAddr {
+    pub host: String,
+    pub port: u16,
+    pub resolved: SocketAddr,
+}
+
+impl<'de> Deserialize<'de> for UpstreamAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_upstream(text.trim()).map_err(serde::de::Error::custom)
+    }
+}
+
+fn parse_upstream(text: &str) -> Result<UpstreamAddr, String> {
+    let expected = || format!("expected HOST:PORT such as \"127.0.0.1:3000\", found {text:?}");
+    let (host, port) = text.rsplit_once(':').ok_or_else(expected)?;
+    let port: u16 = port.parse().map_err(|_| expected())?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || port == 0 {
+        return Err(expected());
+    }
+    let resolved = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve upstream host {host:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("upstream host {host:?} resolved to no address"))?;
+    Ok(UpstreamAddr {
+        host: host.to_string(),
+        port,
+        resolved,
+    })
+}
+
+/// A URL path prefix that starts and ends with `/`, e.g. `/__gk/`.
+#[derive(Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[schemars(
+    with = "String",
+    description = "A path prefix starting and ending with '/', e.g. \"/__gk/\"."
+)]
+pub struct PathPrefix(pub String);
+
+impl<'de> Deserialize<'de> for PathPrefix {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let valid = text.len() >= 3
+            && text.len() <= 64
+            && text.starts_with('/')
+            && text.ends_with('/')
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/_-.".contains(&b));
+        if valid {
+            Ok(PathPrefix(text))
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "expected a path prefix of letters, digits, '_', '-', '.' that starts and ends with '/', such as \"/__gk/\", found {text:?}"
+            )))
+        }
+    }
+}
+
+/// A secret (signing keys and the like). Written in the file as a reference to where the value
+/// lives, so the value itself never sits in the YAML: `{ env: NAME }` or `{ file: PATH }`.
+/// Its Debug form is redacted so it cannot reach a log line.
+#[derive(Clone, PartialEq, Eq, JsonSchema)]
+#[schemars(with = "SecretSource")]
+pub struct Secret(Vec<u8>);
+
+/// Where a secret's value is read from.
+#[derive(Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum SecretSource {
+    /// The name of an environment variable holding the secret.
+    Env(String),
+    /// A file holding the secret (surrounding whitespace is ignored).
+    File(String),
+}
+
+/// Secrets shorter than this are rejected: they sign tokens and key user identifiers.
+pub const MIN_SECRET_BYTES: usize = 32;
+const MAX_SECRET_BYTES: usize = 4096;
+
+impl Secret {
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+
+    #[cfg(test)]
+    pub fn for_tests(bytes: &[u8]) -> Self {
+        Secret(bytes.to_vec())
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let source = SecretSource::deserialize(d)?;
+        let (value, origin) = match &source {
+            SecretSource::Env(name) => (
+                std::env::var(name).map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "environment variable {name} is not set (or is not valid UTF-8); set it to a random string of at least {MIN_SECRET_BYTES} characters, e.g. `export {name}=$(head -c 32 /dev/urandom | base64)`"
+                    ))
+                })?,
+                format!("environment variable {name}"),
+            ),
+            SecretSource::File(path) => (
+                std::fs::read_to_string(path).map_err(|e| {
+                    serde::de::Error::custom(format!("cannot read secret file {path:?}: {e}"))
+                })?,
+                format!("secret file {path:?}"),
+            ),
+        };
+        let value = value.trim();
+        if value.len() < MIN_SECRET_BYTES || value.len() > MAX_SECRET_BYTES {
+            return Err(serde::de::Error::custom(format!(
+                "the secret in {origin} must be {MIN_SECRET_BYTES} to {MAX_SECRET_BYTES} bytes long, it has {}",
+                value.len()
+            )));
+        }
+        Ok(Secret(value.as_bytes().to_vec()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_need_a_unit_and_a_sane_size() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        for bad in ["", "5", "s", "2 sec", "-1s", "1.5s", "25h", "99999999999999999999s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn upstream_addresses_need_host_and_port() {
+        let ok = parse_upstream("127.0.0.1:3000").unwrap();
+        assert_eq!(ok.port, 3000);
+        assert_eq!(ok.resolved, "127.0.0.1:3000".parse().unwrap());
+        let v6 = parse_upstream("[::1]:80").unwrap();
+        assert_eq!(v6.host, "::1");
+        for bad in ["127.0.0.1", ":80", "host:0", "host:99999", "host:port"] {
+            assert!(parse_upstream(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug_output() {
+        let secret = Secret::for_tests(b"correct horse battery staple 12345");
+        assert_eq!(format!("{secret:?}"), "Secret(<redacted>)");
+    }
+}

@@ -1,0 +1,13 @@
+//! gaitkeeper: a reverse proxy that adds behavioural biometrics to the login of an existing
+//! web app without touching the app's code.
+//!
+//! The modules follow a request through the product:
+//! `config` (what the operator asked for) → `proxy` (pingora phases, delegating to stages) →
+//! `admin` (health and metrics). `server` wires them into a running process.
+
+pub mod admin;
+pub mod config;
+pub mod demo;
+pub mod logging;
+pub mod proxy;
+pub mod server;

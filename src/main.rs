@@ -1,0 +1,89 @@
+//! The `gaitkeeper` command line: parse, load, call into the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use gaitkeeper::config::Config;
+
+#[derive(Parser)]
+#[command(name = "gaitkeeper", version, about = "Behavioural-biometrics login proxy")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy with a config file.
+    Run {
+        /// The YAML config file.
+        #[arg(short, long, default_value = "config/gaitkeeper.yaml")]
+        config: PathBuf,
+    },
+    /// Validate a config file; exits non-zero and explains every problem found.
+    CheckConfig {
+        /// The YAML config file.
+        file: PathBuf,
+    },
+    /// Print the JSON Schema of the config file (for editors).
+    ConfigSchema,
+    /// Run the demo: the bundled legacy app with gaitkeeper in front of it.
+    Demo {
+        /// Directory for the demo's data (config, secret, store).
+        #[arg(long, default_value = "gaitkeeper-demo")]
+        data_dir: PathBuf,
+        /// Port of the proxy (what you open in the browser).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Port of the legacy app.
+        #[arg(long, default_value_t = 3000)]
+        app_port: u16,
+        /// Port of the admin listener (metrics, health).
+        #[arg(long, default_value_t = 9090)]
+        admin_port: u16,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { config } => match Config::load(&config) {
+            Ok(loaded) => {
+                gaitkeeper::logging::init(&loaded.logging);
+                gaitkeeper::server::run(&config).map_err(anyhow::Error::from)
+            }
+            Err(e) => Err(e.into()),
+        },
+        Command::CheckConfig { file } => match Config::load(&file) {
+            Ok(_) => {
+                println!("{}: OK", file.display());
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        },
+        Command::ConfigSchema => {
+            println!("{}", Config::json_schema());
+            Ok(())
+        }
+        Command::Demo {
+            data_dir,
+            port,
+            app_port,
+            admin_port,
+        } => gaitkeeper::demo::run(&gaitkeeper::demo::DemoOptions {
+            data_dir,
+            port,
+            app_port,
+            admin_port,
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! How a request is sent on to the app: the upstream peer, the headers gaitkeeper adds, and
+//! the check that keeps gaitkeeper's reserved paths from ever reaching the app.
+
+use std::borrow::Cow;
+
+use http::header::HOST;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+use pingora::upstreams::peer::HttpPeer;
+
+use super::RequestCtx;
+use crate::config::{HostHeader, UpstreamConfig};
+
+/// Builds the peer for the configured app. The address was resolved when the config loaded,
+/// so this never touches DNS.
+pub(super) fn upstream_peer(upstream: &UpstreamConfig) -> HttpPeer {
+    let sni = if upstream.tls {
+        upstream.server_name().to_string()
+    } else {
+        String::new()
+    };
+    let mut peer = HttpPeer::new(upstream.address.resolved, upstream.tls, sni);
+    let options = &mut peer.options;
+    options.connection_timeout = Some(upstream.connect_timeout.0);
+    options.total_connection_timeout = Some(upstream.connect_timeout.0);
+    options.read_timeout = Some(upstream.read_timeout.0);
+    options.write_timeout = Some(upstream.write_timeout.0);
+    options.idle_timeout = Some(upstream.idle_timeout.0);
+    options.verify_cert = upstream.verify_certificate;
+    options.verify_hostname = upstream.verify_certificate;
+    peer
+}
+
+/// Sets X-Forwarded-For/-Proto/-Host, X-Request-Id and the Host the app should see.
+pub(super) fn add_forwarding_headers(
+    session: &Session,
+    upstream_request: &mut RequestHeader,
+    ctx: &RequestCtx,
+) -> Result<()> {
+    let original_host = session
+        .req_header()
+        .headers
+        .get(HOST)
+        .cloned()
+        .or_else(|| {
+            // HTTP/2 and absolute-form requests carry the host in the URI.
+            session
+                .req_header()
+                .uri
+                .authority()
+                .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+        });
+
+    if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
+        let ip = client.ip().to_string();
+        let forwarded_for = match upstream_request.headers.get("x-forwarded-for") {
+            Some(previous) => match previous.to_str() {
+                Ok(previous) if !previous.trim().is_empty() => {
+                    Cow::Owned(format!("{previous}, {ip}"))
+                }
+                // Unreadable or empty earlier values are dropped rather than passed on.
+                _ => Cow::Borrowed(ip.as_str()),
+            },
+            None => Cow::Borrowed(ip.as_str()),
+        };
+        upstream_request.insert_header("x-forwarded-for", forwarded_for.as_ref())?;
+    }
+    // gaitkeeper terminates plain HTTP itself; a scheme claimed by the client is not trusted.
+    upstream_request.insert_header("x-forwarded-proto", "http")?;
+    match &original_host {
+        Some(host) => upstream_request.insert_header("x-forwarded-host", host.clone())?,
+        None => {
+            upstream_request.remove_header("x-forwarded-host");
+        }
+    }
+    upstream_request.insert_header("x-request-id", ctx.request_id.as_str())?;
+
+    let upstream = &ctx.config.upstream;
+    match &upstream.host_header {
+        HostHeader::Preserve => {}
+        HostHeader::Upstream => {
+            let host = format_host(&upstream.address.host, upstream.address.port, upstream.tls);
+            upstream_request.insert_header(HOST, host)?;
+        }
+        HostHeader::Set(host) => upstream_request.insert_header(HOST, host.as_str())?,
+    }
+    Ok(())
+}
+
+fn format_host(host: &str, port: u16, tls: bool) -> String {
+    let host: Cow<str> = if host.contains(':') {
+        Cow::Owned(format!("[{host}]"))
+    } else {
+        Cow::Borrowed(host)
+    };
+    match (tls, port) {
+        (false, 80) | (true, 443) => host.into_owned(),
+        _ => format!("{host}:{port}"),
+    }
+}
+
+/// The request id: the client's `X-Request-Id` when it is a short plain token (so ids from a
+/// load balancer in front survive), otherwise a fresh random one.
+pub(super) fn request_id(req: &RequestHeader) -> String {
+    if let Some(given) = req.headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
+        let plain = !given.is_empty()
+            && given.len() <= 64
+            && given
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        if plain {
+            return given.to_string();
+        }
+    }
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// A path as it may appear in a log line: bounded in length.
+pub(super) fn loggable_path(path: &str) -> &str {
+    const MAX: usize = 200;
+    if path.len() <= MAX {
+        return path;
+    }
+    let mut end = MAX;
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    &path[..end]
+}
+
+/// Whether `path` falls under the reserved `prefix` (which starts and ends with '/').
+///
+/// Apps differ in how they read a path: some decode `%5F` to `_`, merge `//`, resolve `/./`
+/// and `/../`, treat `\` as `/` or ignore case. Any spelling that some app could read as a
+/// reserved path counts as reserved, so it is answered by gaitkeeper and never forwarded.
+pub fn is_reserved_path(path: &str, prefix: &str) -> bool {
+    let bare_prefix = &prefix[..prefix.len() - 1];
+    let plain = !path.contains(['%', '\\']) && !path.contains("//") && !path.contains("/.");
+    if plain {
+        return starts_with_ignore_case(path, prefix) || path.eq_ignore_ascii_case(bare_prefix);
+    }
+    let normal = normalize_path(path);
+    starts_with_ignore_case(&normal, prefix) || normal.eq_ignore_ascii_case(bare_prefix)
+}
+
+fn starts_with_ignore_case(text: &str, prefix: &str) -> bool {
+    text.len() >= prefix.len() && text.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+}
+
+/// Decodes percent-escapes (repeatedly, against double encoding), maps `\` to `/`, and
+/// resolves empty, `.` and `..` segments.
+fn normalize_path(path: &str) -> String {
+    let mut decoded = path.to_string();
+    for _ in 0..3 {
+        let next = percent_encoding::percent_decode_str(&decoded)
+            .decode_utf8_lossy()
+            .into_owned();
+        if next == decoded {
+            break;
+        }
+        decoded = next;
+    }
+    let decoded = decoded.replace('\\', "/");
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in decoded.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = String::with_capacity(decoded.len() + 1);
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    if decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..") || out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_paths_are_recognised_in_every_spelling() {
+        let prefix = "/__gk/";
+        for path in [
+            "/__gk/",
+            "/__gk",
+            "/__gk/capture.js",
+            "/__GK/x",
+            "//__gk/x",
+            "/%5f_gk/x",
+            "/%5F%5Fgk/x",
+            "/%255F_gk/x",
+            "/./__gk/x",
+            "/app/../__gk/x",
+            "\\__gk\\x",
+            "/__gk%2fx",
+        ] {
+            assert!(is_reserved_path(path, prefix), "{path} must be reserved");
+        }
+    }
+
+    #[test]
+    fn ordinary_paths_are_not_reserved() {
+        let prefix = "/__gk/";
+        for path in ["/", "/login", "/__gkx", "/app/__gk/", "/__g/k", "/%5f_gkx"] {
+            assert!(!is_reserved_path(path, prefix), "{path} must not be reserved");
+        }
+    }
+
+    #[test]
+    fn request_ids_accept_plain_tokens_only() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.insert_header("x-request-id", "lb-1234.abc").unwrap();
+        assert_eq!(request_id(&req), "lb-1234.abc");
+        req.insert_header("x-request-id", "evil value\"with quotes")
+            .unwrap();
+        let generated = request_id(&req);
+        assert_eq!(generated.len(), 16);
+        assert!(generated.bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn host_header_formats_ports_and_ipv6() {
+        assert_eq!(format_host("app", 80, false), "app");
+        assert_eq!(format_host("app", 8080, false), "app:8080");
+        assert_eq!(format_host("app", 443, true), "app");
+        assert_eq!(format_host("::1", 3000, false), "[::1]:3000");
+    }
+
+    #[test]
+    fn long_paths_are_cut_for_logs_on_char_boundaries() {
+        let long = "é".repeat(300);
+        let cut = loggable_path(&long);
+        assert!(cut.len() <= 200);
+        assert!(long.starts_with(cut));
+    }
+}

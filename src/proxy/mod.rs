@@ -1,0 +1,169 @@
+//! The pingora `ProxyHttp` implementation: thin on purpose. Each phase reads the config
+//! snapshot taken when the request began and delegates to the stage that owns the behaviour.
+//!
+//! Owns: routing between gaitkeeper's own endpoints and the app, forwarding headers, error
+//! pages, the per-request log line and request metrics. Never logs query strings, bodies or
+//! header values that may carry credentials.
+
+mod forwarding;
+mod pages;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+
+use crate::admin::Metrics;
+use crate::config::{Config, SharedConfig};
+
+pub use forwarding::is_reserved_path;
+
+/// The proxy service: one value shared by every worker thread.
+pub struct GaitkeeperProxy {
+    config: SharedConfig,
+    metrics: Arc<Metrics>,
+}
+
+impl GaitkeeperProxy {
+    pub fn new(config: SharedConfig, metrics: Arc<Metrics>) -> Self {
+        GaitkeeperProxy { config, metrics }
+    }
+}
+
+/// What one request carries through the phases.
+pub struct RequestCtx {
+    /// The config as it was when the request began; a reload mid-request does not affect it.
+    config: Arc<Config>,
+    request_id: String,
+    started: Instant,
+    upstream_sent: Option<Instant>,
+    upstream_time: Option<Duration>,
+}
+
+#[async_trait]
+impl ProxyHttp for GaitkeeperProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            config: self.config.load_full(),
+            request_id: String::new(),
+            started: Instant::now(),
+            upstream_sent: None,
+            upstream_time: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        ctx.request_id = forwarding::request_id(session.req_header());
+        let prefix = &ctx.config.server.reserved_prefix.0;
+        if is_reserved_path(session.req_header().uri.path(), prefix) {
+            // gaitkeeper's own endpoints; later stages (capture script, challenges) hook in
+            // here. Nothing under the prefix is ever forwarded to the app.
+            let status = pages::own_endpoint_not_found(session, &ctx.request_id).await?;
+            self.metrics
+                .own_endpoint_requests
+                .with_label_values(&[&status.to_string()])
+                .inc();
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        Ok(Box::new(forwarding::upstream_peer(&ctx.config.upstream)))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        forwarding::add_forwarding_headers(session, upstream_request, ctx)?;
+        ctx.upstream_sent = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(sent) = ctx.upstream_sent {
+            let elapsed = sent.elapsed();
+            ctx.upstream_time = Some(elapsed);
+            self.metrics
+                .upstream_latency
+                .observe(elapsed.as_secs_f64());
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let failure = pages::classify(e);
+        if let Some(kind) = failure.upstream_kind {
+            self.metrics.upstream_errors.with_label_values(&[kind]).inc();
+        }
+        if failure.status > 0 {
+            if let Err(write_err) =
+                pages::write_error_page(session, failure.status, &ctx.request_id).await
+            {
+                tracing::debug!(error = %write_err, "could not send the error page");
+            }
+        }
+        FailToProxy {
+            error_code: failure.status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0);
+        self.metrics.count_response(status);
+        if !ctx.config.logging.access_log {
+            return;
+        }
+        let req = session.req_header();
+        let upstream_ms = ctx.upstream_time.map(millis);
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default();
+        tracing::info!(
+            target: "gaitkeeper::access",
+            method = %req.method,
+            // The path only: query strings can carry tokens and personal data.
+            path = %forwarding::loggable_path(req.uri.path()),
+            status,
+            upstream_ms,
+            duration_ms = millis(ctx.started.elapsed()),
+            request_id = %ctx.request_id,
+            client = %client,
+            error = error.map(|e| e.etype().as_str()),
+            "request"
+        );
+    }
+}
+
+/// Milliseconds with 0.01 ms resolution, for log lines.
+fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e5).round() / 100.0
+}

@@ -1,0 +1,141 @@
+//! Responses gaitkeeper writes itself: error pages when the app cannot be reached, and answers
+//! under the reserved prefix. They say what happened and give a reference, nothing more.
+
+use bytes::Bytes;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+use pingora::{ErrorSource, ErrorType};
+
+/// How a proxying failure is answered and counted.
+pub(super) struct Failure {
+    /// Status sent to the client; 0 when the client is gone and nothing can be sent.
+    pub status: u16,
+    /// Metric label for failures talking to the app.
+    pub upstream_kind: Option<&'static str>,
+}
+
+pub(super) fn classify(e: &Error) -> Failure {
+    use ErrorType::*;
+    if let HTTPStatus(code) = e.etype() {
+        return Failure {
+            status: *code,
+            upstream_kind: None,
+        };
+    }
+    match e.esource() {
+        ErrorSource::Upstream => {
+            let (status, kind) = match e.etype() {
+                ConnectTimedout | ReadTimedout | WriteTimedout => (504, "timeout"),
+                ConnectRefused | ConnectNoRoute | ConnectError | ConnectProxyFailure
+                | TLSHandshakeFailure | TLSHandshakeTimedout | InvalidCert | TLSWantX509Lookup
+                | HandshakeError => (502, "connect"),
+                ConnectionClosed | ReadError | WriteError => (502, "reset"),
+                _ => (502, "other"),
+            };
+            Failure {
+                status,
+                upstream_kind: Some(kind),
+            }
+        }
+        ErrorSource::Downstream => Failure {
+            status: match e.etype() {
+                WriteError | ReadError | ConnectionClosed => 0,
+                ReadTimedout => 408,
+                _ => 400,
+            },
+            upstream_kind: None,
+        },
+        ErrorSource::Internal | ErrorSource::Unset => Failure {
+            status: 500,
+            upstream_kind: None,
+        },
+    }
+}
+
+fn explanation(status: u16) -> (&'static str, &'static str) {
+    match status {
+        400 => ("Bad Request", "The request could not be understood."),
+        404 => ("Not Found", "There is nothing here."),
+        405 => ("Method Not Allowed", "This method is not allowed here."),
+        408 => ("Request Timeout", "The request took too long to arrive."),
+        413 => ("Payload Too Large", "The request body is too large."),
+        502 => (
+            "Bad Gateway",
+            "The application is not reachable right now. Please try again in a moment.",
+        ),
+        503 => (
+            "Service Unavailable",
+            "The service is unavailable right now. Please try again in a moment.",
+        ),
+        504 => (
+            "Gateway Timeout",
+            "The application did not answer in time. Please try again in a moment.",
+        ),
+        _ => ("Error", "Something went wrong."),
+    }
+}
+
+/// A small HTML page for `status`; `request_id` is a plain token (see `request_id`), safe in HTML.
+fn page(status: u16, request_id: &str) -> Bytes {
+    let (title, text) = explanation(status);
+    Bytes::from(format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{status} {title}</title></head>\n<body style=\"font-family:sans-serif;max-width:40em;margin:3em auto\">\n<h1>{status} {title}</h1>\n<p>{text}</p>\n<p><small>Reference: {request_id}</small></p>\n</body></html>\n"
+    ))
+}
+
+/// Sends the error page for a failed proxy attempt (does nothing if a response already began).
+pub(super) async fn write_error_page(
+    session: &mut Session,
+    status: u16,
+    request_id: &str,
+) -> Result<()> {
+    let body = page(status, request_id);
+    let mut header = ResponseHeader::build(status, Some(4))?;
+    header.insert_header("content-type", "text/html; charset=utf-8")?;
+    header.insert_header("content-length", body.len().to_string())?;
+    header.insert_header("cache-control", "no-store")?;
+    header.insert_header("x-request-id", request_id)?;
+    let body = if session.req_header().method == http::Method::HEAD {
+        Bytes::new()
+    } else {
+        body
+    };
+    session.write_error_response(header, body).await
+}
+
+/// Answers a request under the reserved prefix that no stage handles. Returns the status.
+pub(super) async fn own_endpoint_not_found(session: &mut Session, request_id: &str) -> Result<u16> {
+    respond(
+        session,
+        404,
+        "text/html; charset=utf-8",
+        page(404, request_id),
+        request_id,
+    )
+    .await?;
+    Ok(404)
+}
+
+/// Writes a complete response; the body is left out for HEAD requests.
+pub(super) async fn respond(
+    session: &mut Session,
+    status: u16,
+    content_type: &str,
+    body: Bytes,
+    request_id: &str,
+) -> Result<()> {
+    let mut header = ResponseHeader::build(status, Some(5))?;
+    header.insert_header("content-type", content_type)?;
+    header.insert_header("content-length", body.len().to_string())?;
+    header.insert_header("cache-control", "no-store")?;
+    header.insert_header("x-content-type-options", "nosniff")?;
+    header.insert_header("x-request-id", request_id)?;
+    let head_only = session.req_header().method == http::Method::HEAD || body.is_empty();
+    session
+        .write_response_header(Box::new(header), head_only)
+        .await?;
+    if !head_only {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}

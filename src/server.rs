@@ -1,0 +1,107 @@
+//! Assembles and runs the process: the proxy service on the public listeners, the admin
+//! service on its private one, and the config watcher. Everything that needs a socket or a
+//! signal starts here; the stages themselves stay free of process concerns.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server};
+use pingora::services::listening::Service;
+
+use crate::admin::{AdminApp, Metrics};
+use crate::config::{Config, ConfigWatcher};
+use crate::proxy::GaitkeeperProxy;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot listen on {address} ({what}): {reason}. Is another process using it? Change `{key}` in the config.")]
+    Listen {
+        address: String,
+        what: &'static str,
+        key: &'static str,
+        reason: std::io::Error,
+    },
+    #[error("cannot create the data directory {path}: {reason}. Set `server.data_dir` to a writable directory.")]
+    DataDir { path: String, reason: std::io::Error },
+    #[error("cannot watch the config file for changes: {0}")]
+    Watch(std::io::Error),
+}
+
+/// Loads `config_path`, starts every listener and serves until SIGINT/SIGTERM.
+/// Logging must already be set up (see [`crate::logging`]).
+pub fn run(config_path: &Path) -> Result<(), StartError> {
+    let config = Config::load(config_path)?;
+    check_listeners_free(&config)?;
+    std::fs::create_dir_all(&config.server.data_dir).map_err(|reason| StartError::DataDir {
+        path: config.server.data_dir.display().to_string(),
+        reason,
+    })?;
+
+    let metrics = Arc::new(Metrics::new());
+    let shared = Arc::new(ArcSwap::from_pointee(config.clone()));
+    metrics.config_loaded.set(1);
+    ConfigWatcher::new(config_path, shared.clone(), metrics.clone())
+        .spawn()
+        .map_err(StartError::Watch)?;
+
+    let data_dir = config.server.data_dir.display().to_string();
+    let server_conf = ServerConf {
+        threads: config.server.threads,
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(config.server.grace_period.0.as_secs().max(1)),
+        // Keep enough idle connections to the app for every worker under load.
+        upstream_keepalive_pool_size: 1024,
+        pid_file: format!("{data_dir}/gaitkeeper.pid"),
+        upgrade_sock: format!("{data_dir}/gaitkeeper-upgrade.sock"),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, server_conf);
+    server.bootstrap();
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        GaitkeeperProxy::new(shared.clone(), metrics.clone()),
+        "gaitkeeper proxy",
+    );
+    for address in &config.listen {
+        proxy.add_tcp(&address.to_string());
+    }
+    let mut admin = Service::new("gaitkeeper admin".to_string(), AdminApp::new(metrics, shared));
+    admin.add_tcp(&config.admin.listen.to_string());
+    admin.threads = Some(1);
+
+    server.add_service(proxy);
+    server.add_service(admin);
+    tracing::info!(
+        listen = ?config.listen.iter().map(|l| l.to_string()).collect::<Vec<_>>(),
+        admin = %config.admin.listen,
+        upstream = %format!("{}:{}", config.upstream.address.host, config.upstream.address.port),
+        threads = config.server.threads,
+        "gaitkeeper starting"
+    );
+    server.run(RunArgs::default());
+    tracing::info!("gaitkeeper stopped");
+    Ok(())
+}
+
+/// pingora aborts the process on a bind failure; check first so the operator gets a clear
+/// message instead.
+fn check_listeners_free(config: &Config) -> Result<(), StartError> {
+    let public = config.listen.iter().map(|l| (l, "public listener", "listen"));
+    let admin = std::iter::once((&config.admin.listen, "admin listener", "admin.listen"));
+    for (address, what, key) in public.chain(admin) {
+        TcpListener::bind(address.0).map_err(|reason| StartError::Listen {
+            address: address.to_string(),
+            what,
+            key,
+            reason,
+        })?;
+    }
+    Ok(())
+}
