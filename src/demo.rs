@@ -21,7 +21,10 @@ pub struct DemoOptions {
 
 pub fn run(options: &DemoOptions) -> Result<()> {
     std::fs::create_dir_all(&options.data_dir).with_context(|| {
-        format!("cannot create the data directory {}", options.data_dir.display())
+        format!(
+            "cannot create the data directory {}",
+            options.data_dir.display()
+        )
     })?;
     let data_dir = options
         .data_dir
@@ -57,7 +60,10 @@ pub fn run(options: &DemoOptions) -> Result<()> {
     println!("  Open      http://127.0.0.1:{}/login", options.port);
     println!("  Users     alice / wonderland-42, bob / builder-2024, carol / carolina-77");
     println!("  The app   http://{app_addr}  (the legacy app itself, unprotected)");
-    println!("  Metrics   http://127.0.0.1:{}/metrics", options.admin_port);
+    println!(
+        "  Metrics   http://127.0.0.1:{}/metrics",
+        options.admin_port
+    );
     println!("  Config    {}  (edits apply live)", config_path.display());
     println!("  Data      {}", data_dir.display());
     println!();

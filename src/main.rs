@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use gaitkeeper::config::Config;
 
 #[derive(Parser)]
-#[command(name = "gaitkeeper", version, about = "Behavioural-biometrics login proxy")]
+#[command(
+    name = "gaitkeeper",
+    version,
+    about = "Behavioural-biometrics login proxy"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

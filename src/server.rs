@@ -28,7 +28,10 @@ pub enum StartError {
         reason: std::io::Error,
     },
     #[error("cannot create the data directory {path}: {reason}. Set `server.data_dir` to a writable directory.")]
-    DataDir { path: String, reason: std::io::Error },
+    DataDir {
+        path: String,
+        reason: std::io::Error,
+    },
     #[error("cannot watch the config file for changes: {0}")]
     Watch(std::io::Error),
 }
@@ -72,7 +75,10 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
     for address in &config.listen {
         proxy.add_tcp(&address.to_string());
     }
-    let mut admin = Service::new("gaitkeeper admin".to_string(), AdminApp::new(metrics, shared));
+    let mut admin = Service::new(
+        "gaitkeeper admin".to_string(),
+        AdminApp::new(metrics, shared),
+    );
     admin.add_tcp(&config.admin.listen.to_string());
     admin.threads = Some(1);
 
@@ -93,7 +99,10 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
 /// pingora aborts the process on a bind failure; check first so the operator gets a clear
 /// message instead.
 fn check_listeners_free(config: &Config) -> Result<(), StartError> {
-    let public = config.listen.iter().map(|l| (l, "public listener", "listen"));
+    let public = config
+        .listen
+        .iter()
+        .map(|l| (l, "public listener", "listen"));
     let admin = std::iter::once((&config.admin.listen, "admin listener", "admin.listen"));
     for (address, what, key) in public.chain(admin) {
         TcpListener::bind(address.0).map_err(|reason| StartError::Listen {

@@ -33,7 +33,10 @@ impl Metrics {
         let registry = Registry::new_custom(Some("gaitkeeper".into()), None)
             .expect("a static prefix is valid");
         let requests = IntCounterVec::new(
-            Opts::new("requests_total", "Responses sent to clients, by status code"),
+            Opts::new(
+                "requests_total",
+                "Responses sent to clients, by status code",
+            ),
             &["status"],
         )
         .expect("valid metric");

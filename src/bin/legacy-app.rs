@@ -317,6 +317,8 @@ fn handle(app: &App, mut request: Request) {
 }
 
 fn route(app: &App, request: &mut Request, method: &Method, path: &str) -> Reply {
+    // Refuse a declared oversized body on every route, before reading it.
+    // (tiny_http 0.12 still drains the unread rest after we answer.)
     if request.body_length().is_some_and(|len| len > MAX_BODY) {
         return too_large();
     }

@@ -227,7 +227,10 @@ mod defaults {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{file}: cannot read the config file: {reason}")]
-    Read { file: String, reason: std::io::Error },
+    Read {
+        file: String,
+        reason: std::io::Error,
+    },
     #[error("{}", fmt_invalid(file, *line, *column, key, message))]
     Invalid {
         file: String,
@@ -334,7 +337,10 @@ impl Config {
         if !(1..=256).contains(&self.server.threads) {
             return Err(invalid(
                 "server.threads",
-                format!("expected 1 to 256 worker threads, found {}", self.server.threads),
+                format!(
+                    "expected 1 to 256 worker threads, found {}",
+                    self.server.threads
+                ),
             ));
         }
         if self.server.app_name.trim().is_empty() || self.server.app_name.len() > 100 {
@@ -417,7 +423,9 @@ fn friendly_message(message: &str, text: &str, line: u64, column: u64) -> String
     };
     let expected = match message {
         "invalid boolean" => "expected true or false",
-        "expected sequence start" => "expected a list, e.g. [\"0.0.0.0:8080\"] or lines starting with `- `",
+        "expected sequence start" => {
+            "expected a list, e.g. [\"0.0.0.0:8080\"] or lines starting with `- `"
+        }
         "expected mapping start" | "expected mapping" => "expected a mapping of `key: value` lines",
         "expected string scalar" => "expected a single string value",
         m if m.starts_with("invalid u") || m.starts_with("invalid i") => "expected a whole number",

@@ -44,7 +44,10 @@ fn wrong_type_names_line_column_and_key() {
     let (line, column, key, message) = error_of(&text);
     assert_eq!((line, column), (6, 12));
     assert_eq!(key, "server.threads");
-    assert!(message.contains("many") || message.contains("integer"), "{message}");
+    assert!(
+        message.contains("many") || message.contains("integer"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -102,7 +105,10 @@ fn admin_listener_may_not_share_the_public_port() {
 #[test]
 fn schema_is_json_and_forbids_unknown_keys() {
     let schema: serde_json::Value = serde_json::from_str(&Config::json_schema()).unwrap();
-    assert_eq!(schema["additionalProperties"], serde_json::Value::Bool(false));
+    assert_eq!(
+        schema["additionalProperties"],
+        serde_json::Value::Bool(false)
+    );
     assert!(schema["properties"]["upstream"].is_object());
 }
 

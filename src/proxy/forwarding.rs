@@ -37,19 +37,14 @@ pub(super) fn add_forwarding_headers(
     upstream_request: &mut RequestHeader,
     ctx: &RequestCtx,
 ) -> Result<()> {
-    let original_host = session
-        .req_header()
-        .headers
-        .get(HOST)
-        .cloned()
-        .or_else(|| {
-            // HTTP/2 and absolute-form requests carry the host in the URI.
-            session
-                .req_header()
-                .uri
-                .authority()
-                .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
-        });
+    let original_host = session.req_header().headers.get(HOST).cloned().or_else(|| {
+        // HTTP/2 and absolute-form requests carry the host in the URI.
+        session
+            .req_header()
+            .uri
+            .authority()
+            .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+    });
 
     if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
         let ip = client.ip().to_string();
@@ -102,7 +97,11 @@ fn format_host(host: &str, port: u16, tls: bool) -> String {
 /// The request id: the client's `X-Request-Id` when it is a short plain token (so ids from a
 /// load balancer in front survive), otherwise a fresh random one.
 pub(super) fn request_id(req: &RequestHeader) -> String {
-    if let Some(given) = req.headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
+    if let Some(given) = req
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+    {
         let plain = !given.is_empty()
             && given.len() <= 64
             && given
@@ -144,7 +143,8 @@ pub fn is_reserved_path(path: &str, prefix: &str) -> bool {
 }
 
 fn starts_with_ignore_case(text: &str, prefix: &str) -> bool {
-    text.len() >= prefix.len() && text.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+    text.len() >= prefix.len()
+        && text.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
 }
 
 /// Decodes percent-escapes (repeatedly, against double encoding), maps `\` to `/`, and
@@ -176,7 +176,11 @@ fn normalize_path(path: &str) -> String {
         out.push('/');
         out.push_str(s);
     }
-    if decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..") || out.is_empty() {
+    if decoded.ends_with('/')
+        || decoded.ends_with("/.")
+        || decoded.ends_with("/..")
+        || out.is_empty()
+    {
         out.push('/');
     }
     out
@@ -211,7 +215,10 @@ mod tests {
     fn ordinary_paths_are_not_reserved() {
         let prefix = "/__gk/";
         for path in ["/", "/login", "/__gkx", "/app/__gk/", "/__g/k", "/%5f_gkx"] {
-            assert!(!is_reserved_path(path, prefix), "{path} must not be reserved");
+            assert!(
+                !is_reserved_path(path, prefix),
+                "{path} must not be reserved"
+            );
         }
     }
 

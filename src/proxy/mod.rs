@@ -101,9 +101,7 @@ impl ProxyHttp for GaitkeeperProxy {
         if let Some(sent) = ctx.upstream_sent {
             let elapsed = sent.elapsed();
             ctx.upstream_time = Some(elapsed);
-            self.metrics
-                .upstream_latency
-                .observe(elapsed.as_secs_f64());
+            self.metrics.upstream_latency.observe(elapsed.as_secs_f64());
         }
         Ok(())
     }
@@ -116,7 +114,10 @@ impl ProxyHttp for GaitkeeperProxy {
     ) -> FailToProxy {
         let failure = pages::classify(e);
         if let Some(kind) = failure.upstream_kind {
-            self.metrics.upstream_errors.with_label_values(&[kind]).inc();
+            self.metrics
+                .upstream_errors
+                .with_label_values(&[kind])
+                .inc();
         }
         if failure.status > 0 {
             if let Err(write_err) =

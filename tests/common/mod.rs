@@ -1,0 +1,406 @@
+//! Test harness: a real echo app on 127.0.0.1 and the real `gaitkeeper` binary in front of it.
+//! Everything binds to 127.0.0.1 on free ports; readiness is polled with a deadline, never
+//! waited for with a fixed sleep.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+pub const SECRET: &str = "test-secret-0123456789abcdef0123456789";
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `check` until it returns true or `limit` passes.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// What the echo app saw of one request.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A small HTTP/1.1 app that records every request and answers:
+/// - `/slow/MS`: waits MS milliseconds, then answers;
+/// - `/bytes/N`: N bytes of a known pattern;
+/// - `/ws`: a WebSocket echo;
+/// - anything else: 200 with the body `<name> <method> <target> <body length>`.
+pub struct EchoApp {
+    pub addr: SocketAddr,
+    pub name: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    pub connections: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for EchoApp {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl EchoApp {
+    pub async fn start(name: &str) -> EchoApp {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (task_seen, task_name, task_conns) =
+            (seen.clone(), name.to_string(), connections.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                task_conns.fetch_add(1, Ordering::SeqCst);
+                let (seen, name) = (task_seen.clone(), task_name.clone());
+                tokio::spawn(async move {
+                    let _ = serve_connection(stream, seen, name).await;
+                });
+            }
+        });
+        EchoApp {
+            addr,
+            name: name.to_string(),
+            seen,
+            connections,
+            task,
+        }
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn last(&self) -> Seen {
+        self.seen().last().cloned().expect("the app saw no request")
+    }
+}
+
+async fn serve_connection(
+    mut stream: TcpStream,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    name: String,
+) -> std::io::Result<()> {
+    let mut buffer = Vec::new();
+    loop {
+        // Read one request head.
+        let head_end = loop {
+            if let Some(i) = find(&buffer, b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 8192];
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buffer.extend_from_slice(&chunk[..n]);
+        };
+        let mut header_slots = [httparse::EMPTY_HEADER; 64];
+        let mut request = httparse::Request::new(&mut header_slots);
+        request
+            .parse(&buffer[..head_end])
+            .map_err(std::io::Error::other)?;
+        let method = request.method.unwrap_or("").to_string();
+        let target = request.path.unwrap_or("").to_string();
+        let headers: Vec<(String, String)> = request
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_string(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            })
+            .collect();
+        buffer.drain(..head_end);
+        let get = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+        };
+        let body = if let Some(length) = get("content-length") {
+            let length: usize = length.trim().parse().unwrap_or(0);
+            while buffer.len() < length {
+                let mut chunk = vec![0u8; 64 * 1024];
+                let n = stream.read(&mut chunk).await?;
+                if n == 0 {
+                    return Ok(());
+                }
+                buffer.extend_from_slice(&chunk[..n]);
+            }
+            buffer.drain(..length).collect()
+        } else if get("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+            read_chunked(&mut stream, &mut buffer).await?
+        } else {
+            Vec::new()
+        };
+        let record = Seen {
+            method: method.clone(),
+            target: target.clone(),
+            headers: headers.clone(),
+            body: body.clone(),
+        };
+        seen.lock().unwrap().push(record);
+
+        if get("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket")) {
+            let key = get("sec-websocket-key").unwrap_or_default();
+            let accept =
+                tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+            let response = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+            );
+            stream.write_all(response.as_bytes()).await?;
+            let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                stream,
+                tokio_tungstenite::tungstenite::protocol::Role::Server,
+                None,
+            )
+            .await;
+            use futures_util::{SinkExt, StreamExt};
+            while let Some(Ok(message)) = ws.next().await {
+                if message.is_text() || message.is_binary() {
+                    ws.send(message).await.map_err(std::io::Error::other)?;
+                }
+            }
+            return Ok(());
+        }
+
+        let (status, response_body) = if let Some(ms) = target.strip_prefix("/slow/") {
+            let ms: u64 = ms.parse().unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            (200, format!("{name} slow {ms}").into_bytes())
+        } else if let Some(n) = target.strip_prefix("/bytes/") {
+            let n: usize = n.parse().unwrap_or(0);
+            (200, pattern(n))
+        } else {
+            (
+                200,
+                format!("{name} {method} {target} {}", body.len()).into_bytes(),
+            )
+        };
+        let head = format!(
+            "HTTP/1.1 {status} OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nx-echo-app: {name}\r\n\r\n",
+            response_body.len()
+        );
+        stream.write_all(head.as_bytes()).await?;
+        if method != "HEAD" {
+            stream.write_all(&response_body).await?;
+        }
+    }
+}
+
+async fn read_chunked(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> std::io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = loop {
+            if let Some(i) = find(buffer, b"\r\n") {
+                break i;
+            }
+            let mut chunk = [0u8; 8192];
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(body);
+            }
+            buffer.extend_from_slice(&chunk[..n]);
+        };
+        let size_text = String::from_utf8_lossy(&buffer[..line_end]).to_string();
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("0").trim(), 16)
+            .map_err(std::io::Error::other)?;
+        buffer.drain(..line_end + 2);
+        while buffer.len() < size + 2 {
+            let mut chunk = vec![0u8; 64 * 1024];
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(body);
+            }
+            buffer.extend_from_slice(&chunk[..n]);
+        }
+        body.extend_from_slice(&buffer[..size]);
+        buffer.drain(..size + 2);
+        if size == 0 {
+            return Ok(body);
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// `n` bytes of a repeating, position-dependent pattern, to check streamed bodies exactly.
+pub fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8).collect()
+}
+
+/// The real `gaitkeeper run` process with a config in a temp dir; killed on drop.
+pub struct Gaitkeeper {
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    child: Child,
+}
+
+impl Drop for Gaitkeeper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_gaitkeeper")
+}
+
+/// A config for `upstream` on fresh ports; `extra` is appended as more YAML.
+pub fn config_text(
+    proxy: SocketAddr,
+    admin: SocketAddr,
+    data_dir: &Path,
+    upstream: SocketAddr,
+    upstream_extra: &str,
+) -> String {
+    format!(
+        "listen: [\"{proxy}\"]\nupstream:\n  address: \"{upstream}\"\n{upstream_extra}admin:\n  listen: \"{admin}\"\nserver:\n  threads: 2\n  data_dir: {data_dir:?}\nlogging:\n  format: json\nsecrets:\n  key: {{ env: GK_TEST_SECRET }}\n",
+        data_dir = data_dir.display().to_string()
+    )
+}
+
+impl Gaitkeeper {
+    /// Starts gaitkeeper in front of `upstream`; `upstream_extra` holds more `upstream:` keys
+    /// (each line indented by two spaces).
+    pub async fn start(upstream: SocketAddr, upstream_extra: &str) -> Gaitkeeper {
+        let dir = tempfile::tempdir().unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let config_path = dir.path().join("gaitkeeper.yaml");
+        let text = config_text(
+            addr,
+            admin,
+            &dir.path().join("data"),
+            upstream,
+            upstream_extra,
+        );
+        std::fs::write(&config_path, text).unwrap();
+        let log = std::fs::File::create(dir.path().join("gaitkeeper.log")).unwrap();
+        let child = Command::new(binary())
+            .args(["run", "--config"])
+            .arg(&config_path)
+            .env("GK_TEST_SECRET", SECRET)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let gk = Gaitkeeper {
+            dir,
+            config_path,
+            addr,
+            admin,
+            child,
+        };
+        gk.wait_ready().await;
+        gk
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let admin_up = reqwest::get(format!("http://{}/readyz", self.admin))
+                .await
+                .is_ok_and(|r| r.status() == 200);
+            let proxy_up = TcpStream::connect(self.addr).await.is_ok();
+            if admin_up && proxy_up {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gaitkeeper did not become ready; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gaitkeeper.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Replaces the config file the way editors do: write a temp file, then rename over it.
+    pub fn rewrite_config(&self, text: &str) {
+        let tmp = self.dir.path().join(".gaitkeeper.yaml.tmp");
+        let mut file = std::fs::File::create(&tmp).unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        file.sync_all().unwrap();
+        std::fs::rename(&tmp, &self.config_path).unwrap();
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The value of one metric sample line, e.g. `gaitkeeper_config_reloads_total{result="ok"}`.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        self.metrics()
+            .await
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(sample)
+                    .map(|v| v.trim().parse().unwrap_or(0.0))
+            })
+            .unwrap_or(0.0)
+    }
+}
