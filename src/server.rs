@@ -60,6 +60,12 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
         graceful_shutdown_timeout_seconds: Some(config.server.grace_period.0.as_secs().max(1)),
         // Keep enough idle connections to the app for every worker under load.
         upstream_keepalive_pool_size: 1024,
+        work_stealing: false,
+        ca_file: config
+            .upstream
+            .ca_file
+            .as_ref()
+            .map(|p| p.display().to_string()),
         pid_file: format!("{data_dir}/gaitkeeper.pid"),
         upgrade_sock: format!("{data_dir}/gaitkeeper-upgrade.sock"),
         ..ServerConf::default()

@@ -382,3 +382,48 @@ async fn access_log_has_one_json_line_per_request_without_the_query() {
     assert!(!log.contains("supersecret"));
     assert!(!log.contains(common::SECRET));
 }
+
+#[tokio::test]
+async fn tls_to_the_upstream_sends_sni_and_verifies_the_certificate() {
+    let app = common::TlsApp::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &app.cert_pem).unwrap();
+    let upstream = format!("127.0.0.1:{}", app.addr.port()).parse().unwrap();
+
+    let extra = format!(
+        "  tls: true\n  sni: localhost\n  ca_file: {:?}\n",
+        ca.display().to_string()
+    );
+    let gk = Gaitkeeper::start(upstream, &extra).await;
+    let response = client().get(gk.url("/secure")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.text().await.unwrap(),
+        "tls-app GET /secure sni=localhost"
+    );
+
+    // Without the app's CA the certificate does not verify: a 502, never plain text.
+    let gk = Gaitkeeper::start(upstream, "  tls: true\n  sni: localhost\n").await;
+    assert_eq!(
+        client()
+            .get(gk.url("/secure"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        502
+    );
+
+    // The operator may turn verification off for a self-signed test app.
+    let gk = Gaitkeeper::start(
+        upstream,
+        "  tls: true\n  sni: localhost\n  verify_certificate: false\n",
+    )
+    .await;
+    let response = client().get(gk.url("/x")).send().await.unwrap();
+    assert_eq!(
+        response.text().await.unwrap(),
+        "tls-app GET /x sni=localhost"
+    );
+}

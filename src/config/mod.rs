@@ -54,6 +54,10 @@ pub struct UpstreamConfig {
     /// Verify the app's TLS certificate (only turn off for a self-signed test app).
     #[serde(default = "defaults::yes")]
     pub verify_certificate: bool,
+    /// PEM file of the CA(s) that sign the app's certificate, for a private PKI; default:
+    /// the system's roots (restart to change).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// Which Host header the app receives.
     #[serde(default)]
     pub host_header: HostHeader,
@@ -354,6 +358,20 @@ impl Config {
                 return Err(invalid(
                     "upstream.sni",
                     format!("expected a DNS name, found {sni:?}"),
+                ));
+            }
+        }
+        if let Some(ca_file) = &self.upstream.ca_file {
+            let readable = std::fs::read_to_string(ca_file)
+                .map(|pem| pem.contains("-----BEGIN CERTIFICATE-----"))
+                .unwrap_or(false);
+            if !readable {
+                return Err(invalid(
+                    "upstream.ca_file",
+                    format!(
+                        "{} is not a readable PEM file with at least one certificate",
+                        ca_file.display()
+                    ),
                 ));
             }
         }

@@ -148,6 +148,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.logging.format != new.logging.format || old.logging.level != new.logging.level {
         changed.push("logging");
     }
+    if old.upstream.ca_file != new.upstream.ca_file {
+        changed.push("upstream.ca_file");
+    }
     if old.secrets.key != new.secrets.key {
         changed.push("secrets.key");
     }

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Pass-through benchmark: gaitkeeper vs nginx (Debian package), both fronting the same fast
+# upstream (an nginx that answers a fixed 200) on loopback, with the same worker-thread count,
+# driven by wrk in one run. Prints req/s and latency percentiles and the ratios.
+#
+# Usage: bench/proxy-vs-nginx.sh [--threads N] [--duration SECONDS] [--connections C] [--rounds R]
+# Needs: nginx, wrk (installed with apt-get if missing), a release build (built if missing).
+set -euo pipefail
+
+THREADS=1 DURATION=15 CONNECTIONS=64 ROUNDS=3
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --threads) THREADS=$2; shift 2 ;;
+    --duration) DURATION=$2; shift 2 ;;
+    --connections) CONNECTIONS=$2; shift 2 ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
+  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO=sudo
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq nginx-light wrk
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+(cd "$ROOT" && cargo build --release --bin gaitkeeper -q)
+GK="$ROOT/target/release/gaitkeeper"
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+
+UP=$(free_port) NG=$(free_port) GKP=$(free_port) GKA=$(free_port)
+
+nginx_conf() { # $1 = name, $2 = server block
+  mkdir -p "$WORK/$1"
+  cat > "$WORK/$1/nginx.conf" <<CONF
+worker_processes $3;
+daemon off;
+pid $WORK/$1/nginx.pid;
+error_log $WORK/$1/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/$1/body; proxy_temp_path $WORK/$1/proxy;
+  fastcgi_temp_path $WORK/$1/fcgi; uwsgi_temp_path $WORK/$1/uwsgi; scgi_temp_path $WORK/$1/scgi;
+  keepalive_requests 1000000;
+  $2
+}
+CONF
+}
+
+# The shared upstream: answers every request with a small fixed body.
+nginx_conf upstream "server { listen 127.0.0.1:$UP; location / { return 200 'hello from the app\n'; } }" 1
+# The peer: nginx as a reverse proxy with upstream keep-alive.
+nginx_conf proxy "upstream app { server 127.0.0.1:$UP; keepalive 256; }
+  server { listen 127.0.0.1:$NG; location / { proxy_pass http://app; proxy_http_version 1.1;
+    proxy_set_header Connection \"\"; proxy_set_header Host \$host;
+    proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto \$scheme; } }" "$THREADS"
+
+"$NGINX" -c "$WORK/upstream/nginx.conf" & PIDS+=($!)
+"$NGINX" -c "$WORK/proxy/nginx.conf" & PIDS+=($!)
+head -c 32 /dev/urandom | base64 > "$WORK/secret"
+cat > "$WORK/gk.yaml" <<CONF
+listen: ["127.0.0.1:$GKP"]
+upstream: { address: "127.0.0.1:$UP" }
+admin: { listen: "127.0.0.1:$GKA" }
+server: { threads: $THREADS, data_dir: "$WORK/gkdata" }
+logging: { access_log: false, format: json, level: warn }
+secrets: { key: { file: "$WORK/secret" } }
+CONF
+"$GK" run -c "$WORK/gk.yaml" 2>"$WORK/gk.log" & PIDS+=($!)
+wait_port "$UP"; wait_port "$NG"; wait_port "$GKP"
+
+# Sanity: both answer with the app's body.
+curl -sf "http://127.0.0.1:$NG/" | grep -q "hello from the app"
+curl -sf "http://127.0.0.1:$GKP/" | grep -q "hello from the app"
+
+run_wrk() { # $1 = port → "rps p50 p99" (latencies in ms)
+  wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$1/" > "$WORK/wrk.out"
+  python3 - "$WORK/wrk.out" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+def ms(v):
+    n, unit = re.match(r"([\d.]+)(us|ms|s)", v).groups()
+    return float(n) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+p50 = ms(re.search(r"50%\s+(\S+)", text).group(1))
+p99 = ms(re.search(r"99%\s+(\S+)", text).group(1))
+errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", text)
+print(f"{rps:.0f} {p50:.3f} {p99:.3f} {'ERRORS' if errors else 'ok'}")
+PY
+}
+
+# Warm both up, then alternate rounds so drift hits both alike.
+wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$NG/" >/dev/null
+wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$GKP/" >/dev/null
+echo "round name rps p50_ms p99_ms status"
+for r in $(seq 1 "$ROUNDS"); do
+  echo "$r nginx $(run_wrk "$NG")" | tee -a "$WORK/results"
+  echo "$r gaitkeeper $(run_wrk "$GKP")" | tee -a "$WORK/results"
+done
+python3 - "$WORK/results" "$THREADS" "$CONNECTIONS" "$DURATION" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+def med(name, col):
+    return statistics.median(float(r[col]) for r in rows if r[1] == name)
+n = {k: med("nginx", i) for k, i in (("rps", 2), ("p50", 3), ("p99", 4))}
+g = {k: med("gaitkeeper", i) for k, i in (("rps", 2), ("p50", 3), ("p99", 4))}
+print()
+print(f"medians over rounds; threads={sys.argv[2]} connections={sys.argv[3]} duration={sys.argv[4]}s")
+print(f"| proxy | req/s | p50 ms | p99 ms |")
+print(f"|---|---|---|---|")
+print(f"| nginx | {n['rps']:.0f} | {n['p50']:.3f} | {n['p99']:.3f} |")
+print(f"| gaitkeeper | {g['rps']:.0f} | {g['p50']:.3f} | {g['p99']:.3f} |")
+print(f"| ratio gaitkeeper/nginx | {g['rps']/n['rps']:.2f}x | {g['p50']/n['p50']:.2f}x | {g['p99']/n['p99']:.2f}x |")
+PY

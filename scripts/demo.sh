@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# README command 1: installs build dependencies, builds, and runs `gaitkeeper demo` — the
+# bundled legacy app with gaitkeeper in front of it, state under ./gaitkeeper-demo.
+# Extra arguments go to `gaitkeeper demo` (e.g. --port 8081).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+cargo build --release --bins
+exec target/release/gaitkeeper demo "$@"
