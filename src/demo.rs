@@ -93,10 +93,14 @@ fn demo_config(options: &DemoOptions, data_dir: &Path, secret_file: &Path) -> St
          # Edits apply live (hot reload). See config/gaitkeeper.yaml for every setting.\n\
          listen: [\"127.0.0.1:{port}\"]\n\
          upstream:\n  address: \"127.0.0.1:{app_port}\"\n\
-         admin:\n  listen: \"127.0.0.1:{admin_port}\"\n\
          server:\n  threads: 2\n  data_dir: {data_dir:?}\n  app_name: \"Acme Intranet\"\n\
          logging:\n  format: human\n\
-         secrets:\n  key: {{ file: {secret:?} }}\n",
+         secrets:\n  key: {{ file: {secret:?} }}\n\
+         routes:\n\
+         \x20 - name: login\n    page: {{ paths: [\"/login\"], methods: [GET, POST] }}\n    submit: {{ path: \"/login\" }}\n\
+         \x20 - name: spa-login\n    page: {{ paths: [\"/spa-login\"] }}\n    submit: {{ path: \"/api/login\" }}\n\
+         # The demo shows what gaitkeeper received at http://127.0.0.1:{admin_port}/debug/telemetry\n\
+         admin:\n  listen: \"127.0.0.1:{admin_port}\"\n  debug_telemetry: true\n",
         port = options.port,
         app_port = options.app_port,
         admin_port = options.admin_port,

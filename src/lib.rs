@@ -3,11 +3,14 @@
 //!
 //! The modules follow a request through the product:
 //! `config` (what the operator asked for) → `proxy` (pingora phases, delegating to stages) →
-//! `admin` (health and metrics). `server` wires them into a running process.
+//! `inject` (capture script into login pages, page tokens) → `login` (telemetry taken out of
+//! the login submit) → `admin` (health and metrics). `server` wires them into a process.
 
 pub mod admin;
 pub mod config;
 pub mod demo;
+pub mod inject;
 pub mod logging;
+pub mod login;
 pub mod proxy;
 pub mod server;

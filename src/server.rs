@@ -13,6 +13,8 @@ use pingora::services::listening::Service;
 
 use crate::admin::{AdminApp, Metrics};
 use crate::config::{Config, ConfigWatcher};
+use crate::inject::PageTokens;
+use crate::login::TelemetryInbox;
 use crate::proxy::GaitkeeperProxy;
 
 /// Why the server could not start.
@@ -73,9 +75,14 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
     let mut server = Server::new_with_opt_and_conf(None, server_conf);
     server.bootstrap();
 
+    let inbox = Arc::new(TelemetryInbox::new(config.admin.debug_telemetry));
+    if config.admin.debug_telemetry {
+        tracing::warn!("admin.debug_telemetry is on: recent login telemetry is visible on the admin listener; turn it off in production");
+    }
+    let tokens = Arc::new(PageTokens::new(config.secrets.key.expose()));
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        GaitkeeperProxy::new(shared.clone(), metrics.clone()),
+        GaitkeeperProxy::new(shared.clone(), metrics.clone(), tokens, inbox.clone()),
         "gaitkeeper proxy",
     );
     for address in &config.listen {
@@ -83,7 +90,7 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
     }
     let mut admin = Service::new(
         "gaitkeeper admin".to_string(),
-        AdminApp::new(metrics, shared),
+        AdminApp::new(metrics, shared, inbox),
     );
     admin.add_tcp(&config.admin.listen.to_string());
     admin.threads = Some(1);

@@ -23,6 +23,13 @@ pub struct Metrics {
     pub own_endpoint_requests: IntCounterVec,
     /// 1 while a valid config is serving.
     pub config_loaded: IntGauge,
+    /// Login pages the capture script was injected into, by where the tag went.
+    pub pages_injected: IntCounterVec,
+    /// Login-page responses left alone, by reason (`content_type`, `coding`, `charset`, `status`).
+    pub injection_skipped: IntCounterVec,
+    /// Login submits by what their telemetry turned out to be: `ok` or a rejection reason
+    /// (`missing`, `malformed`, `bad_signature`, `expired`, `replayed`, `wrong_client`, …).
+    pub telemetry: IntCounterVec,
     /// One resolved counter per status code, so the hot path neither hashes labels nor
     /// allocates. Index 0 stands for "no response was written".
     by_status: Box<[OnceLock<IntCounter>]>,
@@ -74,8 +81,35 @@ impl Metrics {
         .expect("valid metric");
         let config_loaded = IntGauge::new("config_loaded", "1 while a valid config is serving")
             .expect("valid metric");
+        let pages_injected = IntCounterVec::new(
+            Opts::new(
+                "pages_injected_total",
+                "Login pages the capture script was injected into",
+            ),
+            &["placement"],
+        )
+        .expect("valid metric");
+        let injection_skipped = IntCounterVec::new(
+            Opts::new(
+                "injection_skipped_total",
+                "Login-page responses left unmodified, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let telemetry = IntCounterVec::new(
+            Opts::new(
+                "login_telemetry_total",
+                "Login submits by telemetry outcome (ok or the rejection reason) and transport",
+            ),
+            &["outcome", "transport"],
+        )
+        .expect("valid metric");
         for collector in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(pages_injected.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(injection_skipped.clone()),
+            Box::new(telemetry.clone()),
+            Box::new(requests.clone()),
             Box::new(upstream_errors.clone()),
             Box::new(upstream_latency.clone()),
             Box::new(config_reloads.clone()),
@@ -94,6 +128,9 @@ impl Metrics {
             config_reloads,
             own_endpoint_requests,
             config_loaded,
+            pages_injected,
+            injection_skipped,
+            telemetry,
             by_status: (0..600).map(|_| OnceLock::new()).collect(),
         }
     }

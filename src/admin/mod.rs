@@ -15,16 +15,22 @@ use pingora::protocols::http::ServerSession;
 pub use metrics::Metrics;
 
 use crate::config::SharedConfig;
+use crate::login::TelemetryInbox;
 
 /// Serves the admin endpoints.
 pub struct AdminApp {
     metrics: Arc<Metrics>,
     config: SharedConfig,
+    inbox: Arc<TelemetryInbox>,
 }
 
 impl AdminApp {
-    pub fn new(metrics: Arc<Metrics>, config: SharedConfig) -> Self {
-        AdminApp { metrics, config }
+    pub fn new(metrics: Arc<Metrics>, config: SharedConfig, inbox: Arc<TelemetryInbox>) -> Self {
+        AdminApp {
+            metrics,
+            config,
+            inbox,
+        }
     }
 }
 
@@ -51,6 +57,12 @@ impl ServeHttp for AdminApp {
                 .status(StatusCode::OK)
                 .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
                 .body(self.metrics.render())
+                .expect("static header values are valid"),
+            "/debug/telemetry" if self.inbox.enabled() => Response::builder()
+                .status(StatusCode::OK)
+                .header("content-type", "application/json")
+                .header("cache-control", "no-store")
+                .body(self.inbox.to_json())
                 .expect("static header values are valid"),
             _ => plain(
                 StatusCode::NOT_FOUND,

@@ -29,18 +29,20 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::fs::File;
-use std::io::{self, Read};
-use std::net::SocketAddr;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde::Serialize;
 use serde_json::Value;
-use tiny_http::{Header, Method, Request, Response, Server};
 
 const APP_NAME: &str = "Acme Intranet (legacy)";
 /// Largest request body the app accepts.
@@ -51,6 +53,35 @@ const SESSION_COOKIE: &str = "legacy_session";
 const CSRF_COOKIE: &str = "legacy_csrf";
 /// Length of a token: 16 random bytes, hex encoded.
 const TOKEN_LEN: usize = 32;
+
+/// Largest request head (request line and header fields, with line ends).
+const MAX_HEAD: usize = 16 * 1024;
+/// Largest number of header fields in a request.
+const MAX_HEADERS: usize = 100;
+/// Longest chunk-size line (with any chunk extensions) in a chunked body.
+const MAX_CHUNK_LINE: usize = 4096;
+/// Most bytes of chunked framing (size lines, line ends, trailers) per body.
+const MAX_CHUNK_OVERHEAD: usize = 2 * MAX_BODY;
+/// Socket read and write timeout: the longest silence tolerated mid-request.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request head must be complete this long after its first byte arrived.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request body must be complete this long after its head.
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// An idle keep-alive connection is closed after this long.
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often an idle keep-alive connection checks whether it should make room
+/// for a connection waiting for a worker.
+const IDLE_POLL: Duration = Duration::from_millis(100);
+/// After answering and before closing, how long (and how many bytes) to read
+/// and discard what the client still sends, so that closing with unread data
+/// does not reset the connection before the client has read the answer.
+const LINGER_TIME: Duration = Duration::from_millis(500);
+const LINGER_BYTES: usize = 256 * 1024;
+/// Size of one socket read.
+const READ_CHUNK: usize = 8 * 1024;
+/// Accepted connections waiting for a worker, beyond which accepting pauses.
+const ACCEPT_QUEUE: usize = 1024;
 
 /// The demo accounts: (username, password).
 const USERS: &[(&str, &str)] = &[
@@ -83,17 +114,16 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
 
-    let server = match Server::http(args.listen) {
-        Ok(server) => Arc::new(server),
+    let listener = match TcpListener::bind(args.listen) {
+        Ok(listener) => listener,
         Err(err) => {
             eprintln!("legacy-app: cannot listen on {}: {err}", args.listen);
             return ExitCode::FAILURE;
         }
     };
-    let bound = server
-        .server_addr()
-        .to_ip()
-        .map_or_else(|| args.listen.to_string(), |addr| addr.to_string());
+    let bound = listener
+        .local_addr()
+        .map_or_else(|_| args.listen.to_string(), |addr| addr.to_string());
 
     println!("legacy-app listening on http://{bound}");
     println!("demo users (username / password):");
@@ -109,43 +139,767 @@ fn main() -> ExitCode {
         sessions: Mutex::new(Sessions::default()),
         last_login: Mutex::new(None),
     });
+    let pool = Arc::new(Pool::default());
+    let (sender, receiver) = mpsc::sync_channel::<TcpStream>(ACCEPT_QUEUE);
+    let receiver = Arc::new(Mutex::new(receiver));
 
-    let mut workers = Vec::new();
     for i in 0..args.workers {
-        let server = Arc::clone(&server);
+        let receiver = Arc::clone(&receiver);
         let app = Arc::clone(&app);
+        let pool = Arc::clone(&pool);
         let spawned = thread::Builder::new()
             .name(format!("worker-{i}"))
-            .spawn(move || worker(&server, &app));
-        match spawned {
-            Ok(handle) => workers.push(handle),
-            Err(err) => {
-                eprintln!("legacy-app: cannot start worker thread: {err}");
-                return ExitCode::FAILURE;
-            }
+            .spawn(move || worker(&receiver, &app, &pool));
+        if let Err(err) = spawned {
+            eprintln!("legacy-app: cannot start worker thread: {err}");
+            return ExitCode::FAILURE;
         }
     }
-    for handle in workers {
-        // Workers only return if they panic outside request handling.
-        let _ = handle.join();
-    }
-    ExitCode::FAILURE
+    drop(receiver);
+
+    accept_loop(&listener, &sender, &pool)
 }
 
-/// One worker: take requests off the shared server forever.
-fn worker(server: &Server, app: &App) {
+/// Accepts connections forever and queues them for the workers.
+fn accept_loop(listener: &TcpListener, sender: &SyncSender<TcpStream>, pool: &Pool) -> ExitCode {
     loop {
-        match server.recv() {
-            Ok(request) => {
-                // A bug must cost one request, never the worker.
-                let outcome = panic::catch_unwind(AssertUnwindSafe(|| handle(app, request)));
-                if outcome.is_err() {
-                    eprintln!("legacy-app: request handler panicked");
+        match listener.accept() {
+            Ok((stream, _)) => {
+                pool.queued.fetch_add(1, Ordering::SeqCst);
+                if sender.send(stream).is_err() {
+                    eprintln!("legacy-app: no worker thread is left");
+                    return ExitCode::FAILURE;
                 }
             }
-            Err(err) => eprintln!("legacy-app: receiving request failed: {err}"),
+            Err(err) => {
+                eprintln!("legacy-app: accepting a connection failed: {err}");
+                // E.g. out of file descriptors: do not spin.
+                thread::sleep(Duration::from_millis(50));
+            }
         }
     }
+}
+
+/// One worker: serve queued connections, one at a time, forever.
+fn worker(receiver: &Mutex<Receiver<TcpStream>>, app: &App, pool: &Pool) {
+    loop {
+        pool.idle_workers.fetch_add(1, Ordering::SeqCst);
+        let next = lock(receiver).recv();
+        pool.idle_workers.fetch_sub(1, Ordering::SeqCst);
+        let Ok(stream) = next else {
+            return;
+        };
+        pool.queued.fetch_sub(1, Ordering::SeqCst);
+        // A bug must cost one connection, never the worker.
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| serve_connection(stream, app, pool)));
+        if outcome.is_err() {
+            eprintln!("legacy-app: connection handler panicked");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// HTTP/1.1 transport
+// ---------------------------------------------------------------------------
+//
+// A deliberately small HTTP/1.1 server on blocking `std::net` sockets: each
+// worker serves one connection at a time (keep-alive, pipelined requests
+// answered in order). Every limit is enforced before anything is allocated:
+// the head is at most `MAX_HEAD` bytes and `MAX_HEADERS` fields, a body at
+// most `MAX_BODY` bytes (Content-Length or chunked), and nothing is ever
+// sized from a length the client declared. Each answer goes out in a single
+// write with TCP_NODELAY set, so a keep-alive client (or proxy) is never left
+// waiting on Nagle's algorithm and delayed ACKs.
+
+/// Counters shared by the accept loop and the workers, so that an idle
+/// keep-alive connection can make room when every worker is taken.
+#[derive(Default)]
+struct Pool {
+    /// Accepted connections no worker has picked up yet.
+    queued: AtomicUsize,
+    /// Workers waiting for a connection.
+    idle_workers: AtomicUsize,
+}
+
+impl Pool {
+    /// Whether a connection is waiting and no worker is free to take it.
+    fn others_waiting(&self) -> bool {
+        self.queued.load(Ordering::SeqCst) > 0 && self.idle_workers.load(Ordering::SeqCst) == 0
+    }
+}
+
+/// Why a socket read gave up.
+enum Stop {
+    /// The peer closed its side.
+    Closed,
+    /// Nothing arrived in time.
+    TimedOut,
+    /// Idle, and another connection is waiting for a worker.
+    Yield,
+    /// Any other socket error.
+    Failed,
+}
+
+/// Why a request cannot be answered by the routes.
+enum Abort {
+    /// Close without answering: the peer went away, the connection was idle
+    /// too long, or the socket failed.
+    Quiet,
+    /// Answer with this status (and a reason for the log), then close.
+    Reject(u16, &'static str),
+}
+
+/// A socket failure once part of a request has arrived.
+fn mid_request(stop: Stop) -> Abort {
+    match stop {
+        Stop::TimedOut => Abort::Reject(408, "request not received in time"),
+        Stop::Closed => Abort::Reject(400, "connection closed mid-request"),
+        Stop::Yield | Stop::Failed => Abort::Quiet,
+    }
+}
+
+/// How the request body is delimited.
+enum BodyKind {
+    Empty,
+    Length(usize),
+    Chunked,
+}
+
+/// What the head says about reading the body and reusing the connection.
+struct Framing {
+    body: BodyKind,
+    keep_alive: bool,
+    expect_continue: bool,
+}
+
+/// One client connection and the bytes received on it but not yet used.
+struct Conn {
+    stream: TcpStream,
+    /// Received bytes; `buf[start..]` are not consumed yet.
+    buf: Vec<u8>,
+    start: usize,
+}
+
+fn serve_connection(stream: TcpStream, app: &App, pool: &Pool) {
+    let setup = stream
+        .set_nodelay(true)
+        .and_then(|()| stream.set_read_timeout(Some(IO_TIMEOUT)))
+        .and_then(|()| stream.set_write_timeout(Some(IO_TIMEOUT)));
+    if let Err(err) = setup {
+        eprintln!("legacy-app: cannot set up connection: {err}");
+        return;
+    }
+    let mut conn = Conn {
+        stream,
+        buf: Vec::with_capacity(READ_CHUNK),
+        start: 0,
+    };
+
+    loop {
+        let (mut request, http10) = match conn.read_head(pool) {
+            Ok(head) => head,
+            Err(Abort::Quiet) => return,
+            Err(Abort::Reject(status, why)) => return conn.reject(None, status, why),
+        };
+        let framing = match framing(&request, http10) {
+            Ok(framing) => framing,
+            Err((status, why)) => return conn.reject(Some(&request), status, why),
+        };
+        if framing.expect_continue
+            && !matches!(framing.body, BodyKind::Empty)
+            && conn.buffered().is_empty()
+            && conn
+                .stream
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .is_err()
+        {
+            return;
+        }
+        request.body = match conn.read_body(&framing.body) {
+            Ok(body) => body,
+            Err(Abort::Quiet) => return,
+            Err(Abort::Reject(status, why)) => return conn.reject(Some(&request), status, why),
+        };
+
+        // A bug must cost one request, never the connection or the worker.
+        let routed = panic::catch_unwind(AssertUnwindSafe(|| {
+            route(app, &request, &request.method, &request.path)
+        }));
+        let reply = routed.unwrap_or_else(|_| {
+            eprintln!("legacy-app: request handler panicked");
+            internal_error()
+        });
+        println!(
+            "{} {} {}",
+            request.method,
+            printable(&request.path),
+            reply.status
+        );
+
+        // Give the worker up between requests if others are queued for one.
+        let keep_alive =
+            framing.keep_alive && !(conn.buffered().is_empty() && pool.others_waiting());
+        let connection = match (keep_alive, http10) {
+            (false, _) => Some("close"),
+            (true, true) => Some("keep-alive"),
+            (true, false) => None,
+        };
+        if let Err(err) = conn.send(&reply, request.method == "HEAD", connection) {
+            eprintln!("legacy-app: sending response failed: {err}");
+            return;
+        }
+        if !keep_alive {
+            return conn.linger_close();
+        }
+    }
+}
+
+impl Conn {
+    /// Received bytes not consumed yet.
+    fn buffered(&self) -> &[u8] {
+        self.buf.get(self.start..).unwrap_or_default()
+    }
+
+    /// Reads at least one more byte into the buffer, waiting until `deadline`
+    /// at the latest and for at most `IO_TIMEOUT` of silence. With `idle`,
+    /// gives up early when another connection is waiting for a worker.
+    fn fill(&mut self, deadline: Instant, idle: Option<&Pool>) -> Result<(), Stop> {
+        if self.start > 0 {
+            self.buf.drain(..self.start.min(self.buf.len()));
+            self.start = 0;
+        }
+        let deadline = deadline.min(Instant::now() + IO_TIMEOUT);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Stop::TimedOut);
+            }
+            let wait = if idle.is_some() {
+                left.min(IDLE_POLL)
+            } else {
+                left
+            };
+            if self.stream.set_read_timeout(Some(wait)).is_err() {
+                return Err(Stop::Failed);
+            }
+            let filled = self.buf.len();
+            self.buf.resize(filled + READ_CHUNK, 0);
+            let result = self.stream.read(&mut self.buf[filled..]);
+            let got = result.as_ref().map_or(0, |n| (*n).min(READ_CHUNK));
+            self.buf.truncate(filled + got);
+            match result {
+                Ok(0) => return Err(Stop::Closed),
+                Ok(_) => return Ok(()),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if idle.is_some_and(Pool::others_waiting) {
+                        return Err(Stop::Yield);
+                    }
+                }
+                Err(_) => return Err(Stop::Failed),
+            }
+        }
+    }
+
+    /// Waits for the next request head and parses it. Returns the request
+    /// (without its body) and whether it is HTTP/1.0.
+    fn read_head(&mut self, pool: &Pool) -> Result<(Request, bool), Abort> {
+        let idle_deadline = Instant::now() + KEEP_ALIVE_TIMEOUT;
+        // Set once the first byte of this request is here (maybe pipelined).
+        let mut head_deadline =
+            (!self.buffered().is_empty()).then(|| Instant::now() + HEAD_TIMEOUT);
+        let mut scanned = 0;
+        loop {
+            // Empty lines before a request line are ignored (RFC 9112, 2.2).
+            let blank = self
+                .buffered()
+                .iter()
+                .take_while(|&&b| b == b'\r' || b == b'\n')
+                .count();
+            if blank > 0 {
+                self.start += blank;
+                scanned = 0;
+            }
+
+            let pending = self.buffered();
+            if let Some(end) = head_end(pending, scanned) {
+                if end > MAX_HEAD {
+                    return Err(Abort::Reject(431, "request head too large"));
+                }
+                let parsed = parse_head(pending.get(..end).unwrap_or_default());
+                self.start += end;
+                return parsed.map_err(|(status, why)| Abort::Reject(status, why));
+            }
+            if pending.len() >= MAX_HEAD {
+                return Err(Abort::Reject(431, "request head too large"));
+            }
+            scanned = pending.len().saturating_sub(2);
+            let partial = !pending.is_empty();
+
+            let result = match head_deadline {
+                Some(deadline) => self.fill(deadline, None),
+                None => self.fill(idle_deadline, Some(pool)),
+            };
+            match result {
+                Ok(()) => {
+                    head_deadline.get_or_insert_with(|| Instant::now() + HEAD_TIMEOUT);
+                }
+                Err(stop) if partial => return Err(mid_request(stop)),
+                Err(_) => return Err(Abort::Quiet),
+            }
+        }
+    }
+
+    /// Reads the whole body as framed, never more than `MAX_BODY` bytes.
+    fn read_body(&mut self, kind: &BodyKind) -> Result<Vec<u8>, Abort> {
+        let deadline = Instant::now() + BODY_TIMEOUT;
+        let mut body = Vec::new();
+        match *kind {
+            BodyKind::Empty => {}
+            BodyKind::Length(len) => self.read_exact_into(&mut body, len, deadline)?,
+            BodyKind::Chunked => self.read_chunked(&mut body, deadline)?,
+        }
+        Ok(body)
+    }
+
+    /// Moves exactly `len` more body bytes into `body`.
+    fn read_exact_into(
+        &mut self,
+        body: &mut Vec<u8>,
+        len: usize,
+        deadline: Instant,
+    ) -> Result<(), Abort> {
+        let mut missing = len;
+        while missing > 0 {
+            if self.buffered().is_empty() {
+                self.fill(deadline, None).map_err(mid_request)?;
+            }
+            let available = self.buffered();
+            let take = missing.min(available.len());
+            body.extend_from_slice(available.get(..take).unwrap_or_default());
+            self.start += take;
+            missing -= take;
+        }
+        Ok(())
+    }
+
+    /// Decodes a chunked body (RFC 9112, 7.1); chunk extensions and trailer
+    /// fields are read and ignored.
+    fn read_chunked(&mut self, body: &mut Vec<u8>, deadline: Instant) -> Result<(), Abort> {
+        // Bytes of framing around the data, bounded so tiny chunks with
+        // long extensions cannot keep the connection busy for long.
+        let mut overhead = 0;
+        loop {
+            let line = self.read_line(MAX_CHUNK_LINE, deadline)?;
+            overhead += line.len() + 2;
+            let size = line.split(|&b| b == b';').next().unwrap_or_default();
+            let size =
+                parse_hex(trim_ows(size)).ok_or(Abort::Reject(400, "malformed chunk size"))?;
+            if size == 0 {
+                break;
+            }
+            if size > MAX_BODY.saturating_sub(body.len()) {
+                return Err(Abort::Reject(413, "chunked body too large"));
+            }
+            self.read_exact_into(body, size, deadline)?;
+            if !self.read_line(0, deadline)?.is_empty() {
+                return Err(Abort::Reject(400, "chunk data not followed by CRLF"));
+            }
+            overhead += 2;
+            if overhead > MAX_CHUNK_OVERHEAD {
+                return Err(Abort::Reject(413, "too much chunked framing"));
+            }
+        }
+        loop {
+            let line = self.read_line(MAX_HEAD, deadline)?;
+            if line.is_empty() {
+                return Ok(());
+            }
+            overhead += line.len() + 2;
+            if overhead > MAX_CHUNK_OVERHEAD {
+                return Err(Abort::Reject(431, "trailer section too large"));
+            }
+        }
+    }
+
+    /// Reads one line of at most `limit` bytes, without its CRLF (or LF).
+    fn read_line(&mut self, limit: usize, deadline: Instant) -> Result<Vec<u8>, Abort> {
+        loop {
+            let pending = self.buffered();
+            if let Some(newline) = pending.iter().position(|&b| b == b'\n') {
+                let line = pending.get(..newline).unwrap_or_default();
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                if line.len() > limit {
+                    return Err(Abort::Reject(400, "chunked framing line too long"));
+                }
+                let line = line.to_vec();
+                self.start += newline + 1;
+                return Ok(line);
+            }
+            // The `+ 1` leaves room for the CR of a line of exactly `limit`.
+            if pending.len() > limit + 1 {
+                return Err(Abort::Reject(400, "chunked framing line too long"));
+            }
+            self.fill(deadline, None).map_err(mid_request)?;
+        }
+    }
+
+    /// Writes a whole response (head and body) with a single write.
+    fn send(&mut self, reply: &Reply, head_only: bool, connection: Option<&str>) -> io::Result<()> {
+        let mut head = format!(
+            "HTTP/1.1 {} {}\r\nDate: {}\r\n",
+            reply.status,
+            reason(reply.status),
+            http_date(SystemTime::now())
+        );
+        for (name, value) in &reply.headers {
+            let valid_name = !name.is_empty() && name.bytes().all(is_tchar);
+            let valid_value = value
+                .bytes()
+                .all(|b| b == b'\t' || (b' '..=b'~').contains(&b));
+            if valid_name && valid_value {
+                head.push_str(name);
+                head.push_str(": ");
+                head.push_str(value);
+                head.push_str("\r\n");
+            } else {
+                eprintln!("legacy-app: dropping unrepresentable header {name}");
+            }
+        }
+        head.push_str(&format!("Content-Length: {}\r\n", reply.body.len()));
+        if let Some(connection) = connection {
+            head.push_str(&format!("Connection: {connection}\r\n"));
+        }
+        head.push_str("\r\n");
+
+        let body: &[u8] = if head_only { &[] } else { &reply.body };
+        let mut out = Vec::with_capacity(head.len() + body.len());
+        out.extend_from_slice(head.as_bytes());
+        out.extend_from_slice(body);
+        self.stream.write_all(&out)?;
+        self.stream.flush()
+    }
+
+    /// Answers a request the transport refuses, then closes.
+    fn reject(mut self, request: Option<&Request>, status: u16, why: &str) {
+        let peer = self
+            .stream
+            .peer_addr()
+            .map_or_else(|_| "unknown peer".to_string(), |addr| addr.to_string());
+        eprintln!("legacy-app: {peer}: {why}, answering {status}");
+        if let Some(request) = request {
+            println!("{} {} {status}", request.method, printable(&request.path));
+        }
+        let head_only = request.is_some_and(|request| request.method == "HEAD");
+        if self
+            .send(&error_reply(status), head_only, Some("close"))
+            .is_ok()
+        {
+            self.linger_close();
+        }
+    }
+
+    /// Closes after an answer: stops sending, then reads and discards what
+    /// the client still sends for a moment, so that unread data does not
+    /// make the kernel reset the connection before the client has read the
+    /// answer. Bounded in time and bytes; nothing is kept.
+    fn linger_close(mut self) {
+        if self.stream.shutdown(Shutdown::Write).is_err() {
+            return;
+        }
+        let deadline = Instant::now() + LINGER_TIME;
+        let mut scratch = [0u8; 4096];
+        let mut drained = 0;
+        while drained < LINGER_BYTES {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.stream.set_read_timeout(Some(left)).is_err() {
+                return;
+            }
+            match self.stream.read(&mut scratch) {
+                Ok(0) => return,
+                Ok(n) => drained += n,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// End of the request head in `data` (just past its empty line), looking
+/// for line ends from offset `from` on. Lines may end in CRLF or LF.
+fn head_end(data: &[u8], from: usize) -> Option<usize> {
+    let mut at = from;
+    while let Some(offset) = data.get(at..)?.iter().position(|&b| b == b'\n') {
+        let newline = at + offset;
+        let rest = data.get(newline + 1..)?;
+        if rest.starts_with(b"\n") {
+            return Some(newline + 2);
+        }
+        if rest.starts_with(b"\r\n") {
+            return Some(newline + 3);
+        }
+        at = newline + 1;
+    }
+    None
+}
+
+/// Parses a request head (request line and header fields, ending with its
+/// empty line). Returns the request and whether it is HTTP/1.0, or the
+/// status to answer with.
+fn parse_head(raw: &[u8]) -> Result<(Request, bool), (u16, &'static str)> {
+    let mut lines = raw
+        .split(|&b| b == b'\n')
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line));
+    let request_line = lines.next().unwrap_or_default();
+    let mut parts = request_line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err((400, "malformed request line"));
+    };
+    if method.is_empty() || !method.iter().copied().all(is_tchar) {
+        return Err((400, "malformed request method"));
+    }
+    let http10 = match version {
+        b"HTTP/1.0" => true,
+        [b'H', b'T', b'T', b'P', b'/', b'1', b'.', minor] if minor.is_ascii_digit() => false,
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            return Err((505, "unsupported HTTP version"));
+        }
+        _ => return Err((400, "malformed HTTP version")),
+    };
+    let path = request_path(target).ok_or((400, "malformed request target"))?;
+
+    let mut headers = Vec::new();
+    for line in lines {
+        if line.is_empty() {
+            break;
+        }
+        if headers.len() == MAX_HEADERS {
+            return Err((431, "too many header fields"));
+        }
+        headers.push(parse_header(line).ok_or((400, "malformed header field"))?);
+    }
+    let request = Request {
+        method: String::from_utf8_lossy(method).into_owned(),
+        path,
+        headers,
+        body: Vec::new(),
+    };
+    Ok((request, http10))
+}
+
+/// The path of a request target in origin form (`/path?query`), absolute
+/// form (`http://host/path?query`) or `*`. Anything but visible ASCII, or
+/// any other form, is refused.
+fn request_path(target: &[u8]) -> Option<String> {
+    if target.is_empty() || !target.iter().all(|b| (b'!'..=b'~').contains(b)) {
+        return None;
+    }
+    let target = std::str::from_utf8(target).ok()?;
+    let path = if target.starts_with('/') || target == "*" {
+        target
+    } else {
+        let (scheme, rest) = target.split_once("://")?;
+        if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+            return None;
+        }
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        if authority_end == 0 {
+            return None;
+        }
+        rest.get(authority_end..)?
+    };
+    let path = path.split('?').next().unwrap_or_default();
+    Some(if path.is_empty() { "/" } else { path }.to_string())
+}
+
+/// Parses one `name: value` header line.
+fn parse_header(line: &[u8]) -> Option<(String, String)> {
+    let colon = line.iter().position(|&b| b == b':')?;
+    let name = line.get(..colon)?;
+    let value = trim_ows(line.get(colon + 1..)?);
+    // Also refuses obsolete line folding: a line starting with whitespace.
+    if name.is_empty() || !name.iter().copied().all(is_tchar) {
+        return None;
+    }
+    if !value
+        .iter()
+        .all(|&b| b == b'\t' || (b >= b' ' && b != 0x7f))
+    {
+        return None;
+    }
+    Some((
+        String::from_utf8_lossy(name).into_owned(),
+        String::from_utf8_lossy(value).into_owned(),
+    ))
+}
+
+/// Reads the framing of a request from its header fields (RFC 9112, 6).
+fn framing(request: &Request, http10: bool) -> Result<Framing, (u16, &'static str)> {
+    let fields = |name: &'static str| {
+        request
+            .headers
+            .iter()
+            .filter(move |(field, _)| field.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    };
+    let list = |name: &'static str| {
+        fields(name)
+            .flat_map(|value| value.split(','))
+            .map(|item| item.trim_matches([' ', '\t']))
+    };
+
+    let mut length: Option<u64> = None;
+    for item in list("Content-Length") {
+        if item.is_empty() || !item.bytes().all(|b| b.is_ascii_digit()) {
+            return Err((400, "invalid Content-Length"));
+        }
+        let value = item.bytes().fold(0u64, |n, digit| {
+            n.saturating_mul(10).saturating_add(u64::from(digit - b'0'))
+        });
+        if length.is_some_and(|previous| previous != value) {
+            return Err((400, "conflicting Content-Length values"));
+        }
+        length = Some(value);
+    }
+
+    let has_transfer_encoding = fields("Transfer-Encoding").next().is_some();
+    let body = if has_transfer_encoding {
+        if http10 {
+            return Err((400, "Transfer-Encoding in an HTTP/1.0 request"));
+        }
+        if length.is_some() {
+            return Err((400, "both Transfer-Encoding and Content-Length"));
+        }
+        let codings: Vec<&str> = list("Transfer-Encoding")
+            .filter(|coding| !coding.is_empty())
+            .collect();
+        match codings.as_slice() {
+            [only] if only.eq_ignore_ascii_case("chunked") => BodyKind::Chunked,
+            [.., last] if last.eq_ignore_ascii_case("chunked") => {
+                return Err((501, "unsupported transfer coding"));
+            }
+            _ => return Err((400, "chunked is not the final transfer coding")),
+        }
+    } else {
+        match length {
+            None | Some(0) => BodyKind::Empty,
+            Some(len) => match usize::try_from(len) {
+                Ok(len) if len <= MAX_BODY => BodyKind::Length(len),
+                _ => return Err((413, "declared body too large")),
+            },
+        }
+    };
+
+    let close = list("Connection").any(|token| token.eq_ignore_ascii_case("close"));
+    let keep_alive_asked = list("Connection").any(|token| token.eq_ignore_ascii_case("keep-alive"));
+    let keep_alive = !close && (!http10 || keep_alive_asked);
+
+    let mut expect_continue = false;
+    if !http10 {
+        for expectation in fields("Expect") {
+            if !expectation.eq_ignore_ascii_case("100-continue") {
+                return Err((417, "unsupported expectation"));
+            }
+            expect_continue = true;
+        }
+    }
+
+    Ok(Framing {
+        body,
+        keep_alive,
+        expect_continue,
+    })
+}
+
+/// A chunk size: hex digits, saturating instead of overflowing.
+fn parse_hex(digits: &[u8]) -> Option<usize> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0usize, |n, &b| {
+        let digit = (b as char).to_digit(16)?;
+        Some(n.saturating_mul(16).saturating_add(digit as usize))
+    })
+}
+
+/// Strips optional whitespace (spaces and tabs) from both ends.
+fn trim_ows(mut bytes: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = bytes {
+        bytes = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = bytes {
+        bytes = rest;
+    }
+    bytes
+}
+
+/// Whether `b` may appear in a token (method, header name; RFC 9110, 5.6.2).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// The page sent with a status the transport answers on its own.
+fn error_reply(status: u16) -> Reply {
+    if status == 413 {
+        return too_large();
+    }
+    let title = reason(status);
+    Reply::html(status, page(title, &format!("<h2>{title}</h2>\n")))
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        303 => "See Other",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Payload Too Large",
+        415 => "Unsupported Media Type",
+        417 => "Expectation Failed",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        505 => "HTTP Version Not Supported",
+        _ => "Unknown",
+    }
+}
+
+/// An IMF-fixdate, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
+fn http_date(now: SystemTime) -> String {
+    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let days = secs / 86_400;
+    let (hour, minute, second) = (secs % 86_400 / 3600, secs % 3600 / 60, secs % 60);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    let weekday = WEEKDAYS.get((days % 7) as usize).unwrap_or(&"Thu");
+    let month = MONTHS.get((month - 1) as usize).unwrap_or(&"Jan");
+    format!("{weekday}, {day:02} {month} {year} {hour:02}:{minute:02}:{second:02} GMT")
 }
 
 // ---------------------------------------------------------------------------
@@ -248,7 +1002,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 // Request handling
 // ---------------------------------------------------------------------------
 
-/// A response before it is handed to tiny_http.
+/// A response before the transport writes it out.
 struct Reply {
     status: u16,
     headers: Vec<(&'static str, String)>,
@@ -295,35 +1049,20 @@ impl Reply {
     }
 }
 
-fn handle(app: &App, mut request: Request) {
-    let method = request.method().clone();
-    let url = request.url();
-    let path = url.split('?').next().unwrap_or("").to_string();
-
-    let reply = route(app, &mut request, &method, &path);
-
-    println!("{method} {} {}", printable(&path), reply.status);
-
-    let mut response = Response::from_data(reply.body).with_status_code(reply.status);
-    for (name, value) in &reply.headers {
-        match Header::from_bytes(name.as_bytes(), value.as_bytes()) {
-            Ok(header) => response.add_header(header),
-            Err(()) => eprintln!("legacy-app: dropping unrepresentable header {name}"),
-        }
-    }
-    if let Err(err) = request.respond(response) {
-        eprintln!("legacy-app: sending response failed: {err}");
-    }
+/// One request, as the transport hands it to the routes: the body has
+/// already been read in full (at most `MAX_BODY` bytes).
+struct Request {
+    method: String,
+    /// The request target's path, without the query.
+    path: String,
+    /// Header fields in the order received, values trimmed.
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
 }
 
-fn route(app: &App, request: &mut Request, method: &Method, path: &str) -> Reply {
-    // Refuse a declared oversized body on every route, before reading it.
-    // (tiny_http 0.12 still drains the unread rest after we answer.)
-    if request.body_length().is_some_and(|len| len > MAX_BODY) {
-        return too_large();
-    }
-    let is_get = matches!(method, Method::Get | Method::Head);
-    let is_post = matches!(method, Method::Post);
+fn route(app: &App, request: &Request, method: &str, path: &str) -> Reply {
+    let is_get = matches!(method, "GET" | "HEAD");
+    let is_post = method == "POST";
 
     match path {
         "/" if is_get => home_page(),
@@ -397,13 +1136,10 @@ fn login_form(csrf_token: &str, username: &str, error: Option<&str>) -> String {
     page("Sign in", &body)
 }
 
-fn login_submit(app: &App, request: &mut Request) -> Reply {
-    let body = match read_body(request) {
-        Ok(body) => body,
-        Err(reply) => return reply,
-    };
+fn login_submit(app: &App, request: &Request) -> Reply {
+    let body = &request.body;
     let content_type = header_value(request, "Content-Type");
-    let fields = parse_form(&body);
+    let fields = parse_form(body);
     let username = form_field(&fields, "username");
 
     let reply = if media_type(content_type.as_deref()) != "application/x-www-form-urlencoded" {
@@ -543,13 +1279,10 @@ fn spa_login_page() -> Reply {
     Reply::html(200, page("Sign in", body)).no_store()
 }
 
-fn api_login(app: &App, request: &mut Request) -> Reply {
-    let body = match read_body(request) {
-        Ok(body) => body,
-        Err(reply) => return reply,
-    };
+fn api_login(app: &App, request: &Request) -> Reply {
+    let body = &request.body;
     let content_type = header_value(request, "Content-Type");
-    let parsed = serde_json::from_slice::<OrderedObject>(&body).ok();
+    let parsed = serde_json::from_slice::<OrderedObject>(body).ok();
     let fields = parsed.as_ref().map(|obj| obj.0.as_slice()).unwrap_or(&[]);
     let string_field = |name: &str| {
         fields
@@ -625,6 +1358,10 @@ fn too_large() -> Reply {
 
 fn server_error(err: &io::Error) -> Reply {
     eprintln!("legacy-app: internal error: {err}");
+    internal_error()
+}
+
+fn internal_error() -> Reply {
     let body = "<h2>Internal error</h2>\n<p>Something went wrong. Please try again.</p>\n";
     Reply::html(500, page("Internal error", body))
 }
@@ -704,15 +1441,15 @@ fn record_login(app: &App, request: &Request, mut record: LoginRecord) {
     if !app.debug_endpoints {
         return;
     }
-    for header in request.headers() {
-        let name = header.field.as_str().as_str().to_ascii_lowercase();
+    for (name, value) in &request.headers {
+        let name = name.to_ascii_lowercase();
         let value = if matches!(
             name.as_str(),
             "cookie" | "authorization" | "proxy-authorization"
         ) {
             "[redacted]".to_string()
         } else {
-            header.value.as_str().to_string()
+            value.clone()
         };
         record
             .headers
@@ -763,30 +1500,13 @@ fn expired_cookie_header(name: &str) -> String {
 // HTTP parsing helpers
 // ---------------------------------------------------------------------------
 
-/// Reads the whole body, or returns the reply to send instead (413 / 400).
-fn read_body(request: &mut Request) -> Result<Vec<u8>, Reply> {
-    if request.body_length().is_some_and(|len| len > MAX_BODY) {
-        return Err(too_large());
-    }
-    let mut body = Vec::new();
-    let limit = (MAX_BODY + 1) as u64;
-    match request.as_reader().take(limit).read_to_end(&mut body) {
-        Ok(_) if body.len() > MAX_BODY => Err(too_large()),
-        Ok(_) => Ok(body),
-        Err(_) => Err(Reply::html(
-            400,
-            page("Bad request", "<h2>Bad request</h2>\n"),
-        )),
-    }
-}
-
 /// First value of a request header (case-insensitive name).
 fn header_value(request: &Request, name: &'static str) -> Option<String> {
     request
-        .headers()
+        .headers
         .iter()
-        .find(|header| header.field.equiv(name))
-        .map(|header| header.value.as_str().to_string())
+        .find(|(field, _)| field.eq_ignore_ascii_case(name))
+        .map(|(_, value)| value.clone())
 }
 
 /// The media type of a Content-Type value, lower-cased, without parameters.
@@ -800,10 +1520,10 @@ fn media_type(content_type: Option<&str>) -> String {
 /// Value of the first cookie called `name`, across all Cookie headers.
 fn cookie(request: &Request, name: &str) -> Option<String> {
     request
-        .headers()
+        .headers
         .iter()
-        .filter(|header| header.field.equiv("Cookie"))
-        .flat_map(|header| header.value.as_str().split(';'))
+        .filter(|(field, _)| field.eq_ignore_ascii_case("Cookie"))
+        .flat_map(|(_, value)| value.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(key, _)| key.trim() == name)
         .map(|(_, value)| value.trim().to_string())

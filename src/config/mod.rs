@@ -38,6 +38,85 @@ pub struct Config {
     pub logging: LoggingConfig,
     /// Secrets, given as references to environment variables or files.
     pub secrets: SecretsConfig,
+    /// The app's login routes: where to inject the capture script, where logins are posted.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// How the capture script hands its telemetry over, and the page token it carries.
+    #[serde(default)]
+    pub capture: CaptureConfig,
+}
+
+/// One login flow of the app: the page(s) showing the form and the request that submits it.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// A short name for logs, metrics and page tokens (letters, digits, `-`, `_`).
+    pub name: String,
+    /// The login page(s) the capture script is injected into.
+    pub page: PageMatch,
+    /// The request that submits the login.
+    pub submit: SubmitMatch,
+}
+
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PageMatch {
+    /// Paths of the login page: exact (`/login`) or a prefix ending in `*` (`/auth/*`).
+    pub paths: Vec<String>,
+    /// Request methods whose responses are injected.
+    #[serde(default = "defaults::page_methods")]
+    pub methods: Vec<String>,
+    /// Response content types that are injected.
+    #[serde(default = "defaults::page_content_types")]
+    pub content_types: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitMatch {
+    /// Method of the login request.
+    #[serde(default = "defaults::submit_method")]
+    pub method: String,
+    /// Path the login is posted to (matched after normalising, case-insensitively).
+    pub path: String,
+}
+
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureConfig {
+    /// Name of the hidden form field that carries the telemetry in classic form posts.
+    #[serde(default = "defaults::capture_field")]
+    pub field: String,
+    /// Name of the header that carries the telemetry in fetch/XHR logins.
+    #[serde(default = "defaults::capture_header")]
+    pub header: String,
+    /// How long a page token stays valid after the page was served.
+    #[serde(default = "defaults::token_ttl")]
+    pub token_ttl: HumanDuration,
+    /// Bind page tokens to the client's IP address as well as its User-Agent. Turn off when
+    /// clients legitimately change address between page and submit (some mobile networks).
+    #[serde(default = "defaults::yes")]
+    pub bind_token_to_ip: bool,
+    /// Largest telemetry payload accepted, in bytes (at most 1 MiB).
+    #[serde(default = "defaults::max_payload_bytes")]
+    pub max_payload_bytes: usize,
+    /// Largest login request body gaitkeeper buffers to take the telemetry out, in bytes
+    /// (at most 64 KiB); larger login bodies get 413.
+    #[serde(default = "defaults::max_login_body_bytes")]
+    pub max_login_body_bytes: usize,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            field: defaults::capture_field(),
+            header: defaults::capture_header(),
+            token_ttl: defaults::token_ttl(),
+            bind_token_to_ip: true,
+            max_payload_bytes: defaults::max_payload_bytes(),
+            max_login_body_bytes: defaults::max_login_body_bytes(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
@@ -102,12 +181,17 @@ pub struct AdminConfig {
     /// every public `listen` address.
     #[serde(default = "defaults::admin_listen")]
     pub listen: ListenAddr,
+    /// Show the last 16 login submits' telemetry at `/debug/telemetry` on this listener, to
+    /// check a deployment. Off in production (restart to change).
+    #[serde(default)]
+    pub debug_telemetry: bool,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             listen: defaults::admin_listen(),
+            debug_telemetry: false,
         }
     }
 }
@@ -224,6 +308,30 @@ mod defaults {
     }
     pub fn app_name() -> String {
         "this application".to_string()
+    }
+    pub fn page_methods() -> Vec<String> {
+        vec!["GET".to_string()]
+    }
+    pub fn page_content_types() -> Vec<String> {
+        vec!["text/html".to_string(), "application/xhtml+xml".to_string()]
+    }
+    pub fn submit_method() -> String {
+        "POST".to_string()
+    }
+    pub fn capture_field() -> String {
+        "__gk".to_string()
+    }
+    pub fn capture_header() -> String {
+        "X-Gaitkeeper-Telemetry".to_string()
+    }
+    pub fn token_ttl() -> HumanDuration {
+        HumanDuration::secs(600)
+    }
+    pub fn max_payload_bytes() -> usize {
+        64 * 1024
+    }
+    pub fn max_login_body_bytes() -> usize {
+        64 * 1024
     }
 }
 
@@ -387,12 +495,128 @@ impl Config {
                 ));
             }
         }
+        self.validate_routes(&invalid)?;
         if let Some(level) = &self.logging.level {
             if tracing_subscriber::EnvFilter::try_new(level).is_err() {
                 return Err(invalid(
                     "logging.level",
                     format!("expected a level such as \"info\" or \"gaitkeeper=debug,info\", found {level:?}"),
                 ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_routes(
+        &self,
+        invalid: &dyn Fn(&str, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        let token = |t: &str| {
+            !t.is_empty()
+                && t.len() <= 64
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        let capture = &self.capture;
+        if !token(&capture.field) {
+            return Err(invalid(
+                "capture.field",
+                format!(
+                    "expected a form field name of letters, digits, '-' or '_', found {:?}",
+                    capture.field
+                ),
+            ));
+        }
+        if !token(&capture.header)
+            || http::HeaderName::from_bytes(capture.header.as_bytes()).is_err()
+        {
+            return Err(invalid(
+                "capture.header",
+                format!("expected a header name, found {:?}", capture.header),
+            ));
+        }
+        if !(1024..=1 << 20).contains(&capture.max_payload_bytes) {
+            return Err(invalid(
+                "capture.max_payload_bytes",
+                format!(
+                    "expected 1024 to 1048576, found {}",
+                    capture.max_payload_bytes
+                ),
+            ));
+        }
+        if !(1024..=64 * 1024).contains(&capture.max_login_body_bytes) {
+            return Err(invalid(
+                "capture.max_login_body_bytes",
+                format!(
+                    "expected 1024 to 65536 (pingora buffers at most 64 KiB), found {}",
+                    capture.max_login_body_bytes
+                ),
+            ));
+        }
+        if capture.token_ttl.0 < std::time::Duration::from_secs(10) {
+            return Err(invalid(
+                "capture.token_ttl",
+                "expected at least 10s: people need time to type".into(),
+            ));
+        }
+        if self.routes.len() > 64 {
+            return Err(invalid("routes", "at most 64 routes".into()));
+        }
+        let prefix = &self.server.reserved_prefix.0;
+        let mut names = std::collections::HashSet::new();
+        for route in &self.routes {
+            if !token(&route.name) || !names.insert(route.name.as_str()) {
+                return Err(invalid("routes", format!("route names must be unique and made of letters, digits, '-' or '_'; found {:?}", route.name)));
+            }
+            let path_ok = |p: &str| {
+                p.starts_with('/')
+                    && p.len() <= 512
+                    && !p.contains(['?', '#', ' '])
+                    && !p[..p.len().saturating_sub(1)].contains('*')
+                    && !crate::proxy::is_reserved_path(p.trim_end_matches('*'), prefix)
+            };
+            if route.page.paths.is_empty() || route.page.paths.len() > 32 {
+                return Err(invalid(
+                    "routes",
+                    format!("route {:?}: `page.paths` needs 1 to 32 paths", route.name),
+                ));
+            }
+            for p in route
+                .page
+                .paths
+                .iter()
+                .chain(std::iter::once(&route.submit.path))
+            {
+                if !path_ok(p) {
+                    return Err(invalid("routes", format!("route {:?}: {p:?} is not a usable path: it must start with '/', have no query, '*' only at the end, and lie outside {prefix}", route.name)));
+                }
+            }
+            if route.submit.path.ends_with('*') {
+                return Err(invalid(
+                    "routes",
+                    format!(
+                        "route {:?}: `submit.path` must be one exact path",
+                        route.name
+                    ),
+                ));
+            }
+            for m in route
+                .page
+                .methods
+                .iter()
+                .chain(std::iter::once(&route.submit.method))
+            {
+                if http::Method::from_bytes(m.as_bytes()).is_err()
+                    || m.chars().any(|c| c.is_ascii_lowercase())
+                {
+                    return Err(invalid(
+                        "routes",
+                        format!(
+                            "route {:?}: {m:?} is not an upper-case HTTP method",
+                            route.name
+                        ),
+                    ));
+                }
             }
         }
         Ok(())

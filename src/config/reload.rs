@@ -139,6 +139,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.admin.listen != new.admin.listen {
         changed.push("admin.listen");
     }
+    if old.admin.debug_telemetry != new.admin.debug_telemetry {
+        changed.push("admin.debug_telemetry");
+    }
     if old.server.threads != new.server.threads {
         changed.push("server.threads");
     }

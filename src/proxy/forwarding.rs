@@ -149,7 +149,7 @@ fn starts_with_ignore_case(text: &str, prefix: &str) -> bool {
 
 /// Decodes percent-escapes (repeatedly, against double encoding), maps `\` to `/`, and
 /// resolves empty, `.` and `..` segments.
-fn normalize_path(path: &str) -> String {
+pub fn normalize_path(path: &str) -> String {
     let mut decoded = path.to_string();
     for _ in 0..3 {
         let next = percent_encoding::percent_decode_str(&decoded)

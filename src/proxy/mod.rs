@@ -5,6 +5,7 @@
 //! pages, the per-request log line and request metrics. Never logs query strings, bodies or
 //! header values that may carry credentials.
 
+mod capture;
 mod forwarding;
 mod pages;
 
@@ -12,24 +13,39 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 
 use crate::admin::Metrics;
 use crate::config::{Config, SharedConfig};
+use crate::inject::{self, PageTokens};
+use crate::login::TelemetryInbox;
 
-pub use forwarding::is_reserved_path;
+pub use forwarding::{is_reserved_path, normalize_path};
 
 /// The proxy service: one value shared by every worker thread.
 pub struct GaitkeeperProxy {
     config: SharedConfig,
     metrics: Arc<Metrics>,
+    tokens: Arc<PageTokens>,
+    inbox: Arc<TelemetryInbox>,
 }
 
 impl GaitkeeperProxy {
-    pub fn new(config: SharedConfig, metrics: Arc<Metrics>) -> Self {
-        GaitkeeperProxy { config, metrics }
+    pub fn new(
+        config: SharedConfig,
+        metrics: Arc<Metrics>,
+        tokens: Arc<PageTokens>,
+        inbox: Arc<TelemetryInbox>,
+    ) -> Self {
+        GaitkeeperProxy {
+            config,
+            metrics,
+            tokens,
+            inbox,
+        }
     }
 }
 
@@ -41,6 +57,7 @@ pub struct RequestCtx {
     started: Instant,
     upstream_sent: Option<Instant>,
     upstream_time: Option<Duration>,
+    capture: capture::CaptureCtx,
 }
 
 #[async_trait]
@@ -54,22 +71,37 @@ impl ProxyHttp for GaitkeeperProxy {
             started: Instant::now(),
             upstream_sent: None,
             upstream_time: None,
+            capture: capture::CaptureCtx::default(),
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.request_id = forwarding::request_id(session.req_header());
         let prefix = &ctx.config.server.reserved_prefix.0;
-        if is_reserved_path(session.req_header().uri.path(), prefix) {
-            // gaitkeeper's own endpoints; later stages (capture script, challenges) hook in
-            // here. Nothing under the prefix is ever forwarded to the app.
-            let status = pages::own_endpoint_not_found(session, &ctx.request_id).await?;
+        let path = session.req_header().uri.path();
+        if is_reserved_path(path, prefix) {
+            // gaitkeeper's own endpoints. Nothing under the prefix is ever forwarded.
+            let own = path.strip_prefix(prefix.as_str()).unwrap_or("");
+            let status = match own {
+                "capture.js" => self.serve_capture_script(session, ctx).await?,
+                _ => pages::own_endpoint_not_found(session, &ctx.request_id).await?,
+            };
             self.metrics
                 .own_endpoint_requests
                 .with_label_values(&[&status.to_string()])
                 .inc();
             return Ok(true);
         }
+        let config = ctx.config.clone();
+        let method = session.req_header().method.as_str();
+        let page = inject::page_route(&config.routes, method, path).map(|r| r.name.clone());
+        if let Some(route) = inject::submit_route(&config.routes, method, path) {
+            if self.intercept_login(session, ctx, route).await? {
+                return Ok(true);
+            }
+        }
+        // A login page may also be the submit's response (a form re-rendered with an error).
+        ctx.capture.page_route = page;
         Ok(false)
     }
 
@@ -88,22 +120,64 @@ impl ProxyHttp for GaitkeeperProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         forwarding::add_forwarding_headers(session, upstream_request, ctx)?;
+        // Telemetry is gaitkeeper's; the app never sees it, on any request.
+        upstream_request.remove_header(ctx.config.capture.header.as_str());
+        if ctx.capture.page_route.is_some() {
+            // Ask for an uncompressed login page so it can be rewritten without decoding.
+            upstream_request.remove_header("accept-encoding");
+        }
+        if let Some(body) = &ctx.capture.replacement_body {
+            upstream_request.remove_header("transfer-encoding");
+            upstream_request.remove_header("expect");
+            upstream_request.insert_header("content-length", body.len().to_string())?;
+        }
         ctx.upstream_sent = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(replacement) = &ctx.capture.replacement_body {
+            // The original body was read whole in request_filter; send the stripped one once.
+            *body = if ctx.capture.replacement_sent {
+                Some(Bytes::new())
+            } else {
+                ctx.capture.replacement_sent = true;
+                Some(replacement.clone())
+            };
+        }
         Ok(())
     }
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
-        _upstream_response: &mut ResponseHeader,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        self.prepare_injection(session, upstream_response, ctx)?;
         if let Some(sent) = ctx.upstream_sent {
             let elapsed = sent.elapsed();
             ctx.upstream_time = Some(elapsed);
             self.metrics.upstream_latency.observe(elapsed.as_secs_f64());
         }
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        self.rewrite_page_chunk(body, end_of_stream, ctx)?;
+        Ok(None)
     }
 
     async fn fail_to_proxy(

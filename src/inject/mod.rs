@@ -1,0 +1,215 @@
+//! Injection: recognising the app's login pages and putting the capture script into them.
+//!
+//! Owns: which responses get the script (per route in YAML), the `<script>` tag with its page
+//! token and the page's CSP nonce, streaming HTML rewriting of any body coding, and serving
+//! `injector/capture.js`. Never changes a response it was not asked to (HEAD, 304, non-HTML,
+//! unknown codings pass untouched).
+
+mod rewrite;
+pub mod token;
+
+use std::sync::LazyLock;
+
+use sha2::{Digest, Sha256};
+
+use crate::config::{CaptureConfig, RouteConfig};
+use crate::proxy::normalize_path;
+
+pub use rewrite::{Coding, PageRewriter, Placement, RewriteError};
+pub use token::{Client, PageClaims, PageTokens, TokenError};
+
+/// The capture script as served at `<reserved prefix>capture.js`.
+pub static CAPTURE_JS: &[u8] = include_bytes!("../../injector/capture.js");
+
+/// A strong ETag of the script, so browsers revalidate cheaply after an upgrade.
+pub static CAPTURE_JS_ETAG: LazyLock<String> = LazyLock::new(|| {
+    let digest = Sha256::digest(CAPTURE_JS);
+    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+    format!("\"{hex}\"")
+});
+
+/// The route whose login page this request is, if any.
+pub fn page_route<'a>(
+    routes: &'a [RouteConfig],
+    method: &str,
+    path: &str,
+) -> Option<&'a RouteConfig> {
+    if routes.is_empty() {
+        return None;
+    }
+    let normal = normalize_path(path);
+    routes.iter().find(|r| {
+        r.page.methods.iter().any(|m| m == method)
+            && r.page.paths.iter().any(|p| path_matches(p, &normal))
+    })
+}
+
+/// The route whose login submit this request is, if any. Matching is done on the normalised
+/// path and ignores case, so `/LOGIN`, `//login` or `/login/` cannot slip past.
+pub fn submit_route<'a>(
+    routes: &'a [RouteConfig],
+    method: &str,
+    path: &str,
+) -> Option<&'a RouteConfig> {
+    if routes.is_empty() {
+        return None;
+    }
+    let normal = normalize_path(path);
+    let trimmed = trim_trailing_slash(&normal);
+    routes.iter().find(|r| {
+        r.submit.method.eq_ignore_ascii_case(method)
+            && trim_trailing_slash(&r.submit.path).eq_ignore_ascii_case(trimmed)
+    })
+}
+
+fn trim_trailing_slash(path: &str) -> &str {
+    if path.len() > 1 {
+        path.trim_end_matches('/')
+    } else {
+        path
+    }
+}
+
+fn path_matches(pattern: &str, normal_path: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => {
+            normal_path.len() >= prefix.len()
+                && normal_path.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+        }
+        None => trim_trailing_slash(pattern).eq_ignore_ascii_case(trim_trailing_slash(normal_path)),
+    }
+}
+
+/// Whether a response with this `Content-Type` is one the route injects into.
+pub fn is_injectable(route: &RouteConfig, content_type: Option<&str>) -> bool {
+    let Some(content_type) = content_type else {
+        return false;
+    };
+    let mime = content_type.split(';').next().unwrap_or("").trim();
+    route
+        .page
+        .content_types
+        .iter()
+        .any(|t| t.eq_ignore_ascii_case(mime))
+}
+
+/// The `charset` parameter of a `Content-Type` value.
+pub fn charset(content_type: Option<&str>) -> Option<&str> {
+    content_type?
+        .split(';')
+        .skip(1)
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("charset"))
+        .map(|(_, v)| v.trim().trim_matches('"'))
+}
+
+/// The nonce a page's Content-Security-Policy allows scripts with, so the injected tag can
+/// carry it. Only `script-src` (or `default-src` when there is none) is consulted.
+pub fn csp_nonce(policy: &str) -> Option<String> {
+    let directives: Vec<&str> = policy.split(';').map(str::trim).collect();
+    let find = |name: &str| {
+        directives.iter().find(|d| {
+            d.split_whitespace()
+                .next()
+                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        })
+    };
+    let directive = find("script-src-elem")
+        .or_else(|| find("script-src"))
+        .or_else(|| find("default-src"))?;
+    directive.split_whitespace().skip(1).find_map(|source| {
+        let nonce = source.strip_prefix("'nonce-")?.strip_suffix('\'')?;
+        let plain = !nonce.is_empty()
+            && nonce.len() <= 256
+            && nonce
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+/=-_".contains(&b));
+        plain.then(|| nonce.to_string())
+    })
+}
+
+/// The `<script>` element injected into a login page.
+pub fn script_tag(
+    prefix: &str,
+    token: &str,
+    nonce: Option<&str>,
+    capture: &CaptureConfig,
+    route: &RouteConfig,
+) -> String {
+    // Every value here is a JWT, a validated config token or a validated path: none can hold
+    // `"`, `<` or `&`, so no escaping can be missed.
+    let nonce = nonce.map(|n| format!(" nonce=\"{n}\"")).unwrap_or_default();
+    format!(
+        "<script src=\"{prefix}capture.js\" defer data-gk-token=\"{token}\" data-gk-field=\"{field}\" data-gk-header=\"{header}\" data-gk-login-urls=\"{submit}\"{nonce}></script>",
+        field = capture.field,
+        header = capture.header,
+        submit = route.submit.path,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csp_nonces_are_found_in_script_src_or_default_src() {
+        assert_eq!(
+            csp_nonce("default-src 'self'; script-src 'nonce-abc123' 'strict-dynamic'"),
+            Some("abc123".into())
+        );
+        assert_eq!(
+            csp_nonce("default-src 'nonce-Zm9v+/='"),
+            Some("Zm9v+/=".into())
+        );
+        assert_eq!(csp_nonce("script-src 'self'"), None);
+        assert_eq!(csp_nonce("style-src 'nonce-xyz'"), None);
+        assert_eq!(csp_nonce("script-src 'nonce-a\"b'"), None);
+    }
+
+    #[test]
+    fn charset_is_read_from_content_type() {
+        assert_eq!(
+            charset(Some("text/html; charset=ISO-8859-1")),
+            Some("ISO-8859-1")
+        );
+        assert_eq!(charset(Some("text/html;charset=\"utf-8\"")), Some("utf-8"));
+        assert_eq!(charset(Some("text/html")), None);
+    }
+
+    fn route() -> RouteConfig {
+        serde_json::from_value(serde_json::json!({
+            "name": "login",
+            "page": { "paths": ["/login", "/auth/*"], "methods": ["GET"], "content_types": ["text/html"] },
+            "submit": { "method": "POST", "path": "/login" }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn submit_matching_survives_path_tricks() {
+        let routes = vec![route()];
+        for path in [
+            "/login",
+            "/LOGIN",
+            "//login",
+            "/login/",
+            "/%6cogin",
+            "/x/../login",
+            "/./login",
+        ] {
+            assert!(submit_route(&routes, "POST", path).is_some(), "{path}");
+        }
+        assert!(submit_route(&routes, "post", "/login").is_some());
+        assert!(submit_route(&routes, "POST", "/login2").is_none());
+        assert!(submit_route(&routes, "GET", "/login").is_none());
+    }
+
+    #[test]
+    fn page_matching_supports_exact_and_prefix_patterns() {
+        let routes = vec![route()];
+        assert!(page_route(&routes, "GET", "/login").is_some());
+        assert!(page_route(&routes, "GET", "/auth/sso/start").is_some());
+        assert!(page_route(&routes, "GET", "/account").is_none());
+        assert!(page_route(&routes, "POST", "/login").is_none());
+    }
+}

@@ -1,0 +1,293 @@
+//! Page tokens: a short-lived JWT the capture script carries from the login page to the
+//! login submit. It proves the telemetry came from a page gaitkeeper served, for this route,
+//! to this client, recently, and only once.
+//!
+//! The algorithm is fixed to HS256 with a key derived from the server secret; a token that
+//! names any other algorithm is rejected. Never logs tokens or keys.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+/// The claims inside a page token.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PageClaims {
+    /// Random token id; a second use of the same id is a replay.
+    pub jti: String,
+    /// The route name the page belongs to.
+    pub rt: String,
+    /// Issued at, seconds since the epoch.
+    pub iat: u64,
+    /// Expiry, seconds since the epoch.
+    pub exp: u64,
+    /// Binding to the client: a keyed hash of its IP address (optional) and User-Agent.
+    pub cb: String,
+}
+
+/// Why a page token was not accepted. The `reason` codes are metric labels and audit codes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the page token is malformed")]
+    Malformed,
+    #[error("the page token's signature or algorithm is not ours")]
+    BadSignature,
+    #[error("the page token has expired")]
+    Expired,
+    #[error("the page token was issued for another login route")]
+    WrongRoute,
+    #[error("the page token was issued to another client")]
+    WrongClient,
+    #[error("the page token was already used")]
+    Replayed,
+}
+
+impl TokenError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            TokenError::Malformed => "malformed",
+            TokenError::BadSignature => "bad_signature",
+            TokenError::Expired => "expired",
+            TokenError::WrongRoute => "wrong_route",
+            TokenError::WrongClient => "wrong_client",
+            TokenError::Replayed => "replayed",
+        }
+    }
+}
+
+/// Who the token is bound to.
+pub struct Client<'a> {
+    pub ip: &'a str,
+    pub user_agent: &'a str,
+}
+
+/// Issues and verifies page tokens; remembers used token ids until they expire.
+pub struct PageTokens {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    binding_key: Vec<u8>,
+    /// Ids of tokens already used. Entries live as long as the longest token could.
+    used: moka::sync::Cache<String, ()>,
+}
+
+/// The most token ids remembered at once. At the default 10-minute lifetime this covers about
+/// 800 logins per second; beyond it the oldest ids are evicted first.
+const MAX_REMEMBERED_IDS: u64 = 500_000;
+/// Longest token lifetime the replay record must cover (the config allows at most 24h).
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600 + 60);
+/// Clock skew tolerated between instances.
+const LEEWAY_SECS: u64 = 5;
+
+impl PageTokens {
+    /// `secret` is the server key; separate keys are derived for signing and client binding
+    /// so that neither use can be turned against the other.
+    pub fn new(secret: &[u8]) -> Self {
+        let signing = derive(secret, b"gaitkeeper page-token v1");
+        PageTokens {
+            encoding: EncodingKey::from_secret(&signing),
+            decoding: DecodingKey::from_secret(&signing),
+            binding_key: derive(secret, b"gaitkeeper client-binding v1"),
+            used: moka::sync::Cache::builder()
+                .max_capacity(MAX_REMEMBERED_IDS)
+                .time_to_live(MAX_TOKEN_LIFETIME)
+                .build(),
+        }
+    }
+
+    pub fn issue(&self, route: &str, client: &Client, bind_ip: bool, ttl: Duration) -> String {
+        let now = now_secs();
+        let id: [u8; 16] = rand::random();
+        let claims = PageClaims {
+            jti: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id),
+            rt: route.to_string(),
+            iat: now,
+            exp: now + ttl.as_secs(),
+            cb: self.binding(client, bind_ip),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .expect("HS256 signing with an in-memory key cannot fail")
+    }
+
+    /// Verifies a token for `route` and `client`, and marks it used. Only the first
+    /// successful verification of a token id succeeds; later ones are replays.
+    pub fn verify_once(
+        &self,
+        token: &str,
+        route: &str,
+        client: &Client,
+        bind_ip: bool,
+    ) -> Result<PageClaims, TokenError> {
+        if token.is_empty() || token.len() > 2048 {
+            return Err(TokenError::Malformed);
+        }
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = LEEWAY_SECS;
+        validation.set_required_spec_claims(&["exp", "iat"]);
+        validation.validate_aud = false;
+        let data = jsonwebtoken::decode::<PageClaims>(token, &self.decoding, &validation).map_err(
+            |e| {
+                use jsonwebtoken::errors::ErrorKind::*;
+                match e.kind() {
+                    ExpiredSignature => TokenError::Expired,
+                    InvalidSignature | InvalidAlgorithm | InvalidAlgorithmName => {
+                        TokenError::BadSignature
+                    }
+                    _ => TokenError::Malformed,
+                }
+            },
+        )?;
+        let claims = data.claims;
+        if claims.iat > now_secs() + LEEWAY_SECS {
+            return Err(TokenError::Malformed);
+        }
+        if claims.rt != route {
+            return Err(TokenError::WrongRoute);
+        }
+        let expected = self.binding(client, bind_ip);
+        if !constant_time_eq(expected.as_bytes(), claims.cb.as_bytes()) {
+            return Err(TokenError::WrongClient);
+        }
+        // Atomic check-and-mark: of two concurrent uses, exactly one is fresh.
+        let entry = self.used.entry(claims.jti.clone()).or_insert(());
+        if !entry.is_fresh() {
+            return Err(TokenError::Replayed);
+        }
+        Ok(claims)
+    }
+
+    fn binding(&self, client: &Client, bind_ip: bool) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.binding_key).expect("any key size");
+        mac.update(if bind_ip { client.ip.as_bytes() } else { b"" });
+        mac.update(b"\0");
+        mac.update(client.user_agent.as_bytes());
+        let digest = mac.finalize().into_bytes();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16])
+    }
+}
+
+fn derive(secret: &[u8], label: &[u8]) -> Vec<u8> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("any key size");
+    mac.update(label);
+    mac.finalize().into_bytes().to_vec()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+    const ALICE: Client = Client {
+        ip: "192.0.2.1",
+        user_agent: "Firefox",
+    };
+    const TTL: Duration = Duration::from_secs(600);
+
+    #[test]
+    fn a_fresh_token_verifies_once_then_is_a_replay() {
+        let tokens = PageTokens::new(SECRET);
+        let token = tokens.issue("login", &ALICE, true, TTL);
+        let claims = tokens.verify_once(&token, "login", &ALICE, true).unwrap();
+        assert_eq!(claims.rt, "login");
+        assert_eq!(
+            tokens.verify_once(&token, "login", &ALICE, true),
+            Err(TokenError::Replayed)
+        );
+    }
+
+    #[test]
+    fn a_token_signed_with_another_key_is_rejected() {
+        let ours = PageTokens::new(SECRET);
+        let theirs = PageTokens::new(b"another secret that is 32 bytes long!!");
+        let token = theirs.issue("login", &ALICE, true, TTL);
+        assert_eq!(
+            ours.verify_once(&token, "login", &ALICE, true),
+            Err(TokenError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn an_expired_token_is_rejected() {
+        let tokens = PageTokens::new(SECRET);
+        let signing = derive(SECRET, b"gaitkeeper page-token v1");
+        let past = now_secs() - 3600;
+        let claims = PageClaims {
+            jti: "old".into(),
+            rt: "login".into(),
+            iat: past,
+            exp: past + 600,
+            cb: tokens.binding(&ALICE, true),
+        };
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(&signing),
+        )
+        .unwrap();
+        assert_eq!(
+            tokens.verify_once(&token, "login", &ALICE, true),
+            Err(TokenError::Expired)
+        );
+    }
+
+    #[test]
+    fn alg_none_and_other_algorithms_are_rejected() {
+        let tokens = PageTokens::new(SECRET);
+        let token = tokens.issue("login", &ALICE, true, TTL);
+        let mut parts: Vec<&str> = token.split('.').collect();
+        let none_header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(br#"{"alg":"none","typ":"JWT"}"#);
+        parts[0] = &none_header;
+        let unsigned = format!("{}.{}.", parts[0], parts[1]);
+        assert!(tokens
+            .verify_once(&unsigned, "login", &ALICE, true)
+            .is_err());
+        let hs512 = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(br#"{"alg":"HS512","typ":"JWT"}"#);
+        let swapped = format!("{}.{}.{}", hs512, parts[1], parts[2]);
+        assert!(tokens.verify_once(&swapped, "login", &ALICE, true).is_err());
+    }
+
+    #[test]
+    fn a_token_is_bound_to_route_and_client() {
+        let tokens = PageTokens::new(SECRET);
+        let token = tokens.issue("login", &ALICE, true, TTL);
+        assert_eq!(
+            tokens.verify_once(&token, "admin-login", &ALICE, true),
+            Err(TokenError::WrongRoute)
+        );
+        let mallory = Client {
+            ip: "198.51.100.9",
+            user_agent: "Firefox",
+        };
+        assert_eq!(
+            tokens.verify_once(&token, "login", &mallory, true),
+            Err(TokenError::WrongClient)
+        );
+        // Without IP binding, another address with the same browser is accepted.
+        let token = tokens.issue("login", &ALICE, false, TTL);
+        assert!(tokens.verify_once(&token, "login", &mallory, false).is_ok());
+    }
+
+    #[test]
+    fn garbage_is_malformed_not_a_panic() {
+        let tokens = PageTokens::new(SECRET);
+        for junk in ["", "a.b.c", "....", &"x".repeat(5000), "eyJ.eyJ.sig"] {
+            assert!(tokens.verify_once(junk, "login", &ALICE, true).is_err());
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! Login submits: taking the capture script's telemetry out of the login request so the app
+//! receives its own request unchanged, byte for byte.
+//!
+//! Owns: parsing the login body just enough to find and remove the telemetry field
+//! (urlencoded forms) or header (fetch/XHR logins), and the payload envelope (version and page
+//! token). Full payload validation belongs to the telemetry stage. Never logs bodies, field
+//! values or telemetry.
+
+mod inbox;
+
+use base64::Engine;
+use serde::Deserialize;
+
+pub use inbox::TelemetryInbox;
+
+/// What a login submit carried, as far as capture can tell.
+#[derive(Debug, Clone)]
+pub struct TelemetryOutcome {
+    pub route: String,
+    pub transport: Option<Transport>,
+    /// `ok`, or the rejection reason code.
+    pub outcome: &'static str,
+    /// The decoded payload when its token verified, for the scoring stage.
+    pub payload: Option<Vec<u8>>,
+}
+
+/// How the telemetry reached gaitkeeper.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// A hidden field in an `application/x-www-form-urlencoded` body.
+    FormField,
+    /// A header on a fetch/XHR request (base64url of the JSON).
+    Header,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::FormField => "form",
+            Transport::Header => "header",
+        }
+    }
+}
+
+/// Why telemetry could not be taken out of a login request. `reason()` is the metric label.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExtractError {
+    #[error("the telemetry field appears more than once")]
+    Duplicate,
+    #[error("the telemetry is larger than the configured limit")]
+    TooLarge,
+    #[error("the telemetry is not valid percent-encoding, base64url or UTF-8")]
+    Encoding,
+    #[error("the telemetry is not a JSON object with a version and a page token")]
+    Envelope,
+    #[error("the telemetry has schema version {0}, which this gaitkeeper does not read")]
+    Version(u64),
+}
+
+impl ExtractError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ExtractError::Duplicate => "duplicate",
+            ExtractError::TooLarge => "too_large",
+            ExtractError::Encoding => "encoding",
+            ExtractError::Envelope => "envelope",
+            ExtractError::Version(_) => "version",
+        }
+    }
+}
+
+/// A form body with the telemetry field removed.
+pub struct StrippedForm {
+    /// The body the app receives: every other field exactly as sent, in order.
+    pub body: Vec<u8>,
+    /// The decoded telemetry value, if the field was present.
+    pub telemetry: Option<Result<Vec<u8>, ExtractError>>,
+}
+
+/// Removes every `field=…` pair from an urlencoded body. Other pairs keep their exact bytes.
+pub fn strip_form_field(body: &[u8], field: &str, max_payload: usize) -> StrippedForm {
+    let mut kept: Vec<&[u8]> = Vec::new();
+    let mut found: Vec<&[u8]> = Vec::new();
+    for pair in body.split(|&b| b == b'&') {
+        let name = pair.split(|&b| b == b'=').next().unwrap_or(pair);
+        if form_decode(name).is_some_and(|n| n == field.as_bytes()) {
+            found.push(pair.get(name.len() + 1..).unwrap_or(b""));
+        } else {
+            kept.push(pair);
+        }
+    }
+    let telemetry = match found.as_slice() {
+        [] => None,
+        [value] if value.len() > max_payload * 3 => Some(Err(ExtractError::TooLarge)),
+        [value] => Some(match form_decode(value) {
+            Some(decoded) if decoded.len() > max_payload => Err(ExtractError::TooLarge),
+            Some(decoded) => Ok(decoded),
+            None => Err(ExtractError::Encoding),
+        }),
+        _ => Some(Err(ExtractError::Duplicate)),
+    };
+    StrippedForm {
+        body: kept.join(&b'&'),
+        telemetry,
+    }
+}
+
+/// Decodes an `application/x-www-form-urlencoded` component (`+` is a space).
+fn form_decode(component: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(component.len());
+    let mut i = 0;
+    while i < component.len() {
+        match component[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = component.get(i + 1..i + 3)?;
+                let hex = std::str::from_utf8(hex).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    Some(out)
+}
+
+/// Decodes the telemetry header value (base64url of the UTF-8 JSON, padding optional).
+pub fn decode_header(value: &[u8], max_payload: usize) -> Result<Vec<u8>, ExtractError> {
+    if value.len() > max_payload.div_ceil(3) * 4 + 4 {
+        return Err(ExtractError::TooLarge);
+    }
+    let trimmed: Vec<u8> = value.iter().copied().filter(|&b| b != b'=').collect();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(trimmed)
+        .map_err(|_| ExtractError::Encoding)
+}
+
+/// The parts of a payload gaitkeeper needs before full validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub version: u64,
+    pub token: String,
+}
+
+/// The payload schema versions this gaitkeeper reads (see docs/telemetry.md).
+pub const SUPPORTED_VERSIONS: &[u64] = &[1];
+
+pub fn read_envelope(payload: &[u8]) -> Result<Envelope, ExtractError> {
+    #[derive(Deserialize)]
+    struct Raw {
+        v: u64,
+        tk: String,
+    }
+    std::str::from_utf8(payload).map_err(|_| ExtractError::Encoding)?;
+    let raw: Raw = serde_json::from_slice(payload).map_err(|_| ExtractError::Envelope)?;
+    if !SUPPORTED_VERSIONS.contains(&raw.v) {
+        return Err(ExtractError::Version(raw.v));
+    }
+    Ok(Envelope {
+        version: raw.v,
+        token: raw.tk,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_telemetry_field_is_removed_and_everything_else_kept_byte_for_byte() {
+        let body = b"username=alice&password=p%40ss+word&__gk=%7B%22v%22%3A1%7D&csrf_token=abc";
+        let stripped = strip_form_field(body, "__gk", 65536);
+        assert_eq!(
+            stripped.body,
+            b"username=alice&password=p%40ss+word&csrf_token=abc"
+        );
+        assert_eq!(stripped.telemetry, Some(Ok(br#"{"v":1}"#.to_vec())));
+    }
+
+    #[test]
+    fn a_body_without_the_field_is_unchanged() {
+        let body = b"a=1&b=2&&c";
+        let stripped = strip_form_field(body, "__gk", 65536);
+        assert_eq!(stripped.body, body);
+        assert_eq!(stripped.telemetry, None);
+    }
+
+    #[test]
+    fn an_encoded_field_name_is_still_found() {
+        let stripped = strip_form_field(b"%5F_gk=x&a=1", "__gk", 65536);
+        assert_eq!(stripped.body, b"a=1");
+        assert_eq!(stripped.telemetry, Some(Ok(b"x".to_vec())));
+    }
+
+    #[test]
+    fn duplicate_fields_are_all_removed_and_flagged() {
+        let stripped = strip_form_field(b"__gk=1&a=1&__gk=2", "__gk", 65536);
+        assert_eq!(stripped.body, b"a=1");
+        assert_eq!(stripped.telemetry, Some(Err(ExtractError::Duplicate)));
+    }
+
+    #[test]
+    fn oversized_and_badly_encoded_values_are_errors() {
+        let big = format!("__gk={}", "a".repeat(5000));
+        let stripped = strip_form_field(big.as_bytes(), "__gk", 1024);
+        assert_eq!(stripped.telemetry, Some(Err(ExtractError::TooLarge)));
+        let stripped = strip_form_field(b"__gk=%zz", "__gk", 1024);
+        assert_eq!(stripped.telemetry, Some(Err(ExtractError::Encoding)));
+    }
+
+    #[test]
+    fn header_values_are_base64url_with_optional_padding() {
+        let json = br#"{"v":1,"tk":"abc"}"#;
+        let encoded = base64::engine::general_purpose::URL_SAFE.encode(json);
+        assert_eq!(decode_header(encoded.as_bytes(), 65536).unwrap(), json);
+        assert_eq!(
+            decode_header(b"not base64!", 65536),
+            Err(ExtractError::Encoding)
+        );
+        assert_eq!(
+            decode_header(&[b'A'; 9000], 1024),
+            Err(ExtractError::TooLarge)
+        );
+    }
+
+    #[test]
+    fn envelopes_need_a_known_version_and_a_token() {
+        assert_eq!(
+            read_envelope(br#"{"v":1,"tk":"t","k":[]}"#),
+            Ok(Envelope {
+                version: 1,
+                token: "t".into()
+            })
+        );
+        assert_eq!(
+            read_envelope(br#"{"v":9,"tk":"t"}"#),
+            Err(ExtractError::Version(9))
+        );
+        assert_eq!(read_envelope(br#"{"tk":"t"}"#), Err(ExtractError::Envelope));
+        assert_eq!(read_envelope(b"[1,2]"), Err(ExtractError::Envelope));
+        assert_eq!(read_envelope(b"\xff\xfe"), Err(ExtractError::Encoding));
+    }
+}

@@ -1,0 +1,353 @@
+//! Proxy glue for the capture stages: injecting the script into login-page responses, and
+//! taking the telemetry out of login submits. The decisions live in `inject` and `login`;
+//! this file only moves bytes and headers between pingora and them.
+
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+
+use super::{pages, GaitkeeperProxy, RequestCtx};
+use crate::config::RouteConfig;
+use crate::inject::{self, Client, Coding, PageRewriter, Placement};
+use crate::login::{self, TelemetryOutcome, Transport};
+
+/// Per-request state of the capture stages.
+#[derive(Default)]
+pub struct CaptureCtx {
+    /// Set when the request is for a login page: the route name.
+    pub page_route: Option<String>,
+    /// The streaming rewriter for a login page's body (Mutex only to make the ctx Sync).
+    pub rewriter: Option<Mutex<PageRewriter>>,
+    /// The login body the app receives instead of the original (telemetry removed).
+    pub replacement_body: Option<Bytes>,
+    pub replacement_sent: bool,
+    pub telemetry: Option<TelemetryOutcome>,
+}
+
+fn client<'a>(session: &'a Session, ip: &'a mut String) -> Client<'a> {
+    *ip = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    let user_agent = session
+        .req_header()
+        .headers
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    Client { ip, user_agent }
+}
+
+impl GaitkeeperProxy {
+    /// Serves the capture script (GET/HEAD, with ETag revalidation).
+    pub(super) async fn serve_capture_script(
+        &self,
+        session: &mut Session,
+        ctx: &RequestCtx,
+    ) -> Result<u16> {
+        let method = &session.req_header().method;
+        if method != http::Method::GET && method != http::Method::HEAD {
+            pages::respond(
+                session,
+                405,
+                "text/plain; charset=utf-8",
+                Bytes::from_static(b"method not allowed\n"),
+                &ctx.request_id,
+            )
+            .await?;
+            return Ok(405);
+        }
+        let etag = inject::CAPTURE_JS_ETAG.as_str();
+        let not_modified = session
+            .req_header()
+            .headers
+            .get(http::header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+        let mut header = ResponseHeader::build(if not_modified { 304 } else { 200 }, Some(6))?;
+        header.insert_header("content-type", "text/javascript; charset=utf-8")?;
+        header.insert_header("etag", etag)?;
+        header.insert_header("cache-control", "public, max-age=300")?;
+        header.insert_header("x-content-type-options", "nosniff")?;
+        header.insert_header("x-request-id", ctx.request_id.as_str())?;
+        let send_body = !not_modified && method == http::Method::GET;
+        if !not_modified {
+            header.insert_header("content-length", inject::CAPTURE_JS.len().to_string())?;
+        }
+        session
+            .write_response_header(Box::new(header), !send_body)
+            .await?;
+        if send_body {
+            session
+                .write_response_body(Some(Bytes::from_static(inject::CAPTURE_JS)), true)
+                .await?;
+        }
+        Ok(if not_modified { 304 } else { 200 })
+    }
+
+    /// Reads a login submit's body (bounded), takes the telemetry out and checks its page
+    /// token. Returns `Ok(true)` when gaitkeeper answered the request itself (413).
+    pub(super) async fn intercept_login(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        route: &RouteConfig,
+    ) -> Result<bool> {
+        let capture = &ctx.config.capture;
+        let limit = capture.max_login_body_bytes;
+        let declared = session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            pages::write_error_page(session, 413, &ctx.request_id).await?;
+            return Ok(true);
+        }
+        let expects_continue = session
+            .req_header()
+            .headers
+            .get(http::header::EXPECT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+        if expects_continue {
+            session.write_continue_response().await?;
+        }
+        session.enable_retry_buffering();
+        let mut body = Vec::new();
+        while let Some(chunk) = session.read_request_body().await? {
+            if body.len() + chunk.len() > limit {
+                pages::write_error_page(session, 413, &ctx.request_id).await?;
+                return Ok(true);
+            }
+            body.extend_from_slice(&chunk);
+        }
+
+        let content_type = session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        let mut found: Vec<(Transport, Result<Vec<u8>, login::ExtractError>)> = Vec::new();
+        if content_type == "application/x-www-form-urlencoded" {
+            let stripped =
+                login::strip_form_field(&body, &capture.field, capture.max_payload_bytes);
+            if let Some(telemetry) = stripped.telemetry {
+                found.push((Transport::FormField, telemetry));
+                ctx.capture.replacement_body = Some(Bytes::from(stripped.body));
+            }
+        }
+        let header_values: Vec<&[u8]> = session
+            .req_header()
+            .headers
+            .get_all(capture.header.as_str())
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        match header_values.as_slice() {
+            [] => {}
+            [value] => found.push((
+                Transport::Header,
+                login::decode_header(value, capture.max_payload_bytes),
+            )),
+            _ => found.push((Transport::Header, Err(login::ExtractError::Duplicate))),
+        }
+
+        let (transport, outcome, payload) = match found.len() {
+            0 => (None, "missing", None),
+            1 => {
+                let (transport, result) = found.pop().expect("one element");
+                match result.and_then(|p| login::read_envelope(&p).map(|e| (p, e))) {
+                    Err(e) => (Some(transport), e.reason(), None),
+                    Ok((payload, envelope)) => {
+                        let mut ip = String::new();
+                        let client = client(session, &mut ip);
+                        let verified = self.tokens.verify_once(
+                            &envelope.token,
+                            &route.name,
+                            &client,
+                            capture.bind_token_to_ip,
+                        );
+                        match verified {
+                            Ok(_) => (Some(transport), "ok", Some(payload)),
+                            Err(e) => (Some(transport), e.reason(), None),
+                        }
+                    }
+                }
+            }
+            // Telemetry in both the form and a header: conflicting, trust neither.
+            _ => (None, login::ExtractError::Duplicate.reason(), None),
+        };
+        self.metrics
+            .telemetry
+            .with_label_values(&[outcome, transport.map(Transport::as_str).unwrap_or("none")])
+            .inc();
+        let record = TelemetryOutcome {
+            route: route.name.clone(),
+            transport,
+            outcome,
+            payload,
+        };
+        self.inbox.record(&record);
+        ctx.capture.telemetry = Some(record);
+        Ok(false)
+    }
+
+    /// Decides, from the app's response header, whether to rewrite this login page, and if
+    /// so prepares the rewriter and fixes the headers (length, coding, caching).
+    pub(super) fn prepare_injection(
+        &self,
+        session: &Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(route_name) = ctx.capture.page_route.as_deref() else {
+            return Ok(());
+        };
+        let Some(route) = ctx.config.routes.iter().find(|r| r.name == route_name) else {
+            return Ok(());
+        };
+        let status = response.status.as_u16();
+        if session.req_header().method == http::Method::HEAD
+            || status < 200
+            || status == 204
+            || status == 304
+        {
+            return Ok(());
+        }
+        let header_text = |name: http::header::HeaderName| {
+            response
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let content_type = header_text(http::header::CONTENT_TYPE);
+        let skip = |reason: &str| {
+            self.metrics
+                .injection_skipped
+                .with_label_values(&[reason])
+                .inc()
+        };
+        if !inject::is_injectable(route, content_type.as_deref()) {
+            skip("content_type");
+            return Ok(());
+        }
+        let Some(coding) =
+            Coding::from_header(header_text(http::header::CONTENT_ENCODING).as_deref())
+        else {
+            skip("coding");
+            return Ok(());
+        };
+        let charset = inject::charset(content_type.as_deref()).map(str::to_string);
+        let ascii_compatible = charset.as_deref().is_none_or(|c| {
+            encoding_rs::Encoding::for_label(c.as_bytes()).is_none_or(|e| e.is_ascii_compatible())
+        });
+        if !ascii_compatible {
+            skip("charset");
+            return Ok(());
+        }
+
+        let nonce = header_text(http::header::CONTENT_SECURITY_POLICY)
+            .and_then(|csp| inject::csp_nonce(&csp));
+        let mut ip = String::new();
+        let client = client(session, &mut ip);
+        let capture = &ctx.config.capture;
+        let token = self.tokens.issue(
+            &route.name,
+            &client,
+            capture.bind_token_to_ip,
+            capture.token_ttl.0,
+        );
+        let tag = inject::script_tag(
+            &ctx.config.server.reserved_prefix.0,
+            &token,
+            nonce.as_deref(),
+            capture,
+            route,
+        );
+        ctx.capture.rewriter = Some(Mutex::new(PageRewriter::new(
+            tag,
+            coding,
+            charset.as_deref(),
+        )));
+
+        // The body changes length and coding; each page carries a client-bound token, so no
+        // shared cache may keep it.
+        for name in [
+            "content-length",
+            "content-encoding",
+            "etag",
+            "accept-ranges",
+            "content-md5",
+            "last-modified",
+        ] {
+            response.remove_header(name);
+        }
+        response.insert_header("cache-control", "private, no-store")?;
+        Ok(())
+    }
+
+    /// Rewrites one chunk of a login page's body.
+    pub(super) fn rewrite_page_chunk(
+        &self,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(rewriter) = ctx.capture.rewriter.as_mut() else {
+            return Ok(());
+        };
+        let rewriter = rewriter
+            .get_mut()
+            .expect("never poisoned: no panics while held");
+        let mut out = match body.as_deref() {
+            Some(chunk) => rewriter.feed(chunk),
+            None => Ok(Bytes::new()),
+        };
+        if end_of_stream {
+            out = out.and_then(|first| {
+                let rest = rewriter.finish()?;
+                let mut joined = first.to_vec();
+                joined.extend_from_slice(&rest);
+                Ok(Bytes::from(joined))
+            });
+            if out.is_ok() {
+                let placement = match rewriter.placement() {
+                    Placement::EndOfHead => "end_of_head",
+                    Placement::StartOfBody => "start_of_body",
+                    Placement::EndOfDocument => "end_of_document",
+                    Placement::Pending => "none",
+                };
+                self.metrics
+                    .pages_injected
+                    .with_label_values(&[placement])
+                    .inc();
+            }
+        }
+        match out {
+            Ok(bytes) => {
+                *body = Some(bytes);
+                Ok(())
+            }
+            Err(e) => {
+                self.metrics
+                    .injection_skipped
+                    .with_label_values(&["corrupt_body"])
+                    .inc();
+                tracing::warn!(request_id = %ctx.request_id, error = %e, "cannot rewrite the login page; aborting the response");
+                Error::e_explain(ErrorType::InternalError, "login page rewriting failed")
+            }
+        }
+    }
+}
