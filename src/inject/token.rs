@@ -98,7 +98,19 @@ impl PageTokens {
     }
 
     pub fn issue(&self, route: &str, client: &Client, bind_ip: bool, ttl: Duration) -> String {
-        let now = now_secs();
+        self.issue_at(route, client, bind_ip, ttl, now_secs())
+    }
+
+    /// Issues a token as if the time were `now` (seconds since the epoch): for tests of
+    /// expiry without waiting.
+    pub fn issue_at(
+        &self,
+        route: &str,
+        client: &Client,
+        bind_ip: bool,
+        ttl: Duration,
+        now: u64,
+    ) -> String {
         let id: [u8; 16] = rand::random();
         let claims = PageClaims {
             jti: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id),

@@ -206,6 +206,12 @@ async fn serve_connection(
             return Ok(());
         }
 
+        if let Some(kind) = target.strip_prefix("/page/") {
+            let (head, body) = login_page_response(kind, &method);
+            stream.write_all(&head).await?;
+            stream.write_all(&body).await?;
+            continue;
+        }
         let (status, response_body) = if let Some(ms) = target.strip_prefix("/slow/") {
             let ms: u64 = ms.parse().unwrap_or(0);
             tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -228,6 +234,82 @@ async fn serve_connection(
             stream.write_all(&response_body).await?;
         }
     }
+}
+
+/// The HTML login page the capture tests inject into.
+pub const LOGIN_PAGE: &str = "<!doctype html><html><head><meta charset=\"utf-8\"><title>Sign in</title></head><body><form method=\"post\" action=\"/login\"><input name=\"username\"><input type=\"password\" name=\"password\"><input type=\"hidden\" name=\"csrf_token\" value=\"c5rf\"><button>Sign in</button></form></body></html>";
+
+/// `/page/KIND` responses: the login page in various codings and framings.
+fn login_page_response(kind: &str, method: &str) -> (Vec<u8>, Vec<u8>) {
+    use std::io::Write as _;
+    let page = LOGIN_PAGE.as_bytes();
+    let (extra, body): (String, Vec<u8>) = match kind {
+        "gzip" => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(page).unwrap();
+            ("content-encoding: gzip\r\n".into(), e.finish().unwrap())
+        }
+        "deflate" => {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(page).unwrap();
+            ("content-encoding: deflate\r\n".into(), e.finish().unwrap())
+        }
+        "br" => {
+            let mut out = Vec::new();
+            {
+                let mut w = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+                w.write_all(page).unwrap();
+            }
+            ("content-encoding: br\r\n".into(), out)
+        }
+        "csp" => (
+            "content-security-policy: default-src 'self'; script-src 'nonce-r4nd0m' 'strict-dynamic'\r\n".into(),
+            page.to_vec(),
+        ),
+        "big" => {
+            let mut big = String::from("<html><head><title>big</title></head><body>");
+            while big.len() < 2_000_000 {
+                big.push_str("<p>filler paragraph for a very large login page</p>\n");
+            }
+            big.push_str("</body></html>");
+            (String::new(), big.into_bytes())
+        }
+        _ => (String::new(), page.to_vec()),
+    };
+    let content_type = if kind == "json" {
+        "application/json"
+    } else {
+        "text/html; charset=utf-8"
+    };
+    let status = if kind == "304" {
+        "304 Not Modified"
+    } else {
+        "200 OK"
+    };
+    let send_body = method != "HEAD" && kind != "304";
+    if kind == "chunked" {
+        let mut chunked = Vec::new();
+        for piece in body.chunks(37) {
+            chunked.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+            chunked.extend_from_slice(piece);
+            chunked.extend_from_slice(b"\r\n");
+        }
+        chunked.extend_from_slice(b"0\r\n\r\n");
+        let head = format!("HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ntransfer-encoding: chunked\r\netag: \"v1\"\r\n\r\n");
+        return (
+            head.into_bytes(),
+            if send_body { chunked } else { Vec::new() },
+        );
+    }
+    let length = if kind == "304" {
+        String::new()
+    } else {
+        format!("content-length: {}\r\n", body.len())
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\n{length}{extra}etag: \"v1\"\r\n\r\n"
+    );
+    (head.into_bytes(), if send_body { body } else { Vec::new() })
 }
 
 async fn read_chunked(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> std::io::Result<Vec<u8>> {
@@ -302,7 +384,7 @@ pub fn config_text(
     upstream_extra: &str,
 ) -> String {
     format!(
-        "listen: [\"{proxy}\"]\nupstream:\n  address: \"{upstream}\"\n{upstream_extra}admin:\n  listen: \"{admin}\"\nserver:\n  threads: 2\n  data_dir: {data_dir:?}\nlogging:\n  format: json\nsecrets:\n  key: {{ env: GK_TEST_SECRET }}\n",
+        "listen: [\"{proxy}\"]\nupstream:\n  address: \"{upstream}\"\n{upstream_extra}admin:\n  listen: \"{admin}\"\n  debug_telemetry: true\nserver:\n  threads: 2\n  data_dir: {data_dir:?}\nlogging:\n  format: json\nsecrets:\n  key: {{ env: GK_TEST_SECRET }}\n",
         data_dir = data_dir.display().to_string()
     )
 }
@@ -311,6 +393,11 @@ impl Gaitkeeper {
     /// Starts gaitkeeper in front of `upstream`; `upstream_extra` holds more `upstream:` keys
     /// (each line indented by two spaces).
     pub async fn start(upstream: SocketAddr, upstream_extra: &str) -> Gaitkeeper {
+        Self::start_with(upstream, upstream_extra, "").await
+    }
+
+    /// Like `start`, with more top-level YAML (`routes:`, `capture:`) appended.
+    pub async fn start_with(upstream: SocketAddr, upstream_extra: &str, more: &str) -> Gaitkeeper {
         let dir = tempfile::tempdir().unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -321,7 +408,7 @@ impl Gaitkeeper {
             &dir.path().join("data"),
             upstream,
             upstream_extra,
-        );
+        ) + more;
         std::fs::write(&config_path, text).unwrap();
         let log = std::fs::File::create(dir.path().join("gaitkeeper.log")).unwrap();
         let child = Command::new(binary())
@@ -474,3 +561,19 @@ impl TlsApp {
         }
     }
 }
+
+impl Gaitkeeper {
+    /// The recent login telemetry as gaitkeeper recorded it (admin `/debug/telemetry`).
+    pub async fn telemetry(&self) -> Vec<serde_json::Value> {
+        reqwest::get(format!("http://{}/debug/telemetry", self.admin))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+/// Routes for the echo app's `/page/*` login pages, submitting to `/login` (form) and
+/// `/api/login` (fetch).
+pub const ROUTES: &str = "routes:\n  - name: login\n    page: { paths: [\"/page/*\"], methods: [GET, HEAD] }\n    submit: { path: \"/login\" }\n  - name: api\n    page: { paths: [\"/spa\"] }\n    submit: { path: \"/api/login\" }\n";
