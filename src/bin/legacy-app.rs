@@ -25,6 +25,13 @@
 //! request bodies over 64 KiB get 413 and at most 10,000 sessions are kept
 //! (the oldest is dropped first). The demo accounts and their passwords are
 //! hard-coded and printed at start-up: this is a demo, not a real app.
+//!
+//! The HTTP/1.1 server is a small one built in, on blocking `std::net`
+//! sockets: `--workers` threads each serve one connection at a time, with
+//! keep-alive and pipelining. It is bounded as well: request heads of at most
+//! 16 KiB and 100 header fields, bodies (Content-Length or chunked) of at most
+//! 64 KiB, and 10 s socket timeouts; anything malformed gets a 4xx answer and
+//! the connection is closed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -535,7 +542,7 @@ impl Conn {
                 let line = pending.get(..newline).unwrap_or_default();
                 let line = line.strip_suffix(b"\r").unwrap_or(line);
                 if line.len() > limit {
-                    return Err(Abort::Reject(400, "chunked framing line too long"));
+                    return Err(Abort::Reject(400, "malformed chunked framing"));
                 }
                 let line = line.to_vec();
                 self.start += newline + 1;
@@ -581,8 +588,7 @@ impl Conn {
         let mut out = Vec::with_capacity(head.len() + body.len());
         out.extend_from_slice(head.as_bytes());
         out.extend_from_slice(body);
-        self.stream.write_all(&out)?;
-        self.stream.flush()
+        self.stream.write_all(&out)
     }
 
     /// Answers a request the transport refuses, then closes.

@@ -1,0 +1,213 @@
+//! A minimal W3C WebDriver client over HTTP, enough to drive headless Chromium through
+//! Debian's `chromedriver`: sessions, navigation, script execution, elements and input
+//! actions with exact pauses (so tests know the dwell and flight times they typed).
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+/// A running chromedriver, killed on drop.
+pub struct ChromeDriver {
+    child: Child,
+    pub url: String,
+    http: reqwest::Client,
+}
+
+impl Drop for ChromeDriver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Where Debian puts Chromium and its driver (`apt-get install chromium chromium-driver`).
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+impl ChromeDriver {
+    pub async fn start() -> ChromeDriver {
+        for path in [CHROMIUM, CHROMEDRIVER] {
+            assert!(
+                std::path::Path::new(path).exists(),
+                "{path} is missing: install it with `apt-get install -y chromium chromium-driver` (scripts/test.sh does)"
+            );
+        }
+        let port = super::free_port();
+        let child = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .arg("--allowed-ips=127.0.0.1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let driver = ChromeDriver {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ready = driver
+                .http
+                .get(format!("{}/status", driver.url))
+                .send()
+                .await
+                .ok()
+                .map(|r| r.status().is_success())
+                .unwrap_or(false);
+            if ready {
+                break;
+            }
+            assert!(Instant::now() < deadline, "chromedriver did not become ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        driver
+    }
+
+    /// A new headless Chromium session with a fresh profile.
+    pub async fn session(&self, profile: &std::path::Path) -> Session {
+        let capabilities = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:loggingPrefs": {"browser": "ALL"},
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", "--no-first-run", "--disable-quic",
+                    "--window-size=1200,900",
+                    format!("--user-data-dir={}", profile.display()),
+                ]
+            }
+        }}});
+        let response: Value = self
+            .http
+            .post(format!("{}/session", self.url))
+            .json(&capabilities)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = response["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {response}"))
+            .to_string();
+        Session {
+            base: format!("{}/session/{id}", self.url),
+            http: self.http.clone(),
+        }
+    }
+}
+
+/// One browser session.
+pub struct Session {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Session {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response: Value = request.send().await.unwrap().json().await.unwrap();
+        if let Some(error) = response["value"].get("error") {
+            panic!("WebDriver {path} failed: {error} {}", response["value"]["message"]);
+        }
+        response["value"].clone()
+    }
+
+    pub async fn goto(&self, url: &str) {
+        self.call(reqwest::Method::POST, "/url", Some(json!({"url": url}))).await;
+    }
+
+    pub async fn current_url(&self) -> String {
+        self.call(reqwest::Method::GET, "/url", None).await.as_str().unwrap_or("").to_string()
+    }
+
+    pub async fn source(&self) -> String {
+        self.call(reqwest::Method::GET, "/source", None).await.as_str().unwrap_or("").to_string()
+    }
+
+    pub async fn execute(&self, script: &str) -> Value {
+        self.call(reqwest::Method::POST, "/execute/sync", Some(json!({"script": script, "args": []})))
+            .await
+    }
+
+    /// The element reference for a CSS selector.
+    pub async fn element(&self, css: &str) -> Value {
+        let found = self
+            .call(reqwest::Method::POST, "/element", Some(json!({"using": "css selector", "value": css})))
+            .await;
+        json!({ ELEMENT_KEY: found[ELEMENT_KEY] })
+    }
+
+    /// Runs W3C input action sources (`[{"type":"key",...},{"type":"pointer",...}]`).
+    pub async fn actions(&self, sources: Value) {
+        self.call(reqwest::Method::POST, "/actions", Some(json!({"actions": sources}))).await;
+    }
+
+    /// Console messages logged by the page (Chromium's `goog:loggingPrefs`).
+    pub async fn console_errors(&self) -> Vec<String> {
+        let logs = self
+            .http
+            .post(format!("{}/se/log", self.base))
+            .json(&json!({"type": "browser"}))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap();
+        logs["value"]
+            .as_array()
+            .map(|entries| {
+                entries
+                    .iter()
+                    .filter(|e| e["level"] == "SEVERE")
+                    .map(|e| e["message"].as_str().unwrap_or("").to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Polls a JavaScript expression until it is truthy.
+    pub async fn wait_for(&self, expression: &str, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let value = self.execute(&format!("return !!({expression});")).await;
+            if value == Value::Bool(true) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub async fn quit(&self) {
+        let _ = self.http.delete(&self.base).send().await;
+    }
+}
+
+/// Key actions typing `text` with exact dwell (down→up) and flight (up→next down) times.
+pub fn typing(text: &str, dwell_ms: u64, flight_ms: u64) -> Vec<Value> {
+    let mut actions = Vec::new();
+    for c in text.chars() {
+        actions.push(json!({"type": "keyDown", "value": c.to_string()}));
+        actions.push(json!({"type": "pause", "duration": dwell_ms}));
+        actions.push(json!({"type": "keyUp", "value": c.to_string()}));
+        actions.push(json!({"type": "pause", "duration": flight_ms}));
+    }
+    actions
+}
+
+/// The WebDriver key values for Tab and Enter.
+pub const TAB: &str = "\u{E004}";
+pub const ENTER: &str = "\u{E007}";
