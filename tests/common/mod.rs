@@ -3,6 +3,8 @@
 //! waited for with a fixed sleep.
 #![allow(dead_code)]
 
+pub mod webdriver;
+
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::{Path, PathBuf};

@@ -62,7 +62,10 @@ impl ChromeDriver {
             if ready {
                 break;
             }
-            assert!(Instant::now() < deadline, "chromedriver did not become ready");
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not become ready"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         driver
@@ -119,39 +122,64 @@ impl Session {
         }
         let response: Value = request.send().await.unwrap().json().await.unwrap();
         if let Some(error) = response["value"].get("error") {
-            panic!("WebDriver {path} failed: {error} {}", response["value"]["message"]);
+            panic!(
+                "WebDriver {path} failed: {error} {}",
+                response["value"]["message"]
+            );
         }
         response["value"].clone()
     }
 
     pub async fn goto(&self, url: &str) {
-        self.call(reqwest::Method::POST, "/url", Some(json!({"url": url}))).await;
+        self.call(reqwest::Method::POST, "/url", Some(json!({"url": url})))
+            .await;
     }
 
     pub async fn current_url(&self) -> String {
-        self.call(reqwest::Method::GET, "/url", None).await.as_str().unwrap_or("").to_string()
+        self.call(reqwest::Method::GET, "/url", None)
+            .await
+            .as_str()
+            .unwrap_or("")
+            .to_string()
     }
 
     pub async fn source(&self) -> String {
-        self.call(reqwest::Method::GET, "/source", None).await.as_str().unwrap_or("").to_string()
+        self.call(reqwest::Method::GET, "/source", None)
+            .await
+            .as_str()
+            .unwrap_or("")
+            .to_string()
     }
 
     pub async fn execute(&self, script: &str) -> Value {
-        self.call(reqwest::Method::POST, "/execute/sync", Some(json!({"script": script, "args": []})))
-            .await
+        self.call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({"script": script, "args": []})),
+        )
+        .await
     }
 
     /// The element reference for a CSS selector.
     pub async fn element(&self, css: &str) -> Value {
         let found = self
-            .call(reqwest::Method::POST, "/element", Some(json!({"using": "css selector", "value": css})))
+            .call(
+                reqwest::Method::POST,
+                "/element",
+                Some(json!({"using": "css selector", "value": css})),
+            )
             .await;
         json!({ ELEMENT_KEY: found[ELEMENT_KEY] })
     }
 
     /// Runs W3C input action sources (`[{"type":"key",...},{"type":"pointer",...}]`).
     pub async fn actions(&self, sources: Value) {
-        self.call(reqwest::Method::POST, "/actions", Some(json!({"actions": sources}))).await;
+        self.call(
+            reqwest::Method::POST,
+            "/actions",
+            Some(json!({"actions": sources})),
+        )
+        .await;
     }
 
     /// Console messages logged by the page (Chromium's `goog:loggingPrefs`).

@@ -1,0 +1,344 @@
+//! End to end in a real browser: headless Chromium (Debian's chromium + chromium-driver)
+//! loads the bundled legacy app's login page through gaitkeeper, a person's input is played
+//! with known timings, and the test checks what gaitkeeper received and what the app saw.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::webdriver::{typing, ChromeDriver, Session, ENTER, TAB};
+use common::Gaitkeeper;
+use serde_json::{json, Value};
+
+/// The bundled legacy app, with its debug endpoint on; killed on drop.
+struct LegacyApp {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for LegacyApp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl LegacyApp {
+    async fn start() -> LegacyApp {
+        let addr: SocketAddr = format!("127.0.0.1:{}", common::free_port())
+            .parse()
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_legacy-app"))
+            .args(["--listen", &addr.to_string(), "--debug-endpoints"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            assert!(Instant::now() < deadline, "legacy app did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        LegacyApp { child, addr }
+    }
+
+    async fn last_login(&self) -> Value {
+        reqwest::get(format!("http://{}/__debug/last-login", self.addr))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+const ROUTES: &str = "routes:\n  - name: login\n    page: { paths: [\"/login\"], methods: [GET, POST] }\n    submit: { path: \"/login\" }\n  - name: spa-login\n    page: { paths: [\"/spa-login\"] }\n    submit: { path: \"/api/login\" }\n";
+
+const USER: &str = "alice";
+const PASSWORD: &str = "wonderland-42";
+/// Timings played by the browser (ms): key held down, gap between keys.
+const USER_DWELL: u64 = 80;
+const USER_FLIGHT: u64 = 120;
+const PASSWORD_DWELL: u64 = 70;
+const PASSWORD_FLIGHT: u64 = 110;
+/// How far a measured time may stray from the played one (ms): event dispatch jitter.
+const TOLERANCE: f64 = 12.0;
+
+/// Moves the mouse along a curve to the username field and clicks it.
+async fn move_and_click(session: &Session, css: &str) {
+    let target = session.element(css).await;
+    let mut moves =
+        vec![json!({"type": "pointerMove", "duration": 0, "x": 40, "y": 40, "origin": "viewport"})];
+    for step in 1..=12 {
+        let f = step as f64 / 12.0;
+        moves.push(json!({
+            "type": "pointerMove", "duration": 40, "origin": "viewport",
+            "x": (40.0 + 300.0 * f) as i64, "y": (40.0 + 120.0 * f * f) as i64,
+        }));
+    }
+    moves.push(json!({"type": "pointerMove", "duration": 120, "x": 0, "y": 0, "origin": target}));
+    moves.push(json!({"type": "pointerDown", "button": 0}));
+    moves.push(json!({"type": "pause", "duration": 90}));
+    moves.push(json!({"type": "pointerUp", "button": 0}));
+    session
+        .actions(json!([{"type": "pointer", "id": "mouse", "parameters": {"pointerType": "mouse"}, "actions": moves}]))
+        .await;
+}
+
+/// Types the username, Tabs to the password, types it and presses Enter.
+async fn type_credentials(session: &Session) {
+    let mut keys = typing(USER, USER_DWELL, USER_FLIGHT);
+    keys.extend(typing(TAB, 60, 150));
+    keys.extend(typing(PASSWORD, PASSWORD_DWELL, PASSWORD_FLIGHT));
+    keys.extend(typing(ENTER, 50, 0));
+    session
+        .actions(json!([{"type": "key", "id": "keyboard", "actions": keys}]))
+        .await;
+}
+
+async fn wait_for_url(session: &Session, suffix: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if session.current_url().await.ends_with(suffix) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never reached {suffix}: at {}",
+            session.current_url().await
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The index of the named field in the payload's field table.
+fn field(payload: &Value, name: &str) -> u64 {
+    payload["f"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .find(|(_, f)| f["n"] == name)
+        .map(|(i, _)| i as u64)
+        .unwrap_or_else(|| panic!("no field {name} in {}", payload["f"]))
+}
+
+/// Checks the key events of one field: counts, classes, dwell and flight times.
+fn check_typing(
+    payload: &Value,
+    field_index: u64,
+    count: usize,
+    class: &str,
+    dwell: u64,
+    flight: u64,
+) {
+    let keys: Vec<&Value> = payload["k"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k[3] == field_index && k[2] == class)
+        .collect();
+    let downs: Vec<&Value> = keys.iter().copied().filter(|k| k[1] == "d").collect();
+    let ups: Vec<&Value> = keys.iter().copied().filter(|k| k[1] == "u").collect();
+    assert_eq!(downs.len(), count, "key-downs of field {field_index}");
+    assert_eq!(ups.len(), count, "key-ups of field {field_index}");
+    for (down, up) in downs.iter().zip(&ups) {
+        assert_eq!(down[4], up[4], "down and up pair by stroke id");
+        let measured = up[0].as_f64().unwrap() - down[0].as_f64().unwrap();
+        assert!(
+            (measured - dwell as f64).abs() <= TOLERANCE,
+            "dwell {measured} ms, played {dwell} ms"
+        );
+    }
+    for (up, next_down) in ups.iter().zip(downs.iter().skip(1)) {
+        let measured = next_down[0].as_f64().unwrap() - up[0].as_f64().unwrap();
+        assert!(
+            (measured - flight as f64).abs() <= TOLERANCE,
+            "flight {measured} ms, played {flight} ms"
+        );
+    }
+}
+
+/// Nothing typed may appear in the payload: not the password, not the username, and no key
+/// identity: every key event carries only a class code, and no object has a key-like member.
+fn check_privacy(payload: &Value) {
+    let text = payload.to_string();
+    for secret in [PASSWORD, "wonderland", USER] {
+        assert!(
+            !text.contains(secret),
+            "the payload contains {secret:?}: {text}"
+        );
+    }
+    for key in payload["k"].as_array().unwrap() {
+        let event = key.as_array().unwrap();
+        assert_eq!(
+            event.len(),
+            6,
+            "key events are [t, kind, class, field, stroke, flags]"
+        );
+        let class = event[2].as_str().unwrap();
+        assert!(
+            ["l", "d", "s", "m", "b", "t", "e", "o", "c"].contains(&class),
+            "key class {class}"
+        );
+    }
+    fn no_identity_members(value: &Value) {
+        match value {
+            Value::Object(map) => {
+                for (name, inner) in map {
+                    assert!(
+                        !["key", "code", "char", "value", "which", "keyCode"]
+                            .contains(&name.as_str()),
+                        "member {name}"
+                    );
+                    no_identity_members(inner);
+                }
+            }
+            Value::Array(items) => items.iter().for_each(no_identity_members),
+            _ => {}
+        }
+    }
+    no_identity_members(payload);
+}
+
+async fn start_stack() -> (
+    LegacyApp,
+    Gaitkeeper,
+    ChromeDriver,
+    Session,
+    tempfile::TempDir,
+) {
+    let app = LegacyApp::start().await;
+    let gk = Gaitkeeper::start_with(app.addr, "", ROUTES).await;
+    let driver = ChromeDriver::start().await;
+    let profile = tempfile::tempdir().unwrap();
+    let session = driver.session(profile.path()).await;
+    (app, gk, driver, session, profile)
+}
+
+#[tokio::test]
+async fn a_classic_form_login_carries_exact_behaviour_and_the_app_sees_its_own_form() {
+    let (app, gk, _driver, session, _profile) = start_stack().await;
+    session.goto(&gk.url("/login")).await;
+    session
+        .wait_for("window.__gaitkeeper", "the capture script")
+        .await;
+
+    move_and_click(&session, "input[name=username]").await;
+    type_credentials(&session).await;
+    wait_for_url(&session, "/account").await;
+    assert!(
+        session.source().await.contains("Welcome, alice"),
+        "logged in through gaitkeeper"
+    );
+
+    let received = gk.telemetry().await;
+    let entry = received
+        .iter()
+        .rev()
+        .find(|e| e["route"] == "login")
+        .expect("a login submit");
+    assert_eq!(entry["outcome"], "ok", "{entry}");
+    assert_eq!(entry["transport"], "form");
+    let payload = &entry["payload"];
+    assert_eq!(payload["v"], 1);
+
+    let user = field(payload, "username");
+    let password = field(payload, "password");
+    check_typing(payload, user, USER.len(), "l", USER_DWELL, USER_FLIGHT);
+    check_typing(
+        payload,
+        password,
+        PASSWORD.len(),
+        "c",
+        PASSWORD_DWELL,
+        PASSWORD_FLIGHT,
+    );
+    // Navigation: the mouse brought focus to the username, Tab to the password.
+    let focus: Vec<(u64, &str)> = payload["fc"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f[1].as_u64().unwrap(), f[2].as_str().unwrap()))
+        .collect();
+    assert!(focus.contains(&(user, "mouse")), "{focus:?}");
+    assert!(focus.contains(&(password, "tab")), "{focus:?}");
+    assert!(
+        payload["m"].as_array().unwrap().len() >= 10,
+        "mouse path sampled"
+    );
+    assert!(
+        !payload["c"].as_array().unwrap().is_empty(),
+        "the click was seen"
+    );
+    check_privacy(payload);
+
+    // The app got its own form: no telemetry field, its CSRF field intact.
+    let login = app.last_login().await;
+    assert_eq!(login["path"], "/login");
+    assert_eq!(
+        login["field_names"],
+        json!(["username", "password", "csrf_token"])
+    );
+    assert_eq!(login["username"], "alice");
+    // The legacy app has no favicon; that 404 is the app's own and not a script error.
+    let errors: Vec<String> = session
+        .console_errors()
+        .await
+        .into_iter()
+        .filter(|e| !e.contains("/favicon.ico"))
+        .collect();
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    session.quit().await;
+}
+
+#[tokio::test]
+async fn a_fetch_login_carries_telemetry_in_the_header() {
+    let (app, gk, _driver, session, _profile) = start_stack().await;
+    session.goto(&gk.url("/spa-login")).await;
+    session
+        .wait_for("window.__gaitkeeper", "the capture script")
+        .await;
+
+    move_and_click(&session, "#username").await;
+    type_credentials(&session).await;
+    wait_for_url(&session, "/account").await;
+
+    let received = gk.telemetry().await;
+    let entry = received
+        .iter()
+        .rev()
+        .find(|e| e["route"] == "spa-login")
+        .expect("a login submit");
+    assert_eq!(entry["outcome"], "ok", "{entry}");
+    assert_eq!(entry["transport"], "header");
+    let payload = &entry["payload"];
+    check_typing(
+        payload,
+        field(payload, "username"),
+        USER.len(),
+        "l",
+        USER_DWELL,
+        USER_FLIGHT,
+    );
+    check_typing(
+        payload,
+        field(payload, "password"),
+        PASSWORD.len(),
+        "c",
+        PASSWORD_DWELL,
+        PASSWORD_FLIGHT,
+    );
+    check_privacy(payload);
+
+    let login = app.last_login().await;
+    assert_eq!(login["path"], "/api/login");
+    assert_eq!(login["username"], "alice");
+    let headers = login["headers"].as_object().unwrap();
+    assert!(
+        !headers.keys().any(|h| h.contains("gaitkeeper")),
+        "{headers:?}"
+    );
+    session.quit().await;
+}
