@@ -403,6 +403,7 @@ async fn a_fetch_login_carries_telemetry_in_the_header() {
     assert_eq!(entry["outcome"], "ok", "{entry}");
     assert_eq!(entry["transport"], "header");
     let payload = &entry["payload"];
+    check_against_truth(&truth, payload);
     check_typing(
         payload,
         field(payload, "username"),
