@@ -373,3 +373,48 @@ async fn login_path_spellings_are_all_intercepted() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn multipart_login_forms_lose_only_the_telemetry_part() {
+    let (app, gk) = start().await;
+    let page = client()
+        .get(gk.url("/page/identity"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let token = token_of(&page);
+    let part = |name: &str, value: &str| {
+        format!("--b0undary\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
+    };
+    let telemetry = format!("{{\"v\":1,\"tk\":\"{token}\"}}");
+    let sent = format!(
+        "{}{}{}--b0undary--\r\n",
+        part("username", "alice"),
+        part("__gk", &telemetry),
+        part("csrf_token", "c5rf")
+    );
+    let expected = format!(
+        "{}{}--b0undary--\r\n",
+        part("username", "alice"),
+        part("csrf_token", "c5rf")
+    );
+    let response = client()
+        .post(gk.url("/login"))
+        .header("content-type", "multipart/form-data; boundary=b0undary")
+        .body(sent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(String::from_utf8(app.last().body).unwrap(), expected);
+    assert_eq!(
+        app.last().header("content-length"),
+        Some(expected.len().to_string().as_str())
+    );
+    let last = gk.telemetry().await.last().cloned().unwrap();
+    assert_eq!(last["outcome"], "ok");
+    assert_eq!(last["transport"], "form");
+}

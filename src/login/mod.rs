@@ -105,6 +105,107 @@ pub fn strip_form_field(body: &[u8], field: &str, max_payload: usize) -> Strippe
     }
 }
 
+/// The boundary of a `multipart/form-data` content type.
+pub fn multipart_boundary(content_type: &str) -> Option<&str> {
+    let mut parts = content_type.split(';');
+    let mime = parts.next()?.trim();
+    if !mime.eq_ignore_ascii_case("multipart/form-data") {
+        return None;
+    }
+    parts
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("boundary"))
+        .map(|(_, v)| v.trim().trim_matches('"'))
+        .filter(|b| !b.is_empty() && b.len() <= 70)
+}
+
+/// Removes every part named `field` from a `multipart/form-data` body. Every other byte —
+/// other parts, preamble, epilogue — is kept exactly. A body that does not parse as
+/// multipart with this boundary is returned unchanged, with no telemetry found.
+pub fn strip_multipart_field(
+    body: &[u8],
+    boundary: &str,
+    field: &str,
+    max_payload: usize,
+) -> StrippedForm {
+    let unchanged = || StrippedForm {
+        body: body.to_vec(),
+        telemetry: None,
+    };
+    let delimiter = format!("--{boundary}");
+    let delimiter = delimiter.as_bytes();
+    // Offsets where each delimiter line starts.
+    let mut starts = Vec::new();
+    let mut from = 0;
+    while let Some(i) = find(&body[from..], delimiter) {
+        let at = from + i;
+        // A delimiter starts the body or follows CRLF.
+        if at == 0 || body[..at].ends_with(b"\r\n") {
+            starts.push(at);
+        }
+        from = at + delimiter.len();
+        if starts.len() > 1000 {
+            return unchanged();
+        }
+    }
+    if starts.len() < 2 {
+        return unchanged();
+    }
+    let mut kept = Vec::with_capacity(body.len());
+    let mut found: Vec<&[u8]> = Vec::new();
+    // Preamble (normally empty), up to the first delimiter.
+    kept.extend_from_slice(&body[..starts[0]]);
+    for pair in starts.windows(2) {
+        let (start, end) = (pair[0], pair[1]);
+        // The part spans [start, end): delimiter line, headers, blank line, content, CRLF.
+        let part = &body[start..end];
+        let Some(head_end) = find(part, b"\r\n\r\n") else {
+            return unchanged();
+        };
+        let head = &part[..head_end];
+        let content_end = part.len().saturating_sub(2).max(head_end + 4);
+        let content = &part[head_end + 4..content_end];
+        if part_name(head).as_deref() == Some(field.as_bytes()) {
+            found.push(content);
+        } else {
+            kept.extend_from_slice(part);
+        }
+    }
+    // The closing delimiter and epilogue.
+    kept.extend_from_slice(&body[*starts.last().expect("two or more")..]);
+    let telemetry = match found.as_slice() {
+        [] => None,
+        [value] if value.len() > max_payload => Some(Err(ExtractError::TooLarge)),
+        [value] => Some(Ok(value.to_vec())),
+        _ => Some(Err(ExtractError::Duplicate)),
+    };
+    StrippedForm {
+        body: kept,
+        telemetry,
+    }
+}
+
+/// The `name` parameter of a part's `Content-Disposition: form-data` header.
+fn part_name(head: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(head).ok()?;
+    let disposition = text
+        .split("\r\n")
+        .find(|l| l.len() > 20 && l[..20].eq_ignore_ascii_case("content-disposition:"))?;
+    disposition.split(';').skip(1).find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("name")
+            .then(|| v.trim().trim_matches('"').as_bytes().to_vec())
+    })
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || haystack.len() < needle.len() {
+        return None;
+    }
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
 /// Decodes an `application/x-www-form-urlencoded` component (`+` is a space).
 fn form_decode(component: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(component.len());
@@ -207,6 +308,48 @@ mod tests {
         assert_eq!(stripped.telemetry, Some(Err(ExtractError::TooLarge)));
         let stripped = strip_form_field(b"__gk=%zz", "__gk", 1024);
         assert_eq!(stripped.telemetry, Some(Err(ExtractError::Encoding)));
+    }
+
+    fn multipart(parts: &[(&str, &str)]) -> Vec<u8> {
+        let mut body = Vec::new();
+        for (name, value) in parts {
+            body.extend_from_slice(
+                format!(
+                    "--XyZ\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+                )
+                .as_bytes(),
+            );
+        }
+        body.extend_from_slice(b"--XyZ--\r\n");
+        body
+    }
+
+    #[test]
+    fn multipart_telemetry_parts_are_removed_and_the_rest_kept_exactly() {
+        let body = multipart(&[("username", "alice"), ("__gk", "{\"v\":1}"), ("csrf", "x")]);
+        let stripped = strip_multipart_field(&body, "XyZ", "__gk", 65536);
+        assert_eq!(
+            stripped.body,
+            multipart(&[("username", "alice"), ("csrf", "x")])
+        );
+        assert_eq!(stripped.telemetry, Some(Ok(b"{\"v\":1}".to_vec())));
+        assert_eq!(
+            multipart_boundary("multipart/form-data; boundary=\"XyZ\""),
+            Some("XyZ")
+        );
+        assert_eq!(multipart_boundary("text/plain; boundary=XyZ"), None);
+    }
+
+    #[test]
+    fn malformed_multipart_is_passed_on_unchanged() {
+        for body in [&b"no delimiters at all"[..], b"--XyZ\r\nno blank line", b""] {
+            let stripped = strip_multipart_field(body, "XyZ", "__gk", 65536);
+            assert_eq!(stripped.body, body);
+            assert_eq!(stripped.telemetry, None);
+        }
+        let twice = multipart(&[("__gk", "a"), ("__gk", "b")]);
+        let stripped = strip_multipart_field(&twice, "XyZ", "__gk", 65536);
+        assert_eq!(stripped.telemetry, Some(Err(ExtractError::Duplicate)));
     }
 
     #[test]

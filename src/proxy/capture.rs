@@ -133,19 +133,33 @@ impl GaitkeeperProxy {
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
+            .to_string();
+        let mime = content_type
             .split(';')
             .next()
             .unwrap_or("")
             .trim()
             .to_ascii_lowercase();
         let mut found: Vec<(Transport, Result<Vec<u8>, login::ExtractError>)> = Vec::new();
-        if content_type == "application/x-www-form-urlencoded" {
-            let stripped =
-                login::strip_form_field(&body, &capture.field, capture.max_payload_bytes);
-            if let Some(telemetry) = stripped.telemetry {
-                found.push((Transport::FormField, telemetry));
-                ctx.capture.replacement_body = Some(Bytes::from(stripped.body));
-            }
+        let stripped = if mime == "application/x-www-form-urlencoded" {
+            Some(login::strip_form_field(
+                &body,
+                &capture.field,
+                capture.max_payload_bytes,
+            ))
+        } else {
+            login::multipart_boundary(&content_type).map(|boundary| {
+                login::strip_multipart_field(
+                    &body,
+                    boundary,
+                    &capture.field,
+                    capture.max_payload_bytes,
+                )
+            })
+        };
+        if let Some(telemetry) = stripped.as_ref().and_then(|s| s.telemetry.clone()) {
+            found.push((Transport::FormField, telemetry));
+            ctx.capture.replacement_body = stripped.map(|s| Bytes::from(s.body));
         }
         let header_values: Vec<&[u8]> = session
             .req_header()
