@@ -25,7 +25,9 @@
     const TOKEN = String(ds.gkToken || '');
     const FIELD = ds.gkField || '__gk';
     const HEADER = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(ds.gkHeader || '') ? ds.gkHeader : 'X-Gaitkeeper-Telemetry';
-    const LOGIN_URLS = String(ds.gkLoginUrls || '').split(',').map((s) => s.trim()).filter(Boolean);
+    // Paths compare like the proxy matches routes: case-insensitive, '//' collapsed, no trailing '/'.
+    const norm = (p) => p.toLowerCase().replace(/\/{2,}/g, '/').replace(/(.)\/$/, '$1');
+    const LOGIN_URLS = String(ds.gkLoginUrls || '').split(',').map((s) => norm(s.trim())).filter(Boolean);
     let PREFIX = '/__gk/';
     guard(() => { const p = new URL(me.src, location.href).pathname; PREFIX = p.slice(0, p.lastIndexOf('/') + 1); });
 
@@ -74,6 +76,8 @@
     const isField = (el) => !!el && /^(INPUT|TEXTAREA|SELECT)$/.test(el.tagName) && !BUTTON_TYPE.test(el.type);
     const textLike = (el) => !/^(checkbox|radio|file|range|color|select)/.test(el.type);
     const indexIn = (list, el) => AP.indexOf.call(list, el);
+    // Truncate by code points: a split surrogate pair would make the JSON unparsable for serde_json.
+    const cut = (s, max) => [...String(s || '')].slice(0, max).join('');
     const ref = (el) => {
       if (!isField(el)) return -1;
       if (el.type === 'password') everPassword.add(el);
@@ -86,8 +90,8 @@
           el, kd: 0, p: 0, a: 0, ni: 0,
           i: form ? indexIn(formEls.call(form), el) : indexIn(document.querySelectorAll('input,textarea,select'), el),
           fm: form ? indexIn(document.forms, form) : -1,
-          n: String(attr(el, 'name') || '').slice(0, 64),
-          y: String(el.type).slice(0, 32),
+          n: cut(attr(el, 'name'), 64),
+          y: cut(el.type, 32),
         });
         fieldIdx.set(el, i);
       }
@@ -257,8 +261,17 @@
     // ---- hand-over 1: classic forms (hidden field) ----
     const eligible = (form) =>
       document.forms.length === 1 || AP.some.call(formEls.call(form), (el) => el.type === 'password');
+    const loginPath = (path) => LOGIN_URLS.some((p) => (p.endsWith('*') ? path.startsWith(p.slice(0, -1)) : path === p));
+    // With login URLs configured, only a form that posts to one of them carries telemetry: the
+    // proxy strips it only there, so any other form would hand it to the app.
+    const postsToLogin = (form, submitter) => {
+      if (!LOGIN_URLS.length) return true;
+      const action = (submitter && attr(submitter, 'formaction')) || attr(form, 'action') || '';
+      const url = new URL(action, document.baseURI);
+      return url.origin === location.origin && loginPath(norm(url.pathname));
+    };
     const handOverForm = (form, submitter, hv) => {
-      if (!(form instanceof HTMLFormElement) || !eligible(form)) return;
+      if (!(form instanceof HTMLFormElement) || !eligible(form) || !postsToLogin(form, submitter)) return;
       const method = ((submitter && attr(submitter, 'formmethod')) || attr(form, 'method') || 'get').toLowerCase();
       if (method !== 'post') return; // never put telemetry into a URL
       handovers++;
@@ -285,11 +298,11 @@
     const isLogin = (u, method) => {
       const url = new URL(String(u), location.href);
       if (url.origin !== location.origin) return false; // never trigger a CORS preflight
-      const path = url.pathname;
-      if (LOGIN_URLS.length) return LOGIN_URLS.some((p) => (p.endsWith('*') ? path.startsWith(p.slice(0, -1)) : path === p));
+      const path = norm(url.pathname);
+      if (LOGIN_URLS.length) return loginPath(path);
       if (/^(get|head)$/i.test(method || 'GET')) return false;
       return AP.some.call(document.forms, (f) =>
-        eligible(f) && new URL(attr(f, 'action') || '', document.baseURI).pathname === path);
+        eligible(f) && norm(new URL(attr(f, 'action') || '', document.baseURI).pathname) === path);
     };
     const headerValue = (hv) => { handovers++; return b64url(fit(build(hv, null), HEADER_BYTES)); };
     const challenge = (j) => {

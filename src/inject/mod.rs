@@ -18,8 +18,9 @@ use crate::proxy::normalize_path;
 pub use rewrite::{Coding, PageRewriter, Placement, RewriteError};
 pub use token::{Client, PageClaims, PageTokens, TokenError};
 
-/// The capture script as served at `<reserved prefix>capture.js`.
-pub static CAPTURE_JS: &[u8] = include_bytes!("../../injector/capture.js");
+/// The capture script as served at `<reserved prefix>capture.js`: the minified copy of
+/// `injector/capture.js` (regenerate with `scripts/minify-capture.sh`).
+pub static CAPTURE_JS: &[u8] = include_bytes!("../../injector/capture.min.js");
 
 /// A strong ETag of the script, so browsers revalidate cheaply after an upgrade.
 pub static CAPTURE_JS_ETAG: LazyLock<String> = LazyLock::new(|| {
@@ -150,6 +151,18 @@ pub fn script_tag(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn served_script_is_minified_from_the_current_source() {
+        let source = include_bytes!("../../injector/capture.js");
+        let digest: String = Sha256::digest(source).iter().map(|b| format!("{b:02x}")).collect();
+        let first_line = CAPTURE_JS.split(|&b| b == b'\n').next().unwrap();
+        let first_line = String::from_utf8_lossy(first_line);
+        assert!(
+            first_line.contains(&format!("sha256:{digest}")),
+            "injector/capture.min.js is stale: run scripts/minify-capture.sh ({first_line})"
+        );
+    }
 
     #[test]
     fn csp_nonces_are_found_in_script_src_or_default_src() {
