@@ -24,8 +24,10 @@ if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq nginx-light wrk
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-(cd "$ROOT" && cargo build --release --bin gaitkeeper -q)
-GK="$ROOT/target/release/gaitkeeper"
+(cd "$ROOT" && cargo build --release --bin gaitkeeper --example bare_proxy -q)
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+GK="$TARGET/release/gaitkeeper"
+BARE="$TARGET/release/examples/bare_proxy"
 
 WORK=$(mktemp -d)
 PIDS=()
@@ -35,7 +37,7 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 
-UP=$(free_port) NG=$(free_port) GKP=$(free_port) GKA=$(free_port)
+UP=$(free_port) NG=$(free_port) GKP=$(free_port) GKA=$(free_port) BP=$(free_port)
 
 nginx_conf() { # $1 = name, $2 = server block
   mkdir -p "$WORK/$1"
@@ -75,7 +77,9 @@ logging: { access_log: false, format: json, level: warn }
 secrets: { key: { file: "$WORK/secret" } }
 CONF
 "$GK" run -c "$WORK/gk.yaml" 2>"$WORK/gk.log" & PIDS+=($!)
-wait_port "$UP"; wait_port "$NG"; wait_port "$GKP"
+# pingora itself, with no gaitkeeper logic: shows which part of the cost is pingora's.
+"$BARE" "127.0.0.1:$BP" "127.0.0.1:$UP" "$THREADS" 2>/dev/null & PIDS+=($!)
+wait_port "$UP"; wait_port "$NG"; wait_port "$GKP"; wait_port "$BP"
 
 # Sanity: both answer with the app's body.
 curl -sf "http://127.0.0.1:$NG/" | grep -q "hello from the app"
@@ -100,10 +104,12 @@ PY
 # Warm both up, then alternate rounds so drift hits both alike.
 wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$NG/" >/dev/null
 wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$GKP/" >/dev/null
+wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$BP/" >/dev/null
 echo "round name rps p50_ms p99_ms status"
 for r in $(seq 1 "$ROUNDS"); do
   echo "$r nginx $(run_wrk "$NG")" | tee -a "$WORK/results"
   echo "$r gaitkeeper $(run_wrk "$GKP")" | tee -a "$WORK/results"
+  echo "$r bare-pingora $(run_wrk "$BP")" | tee -a "$WORK/results"
 done
 python3 - "$WORK/results" "$THREADS" "$CONNECTIONS" "$DURATION" <<'PY'
 import statistics, sys
@@ -112,11 +118,14 @@ def med(name, col):
     return statistics.median(float(r[col]) for r in rows if r[1] == name)
 n = {k: med("nginx", i) for k, i in (("rps", 2), ("p50", 3), ("p99", 4))}
 g = {k: med("gaitkeeper", i) for k, i in (("rps", 2), ("p50", 3), ("p99", 4))}
+b = {k: med("bare-pingora", i) for k, i in (("rps", 2), ("p50", 3), ("p99", 4))}
 print()
 print(f"medians over rounds; threads={sys.argv[2]} connections={sys.argv[3]} duration={sys.argv[4]}s")
 print(f"| proxy | req/s | p50 ms | p99 ms |")
 print(f"|---|---|---|---|")
 print(f"| nginx | {n['rps']:.0f} | {n['p50']:.3f} | {n['p99']:.3f} |")
 print(f"| gaitkeeper | {g['rps']:.0f} | {g['p50']:.3f} | {g['p99']:.3f} |")
+print(f"| bare pingora (no gaitkeeper logic) | {b['rps']:.0f} | {b['p50']:.3f} | {b['p99']:.3f} |")
 print(f"| ratio gaitkeeper/nginx | {g['rps']/n['rps']:.2f}x | {g['p50']/n['p50']:.2f}x | {g['p99']/n['p99']:.2f}x |")
+print(f"| ratio gaitkeeper/bare pingora | {g['rps']/b['rps']:.2f}x | {g['p50']/b['p50']:.2f}x | {g['p99']/b['p99']:.2f}x |")
 PY
