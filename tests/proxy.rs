@@ -207,11 +207,12 @@ async fn metrics_are_on_the_admin_listener_only() {
     let http = client();
     http.get(gk.url("/counted")).send().await.unwrap();
 
+    // A request is counted in pingora's logging phase, just after its response is sent.
+    eventually(Duration::from_secs(5), "the request is counted", || async {
+        gk.metric("gaitkeeper_requests_total{status=\"200\"}").await >= 1.0
+    })
+    .await;
     let admin = gk.metrics().await;
-    assert!(
-        admin.contains("gaitkeeper_requests_total{status=\"200\"}"),
-        "{admin}"
-    );
     assert!(
         admin.contains("gaitkeeper_upstream_response_seconds_bucket"),
         "{admin}"
