@@ -12,7 +12,7 @@ use http::{Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
-pub use metrics::Metrics;
+pub use metrics::{CacheMetrics, Metrics};
 
 use crate::config::SharedConfig;
 use crate::login::TelemetryInbox;
