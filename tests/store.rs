@@ -2,6 +2,7 @@
 //! PostgreSQL when `GAITKEEPER_TEST_POSTGRES_URL` is set (each test gets a fresh schema that
 //! is dropped afterwards, so runs never collide).
 
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Once};
 use std::time::{Duration, SystemTime};
@@ -784,5 +785,120 @@ async fn oversized_values_are_refused() {
         let mut nan = login(Outcome::Verified, f64::NAN);
         nan.risk = f64::NAN;
         assert!(store.record_login("mia", nan).await.is_err());
+    }
+}
+
+/// The writer that `crash_during_writes_leaves_a_consistent_store` runs in a child process and
+/// kills: it records logins, refits models and appends audit events as fast as it can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a helper process, started (and killed) by crash_during_writes_leaves_a_consistent_store"]
+async fn crash_writer_child() {
+    use std::io::Write;
+    let Ok(url) = std::env::var("GK_CRASH_STORE_URL") else {
+        return;
+    };
+    let store = Store::open(
+        &StoreConfig {
+            url: Some(url),
+            ..config()
+        },
+        Path::new("."),
+        &secret(),
+    )
+    .await
+    .unwrap();
+    for n in 0u32.. {
+        let name = format!("crash{}", n % 10);
+        let key = store
+            .record_login(&name, login(Outcome::Verified, 0.1))
+            .await
+            .unwrap()
+            .user;
+        store
+            .save_model(&key, 3, n, n.to_le_bytes().repeat(2048))
+            .await
+            .unwrap();
+        store
+            .append_audit(Some(&key), "model.refit", &serde_json::json!({ "n": n }))
+            .await
+            .unwrap();
+        if n % 20 == 19 {
+            println!("progress {n}");
+            std::io::stdout().flush().unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_during_writes_leaves_a_consistent_store() {
+    use std::io::BufRead;
+    for db in backends().await {
+        // Create the schema first, so the kill lands in the writes, not in the migration.
+        db.open().await.close().await;
+        let url = db.config.url_or_default(db.dir.path());
+        for round in 0..3 {
+            let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "crash_writer_child",
+                    "--exact",
+                    "--include-ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env("GK_CRASH_STORE_URL", &url)
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+            let mut progress = 0;
+            for line in stdout.lines() {
+                if line.unwrap().starts_with("progress ") {
+                    progress += 1;
+                    if progress == 2 + round {
+                        break;
+                    }
+                }
+            }
+            assert_eq!(progress, 2 + round, "the writer died before it was killed");
+            child.kill().unwrap(); // SIGKILL: no destructor, no rollback, no checkpoint
+            child.wait().unwrap();
+
+            let store = db.open().await;
+            let raw = db.raw().await;
+            if db.backend == Backend::Sqlite {
+                let check: String = sqlx::query_scalar("PRAGMA integrity_check")
+                    .fetch_one(&raw)
+                    .await
+                    .unwrap();
+                assert_eq!(check, "ok");
+            }
+            // A login and its enrollment count are written in one transaction: they agree.
+            let users = store.list_users(None, 100).await.unwrap();
+            assert_eq!(users.len(), 10, "{:?}", db.backend);
+            for user in &users {
+                let logins = store.recent_logins(&user.key, 1000).await.unwrap();
+                assert_eq!(
+                    user.verified_logins,
+                    logins.len() as u64,
+                    "{:?}",
+                    db.backend
+                );
+                // Every model is whole: 2048 copies of its version number.
+                if let Some(model) = store.load_model(&user.key).await.unwrap() {
+                    assert_eq!(model.blob, model.model_version.to_le_bytes().repeat(2048));
+                }
+            }
+            // And the store takes writes again.
+            store
+                .record_login("after-crash", login(Outcome::Verified, 0.1))
+                .await
+                .unwrap();
+            store
+                .forget(&store.user_key("after-crash").unwrap())
+                .await
+                .unwrap();
+            raw.close().await;
+            store.close().await;
+        }
     }
 }
