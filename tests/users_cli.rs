@@ -194,6 +194,9 @@ async fn users_commands_manage_profiles_while_the_store_is_in_use() {
         .unwrap();
     let list = users(&config, &["list"]);
     assert!(list.stdout.contains("1 of 1 users"), "{}", list.stdout);
+    let prune = users(&config, &["prune"]);
+    assert!(prune.ok, "{}", prune.stderr);
+    assert!(prune.stdout.starts_with("0 logins"), "{}", prune.stdout);
     proxy.close().await;
 }
 

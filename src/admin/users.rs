@@ -1,5 +1,5 @@
 //! The `gaitkeeper users` commands: an operator's view of the profile store — list, show,
-//! reset, forget, enroll TOTP. They open the same store the proxy uses and can run while it
+//! reset, forget, enroll TOTP, prune. They open the same store the proxy uses and can run while it
 //! does (SQLite in WAL mode waits up to `store.busy_timeout` for a lock).
 //!
 //! Owns: reading a user argument (a login name, or `key:HEX` for users stored without a name)
@@ -52,6 +52,8 @@ pub enum UsersCommand {
         /// The login name (the authenticator app shows it).
         user: String,
     },
+    /// Delete raw login features older than `store.retention` now (models are kept).
+    Prune,
 }
 
 /// Runs one `users` command against the store `config` names, writing to `out`.
@@ -185,6 +187,13 @@ async fn execute(
                 out,
                 "{user}: forgotten ({} logins, {} model, {} TOTP secret deleted; {} audit events kept only as anonymous counts)",
                 gone.sessions, gone.models, gone.totp_secrets, gone.audit_events
+            )?;
+        }
+        UsersCommand::Prune => {
+            let deleted = store.prune(SystemTime::now()).await?;
+            writeln!(
+                out,
+                "{deleted} logins older than store.retention deleted; models kept"
             )?;
         }
         UsersCommand::EnrollTotp { user } => {

@@ -50,7 +50,7 @@ pub struct Config {
 }
 
 /// The profile store and the in-memory model cache in front of it (restart to change).
-#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     /// `sqlite://PATH` (embedded, one file) or `postgres://USER@HOST:PORT/DB` (several
