@@ -902,3 +902,77 @@ async fn crash_during_writes_leaves_a_consistent_store() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_do_not_trip_over_each_other() {
+    for db in backends().await {
+        let store = db.open().await;
+        let mut tasks = Vec::new();
+        for t in 0..8 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..25 {
+                    let name = format!("writer{}", (t + i) % 4);
+                    let pending = store
+                        .record_login(&name, login(Outcome::Pending, 0.3))
+                        .await?;
+                    store
+                        .set_outcome(pending.session, Outcome::Verified)
+                        .await?;
+                    if i % 10 == 0 {
+                        store
+                            .save_model(&pending.user, 3, i, vec![t as u8; 512])
+                            .await?;
+                    }
+                    if i == 20 {
+                        let transient = format!("transient{t}");
+                        store
+                            .record_login(&transient, login(Outcome::Verified, 0.1))
+                            .await?;
+                        store.forget(&store.user_key(&transient)?).await?;
+                    }
+                }
+                Ok::<_, StoreError>(())
+            }));
+        }
+        for task in tasks {
+            task.await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{:?}: {e}", db.backend));
+        }
+        for user in store.list_users(None, 100).await.unwrap() {
+            let logins = store.recent_logins(&user.key, 1000).await.unwrap();
+            assert_eq!(user.verified_logins, logins.len() as u64);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_users_history_is_bounded() {
+    use gaitkeeper::store::MAX_SESSIONS_PER_USER;
+    for db in backends().await {
+        let store = db.open().await;
+        let total = MAX_SESSIONS_PER_USER + 5;
+        let mut first = None;
+        for i in 0..total {
+            let recorded = store
+                .record_login("olga", login(Outcome::Verified, i as f64 / 10_000.0))
+                .await
+                .unwrap();
+            first.get_or_insert(recorded);
+        }
+        let key = first.unwrap().user;
+        let kept = store.recent_logins(&key, 5000).await.unwrap();
+        assert_eq!(kept.len() as i64, MAX_SESSIONS_PER_USER, "{:?}", db.backend);
+        assert_eq!(
+            kept[0].risk,
+            (total - 1) as f64 / 10_000.0,
+            "the newest stays"
+        );
+        assert_eq!(
+            store.user(&key).await.unwrap().unwrap().verified_logins,
+            total as u64,
+            "the enrollment count is not trimmed"
+        );
+    }
+}

@@ -749,11 +749,15 @@ impl Store {
     pub async fn forget(&self, key: &UserKey) -> Result<Forgotten, StoreError> {
         let user = key.0.to_vec();
         let mut tx = self.pool.begin().await.map_err(db("forget user"))?;
-        let exists: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE user_key = $1")
+        // Write first: on SQLite a transaction that reads and then writes fails at once
+        // (SQLITE_BUSY_SNAPSHOT) when another connection wrote in between; one that starts
+        // with a write waits for the lock instead.
+        let exists = sqlx::query("UPDATE users SET verified_logins = 0 WHERE user_key = $1")
             .bind(user.clone())
-            .fetch_one(&mut *tx)
+            .execute(&mut *tx)
             .await
-            .map_err(db("forget user"))?;
+            .map_err(db("forget user"))?
+            .rows_affected();
         if exists == 0 {
             return Err(StoreError::UnknownUser {
                 user: format!("key:{key}"),
