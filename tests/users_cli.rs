@@ -1,5 +1,6 @@
-//! `gaitkeeper users …`, the real binary against a temp SQLite store that this test keeps open
-//! and writes to at the same time, as the running proxy would.
+//! `gaitkeeper users …`, the real binary against a store that this test keeps open and writes
+//! to at the same time, as the running proxy would: a temp SQLite file, and PostgreSQL (a fresh
+//! schema) when `GAITKEEPER_TEST_POSTGRES_URL` is set.
 
 mod common;
 
@@ -48,14 +49,54 @@ fn login(outcome: Outcome, risk: f64) -> NewLogin {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_commands_manage_profiles_while_the_store_is_in_use() {
+    users_commands_on(None).await;
+    match std::env::var("GAITKEEPER_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => {
+            sqlx::any::install_default_drivers();
+            let schema = format!(
+                "gk_cli_test_{}_{}",
+                std::process::id(),
+                SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap()
+                    .as_micros()
+            );
+            let admin = sqlx::AnyPool::connect(&url).await.unwrap();
+            let ddl = |sql: String| sqlx::query(sqlx::AssertSqlSafe(sql));
+            ddl(format!("CREATE SCHEMA {schema}"))
+                .execute(&admin)
+                .await
+                .unwrap();
+            let sep = if url.contains('?') { '&' } else { '?' };
+            let result = tokio::spawn(users_commands_on(Some(format!(
+                "{url}{sep}options=-c%20search_path%3D{schema}"
+            ))))
+            .await;
+            ddl(format!("DROP SCHEMA {schema} CASCADE"))
+                .execute(&admin)
+                .await
+                .unwrap();
+            if let Err(panic) = result {
+                std::panic::resume_unwind(panic.into_panic());
+            }
+        }
+        _ => println!("skipping PostgreSQL: GAITKEEPER_TEST_POSTGRES_URL not set"),
+    }
+}
+
+async fn users_commands_on(url: Option<String>) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let config = dir.path().join("gk.yaml");
+    let url_line = url
+        .as_ref()
+        .map(|u| format!("  url: {u:?}\n"))
+        .unwrap_or_default();
     std::fs::write(
         &config,
         format!(
             "upstream:\n  address: \"127.0.0.1:3000\"\nsecrets:\n  key: {{ env: GK_TEST_SECRET }}\n\
-             server:\n  data_dir: {:?}\n  app_name: \"Legacy CRM\"\nstore:\n  keep_clear_names: true\n",
+             server:\n  data_dir: {:?}\n  app_name: \"Legacy CRM\"\nstore:\n  keep_clear_names: true\n{url_line}",
             data.display().to_string()
         ),
     )
@@ -65,11 +106,12 @@ async fn users_commands_manage_profiles_while_the_store_is_in_use() {
     let empty = users(&config, &["list"]);
     assert!(empty.ok, "{}", empty.stderr);
     assert!(empty.stdout.contains("0 of 0 users"), "{}", empty.stdout);
-    assert!(data.join("gaitkeeper.db").exists());
+    assert_eq!(data.join("gaitkeeper.db").exists(), url.is_none());
 
     // The "proxy": a second process-worth of connections, open for the whole test.
     let store_config = StoreConfig {
         keep_clear_names: true,
+        url,
         ..StoreConfig::default()
     };
     let secret = Secret::from_bytes(common::SECRET.as_bytes()).unwrap();
