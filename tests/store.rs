@@ -217,6 +217,19 @@ async fn profile_round_trip() {
         let names: Vec<_> = users.iter().map(|u| u.clear_name.clone()).collect();
         assert!(names.contains(&Some("carol".to_string())), "{names:?}");
         assert!(names.contains(&None), "alice was created without her name");
+        named.ensure_user("alice").await.unwrap();
+        let alice = named.user(&key).await.unwrap().unwrap();
+        assert_eq!(
+            alice.clear_name.as_deref(),
+            Some("alice"),
+            "named on her next login"
+        );
+        named.close().await;
+
+        // Turning the setting off removes the names already kept.
+        let unnamed = db.open().await;
+        let users = unnamed.list_users(None, 100).await.unwrap();
+        assert!(users.iter().all(|u| u.clear_name.is_none()), "{users:?}");
     }
 }
 
@@ -850,6 +863,15 @@ async fn crash_during_writes_leaves_a_consistent_store() {
                 .spawn()
                 .unwrap();
             let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+            // A writer that hangs is killed too, so this test fails instead of hanging.
+            let child = Arc::new(std::sync::Mutex::new(child));
+            let watchdog = Arc::downgrade(&child);
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_secs(120));
+                if let Some(child) = watchdog.upgrade() {
+                    let _ = child.lock().unwrap().kill();
+                }
+            });
             let mut progress = 0;
             for line in stdout.lines() {
                 if line.unwrap().starts_with("progress ") {
@@ -859,9 +881,15 @@ async fn crash_during_writes_leaves_a_consistent_store() {
                     }
                 }
             }
-            assert_eq!(progress, 2 + round, "the writer died before it was killed");
+            let mut child = child.lock().unwrap();
             child.kill().unwrap(); // SIGKILL: no destructor, no rollback, no checkpoint
             child.wait().unwrap();
+            assert_eq!(
+                progress,
+                2 + round,
+                "the writer died, or hung, before it was killed"
+            );
+            drop(child);
 
             let store = db.open().await;
             let raw = db.raw().await;

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use moka::future::Cache;
 use moka::notification::RemovalCause;
+use prometheus::IntCounter;
 
 use crate::admin::CacheMetrics;
 use crate::config::StoreConfig;
@@ -64,6 +65,11 @@ pub struct LoadError(pub Arc<StoreError>);
 pub struct ModelCache<M: CachedModel = StoredModel> {
     cache: Cache<UserKey, Entry<M>>,
     metrics: CacheMetrics,
+    // Resolved once: a warm lookup should not hash label values.
+    hits: IntCounter,
+    misses: IntCounter,
+    loaded: IntCounter,
+    load_errors: IntCounter,
 }
 
 impl<M: CachedModel> ModelCache<M> {
@@ -88,16 +94,21 @@ impl<M: CachedModel> ModelCache<M> {
                 evictions.with_label_values(&[cause]).inc();
             })
             .build();
-        ModelCache { cache, metrics }
+        ModelCache {
+            cache,
+            hits: metrics.requests.with_label_values(&["hit"]),
+            misses: metrics.requests.with_label_values(&["miss"]),
+            loaded: metrics.loads.with_label_values(&["ok"]),
+            load_errors: metrics.loads.with_label_values(&["error"]),
+            metrics,
+        }
     }
 
     /// The user's model: from memory, else loaded from `store` (once, however many callers
     /// ask at the same time). `Ok(None)`: the user has no usable model yet.
     pub async fn get(&self, store: &Store, user: &UserKey) -> Result<Option<Arc<M>>, LoadError> {
-        let store = store.clone();
-        let key = *user;
-        self.get_or_load(user, async move { store.load_model(&key).await })
-            .await
+        // The load future is only polled on a miss.
+        self.get_or_load(user, store.load_model(user)).await
     }
 
     /// Like [`ModelCache::get`] with a loader of the caller's choosing (tests, other sources).
@@ -108,21 +119,21 @@ impl<M: CachedModel> ModelCache<M> {
         F: Future<Output = Result<Option<StoredModel>, StoreError>>,
     {
         if let Some(entry) = self.cache.get(user).await {
-            self.metrics.requests.with_label_values(&["hit"]).inc();
+            self.hits.inc();
             return Ok(entry);
         }
-        self.metrics.requests.with_label_values(&["miss"]).inc();
-        let loads = &self.metrics.loads;
+        self.misses.inc();
+        let (loaded, load_errors) = (&self.loaded, &self.load_errors);
         let result = self
             .cache
             .try_get_with(*user, async move {
                 match load.await {
                     Ok(stored) => {
-                        loads.with_label_values(&["ok"]).inc();
+                        loaded.inc();
                         Ok(stored.and_then(M::decode).map(Arc::new))
                     }
                     Err(e) => {
-                        loads.with_label_values(&["error"]).inc();
+                        load_errors.inc();
                         Err(e)
                     }
                 }

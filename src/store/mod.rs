@@ -206,6 +206,14 @@ impl Store {
             retention: config.retention.0,
         };
         store.check_key().await?;
+        if !store.keep_clear_names {
+            // The config says no names: make that true of the file too, also for names kept
+            // while the setting was on.
+            sqlx::query("UPDATE users SET clear_name = NULL WHERE clear_name IS NOT NULL")
+                .execute(&store.pool)
+                .await
+                .map_err(db("drop clear names"))?;
+        }
         Ok(store)
     }
 
@@ -274,7 +282,8 @@ impl Store {
         let clear = self.keep_clear_names.then(|| login.to_string());
         sqlx::query(
             "INSERT INTO users (user_key, clear_name, created_at, verified_logins) VALUES ($1, $2, $3, 0) \
-             ON CONFLICT (user_key) DO NOTHING",
+             ON CONFLICT (user_key) DO UPDATE SET clear_name = excluded.clear_name \
+             WHERE users.clear_name IS NULL AND excluded.clear_name IS NOT NULL",
         )
         .bind(key.0.to_vec())
         .bind(clear)
