@@ -1004,3 +1004,79 @@ async fn each_users_history_is_bounded() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_store_runs_in_wal_mode() {
+    let db = backends().await.remove(0);
+    let store = db.open().await;
+    assert_eq!(store.backend(), Backend::Sqlite);
+    let raw = db.raw().await;
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&raw)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    raw.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_from_a_newer_version_is_refused_with_a_reason() {
+    for db in backends().await {
+        db.open().await.close().await;
+        let raw = db.raw().await;
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (999, 'from the future', TRUE, $1, 0)",
+        )
+        .bind(vec![0u8; 48])
+        .execute(&raw)
+        .await
+        .unwrap();
+        raw.close().await;
+        match Store::open(&db.config, db.dir.path(), &secret()).await {
+            Err(e @ StoreError::NewerSchema { version: 999, .. }) => {
+                assert!(e.to_string().contains("upgrade gaitkeeper"), "{e}")
+            }
+            Err(e) => panic!("{:?}: expected NewerSchema, got {e}", db.backend),
+            Ok(_) => panic!("{:?}: opened a store from the future", db.backend),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_models_leave_the_cache() {
+    let metrics = CacheMetrics::new();
+    let cache: ModelCache = ModelCache::new(
+        &StoreConfig {
+            cache_idle: gaitkeeper::config::HumanDuration(Duration::from_millis(200)),
+            ..config()
+        },
+        metrics.clone(),
+    );
+    let key = UserKey::from_hex(&"cd".repeat(32)).unwrap();
+    cache.get_or_load(&key, async { Ok(None) }).await.unwrap();
+    cache.run_pending_tasks().await;
+    assert_eq!(cache.entries(), 1);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cache.run_pending_tasks().await;
+    assert_eq!(cache.entries(), 0);
+    assert_eq!(metrics.evictions.with_label_values(&["idle"]).get(), 1);
+}
+
+#[test]
+fn cache_metrics_are_in_the_process_registry() {
+    let metrics = gaitkeeper::admin::Metrics::new();
+    metrics
+        .model_cache
+        .requests
+        .with_label_values(&["hit"])
+        .inc();
+    let text = String::from_utf8(metrics.render()).unwrap();
+    for family in [
+        "gaitkeeper_model_cache_requests_total{result=\"hit\"} 1",
+        "gaitkeeper_model_cache_bytes",
+        "gaitkeeper_model_cache_entries",
+    ] {
+        assert!(text.contains(family), "{family} missing from\n{text}");
+    }
+}
