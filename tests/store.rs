@@ -881,15 +881,16 @@ async fn crash_during_writes_leaves_a_consistent_store() {
                     }
                 }
             }
-            let mut child = child.lock().unwrap();
-            child.kill().unwrap(); // SIGKILL: no destructor, no rollback, no checkpoint
-            child.wait().unwrap();
+            {
+                let mut child = child.lock().unwrap();
+                child.kill().unwrap(); // SIGKILL: no destructor, no rollback, no checkpoint
+                child.wait().unwrap();
+            }
             assert_eq!(
                 progress,
                 2 + round,
                 "the writer died, or hung, before it was killed"
             );
-            drop(child);
 
             let store = db.open().await;
             let raw = db.raw().await;
