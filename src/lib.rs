@@ -4,9 +4,11 @@
 //! The modules follow a request through the product:
 //! `config` (what the operator asked for) → `proxy` (pingora phases, delegating to stages) →
 //! `inject` (capture script into login pages, page tokens) → `login` (telemetry taken out of
-//! the login submit) → `admin` (health and metrics). `server` wires them into a process.
+//! the login submit) → `store` (per-user profiles on disk) and `cache` (fitted models in
+//! memory) → `admin` (health, metrics, the `users` commands). `server` wires them into a process.
 
 pub mod admin;
+pub mod cache;
 pub mod config;
 pub mod demo;
 pub mod inject;
@@ -14,3 +16,4 @@ pub mod logging;
 pub mod login;
 pub mod proxy;
 pub mod server;
+pub mod store;

@@ -38,6 +38,14 @@ enum Command {
     },
     /// Print the JSON Schema of the config file (for editors).
     ConfigSchema,
+    /// Inspect and manage user profiles in the store (works while the proxy runs).
+    Users {
+        /// The YAML config file (for `store:`, `server.data_dir` and `secrets.key`).
+        #[arg(short, long, default_value = "config/gaitkeeper.yaml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: gaitkeeper::admin::users::UsersCommand,
+    },
     /// Run the demo: the bundled legacy app with gaitkeeper in front of it.
     Demo {
         /// Directory for the demo's data (config, secret, store).
@@ -72,6 +80,11 @@ fn main() -> ExitCode {
             }
             Err(e) => Err(e.into()),
         },
+        Command::Users { config, command } => Config::load(&config)
+            .map_err(anyhow::Error::from)
+            .and_then(|loaded| {
+                gaitkeeper::admin::users::run(&loaded, command, &mut std::io::stdout().lock())
+            }),
         Command::ConfigSchema => {
             println!("{}", Config::json_schema());
             Ok(())

@@ -30,6 +30,8 @@ pub struct Metrics {
     /// Login submits by what their telemetry turned out to be: `ok` or a rejection reason
     /// (`missing`, `malformed`, `bad_signature`, `expired`, `replayed`, `wrong_client`, …).
     pub telemetry: IntCounterVec,
+    /// The model cache in front of the store.
+    pub model_cache: CacheMetrics,
     /// One resolved counter per status code, so the hot path neither hashes labels nor
     /// allocates. Index 0 stands for "no response was written".
     by_status: Box<[OnceLock<IntCounter>]>,
@@ -105,8 +107,14 @@ impl Metrics {
             &["outcome", "transport"],
         )
         .expect("valid metric");
+        let model_cache = CacheMetrics::new();
         for collector in [
-            Box::new(pages_injected.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(model_cache.requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(model_cache.loads.clone()),
+            Box::new(model_cache.evictions.clone()),
+            Box::new(model_cache.bytes.clone()),
+            Box::new(model_cache.entries.clone()),
+            Box::new(pages_injected.clone()),
             Box::new(injection_skipped.clone()),
             Box::new(telemetry.clone()),
             Box::new(requests.clone()),
@@ -131,6 +139,7 @@ impl Metrics {
             pages_injected,
             injection_skipped,
             telemetry,
+            model_cache,
             by_status: (0..600).map(|_| OnceLock::new()).collect(),
         }
     }
@@ -165,6 +174,63 @@ impl Metrics {
         // Encoding our own well-formed families into a Vec cannot fail.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         out
+    }
+}
+
+/// The model cache's families (see `crate::cache`). Cloning shares the counters.
+#[derive(Clone)]
+pub struct CacheMetrics {
+    /// Lookups by `result`: `hit` (in memory) or `miss` (went to the store, or waited for a
+    /// load already under way).
+    pub requests: IntCounterVec,
+    /// Loads from the store by `result`: `ok` or `error`. With single-flight loading there is
+    /// at most one per cold user, however many logins arrive at once.
+    pub loads: IntCounterVec,
+    /// Entries removed, by `cause`: `size` (over `store.cache_mb`), `idle` (unused for
+    /// `store.cache_idle`), `replaced` (a newer model), `invalidated`.
+    pub evictions: IntCounterVec,
+    /// Weighted size of the cached models, in bytes.
+    pub bytes: IntGauge,
+    /// Number of cached entries (users with and without a model).
+    pub entries: IntGauge,
+}
+
+impl CacheMetrics {
+    /// Families not yet in any registry (each `Metrics` registers its own).
+    pub fn new() -> Self {
+        let counter = |name: &str, help: &str, label: &str| {
+            IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric")
+        };
+        CacheMetrics {
+            requests: counter(
+                "model_cache_requests_total",
+                "Model cache lookups by result (hit, miss)",
+                "result",
+            ),
+            loads: counter(
+                "model_cache_loads_total",
+                "Model loads from the store by result (ok, error)",
+                "result",
+            ),
+            evictions: counter(
+                "model_cache_evictions_total",
+                "Model cache entries removed, by cause (size, idle, replaced, invalidated)",
+                "cause",
+            ),
+            bytes: IntGauge::new(
+                "model_cache_bytes",
+                "Weighted size of the cached user models in bytes",
+            )
+            .expect("valid metric"),
+            entries: IntGauge::new("model_cache_entries", "Entries in the model cache")
+                .expect("valid metric"),
+        }
+    }
+}
+
+impl Default for CacheMetrics {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

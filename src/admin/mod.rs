@@ -1,9 +1,11 @@
-//! The admin listener: `/healthz`, `/readyz` and `/metrics`, on its own private address.
+//! The admin listener: `/healthz`, `/readyz` and `/metrics`, on its own private address; and
+//! the operator's `gaitkeeper users` commands (`users`).
 //!
 //! Owns: answering operators and monitoring. Never served on a public listener, never exposes
 //! config values or secrets.
 
 mod metrics;
+pub mod users;
 
 use std::sync::Arc;
 
@@ -12,7 +14,7 @@ use http::{Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
-pub use metrics::Metrics;
+pub use metrics::{CacheMetrics, Metrics};
 
 use crate::config::SharedConfig;
 use crate::login::TelemetryInbox;

@@ -157,5 +157,8 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.secrets.key != new.secrets.key {
         changed.push("secrets.key");
     }
+    if old.store != new.store {
+        changed.push("store");
+    }
     changed
 }

@@ -118,3 +118,54 @@ fn shipped_example_config_is_valid() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/gaitkeeper.yaml");
     Config::load(&path).unwrap();
 }
+
+#[test]
+fn store_defaults_to_sqlite_under_the_data_dir() {
+    with_secret();
+    let config = Config::parse(&minimal(), "test.yaml").unwrap();
+    assert_eq!(config.store.enrollment_logins, 5);
+    assert_eq!(config.store.cache_mb, 64);
+    assert!(!config.store.keep_clear_names);
+    assert_eq!(
+        config.store.url_or_default(Path::new("/var/lib/gk data")),
+        "sqlite:///var/lib/gk data/gaitkeeper.db"
+    );
+    assert_eq!(
+        config.store.url_or_default(Path::new("odd?#%dir")),
+        "sqlite://odd%3F%23%25dir/gaitkeeper.db"
+    );
+}
+
+#[test]
+fn store_url_with_a_password_is_rejected() {
+    let text = format!(
+        "{}store:\n  url: \"postgres://gk:hunter2@db:5432/gk\"\n",
+        minimal()
+    );
+    let (line, _column, key, message) = error_of(&text);
+    assert_eq!((line, key.as_str()), (6, "store.url"));
+    assert!(message.contains("PGPASSWORD"), "{message}");
+}
+
+#[test]
+fn store_url_must_name_a_known_backend() {
+    let text = format!("{}store:\n  url: \"mysql://db/gk\"\n", minimal());
+    let (_line, _column, key, message) = error_of(&text);
+    assert_eq!(key, "store.url");
+    assert!(message.contains("sqlite://"), "{message}");
+}
+
+#[test]
+fn store_bounds_are_checked() {
+    for (setting, key) in [
+        ("enrollment_logins: 0", "store.enrollment_logins"),
+        ("cache_mb: 0", "store.cache_mb"),
+        ("max_connections: 1000", "store.max_connections"),
+        ("busy_timeout: 10ms", "store.busy_timeout"),
+        ("retention: 5y", "store.retention"),
+    ] {
+        let text = format!("{}store:\n  {setting}\n", minimal());
+        let (_line, _column, found, message) = error_of(&text);
+        assert_eq!(found, key, "{setting}: {message}");
+    }
+}

@@ -55,6 +55,49 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// How long data is kept, with a unit of hours or days: `72h`, `90d` (1h to 3650d).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[schemars(
+    with = "String",
+    description = "A retention period in hours or days, e.g. \"72h\" or \"90d\"."
+)]
+pub struct RetentionPeriod(pub Duration);
+
+impl RetentionPeriod {
+    pub const fn days(days: u64) -> Self {
+        RetentionPeriod(Duration::from_secs(days * 86_400))
+    }
+}
+
+impl<'de> Deserialize<'de> for RetentionPeriod {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_retention(&text)
+            .map(RetentionPeriod)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+fn parse_retention(text: &str) -> Result<Duration, String> {
+    let expected =
+        || format!("expected a period in hours or days such as \"72h\" or \"90d\", found {text:?}");
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(expected)?;
+    let (number, unit) = trimmed.split_at(split);
+    let number: u64 = number.parse().map_err(|_| expected())?;
+    let hours = match unit {
+        "h" => number,
+        "d" => number.saturating_mul(24),
+        _ => return Err(expected()),
+    };
+    if !(1..=3650 * 24).contains(&hours) {
+        return Err(format!("{text:?} is outside 1h to 3650d"));
+    }
+    Ok(Duration::from_secs(hours * 3600))
+}
+
 /// A local address to listen on, `IP:PORT`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 #[schemars(
@@ -178,6 +221,17 @@ impl Secret {
     pub fn for_tests(bytes: &[u8]) -> Self {
         Secret(bytes.to_vec())
     }
+
+    /// A secret given directly (tests, tools); the same length rules as the config file.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        if bytes.len() < MIN_SECRET_BYTES || bytes.len() > MAX_SECRET_BYTES {
+            return Err(format!(
+                "a secret must be {MIN_SECRET_BYTES} to {MAX_SECRET_BYTES} bytes long, it has {}",
+                bytes.len()
+            ));
+        }
+        Ok(Secret(bytes.to_vec()))
+    }
 }
 
 impl fmt::Debug for Secret {
@@ -237,6 +291,23 @@ mod tests {
             "99999999999999999999s",
         ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn retention_takes_hours_or_days() {
+        assert_eq!(parse_retention("72h"), Ok(Duration::from_secs(72 * 3600)));
+        assert_eq!(parse_retention("90d"), Ok(Duration::from_secs(90 * 86_400)));
+        for bad in [
+            "",
+            "90",
+            "0d",
+            "3651d",
+            "1.5d",
+            "2w",
+            "99999999999999999999d",
+        ] {
+            assert!(parse_retention(bad).is_err(), "{bad:?} should be rejected");
         }
     }
 

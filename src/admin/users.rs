@@ -1,0 +1,317 @@
+//! The `gaitkeeper users` commands: an operator's view of the profile store — list, show,
+//! reset, forget, enroll TOTP, prune. They open the same store the proxy uses and can run while it
+//! does (SQLite in WAL mode waits up to `store.busy_timeout` for a lock).
+//!
+//! Owns: reading a user argument (a login name, or `key:HEX` for users stored without a name)
+//! and printing for people. Never prints a TOTP secret except in the enrollment URI and QR code
+//! meant for that user's authenticator, and never logs it.
+
+use std::io::Write;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+
+use crate::config::Config;
+use crate::store::{Enrollment, Store, StoreError, UserKey};
+
+/// What `gaitkeeper users` can do.
+#[derive(Debug, clap::Subcommand)]
+pub enum UsersCommand {
+    /// List users in key order: key, name (if kept), enrollment, verified logins, last login.
+    List {
+        /// At most this many users (1 to 1000).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        limit: u16,
+        /// Start after this user key (the last key of the previous page).
+        #[arg(long)]
+        after: Option<String>,
+    },
+    /// Show one user: enrollment, login count, latest risks with reasons, model version.
+    Show {
+        /// The login name, or `key:HEX` as printed by `users list`.
+        user: String,
+        /// How many of the latest logins to show (at most 100).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(0..=100))]
+        logins: u16,
+    },
+    /// Start the user's enrollment over: delete their logins and model (TOTP and audit stay).
+    Reset {
+        /// The login name, or `key:HEX`.
+        user: String,
+    },
+    /// Erase every trace of the user; their audit events remain only as anonymous counts.
+    Forget {
+        /// The login name, or `key:HEX`.
+        user: String,
+        /// Confirm: this cannot be undone.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Give the user a new TOTP secret; prints an otpauth:// URI and a QR code to scan.
+    EnrollTotp {
+        /// The login name (the authenticator app shows it).
+        user: String,
+    },
+    /// Delete raw login features older than `store.retention` now (models are kept).
+    Prune,
+}
+
+/// Runs one `users` command against the store `config` names, writing to `out`.
+pub fn run(config: &Config, command: UsersCommand, out: &mut dyn Write) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let store =
+            Store::open(&config.store, &config.server.data_dir, &config.secrets.key).await?;
+        let result = execute(&store, config, command, out).await;
+        store.close().await;
+        result
+    })
+}
+
+async fn execute(
+    store: &Store,
+    config: &Config,
+    command: UsersCommand,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    match command {
+        UsersCommand::List { limit, after } => {
+            let after = match after {
+                Some(text) => Some(parse_key(text.trim_start_matches("key:"))?),
+                None => None,
+            };
+            let users = store.list_users(after.as_ref(), limit.into()).await?;
+            let total = store.count_users().await?;
+            writeln!(
+                out,
+                "{:<68} {:<24} {:<16} {:>8}  LAST LOGIN",
+                "KEY", "NAME", "STATE", "VERIFIED"
+            )?;
+            for user in &users {
+                writeln!(
+                    out,
+                    "key:{:<64} {:<24} {:<16} {:>8}  {}",
+                    user.key,
+                    user.clear_name.as_deref().unwrap_or("-"),
+                    state(user.enrollment),
+                    user.verified_logins,
+                    user.last_login_at
+                        .map(utc)
+                        .unwrap_or_else(|| "never".into())
+                )?;
+            }
+            write!(out, "{} of {total} users", users.len())?;
+            match users.last() {
+                Some(last) if users.len() == usize::from(limit) => {
+                    writeln!(out, "; next page: --after key:{}", last.key)?
+                }
+                _ => writeln!(out)?,
+            }
+        }
+        UsersCommand::Show { user, logins } => {
+            let key = user_key(store, &user)?;
+            let profile = store
+                .profile(&key, logins.into())
+                .await?
+                .ok_or_else(|| StoreError::UnknownUser { user: user.clone() })?;
+            let u = &profile.user;
+            writeln!(
+                out,
+                "user:      {}",
+                u.clear_name.as_deref().unwrap_or(&user)
+            )?;
+            writeln!(out, "key:       key:{}", u.key)?;
+            writeln!(out, "state:     {}", state_long(u.enrollment))?;
+            writeln!(out, "verified:  {} logins", u.verified_logins)?;
+            writeln!(out, "created:   {}", utc(u.created_at))?;
+            writeln!(
+                out,
+                "last:      {}",
+                u.last_login_at.map(utc).unwrap_or_else(|| "never".into())
+            )?;
+            match &profile.model {
+                Some(m) => writeln!(
+                    out,
+                    "model:     version {} for features v{}, {} bytes, updated {}",
+                    m.model_version,
+                    m.feature_version,
+                    m.bytes,
+                    utc(m.updated_at)
+                )?,
+                None => writeln!(out, "model:     none yet")?,
+            }
+            writeln!(
+                out,
+                "totp:      {}",
+                if profile.has_totp {
+                    "enrolled"
+                } else {
+                    "not enrolled"
+                }
+            )?;
+            if profile.recent.is_empty() {
+                writeln!(out, "logins:    none stored")?;
+            } else {
+                writeln!(out, "latest logins (newest first):")?;
+                for s in &profile.recent {
+                    writeln!(
+                        out,
+                        "  {}  risk {:.3}  {:<9}  {:<8}  {}",
+                        utc(s.at),
+                        s.risk,
+                        s.decision.as_str(),
+                        s.outcome.as_str(),
+                        s.reasons
+                    )?;
+                }
+            }
+        }
+        UsersCommand::Reset { user } => {
+            let key = user_key(store, &user)?;
+            store.reset(&key).await.map_err(|e| named(e, &user))?;
+            writeln!(
+                out,
+                "{user}: enrollment starts over (logins and model deleted; TOTP secret and audit trail kept)"
+            )?;
+        }
+        UsersCommand::Forget { user, yes } => {
+            if !yes {
+                anyhow::bail!("`users forget` erases every trace of {user} and cannot be undone; run it again with --yes");
+            }
+            let key = user_key(store, &user)?;
+            let gone = store.forget(&key).await.map_err(|e| named(e, &user))?;
+            writeln!(
+                out,
+                "{user}: forgotten ({} logins, {} model, {} TOTP secret deleted; {} audit events kept only as anonymous counts)",
+                gone.sessions, gone.models, gone.totp_secrets, gone.audit_events
+            )?;
+        }
+        UsersCommand::Prune => {
+            let deleted = store.prune(SystemTime::now()).await?;
+            writeln!(
+                out,
+                "{deleted} logins older than store.retention deleted; models kept"
+            )?;
+        }
+        UsersCommand::EnrollTotp { user } => {
+            if user.starts_with("key:") {
+                anyhow::bail!("enroll-totp needs the login name: the authenticator app shows it");
+            }
+            let secret = totp_rs::Secret::generate();
+            let totp = totp_rs::Builder::new()
+                .with_secret(secret.clone())
+                .with_account_name(user.as_str())
+                .with_issuer(Some(config.server.app_name.as_str()))
+                .build()
+                .and_then(|t| t.to_url().map(|url| (t, url)))
+                .map_err(|e| anyhow::anyhow!("cannot make a TOTP URI for {user:?}: {e} (login names with ':' cannot be TOTP account names)"))?;
+            let key = store.set_totp_secret(&user, secret.as_bytes()).await?;
+            store
+                .append_audit(Some(&key), "totp.enrolled", &serde_json::json!({}))
+                .await?;
+            let (_, url) = totp;
+            let code = qrcode::QrCode::new(url.as_bytes())
+                .context("the otpauth URI is too long for a QR code")?;
+            let picture = code
+                .render::<qrcode::render::unicode::Dense1x2>()
+                .dark_color(qrcode::render::unicode::Dense1x2::Light)
+                .light_color(qrcode::render::unicode::Dense1x2::Dark)
+                .quiet_zone(true)
+                .build();
+            writeln!(out, "TOTP secret for {user} stored (sealed). Scan this with the user's authenticator app, or enter the URI:\n")?;
+            writeln!(out, "{url}\n")?;
+            writeln!(out, "{picture}")?;
+            writeln!(
+                out,
+                "Anyone who sees this screen can generate the user's codes: clear it when done."
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn user_key(store: &Store, user: &str) -> anyhow::Result<UserKey> {
+    match user.strip_prefix("key:") {
+        Some(hex) => parse_key(hex),
+        None => Ok(store.user_key(user)?),
+    }
+}
+
+fn parse_key(hex: &str) -> anyhow::Result<UserKey> {
+    UserKey::from_hex(hex).ok_or_else(|| {
+        anyhow::anyhow!("{hex:?} is not a user key: expected 64 hex digits as printed by `gaitkeeper users list`")
+    })
+}
+
+/// Names the user as the operator typed them in an "unknown user" error.
+fn named(error: StoreError, user: &str) -> StoreError {
+    match error {
+        StoreError::UnknownUser { .. } => StoreError::UnknownUser {
+            user: user.to_string(),
+        },
+        other => other,
+    }
+}
+
+fn state(enrollment: Enrollment) -> String {
+    match enrollment {
+        Enrollment::Enrolling { verified, needed } => format!("enrolling {verified}/{needed}"),
+        Enrollment::Enrolled { .. } => "enrolled".into(),
+    }
+}
+
+fn state_long(enrollment: Enrollment) -> String {
+    match enrollment {
+        Enrollment::Enrolling { verified, needed } => {
+            format!("enrolling ({verified} of {needed} verified logins)")
+        }
+        Enrollment::Enrolled { .. } => "enrolled".into(),
+    }
+}
+
+/// `2026-11-24 21:00:05 UTC`, without a date-time dependency.
+fn utc(at: SystemTime) -> String {
+    let secs = at
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil-from-days.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn utc_formats_known_instants() {
+        assert_eq!(utc(UNIX_EPOCH), "1970-01-01 00:00:00 UTC");
+        assert_eq!(
+            utc(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29 00:00:00 UTC"
+        );
+        assert_eq!(
+            utc(UNIX_EPOCH + Duration::from_secs(1_795_900_805)),
+            "2026-11-28 21:20:05 UTC"
+        );
+    }
+}

@@ -1,0 +1,989 @@
+//! Per-user profiles on disk: users, their login sessions, fitted models, sealed TOTP secrets
+//! and the audit trail, in SQLite (embedded, the default) or PostgreSQL (shared by several
+//! instances), through one [`Store`] and one SQL code path (sqlx's `Any` driver).
+//!
+//! Owns: the schema and its migrations, keying users by an HMAC of their login name, enrollment
+//! counting, retention, and erasing a user (`forget`). Models and feature vectors are opaque,
+//! versioned blobs here: what they mean belongs to the scoring stages.
+//!
+//! Never stores a login name unless `store.keep_clear_names` asks for it, never stores a TOTP
+//! secret unsealed, never logs either, and offers no way to change or delete an audit event
+//! except `forget`, which turns a user's events into anonymous counts. Every value it accepts
+//! and every list it returns is bounded.
+
+mod error;
+mod keys;
+mod schema;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::any::AnyRow;
+use sqlx::{AnyPool, Row};
+
+use crate::config::{Secret, StoreConfig};
+
+pub use error::StoreError;
+pub use keys::UserKey;
+pub use schema::Backend;
+
+use error::db;
+use keys::StoreKeys;
+
+/// Longest login name accepted, in bytes.
+pub const MAX_LOGIN_NAME_BYTES: usize = 512;
+/// Largest feature vector blob of one login.
+pub const MAX_FEATURE_BYTES: usize = 64 * 1024;
+/// Largest reasons document of one login (JSON).
+pub const MAX_REASONS_BYTES: usize = 16 * 1024;
+/// Largest fitted model of one user.
+pub const MAX_MODEL_BYTES: usize = 16 * 1024 * 1024;
+/// Largest detail document of one audit event (JSON).
+pub const MAX_AUDIT_DETAIL_BYTES: usize = 4 * 1024;
+/// Login sessions kept per user, newest first, whatever their age.
+pub const MAX_SESSIONS_PER_USER: i64 = 1000;
+/// Most rows any one listing returns.
+pub const MAX_PAGE: usize = 1000;
+/// Accepted TOTP secret sizes, in bytes (RFC 4226 asks for at least 128 bits).
+pub const TOTP_SECRET_BYTES: std::ops::RangeInclusive<usize> = 16..=64;
+
+/// The profile store. Cheap to clone; clones share one connection pool.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    keys: Arc<StoreKeys>,
+    url: Arc<str>,
+    keep_clear_names: bool,
+    enrollment_logins: u32,
+    retention: Duration,
+}
+
+/// An opaque blob with the version of the format it is in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FeatureBlob {
+    pub version: u32,
+    pub bytes: Vec<u8>,
+}
+
+/// A user's fitted model as stored: opaque bytes, with the feature and model versions it was
+/// fitted for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredModel {
+    pub feature_version: u32,
+    pub model_version: u32,
+    pub blob: Vec<u8>,
+    pub updated_at: SystemTime,
+}
+
+/// What the policy decided for a login.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    Challenge,
+    Block,
+}
+
+/// What became of a login. Only `Verified` logins count towards enrollment and may be learned
+/// from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Not known yet (waiting for the app's answer or the MFA challenge).
+    Pending,
+    /// The app confirmed the login, or the user passed MFA.
+    Verified,
+    /// The app rejected it, MFA failed, or it was blocked.
+    Failed,
+}
+
+/// One login to record.
+#[derive(Clone, Debug)]
+pub struct NewLogin {
+    pub at: SystemTime,
+    pub features: FeatureBlob,
+    pub risk: f64,
+    /// Why the risk is what it is (JSON, at most [`MAX_REASONS_BYTES`]).
+    pub reasons: serde_json::Value,
+    pub decision: Decision,
+    pub outcome: Outcome,
+}
+
+/// One recorded login.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoginSession {
+    pub id: i64,
+    pub at: SystemTime,
+    pub features: FeatureBlob,
+    pub risk: f64,
+    pub reasons: serde_json::Value,
+    pub decision: Decision,
+    pub outcome: Outcome,
+}
+
+/// Whether a user's profile has seen enough verified logins to be relied on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Enrollment {
+    Enrolling { verified: u64, needed: u64 },
+    Enrolled { verified: u64 },
+}
+
+/// A user as the store knows them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct User {
+    pub key: UserKey,
+    /// Only with `store.keep_clear_names: true`.
+    pub clear_name: Option<String>,
+    pub created_at: SystemTime,
+    pub verified_logins: u64,
+    pub last_login_at: Option<SystemTime>,
+    pub enrollment: Enrollment,
+}
+
+/// Everything `users show` prints.
+#[derive(Clone, Debug)]
+pub struct Profile {
+    pub user: User,
+    pub model: Option<ModelInfo>,
+    pub has_totp: bool,
+    /// Newest first.
+    pub recent: Vec<LoginSession>,
+}
+
+/// A stored model's versions and size, without its bytes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelInfo {
+    pub feature_version: u32,
+    pub model_version: u32,
+    pub bytes: u64,
+    pub updated_at: SystemTime,
+}
+
+/// One audit event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditEvent {
+    pub id: i64,
+    pub at: SystemTime,
+    pub kind: String,
+    pub detail: serde_json::Value,
+}
+
+/// What `forget` erased.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Forgotten {
+    pub sessions: u64,
+    pub models: u64,
+    pub totp_secrets: u64,
+    /// Audit events turned into anonymous counts.
+    pub audit_events: u64,
+}
+
+/// A recorded login and where its user now stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Recorded {
+    pub session: i64,
+    pub user: UserKey,
+    pub enrollment: Enrollment,
+}
+
+impl Store {
+    /// Opens (creating on first start, with its schema) the store that `config` names;
+    /// `data_dir` holds the default SQLite file, `secret` is `secrets.key`.
+    pub async fn open(
+        config: &StoreConfig,
+        data_dir: &Path,
+        secret: &Secret,
+    ) -> Result<Store, StoreError> {
+        let url = config.url_or_default(data_dir);
+        let opened = schema::open(&url, config.max_connections, config.busy_timeout.0).await?;
+        let store = Store {
+            pool: opened.pool,
+            backend: opened.backend,
+            keys: Arc::new(StoreKeys::derive(secret.expose())),
+            url: schema::shown_url(&url).into(),
+            keep_clear_names: config.keep_clear_names,
+            enrollment_logins: config.enrollment_logins,
+            retention: config.retention.0,
+        };
+        store.check_key().await?;
+        if !store.keep_clear_names {
+            // The config says no names: make that true of the file too, also for names kept
+            // while the setting was on.
+            sqlx::query("UPDATE users SET clear_name = NULL WHERE clear_name IS NOT NULL")
+                .execute(&store.pool)
+                .await
+                .map_err(db("drop clear names"))?;
+        }
+        Ok(store)
+    }
+
+    /// Which database this store is in.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The store's URL (without any password), for messages.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Closes every connection; pending writes are complete when this returns.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Stores the key's check value in a new store, and compares it in an existing one.
+    async fn check_key(&self) -> Result<(), StoreError> {
+        let check = self.keys.check_value().to_vec();
+        sqlx::query(
+            "INSERT INTO store_meta (name, value) VALUES ('key_check', $1) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(check.clone())
+        .execute(&self.pool)
+        .await
+        .map_err(db("record the key check"))?;
+        let stored: Vec<u8> =
+            sqlx::query_scalar("SELECT value FROM store_meta WHERE name = 'key_check'")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db("read the key check"))?;
+        if subtle::ConstantTimeEq::ct_eq(&stored[..], &check[..]).into() {
+            Ok(())
+        } else {
+            Err(StoreError::WrongKey {
+                url: self.url.to_string(),
+            })
+        }
+    }
+
+    /// The key a login name is stored under. Pure: nothing is read or written.
+    pub fn user_key(&self, login: &str) -> Result<UserKey, StoreError> {
+        check_login(login)?;
+        Ok(self.keys.user_key(login))
+    }
+
+    /// Creates the user if they are new; returns their key either way.
+    pub async fn ensure_user(&self, login: &str) -> Result<UserKey, StoreError> {
+        let key = self.user_key(login)?;
+        self.insert_user(&self.pool, &key, login, now()).await?;
+        Ok(key)
+    }
+
+    async fn insert_user<'e, E>(
+        &self,
+        executor: E,
+        key: &UserKey,
+        login: &str,
+        at: SystemTime,
+    ) -> Result<(), StoreError>
+    where
+        E: sqlx::Executor<'e, Database = sqlx::Any>,
+    {
+        let clear = self.keep_clear_names.then(|| login.to_string());
+        sqlx::query(
+            "INSERT INTO users (user_key, clear_name, created_at, verified_logins) VALUES ($1, $2, $3, 0) \
+             ON CONFLICT (user_key) DO UPDATE SET clear_name = excluded.clear_name \
+             WHERE users.clear_name IS NULL AND excluded.clear_name IS NOT NULL",
+        )
+        .bind(key.0.to_vec())
+        .bind(clear)
+        .bind(millis(at))
+        .execute(executor)
+        .await
+        .map_err(db("create user"))?;
+        Ok(())
+    }
+
+    /// The user with this key, if the store has them.
+    pub async fn user(&self, key: &UserKey) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query(
+            "SELECT user_key, clear_name, created_at, verified_logins, last_login_at FROM users WHERE user_key = $1",
+        )
+        .bind(key.0.to_vec())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("read user"))?;
+        row.map(|r| self.user_from_row(&r)).transpose()
+    }
+
+    /// Users in key order, starting after `after`; at most `limit` (capped at [`MAX_PAGE`]).
+    pub async fn list_users(
+        &self,
+        after: Option<&UserKey>,
+        limit: usize,
+    ) -> Result<Vec<User>, StoreError> {
+        let after = after.map(|k| k.0.to_vec()).unwrap_or_default();
+        let rows = sqlx::query(
+            "SELECT user_key, clear_name, created_at, verified_logins, last_login_at FROM users \
+             WHERE user_key > $1 ORDER BY user_key LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit.min(MAX_PAGE) as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("list users"))?;
+        rows.iter().map(|r| self.user_from_row(r)).collect()
+    }
+
+    /// How many users the store has.
+    pub async fn count_users(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db("count users"))?;
+        Ok(n as u64)
+    }
+
+    fn user_from_row(&self, row: &AnyRow) -> Result<User, StoreError> {
+        let key_bytes: Vec<u8> = row.try_get("user_key").map_err(db("read user"))?;
+        let key = UserKey::from_slice(&key_bytes)
+            .ok_or_else(|| StoreError::Corrupt("a user key that is not 32 bytes".into()))?;
+        let verified = row
+            .try_get::<i64, _>("verified_logins")
+            .map_err(db("read user"))? as u64;
+        Ok(User {
+            key,
+            clear_name: row.try_get("clear_name").map_err(db("read user"))?,
+            created_at: time(row.try_get("created_at").map_err(db("read user"))?),
+            verified_logins: verified,
+            last_login_at: row
+                .try_get::<Option<i64>, _>("last_login_at")
+                .map_err(db("read user"))?
+                .map(time),
+            enrollment: self.enrollment_of(verified),
+        })
+    }
+
+    fn enrollment_of(&self, verified: u64) -> Enrollment {
+        let needed = u64::from(self.enrollment_logins);
+        if verified >= needed {
+            Enrollment::Enrolled { verified }
+        } else {
+            Enrollment::Enrolling { verified, needed }
+        }
+    }
+
+    /// Records one login (creating its user if new). A `Verified` outcome counts towards
+    /// enrollment at once; a `Pending` one when [`Store::set_outcome`] verifies it.
+    pub async fn record_login(&self, login: &str, new: NewLogin) -> Result<Recorded, StoreError> {
+        let key = self.user_key(login)?;
+        check_size(
+            "the feature vector",
+            new.features.bytes.len(),
+            MAX_FEATURE_BYTES,
+        )?;
+        let reasons = new.reasons.to_string();
+        check_size("the reasons document", reasons.len(), MAX_REASONS_BYTES)?;
+        if !new.risk.is_finite() {
+            return Err(StoreError::Invalid(format!(
+                "a login's risk must be a finite number, found {}",
+                new.risk
+            )));
+        }
+        let mut tx = self.pool.begin().await.map_err(db("record login"))?;
+        self.insert_user(&mut *tx, &key, login, new.at).await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO login_sessions (user_key, at, feature_version, features, risk, reasons, decision, outcome) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+        )
+        .bind(key.0.to_vec())
+        .bind(millis(new.at))
+        .bind(i64::from(new.features.version))
+        .bind(new.features.bytes)
+        .bind(new.risk)
+        .bind(reasons)
+        .bind(new.decision.as_str())
+        .bind(new.outcome.as_str())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db("record login"))?;
+        let verified = i64::from(new.outcome == Outcome::Verified);
+        let count: i64 = sqlx::query_scalar(
+            "UPDATE users SET verified_logins = verified_logins + $2, \
+             last_login_at = CASE WHEN last_login_at IS NULL OR last_login_at < $3 THEN $3 ELSE last_login_at END \
+             WHERE user_key = $1 RETURNING verified_logins",
+        )
+        .bind(key.0.to_vec())
+        .bind(verified)
+        .bind(millis(new.at))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db("record login"))?;
+        // Keep each user's history bounded whatever the retention.
+        sqlx::query(
+            "DELETE FROM login_sessions WHERE user_key = $1 AND id <= \
+             (SELECT id FROM login_sessions WHERE user_key = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)",
+        )
+        .bind(key.0.to_vec())
+        .bind(MAX_SESSIONS_PER_USER)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("trim login history"))?;
+        tx.commit().await.map_err(db("record login"))?;
+        Ok(Recorded {
+            session: id,
+            user: key,
+            enrollment: self.enrollment_of(count as u64),
+        })
+    }
+
+    /// Settles a pending login. Only a pending login can be settled, once; a verified one
+    /// counts towards its user's enrollment.
+    pub async fn set_outcome(
+        &self,
+        session: i64,
+        outcome: Outcome,
+    ) -> Result<Enrollment, StoreError> {
+        if outcome == Outcome::Pending {
+            return Err(StoreError::Invalid(
+                "a login can only be settled as verified or failed".into(),
+            ));
+        }
+        let mut tx = self.pool.begin().await.map_err(db("settle login"))?;
+        let key: Option<Vec<u8>> = sqlx::query_scalar(
+            "UPDATE login_sessions SET outcome = $2 WHERE id = $1 AND outcome = 'pending' RETURNING user_key",
+        )
+        .bind(session)
+        .bind(outcome.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db("settle login"))?;
+        let Some(key) = key else {
+            return Err(StoreError::Invalid(format!(
+                "login session {session} is unknown or already settled"
+            )));
+        };
+        let count: i64 = sqlx::query_scalar(
+            "UPDATE users SET verified_logins = verified_logins + $2 WHERE user_key = $1 RETURNING verified_logins",
+        )
+        .bind(key)
+        .bind(i64::from(outcome == Outcome::Verified))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db("settle login"))?;
+        tx.commit().await.map_err(db("settle login"))?;
+        Ok(self.enrollment_of(count as u64))
+    }
+
+    /// The user's latest logins, newest first (at most `limit`, capped at [`MAX_PAGE`]).
+    pub async fn recent_logins(
+        &self,
+        key: &UserKey,
+        limit: usize,
+    ) -> Result<Vec<LoginSession>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, at, feature_version, features, risk, reasons, decision, outcome FROM login_sessions \
+             WHERE user_key = $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(key.0.to_vec())
+        .bind(limit.min(MAX_PAGE) as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("read logins"))?;
+        rows.iter().map(session_from_row).collect()
+    }
+
+    /// The feature vectors of the user's latest verified logins, newest first: what learning
+    /// may use. Failed, blocked and unconfirmed logins are never returned.
+    pub async fn verified_features(
+        &self,
+        key: &UserKey,
+        limit: usize,
+    ) -> Result<Vec<FeatureBlob>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT feature_version, features FROM login_sessions \
+             WHERE user_key = $1 AND outcome = 'verified' ORDER BY id DESC LIMIT $2",
+        )
+        .bind(key.0.to_vec())
+        .bind(limit.min(MAX_PAGE) as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("read verified logins"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(FeatureBlob {
+                    version: r
+                        .try_get::<i64, _>("feature_version")
+                        .map_err(db("read features"))? as u32,
+                    bytes: r.try_get("features").map_err(db("read features"))?,
+                })
+            })
+            .collect()
+    }
+
+    /// Saves (replacing) the user's fitted model. The user must exist.
+    pub async fn save_model(
+        &self,
+        key: &UserKey,
+        feature_version: u32,
+        model_version: u32,
+        blob: Vec<u8>,
+    ) -> Result<StoredModel, StoreError> {
+        check_size("the model", blob.len(), MAX_MODEL_BYTES)?;
+        let at = now();
+        let done = sqlx::query(
+            "INSERT INTO models (user_key, feature_version, model_version, model, updated_at) \
+             SELECT user_key, $2, $3, $4, $5 FROM users WHERE user_key = $1 \
+             ON CONFLICT (user_key) DO UPDATE SET feature_version = excluded.feature_version, \
+             model_version = excluded.model_version, model = excluded.model, updated_at = excluded.updated_at",
+        )
+        .bind(key.0.to_vec())
+        .bind(i64::from(feature_version))
+        .bind(i64::from(model_version))
+        .bind(blob.clone())
+        .bind(millis(at))
+        .execute(&self.pool)
+        .await
+        .map_err(db("save model"))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::UnknownUser {
+                user: format!("key:{key}"),
+            });
+        }
+        Ok(StoredModel {
+            feature_version,
+            model_version,
+            blob,
+            updated_at: time(millis(at)),
+        })
+    }
+
+    /// The user's fitted model, if they have one.
+    pub async fn load_model(&self, key: &UserKey) -> Result<Option<StoredModel>, StoreError> {
+        let row = sqlx::query(
+            "SELECT feature_version, model_version, model, updated_at FROM models WHERE user_key = $1",
+        )
+        .bind(key.0.to_vec())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("load model"))?;
+        row.map(|r| {
+            Ok(StoredModel {
+                feature_version: r
+                    .try_get::<i64, _>("feature_version")
+                    .map_err(db("load model"))? as u32,
+                model_version: r
+                    .try_get::<i64, _>("model_version")
+                    .map_err(db("load model"))? as u32,
+                blob: r.try_get("model").map_err(db("load model"))?,
+                updated_at: time(r.try_get("updated_at").map_err(db("load model"))?),
+            })
+        })
+        .transpose()
+    }
+
+    /// Seals and stores the user's TOTP secret (creating the user if new), replacing any
+    /// earlier one.
+    pub async fn set_totp_secret(&self, login: &str, secret: &[u8]) -> Result<UserKey, StoreError> {
+        if !TOTP_SECRET_BYTES.contains(&secret.len()) {
+            return Err(StoreError::Invalid(format!(
+                "a TOTP secret must be {} to {} bytes, found {}",
+                TOTP_SECRET_BYTES.start(),
+                TOTP_SECRET_BYTES.end(),
+                secret.len()
+            )));
+        }
+        let key = self.user_key(login)?;
+        let (nonce, sealed) = self.keys.seal(&key, secret);
+        let mut tx = self.pool.begin().await.map_err(db("store TOTP secret"))?;
+        self.insert_user(&mut *tx, &key, login, now()).await?;
+        sqlx::query(
+            "INSERT INTO totp_secrets (user_key, nonce, sealed, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (user_key) DO UPDATE SET nonce = excluded.nonce, sealed = excluded.sealed, created_at = excluded.created_at",
+        )
+        .bind(key.0.to_vec())
+        .bind(nonce)
+        .bind(sealed)
+        .bind(millis(now()))
+        .execute(&mut *tx)
+        .await
+        .map_err(db("store TOTP secret"))?;
+        tx.commit().await.map_err(db("store TOTP secret"))?;
+        Ok(key)
+    }
+
+    /// The user's TOTP secret, unsealed. Keep it in memory only as long as needed.
+    pub async fn totp_secret(&self, key: &UserKey) -> Result<Option<Vec<u8>>, StoreError> {
+        let row = sqlx::query("SELECT nonce, sealed FROM totp_secrets WHERE user_key = $1")
+            .bind(key.0.to_vec())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("read TOTP secret"))?;
+        let Some(row) = row else { return Ok(None) };
+        let nonce: Vec<u8> = row.try_get("nonce").map_err(db("read TOTP secret"))?;
+        let sealed: Vec<u8> = row.try_get("sealed").map_err(db("read TOTP secret"))?;
+        self.keys
+            .unseal(key, &nonce, &sealed)
+            .map(Some)
+            .ok_or_else(|| StoreError::Unseal {
+                user: format!("key:{key}"),
+            })
+    }
+
+    /// Appends an audit event, about a user or (with `None`) about the store. `kind` is a short
+    /// lower-case name such as `login.blocked`; `detail` must not contain the login name (the
+    /// user key stands for the user).
+    pub async fn append_audit(
+        &self,
+        user: Option<&UserKey>,
+        kind: &str,
+        detail: &serde_json::Value,
+    ) -> Result<i64, StoreError> {
+        append_audit(&self.pool, user, kind, detail, now()).await
+    }
+
+    /// The user's audit events, newest first (at most `limit`, capped at [`MAX_PAGE`]).
+    pub async fn audit_events(
+        &self,
+        user: &UserKey,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, at, kind, detail FROM audit_events WHERE user_key = $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(user.0.to_vec())
+        .bind(limit.min(MAX_PAGE) as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("read audit events"))?;
+        rows.iter()
+            .map(|r| {
+                let detail: String = r.try_get("detail").map_err(db("read audit events"))?;
+                Ok(AuditEvent {
+                    id: r.try_get("id").map_err(db("read audit events"))?,
+                    at: time(r.try_get("at").map_err(db("read audit events"))?),
+                    kind: r.try_get("kind").map_err(db("read audit events"))?,
+                    detail: serde_json::from_str(&detail)
+                        .map_err(|e| StoreError::Corrupt(format!("an audit detail: {e}")))?,
+                })
+            })
+            .collect()
+    }
+
+    /// Anonymous counts of forgotten users' audit events, by kind.
+    pub async fn forgotten_audit_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows = sqlx::query("SELECT kind, events FROM audit_forgotten ORDER BY kind LIMIT 1000")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("read forgotten counts"))?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("kind").map_err(db("read forgotten counts"))?,
+                    r.try_get::<i64, _>("events")
+                        .map_err(db("read forgotten counts"))? as u64,
+                ))
+            })
+            .collect()
+    }
+
+    /// Everything `users show` prints, or `None` for an unknown user.
+    pub async fn profile(
+        &self,
+        key: &UserKey,
+        recent: usize,
+    ) -> Result<Option<Profile>, StoreError> {
+        let Some(user) = self.user(key).await? else {
+            return Ok(None);
+        };
+        let model = sqlx::query(
+            "SELECT feature_version, model_version, length(model) AS bytes, updated_at FROM models WHERE user_key = $1",
+        )
+        .bind(key.0.to_vec())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("read model info"))?
+        .map(|r| -> Result<ModelInfo, StoreError> {
+            Ok(ModelInfo {
+                feature_version: r.try_get::<i64, _>("feature_version").map_err(db("read model info"))? as u32,
+                model_version: r.try_get::<i64, _>("model_version").map_err(db("read model info"))? as u32,
+                bytes: int_column(&r, "bytes")? as u64,
+                updated_at: time(r.try_get("updated_at").map_err(db("read model info"))?),
+            })
+        })
+        .transpose()?;
+        let totp: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM totp_secrets WHERE user_key = $1")
+            .bind(key.0.to_vec())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db("read TOTP state"))?;
+        Ok(Some(Profile {
+            user,
+            model,
+            has_totp: totp > 0,
+            recent: self.recent_logins(key, recent).await?,
+        }))
+    }
+
+    /// Starts the user's enrollment over: their logins and model are deleted and the verified
+    /// count returns to zero. Their TOTP secret and audit trail stay.
+    pub async fn reset(&self, key: &UserKey) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db("reset user"))?;
+        let done = sqlx::query("UPDATE users SET verified_logins = 0 WHERE user_key = $1")
+            .bind(key.0.to_vec())
+            .execute(&mut *tx)
+            .await
+            .map_err(db("reset user"))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::UnknownUser {
+                user: format!("key:{key}"),
+            });
+        }
+        for table in [
+            "DELETE FROM login_sessions WHERE user_key = $1",
+            "DELETE FROM models WHERE user_key = $1",
+        ] {
+            sqlx::query(table)
+                .bind(key.0.to_vec())
+                .execute(&mut *tx)
+                .await
+                .map_err(db("reset user"))?;
+        }
+        append_audit(
+            &mut *tx,
+            Some(key),
+            "profile.reset",
+            &serde_json::json!({}),
+            now(),
+        )
+        .await?;
+        tx.commit().await.map_err(db("reset user"))?;
+        Ok(())
+    }
+
+    /// Erases every trace of the user: their row, logins, model and TOTP secret are deleted,
+    /// and their audit events are replaced by anonymous counts by kind. On SQLite the freed
+    /// pages are overwritten and the write-ahead log is truncated, so the bytes are gone from
+    /// the files too (PostgreSQL keeps dead rows until VACUUM; see docs/configuration.md).
+    pub async fn forget(&self, key: &UserKey) -> Result<Forgotten, StoreError> {
+        let user = key.0.to_vec();
+        let mut tx = self.pool.begin().await.map_err(db("forget user"))?;
+        // Write first: on SQLite a transaction that reads and then writes fails at once
+        // (SQLITE_BUSY_SNAPSHOT) when another connection wrote in between; one that starts
+        // with a write waits for the lock instead.
+        let exists = sqlx::query("UPDATE users SET verified_logins = 0 WHERE user_key = $1")
+            .bind(user.clone())
+            .execute(&mut *tx)
+            .await
+            .map_err(db("forget user"))?
+            .rows_affected();
+        if exists == 0 {
+            return Err(StoreError::UnknownUser {
+                user: format!("key:{key}"),
+            });
+        }
+        let kinds = sqlx::query(
+            "SELECT kind, COUNT(*) AS events FROM audit_events WHERE user_key = $1 GROUP BY kind",
+        )
+        .bind(user.clone())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db("forget user"))?;
+        let mut forgotten = Forgotten::default();
+        for row in &kinds {
+            let kind: String = row.try_get("kind").map_err(db("forget user"))?;
+            let events = int_column(row, "events")?;
+            forgotten.audit_events += events as u64;
+            sqlx::query(
+                "INSERT INTO audit_forgotten (kind, events) VALUES ($1, $2) \
+                 ON CONFLICT (kind) DO UPDATE SET events = audit_forgotten.events + excluded.events",
+            )
+            .bind(kind)
+            .bind(events)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("forget user"))?;
+        }
+        let mut deleted = [0u64; 5];
+        for (count, sql) in deleted.iter_mut().zip([
+            "DELETE FROM audit_events WHERE user_key = $1",
+            "DELETE FROM login_sessions WHERE user_key = $1",
+            "DELETE FROM models WHERE user_key = $1",
+            "DELETE FROM totp_secrets WHERE user_key = $1",
+            "DELETE FROM users WHERE user_key = $1",
+        ]) {
+            *count = sqlx::query(sql)
+                .bind(user.clone())
+                .execute(&mut *tx)
+                .await
+                .map_err(db("forget user"))?
+                .rows_affected();
+        }
+        [forgotten.sessions, forgotten.models, forgotten.totp_secrets] =
+            [deleted[1], deleted[2], deleted[3]];
+        append_audit(
+            &mut *tx,
+            None,
+            "user.forgotten",
+            &serde_json::json!({
+                "sessions": forgotten.sessions,
+                "models": forgotten.models,
+                "totp_secrets": forgotten.totp_secrets,
+                "audit_events": forgotten.audit_events,
+            }),
+            now(),
+        )
+        .await?;
+        tx.commit().await.map_err(db("forget user"))?;
+        if self.backend == Backend::Sqlite {
+            // Copy the overwritten pages into the main file and empty the log, so the
+            // forgotten bytes do not live on in the -wal file. Readers may hold the log
+            // open; then the truncation happens at a later checkpoint.
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&self.pool)
+                .await
+                .map_err(db("checkpoint after forget"))?;
+        }
+        Ok(forgotten)
+    }
+
+    /// Deletes raw login features older than `store.retention` (relative to `now`); models,
+    /// users and enrollment counts are kept. Works in bounded batches; returns how many
+    /// logins were deleted.
+    pub async fn prune(&self, now: SystemTime) -> Result<u64, StoreError> {
+        let cutoff = millis(now.checked_sub(self.retention).unwrap_or(UNIX_EPOCH));
+        let mut total = 0;
+        loop {
+            let done = sqlx::query(
+                "DELETE FROM login_sessions WHERE id IN (SELECT id FROM login_sessions WHERE at < $1 LIMIT 5000)",
+            )
+            .bind(cutoff)
+            .execute(&self.pool)
+            .await
+            .map_err(db("prune old logins"))?;
+            total += done.rows_affected();
+            if done.rows_affected() < 5000 {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+async fn append_audit<'e, E>(
+    executor: E,
+    user: Option<&UserKey>,
+    kind: &str,
+    detail: &serde_json::Value,
+    at: SystemTime,
+) -> Result<i64, StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let kind_ok = !kind.is_empty()
+        && kind.len() <= 64
+        && kind.starts_with(|c: char| c.is_ascii_lowercase())
+        && kind
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.');
+    if !kind_ok {
+        return Err(StoreError::Invalid(format!(
+            "an audit event kind is 1 to 64 lower-case letters, digits, '_' or '.', found {kind:?}"
+        )));
+    }
+    let detail = detail.to_string();
+    check_size("the audit detail", detail.len(), MAX_AUDIT_DETAIL_BYTES)?;
+    sqlx::query_scalar(
+        "INSERT INTO audit_events (at, user_key, kind, detail) VALUES ($1, $2, $3, $4) RETURNING id",
+    )
+    .bind(millis(at))
+    .bind(user.map(|k| k.0.to_vec()))
+    .bind(kind.to_string())
+    .bind(detail)
+    .fetch_one(executor)
+    .await
+    .map_err(db("append audit event"))
+}
+
+fn session_from_row(row: &AnyRow) -> Result<LoginSession, StoreError> {
+    let reasons: String = row.try_get("reasons").map_err(db("read logins"))?;
+    let decision: String = row.try_get("decision").map_err(db("read logins"))?;
+    let outcome: String = row.try_get("outcome").map_err(db("read logins"))?;
+    Ok(LoginSession {
+        id: row.try_get("id").map_err(db("read logins"))?,
+        at: time(row.try_get("at").map_err(db("read logins"))?),
+        features: FeatureBlob {
+            version: row
+                .try_get::<i64, _>("feature_version")
+                .map_err(db("read logins"))? as u32,
+            bytes: row.try_get("features").map_err(db("read logins"))?,
+        },
+        risk: row.try_get("risk").map_err(db("read logins"))?,
+        reasons: serde_json::from_str(&reasons)
+            .map_err(|e| StoreError::Corrupt(format!("a login's reasons: {e}")))?,
+        decision: Decision::parse(&decision)
+            .ok_or_else(|| StoreError::Corrupt(format!("decision {decision:?}")))?,
+        outcome: Outcome::parse(&outcome)
+            .ok_or_else(|| StoreError::Corrupt(format!("outcome {outcome:?}")))?,
+    })
+}
+
+/// An integer computed by SQL (COUNT, length): BIGINT on PostgreSQL, INTEGER on SQLite, but
+/// `length()` is INT4 on PostgreSQL.
+fn int_column(row: &AnyRow, name: &str) -> Result<i64, StoreError> {
+    row.try_get::<i64, _>(name)
+        .or_else(|_| row.try_get::<i32, _>(name).map(i64::from))
+        .map_err(db("read a count"))
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allow => "allow",
+            Decision::Challenge => "challenge",
+            Decision::Block => "block",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Decision> {
+        [Decision::Allow, Decision::Challenge, Decision::Block]
+            .into_iter()
+            .find(|d| d.as_str() == text)
+    }
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Pending => "pending",
+            Outcome::Verified => "verified",
+            Outcome::Failed => "failed",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Outcome> {
+        [Outcome::Pending, Outcome::Verified, Outcome::Failed]
+            .into_iter()
+            .find(|o| o.as_str() == text)
+    }
+}
+
+fn check_login(login: &str) -> Result<(), StoreError> {
+    if login.is_empty() || login.len() > MAX_LOGIN_NAME_BYTES {
+        return Err(StoreError::Invalid(format!(
+            "a login name must be 1 to {MAX_LOGIN_NAME_BYTES} bytes, found {}",
+            login.len()
+        )));
+    }
+    Ok(())
+}
+
+fn check_size(what: &'static str, size: usize, limit: usize) -> Result<(), StoreError> {
+    if size > limit {
+        return Err(StoreError::TooLarge { what, size, limit });
+    }
+    Ok(())
+}
+
+fn now() -> SystemTime {
+    SystemTime::now()
+}
+
+fn millis(at: SystemTime) -> i64 {
+    at.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis().min(i64::MAX as u128) as i64)
+        .unwrap_or(0)
+}
+
+fn time(millis: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(millis.max(0) as u64)
+}

@@ -1,0 +1,1083 @@
+//! The profile store and the model cache, against both backends: SQLite in a temp file always,
+//! PostgreSQL when `GAITKEEPER_TEST_POSTGRES_URL` is set (each test gets a fresh schema that
+//! is dropped afterwards, so runs never collide).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Once};
+use std::time::{Duration, SystemTime};
+
+use gaitkeeper::admin::CacheMetrics;
+use gaitkeeper::cache::ModelCache;
+use gaitkeeper::config::{RetentionPeriod, Secret, StoreConfig};
+use gaitkeeper::store::{
+    Backend, Decision, Enrollment, FeatureBlob, NewLogin, Outcome, Store, StoreError, StoredModel,
+    UserKey,
+};
+use sqlx::Row;
+
+const SECRET: &[u8] = b"test-secret-0123456789abcdef0123456789";
+
+/// One backend to run a test against, with its own empty store.
+struct TestDb {
+    backend: Backend,
+    config: StoreConfig,
+    dir: tempfile::TempDir,
+    /// Dropped with the test, and the schema with it.
+    _schema: Option<PgSchema>,
+}
+
+impl TestDb {
+    async fn open(&self) -> Store {
+        self.open_with(&self.config).await
+    }
+
+    async fn open_with(&self, config: &StoreConfig) -> Store {
+        Store::open(config, self.dir.path(), &secret())
+            .await
+            .unwrap_or_else(|e| panic!("{:?}: {e}", self.backend))
+    }
+
+    /// A raw connection to the same database, to look behind the store's API.
+    async fn raw(&self) -> sqlx::AnyPool {
+        let url = self.config.url_or_default(self.dir.path());
+        sqlx::any::AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await
+            .unwrap()
+    }
+}
+
+/// A PostgreSQL schema made for one test; dropped when the test ends, pass or fail.
+struct PgSchema {
+    base_url: String,
+    name: String,
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let url = self.base_url.clone();
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime; a plain thread may block on its own one.
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    if let Ok(pool) = sqlx::AnyPool::connect(&url).await {
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "DROP SCHEMA IF EXISTS {name} CASCADE"
+                        )))
+                        .execute(&pool)
+                        .await;
+                        pool.close().await;
+                    }
+                })
+        })
+        .join();
+    }
+}
+
+fn secret() -> Secret {
+    Secret::from_bytes(SECRET).unwrap()
+}
+
+fn config() -> StoreConfig {
+    StoreConfig {
+        max_connections: 4,
+        ..StoreConfig::default()
+    }
+}
+
+/// The backends this run tests: SQLite always, PostgreSQL when configured.
+async fn backends() -> Vec<TestDb> {
+    backends_with(config()).await
+}
+
+async fn backends_with(base: StoreConfig) -> Vec<TestDb> {
+    static DRIVERS: Once = Once::new();
+    DRIVERS.call_once(sqlx::any::install_default_drivers);
+    let mut dbs = vec![TestDb {
+        backend: Backend::Sqlite,
+        config: base.clone(),
+        dir: tempfile::tempdir().unwrap(),
+        _schema: None,
+    }];
+    match std::env::var("GAITKEEPER_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => {
+            static SEQ: AtomicUsize = AtomicUsize::new(0);
+            let name = format!(
+                "gk_test_{}_{}_{}",
+                std::process::id(),
+                SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap()
+                    .as_micros(),
+                SEQ.fetch_add(1, Ordering::Relaxed)
+            );
+            let pool = sqlx::AnyPool::connect(&url).await.unwrap_or_else(|e| {
+                panic!("GAITKEEPER_TEST_POSTGRES_URL={url} is set but unreachable: {e}")
+            });
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+            let sep = if url.contains('?') { '&' } else { '?' };
+            dbs.push(TestDb {
+                backend: Backend::Postgres,
+                config: StoreConfig {
+                    url: Some(format!("{url}{sep}options=-c%20search_path%3D{name}")),
+                    ..base
+                },
+                dir: tempfile::tempdir().unwrap(),
+                _schema: Some(PgSchema {
+                    base_url: url,
+                    name,
+                }),
+            });
+        }
+        _ => {
+            static SAID: Once = Once::new();
+            SAID.call_once(|| {
+                println!("skipping PostgreSQL: GAITKEEPER_TEST_POSTGRES_URL not set");
+            });
+        }
+    }
+    dbs
+}
+
+fn login(outcome: Outcome, risk: f64) -> NewLogin {
+    NewLogin {
+        at: SystemTime::now(),
+        features: FeatureBlob {
+            version: 3,
+            bytes: (0..64u8).collect(),
+        },
+        risk,
+        reasons: serde_json::json!([{"feature": "dwell", "z": 1.5}]),
+        decision: Decision::Allow,
+        outcome,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profile_round_trip() {
+    for db in backends().await {
+        let store = db.open().await;
+        let recorded = store
+            .record_login("alice", login(Outcome::Verified, 0.25))
+            .await
+            .unwrap();
+        let key = recorded.user;
+        assert_eq!(key, store.user_key("alice").unwrap());
+        let saved = store.save_model(&key, 3, 7, vec![9; 1000]).await.unwrap();
+        let loaded = store.load_model(&key).await.unwrap().unwrap();
+        assert_eq!(loaded, saved, "{:?}", db.backend);
+        assert_eq!((loaded.feature_version, loaded.model_version), (3, 7));
+
+        let profile = store.profile(&key, 10).await.unwrap().unwrap();
+        assert_eq!(
+            profile.user.clear_name, None,
+            "names are not kept by default"
+        );
+        assert_eq!(profile.user.verified_logins, 1);
+        assert_eq!(profile.model.unwrap().bytes, 1000);
+        assert!(!profile.has_totp);
+        let session = &profile.recent[0];
+        assert_eq!(session.risk, 0.25);
+        assert_eq!(session.decision, Decision::Allow);
+        assert_eq!(session.outcome, Outcome::Verified);
+        assert_eq!(session.features.version, 3);
+        assert_eq!(session.features.bytes, (0..64u8).collect::<Vec<_>>());
+        assert_eq!(session.reasons[0]["feature"], "dwell");
+
+        assert_eq!(
+            store.user(&store.user_key("bob").unwrap()).await.unwrap(),
+            None
+        );
+        assert!(matches!(
+            store
+                .save_model(&store.user_key("bob").unwrap(), 3, 1, vec![1])
+                .await,
+            Err(StoreError::UnknownUser { .. })
+        ));
+        store.close().await;
+
+        let named = db
+            .open_with(&StoreConfig {
+                keep_clear_names: true,
+                ..db.config.clone()
+            })
+            .await;
+        named.ensure_user("carol").await.unwrap();
+        let users = named.list_users(None, 100).await.unwrap();
+        let names: Vec<_> = users.iter().map(|u| u.clear_name.clone()).collect();
+        assert!(names.contains(&Some("carol".to_string())), "{names:?}");
+        assert!(names.contains(&None), "alice was created without her name");
+        named.ensure_user("alice").await.unwrap();
+        let alice = named.user(&key).await.unwrap().unwrap();
+        assert_eq!(
+            alice.clear_name.as_deref(),
+            Some("alice"),
+            "named on her next login"
+        );
+        named.close().await;
+
+        // Turning the setting off removes the names already kept.
+        let unnamed = db.open().await;
+        let users = unnamed.list_users(None, 100).await.unwrap();
+        assert!(users.iter().all(|u| u.clear_name.is_none()), "{users:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrollment_counts_only_verified_logins() {
+    for db in backends_with(StoreConfig {
+        enrollment_logins: 3,
+        ..config()
+    })
+    .await
+    {
+        let store = db.open().await;
+        let first = store
+            .record_login("dave", login(Outcome::Verified, 0.1))
+            .await
+            .unwrap();
+        assert_eq!(
+            first.enrollment,
+            Enrollment::Enrolling {
+                verified: 1,
+                needed: 3
+            }
+        );
+        let failed = store
+            .record_login("dave", login(Outcome::Failed, 0.9))
+            .await
+            .unwrap();
+        assert_eq!(
+            failed.enrollment, first.enrollment,
+            "failed logins do not count"
+        );
+        let pending = store
+            .record_login("dave", login(Outcome::Pending, 0.2))
+            .await
+            .unwrap();
+        assert_eq!(
+            pending.enrollment, first.enrollment,
+            "pending logins do not count yet"
+        );
+        let now = store
+            .set_outcome(pending.session, Outcome::Verified)
+            .await
+            .unwrap();
+        assert_eq!(
+            now,
+            Enrollment::Enrolling {
+                verified: 2,
+                needed: 3
+            }
+        );
+        assert!(
+            store
+                .set_outcome(pending.session, Outcome::Verified)
+                .await
+                .is_err(),
+            "a login is settled once"
+        );
+        let last = store
+            .record_login("dave", login(Outcome::Verified, 0.1))
+            .await
+            .unwrap();
+        assert_eq!(last.enrollment, Enrollment::Enrolled { verified: 3 });
+
+        store.reset(&last.user).await.unwrap();
+        let user = store.user(&last.user).await.unwrap().unwrap();
+        assert_eq!(
+            user.enrollment,
+            Enrollment::Enrolling {
+                verified: 0,
+                needed: 3
+            },
+            "reset starts enrollment over"
+        );
+        assert!(store
+            .recent_logins(&last.user, 10)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unverified_logins_are_never_offered_for_learning() {
+    for db in backends().await {
+        let store = db.open().await;
+        let mut verified = login(Outcome::Verified, 0.1);
+        verified.features.bytes = b"good".to_vec();
+        let mut blocked = login(Outcome::Failed, 0.99);
+        blocked.decision = Decision::Block;
+        blocked.features.bytes = b"evil".to_vec();
+        let mut unconfirmed = login(Outcome::Pending, 0.5);
+        unconfirmed.features.bytes = b"unsure".to_vec();
+        let key = store.record_login("erin", verified).await.unwrap().user;
+        store.record_login("erin", blocked).await.unwrap();
+        store.record_login("erin", unconfirmed).await.unwrap();
+        let learnable = store.verified_features(&key, 100).await.unwrap();
+        assert_eq!(
+            learnable,
+            vec![FeatureBlob {
+                version: 3,
+                bytes: b"good".to_vec()
+            }],
+            "{:?}",
+            db.backend
+        );
+    }
+}
+
+/// Every (table, column, type) of the store's schema, from the database's own catalog.
+async fn every_column(db: &TestDb, raw: &sqlx::AnyPool) -> Vec<(String, String, String)> {
+    let sql = match db.backend {
+        Backend::Sqlite => {
+            "SELECT m.name AS t, p.name AS c, p.type AS ty FROM sqlite_master m, pragma_table_info(m.name) p \
+             WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' AND m.name <> '_sqlx_migrations'"
+        }
+        Backend::Postgres => {
+            "SELECT CAST(table_name AS TEXT) AS t, CAST(column_name AS TEXT) AS c, CAST(data_type AS TEXT) AS ty FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name <> '_sqlx_migrations'"
+        }
+    };
+    sqlx::query(sql)
+        .fetch_all(raw)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r.get::<String, _>("t"),
+                r.get::<String, _>("c"),
+                r.get::<String, _>("ty"),
+            )
+        })
+        .collect()
+}
+
+/// How many values in the whole store contain `needle` (as text or bytes), per column.
+async fn occurrences(db: &TestDb, raw: &sqlx::AnyPool, needle: &[u8]) -> Vec<(String, i64)> {
+    let mut found = Vec::new();
+    for (table, column, ty) in every_column(db, raw).await {
+        let sql = match db.backend {
+            Backend::Sqlite => format!(
+                "SELECT COUNT(*) FROM {table} WHERE instr(CAST({column} AS BLOB), $1) > 0"
+            ),
+            // Every value as its bytes: bytea as is, anything else as its UTF-8 text.
+            Backend::Postgres if ty == "bytea" => {
+                format!("SELECT COUNT(*) FROM {table} WHERE position($1 IN {column}) > 0")
+            }
+            Backend::Postgres => format!(
+                "SELECT COUNT(*) FROM {table} WHERE position($1 IN convert_to(CAST({column} AS TEXT), 'UTF8')) > 0"
+            ),
+        };
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(needle.to_vec())
+            .fetch_one(raw)
+            .await
+            .unwrap_or_else(|e| panic!("{table}.{column}: {e}"));
+        if n > 0 {
+            found.push((format!("{table}.{column}"), n));
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_leaves_nothing_identifiable() {
+    const NAME: &str = "frieda.forgettable@example.org";
+    let totp = b"frieda-totp-secret-20".to_vec();
+    for db in backends_with(StoreConfig {
+        keep_clear_names: true,
+        ..config()
+    })
+    .await
+    {
+        let store = db.open().await;
+        let key = store
+            .record_login(NAME, login(Outcome::Verified, 0.2))
+            .await
+            .unwrap()
+            .user;
+        store
+            .record_login(NAME, login(Outcome::Failed, 0.8))
+            .await
+            .unwrap();
+        store
+            .save_model(&key, 3, 1, b"frieda-model".to_vec())
+            .await
+            .unwrap();
+        store.set_totp_secret(NAME, &totp).await.unwrap();
+        store
+            .append_audit(
+                Some(&key),
+                "login.challenged",
+                &serde_json::json!({"risk": 0.8}),
+            )
+            .await
+            .unwrap();
+        store
+            .append_audit(
+                Some(&key),
+                "login.challenged",
+                &serde_json::json!({"risk": 0.7}),
+            )
+            .await
+            .unwrap();
+        let bob = store
+            .record_login("bob", login(Outcome::Verified, 0.1))
+            .await
+            .unwrap()
+            .user;
+        store
+            .save_model(&bob, 3, 1, b"bob-model".to_vec())
+            .await
+            .unwrap();
+
+        let raw = db.raw().await;
+        let tables: std::collections::BTreeSet<_> = every_column(&db, &raw)
+            .await
+            .into_iter()
+            .map(|(t, _, _)| t)
+            .collect();
+        assert_eq!(
+            tables.into_iter().collect::<Vec<_>>(),
+            [
+                "audit_events",
+                "audit_forgotten",
+                "login_sessions",
+                "models",
+                "store_meta",
+                "totp_secrets",
+                "users"
+            ],
+            "a new table must be added to `forget` and to this test"
+        );
+        assert!(!occurrences(&db, &raw, &key.as_bytes()[..]).await.is_empty());
+        assert!(!occurrences(&db, &raw, NAME.as_bytes()).await.is_empty());
+
+        let forgotten = store.forget(&key).await.unwrap();
+        assert_eq!(forgotten.sessions, 2);
+        assert_eq!(forgotten.models, 1);
+        assert_eq!(forgotten.totp_secrets, 1);
+        assert_eq!(forgotten.audit_events, 2);
+
+        for needle in [
+            &key.as_bytes()[..],
+            NAME.as_bytes(),
+            b"frieda-model",
+            key.to_string().as_bytes(),
+        ] {
+            assert_eq!(
+                occurrences(&db, &raw, needle).await,
+                vec![],
+                "{:?}: {:?} is still in the store",
+                db.backend,
+                String::from_utf8_lossy(needle)
+            );
+        }
+        assert_eq!(store.user(&key).await.unwrap(), None);
+        assert_eq!(
+            store.forgotten_audit_counts().await.unwrap(),
+            vec![("login.challenged".to_string(), 2)],
+            "audit rows survive only as anonymous counts"
+        );
+        assert!(
+            store.load_model(&bob).await.unwrap().is_some(),
+            "others are untouched"
+        );
+        assert!(matches!(
+            store.forget(&key).await,
+            Err(StoreError::UnknownUser { .. })
+        ));
+        raw.close().await;
+        store.close().await;
+
+        if db.backend == Backend::Sqlite {
+            // Not only unreachable by SQL: gone from the files.
+            for entry in std::fs::read_dir(db.dir.path()).unwrap() {
+                let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+                for needle in [&key.as_bytes()[..], NAME.as_bytes(), b"frieda-model"] {
+                    assert!(
+                        !bytes.windows(needle.len()).any(|w| w == needle),
+                        "{:?} found in the SQLite files",
+                        String::from_utf8_lossy(needle)
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_events_are_append_only() {
+    for db in backends().await {
+        let store = db.open().await;
+        let key = store.ensure_user("gina").await.unwrap();
+        store
+            .append_audit(
+                Some(&key),
+                "login.blocked",
+                &serde_json::json!({"risk": 0.97}),
+            )
+            .await
+            .unwrap();
+        assert!(store
+            .append_audit(Some(&key), "Not A Kind!", &serde_json::json!({}))
+            .await
+            .is_err());
+        let raw = db.raw().await;
+        let err = sqlx::query("UPDATE audit_events SET kind = 'login.allowed'")
+            .execute(&raw)
+            .await
+            .expect_err("the database refuses to rewrite the audit trail");
+        assert!(err.to_string().contains("append-only"), "{err}");
+        let events = store.audit_events(&key, 10).await.unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].kind, "login.blocked");
+        assert_eq!(events[0].detail["risk"], 0.97);
+        raw.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn totp_secret_is_not_stored_in_clear() {
+    let secret = b"0123456789abcdefghij".to_vec();
+    for db in backends().await {
+        let store = db.open().await;
+        let key = store.set_totp_secret("hank", &secret).await.unwrap();
+        assert_eq!(store.totp_secret(&key).await.unwrap(), Some(secret.clone()));
+        let raw = db.raw().await;
+        assert_eq!(
+            occurrences(&db, &raw, &secret).await,
+            vec![],
+            "{:?}: the TOTP secret is readable in the store",
+            db.backend
+        );
+        assert_eq!(occurrences(&db, &raw, &secret[..8]).await, vec![]);
+        // Moving a sealed secret to another user does not open it.
+        let other = store.ensure_user("ivan").await.unwrap();
+        sqlx::query(
+            "INSERT INTO totp_secrets (user_key, nonce, sealed, created_at) \
+             SELECT $1, nonce, sealed, created_at FROM totp_secrets WHERE user_key = $2",
+        )
+        .bind(other.as_bytes().to_vec())
+        .bind(key.as_bytes().to_vec())
+        .execute(&raw)
+        .await
+        .unwrap();
+        assert!(matches!(
+            store.totp_secret(&other).await,
+            Err(StoreError::Unseal { .. })
+        ));
+        assert!(store.set_totp_secret("hank", b"short").await.is_err());
+        raw.close().await;
+        store.close().await;
+
+        let wrong = Secret::from_bytes(b"another-secret-0123456789abcdef012345").unwrap();
+        match Store::open(&db.config, db.dir.path(), &wrong).await {
+            Err(e @ StoreError::WrongKey { .. }) => {
+                assert!(e.to_string().contains("secrets.key"), "{e}")
+            }
+            Err(e) => panic!("expected WrongKey, got {e}"),
+            Ok(_) => panic!("a store opened with another secrets.key"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_cold_loads_load_once() {
+    // A slow loader makes the calls overlap for sure.
+    let cache: ModelCache = ModelCache::new(&config(), CacheMetrics::new());
+    let key = UserKey::from_hex(&"ab".repeat(32)).unwrap();
+    let loads = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let cache = cache.clone();
+        let loads = loads.clone();
+        tasks.push(tokio::spawn(async move {
+            cache
+                .get_or_load(&key, async move {
+                    loads.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    Ok(Some(StoredModel {
+                        feature_version: 1,
+                        model_version: 1,
+                        blob: vec![1; 10],
+                        updated_at: SystemTime::now(),
+                    }))
+                })
+                .await
+                .unwrap()
+                .unwrap()
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap().blob, vec![1; 10]);
+    }
+    assert_eq!(
+        loads.load(Ordering::SeqCst),
+        1,
+        "one load for 32 concurrent logins"
+    );
+
+    // And through the real store, on each backend.
+    for db in backends().await {
+        let store = db.open().await;
+        let metrics = CacheMetrics::new();
+        let cache: ModelCache = ModelCache::new(&db.config, metrics.clone());
+        let key = store.ensure_user("judy").await.unwrap();
+        store.save_model(&key, 3, 1, vec![7; 4096]).await.unwrap();
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let (cache, store) = (cache.clone(), store.clone());
+            tasks.push(tokio::spawn(async move { cache.get(&store, &key).await }));
+        }
+        for task in tasks {
+            let model = task.await.unwrap().unwrap().unwrap();
+            assert_eq!(model.model_version, 1);
+        }
+        assert_eq!(
+            metrics.loads.with_label_values(&["ok"]).get(),
+            1,
+            "{:?}",
+            db.backend
+        );
+        let hits = metrics.requests.with_label_values(&["hit"]).get();
+        cache.get(&store, &key).await.unwrap();
+        assert_eq!(metrics.requests.with_label_values(&["hit"]).get(), hits + 1);
+
+        // A refit replaces the entry; no reload.
+        let newer = store.save_model(&key, 3, 2, vec![8; 4096]).await.unwrap();
+        cache.replace(&key, newer).await;
+        let model = cache.get(&store, &key).await.unwrap().unwrap();
+        assert_eq!(model.model_version, 2);
+        assert_eq!(metrics.loads.with_label_values(&["ok"]).get(), 1);
+
+        // A user without a model is remembered as such, until invalidated.
+        let nobody = store.ensure_user("kim").await.unwrap();
+        assert!(cache.get(&store, &nobody).await.unwrap().is_none());
+        assert!(cache.get(&store, &nobody).await.unwrap().is_none());
+        assert_eq!(metrics.loads.with_label_values(&["ok"]).get(), 2);
+        cache.invalidate(&nobody).await;
+        cache.get(&store, &nobody).await.unwrap();
+        assert_eq!(metrics.loads.with_label_values(&["ok"]).get(), 3);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_stays_within_its_size_bound() {
+    let metrics = CacheMetrics::new();
+    let cache: ModelCache = ModelCache::new(
+        &StoreConfig {
+            cache_mb: 1,
+            ..config()
+        },
+        metrics.clone(),
+    );
+    for i in 0..100u8 {
+        let key = UserKey::from_hex(&format!("{i:02x}").repeat(32)).unwrap();
+        cache
+            .get_or_load(&key, async {
+                Ok(Some(StoredModel {
+                    feature_version: 1,
+                    model_version: 1,
+                    blob: vec![i; 64 * 1024],
+                    updated_at: SystemTime::now(),
+                }))
+            })
+            .await
+            .unwrap();
+    }
+    cache.run_pending_tasks().await;
+    assert!(
+        cache.weighted_bytes() <= 1024 * 1024,
+        "{} bytes cached",
+        cache.weighted_bytes()
+    );
+    assert!(metrics.evictions.with_label_values(&["size"]).get() > 0);
+    assert_eq!(metrics.bytes.get() as u64, cache.weighted_bytes());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_keeps_profiles() {
+    for db in backends().await {
+        let store = db.open().await;
+        let mut keys = Vec::new();
+        for i in 0..20 {
+            let name = format!("user{i}");
+            let key = store
+                .record_login(&name, login(Outcome::Verified, 0.1))
+                .await
+                .unwrap()
+                .user;
+            store
+                .save_model(&key, 3, i, format!("model of {name}").into_bytes())
+                .await
+                .unwrap();
+            keys.push(key);
+        }
+        store.close().await;
+
+        let reopened = db.open().await;
+        assert_eq!(reopened.count_users().await.unwrap(), 20);
+        for (i, key) in keys.iter().enumerate() {
+            let model = reopened.load_model(key).await.unwrap().unwrap();
+            assert_eq!(model.blob, format!("model of user{i}").into_bytes());
+            assert_eq!(model.model_version, i as u32);
+            assert_eq!(
+                reopened.user(key).await.unwrap().unwrap().verified_logins,
+                1
+            );
+        }
+        // Paging walks every user exactly once.
+        let first = reopened.list_users(None, 15).await.unwrap();
+        let rest = reopened
+            .list_users(Some(&first.last().unwrap().key), 15)
+            .await
+            .unwrap();
+        assert_eq!((first.len(), rest.len()), (15, 5));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_prunes_old_features_and_keeps_models() {
+    for db in backends_with(StoreConfig {
+        retention: RetentionPeriod::days(30),
+        ..config()
+    })
+    .await
+    {
+        let store = db.open().await;
+        let mut old = login(Outcome::Verified, 0.1);
+        old.at = SystemTime::now() - Duration::from_secs(40 * 86_400);
+        let key = store.record_login("lena", old).await.unwrap().user;
+        store
+            .record_login("lena", login(Outcome::Verified, 0.2))
+            .await
+            .unwrap();
+        store.save_model(&key, 3, 1, vec![1; 10]).await.unwrap();
+        assert_eq!(store.prune(SystemTime::now()).await.unwrap(), 1);
+        let left = store.recent_logins(&key, 10).await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].risk, 0.2);
+        assert!(
+            store.load_model(&key).await.unwrap().is_some(),
+            "models survive"
+        );
+        assert_eq!(
+            store.user(&key).await.unwrap().unwrap().verified_logins,
+            2,
+            "enrollment counts survive"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_values_are_refused() {
+    for db in backends().await {
+        let store = db.open().await;
+        let mut huge = login(Outcome::Verified, 0.1);
+        huge.features.bytes = vec![0; gaitkeeper::store::MAX_FEATURE_BYTES + 1];
+        assert!(matches!(
+            store.record_login("mia", huge).await,
+            Err(StoreError::TooLarge { .. })
+        ));
+        assert!(store.user_key("").is_err());
+        assert!(store.user_key(&"x".repeat(10_000)).is_err());
+        let mut nan = login(Outcome::Verified, f64::NAN);
+        nan.risk = f64::NAN;
+        assert!(store.record_login("mia", nan).await.is_err());
+    }
+}
+
+/// The writer that `crash_during_writes_leaves_a_consistent_store` runs in a child process and
+/// kills: it records logins, refits models and appends audit events as fast as it can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a helper process, started (and killed) by crash_during_writes_leaves_a_consistent_store"]
+async fn crash_writer_child() {
+    use std::io::Write;
+    let Ok(url) = std::env::var("GK_CRASH_STORE_URL") else {
+        return;
+    };
+    let store = Store::open(
+        &StoreConfig {
+            url: Some(url),
+            ..config()
+        },
+        Path::new("."),
+        &secret(),
+    )
+    .await
+    .unwrap();
+    for n in 0u32.. {
+        let name = format!("crash{}", n % 10);
+        let key = store
+            .record_login(&name, login(Outcome::Verified, 0.1))
+            .await
+            .unwrap()
+            .user;
+        store
+            .save_model(&key, 3, n, n.to_le_bytes().repeat(2048))
+            .await
+            .unwrap();
+        store
+            .append_audit(Some(&key), "model.refit", &serde_json::json!({ "n": n }))
+            .await
+            .unwrap();
+        if n % 20 == 19 {
+            println!("progress {n}");
+            std::io::stdout().flush().unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_during_writes_leaves_a_consistent_store() {
+    use std::io::BufRead;
+    for db in backends().await {
+        // Create the schema first, so the kill lands in the writes, not in the migration.
+        db.open().await.close().await;
+        let url = db.config.url_or_default(db.dir.path());
+        for round in 0..3 {
+            let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "crash_writer_child",
+                    "--exact",
+                    "--include-ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env("GK_CRASH_STORE_URL", &url)
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+            // A writer that hangs is killed too, so this test fails instead of hanging.
+            let child = Arc::new(std::sync::Mutex::new(child));
+            let watchdog = Arc::downgrade(&child);
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_secs(120));
+                if let Some(child) = watchdog.upgrade() {
+                    let _ = child.lock().unwrap().kill();
+                }
+            });
+            let mut progress = 0;
+            for line in stdout.lines() {
+                if line.unwrap().starts_with("progress ") {
+                    progress += 1;
+                    if progress == 2 + round {
+                        break;
+                    }
+                }
+            }
+            {
+                let mut child = child.lock().unwrap();
+                child.kill().unwrap(); // SIGKILL: no destructor, no rollback, no checkpoint
+                child.wait().unwrap();
+            }
+            assert_eq!(
+                progress,
+                2 + round,
+                "the writer died, or hung, before it was killed"
+            );
+
+            let store = db.open().await;
+            let raw = db.raw().await;
+            if db.backend == Backend::Sqlite {
+                let check: String = sqlx::query_scalar("PRAGMA integrity_check")
+                    .fetch_one(&raw)
+                    .await
+                    .unwrap();
+                assert_eq!(check, "ok");
+            }
+            // A login and its enrollment count are written in one transaction: they agree.
+            let users = store.list_users(None, 100).await.unwrap();
+            assert_eq!(users.len(), 10, "{:?}", db.backend);
+            for user in &users {
+                let logins = store.recent_logins(&user.key, 1000).await.unwrap();
+                assert_eq!(
+                    user.verified_logins,
+                    logins.len() as u64,
+                    "{:?}",
+                    db.backend
+                );
+                // Every model is whole: 2048 copies of its version number.
+                if let Some(model) = store.load_model(&user.key).await.unwrap() {
+                    assert_eq!(model.blob, model.model_version.to_le_bytes().repeat(2048));
+                }
+            }
+            // And the store takes writes again.
+            store
+                .record_login("after-crash", login(Outcome::Verified, 0.1))
+                .await
+                .unwrap();
+            store
+                .forget(&store.user_key("after-crash").unwrap())
+                .await
+                .unwrap();
+            raw.close().await;
+            store.close().await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_do_not_trip_over_each_other() {
+    for db in backends().await {
+        let store = db.open().await;
+        let mut tasks = Vec::new();
+        for t in 0..8 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..25 {
+                    let name = format!("writer{}", (t + i) % 4);
+                    let pending = store
+                        .record_login(&name, login(Outcome::Pending, 0.3))
+                        .await?;
+                    store
+                        .set_outcome(pending.session, Outcome::Verified)
+                        .await?;
+                    if i % 10 == 0 {
+                        store
+                            .save_model(&pending.user, 3, i, vec![t as u8; 512])
+                            .await?;
+                    }
+                    if i == 20 {
+                        let transient = format!("transient{t}");
+                        store
+                            .record_login(&transient, login(Outcome::Verified, 0.1))
+                            .await?;
+                        store.forget(&store.user_key(&transient)?).await?;
+                    }
+                }
+                Ok::<_, StoreError>(())
+            }));
+        }
+        for task in tasks {
+            task.await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{:?}: {e}", db.backend));
+        }
+        for user in store.list_users(None, 100).await.unwrap() {
+            let logins = store.recent_logins(&user.key, 1000).await.unwrap();
+            assert_eq!(user.verified_logins, logins.len() as u64);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_users_history_is_bounded() {
+    use gaitkeeper::store::MAX_SESSIONS_PER_USER;
+    for db in backends().await {
+        let store = db.open().await;
+        let total = MAX_SESSIONS_PER_USER + 5;
+        let mut first = None;
+        for i in 0..total {
+            let recorded = store
+                .record_login("olga", login(Outcome::Verified, i as f64 / 10_000.0))
+                .await
+                .unwrap();
+            first.get_or_insert(recorded);
+        }
+        let key = first.unwrap().user;
+        let kept = store.recent_logins(&key, 5000).await.unwrap();
+        assert_eq!(kept.len() as i64, MAX_SESSIONS_PER_USER, "{:?}", db.backend);
+        assert_eq!(
+            kept[0].risk,
+            (total - 1) as f64 / 10_000.0,
+            "the newest stays"
+        );
+        assert_eq!(
+            store.user(&key).await.unwrap().unwrap().verified_logins,
+            total as u64,
+            "the enrollment count is not trimmed"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_store_runs_in_wal_mode() {
+    let db = backends().await.remove(0);
+    let store = db.open().await;
+    assert_eq!(store.backend(), Backend::Sqlite);
+    let raw = db.raw().await;
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&raw)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    raw.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_from_a_newer_version_is_refused_with_a_reason() {
+    for db in backends().await {
+        db.open().await.close().await;
+        let raw = db.raw().await;
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (999, 'from the future', TRUE, $1, 0)",
+        )
+        .bind(vec![0u8; 48])
+        .execute(&raw)
+        .await
+        .unwrap();
+        raw.close().await;
+        match Store::open(&db.config, db.dir.path(), &secret()).await {
+            Err(e @ StoreError::NewerSchema { version: 999, .. }) => {
+                assert!(e.to_string().contains("upgrade gaitkeeper"), "{e}")
+            }
+            Err(e) => panic!("{:?}: expected NewerSchema, got {e}", db.backend),
+            Ok(_) => panic!("{:?}: opened a store from the future", db.backend),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_models_leave_the_cache() {
+    let metrics = CacheMetrics::new();
+    let cache: ModelCache = ModelCache::new(
+        &StoreConfig {
+            cache_idle: gaitkeeper::config::HumanDuration(Duration::from_millis(200)),
+            ..config()
+        },
+        metrics.clone(),
+    );
+    let key = UserKey::from_hex(&"cd".repeat(32)).unwrap();
+    cache.get_or_load(&key, async { Ok(None) }).await.unwrap();
+    cache.run_pending_tasks().await;
+    assert_eq!(cache.entries(), 1);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cache.run_pending_tasks().await;
+    assert_eq!(cache.entries(), 0);
+    assert_eq!(metrics.evictions.with_label_values(&["idle"]).get(), 1);
+}
+
+#[test]
+fn cache_metrics_are_in_the_process_registry() {
+    let metrics = gaitkeeper::admin::Metrics::new();
+    metrics
+        .model_cache
+        .requests
+        .with_label_values(&["hit"])
+        .inc();
+    let text = String::from_utf8(metrics.render()).unwrap();
+    for family in [
+        "gaitkeeper_model_cache_requests_total{result=\"hit\"} 1",
+        "gaitkeeper_model_cache_bytes",
+        "gaitkeeper_model_cache_entries",
+    ] {
+        assert!(text.contains(family), "{family} missing from\n{text}");
+    }
+}
