@@ -4,13 +4,17 @@
 //! The modules follow a request through the product:
 //! `config` (what the operator asked for) → `proxy` (pingora phases, delegating to stages) →
 //! `inject` (capture script into login pages, page tokens) → `login` (telemetry taken out of
-//! the login submit) → `admin` (health and metrics). `server` wires them into a process.
+//! the login submit) → `telemetry` (validate the payload) → `features` (one vector per login)
+//! → `model` (per-user detectors, global forest, fused risk with reasons) → `admin` (health and
+//! metrics). `server` wires them into a process; `eval` runs the scoring stages on public data.
 
 pub mod admin;
 pub mod config;
 pub mod demo;
+pub mod features;
 pub mod inject;
 pub mod logging;
 pub mod login;
 pub mod proxy;
 pub mod server;
+pub mod telemetry;
