@@ -15,6 +15,7 @@ pub mod features;
 pub mod inject;
 pub mod logging;
 pub mod login;
+pub mod model;
 pub mod proxy;
 pub mod server;
 pub mod telemetry;
