@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod config;
 pub mod demo;
+pub mod eval;
 pub mod features;
 pub mod inject;
 pub mod logging;
