@@ -25,7 +25,9 @@ use super::user::{Population, UserModel, UserScores, TERM_CAP};
 use crate::features::{FeatureVector, N};
 
 /// Length of a deviation vector.
-pub const DEVIATION_DIMS: usize = N + 9;
+pub const DEVIATION_DIMS: usize = N + 9 + 2 * POSITIONS;
+/// Password positions whose signed z enters the deviation vector one by one.
+pub const POSITIONS: usize = 12;
 
 /// Writes the user-normalised deviation vector of model-space input `x` into `out`.
 pub fn deviation(user: &UserModel, x: &[f64], scores: &UserScores, out: &mut [f64; DEVIATION_DIMS]) {
@@ -39,7 +41,12 @@ pub fn deviation(user: &UserModel, x: &[f64], scores: &UserScores, out: &mut [f6
         let z = ((x[d] - m) / f64::from(user.spread[d])).clamp(-TERM_CAP, TERM_CAP);
         match user.layout.dim(d) {
             Dim::Named(i) => out[i] = z,
-            _ => {
+            pos => {
+                match pos {
+                    Dim::PressPress(p) if p < POSITIONS => out[N + 9 + p] = z,
+                    Dim::Dwell(p) if p < POSITIONS => out[N + 9 + POSITIONS + p] = z,
+                    _ => {}
+                }
                 pw_sum += z.abs();
                 pw_max = pw_max.max(z.abs());
                 pw_sq += z * z;
