@@ -201,10 +201,10 @@ pub fn evaluate(subjects: &[Subject], p: Protocol, seed: u64) -> anyhow::Result<
 }
 
 /// Mean over subjects of each detector's per-subject EER (order of [`DETECTORS`]).
-pub fn mean_eer(rows: &[Scored]) -> [f64; 5] {
+pub fn mean_eer(rows: &[Scored]) -> [f64; 6] {
     let mut subjects: Vec<&str> = rows.iter().map(|r| r.subject.as_str()).collect();
     subjects.dedup();
-    let mut sum = [0.0; 5];
+    let mut sum = [0.0; 6];
     for s in &subjects {
         for (d, total) in sum.iter_mut().enumerate() {
             let (g, i) = split(rows.iter().filter(|r| r.subject == *s), d);
@@ -226,13 +226,22 @@ pub fn split<'a>(rows: impl Iterator<Item = &'a Scored>, d: usize) -> (Vec<f64>,
     (g, i)
 }
 
+/// A detector that produced no score at all (e.g. the contrast forest without negatives).
+pub fn unused(rows: &[Scored], d: usize) -> bool {
+    rows.iter().all(|r| r.scores[d].is_nan())
+}
+
 /// The summary table.
 pub fn summary(name: &str, subjects: usize, rows: &[Scored]) -> String {
     let eers = mean_eer(rows);
     let mut s = format!("{name}: {subjects} subjects, mean per-subject EER\n");
     s.push_str(&format!("{:<12} {:>8}\n", "detector", "EER"));
-    for (d, e) in DETECTORS.iter().zip(eers) {
-        s.push_str(&format!("{d:<12} {e:>8.4}\n"));
+    for (i, (d, e)) in DETECTORS.iter().zip(eers).enumerate() {
+        if unused(rows, i) {
+            s.push_str(&format!("{d:<12} {:>8}\n", "-"));
+        } else {
+            s.push_str(&format!("{d:<12} {e:>8.4}\n"));
+        }
     }
     s
 }

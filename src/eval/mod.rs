@@ -35,7 +35,14 @@ impl Label {
 }
 
 /// The detectors every evaluation reports, in table order.
-pub const DETECTORS: &[&str] = &["manhattan", "shrunk_z", "nearest", "forest", "fused"];
+pub const DETECTORS: &[&str] = &[
+    "manhattan",
+    "shrunk_z",
+    "nearest",
+    "contrast",
+    "forest",
+    "fused",
+];
 
 /// One scored sample: the claimed subject, the sample's id, its label and one score per
 /// detector (same order as [`DETECTORS`]; higher = riskier).
@@ -44,7 +51,7 @@ pub struct Scored {
     pub subject: String,
     pub sample: String,
     pub label: Label,
-    pub scores: [f64; 5],
+    pub scores: [f64; 6],
 }
 
 impl Scored {
@@ -62,6 +69,7 @@ impl Scored {
                 a.scores.manhattan,
                 a.scores.shrunk_z,
                 a.scores.nearest,
+                a.scores.contrast,
                 a.scores.forest,
                 a.risk,
             ],

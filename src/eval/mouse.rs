@@ -251,8 +251,17 @@ pub fn evaluate(data: &Dataset, ks: &[usize], seed: u64) -> anyhow::Result<Vec<V
                 }
             })
             .collect();
-        let global = GlobalModel::train(&training, seed.wrapping_add(u as u64));
-        let model = UserModel::fit(&user.training, &global.population);
+        let global = GlobalModel::train_with(&training, seed.wrapping_add(u as u64), true);
+        // The contrast forest's negatives: the other users' training actions (never test data).
+        let negatives: Vec<&FeatureVector> = data
+            .users
+            .iter()
+            .enumerate()
+            .filter(|(o, _)| *o != u)
+            .flat_map(|(_, (_, other))| other.training.iter())
+            .collect();
+        let model =
+            UserModel::fit_contrasted(&user.training, &global.population, &negatives, seed);
         for (session, segments) in &user.tests {
             let Some(&illegal) = data.labels.get(session) else {
                 continue;
@@ -260,7 +269,7 @@ pub fn evaluate(data: &Dataset, ks: &[usize], seed: u64) -> anyhow::Result<Vec<V
             let assessed: Vec<_> = segments.iter().map(|fv| assess(&model, &global, fv)).collect();
             for (ki, &k) in ks.iter().enumerate() {
                 let first = &assessed[..assessed.len().min(k)];
-                let mut scores = [f64::NAN; 5];
+                let mut scores = [f64::NAN; 6];
                 if !first.is_empty() {
                     let n = first.len() as f64;
                     let mean = |f: &dyn Fn(&crate::model::Assessment) -> f64| {
@@ -270,6 +279,7 @@ pub fn evaluate(data: &Dataset, ks: &[usize], seed: u64) -> anyhow::Result<Vec<V
                         mean(&|a| a.scores.manhattan),
                         mean(&|a| a.scores.shrunk_z),
                         mean(&|a| a.scores.nearest),
+                        mean(&|a| a.scores.contrast),
                         mean(&|a| a.scores.forest),
                         mean(&|a| a.risk),
                     ];
@@ -304,6 +314,10 @@ pub fn summary(data: &Dataset, ks: &[usize], per_k: &[Vec<Scored>]) -> String {
     for (d, det) in DETECTORS.iter().enumerate() {
         s.push_str(&format!("{det:<12}"));
         for rows in per_k {
+            if super::keystrokes::unused(rows, d) {
+                s.push_str(&format!(" {:>8} {:>8}", "-", "-"));
+                continue;
+            }
             let (g, i) = super::keystrokes::split(rows.iter(), d);
             s.push_str(&format!(" {:>8.4} {:>8.4}", metrics::auc(&g, &i), metrics::eer(&g, &i)));
         }

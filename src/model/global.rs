@@ -74,39 +74,56 @@ pub fn deviation(user: &UserModel, x: &[f64], scores: &UserScores, out: &mut [f6
 
 type Tree = RandomForestClassifier<f64, u32, DenseMatrix<f64>, Vec<u32>>;
 
-/// A random forest whose output is the fraction of trees voting "impostor".
+/// A random forest whose output is the fraction of trees voting "impostor" (label 1).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Forest {
+    dims: usize,
     trees: Vec<Tree>,
 }
 
-/// Forest size: enough for smooth vote fractions, few enough for microsecond scoring.
+/// Size of the global forest: enough for smooth vote fractions, few enough for microsecond
+/// scoring.
 pub const TREES: u16 = 40;
 
 impl Forest {
-    /// Fits on rows of deviation vectors with labels (1 = impostor).
-    pub fn fit(rows: &[[f64; DEVIATION_DIMS]], labels: &[u32], seed: u64) -> Option<Forest> {
-        if rows.is_empty() || !labels.contains(&0) || !labels.contains(&1) {
+    /// Fits on `rows` (each `dims` long; NaN is read as -1, "not measured") with labels
+    /// (1 = impostor).
+    pub fn fit(
+        rows: &[&[f64]],
+        labels: &[u32],
+        trees: u16,
+        max_depth: u16,
+        seed: u64,
+    ) -> Option<Forest> {
+        let dims = rows.first()?.len();
+        if !labels.contains(&0) || !labels.contains(&1) || rows.iter().any(|r| r.len() != dims) {
             return None;
         }
-        let flat: Vec<f64> = rows.iter().flat_map(|r| r.iter().copied()).collect();
-        let x = DenseMatrix::new(rows.len(), DEVIATION_DIMS, flat, false).ok()?;
+        let flat: Vec<f64> = rows
+            .iter()
+            .flat_map(|r| r.iter().map(|&v| if v.is_nan() { -1.0 } else { v }))
+            .collect();
+        let x = DenseMatrix::new(rows.len(), dims, flat, false).ok()?;
         let y = labels.to_vec();
-        let mut trees = Vec::with_capacity(usize::from(TREES));
-        for t in 0..TREES {
+        let mut out = Vec::with_capacity(usize::from(trees));
+        for t in 0..trees {
             let params = RandomForestClassifierParameters::default()
                 .with_n_trees(1)
-                .with_max_depth(12)
+                .with_max_depth(max_depth)
                 .with_min_samples_leaf(3)
                 .with_seed(seed.wrapping_mul(1000).wrapping_add(u64::from(t)));
-            trees.push(RandomForestClassifier::fit(&x, &y, params).ok()?);
+            out.push(RandomForestClassifier::fit(&x, &y, params).ok()?);
         }
-        Some(Forest { trees })
+        Some(Forest { dims, trees: out })
     }
 
-    /// Fraction of trees voting impostor.
-    pub fn vote(&self, row: &[f64; DEVIATION_DIMS]) -> f64 {
-        let Ok(x) = DenseMatrix::new(1, DEVIATION_DIMS, row.to_vec(), false) else {
+    /// Fraction of trees voting impostor; 0.5 when `row` does not fit the forest.
+    pub fn vote(&self, row: &[f64]) -> f64 {
+        if row.len() != self.dims {
+            return 0.5;
+        }
+        let clean: Vec<f64> = row.iter().map(|&v| if v.is_nan() { -1.0 } else { v }).collect();
+        let Ok(x) = DenseMatrix::new(1, self.dims, clean, false) else {
             return 0.5;
         };
         let votes = self
@@ -119,7 +136,7 @@ impl Forest {
 }
 
 /// Inputs of the fusion.
-pub const FUSION_INPUTS: usize = 4;
+pub const FUSION_INPUTS: usize = 5;
 
 /// Logistic regression on standardised detector scores, with balanced class weights.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -134,15 +151,15 @@ impl Fusion {
     /// Equal weights on standardised inputs of a neutral scale (before any training).
     pub fn neutral() -> Self {
         Fusion {
-            center: [1.0, 1.0, 1.0, 0.5],
-            scale: [1.0, 1.0, 1.0, 0.25],
-            weights: [1.0, 1.0, 1.0, 0.0],
+            center: [1.0, 1.0, 1.0, 0.5, 0.5],
+            scale: [1.0, 1.0, 1.0, 0.25, 0.25],
+            weights: [1.0, 1.0, 1.0, 0.0, 0.0],
             bias: 0.0,
         }
     }
 
-    /// The fusion's inputs: log detector scores (their spread is multiplicative) and the
-    /// forest's vote.
+    /// The fusion's inputs: log detector scores (their spread is multiplicative), the global
+    /// forest's vote and the contrast forest's vote (NaN when absent: it then adds nothing).
     pub fn inputs(scores: &UserScores, forest: f64) -> [f64; FUSION_INPUTS] {
         let l = |v: f64| if v.is_finite() { v.max(0.0).ln_1p() } else { 0.0 };
         [
@@ -150,25 +167,28 @@ impl Fusion {
             l(scores.shrunk_z),
             l(scores.nearest),
             if forest.is_finite() { forest } else { 0.5 },
+            scores.contrast,
         ]
     }
 
     pub fn risk(&self, x: &[f64; FUSION_INPUTS]) -> f64 {
         let mut z = self.bias;
         for i in 0..FUSION_INPUTS {
-            z += self.weights[i] * (x[i] - self.center[i]) / self.scale[i];
+            if x[i].is_finite() {
+                z += self.weights[i] * (x[i] - self.center[i]) / self.scale[i];
+            }
         }
         1.0 / (1.0 + (-z).exp())
     }
 
     /// Fits by gradient descent with a small L2 penalty; classes weighted to equal mass.
-    pub fn fit(rows: &[[f64; FUSION_INPUTS]], labels: &[u32], use_forest: bool) -> Fusion {
+    pub fn fit(rows: &[[f64; FUSION_INPUTS]], labels: &[u32]) -> Fusion {
         let mut f = Fusion::neutral();
         if rows.is_empty() {
             return f;
         }
         for i in 0..FUSION_INPUTS {
-            let col: Vec<f64> = rows.iter().map(|r| r[i]).collect();
+            let col: Vec<f64> = rows.iter().map(|r| r[i]).filter(|v| v.is_finite()).collect();
             let (m, sd) = crate::features::mean_sd(&col);
             f.center[i] = m;
             f.scale[i] = if sd > 1e-9 { sd } else { 1.0 };
@@ -177,7 +197,6 @@ impl Fusion {
         let neg = labels.iter().filter(|&&l| l == 0).count().max(1) as f64;
         let (wp, wn) = (0.5 / pos, 0.5 / neg);
         f.weights = [0.0; FUSION_INPUTS];
-        let active = if use_forest { FUSION_INPUTS } else { FUSION_INPUTS - 1 };
         for _ in 0..500 {
             let mut g = [0.0; FUSION_INPUTS];
             let mut gb = 0.0;
@@ -185,15 +204,17 @@ impl Fusion {
                 let p = f.risk(r);
                 let w = if l == 1 { wp } else { wn };
                 let e = w * (p - f64::from(l));
-                for i in 0..active {
-                    g[i] += e * (r[i] - f.center[i]) / f.scale[i];
+                for i in 0..FUSION_INPUTS {
+                    if r[i].is_finite() {
+                        g[i] += e * (r[i] - f.center[i]) / f.scale[i];
+                    }
                 }
                 gb += e;
             }
-            for i in 0..active {
-                f.weights[i] -= 1.0 * (g[i] + 1e-3 * f.weights[i]);
+            for i in 0..FUSION_INPUTS {
+                f.weights[i] -= g[i] + 1e-3 * f.weights[i];
             }
-            f.bias -= 1.0 * gb;
+            f.bias -= gb;
         }
         f
     }
@@ -232,17 +253,32 @@ impl GlobalModel {
     /// evaluated on). Users are split in two halves: the forest learns on one, the fusion on the
     /// other, so the fusion sees the forest's honest out-of-sample votes.
     pub fn train(users: &[TrainingUser<'_>], seed: u64) -> GlobalModel {
+        GlobalModel::train_with(users, seed, false)
+    }
+
+    /// As [`GlobalModel::train`]; with `contrast`, the fusion also learns to weigh per-user
+    /// contrast forests (fitted for the fusion half's users against the forest half's logins,
+    /// so the impostors the fusion sees were never the forests' negatives).
+    pub fn train_with(users: &[TrainingUser<'_>], seed: u64, contrast: bool) -> GlobalModel {
         let enrol: Vec<&[FeatureVector]> = users.iter().map(|u| u.enrol).collect();
         let population = Population::fit(&enrol);
-        let models: Vec<UserModel> = users
-            .iter()
-            .map(|u| UserModel::fit(u.enrol, &population))
-            .collect();
         let (a, b): (Vec<usize>, Vec<usize>) = if users.len() >= 4 {
             (0..users.len()).partition(|i| i % 2 == 0)
         } else {
             ((0..users.len()).collect(), (0..users.len()).collect())
         };
+        let negatives: Vec<&FeatureVector> = a.iter().flat_map(|&u| users[u].enrol).collect();
+        let models: Vec<UserModel> = users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| {
+                if contrast && b.contains(&i) && !a.contains(&i) {
+                    UserModel::fit_contrasted(u.enrol, &population, &negatives, seed ^ i as u64)
+                } else {
+                    UserModel::fit(u.enrol, &population)
+                }
+            })
+            .collect();
         let rows_for = |set: &[usize]| {
             let mut rows = Vec::new();
             let mut labels = Vec::new();
@@ -282,8 +318,8 @@ impl GlobalModel {
             (rows, labels)
         };
         let (rows_a, labels_a) = rows_for(&a);
-        let devs: Vec<[f64; DEVIATION_DIMS]> = rows_a.iter().map(|r| r.0).collect();
-        let forest = Forest::fit(&devs, &labels_a, seed);
+        let devs: Vec<&[f64]> = rows_a.iter().map(|r| &r.0[..]).collect();
+        let forest = Forest::fit(&devs, &labels_a, TREES, 12, seed);
         let (rows_b, labels_b) = rows_for(&b);
         let fusion_rows: Vec<[f64; FUSION_INPUTS]> = rows_b
             .iter()
@@ -292,7 +328,7 @@ impl GlobalModel {
                 Fusion::inputs(s, vote)
             })
             .collect();
-        let fusion = Fusion::fit(&fusion_rows, &labels_b, forest.is_some());
+        let fusion = Fusion::fit(&fusion_rows, &labels_b);
         GlobalModel {
             version: super::MODEL_VERSION,
             population,

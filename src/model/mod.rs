@@ -39,6 +39,8 @@ pub struct DetectorScores {
     pub manhattan: f64,
     pub shrunk_z: f64,
     pub nearest: f64,
+    /// The user's contrast forest's vote; NaN without one.
+    pub contrast: f64,
     /// Fraction of the global forest's trees voting impostor; NaN without a forest.
     pub forest: f64,
 }
@@ -89,6 +91,7 @@ pub fn assess(user: &UserModel, global: &GlobalModel, fv: &FeatureVector) -> Ass
             manhattan: s.manhattan,
             shrunk_z: s.shrunk_z,
             nearest: s.nearest,
+            contrast: s.contrast,
             forest,
         },
         reasons,

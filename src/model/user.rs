@@ -8,11 +8,16 @@
 //! - **nearest neighbours**: the mean of the two smallest shrunk-scaled Manhattan distances to
 //!   the user's stored logins (a few recent ones, as `f32`).
 //!
+//! - **contrast forest** (optional): a small Random Forest separating the user's logins from a
+//!   sample of other people's logins, all expressed in this user's model space. It needs the
+//!   population's logins at fit time, so it is fitted only where they are available.
+//!
 //! Every per-dimension term is capped at [`TERM_CAP`] so one wild value cannot dominate, and
 //! dimensions missing on either side are skipped. Scoring allocates nothing.
 
 use serde::{Deserialize, Serialize};
 
+use super::global::Forest;
 use super::input::{self, Dim, Layout};
 use crate::features::{FeatureVector, N};
 
@@ -94,8 +99,9 @@ fn sample_sd(col: &[f64]) -> f64 {
     (col.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0).max(1.0)).sqrt()
 }
 
-/// One user's detectors. Small: a few hundred numbers (see `docs/detection.md`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One user's detectors. Small: a few hundred numbers, plus the contrast forest when fitted
+/// (see `docs/detection.md`).
+#[derive(Debug, Serialize, Deserialize)]
 pub struct UserModel {
     pub layout: Layout,
     pub logins: u32,
@@ -106,7 +112,16 @@ pub struct UserModel {
     pub spread: Vec<f32>,
     /// Recent logins in model space, for nearest neighbours.
     pub kept: Vec<Vec<f32>>,
+    /// User-versus-population forest, when fitted with negatives.
+    pub contrast: Option<Forest>,
 }
+
+/// Contrast forest size: small, it is stored per user.
+pub const CONTRAST_TREES: u16 = 24;
+pub const CONTRAST_DEPTH: u16 = 7;
+/// Caps on the contrast forest's training rows.
+pub const CONTRAST_OWN: usize = 300;
+pub const CONTRAST_NEGATIVES: usize = 600;
 
 /// The three per-user detector scores of one login (higher = less like the user).
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
@@ -114,6 +129,8 @@ pub struct UserScores {
     pub manhattan: f64,
     pub shrunk_z: f64,
     pub nearest: f64,
+    /// Fraction of the contrast forest's trees voting "someone else"; NaN without one.
+    pub contrast: f64,
 }
 
 impl UserModel {
@@ -156,7 +173,34 @@ impl UserModel {
             mad,
             spread,
             kept,
+            contrast: None,
         }
+    }
+
+    /// Fits the user's model and a contrast forest against `negatives` (other people's logins).
+    pub fn fit_contrasted(
+        logins: &[FeatureVector],
+        population: &Population,
+        negatives: &[&FeatureVector],
+        seed: u64,
+    ) -> UserModel {
+        let mut model = UserModel::fit(logins, population);
+        let own = logins.iter().rev().take(CONTRAST_OWN);
+        let stride = negatives.len().div_ceil(CONTRAST_NEGATIVES).max(1);
+        let neg = negatives.iter().step_by(stride).copied();
+        let mut rows: Vec<Vec<f64>> = Vec::new();
+        let mut labels = Vec::new();
+        for fv in own {
+            rows.push(input::of(fv, &model.layout));
+            labels.push(0);
+        }
+        for fv in neg {
+            rows.push(input::of(fv, &model.layout));
+            labels.push(1);
+        }
+        let refs: Vec<&[f64]> = rows.iter().map(|r| &r[..]).collect();
+        model.contrast = Forest::fit(&refs, &labels, CONTRAST_TREES, CONTRAST_DEPTH, seed);
+        model
     }
 
     /// Model-space input of a login for this user.
@@ -188,6 +232,7 @@ impl UserModel {
                 manhattan: f64::NAN,
                 shrunk_z: f64::NAN,
                 nearest: f64::NAN,
+                contrast: f64::NAN,
             };
         }
         let (mut best, mut second) = (f64::INFINITY, f64::INFINITY);
@@ -221,6 +266,7 @@ impl UserModel {
             manhattan: sm / n as f64,
             shrunk_z: sz / n as f64,
             nearest,
+            contrast: self.contrast.as_ref().map_or(f64::NAN, |f| f.vote(x)),
         }
     }
 
