@@ -38,7 +38,10 @@ fn payload(user: u64, seed: u64) -> String {
         for _ in 0..n {
             let dwell = 70.0 + 20.0 * r.next();
             keys.push(format!(r#"[{t:.1},"d","{class}",{field},{stroke},0]"#));
-            keys.push(format!(r#"[{:.1},"u","{class}",{field},{stroke},0]"#, t + dwell));
+            keys.push(format!(
+                r#"[{:.1},"u","{class}",{field},{stroke},0]"#,
+                t + dwell
+            ));
             t += tempo * (0.7 + 0.6 * r.next());
             stroke += 1;
         }

@@ -66,7 +66,10 @@ pub fn sample_vector(press_press: &[f64], dwell: Option<&[f64]>) -> FeatureVecto
 fn parse_row(line: &str, sep: char, what: &str) -> anyhow::Result<Vec<f64>> {
     line.split(sep)
         .map(|c| {
-            let v: f64 = c.trim().parse().with_context(|| format!("{what}: not a number: {c:?}"))?;
+            let v: f64 = c
+                .trim()
+                .parse()
+                .with_context(|| format!("{what}: not a number: {c:?}"))?;
             if v.is_finite() && v >= 0.0 {
                 Ok(v)
             } else {
@@ -89,7 +92,10 @@ pub fn load_keystroke100(dir: &Path) -> anyhow::Result<Vec<Subject>> {
         .collect();
     users.sort();
     if users.is_empty() {
-        bail!("{}: no userN directories (is this keystroke100?)", dir.display());
+        bail!(
+            "{}: no userN directories (is this keystroke100?)",
+            dir.display()
+        );
     }
     users
         .into_iter()
@@ -115,16 +121,28 @@ pub fn load_cmu(file: &Path) -> anyhow::Result<Vec<Subject>> {
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
-    let h: Vec<usize> = (0..header.len()).filter(|&i| header[i].starts_with("H.")).collect();
-    let dd: Vec<usize> = (0..header.len()).filter(|&i| header[i].starts_with("DD.")).collect();
+    let h: Vec<usize> = (0..header.len())
+        .filter(|&i| header[i].starts_with("H."))
+        .collect();
+    let dd: Vec<usize> = (0..header.len())
+        .filter(|&i| header[i].starts_with("DD."))
+        .collect();
     if header.first() != Some(&"subject") || h.len() < 2 || dd.len() + 1 != h.len() {
-        bail!("{}: not the CMU DSL-StrongPasswordData layout", file.display());
+        bail!(
+            "{}: not the CMU DSL-StrongPasswordData layout",
+            file.display()
+        );
     }
     let mut subjects: Vec<Subject> = Vec::new();
     for (n, line) in lines.enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let cols: Vec<&str> = line.split(',').collect();
         if cols.len() != header.len() {
-            bail!("{}:{}: expected {} columns", file.display(), n + 2, header.len());
+            bail!(
+                "{}:{}: expected {} columns",
+                file.display(),
+                n + 2,
+                header.len()
+            );
         }
         let what = format!("{}:{}", file.display(), n + 2);
         let get = |idx: &[usize]| -> anyhow::Result<Vec<f64>> {
@@ -152,7 +170,12 @@ pub fn evaluate(subjects: &[Subject], p: Protocol, seed: u64) -> anyhow::Result<
         bail!("at least 3 subjects are needed (found {})", subjects.len());
     }
     if let Some(s) = subjects.iter().find(|s| s.samples.len() <= p.train) {
-        bail!("{} has {} samples; the protocol enrols on {}", s.name, s.samples.len(), p.train);
+        bail!(
+            "{} has {} samples; the protocol enrols on {}",
+            s.name,
+            s.samples.len(),
+            p.train
+        );
     }
     let folds = p.folds.clamp(2, subjects.len());
     let bar = super::progress(subjects.len() as u64, "subjects");
@@ -168,7 +191,11 @@ pub fn evaluate(subjects: &[Subject], p: Protocol, seed: u64) -> anyhow::Result<
             })
             .collect();
         let global = GlobalModel::train(&training, seed.wrapping_add(fold as u64));
-        for (u, subject) in subjects.iter().enumerate().filter(|(i, _)| i % folds == fold) {
+        for (u, subject) in subjects
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % folds == fold)
+        {
             let user = UserModel::fit(&subject.samples[..p.train], &global.population);
             for (j, fv) in subject.samples.iter().enumerate().skip(p.train) {
                 let a = assess(&user, &global, fv);
@@ -254,7 +281,9 @@ mod tests {
     fn the_cmu_loader_reads_a_small_file_in_that_layout() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("DSL-StrongPasswordData.csv");
-        let mut text = String::from("subject,sessionIndex,rep,H.period,DD.period.t,UD.period.t,H.t,DD.t.i,UD.t.i,H.i\n");
+        let mut text = String::from(
+            "subject,sessionIndex,rep,H.period,DD.period.t,UD.period.t,H.t,DD.t.i,UD.t.i,H.i\n",
+        );
         for s in ["s002", "s003"] {
             for rep in 1..=3 {
                 text.push_str(&format!("{s},1,{rep},0.1,0.2,0.1,0.08,0.25,0.17,0.09\n"));

@@ -143,7 +143,11 @@ pub fn run_keystrokes(
             } else {
                 data.to_path_buf()
             };
-            ("cmu", keystrokes::load_cmu(&file)?, keystrokes::Protocol::CMU)
+            (
+                "cmu",
+                keystrokes::load_cmu(&file)?,
+                keystrokes::Protocol::CMU,
+            )
         }
     };
     let rows = keystrokes::evaluate(&subjects, protocol, seed)?;
@@ -169,7 +173,10 @@ pub fn run_keystrokes(
 }
 
 fn tempdir_for(path: &Path) -> anyhow::Result<std::path::PathBuf> {
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let dir = parent.join(format!(".gaitkeeper-eval-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)

@@ -61,8 +61,13 @@ impl Segment {
         if self.moves.len() < MIN_MOVES {
             return None;
         }
-        let t0 = self.moves[0].t.min(self.clicks.first().map_or(f64::INFINITY, |c| c.t));
-        let last_click = self.clicks.last().map_or(0.0, |c| c.t + c.hold.unwrap_or(0.0));
+        let t0 = self.moves[0]
+            .t
+            .min(self.clicks.first().map_or(f64::INFINITY, |c| c.t));
+        let last_click = self
+            .clicks
+            .last()
+            .map_or(0.0, |c| c.t + c.hold.unwrap_or(0.0));
         let t1 = self.moves[self.moves.len() - 1].t.max(last_click);
         Some(Telemetry {
             t0,
@@ -126,19 +131,21 @@ pub fn session_features(reader: impl Read, limit: usize) -> anyhow::Result<Vec<F
                 if seg.moves.len() >= MAX_MOVES {
                     flush(&mut seg, &mut out);
                 }
-                seg.moves.push(MouseMove { t, x: clamp(x), y: clamp(y) });
+                seg.moves.push(MouseMove {
+                    t,
+                    x: clamp(x),
+                    y: clamp(y),
+                });
             }
-            (button @ ("Left" | "Right"), "Pressed") => {
-                if seg.clicks.len() < MAX_CLICKS {
-                    seg.clicks.push(Click {
-                        t,
-                        button: if button == "Left" { 0 } else { 2 },
-                        target: ClickTarget::Other,
-                        x: clamp(x),
-                        y: clamp(y),
-                        hold: None,
-                    });
-                }
+            (button @ ("Left" | "Right"), "Pressed") if seg.clicks.len() < MAX_CLICKS => {
+                seg.clicks.push(Click {
+                    t,
+                    button: if button == "Left" { 0 } else { 2 },
+                    target: ClickTarget::Other,
+                    x: clamp(x),
+                    y: clamp(y),
+                    hold: None,
+                });
             }
             (_, "Released") => {
                 if let Some(c) = seg.clicks.last_mut() {
@@ -176,7 +183,11 @@ pub fn load(dir: &Path) -> anyhow::Result<Dataset> {
             }
             [_, "training_files", user, session] if session.starts_with("session_") => {
                 let f = session_features(reader, usize::MAX)?;
-                users.entry(user.to_string()).or_default().training.extend(f);
+                users
+                    .entry(user.to_string())
+                    .or_default()
+                    .training
+                    .extend(f);
             }
             [_, "test_files", user, session] if session.starts_with("session_") => {
                 let f = session_features(reader, MAX_K)?;
@@ -219,8 +230,13 @@ pub fn load(dir: &Path) -> anyhow::Result<Dataset> {
             }
         }
         for p in paths {
-            let rel = p.strip_prefix(dir).unwrap_or(&p).to_string_lossy().into_owned();
-            let mut f = std::fs::File::open(&p).with_context(|| format!("opening {}", p.display()))?;
+            let rel = p
+                .strip_prefix(dir)
+                .unwrap_or(&p)
+                .to_string_lossy()
+                .into_owned();
+            let mut f =
+                std::fs::File::open(&p).with_context(|| format!("opening {}", p.display()))?;
             take(&rel, &mut f)?;
         }
     }
@@ -260,13 +276,15 @@ pub fn evaluate(data: &Dataset, ks: &[usize], seed: u64) -> anyhow::Result<Vec<V
             .filter(|(o, _)| *o != u)
             .flat_map(|(_, (_, other))| other.training.iter())
             .collect();
-        let model =
-            UserModel::fit_contrasted(&user.training, &global.population, &negatives, seed);
+        let model = UserModel::fit_contrasted(&user.training, &global.population, &negatives, seed);
         for (session, segments) in &user.tests {
             let Some(&illegal) = data.labels.get(session) else {
                 continue;
             };
-            let assessed: Vec<_> = segments.iter().map(|fv| assess(&model, &global, fv)).collect();
+            let assessed: Vec<_> = segments
+                .iter()
+                .map(|fv| assess(&model, &global, fv))
+                .collect();
             for (ki, &k) in ks.iter().enumerate() {
                 let first = &assessed[..assessed.len().min(k)];
                 let mut scores = [f64::NAN; 6];
@@ -287,7 +305,11 @@ pub fn evaluate(data: &Dataset, ks: &[usize], seed: u64) -> anyhow::Result<Vec<V
                 per_k[ki].push(Scored {
                     subject: name.clone(),
                     sample: session.clone(),
-                    label: if illegal { Label::Impostor } else { Label::Genuine },
+                    label: if illegal {
+                        Label::Impostor
+                    } else {
+                        Label::Genuine
+                    },
                     scores,
                 });
             }
@@ -308,7 +330,11 @@ pub fn summary(data: &Dataset, ks: &[usize], per_k: &[Vec<Scored>]) -> String {
     );
     s.push_str(&format!("{:<12}", "detector"));
     for k in ks {
-        s.push_str(&format!(" {:>8} {:>8}", format!("AUC@{k}"), format!("EER@{k}")));
+        s.push_str(&format!(
+            " {:>8} {:>8}",
+            format!("AUC@{k}"),
+            format!("EER@{k}")
+        ));
     }
     s.push('\n');
     for (d, det) in DETECTORS.iter().enumerate() {
@@ -319,7 +345,11 @@ pub fn summary(data: &Dataset, ks: &[usize], per_k: &[Vec<Scored>]) -> String {
                 continue;
             }
             let (g, i) = super::keystrokes::split(rows.iter(), d);
-            s.push_str(&format!(" {:>8.4} {:>8.4}", metrics::auc(&g, &i), metrics::eer(&g, &i)));
+            s.push_str(&format!(
+                " {:>8.4} {:>8.4}",
+                metrics::auc(&g, &i),
+                metrics::eer(&g, &i)
+            ));
         }
         s.push('\n');
     }

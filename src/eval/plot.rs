@@ -15,7 +15,11 @@ pub fn roc_svg(title: &str, curves: &[(String, Vec<(f64, f64)>)]) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
     );
     let _ = write!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
-    let _ = write!(s, r#"<text x="{}" y="20" text-anchor="middle">{title}</text>"#, w / 2.0);
+    let _ = write!(
+        s,
+        r#"<text x="{}" y="20" text-anchor="middle">{title}</text>"#,
+        w / 2.0
+    );
     let _ = write!(
         s,
         r#"<rect x="{m}" y="{m}" width="{pw}" height="{ph}" fill="none" stroke="black"/>"#
@@ -24,11 +28,29 @@ pub fn roc_svg(title: &str, curves: &[(String, Vec<(f64, f64)>)]) -> String {
         let v = f64::from(i) / 5.0;
         let x = m + v * pw;
         let y = m + ph - v * ph;
-        let _ = write!(s, r#"<text x="{x}" y="{}" text-anchor="middle">{v:.1}</text>"#, h - m + 16.0);
-        let _ = write!(s, r#"<text x="{}" y="{}" text-anchor="end">{v:.1}</text>"#, m - 6.0, y + 4.0);
-        let _ = write!(s, r##"<line x1="{m}" y1="{y}" x2="{}" y2="{y}" stroke="#eee"/>"##, m + pw);
+        let _ = write!(
+            s,
+            r#"<text x="{x}" y="{}" text-anchor="middle">{v:.1}</text>"#,
+            h - m + 16.0
+        );
+        let _ = write!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="end">{v:.1}</text>"#,
+            m - 6.0,
+            y + 4.0
+        );
+        let _ = write!(
+            s,
+            r##"<line x1="{m}" y1="{y}" x2="{}" y2="{y}" stroke="#eee"/>"##,
+            m + pw
+        );
     }
-    let _ = write!(s, r#"<text x="{}" y="{}" text-anchor="middle">false accept rate</text>"#, w / 2.0, h - 10.0);
+    let _ = write!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">false accept rate</text>"#,
+        w / 2.0,
+        h - 10.0
+    );
     let _ = write!(
         s,
         r#"<text x="14" y="{}" text-anchor="middle" transform="rotate(-90 14 {})">true accept rate</text>"#,
@@ -47,10 +69,23 @@ pub fn roc_svg(title: &str, curves: &[(String, Vec<(f64, f64)>)]) -> String {
         for (far, frr) in pts {
             let _ = write!(d, "{:.1},{:.1} ", m + far * pw, m + ph - (1.0 - frr) * ph);
         }
-        let _ = write!(s, r#"<polyline fill="none" stroke="{c}" stroke-width="1.5" points="{d}"/>"#);
+        let _ = write!(
+            s,
+            r#"<polyline fill="none" stroke="{c}" stroke-width="1.5" points="{d}"/>"#
+        );
         let ly = m + ph - 12.0 - 16.0 * i as f64;
-        let _ = write!(s, r#"<line x1="{}" y1="{ly}" x2="{}" y2="{ly}" stroke="{c}" stroke-width="2"/>"#, m + pw - 130.0, m + pw - 110.0);
-        let _ = write!(s, r#"<text x="{}" y="{}">{name}</text>"#, m + pw - 104.0, ly + 4.0);
+        let _ = write!(
+            s,
+            r#"<line x1="{}" y1="{ly}" x2="{}" y2="{ly}" stroke="{c}" stroke-width="2"/>"#,
+            m + pw - 130.0,
+            m + pw - 110.0
+        );
+        let _ = write!(
+            s,
+            r#"<text x="{}" y="{}">{name}</text>"#,
+            m + pw - 104.0,
+            ly + 4.0
+        );
     }
     s.push_str("</svg>\n");
     s

@@ -9,9 +9,7 @@
 
 use std::collections::HashMap;
 
-use crate::telemetry::{
-    FocusMethod, KeyClass, KeyDir, MouseMove, Telemetry, KEY_REPEAT,
-};
+use crate::telemetry::{FocusMethod, KeyClass, KeyDir, MouseMove, Telemetry, KEY_REPEAT};
 
 /// Bumped whenever a feature's meaning or order changes; models fitted on another version are
 /// refitted, never mixed.
@@ -204,9 +202,8 @@ pub fn extract(t: &Telemetry) -> FeatureVector {
     fv.set(F::BotSpeedCv, moves.speed_cv);
     // Synthetic: events the browser marks as script-made, a ruler-straight constant-speed
     // mouse path, or keys pressed at metronome intervals. Human hands do none of these.
-    let straight_line = t.moves.len() >= 5
-        && fv.get(F::MouseStraightness) > 0.999
-        && moves.speed_cv < 0.02;
+    let straight_line =
+        t.moves.len() >= 5 && fv.get(F::MouseStraightness) > 0.999 && moves.speed_cv < 0.02;
     let metronome = key_cv < 0.02;
     let synthetic = t.untrusted > 0 || straight_line || metronome;
     fv.set(F::BotSynthetic, f64::from(u8::from(synthetic)));
@@ -384,7 +381,11 @@ fn fields(fv: &mut FeatureVector, t: &Telemetry) {
     if t.fields.is_empty() {
         return;
     }
-    let pastes: u32 = t.fields.iter().map(|f| f.pastes).fold(0, u32::saturating_add);
+    let pastes: u32 = t
+        .fields
+        .iter()
+        .map(|f| f.pastes)
+        .fold(0, u32::saturating_add);
     fv.set(F::Pastes, f64::from(pastes));
     let pw_pasted = t.fields.iter().any(|f| f.is_password && f.pastes > 0);
     fv.set(F::PasswordPasted, f64::from(u8::from(pw_pasted)));

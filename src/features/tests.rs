@@ -3,7 +3,11 @@ use crate::telemetry::{validate, Limits, Telemetry};
 use proptest::prelude::*;
 
 fn login() -> Telemetry {
-    validate(crate::telemetry::tests::LOGIN.as_bytes(), &Limits::default()).unwrap()
+    validate(
+        crate::telemetry::tests::LOGIN.as_bytes(),
+        &Limits::default(),
+    )
+    .unwrap()
 }
 
 fn close(a: f64, b: f64) {
@@ -81,7 +85,9 @@ fn metronome_typing_and_a_ruler_straight_mouse_are_synthetic() {
     let json = format!(r#"{{"v":1,"t0":0,"t1":2000,"k":[{}]}}"#, keys.join(","));
     let fv = extract(&validate(json.as_bytes(), &Limits::default()).unwrap());
     close(fv.get(F::BotSynthetic), 1.0);
-    let moves: Vec<String> = (0..10).map(|i| format!("[{},{},0]", 10 * i, 5 * i)).collect();
+    let moves: Vec<String> = (0..10)
+        .map(|i| format!("[{},{},0]", 10 * i, 5 * i))
+        .collect();
     let json = format!(r#"{{"v":1,"t0":0,"t1":2000,"m":[{}]}}"#, moves.join(","));
     let fv = extract(&validate(json.as_bytes(), &Limits::default()).unwrap());
     close(fv.get(F::BotSynthetic), 1.0);
@@ -109,10 +115,8 @@ fn arb_payload() -> impl Strategy<Value = String> {
         ),
         0..60,
     );
-    let moves = proptest::collection::vec(
-        (t.clone(), -2000.0f64..2000.0, -2000.0f64..2000.0),
-        0..80,
-    );
+    let moves =
+        proptest::collection::vec((t.clone(), -2000.0f64..2000.0, -2000.0f64..2000.0), 0..80);
     let clicks = proptest::collection::vec((t, 0u8..3, proptest::option::of(0.0f64..500.0)), 0..10);
     (keys, moves, clicks).prop_map(|(mut keys, mut moves, mut clicks)| {
         keys.sort_by(|a, b| a.0.total_cmp(&b.0));

@@ -14,6 +14,9 @@
 //! risk whose meaning (0.5 = the odds of an impostor and a genuine login are even) is the same
 //! for every user, so one threshold in the config means the same for everyone.
 
+// Dimensions index several parallel arrays (input, mean, spread, …): index loops read best.
+#![allow(clippy::needless_range_loop)]
+
 use serde::{Deserialize, Serialize};
 use smartcore::ensemble::random_forest_classifier::{
     RandomForestClassifier, RandomForestClassifierParameters,
@@ -30,9 +33,15 @@ pub const DEVIATION_DIMS: usize = N + 9 + 2 * POSITIONS;
 pub const POSITIONS: usize = 12;
 
 /// Writes the user-normalised deviation vector of model-space input `x` into `out`.
-pub fn deviation(user: &UserModel, x: &[f64], scores: &UserScores, out: &mut [f64; DEVIATION_DIMS]) {
+pub fn deviation(
+    user: &UserModel,
+    x: &[f64],
+    scores: &UserScores,
+    out: &mut [f64; DEVIATION_DIMS],
+) {
     out.fill(0.0);
-    let (mut pw_sum, mut pw_max, mut pw_over, mut pw_sq, mut pw_n) = (0.0, 0.0f64, 0.0, 0.0, 0usize);
+    let (mut pw_sum, mut pw_max, mut pw_over, mut pw_sq, mut pw_n) =
+        (0.0, 0.0f64, 0.0, 0.0, 0usize);
     for d in 0..x.len().min(user.mean.len()) {
         let m = f64::from(user.mean[d]);
         if x[d].is_nan() || m.is_nan() {
@@ -122,7 +131,10 @@ impl Forest {
         if row.len() != self.dims {
             return 0.5;
         }
-        let clean: Vec<f64> = row.iter().map(|&v| if v.is_nan() { -1.0 } else { v }).collect();
+        let clean: Vec<f64> = row
+            .iter()
+            .map(|&v| if v.is_nan() { -1.0 } else { v })
+            .collect();
         let Ok(x) = DenseMatrix::new(1, self.dims, clean, false) else {
             return 0.5;
         };
@@ -161,7 +173,13 @@ impl Fusion {
     /// The fusion's inputs: log detector scores (their spread is multiplicative), the global
     /// forest's vote and the contrast forest's vote (NaN when absent: it then adds nothing).
     pub fn inputs(scores: &UserScores, forest: f64) -> [f64; FUSION_INPUTS] {
-        let l = |v: f64| if v.is_finite() { v.max(0.0).ln_1p() } else { 0.0 };
+        let l = |v: f64| {
+            if v.is_finite() {
+                v.max(0.0).ln_1p()
+            } else {
+                0.0
+            }
+        };
         [
             l(scores.manhattan),
             l(scores.shrunk_z),
@@ -188,7 +206,11 @@ impl Fusion {
             return f;
         }
         for i in 0..FUSION_INPUTS {
-            let col: Vec<f64> = rows.iter().map(|r| r[i]).filter(|v| v.is_finite()).collect();
+            let col: Vec<f64> = rows
+                .iter()
+                .map(|r| r[i])
+                .filter(|v| v.is_finite())
+                .collect();
             let (m, sd) = crate::features::mean_sd(&col);
             f.center[i] = m;
             f.scale[i] = if sd > 1e-9 { sd } else { 1.0 };

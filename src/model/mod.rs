@@ -103,7 +103,7 @@ fn deviations(user: &UserModel, x: &[f64]) -> Vec<Reason> {
     let mut top: [(f64, usize); MAX_REASONS] = [(0.0, usize::MAX); MAX_REASONS];
     for d in 0..x.len().min(user.mean.len()) {
         let z = user.z(x, d);
-        if !(z > REASON_Z) {
+        if z.is_nan() || z <= REASON_Z {
             continue;
         }
         if let Some(slot) = top.iter().position(|t| z > t.0) {
@@ -131,7 +131,13 @@ fn reason(user: &UserModel, x: &[f64], d: usize, code: &'static str) -> Reason {
 }
 
 /// The original prototype's rules, as named reasons (and floors for the bot rules).
-fn rules(user: &UserModel, x: &[f64], fv: &FeatureVector, reasons: &mut Vec<Reason>, risk: &mut f64) {
+fn rules(
+    user: &UserModel,
+    x: &[f64],
+    fv: &FeatureVector,
+    reasons: &mut Vec<Reason>,
+    risk: &mut f64,
+) {
     let signed = |f: F| {
         let d = f as usize;
         (x[d] - f64::from(user.mean[d])) / f64::from(user.spread[d])

@@ -15,7 +15,12 @@ fn login(speed: f64, pp: &[f64]) -> FeatureVector {
 
 fn enrolled() -> Vec<FeatureVector> {
     (0..6)
-        .map(|i| login(400.0 + 10.0 * f64::from(i), &[150.0 + f64::from(i), 200.0, 180.0]))
+        .map(|i| {
+            login(
+                400.0 + 10.0 * f64::from(i),
+                &[150.0 + f64::from(i), 200.0, 180.0],
+            )
+        })
         .collect()
 }
 
@@ -69,13 +74,21 @@ fn the_global_model_trains_and_scores_without_panicking() {
     let users: Vec<Vec<FeatureVector>> = (0..8)
         .map(|u| {
             (0..10)
-                .map(|i| login(300.0 + 100.0 * f64::from(u) + f64::from(i), &[100.0 + 30.0 * f64::from(u), 200.0, 150.0]))
+                .map(|i| {
+                    login(
+                        300.0 + 100.0 * f64::from(u) + f64::from(i),
+                        &[100.0 + 30.0 * f64::from(u), 200.0, 150.0],
+                    )
+                })
                 .collect()
         })
         .collect();
     let training: Vec<TrainingUser<'_>> = users
         .iter()
-        .map(|l| TrainingUser { enrol: &l[..5], later: &l[5..] })
+        .map(|l| TrainingUser {
+            enrol: &l[..5],
+            later: &l[5..],
+        })
         .collect();
     let global = GlobalModel::train(&training, 7);
     assert!(global.forest.is_some());

@@ -15,6 +15,9 @@
 //! Every per-dimension term is capped at [`TERM_CAP`] so one wild value cannot dominate, and
 //! dimensions missing on either side are skipped. Scoring allocates nothing.
 
+// Dimensions index several parallel arrays (input, mean, spread, …): index loops read best.
+#![allow(clippy::needless_range_loop)]
+
 use serde::{Deserialize, Serialize};
 
 use super::global::Forest;
@@ -117,11 +120,11 @@ pub struct UserModel {
 }
 
 /// Contrast forest size: small, it is stored per user.
-pub const CONTRAST_TREES: u16 = 24;
-pub const CONTRAST_DEPTH: u16 = 7;
+pub const CONTRAST_TREES: u16 = 40;
+pub const CONTRAST_DEPTH: u16 = 10;
 /// Caps on the contrast forest's training rows.
-pub const CONTRAST_OWN: usize = 300;
-pub const CONTRAST_NEGATIVES: usize = 600;
+pub const CONTRAST_OWN: usize = 600;
+pub const CONTRAST_NEGATIVES: usize = 1200;
 
 /// The three per-user detector scores of one login (higher = less like the user).
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
@@ -139,7 +142,8 @@ impl UserModel {
         let layout = Layout::fit(logins);
         let dims = layout.dims();
         let rows: Vec<Vec<f64>> = logins.iter().map(|f| input::of(f, &layout)).collect();
-        let (mut mean, mut mad, mut spread) = (vec![f32::NAN; dims], vec![0f32; dims], vec![0f32; dims]);
+        let (mut mean, mut mad, mut spread) =
+            (vec![f32::NAN; dims], vec![0f32; dims], vec![0f32; dims]);
         for d in 0..dims {
             let col: Vec<f64> = rows.iter().map(|r| r[d]).filter(|v| !v.is_nan()).collect();
             let prior = population.spread(layout.dim(d));
@@ -275,7 +279,10 @@ impl UserModel {
         let m = f64::from(self.mean[d]);
         let s = f64::from(self.spread[d]);
         let dim = self.layout.dim(d);
-        (input::to_unit(dim, m - 2.0 * s), input::to_unit(dim, m + 2.0 * s))
+        (
+            input::to_unit(dim, m - 2.0 * s),
+            input::to_unit(dim, m + 2.0 * s),
+        )
     }
 }
 

@@ -18,7 +18,9 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_bytes: 64 * 1024 }
+        Limits {
+            max_bytes: 64 * 1024,
+        }
     }
 }
 
