@@ -5,8 +5,9 @@
 //! Run with `cargo bench --bench scoring`.
 
 use std::hint::black_box;
+use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, Criterion};
 
 use gaitkeeper::features::{extract, FeatureVector};
 use gaitkeeper::model::{assess, GlobalModel, TrainingUser, UserModel};
@@ -107,5 +108,73 @@ fn bench(c: &mut Criterion) {
     });
 }
 
+/// Per-call percentiles (criterion reports means of batches; the target is on p50 and p99).
+fn percentiles() {
+    let users: Vec<Vec<FeatureVector>> = (0..12)
+        .map(|u| (0..30).map(|s| vector(u, s)).collect())
+        .collect();
+    let training: Vec<TrainingUser<'_>> = users
+        .iter()
+        .skip(1)
+        .map(|l| TrainingUser {
+            enrol: &l[..20],
+            later: &l[20..],
+        })
+        .collect();
+    let started = Instant::now();
+    let global = GlobalModel::train(&training, 1);
+    println!(
+        "global model training (11 users x 30 logins): {:?}",
+        started.elapsed()
+    );
+    let fifty: Vec<FeatureVector> = (0..50).map(|s| vector(0, 100 + s)).collect();
+    let user = UserModel::fit(&fifty, &global.population);
+    let size = serde_json::to_vec(&user).map_or(0, |v| v.len());
+    println!("user model (50 logins), JSON: {size} bytes");
+    let negatives: Vec<&FeatureVector> = users.iter().skip(1).flatten().collect();
+    let started = Instant::now();
+    let contrasted = UserModel::fit_contrasted(&fifty, &global.population, &negatives, 1);
+    println!(
+        "user model with contrast forest: fit {:?}, JSON {} bytes",
+        started.elapsed(),
+        serde_json::to_vec(&contrasted).map_or(0, |v| v.len())
+    );
+    let logins: Vec<String> = (0..64).map(|s| payload(s % 12, 500 + s)).collect();
+    let mut times: Vec<Duration> = Vec::with_capacity(20_000);
+    for i in 0..20_000 {
+        let login = &logins[i % logins.len()];
+        let start = Instant::now();
+        let t = validate(black_box(login.as_bytes()), &Limits::default()).unwrap();
+        let fv = extract(&t);
+        black_box(assess(&user, &global, &fv));
+        times.push(start.elapsed());
+    }
+    times.sort();
+    println!(
+        "score one login (validate + features + detectors + fusion + reasons), 20000 calls: p50 {:?}, p99 {:?}, max {:?}",
+        times[times.len() / 2],
+        times[times.len() * 99 / 100],
+        times[times.len() - 1]
+    );
+    let mut fits: Vec<Duration> = (0..200)
+        .map(|_| {
+            let start = Instant::now();
+            black_box(UserModel::fit(black_box(&fifty), &global.population));
+            start.elapsed()
+        })
+        .collect();
+    fits.sort();
+    println!(
+        "fit a user's models from 50 logins: p50 {:?}, max {:?}",
+        fits[fits.len() / 2],
+        fits[fits.len() - 1]
+    );
+}
+
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    percentiles();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
