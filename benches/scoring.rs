@@ -38,15 +38,16 @@ fn payload(user: u64, seed: u64) -> String {
     for (field, class, n) in [(0, "l", 6), (0, "t", 1), (1, "c", 8)] {
         for _ in 0..n {
             let dwell = 70.0 + 20.0 * r.next();
-            keys.push(format!(r#"[{t:.1},"d","{class}",{field},{stroke},0]"#));
-            keys.push(format!(
-                r#"[{:.1},"u","{class}",{field},{stroke},0]"#,
-                t + dwell
-            ));
+            keys.push((t, format!(r#"[{t:.1},"d","{class}",{field},{stroke},0]"#)));
+            let up = t + dwell;
+            keys.push((up, format!(r#"[{up:.1},"u","{class}",{field},{stroke},0]"#)));
             t += tempo * (0.7 + 0.6 * r.next());
             stroke += 1;
         }
     }
+    // Overlapping strokes (next press before the last release) are normal: order by time.
+    keys.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let keys: Vec<String> = keys.into_iter().map(|k| k.1).collect();
     let speed = 0.5 + 0.1 * user as f64;
     let (mut x, mut y) = (100.0, 100.0);
     let moves: Vec<String> = (0..120)
@@ -56,7 +57,7 @@ fn payload(user: u64, seed: u64) -> String {
             format!("[{:.1},{:.0},{:.0}]", 200.0 + 16.0 * i as f64, x, y)
         })
         .collect();
-    let t1 = t + 500.0;
+    let t1 = t + 600.0;
     format!(
         r#"{{"v":1,"cv":"1.0.0","tk":"x","hv":"submit","n":1,"t0":100,"t1":{t1:.1},"vis":{:.1},"vp":[1280,720],"u":0,"tr":0,
         "f":[{{"i":0,"fm":0,"n":"user","y":"text","p":0,"a":0,"ni":6}},{{"i":1,"fm":0,"n":"pw","y":"password","p":0,"a":0,"ni":8}}],

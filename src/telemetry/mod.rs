@@ -298,8 +298,10 @@ struct RawField {
     ni: u32,
 }
 
+// Enum strings are borrowed from the input (no allocation per event); v1 enum values never
+// contain escapes, and an escaped one is refused as malformed.
 #[derive(Deserialize)]
-struct Raw {
+struct Raw<'a> {
     v: u64,
     t0: f64,
     t1: f64,
@@ -318,19 +320,24 @@ struct Raw {
     #[serde(default)]
     f: Vec<RawField>,
     #[serde(default)]
-    fc: Vec<(f64, i64, String)>,
+    #[serde(borrow)]
+    fc: Vec<(f64, i64, &'a str)>,
     #[serde(default)]
-    k: Vec<(f64, String, String, i64, u32, u8)>,
+    #[serde(borrow)]
+    k: Vec<(f64, &'a str, &'a str, i64, u32, u8)>,
     #[serde(default)]
     m: Vec<(f64, f64, f64)>,
     #[serde(default)]
     mi: (u64, u64),
     #[serde(default)]
-    p: Vec<(f64, f64, f64, String, String)>,
+    #[serde(borrow)]
+    p: Vec<(f64, f64, f64, &'a str, &'a str)>,
     #[serde(default)]
-    c: Vec<(f64, u8, String, f64, f64, Option<f64>)>,
+    #[serde(borrow)]
+    c: Vec<(f64, u8, &'a str, f64, f64, Option<f64>)>,
     #[serde(default)]
-    w: Vec<(f64, String)>,
+    #[serde(borrow)]
+    w: Vec<(f64, &'a str)>,
 }
 
 /// Validates one payload (the raw JSON bytes from the login stage).
@@ -393,7 +400,7 @@ fn bound<T>(stream: Stream, v: &[T], max: usize) -> Result<(), ValidationError> 
     }
 }
 
-fn from_raw(raw: Raw) -> Result<Telemetry, ValidationError> {
+fn from_raw(raw: Raw<'_>) -> Result<Telemetry, ValidationError> {
     finite(Stream::Page, &[raw.t0, raw.t1, raw.vis, raw.vp.0, raw.vp.1])?;
     if raw.t0 < 0.0 || raw.t1 < raw.t0 || raw.t1 - raw.t0 > MAX_PAGE_MS {
         return Err(ValidationError::PageWindow);
@@ -448,7 +455,7 @@ fn from_raw(raw: Raw) -> Result<Telemetry, ValidationError> {
     let mut focus = Vec::with_capacity(raw.fc.len());
     for (t, i, how) in &raw.fc {
         let t = clock.check(Stream::Focus, &mut prev, *t)?;
-        let method = match how.as_str() {
+        let method = match *how {
             "initial" => FocusMethod::Initial,
             "tab" => FocusMethod::Tab,
             "mouse" => FocusMethod::Mouse,
@@ -467,7 +474,7 @@ fn from_raw(raw: Raw) -> Result<Telemetry, ValidationError> {
     let mut keys = Vec::with_capacity(raw.k.len());
     for (t, dir, class, field, stroke, flags) in &raw.k {
         let t = clock.check(Stream::Keys, &mut prev, *t)?;
-        let dir = match dir.as_str() {
+        let dir = match *dir {
             "d" => KeyDir::Down,
             "u" => KeyDir::Up,
             _ => return Err(ValidationError::UnknownValue(Stream::Keys)),
@@ -499,14 +506,14 @@ fn from_raw(raw: Raw) -> Result<Telemetry, ValidationError> {
     for (t, x, y, phase, kind) in &raw.p {
         let t = clock.check(Stream::Pointer, &mut prev, *t)?;
         coords(Stream::Pointer, *x, *y)?;
-        let phase = match phase.as_str() {
+        let phase = match *phase {
             "m" => PointerPhase::Move,
             "d" => PointerPhase::Down,
             "u" => PointerPhase::Up,
             "c" => PointerPhase::Cancel,
             _ => return Err(ValidationError::UnknownValue(Stream::Pointer)),
         };
-        let kind = match kind.as_str() {
+        let kind = match *kind {
             "t" => PointerType::Touch,
             "p" => PointerType::Pen,
             _ => return Err(ValidationError::UnknownValue(Stream::Pointer)),
@@ -528,7 +535,7 @@ fn from_raw(raw: Raw) -> Result<Telemetry, ValidationError> {
         if *button > 4 {
             return Err(ValidationError::UnknownValue(Stream::Clicks));
         }
-        let target = match kind.as_str() {
+        let target = match *kind {
             "f" => ClickTarget::Field,
             "b" => ClickTarget::Button,
             "o" => ClickTarget::Other,
@@ -554,7 +561,7 @@ fn from_raw(raw: Raw) -> Result<Telemetry, ValidationError> {
     let mut window = Vec::with_capacity(raw.w.len());
     for (t, kind) in &raw.w {
         let t = clock.check(Stream::Window, &mut prev, *t)?;
-        let kind = match kind.as_str() {
+        let kind = match *kind {
             "v" => WindowKind::Visible,
             "h" => WindowKind::Hidden,
             "f" => WindowKind::Focused,
