@@ -298,6 +298,9 @@ struct RawField {
     ni: u32,
 }
 
+/// `[t, button, kind, x, y, hold|null]`
+type RawClick<'a> = (f64, u8, &'a str, f64, f64, Option<f64>);
+
 // Enum strings are borrowed from the input (no allocation per event); v1 enum values never
 // contain escapes, and an escaped one is refused as malformed.
 #[derive(Deserialize)]
@@ -334,7 +337,7 @@ struct Raw<'a> {
     p: Vec<(f64, f64, f64, &'a str, &'a str)>,
     #[serde(default)]
     #[serde(borrow)]
-    c: Vec<(f64, u8, &'a str, f64, f64, Option<f64>)>,
+    c: Vec<RawClick<'a>>,
     #[serde(default)]
     #[serde(borrow)]
     w: Vec<(f64, &'a str)>,
