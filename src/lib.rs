@@ -4,16 +4,23 @@
 //! The modules follow a request through the product:
 //! `config` (what the operator asked for) → `proxy` (pingora phases, delegating to stages) →
 //! `inject` (capture script into login pages, page tokens) → `login` (telemetry taken out of
-//! the login submit) → `store` (per-user profiles on disk) and `cache` (fitted models in
-//! memory) → `admin` (health, metrics, the `users` commands). `server` wires them into a process.
+//! the login submit) → `telemetry` (validate the payload) → `features` (one vector per login)
+//! → `model` (per-user detectors, global forest, fused risk with reasons) → `store` (per-user
+//! profiles on disk) and `cache` (fitted models in memory) → `admin` (health, metrics, the
+//! `users` commands). `server` wires them into a process; `eval` runs the scoring stages on
+//! public data.
 
 pub mod admin;
 pub mod cache;
 pub mod config;
 pub mod demo;
+pub mod eval;
+pub mod features;
 pub mod inject;
 pub mod logging;
 pub mod login;
+pub mod model;
 pub mod proxy;
 pub mod server;
 pub mod store;
+pub mod telemetry;

@@ -61,6 +61,57 @@ enum Command {
         #[arg(long, default_value_t = 9090)]
         admin_port: u16,
     },
+    /// Run the login-time scoring code on public datasets and report error rates.
+    #[command(subcommand)]
+    Eval(EvalCommand),
+}
+
+#[derive(Subcommand)]
+enum EvalCommand {
+    /// Fixed-text keystroke data (Keystroke100 or CMU), per-user EER.
+    Keystrokes {
+        /// Dataset layout.
+        #[arg(long, value_enum, default_value = "keystroke100")]
+        format: KeystrokeFormatArg,
+        /// Dataset directory (for cmu: the CSV file or its folder).
+        #[arg(long, default_value = "../shared/data/keystroke100")]
+        data: PathBuf,
+        /// Output directory for per-detector score files and the ROC plot.
+        #[arg(long, default_value = "eval-out")]
+        out: PathBuf,
+        /// Also write the fused scores to this CSV file.
+        #[arg(long)]
+        scores: Option<PathBuf>,
+        /// Seed of the forest and the impostor sampling.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Balabit mouse dynamics, pooled AUC/EER at K = 5 and 20 actions.
+    Mouse {
+        /// Dataset layout.
+        #[arg(long, value_enum, default_value = "balabit")]
+        format: MouseFormatArg,
+        /// Directory holding balabit-mouse-dynamics.tar.gz (read in place) or balabit/.
+        #[arg(long, default_value = "../shared/data/balabit-mouse")]
+        data: PathBuf,
+        /// Output directory for per-detector score files and the ROC plot.
+        #[arg(long, default_value = "eval-out")]
+        out: PathBuf,
+        /// Seed of the forest and the impostor sampling.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum KeystrokeFormatArg {
+    Keystroke100,
+    Cmu,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum MouseFormatArg {
+    Balabit,
 }
 
 fn main() -> ExitCode {
@@ -100,6 +151,26 @@ fn main() -> ExitCode {
             app_port,
             admin_port,
         }),
+        Command::Eval(EvalCommand::Keystrokes {
+            format,
+            data,
+            out,
+            scores,
+            seed,
+        }) => {
+            let format = match format {
+                KeystrokeFormatArg::Keystroke100 => gaitkeeper::eval::KeystrokeFormat::Keystroke100,
+                KeystrokeFormatArg::Cmu => gaitkeeper::eval::KeystrokeFormat::Cmu,
+            };
+            gaitkeeper::eval::run_keystrokes(format, &data, &out, scores.as_deref(), seed)
+                .map(|table| print!("{table}"))
+        }
+        Command::Eval(EvalCommand::Mouse {
+            format: MouseFormatArg::Balabit,
+            data,
+            out,
+            seed,
+        }) => gaitkeeper::eval::run_mouse(&data, &out, seed).map(|table| print!("{table}")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

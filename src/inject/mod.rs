@@ -155,7 +155,10 @@ mod tests {
     #[test]
     fn served_script_is_minified_from_the_current_source() {
         let source = include_bytes!("../../injector/capture.js");
-        let digest: String = Sha256::digest(source).iter().map(|b| format!("{b:02x}")).collect();
+        let digest: String = Sha256::digest(source)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         let first_line = CAPTURE_JS.split(|&b| b == b'\n').next().unwrap();
         let first_line = String::from_utf8_lossy(first_line);
         assert!(

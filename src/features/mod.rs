@@ -1,0 +1,422 @@
+//! Features: one validated [`Telemetry`] → one versioned [`FeatureVector`].
+//!
+//! Owns: every number the models see, computed server-side from the raw events (the browser's
+//! own opinion of itself is never trusted). Mouse speed, direction and acceleration, clicks, key
+//! dwell and flight, the password's per-position rhythm (the fixed-text part), corrections,
+//! paste/autofill, navigation method, time to submit and bot signals. Pure code: no I/O, never
+//! panics, linear time in the number of events. A feature that cannot be computed for a login
+//! (no mouse, no keys) is `NaN`, never a made-up zero.
+
+use std::collections::HashMap;
+
+use crate::telemetry::{FocusMethod, KeyClass, KeyDir, MouseMove, Telemetry, KEY_REPEAT};
+
+/// Bumped whenever a feature's meaning or order changes; models fitted on another version are
+/// refitted, never mixed.
+pub const FEATURE_VERSION: u32 = 1;
+
+/// How a feature is brought to a scale where differences are comparable (see `model`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scale {
+    /// Durations, speeds, counts: compared as `ln(1 + x)`.
+    Log,
+    /// Fractions, angles, flags: compared as they are.
+    Linear,
+}
+
+macro_rules! features {
+    ($($idx:ident = $name:literal : $scale:ident),* $(,)?) => {
+        /// Indices into [`FeatureVector::values`].
+        #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[repr(usize)]
+        pub enum F { $($idx),* }
+        /// Feature names, in vector order.
+        pub const NAMES: &[&str] = &[$($name),*];
+        /// Feature scales, in vector order.
+        pub const SCALES: &[Scale] = &[$(Scale::$scale),*];
+    };
+}
+
+features! {
+    MouseSpeedMean = "mouse_speed_mean": Log,
+    MouseSpeedSd = "mouse_speed_sd": Log,
+    MouseSpeedP10 = "mouse_speed_p10": Log,
+    MouseSpeedP50 = "mouse_speed_p50": Log,
+    MouseSpeedP90 = "mouse_speed_p90": Log,
+    MouseDir0 = "mouse_dir_e": Linear,
+    MouseDir1 = "mouse_dir_se": Linear,
+    MouseDir2 = "mouse_dir_s": Linear,
+    MouseDir3 = "mouse_dir_sw": Linear,
+    MouseDir4 = "mouse_dir_w": Linear,
+    MouseDir5 = "mouse_dir_nw": Linear,
+    MouseDir6 = "mouse_dir_n": Linear,
+    MouseDir7 = "mouse_dir_ne": Linear,
+    MouseCircVar = "mouse_dir_circular_variance": Linear,
+    MouseAccMean = "mouse_acc_mean": Log,
+    MouseAccSd = "mouse_acc_sd": Log,
+    MouseAccSpikiness = "mouse_acc_spikiness": Log,
+    MouseStraightness = "mouse_straightness": Linear,
+    MousePath = "mouse_path_px": Log,
+    MouseDuration = "mouse_duration_ms": Log,
+    MousePauses = "mouse_pauses": Log,
+    ClickIntervalMean = "click_interval_mean": Log,
+    ClickIntervalSd = "click_interval_sd": Log,
+    ClickHoldMean = "click_hold_mean": Log,
+    KeyDwellMean = "key_dwell_mean": Log,
+    KeyDwellSd = "key_dwell_sd": Log,
+    KeyFlightMean = "key_flight_mean": Log,
+    KeyFlightSd = "key_flight_sd": Log,
+    KeyGapMean = "key_gap_mean": Log,
+    KeyStrokes = "key_strokes": Log,
+    Backspaces = "backspaces": Log,
+    Pastes = "pastes": Log,
+    PasswordPasted = "password_pasted": Linear,
+    Autofill = "autofill": Linear,
+    NavTabFraction = "nav_tab_fraction": Linear,
+    NavUserTab = "nav_first_field_tab": Linear,
+    NavPasswordTab = "nav_password_tab": Linear,
+    TimeToSubmit = "time_to_submit_ms": Log,
+    TypingToSubmit = "first_input_to_submit_ms": Log,
+    BotKeyIntervalCv = "bot_key_interval_cv": Linear,
+    BotSpeedCv = "bot_speed_cv": Linear,
+    BotNoInput = "bot_no_input": Linear,
+    BotSynthetic = "bot_synthetic": Linear,
+    Untrusted = "untrusted_events": Log,
+}
+
+/// Number of named features.
+pub const N: usize = F::Untrusted as usize + 1;
+
+/// Longest password whose per-position rhythm is kept.
+pub const MAX_PASSWORD: usize = 64;
+/// Mouse samples further apart than this are a pause, not a movement (ms).
+pub const PAUSE_MS: f64 = 1000.0;
+
+/// The password field's keystrokes, position by position (the fixed-text part). Only
+/// meaningful when the user typed it straight through: `clean` is false after a correction.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PasswordRhythm {
+    /// Press-to-press latency between position i and i+1 (ms); `len - 1` entries.
+    pub press_press: Vec<f64>,
+    /// Press-to-release of position i (ms); `NaN` when the release was not seen.
+    pub dwell: Vec<f64>,
+    pub clean: bool,
+}
+
+impl PasswordRhythm {
+    /// Number of characters typed.
+    pub fn len(&self) -> usize {
+        self.dwell.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.dwell.is_empty()
+    }
+}
+
+/// One login as the models see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureVector {
+    pub version: u32,
+    /// Indexed by [`F`]; `NaN` where a feature does not apply to this login.
+    pub values: [f64; N],
+    pub password: PasswordRhythm,
+}
+
+impl FeatureVector {
+    /// A vector with nothing known.
+    pub fn empty() -> Self {
+        FeatureVector {
+            version: FEATURE_VERSION,
+            values: [f64::NAN; N],
+            password: PasswordRhythm::default(),
+        }
+    }
+
+    pub fn get(&self, f: F) -> f64 {
+        self.values[f as usize]
+    }
+
+    fn set(&mut self, f: F, v: f64) {
+        self.values[f as usize] = v;
+    }
+}
+
+/// Mean and (population) standard deviation; `NaN` for no data.
+pub(crate) fn mean_sd(xs: &[f64]) -> (f64, f64) {
+    if xs.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+    (mean, var.sqrt())
+}
+
+/// Percentile by linear interpolation on a sorted slice.
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let pos = q * (sorted.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = pos.ceil() as usize;
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+}
+
+fn cv(xs: &[f64]) -> f64 {
+    let (m, sd) = mean_sd(xs);
+    if m > 0.0 {
+        sd / m
+    } else {
+        f64::NAN
+    }
+}
+
+/// Computes the feature vector of one validated login.
+pub fn extract(t: &Telemetry) -> FeatureVector {
+    let mut fv = FeatureVector::empty();
+    let moves = mouse(&mut fv, &t.moves);
+    clicks(&mut fv, t);
+    let key_cv = keys(&mut fv, t);
+    fields(&mut fv, t);
+
+    fv.set(F::TimeToSubmit, t.t1 - t.t0);
+    let first_input = [
+        t.keys.first().map(|k| k.t),
+        t.moves.first().map(|m| m.t),
+        t.clicks.first().map(|c| c.t),
+        t.pointer.first().map(|p| p.t),
+    ]
+    .into_iter()
+    .flatten()
+    .fold(f64::INFINITY, f64::min);
+    if first_input.is_finite() {
+        fv.set(F::TypingToSubmit, (t.t1 - first_input).max(0.0));
+    }
+
+    let no_input = t.moves.is_empty() && t.pointer.is_empty() && t.keys.is_empty();
+    fv.set(F::BotNoInput, f64::from(u8::from(no_input)));
+    fv.set(F::BotKeyIntervalCv, key_cv);
+    fv.set(F::BotSpeedCv, moves.speed_cv);
+    // Synthetic: events the browser marks as script-made, a ruler-straight constant-speed
+    // mouse path, or keys pressed at metronome intervals. Human hands do none of these.
+    let straight_line =
+        t.moves.len() >= 5 && fv.get(F::MouseStraightness) > 0.999 && moves.speed_cv < 0.02;
+    let metronome = key_cv < 0.02;
+    let synthetic = t.untrusted > 0 || straight_line || metronome;
+    fv.set(F::BotSynthetic, f64::from(u8::from(synthetic)));
+    fv.set(F::Untrusted, f64::from(t.untrusted));
+    fv
+}
+
+struct MouseSummary {
+    speed_cv: f64,
+}
+
+/// Mouse dynamics from the sampled move trace. Speeds in px/s, accelerations in px/s².
+fn mouse(fv: &mut FeatureVector, moves: &[MouseMove]) -> MouseSummary {
+    let mut speeds = Vec::with_capacity(moves.len());
+    let mut accs = Vec::with_capacity(moves.len());
+    let mut hist = [0u32; 8];
+    let (mut sx, mut sy, mut angled) = (0.0, 0.0, 0u32);
+    let mut path = 0.0;
+    let mut duration = 0.0;
+    let mut pauses = 0u32;
+    // (speed, dt) of the previous step in the same movement.
+    let mut prev: Option<(f64, f64)> = None;
+    for w in moves.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        let dt = b.t - a.t;
+        if dt <= 0.0 || dt > PAUSE_MS {
+            if dt > PAUSE_MS {
+                pauses += 1;
+            }
+            prev = None;
+            continue;
+        }
+        let (dx, dy) = (b.x - a.x, b.y - a.y);
+        let dist = dx.hypot(dy);
+        let v = dist / dt * 1000.0;
+        path += dist;
+        duration += dt;
+        speeds.push(v);
+        if dist > 0.0 {
+            // Screen y grows downwards; angles are as seen on screen, 0 = east, clockwise.
+            let ang = dy.atan2(dx).rem_euclid(std::f64::consts::TAU);
+            let bin = ((ang / std::f64::consts::TAU * 8.0 + 0.5).floor() as usize) % 8;
+            hist[bin] += 1;
+            sx += dx / dist;
+            sy += dy / dist;
+            angled += 1;
+        }
+        if let Some((pv, pdt)) = prev {
+            accs.push((v - pv) / ((dt + pdt) / 2.0) * 1000.0);
+        }
+        prev = Some((v, dt));
+    }
+    if !moves.is_empty() {
+        fv.set(F::MousePauses, f64::from(pauses));
+    }
+    let speed_cv = cv(&speeds);
+    if speeds.is_empty() {
+        return MouseSummary { speed_cv };
+    }
+    let (mean, sd) = mean_sd(&speeds);
+    fv.set(F::MouseSpeedMean, mean);
+    fv.set(F::MouseSpeedSd, sd);
+    let mut sorted = speeds;
+    sorted.sort_by(f64::total_cmp);
+    fv.set(F::MouseSpeedP10, percentile(&sorted, 0.1));
+    fv.set(F::MouseSpeedP50, percentile(&sorted, 0.5));
+    fv.set(F::MouseSpeedP90, percentile(&sorted, 0.9));
+    fv.set(F::MousePath, path);
+    fv.set(F::MouseDuration, duration);
+    if angled > 0 {
+        for (i, &c) in hist.iter().enumerate() {
+            fv.values[F::MouseDir0 as usize + i] = f64::from(c) / f64::from(angled);
+        }
+        let r = sx.hypot(sy) / f64::from(angled);
+        fv.set(F::MouseCircVar, 1.0 - r);
+    }
+    if path > 0.0 {
+        let (first, last) = (moves[0], moves[moves.len() - 1]);
+        fv.set(
+            F::MouseStraightness,
+            ((last.x - first.x).hypot(last.y - first.y) / path).min(1.0),
+        );
+    }
+    if !accs.is_empty() {
+        let abs: Vec<f64> = accs.iter().map(|a| a.abs()).collect();
+        let (m, _) = mean_sd(&abs);
+        let (_, sd) = mean_sd(&accs);
+        fv.set(F::MouseAccMean, m);
+        fv.set(F::MouseAccSd, sd);
+        let max = abs.iter().copied().fold(0.0, f64::max);
+        fv.set(F::MouseAccSpikiness, if m > 0.0 { max / m } else { 0.0 });
+    }
+    MouseSummary { speed_cv }
+}
+
+fn clicks(fv: &mut FeatureVector, t: &Telemetry) {
+    let intervals: Vec<f64> = t.clicks.windows(2).map(|w| w[1].t - w[0].t).collect();
+    let (m, sd) = mean_sd(&intervals);
+    fv.set(F::ClickIntervalMean, m);
+    fv.set(F::ClickIntervalSd, sd);
+    let holds: Vec<f64> = t.clicks.iter().filter_map(|c| c.hold).collect();
+    fv.set(F::ClickHoldMean, mean_sd(&holds).0);
+}
+
+/// Key dwell (press→release), flight (press→press), gap (release→next press), corrections and
+/// the password rhythm. Returns the coefficient of variation of press intervals (bot signal).
+fn keys(fv: &mut FeatureVector, t: &Telemetry) -> f64 {
+    // Strokes in press order: (down time, up time, class, field).
+    let mut strokes: Vec<(f64, f64, KeyClass, Option<usize>)> = Vec::with_capacity(t.keys.len());
+    let mut open: HashMap<u32, usize> = HashMap::with_capacity(t.keys.len().min(64));
+    let mut backspaces = 0u32;
+    let mut pw_corrected = false;
+    for k in &t.keys {
+        match k.dir {
+            KeyDir::Down if k.flags & KEY_REPEAT == 0 => {
+                open.insert(k.stroke, strokes.len());
+                strokes.push((k.t, f64::NAN, k.class, k.field));
+                if k.class == KeyClass::Backspace {
+                    backspaces += 1;
+                    if k.field.is_some_and(|f| t.fields[f].is_password) {
+                        pw_corrected = true;
+                    }
+                }
+            }
+            KeyDir::Down => {}
+            KeyDir::Up => {
+                if let Some(i) = open.remove(&k.stroke) {
+                    strokes[i].1 = k.t;
+                }
+            }
+        }
+    }
+    if !t.keys.is_empty() {
+        fv.set(F::KeyStrokes, strokes.len() as f64);
+        fv.set(F::Backspaces, f64::from(backspaces));
+    }
+    let dwell: Vec<f64> = strokes
+        .iter()
+        .filter(|s| s.1.is_finite())
+        .map(|s| s.1 - s.0)
+        .collect();
+    let (m, sd) = mean_sd(&dwell);
+    fv.set(F::KeyDwellMean, m);
+    fv.set(F::KeyDwellSd, sd);
+    let flight: Vec<f64> = strokes.windows(2).map(|w| w[1].0 - w[0].0).collect();
+    let (m, sd) = mean_sd(&flight);
+    fv.set(F::KeyFlightMean, m);
+    fv.set(F::KeyFlightSd, sd);
+    let gaps: Vec<f64> = strokes
+        .windows(2)
+        .filter(|w| w[0].1.is_finite())
+        .map(|w| w[1].0 - w[0].1)
+        .collect();
+    fv.set(F::KeyGapMean, mean_sd(&gaps).0);
+
+    let pw: Vec<&(f64, f64, KeyClass, Option<usize>)> = strokes
+        .iter()
+        .filter(|s| s.2 == KeyClass::PasswordChar && s.3.is_some_and(|f| t.fields[f].is_password))
+        .take(MAX_PASSWORD)
+        .collect();
+    fv.password = PasswordRhythm {
+        press_press: pw.windows(2).map(|w| w[1].0 - w[0].0).collect(),
+        dwell: pw.iter().map(|s| s.1 - s.0).collect(),
+        clean: !pw_corrected,
+    };
+    if flight.len() >= 4 {
+        cv(&flight)
+    } else {
+        f64::NAN
+    }
+}
+
+/// Paste, autofill and how the user moved between fields.
+fn fields(fv: &mut FeatureVector, t: &Telemetry) {
+    if t.fields.is_empty() {
+        return;
+    }
+    let pastes: u32 = t
+        .fields
+        .iter()
+        .map(|f| f.pastes)
+        .fold(0, u32::saturating_add);
+    fv.set(F::Pastes, f64::from(pastes));
+    let pw_pasted = t.fields.iter().any(|f| f.is_password && f.pastes > 0);
+    fv.set(F::PasswordPasted, f64::from(u8::from(pw_pasted)));
+    let autofill = t.fields.iter().any(|f| f.autofill != 0);
+    fv.set(F::Autofill, f64::from(u8::from(autofill)));
+
+    let tab_or_pointer = |m: FocusMethod| match m {
+        FocusMethod::Tab => Some(1.0),
+        FocusMethod::Mouse | FocusMethod::Pen | FocusMethod::Touch => Some(0.0),
+        _ => None,
+    };
+    let navs: Vec<f64> = t
+        .focus
+        .iter()
+        .filter_map(|f| tab_or_pointer(f.method))
+        .collect();
+    fv.set(F::NavTabFraction, mean_sd(&navs).0);
+    let first_field = t.fields.iter().position(|f| !f.is_password);
+    let last_nav = |want: &dyn Fn(usize) -> bool| {
+        t.focus
+            .iter()
+            .rev()
+            .filter(|f| want(f.field))
+            .find_map(|f| tab_or_pointer(f.method))
+            .unwrap_or(f64::NAN)
+    };
+    if let Some(user) = first_field {
+        fv.set(F::NavUserTab, last_nav(&|f| f == user));
+    }
+    fv.set(F::NavPasswordTab, last_nav(&|f| t.fields[f].is_password));
+}
+
+#[cfg(test)]
+mod tests;
