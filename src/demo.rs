@@ -65,7 +65,10 @@ pub fn run(options: &DemoOptions) -> Result<()> {
         options.admin_port
     );
     println!("  Config    {}  (edits apply live)", config_path.display());
-    println!("  Data      {}", data_dir.display());
+    println!(
+        "  Data      {}  (profiles in gaitkeeper.db)",
+        data_dir.display()
+    );
     println!();
     println!("  Press Ctrl-C to stop.");
     println!();

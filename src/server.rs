@@ -36,6 +36,8 @@ pub enum StartError {
     },
     #[error("cannot watch the config file for changes: {0}")]
     Watch(std::io::Error),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// Loads `config_path`, starts every listener and serves until SIGINT/SIGTERM.
@@ -47,6 +49,8 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
         path: config.server.data_dir.display().to_string(),
         reason,
     })?;
+
+    check_store(&config)?;
 
     let metrics = Arc::new(Metrics::new());
     let shared = Arc::new(ArcSwap::from_pointee(config.clone()));
@@ -107,6 +111,28 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
     server.run(RunArgs::default());
     tracing::info!("gaitkeeper stopped");
     Ok(())
+}
+
+/// Opens the profile store once before serving: creates the embedded SQLite file with its
+/// schema on first start (or migrates PostgreSQL) and checks it was made with this server key,
+/// so a misconfigured store stops the start with a precise error instead of failing logins.
+/// The login path opens its own handle when scoring is wired in.
+fn check_store(config: &Config) -> Result<(), StartError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|reason| StartError::DataDir {
+            path: config.server.data_dir.display().to_string(),
+            reason,
+        })?;
+    runtime.block_on(async {
+        let store =
+            crate::store::Store::open(&config.store, &config.server.data_dir, &config.secrets.key)
+                .await?;
+        tracing::info!(store = %store.url(), "profile store ready");
+        store.close().await;
+        Ok::<(), StartError>(())
+    })
 }
 
 /// pingora aborts the process on a bind failure; check first so the operator gets a clear
