@@ -432,3 +432,38 @@ async fn a_fetch_login_carries_telemetry_in_the_header() {
     );
     session.quit().await;
 }
+
+#[tokio::test]
+async fn a_failing_capture_script_never_stops_the_login() {
+    let _one = ONE_BROWSER.lock().await;
+    let (app, gk, _driver, session, _profile) = start_stack().await;
+    session.goto(&gk.url("/login")).await;
+    session
+        .wait_for("window.__gaitkeeper", "the capture script")
+        .await;
+    // Break what the script needs to build its payload, as a hostile or buggy page might.
+    session
+        .execute("TextEncoder.prototype.encode = () => { throw new Error('broken by the page'); };")
+        .await;
+    move_and_click(&session, "input[name=username]").await;
+    type_credentials(&session).await;
+    press_enter(&session).await;
+    wait_for_url(&session, "/account").await;
+    assert!(session.source().await.contains("Welcome, alice"));
+
+    // The login went through without telemetry, and the app got exactly its own form.
+    let login = app.last_login().await;
+    assert_eq!(
+        login["field_names"],
+        json!(["username", "password", "csrf_token"])
+    );
+    let entry = gk
+        .telemetry()
+        .await
+        .into_iter()
+        .rev()
+        .find(|e| e["route"] == "login")
+        .expect("the submit was seen");
+    assert_eq!(entry["outcome"], "missing");
+    session.quit().await;
+}
