@@ -69,7 +69,13 @@ fn main() {
     println!("| body | page | throughput | p50 per page | p99 per page |");
     println!("|---|---|---|---|---|");
     // Warm up caches and the allocator.
-    measure("warm-up", &html, Coding::Identity, html.len(), rounds.min(200));
+    measure(
+        "warm-up",
+        &html,
+        Coding::Identity,
+        html.len(),
+        rounds.min(200),
+    );
     measure("identity", &html, Coding::Identity, html.len(), rounds);
     measure("gzip", &gz, Coding::Gzip, html.len(), rounds);
 }
