@@ -22,12 +22,19 @@ impl HumanDuration {
     }
 }
 
+/// Deserialises a YAML string with `parse`; its error message becomes the config error, which
+/// serde-saphyr places at the value's line and column.
+fn from_text<'de, D, T>(d: D, parse: impl FnOnce(&str) -> Result<T, String>) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let text = String::deserialize(d)?;
+    parse(&text).map_err(serde::de::Error::custom)
+}
+
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        parse_duration(&text)
-            .map(HumanDuration)
-            .map_err(serde::de::Error::custom)
+        from_text(d, |text| parse_duration(text).map(HumanDuration))
     }
 }
 
@@ -71,10 +78,7 @@ impl RetentionPeriod {
 
 impl<'de> Deserialize<'de> for RetentionPeriod {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        parse_retention(&text)
-            .map(RetentionPeriod)
-            .map_err(serde::de::Error::custom)
+        from_text(d, |text| parse_retention(text).map(RetentionPeriod))
     }
 }
 
@@ -108,11 +112,12 @@ pub struct ListenAddr(pub SocketAddr);
 
 impl<'de> Deserialize<'de> for ListenAddr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        text.trim().parse().map(ListenAddr).map_err(|_| {
-            serde::de::Error::custom(format!(
-                "expected IP:PORT such as \"0.0.0.0:8080\" or \"127.0.0.1:9090\", found {text:?}"
-            ))
+        from_text(d, |text| {
+            text.trim().parse().map(ListenAddr).map_err(|_| {
+                format!(
+                    "expected IP:PORT such as \"0.0.0.0:8080\" or \"127.0.0.1:9090\", found {text:?}"
+                )
+            })
         })
     }
 }
@@ -138,8 +143,7 @@ pub struct UpstreamAddr {
 
 impl<'de> Deserialize<'de> for UpstreamAddr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        parse_upstream(text.trim()).map_err(serde::de::Error::custom)
+        from_text(d, |text| parse_upstream(text.trim()))
     }
 }
 
@@ -173,21 +177,22 @@ pub struct PathPrefix(pub String);
 
 impl<'de> Deserialize<'de> for PathPrefix {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        let valid = text.len() >= 3
-            && text.len() <= 64
-            && text.starts_with('/')
-            && text.ends_with('/')
-            && text
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"/_-.".contains(&b));
-        if valid {
-            Ok(PathPrefix(text))
-        } else {
-            Err(serde::de::Error::custom(format!(
-                "expected a path prefix of letters, digits, '_', '-', '.' that starts and ends with '/', such as \"/__gk/\", found {text:?}"
-            )))
-        }
+        from_text(d, |text| {
+            let valid = text.len() >= 3
+                && text.len() <= 64
+                && text.starts_with('/')
+                && text.ends_with('/')
+                && text
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"/_-.".contains(&b));
+            if valid {
+                Ok(PathPrefix(text.to_string()))
+            } else {
+                Err(format!(
+                    "expected a path prefix of letters, digits, '_', '-', '.' that starts and ends with '/', such as \"/__gk/\", found {text:?}"
+                ))
+            }
+        })
     }
 }
 

@@ -29,38 +29,33 @@ pub static CAPTURE_JS_ETAG: LazyLock<String> = LazyLock::new(|| {
     format!("\"{hex}\"")
 });
 
-/// The route whose login page this request is, if any.
-pub fn page_route<'a>(
-    routes: &'a [RouteConfig],
-    method: &str,
-    path: &str,
-) -> Option<&'a RouteConfig> {
-    if routes.is_empty() {
-        return None;
-    }
-    let normal = normalize_path(path);
-    routes.iter().find(|r| {
-        r.page.methods.iter().any(|m| m == method)
-            && r.page.paths.iter().any(|p| path_matches(p, &normal))
-    })
+/// Which login routes a request belongs to, as indexes into the config's `routes`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RouteMatch {
+    /// The route whose login page this is (its response gets the script).
+    pub page: Option<usize>,
+    /// The route whose login submit this is (its body loses the telemetry).
+    pub submit: Option<usize>,
 }
 
-/// The route whose login submit this request is, if any. Matching is done on the normalised
-/// path and ignores case, so `/LOGIN`, `//login` or `/login/` cannot slip past.
-pub fn submit_route<'a>(
-    routes: &'a [RouteConfig],
-    method: &str,
-    path: &str,
-) -> Option<&'a RouteConfig> {
+/// Matches a request against the login routes. The path is normalised once; matching ignores
+/// case, so `/LOGIN`, `//login`, `/login/` or `/%6Cogin` cannot slip past a submit route.
+pub fn match_routes(routes: &[RouteConfig], method: &str, path: &str) -> RouteMatch {
     if routes.is_empty() {
-        return None;
+        return RouteMatch::default();
     }
     let normal = normalize_path(path);
     let trimmed = trim_trailing_slash(&normal);
-    routes.iter().find(|r| {
-        r.submit.method.eq_ignore_ascii_case(method)
-            && trim_trailing_slash(&r.submit.path).eq_ignore_ascii_case(trimmed)
-    })
+    RouteMatch {
+        page: routes.iter().position(|r| {
+            r.page.methods.iter().any(|m| m == method)
+                && r.page.paths.iter().any(|p| path_matches(p, &normal))
+        }),
+        submit: routes.iter().position(|r| {
+            r.submit.method.eq_ignore_ascii_case(method)
+                && trim_trailing_slash(&r.submit.path).eq_ignore_ascii_case(trimmed)
+        }),
+    }
 }
 
 fn trim_trailing_slash(path: &str) -> &str {
@@ -213,19 +208,24 @@ mod tests {
             "/x/../login",
             "/./login",
         ] {
-            assert!(submit_route(&routes, "POST", path).is_some(), "{path}");
+            assert!(
+                match_routes(&routes, "POST", path).submit.is_some(),
+                "{path}"
+            );
         }
-        assert!(submit_route(&routes, "post", "/login").is_some());
-        assert!(submit_route(&routes, "POST", "/login2").is_none());
-        assert!(submit_route(&routes, "GET", "/login").is_none());
+        assert!(match_routes(&routes, "post", "/login").submit.is_some());
+        assert!(match_routes(&routes, "POST", "/login2").submit.is_none());
+        assert!(match_routes(&routes, "GET", "/login").submit.is_none());
     }
 
     #[test]
     fn page_matching_supports_exact_and_prefix_patterns() {
         let routes = vec![route()];
-        assert!(page_route(&routes, "GET", "/login").is_some());
-        assert!(page_route(&routes, "GET", "/auth/sso/start").is_some());
-        assert!(page_route(&routes, "GET", "/account").is_none());
-        assert!(page_route(&routes, "POST", "/login").is_none());
+        assert!(match_routes(&routes, "GET", "/login").page.is_some());
+        assert!(match_routes(&routes, "GET", "/auth/sso/start")
+            .page
+            .is_some());
+        assert!(match_routes(&routes, "GET", "/account").page.is_none());
+        assert!(match_routes(&routes, "POST", "/login").page.is_none());
     }
 }

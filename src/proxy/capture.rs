@@ -16,8 +16,8 @@ use crate::login::{self, TelemetryOutcome, Transport};
 /// Per-request state of the capture stages.
 #[derive(Default)]
 pub struct CaptureCtx {
-    /// Set when the request is for a login page: the route name.
-    pub page_route: Option<String>,
+    /// Set when the request is for a login page: the route's index in the request's config.
+    pub page_route: Option<usize>,
     /// The streaming rewriter for a login page's body (Mutex only to make the ctx Sync).
     pub rewriter: Option<Mutex<PageRewriter>>,
     /// The login body the app receives instead of the original (telemetry removed).
@@ -225,10 +225,7 @@ impl GaitkeeperProxy {
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let Some(route_name) = ctx.capture.page_route.as_deref() else {
-            return Ok(());
-        };
-        let Some(route) = ctx.config.routes.iter().find(|r| r.name == route_name) else {
+        let Some(route) = ctx.capture.page_route.map(|i| &ctx.config.routes[i]) else {
             return Ok(());
         };
         let status = response.status.as_u16();

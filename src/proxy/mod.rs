@@ -94,14 +94,17 @@ impl ProxyHttp for GaitkeeperProxy {
         }
         let config = ctx.config.clone();
         let method = session.req_header().method.as_str();
-        let page = inject::page_route(&config.routes, method, path).map(|r| r.name.clone());
-        if let Some(route) = inject::submit_route(&config.routes, method, path) {
-            if self.intercept_login(session, ctx, route).await? {
+        let routes = inject::match_routes(&config.routes, method, path);
+        if let Some(submit) = routes.submit {
+            if self
+                .intercept_login(session, ctx, &config.routes[submit])
+                .await?
+            {
                 return Ok(true);
             }
         }
         // A login page may also be the submit's response (a form re-rendered with an error).
-        ctx.capture.page_route = page;
+        ctx.capture.page_route = routes.page;
         Ok(false)
     }
 
