@@ -297,32 +297,54 @@ async fn start_stack() -> (
     (app, gk, driver, session, profile)
 }
 
+/// Plays a person logging in on `page`: the mouse along a curve to the username field, a
+/// click, the credentials typed with a Tab between them, then Enter; waits for the app's
+/// account page. `page_script`, if any, runs first on the loaded page. Returns the browser's
+/// own key-event times up to the Enter (see `install_truth_recorder`).
+async fn log_in(
+    session: &Session,
+    gk: &Gaitkeeper,
+    page: &str,
+    username_css: &str,
+    page_script: Option<&str>,
+) -> Vec<Value> {
+    session.goto(&gk.url(page)).await;
+    session
+        .wait_for("window.__gaitkeeper", "the capture script")
+        .await;
+    if let Some(script) = page_script {
+        session.execute(script).await;
+    }
+    install_truth_recorder(session).await;
+    move_and_click(session, username_css).await;
+    type_credentials(session).await;
+    let truth = read_truth(session).await;
+    press_enter(session).await;
+    wait_for_url(session, "/account").await;
+    truth
+}
+
+/// The most recent login submit gaitkeeper recorded for `route`.
+async fn last_submit(gk: &Gaitkeeper, route: &str) -> Value {
+    gk.telemetry()
+        .await
+        .into_iter()
+        .rev()
+        .find(|e| e["route"] == route)
+        .expect("a login submit")
+}
+
 #[tokio::test]
 async fn a_classic_form_login_carries_exact_behaviour_and_the_app_sees_its_own_form() {
     let _one = ONE_BROWSER.lock().await;
     let (app, gk, _driver, session, _profile) = start_stack().await;
-    session.goto(&gk.url("/login")).await;
-    session
-        .wait_for("window.__gaitkeeper", "the capture script")
-        .await;
-    install_truth_recorder(&session).await;
-
-    move_and_click(&session, "input[name=username]").await;
-    type_credentials(&session).await;
-    let truth = read_truth(&session).await;
-    press_enter(&session).await;
-    wait_for_url(&session, "/account").await;
+    let truth = log_in(&session, &gk, "/login", "input[name=username]", None).await;
     assert!(
         session.source().await.contains("Welcome, alice"),
         "logged in through gaitkeeper"
     );
 
-    let received = gk.telemetry().await;
-    let entry = received
-        .iter()
-        .rev()
-        .find(|e| e["route"] == "login")
-        .expect("a login submit");
+    let entry = last_submit(&gk, "login").await;
     assert_eq!(entry["outcome"], "ok", "{entry}");
     assert_eq!(entry["transport"], "form");
     let payload = &entry["payload"];
@@ -382,24 +404,9 @@ async fn a_classic_form_login_carries_exact_behaviour_and_the_app_sees_its_own_f
 async fn a_fetch_login_carries_telemetry_in_the_header() {
     let _one = ONE_BROWSER.lock().await;
     let (app, gk, _driver, session, _profile) = start_stack().await;
-    session.goto(&gk.url("/spa-login")).await;
-    session
-        .wait_for("window.__gaitkeeper", "the capture script")
-        .await;
-    install_truth_recorder(&session).await;
+    let truth = log_in(&session, &gk, "/spa-login", "#username", None).await;
 
-    move_and_click(&session, "#username").await;
-    type_credentials(&session).await;
-    let truth = read_truth(&session).await;
-    press_enter(&session).await;
-    wait_for_url(&session, "/account").await;
-
-    let received = gk.telemetry().await;
-    let entry = received
-        .iter()
-        .rev()
-        .find(|e| e["route"] == "spa-login")
-        .expect("a login submit");
+    let entry = last_submit(&gk, "spa-login").await;
     assert_eq!(entry["outcome"], "ok", "{entry}");
     assert_eq!(entry["transport"], "header");
     let payload = &entry["payload"];
@@ -437,18 +444,17 @@ async fn a_fetch_login_carries_telemetry_in_the_header() {
 async fn a_failing_capture_script_never_stops_the_login() {
     let _one = ONE_BROWSER.lock().await;
     let (app, gk, _driver, session, _profile) = start_stack().await;
-    session.goto(&gk.url("/login")).await;
-    session
-        .wait_for("window.__gaitkeeper", "the capture script")
-        .await;
     // Break what the script needs to build its payload, as a hostile or buggy page might.
-    session
-        .execute("TextEncoder.prototype.encode = () => { throw new Error('broken by the page'); };")
-        .await;
-    move_and_click(&session, "input[name=username]").await;
-    type_credentials(&session).await;
-    press_enter(&session).await;
-    wait_for_url(&session, "/account").await;
+    let sabotage =
+        "TextEncoder.prototype.encode = () => { throw new Error('broken by the page'); };";
+    log_in(
+        &session,
+        &gk,
+        "/login",
+        "input[name=username]",
+        Some(sabotage),
+    )
+    .await;
     assert!(session.source().await.contains("Welcome, alice"));
 
     // The login went through without telemetry, and the app got exactly its own form.
@@ -457,13 +463,7 @@ async fn a_failing_capture_script_never_stops_the_login() {
         login["field_names"],
         json!(["username", "password", "csrf_token"])
     );
-    let entry = gk
-        .telemetry()
-        .await
-        .into_iter()
-        .rev()
-        .find(|e| e["route"] == "login")
-        .expect("the submit was seen");
+    let entry = last_submit(&gk, "login").await;
     assert_eq!(entry["outcome"], "missing");
     session.quit().await;
 }

@@ -6,20 +6,25 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine;
-use common::{eventually, EchoApp, Gaitkeeper, LOGIN_PAGE, ROUTES};
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent("capture-test/1.0")
-        .build()
-        .unwrap()
-}
+use common::{client, eventually, EchoApp, Gaitkeeper, LOGIN_PAGE, ROUTES};
 
 async fn start() -> (EchoApp, Gaitkeeper) {
     let app = EchoApp::start("app").await;
     let gk = Gaitkeeper::start_with(app.addr, "", ROUTES).await;
     (app, gk)
+}
+
+/// Loads a login page through gaitkeeper and returns the page token it was served with.
+async fn login_page_token(gk: &Gaitkeeper) -> String {
+    let page = client()
+        .get(gk.url("/page/identity"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    token_of(&page)
 }
 
 /// The page token from an injected page.
@@ -171,15 +176,7 @@ async fn the_capture_script_is_served_with_an_etag() {
 
 /// Loads a login page and returns a form body carrying `payload` (with the page's token).
 async fn form_with_telemetry(gk: &Gaitkeeper, extra: &str) -> (String, String) {
-    let page = client()
-        .get(gk.url("/page/identity"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let token = token_of(&page);
+    let token = login_page_token(gk).await;
     let payload = format!("{{\"v\":1,\"tk\":\"{token}\",\"k\":[]{extra}}}");
     let encoded: String = url_encode(&payload);
     (
@@ -200,8 +197,12 @@ fn url_encode(text: &str) -> String {
 }
 
 async fn post_form(gk: &Gaitkeeper, body: String) -> reqwest::Response {
+    post_form_to(gk, "/login", body).await
+}
+
+async fn post_form_to(gk: &Gaitkeeper, path: &str, body: String) -> reqwest::Response {
     client()
-        .post(gk.url("/login"))
+        .post(gk.url(path))
         .header("content-type", "application/x-www-form-urlencoded")
         .body(body)
         .send()
@@ -235,16 +236,8 @@ async fn the_app_receives_its_form_without_the_telemetry_field() {
 #[tokio::test]
 async fn fetch_logins_carry_telemetry_in_a_header_the_app_never_sees() {
     let (app, gk) = start().await;
-    let page = client()
-        .get(gk.url("/page/identity"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
     // The page token belongs to route "login"; the API route needs a token from its own page.
-    let wrong_route = token_of(&page);
+    let wrong_route = login_page_token(&gk).await;
     let payload = format!("{{\"v\":1,\"tk\":\"{wrong_route}\"}}");
     let header = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(payload.as_bytes());
     let json_body = r#"{"username":"alice","password":"x"}"#;
@@ -292,7 +285,7 @@ async fn a_token_from_another_key_or_an_expired_one_is_rejected() {
     let other = gaitkeeper::inject::PageTokens::new(b"a completely different secret key!!");
     let client_info = gaitkeeper::inject::Client {
         ip: "127.0.0.1",
-        user_agent: "capture-test/1.0",
+        user_agent: common::USER_AGENT,
     };
     let forged = other.issue("login", &client_info, true, Duration::from_secs(600));
     // Signed with the right key (the test knows the server secret), issued an hour ago.
@@ -353,13 +346,7 @@ async fn login_path_spellings_are_all_intercepted() {
     let (app, gk) = start().await;
     for path in ["/login", "/LOGIN", "/login/", "//login", "/%6Cogin"] {
         let (body, _) = form_with_telemetry(&gk, "").await;
-        client()
-            .post(gk.url(path))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        post_form_to(&gk, path, body).await;
         let seen = app.last();
         assert!(
             !String::from_utf8_lossy(&seen.body).contains("__gk"),
@@ -377,15 +364,7 @@ async fn login_path_spellings_are_all_intercepted() {
 #[tokio::test]
 async fn multipart_login_forms_lose_only_the_telemetry_part() {
     let (app, gk) = start().await;
-    let page = client()
-        .get(gk.url("/page/identity"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let token = token_of(&page);
+    let token = login_page_token(&gk).await;
     let part = |name: &str, value: &str| {
         format!("--b0undary\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
     };

@@ -4,16 +4,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, pattern, EchoApp, Gaitkeeper};
+use common::{client, eventually, pattern, EchoApp, Gaitkeeper};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
 
 #[tokio::test]
 async fn get_and_post_with_bodies_are_proxied_both_ways() {

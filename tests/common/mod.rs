@@ -17,6 +17,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 pub const SECRET: &str = "test-secret-0123456789abcdef0123456789";
+/// The User-Agent every test client sends (page tokens are bound to it).
+pub const USER_AGENT: &str = "capture-test/1.0";
+
+/// An HTTP client that shows redirects instead of following them.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(USER_AGENT)
+        .build()
+        .unwrap()
+}
 
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
