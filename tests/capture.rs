@@ -16,14 +16,7 @@ async fn start() -> (EchoApp, Gaitkeeper) {
 
 /// Loads a login page through gaitkeeper and returns the page token it was served with.
 async fn login_page_token(gk: &Gaitkeeper) -> String {
-    let page = client()
-        .get(gk.url("/page/identity"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = gk.get_text("/page/identity").await;
     token_of(&page)
 }
 
@@ -136,14 +129,7 @@ async fn the_page_csp_nonce_is_reused() {
 #[tokio::test]
 async fn a_large_page_is_streamed_through_whole() {
     let (_app, gk) = start().await;
-    let body = client()
-        .get(gk.url("/page/big"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = gk.get_text("/page/big").await;
     assert!(body.len() > 2_000_000);
     assert!(body.contains("</script></head><body>"));
     assert!(body.ends_with("</body></html>"));

@@ -212,14 +212,7 @@ async fn metrics_are_on_the_admin_listener_only() {
     );
 
     // On the public listener /metrics is the app's path, answered by the app.
-    let public = http
-        .get(gk.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let public = gk.get_text("/metrics").await;
     assert_eq!(public, "app GET /metrics 0");
     assert!(!public.contains("gaitkeeper_"));
     let health = http
@@ -236,15 +229,7 @@ async fn valid_config_change_is_applied_without_restart() {
     let second = EchoApp::start("second").await;
     let gk = Gaitkeeper::start(first.addr, "").await;
     let http = client();
-    assert!(http
-        .get(gk.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-        .starts_with("first"));
+    assert!(gk.get_text("/").await.starts_with("first"));
 
     // A slow request in flight across the reload must complete.
     let in_flight = tokio::spawn({

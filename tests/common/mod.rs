@@ -466,6 +466,18 @@ impl Gaitkeeper {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// GETs `path` through gaitkeeper and returns the body as text.
+    pub async fn get_text(&self, path: &str) -> String {
+        client()
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("gaitkeeper.log")).unwrap_or_default()
     }
