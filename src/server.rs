@@ -38,6 +38,8 @@ pub enum StartError {
     Watch(std::io::Error),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error("cannot start the runtime that opens the profile store: {0}")]
+    StoreRuntime(std::io::Error),
 }
 
 /// Loads `config_path`, starts every listener and serves until SIGINT/SIGTERM.
@@ -121,10 +123,7 @@ fn check_store(config: &Config) -> Result<(), StartError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|reason| StartError::DataDir {
-            path: config.server.data_dir.display().to_string(),
-            reason,
-        })?;
+        .map_err(StartError::StoreRuntime)?;
     runtime.block_on(async {
         let store =
             crate::store::Store::open(&config.store, &config.server.data_dir, &config.secrets.key)
