@@ -5,7 +5,9 @@
 //! `config` (what the operator asked for) → `proxy` (pingora phases, delegating to stages) →
 //! `inject` (capture script into login pages, page tokens) → `login` (telemetry taken out of
 //! the login submit) → `telemetry` (validate the payload) → `features` (one vector per login)
-//! → `model` (per-user detectors, global forest, fused risk with reasons) → `store` (per-user
+//! → `model` (per-user detectors, global forest, fused risk with reasons) → `policy` (what the
+//! YAML says to do with that risk) → `decision` (forward, hold for a second factor, or refuse;
+//! reading the app's answer) → `store` (per-user
 //! profiles on disk) and `cache` (fitted models in memory) → `admin` (health, metrics, the
 //! `users` commands). `server` wires them into a process; `eval` runs the scoring stages on
 //! public data.
@@ -13,6 +15,7 @@
 pub mod admin;
 pub mod cache;
 pub mod config;
+pub mod decision;
 pub mod demo;
 pub mod eval;
 pub mod features;
@@ -20,6 +23,7 @@ pub mod inject;
 pub mod logging;
 pub mod login;
 pub mod model;
+pub mod policy;
 pub mod proxy;
 pub mod server;
 pub mod store;

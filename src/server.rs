@@ -13,9 +13,11 @@ use pingora::services::listening::Service;
 
 use crate::admin::{AdminApp, Metrics};
 use crate::config::{Config, ConfigWatcher};
+use crate::decision::{HeldLogins, Regulator};
 use crate::inject::PageTokens;
 use crate::login::TelemetryInbox;
-use crate::proxy::GaitkeeperProxy;
+use crate::proxy::{GaitkeeperProxy, LoginServices};
+use crate::store::Store;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +54,7 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
         reason,
     })?;
 
-    check_store(&config)?;
+    let (background, store) = open_store(&config)?;
 
     let metrics = Arc::new(Metrics::new());
     let shared = Arc::new(ArcSwap::from_pointee(config.clone()));
@@ -86,9 +88,24 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
         tracing::warn!("admin.debug_telemetry is on: recent login telemetry is visible on the admin listener; turn it off in production");
     }
     let tokens = Arc::new(PageTokens::new(config.secrets.key.expose()));
+    let services = Arc::new(LoginServices {
+        store,
+        bg: background.handle().clone(),
+        held: HeldLogins::new(64 * 1024 * 1024, config.mfa_challenge_ttl()),
+        regulator: Regulator::new(&config.regulation),
+        enrollment_logins: config.store.enrollment_logins,
+        csrf_key: derive_key(config.secrets.key.expose(), b"gaitkeeper challenge csrf"),
+        max_attempts: 5,
+    });
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        GaitkeeperProxy::new(shared.clone(), metrics.clone(), tokens, inbox.clone()),
+        GaitkeeperProxy::new(
+            shared.clone(),
+            metrics.clone(),
+            tokens,
+            inbox.clone(),
+            services.clone(),
+        ),
         "gaitkeeper proxy",
     );
     for address in &config.listen {
@@ -96,7 +113,7 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
     }
     let mut admin = Service::new(
         "gaitkeeper admin".to_string(),
-        AdminApp::new(metrics, shared, inbox),
+        AdminApp::new(metrics, shared, inbox, services.clone()),
     );
     admin.add_tcp(&config.admin.listen.to_string());
     admin.threads = Some(1);
@@ -111,27 +128,38 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
         "gaitkeeper starting"
     );
     server.run(RunArgs::default());
+    // Let recording, learning and audit work already handed off finish.
+    background.shutdown_timeout(config.server.grace_period.0);
     tracing::info!("gaitkeeper stopped");
     Ok(())
 }
 
-/// Opens the profile store once before serving: creates the embedded SQLite file with its
-/// schema on first start (or migrates PostgreSQL) and checks it was made with this server key,
-/// so a misconfigured store stops the start with a precise error instead of failing logins.
-/// The login path opens its own handle when scoring is wired in.
-fn check_store(config: &Config) -> Result<(), StartError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+/// Starts gaitkeeper's background runtime and opens the profile store on it: creates the
+/// embedded SQLite file with its schema on first start (or migrates PostgreSQL) and checks it
+/// was made with this server key, so a misconfigured store stops the start with a precise error
+/// instead of failing logins. Everything that touches the store later runs on this runtime.
+fn open_store(config: &Config) -> Result<(tokio::runtime::Runtime, Store), StartError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("gaitkeeper-bg")
         .enable_all()
         .build()
         .map_err(StartError::StoreRuntime)?;
-    runtime.block_on(async {
+    let store = runtime.block_on(async {
         let store =
-            crate::store::Store::open(&config.store, &config.server.data_dir, &config.secrets.key)
-                .await?;
+            Store::open(&config.store, &config.server.data_dir, &config.secrets.key).await?;
         tracing::info!(store = %store.url(), "profile store ready");
-        store.close().await;
-        Ok::<(), StartError>(())
-    })
+        Ok::<Store, StartError>(store)
+    })?;
+    Ok((runtime, store))
+}
+
+/// A purpose-specific key derived from `secrets.key`.
+fn derive_key(secret: &[u8], purpose: &[u8]) -> Vec<u8> {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).expect("any key length");
+    mac.update(purpose);
+    mac.finalize().into_bytes().to_vec()
 }
 
 /// pingora aborts the process on a bind failure; check first so the operator gets a clear

@@ -4,56 +4,16 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::legacy::LegacyApp;
 use common::webdriver::{typing, ChromeDriver, Session, ENTER, TAB};
 use common::Gaitkeeper;
 use serde_json::{json, Value};
 
-/// The bundled legacy app, with its debug endpoint on; killed on drop.
-struct LegacyApp {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for LegacyApp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl LegacyApp {
-    async fn start() -> LegacyApp {
-        let addr: SocketAddr = format!("127.0.0.1:{}", common::free_port())
-            .parse()
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_legacy-app"))
-            .args(["--listen", &addr.to_string(), "--debug-endpoints"])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(addr).await.is_err() {
-            assert!(Instant::now() < deadline, "legacy app did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        LegacyApp { child, addr }
-    }
-
-    async fn last_login(&self) -> Value {
-        reqwest::get(format!("http://{}/__debug/last-login", self.addr))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-}
-
-const ROUTES: &str = "routes:\n  - name: login\n    page: { paths: [\"/login\"], methods: [GET, POST] }\n    submit: { path: \"/login\" }\n  - name: spa-login\n    page: { paths: [\"/spa-login\"] }\n    submit: { path: \"/api/login\" }\n";
+/// The legacy app's routes; a login whose capture script was sabotaged has no telemetry, and
+/// these capture tests want it to reach the app (the decision tests cover blocking it).
+const ROUTES: &str = "routes:\n  - name: login\n    page: { paths: [\"/login\"], methods: [GET, POST] }\n    submit: { path: \"/login\" }\n  - name: spa-login\n    page: { paths: [\"/spa-login\"] }\n    submit: { path: \"/api/login\" }\npolicy:\n  on_missing_telemetry: allow\n";
 
 const USER: &str = "alice";
 const PASSWORD: &str = "wonderland-42";

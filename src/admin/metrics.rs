@@ -32,6 +32,16 @@ pub struct Metrics {
     pub telemetry: IntCounterVec,
     /// The model cache in front of the store.
     pub model_cache: CacheMetrics,
+    /// Login decisions by route and decision (`allow`, `challenge`, `block`, `unscored`, …).
+    pub decisions: IntCounterVec,
+    /// Risk of scored logins.
+    pub risk: Histogram,
+    /// Time to score one login from a loaded model (validate to fused risk), in seconds.
+    pub scoring_latency: Histogram,
+    /// Challenges by event (`issued`, `passed`, `failed`, `expired`, `wrong_code`).
+    pub challenges: IntCounterVec,
+    /// Forwarded logins by route and what the app's answer showed (`verified`, `failed`).
+    pub login_outcomes: IntCounterVec,
     /// One resolved counter per status code, so the hot path neither hashes labels nor
     /// allocates. Index 0 stands for "no response was written".
     by_status: Box<[OnceLock<IntCounter>]>,
@@ -108,8 +118,49 @@ impl Metrics {
         )
         .expect("valid metric");
         let model_cache = CacheMetrics::new();
+        let decisions = IntCounterVec::new(
+            Opts::new(
+                "login_decisions_total",
+                "Login decisions by route and decision",
+            ),
+            &["route", "decision"],
+        )
+        .expect("valid metric");
+        let risk = Histogram::with_opts(
+            HistogramOpts::new("login_risk", "Risk of scored logins")
+                .buckets((1..=10).map(|i| f64::from(i) / 10.0).collect()),
+        )
+        .expect("valid metric");
+        let scoring_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "scoring_seconds",
+                "Time to score one login from a loaded model",
+            )
+            .buckets(vec![
+                0.000_005, 0.00001, 0.000_025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005,
+            ]),
+        )
+        .expect("valid metric");
+        let challenges = IntCounterVec::new(
+            Opts::new("challenges_total", "Step-up challenges by event"),
+            &["event"],
+        )
+        .expect("valid metric");
+        let login_outcomes = IntCounterVec::new(
+            Opts::new(
+                "login_outcomes_total",
+                "Forwarded logins by route and the app's verdict",
+            ),
+            &["route", "outcome"],
+        )
+        .expect("valid metric");
         for collector in [
-            Box::new(model_cache.requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(decisions.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(risk.clone()),
+            Box::new(scoring_latency.clone()),
+            Box::new(challenges.clone()),
+            Box::new(login_outcomes.clone()),
+            Box::new(model_cache.requests.clone()),
             Box::new(model_cache.loads.clone()),
             Box::new(model_cache.evictions.clone()),
             Box::new(model_cache.bytes.clone()),
@@ -130,6 +181,11 @@ impl Metrics {
         }
         Metrics {
             registry,
+            decisions,
+            risk,
+            scoring_latency,
+            challenges,
+            login_outcomes,
             requests,
             upstream_errors,
             upstream_latency,

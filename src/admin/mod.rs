@@ -1,9 +1,11 @@
-//! The admin listener: `/healthz`, `/readyz` and `/metrics`, on its own private address; and
+//! The admin listener: `/healthz`, `/readyz`, `/metrics` and the prototype-compatible
+//! `POST /__gk/analyze`, on its own private address; and
 //! the operator's `gaitkeeper users` commands (`users`).
 //!
 //! Owns: answering operators and monitoring. Never served on a public listener, never exposes
 //! config values or secrets.
 
+mod analyze;
 mod metrics;
 pub mod users;
 
@@ -18,21 +20,52 @@ pub use metrics::{CacheMetrics, Metrics};
 
 use crate::config::SharedConfig;
 use crate::login::TelemetryInbox;
+use crate::proxy::LoginServices;
 
 /// Serves the admin endpoints.
 pub struct AdminApp {
     metrics: Arc<Metrics>,
     config: SharedConfig,
     inbox: Arc<TelemetryInbox>,
+    services: Arc<LoginServices>,
 }
 
 impl AdminApp {
-    pub fn new(metrics: Arc<Metrics>, config: SharedConfig, inbox: Arc<TelemetryInbox>) -> Self {
+    pub fn new(
+        metrics: Arc<Metrics>,
+        config: SharedConfig,
+        inbox: Arc<TelemetryInbox>,
+        services: Arc<LoginServices>,
+    ) -> Self {
         AdminApp {
             metrics,
             config,
             inbox,
+            services,
         }
+    }
+
+    /// `POST /__gk/analyze`: reads the (bounded) body and scores it.
+    async fn analyze(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let mut body = Vec::new();
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) if body.len() + chunk.len() <= analyze::MAX_BODY => {
+                    body.extend_from_slice(&chunk)
+                }
+                Ok(Some(_)) => return plain(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n"),
+                Ok(None) => break,
+                Err(_) => return plain(StatusCode::BAD_REQUEST, "cannot read the body\n"),
+            }
+        }
+        let config = self.config.load_full();
+        let (status, json) = analyze::analyze(&body, &config, &self.services).await;
+        Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .header("cache-control", "no-store")
+            .body(json.to_string().into_bytes())
+            .expect("static header values are valid")
     }
 }
 
@@ -41,6 +74,12 @@ impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
+        if path == "/__gk/analyze" {
+            if method != http::Method::POST {
+                return plain(StatusCode::METHOD_NOT_ALLOWED, "only POST\n");
+            }
+            return self.analyze(session).await;
+        }
         if method != http::Method::GET && method != http::Method::HEAD {
             return plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
         }

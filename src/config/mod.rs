@@ -47,6 +47,13 @@ pub struct Config {
     /// Where user profiles live (SQLite or PostgreSQL) and how much of them stays in memory.
     #[serde(default)]
     pub store: StoreConfig,
+    /// What to do with each login: thresholds, fail-open or fail-closed, shadow mode. Routes
+    /// may override any key.
+    #[serde(default)]
+    pub policy: crate::policy::PolicyConfig,
+    /// Brute-force protection: failed logins counted per user and per client address.
+    #[serde(default)]
+    pub regulation: crate::decision::RegulationConfig,
 }
 
 /// The profile store and the in-memory model cache in front of it (restart to change).
@@ -127,6 +134,62 @@ pub struct RouteConfig {
     pub page: PageMatch,
     /// The request that submits the login.
     pub submit: SubmitMatch,
+    /// Where the login name is in the submitted body.
+    #[serde(default)]
+    pub username: UsernameSource,
+    /// How the app's response shows that the login succeeded (every given condition must hold).
+    #[serde(default)]
+    pub success: SuccessSignal,
+    /// Overrides of the top-level `policy:` for this route.
+    #[serde(default)]
+    pub policy: crate::policy::PolicyConfig,
+}
+
+/// Where the login name is: a form field (urlencoded or multipart) or, for JSON bodies, a
+/// JSON pointer.
+#[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UsernameSource {
+    /// Form field name (urlencoded and multipart bodies).
+    #[serde(default = "defaults::username_field")]
+    pub field: String,
+    /// JSON pointer into a JSON body, e.g. `/user/email` (RFC 6901).
+    #[serde(default)]
+    pub json_pointer: Option<String>,
+}
+
+impl Default for UsernameSource {
+    fn default() -> Self {
+        UsernameSource {
+            field: defaults::username_field(),
+            json_pointer: None,
+        }
+    }
+}
+
+/// The app's answer to a successful login. By default any redirect (301, 302, 303, 307, 308).
+#[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SuccessSignal {
+    /// Status codes of a successful login.
+    #[serde(default = "defaults::success_status")]
+    pub status: Vec<u16>,
+    /// The `Location` header starts with this (e.g. `/account`).
+    #[serde(default)]
+    pub location_prefix: Option<String>,
+    /// The response sets this cookie (e.g. the app's session cookie).
+    #[serde(default)]
+    pub set_cookie: Option<String>,
+}
+
+impl Default for SuccessSignal {
+    fn default() -> Self {
+        SuccessSignal {
+            status: defaults::success_status(),
+            location_prefix: None,
+            set_cookie: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
@@ -386,6 +449,12 @@ mod defaults {
     pub fn page_content_types() -> Vec<String> {
         vec!["text/html".to_string(), "application/xhtml+xml".to_string()]
     }
+    pub fn username_field() -> String {
+        "username".into()
+    }
+    pub fn success_status() -> Vec<u16> {
+        vec![301, 302, 303, 307, 308]
+    }
     pub fn submit_method() -> String {
         "POST".to_string()
     }
@@ -460,6 +529,11 @@ fn fmt_invalid(file: &str, line: u64, column: u64, key: &str, message: &str) -> 
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 impl Config {
+    /// How long a held login waits for its second factor.
+    pub fn mfa_challenge_ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(300)
+    }
+
     /// Reads and validates the config file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
@@ -585,6 +659,12 @@ impl Config {
             }
         }
         self.validate_routes(&invalid)?;
+        crate::policy::Policy::resolve(&self.policy, &Default::default())
+            .check()
+            .map_err(|(key, m)| invalid(&format!("policy.{key}"), m))?;
+        self.regulation
+            .check()
+            .map_err(|(key, m)| invalid(&format!("regulation.{key}"), m))?;
         self.validate_store(&invalid)?;
         if let Some(level) = &self.logging.level {
             if tracing_subscriber::EnvFilter::try_new(level).is_err() {
@@ -736,6 +816,52 @@ impl Config {
                     ),
                 ));
             }
+            let username = &route.username;
+            if !token(&username.field) {
+                return Err(invalid("routes", format!("route {:?}: `username.field` must be a form field name of letters, digits, '-' or '_', found {:?}", route.name, username.field)));
+            }
+            if let Some(pointer) = &username.json_pointer {
+                if !(pointer.starts_with('/') && pointer.len() <= 256) {
+                    return Err(invalid("routes", format!("route {:?}: `username.json_pointer` must be a JSON pointer such as \"/user/email\", found {pointer:?}", route.name)));
+                }
+            }
+            let success = &route.success;
+            if success.status.is_empty()
+                || success.status.len() > 16
+                || success.status.iter().any(|s| !(100..=599).contains(s))
+            {
+                return Err(invalid(
+                    "routes",
+                    format!(
+                        "route {:?}: `success.status` needs 1 to 16 HTTP status codes (100 to 599)",
+                        route.name
+                    ),
+                ));
+            }
+            if let Some(cookie) = &success.set_cookie {
+                if !token(cookie) {
+                    return Err(invalid("routes", format!("route {:?}: `success.set_cookie` must be a cookie name, found {cookie:?}", route.name)));
+                }
+            }
+            if let Some(prefix) = &success.location_prefix {
+                if prefix.is_empty() || prefix.len() > 512 {
+                    return Err(invalid(
+                        "routes",
+                        format!(
+                            "route {:?}: `success.location_prefix` must be 1 to 512 characters",
+                            route.name
+                        ),
+                    ));
+                }
+            }
+            crate::policy::Policy::resolve(&self.policy, &route.policy)
+                .check()
+                .map_err(|(key, m)| {
+                    invalid(
+                        "routes",
+                        format!("route {:?}: `policy.{key}`: {m}", route.name),
+                    )
+                })?;
             for m in route
                 .page
                 .methods

@@ -7,11 +7,13 @@
 //! values or telemetry.
 
 mod inbox;
+mod username;
 
 use base64::Engine;
 use serde::Deserialize;
 
 pub use inbox::TelemetryInbox;
+pub use username::{username, Username, MAX_NAME_BYTES};
 
 /// What a login submit carried, as far as capture can tell.
 #[derive(Debug, Clone)]

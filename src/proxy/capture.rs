@@ -24,6 +24,8 @@ pub struct CaptureCtx {
     pub replacement_body: Option<Bytes>,
     pub replacement_sent: bool,
     pub telemetry: Option<TelemetryOutcome>,
+    /// The login body as the app receives it (telemetry taken out), for the decision stage.
+    pub app_body: Option<Bytes>,
 }
 
 fn client<'a>(session: &'a Session, ip: &'a mut String) -> Client<'a> {
@@ -161,6 +163,12 @@ impl GaitkeeperProxy {
             found.push((Transport::FormField, telemetry));
             ctx.capture.replacement_body = stripped.map(|s| Bytes::from(s.body));
         }
+        ctx.capture.app_body = Some(
+            ctx.capture
+                .replacement_body
+                .clone()
+                .unwrap_or_else(|| Bytes::from(body)),
+        );
         let header_values: Vec<&[u8]> = session
             .req_header()
             .headers

@@ -6,8 +6,11 @@
 //! header values that may carry credentials.
 
 mod capture;
+mod challenge;
 mod forwarding;
+mod login;
 mod pages;
+mod services;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +27,7 @@ use crate::inject::{self, PageTokens};
 use crate::login::TelemetryInbox;
 
 pub use forwarding::{is_reserved_path, normalize_path};
+pub use services::LoginServices;
 
 /// The proxy service: one value shared by every worker thread.
 pub struct GaitkeeperProxy {
@@ -31,6 +35,7 @@ pub struct GaitkeeperProxy {
     metrics: Arc<Metrics>,
     tokens: Arc<PageTokens>,
     inbox: Arc<TelemetryInbox>,
+    services: Arc<LoginServices>,
 }
 
 impl GaitkeeperProxy {
@@ -39,12 +44,14 @@ impl GaitkeeperProxy {
         metrics: Arc<Metrics>,
         tokens: Arc<PageTokens>,
         inbox: Arc<TelemetryInbox>,
+        services: Arc<LoginServices>,
     ) -> Self {
         GaitkeeperProxy {
             config,
             metrics,
             tokens,
             inbox,
+            services,
         }
     }
 }
@@ -58,6 +65,10 @@ pub struct RequestCtx {
     upstream_sent: Option<Instant>,
     upstream_time: Option<Duration>,
     capture: capture::CaptureCtx,
+    /// A login forwarded to the app, settled once the app has answered.
+    login: Option<login::PendingLogin>,
+    /// The app's response body is replaced by nothing (see `PendingLogin::return_to`).
+    drop_response_body: bool,
 }
 
 #[async_trait]
@@ -72,6 +83,8 @@ impl ProxyHttp for GaitkeeperProxy {
             upstream_sent: None,
             upstream_time: None,
             capture: capture::CaptureCtx::default(),
+            login: None,
+            drop_response_body: false,
         }
     }
 
@@ -80,11 +93,19 @@ impl ProxyHttp for GaitkeeperProxy {
         let prefix = &ctx.config.server.reserved_prefix.0;
         let path = session.req_header().uri.path();
         if is_reserved_path(path, prefix) {
-            // gaitkeeper's own endpoints. Nothing under the prefix is ever forwarded.
-            let own = path.strip_prefix(prefix.as_str()).unwrap_or("");
-            let status = match own {
-                "capture.js" => self.serve_capture_script(session, ctx).await?,
-                _ => pages::own_endpoint_not_found(session, &ctx.request_id).await?,
+            // gaitkeeper's own endpoints. Nothing under the prefix is ever forwarded, except a
+            // held login replayed in place of the challenge request that completed it.
+            let own = path.strip_prefix(prefix.as_str()).unwrap_or("").to_string();
+            let status = if own == "capture.js" {
+                self.serve_capture_script(session, ctx).await?
+            } else if let Some(rest) = own.strip_prefix("challenge/") {
+                let (answered, status) = self.challenge_endpoint(session, ctx, rest).await?;
+                if !answered {
+                    return Ok(false);
+                }
+                status
+            } else {
+                pages::own_endpoint_not_found(session, &ctx.request_id).await?
             };
             self.metrics
                 .own_endpoint_requests
@@ -100,6 +121,9 @@ impl ProxyHttp for GaitkeeperProxy {
                 .intercept_login(session, ctx, &config.routes[submit])
                 .await?
             {
+                return Ok(true);
+            }
+            if self.decide_login(session, ctx, submit).await? {
                 return Ok(true);
             }
         }
@@ -163,6 +187,7 @@ impl ProxyHttp for GaitkeeperProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        self.observe_login_response(upstream_response, ctx);
         self.prepare_injection(session, upstream_response, ctx)?;
         if let Some(sent) = ctx.upstream_sent {
             let elapsed = sent.elapsed();
@@ -179,6 +204,10 @@ impl ProxyHttp for GaitkeeperProxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
+        if ctx.drop_response_body {
+            *body = Some(Bytes::new());
+            return Ok(None);
+        }
         self.rewrite_page_chunk(body, end_of_stream, ctx)?;
         Ok(None)
     }
@@ -210,6 +239,7 @@ impl ProxyHttp for GaitkeeperProxy {
     }
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
+        self.settle_login(ctx);
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())

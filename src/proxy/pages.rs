@@ -139,3 +139,56 @@ pub(super) async fn respond(
     }
     Ok(())
 }
+
+/// The page a blocked login gets: a refusal and the incident reference the support team can
+/// look up (`gaitkeeper audit show`), nothing about why. `incident` is a plain token.
+pub(super) fn blocked_page(app_name: &str, incident: &str) -> Bytes {
+    let app = html_escape(app_name);
+    Bytes::from(format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>Sign-in refused - {app}</title></head>\n<body style=\"font-family:sans-serif;max-width:40em;margin:3em auto;padding:0 1em;line-height:1.5\">\n<h1>Sign-in refused</h1>\n<p>This sign-in attempt to {app} was refused for your protection.</p>\n<p>If this was you, contact support and give them this reference:</p>\n<p><strong>{incident}</strong></p>\n</body></html>\n"
+    ))
+}
+
+/// Escapes text for HTML element content and quoted attribute values.
+pub(super) fn html_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Writes a complete response with extra headers (redirects, cookies); body left out for HEAD.
+pub(super) async fn respond_with(
+    session: &mut Session,
+    status: u16,
+    headers: &[(&str, &str)],
+    content_type: &str,
+    body: Bytes,
+    request_id: &str,
+) -> Result<()> {
+    let mut header = ResponseHeader::build(status, Some(6 + headers.len()))?;
+    for (name, value) in headers {
+        header.append_header(name.to_string(), *value)?;
+    }
+    header.insert_header("content-type", content_type)?;
+    header.insert_header("content-length", body.len().to_string())?;
+    header.insert_header("cache-control", "no-store")?;
+    header.insert_header("x-content-type-options", "nosniff")?;
+    header.insert_header("x-request-id", request_id)?;
+    let head_only = session.req_header().method == http::Method::HEAD || body.is_empty();
+    session
+        .write_response_header(Box::new(header), head_only)
+        .await?;
+    if !head_only {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}

@@ -3,6 +3,8 @@
 //! waited for with a fixed sleep.
 #![allow(dead_code)]
 
+pub mod behaviour;
+pub mod legacy;
 pub mod webdriver;
 
 use std::io::Write;
@@ -600,5 +602,5 @@ impl Gaitkeeper {
 }
 
 /// Routes for the echo app's `/page/*` login pages, submitting to `/login` (form) and
-/// `/api/login` (fetch).
-pub const ROUTES: &str = "routes:\n  - name: login\n    page: { paths: [\"/page/*\"], methods: [GET, HEAD] }\n    submit: { path: \"/login\" }\n  - name: api\n    page: { paths: [\"/spa\"] }\n    submit: { path: \"/api/login\" }\n";
+/// `/api/login` (fetch); in shadow mode, so every login reaches the app whatever its telemetry.
+pub const ROUTES: &str = "routes:\n  - name: login\n    page: { paths: [\"/page/*\"], methods: [GET, HEAD] }\n    submit: { path: \"/login\" }\n  - name: api\n    page: { paths: [\"/spa\"] }\n    submit: { path: \"/api/login\" }\npolicy:\n  mode: shadow\n";

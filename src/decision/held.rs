@@ -1,0 +1,192 @@
+//! Held logins: a login the policy challenged waits here, in memory, under an unguessable id
+//! until the user passes the second factor (then it is replayed to the app exactly as sent),
+//! fails it, or the challenge expires. Bounded in count, bytes and time; taking a login out
+//! for replay removes it, so a completed challenge cannot be used twice.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use moka::sync::Cache;
+
+use crate::features::FeatureVector;
+use crate::policy::Verdict;
+use crate::store::UserKey;
+
+/// A login waiting for its second factor. Holds the password-bearing body: never logged,
+/// dropped at expiry.
+pub struct HeldLogin {
+    /// The route's name (the config may be reloaded while the login waits).
+    pub route: String,
+    pub method: http::Method,
+    pub uri: http::Uri,
+    /// The request headers to replay, in order (hop-by-hop ones already dropped).
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// The body the app receives (telemetry already taken out).
+    pub body: Bytes,
+    /// The login name as submitted; needed to record the login and to name the user to an
+    /// external MFA provider.
+    pub login: String,
+    pub user: UserKey,
+    pub features: Option<FeatureVector>,
+    pub risk: Option<f64>,
+    pub reasons: serde_json::Value,
+    pub verdict: Verdict,
+    /// The value of the per-browser cookie set with the challenge redirect; the challenge is
+    /// only answered from the browser that holds it.
+    pub binding: String,
+    pub client_ip: String,
+    /// The login was sent with fetch/XHR: challenged with JSON, not a redirect.
+    pub xhr: bool,
+    pub incident: String,
+    pub request_id: String,
+    attempts: AtomicU32,
+}
+
+impl HeldLogin {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        route: String,
+        request: &http::request::Parts,
+        body: Bytes,
+        login: String,
+        user: UserKey,
+        features: Option<FeatureVector>,
+        risk: Option<f64>,
+        reasons: serde_json::Value,
+        verdict: Verdict,
+        binding: String,
+        client_ip: String,
+        xhr: bool,
+        incident: String,
+        request_id: String,
+    ) -> HeldLogin {
+        let headers = request
+            .headers
+            .iter()
+            .filter(|(name, _)| !is_hop_by_hop(name))
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect();
+        HeldLogin {
+            route,
+            method: request.method.clone(),
+            uri: request.uri.clone(),
+            headers,
+            body,
+            login,
+            user,
+            features,
+            risk,
+            reasons,
+            verdict,
+            binding,
+            client_ip,
+            xhr,
+            incident,
+            request_id,
+            attempts: AtomicU32::new(0),
+        }
+    }
+
+    /// Counts one failed attempt; returns how many there have been.
+    pub fn failed_attempt(&self) -> u32 {
+        self.attempts.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub fn attempts(&self) -> u32 {
+        self.attempts.load(Ordering::Relaxed)
+    }
+
+    /// Approximate memory taken, for the size bound.
+    fn weight(&self) -> u32 {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 32)
+            .sum();
+        let total = 512 + headers + self.body.len() + self.login.len() + self.uri.to_string().len();
+        u32::try_from(total).unwrap_or(u32::MAX)
+    }
+}
+
+/// Headers that describe one connection, not the request; never replayed.
+fn is_hop_by_hop(name: &http::HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "transfer-encoding"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "expect"
+            | "content-length"
+    )
+}
+
+/// The held logins of this instance.
+pub struct HeldLogins {
+    logins: Cache<String, Arc<HeldLogin>>,
+}
+
+impl HeldLogins {
+    /// At most `max_bytes` of held logins (each weighs at least 512 bytes, which bounds the
+    /// count too), each kept at most `ttl`.
+    pub fn new(max_bytes: u64, ttl: Duration) -> HeldLogins {
+        HeldLogins {
+            logins: Cache::builder()
+                .max_capacity(max_bytes)
+                .weigher(|_id: &String, login: &Arc<HeldLogin>| login.weight())
+                .time_to_live(ttl)
+                .build(),
+        }
+    }
+
+    pub fn hold(&self, id: String, login: HeldLogin) -> Arc<HeldLogin> {
+        let login = Arc::new(login);
+        self.logins.insert(id, login.clone());
+        login
+    }
+
+    /// The held login, left in place (showing the challenge page, counting attempts).
+    pub fn get(&self, id: &str) -> Option<Arc<HeldLogin>> {
+        if !plausible_id(id) {
+            return None;
+        }
+        self.logins.get(id)
+    }
+
+    /// Removes and returns the held login: only one caller ever gets it.
+    pub fn take(&self, id: &str) -> Option<Arc<HeldLogin>> {
+        if !plausible_id(id) {
+            return None;
+        }
+        self.logins.remove(id)
+    }
+
+    /// Held logins right now (approximate).
+    pub fn len(&self) -> u64 {
+        self.logins.run_pending_tasks();
+        self.logins.entry_count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes held right now (approximate).
+    pub fn weighted_bytes(&self) -> u64 {
+        self.logins.run_pending_tasks();
+        self.logins.weighted_size()
+    }
+}
+
+/// Challenge ids are URL-safe base64 of random bytes; anything else is not looked up.
+fn plausible_id(id: &str) -> bool {
+    (16..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}

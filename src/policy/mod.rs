@@ -1,0 +1,343 @@
+//! Policy: what the operator's YAML says to do with a login, given what the earlier stages
+//! found. Pure: no I/O, no clocks; the proxy asks, this module answers.
+//!
+//! Owns: the `policy:` config (defaults, and per-route overrides), resolving the two into the
+//! policy that applies to a login, and [`decide`], which turns a [`Finding`] (a risk, or the
+//! reason there is none) into a [`Verdict`]: the action, the rule that chose it, and whether
+//! shadow mode turned it into a plain forward.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// What to do with a login.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Forward it to the app.
+    Allow,
+    /// Hold it and ask for a second factor first.
+    Challenge,
+    /// Answer 403 and never forward it.
+    Block,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Allow => "allow",
+            Action::Challenge => "challenge",
+            Action::Block => "block",
+        }
+    }
+}
+
+/// `enforce` acts on decisions; `shadow` scores, audits and learns but always forwards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Enforce,
+    Shadow,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Shadow => "shadow",
+        }
+    }
+}
+
+/// The `policy:` block, at the top level (defaults for every route) or in a route (overrides).
+/// Every key is optional; what is not set falls back to the top level, then to the built-in
+/// default shown in `config/gaitkeeper.yaml`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// `enforce` (act on decisions) or `shadow` (score, audit and learn, but always forward).
+    pub mode: Option<Mode>,
+    /// Risks below this are let through (0 to 1).
+    pub allow_below: Option<f64>,
+    /// Risks at or above this are blocked; in between, the user is challenged (0 to 1).
+    pub block_at: Option<f64>,
+    /// What users still enrolling (fewer verified logins than `store.enrollment_logins`) get.
+    pub enrolling: Option<Action>,
+    /// A login submitted without telemetry (no capture script ran: a bot, or a client with
+    /// JavaScript off).
+    pub on_missing_telemetry: Option<Action>,
+    /// Telemetry that is malformed, oversized, implausible, or whose page token is forged,
+    /// expired or for another client or route.
+    pub on_invalid_telemetry: Option<Action>,
+    /// A page token that was already used (a replayed login).
+    pub on_replayed_token: Option<Action>,
+    /// The profile store could not be read (fail-open `allow`, or fail-closed).
+    pub on_store_error: Option<Action>,
+    /// Scoring failed (fail-open `allow`, or fail-closed).
+    pub on_scoring_error: Option<Action>,
+    /// A login that should be challenged, from a user with no second factor: `allow` or
+    /// `block` (`challenge` is read as `block`).
+    pub on_no_factor: Option<Action>,
+}
+
+/// The policy that applies to one login, every value settled.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Policy {
+    pub mode: Mode,
+    pub allow_below: f64,
+    pub block_at: f64,
+    pub enrolling: Action,
+    pub on_missing_telemetry: Action,
+    pub on_invalid_telemetry: Action,
+    pub on_replayed_token: Action,
+    pub on_store_error: Action,
+    pub on_scoring_error: Action,
+    pub on_no_factor: Action,
+}
+
+/// The built-in defaults: challenge what cannot be scored, block replays, keep logins working
+/// when gaitkeeper's own store or scoring fails (fail-open), block a challenge nobody can answer.
+pub const DEFAULT_POLICY: Policy = Policy {
+    mode: Mode::Enforce,
+    allow_below: 0.6,
+    block_at: 0.95,
+    enrolling: Action::Allow,
+    on_missing_telemetry: Action::Challenge,
+    on_invalid_telemetry: Action::Challenge,
+    on_replayed_token: Action::Block,
+    on_store_error: Action::Allow,
+    on_scoring_error: Action::Allow,
+    on_no_factor: Action::Block,
+};
+
+impl Policy {
+    /// The route's overrides on top of the top-level block on top of [`DEFAULT_POLICY`].
+    pub fn resolve(top: &PolicyConfig, route: &PolicyConfig) -> Policy {
+        let d = DEFAULT_POLICY;
+        macro_rules! pick {
+            ($f:ident) => {
+                route.$f.or(top.$f).unwrap_or(d.$f)
+            };
+        }
+        Policy {
+            mode: pick!(mode),
+            allow_below: pick!(allow_below),
+            block_at: pick!(block_at),
+            enrolling: pick!(enrolling),
+            on_missing_telemetry: pick!(on_missing_telemetry),
+            on_invalid_telemetry: pick!(on_invalid_telemetry),
+            on_replayed_token: pick!(on_replayed_token),
+            on_store_error: pick!(on_store_error),
+            on_scoring_error: pick!(on_scoring_error),
+            on_no_factor: pick!(on_no_factor),
+        }
+    }
+
+    /// Why this policy is unusable, if it is (the message names the key's last part).
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        for (key, v) in [
+            ("allow_below", self.allow_below),
+            ("block_at", self.block_at),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err((key, format!("expected a risk from 0 to 1, found {v}")));
+            }
+        }
+        if self.allow_below > self.block_at {
+            return Err((
+                "allow_below",
+                format!(
+                    "allow_below ({}) must not be above block_at ({}); risks in between are challenged",
+                    self.allow_below, self.block_at
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What the earlier stages found about a login.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Finding {
+    /// Scored against an enrolled profile.
+    Scored {
+        risk: f64,
+    },
+    /// The user has too few verified logins for their profile to be relied on.
+    Enrolling,
+    MissingTelemetry,
+    InvalidTelemetry,
+    ReplayedToken,
+    StoreError,
+    ScoringError,
+    /// Too many failed logins recently (per user or per client); the action is regulation's.
+    Regulated {
+        action: Action,
+    },
+}
+
+/// The policy's answer for one login.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Verdict {
+    /// What the policy decided (recorded and audited, in shadow mode too).
+    pub decision: Action,
+    /// What gaitkeeper actually does: the decision, or `Allow` in shadow mode.
+    pub action: Action,
+    /// The rule that chose it, for the audit trail.
+    pub rule: &'static str,
+}
+
+/// Applies `policy` to `finding`.
+pub fn decide(policy: &Policy, finding: Finding) -> Verdict {
+    let (decision, rule) = match finding {
+        Finding::Scored { risk } if risk.is_nan() => (policy.on_scoring_error, "on_scoring_error"),
+        Finding::Scored { risk } if risk >= policy.block_at => (Action::Block, "block_at"),
+        Finding::Scored { risk } if risk < policy.allow_below => (Action::Allow, "allow_below"),
+        Finding::Scored { .. } => (Action::Challenge, "between_thresholds"),
+        Finding::Enrolling => (policy.enrolling, "enrolling"),
+        Finding::MissingTelemetry => (policy.on_missing_telemetry, "on_missing_telemetry"),
+        Finding::InvalidTelemetry => (policy.on_invalid_telemetry, "on_invalid_telemetry"),
+        Finding::ReplayedToken => (policy.on_replayed_token, "on_replayed_token"),
+        Finding::StoreError => (policy.on_store_error, "on_store_error"),
+        Finding::ScoringError => (policy.on_scoring_error, "on_scoring_error"),
+        Finding::Regulated { action } => (action, "regulation"),
+    };
+    let action = match policy.mode {
+        Mode::Enforce => decision,
+        Mode::Shadow => Action::Allow,
+    };
+    Verdict {
+        decision,
+        action,
+        rule,
+    }
+}
+
+/// What a challenge that nobody can answer (the user has no second factor) becomes.
+pub fn without_factor(policy: &Policy) -> Verdict {
+    let decision = match policy.on_no_factor {
+        Action::Allow => Action::Allow,
+        Action::Challenge | Action::Block => Action::Block,
+    };
+    Verdict {
+        decision,
+        action: match policy.mode {
+            Mode::Enforce => decision,
+            Mode::Shadow => Action::Allow,
+        },
+        rule: "on_no_factor",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        DEFAULT_POLICY
+    }
+
+    #[test]
+    fn thresholds_split_risk_into_three_actions() {
+        let p = Policy {
+            allow_below: 0.4,
+            block_at: 0.8,
+            ..policy()
+        };
+        let at = |risk| decide(&p, Finding::Scored { risk }).decision;
+        assert_eq!(at(0.0), Action::Allow);
+        assert_eq!(at(0.399), Action::Allow);
+        assert_eq!(at(0.4), Action::Challenge);
+        assert_eq!(at(0.799), Action::Challenge);
+        assert_eq!(at(0.8), Action::Block);
+        assert_eq!(at(1.0), Action::Block);
+        assert_eq!(
+            decide(&p, Finding::Scored { risk: f64::NAN }).rule,
+            "on_scoring_error"
+        );
+    }
+
+    #[test]
+    fn each_failure_takes_its_own_configured_action() {
+        let p = Policy {
+            on_missing_telemetry: Action::Block,
+            on_invalid_telemetry: Action::Allow,
+            on_replayed_token: Action::Challenge,
+            on_store_error: Action::Block,
+            on_scoring_error: Action::Challenge,
+            enrolling: Action::Challenge,
+            ..policy()
+        };
+        let cases = [
+            (
+                Finding::MissingTelemetry,
+                Action::Block,
+                "on_missing_telemetry",
+            ),
+            (
+                Finding::InvalidTelemetry,
+                Action::Allow,
+                "on_invalid_telemetry",
+            ),
+            (
+                Finding::ReplayedToken,
+                Action::Challenge,
+                "on_replayed_token",
+            ),
+            (Finding::StoreError, Action::Block, "on_store_error"),
+            (Finding::ScoringError, Action::Challenge, "on_scoring_error"),
+            (Finding::Enrolling, Action::Challenge, "enrolling"),
+        ];
+        for (finding, action, rule) in cases {
+            let v = decide(&p, finding);
+            assert_eq!((v.decision, v.action, v.rule), (action, action, rule));
+        }
+    }
+
+    #[test]
+    fn shadow_mode_records_the_decision_but_forwards() {
+        let p = Policy {
+            mode: Mode::Shadow,
+            ..policy()
+        };
+        let v = decide(&p, Finding::Scored { risk: 1.0 });
+        assert_eq!(v.decision, Action::Block);
+        assert_eq!(v.action, Action::Allow);
+        let v = without_factor(&p);
+        assert_eq!((v.decision, v.action), (Action::Block, Action::Allow));
+    }
+
+    #[test]
+    fn route_overrides_beat_top_level_which_beats_defaults() {
+        let top = PolicyConfig {
+            allow_below: Some(0.3),
+            on_store_error: Some(Action::Block),
+            ..Default::default()
+        };
+        let route = PolicyConfig {
+            allow_below: Some(0.2),
+            mode: Some(Mode::Shadow),
+            ..Default::default()
+        };
+        let p = Policy::resolve(&top, &route);
+        assert_eq!(p.allow_below, 0.2);
+        assert_eq!(p.mode, Mode::Shadow);
+        assert_eq!(p.on_store_error, Action::Block);
+        assert_eq!(p.block_at, DEFAULT_POLICY.block_at);
+    }
+
+    #[test]
+    fn inverted_or_out_of_range_thresholds_are_rejected() {
+        let p = Policy {
+            allow_below: 0.9,
+            block_at: 0.5,
+            ..policy()
+        };
+        assert_eq!(p.check().unwrap_err().0, "allow_below");
+        let p = Policy {
+            block_at: 1.5,
+            ..policy()
+        };
+        assert_eq!(p.check().unwrap_err().0, "block_at");
+        assert!(policy().check().is_ok());
+    }
+}

@@ -1,0 +1,475 @@
+//! Proxy glue for the step-up challenge: the endpoints under `{prefix}challenge/`. A held login
+//! is answered from the browser that was sent there (a per-browser binding cookie, and a CSRF
+//! token derived from it); a correct second factor replays the held login to the app, whose
+//! own response (redirect, session cookie) goes back to the browser as if nothing happened.
+//! Wrong codes count; past the limit the login is blocked, audited and alerted on.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+
+use super::login::{client_ip, PendingLogin};
+use super::{pages, GaitkeeperProxy, RequestCtx};
+use crate::decision::HeldLogin;
+
+/// The cookie binding a challenge to the browser it was issued to.
+pub const BINDING_COOKIE: &str = "__gk_challenge";
+/// Largest challenge form body read (a code and a CSRF token).
+const MAX_FORM_BYTES: usize = 4096;
+const CSRF_FIELD: &str = "csrf";
+const CODE_FIELD: &str = "code";
+
+impl GaitkeeperProxy {
+    /// Answers `{prefix}challenge/{rest}`. `Ok(true)`: answered here; `Ok(false)`: the held
+    /// login was put in place of this request and is to be proxied to the app.
+    pub(super) async fn challenge_endpoint(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        rest: &str,
+    ) -> Result<(bool, u16)> {
+        let method = session.req_header().method.clone();
+        if rest == "callback" {
+            return self.external_callback(session, ctx).await;
+        }
+        let id = rest.to_string();
+        if method == http::Method::GET || method == http::Method::HEAD {
+            let Some(held) = self.bound_held(session, &id) else {
+                return self.expired(session, ctx).await;
+            };
+            let status = self.show_challenge(session, ctx, &id, &held, None).await?;
+            return Ok((true, status));
+        }
+        if method != http::Method::POST {
+            pages::respond(
+                session,
+                405,
+                "text/plain; charset=utf-8",
+                Bytes::from_static(b"method not allowed\n"),
+                &ctx.request_id,
+            )
+            .await?;
+            return Ok((true, 405));
+        }
+        let Some(form) = read_form(session).await? else {
+            pages::write_error_page(session, 413, &ctx.request_id).await?;
+            return Ok((true, 413));
+        };
+        let Some(held) = self.bound_held(session, &id) else {
+            return self.expired(session, ctx).await;
+        };
+        let key = self.services.csrf_key();
+        let csrf = field(&form, CSRF_FIELD).unwrap_or_default();
+        if !check_csrf(&key, &id, &held.binding, &csrf) {
+            return self
+                .message(
+                    session,
+                    ctx,
+                    403,
+                    "This page has expired",
+                    "Reload the page and try again.",
+                )
+                .await;
+        }
+        let code = field(&form, CODE_FIELD).unwrap_or_default();
+        let secret = match self.services.totp_secret(&held.user).await {
+            Ok(Some(secret)) => secret,
+            Ok(None) => {
+                return self
+                    .message(
+                        session,
+                        ctx,
+                        403,
+                        "No code is set up",
+                        "This account has no authenticator set up. Contact support.",
+                    )
+                    .await
+            }
+            Err(_) => {
+                return self
+                    .message(
+                        session,
+                        ctx,
+                        503,
+                        "Try again in a moment",
+                        "The code cannot be checked right now.",
+                    )
+                    .await
+            }
+        };
+        match self.services.verify_totp(&held.user, &secret, &code) {
+            Ok(()) => match self.services.held.take(&id) {
+                Some(held) => self.replay(session, ctx, held).await,
+                // Another request completed this challenge first: single use.
+                None => self.expired(session, ctx).await,
+            },
+            Err(reason) => {
+                self.metrics
+                    .challenges
+                    .with_label_values(&["wrong_code"])
+                    .inc();
+                let attempts = held.failed_attempt();
+                let max = self.services.max_attempts();
+                if attempts >= max {
+                    return self.challenge_failed(session, ctx, &id).await;
+                }
+                let note = format!(
+                    "{} {} attempt{} left.",
+                    if reason == "reused" {
+                        "That code was already used; wait for the next one."
+                    } else {
+                        "That code is not right."
+                    },
+                    max - attempts,
+                    if max - attempts == 1 { "" } else { "s" }
+                );
+                let status = self
+                    .show_challenge(session, ctx, &id, &held, Some(&note))
+                    .await?;
+                Ok((true, status))
+            }
+        }
+    }
+
+    /// The held login `id`, if it exists and this browser holds its binding cookie.
+    fn bound_held(&self, session: &Session, id: &str) -> Option<Arc<HeldLogin>> {
+        let held = self.services.held.get(id)?;
+        let presented = cookie(session, BINDING_COOKIE)?;
+        let same: bool =
+            subtle::ConstantTimeEq::ct_eq(presented.as_bytes(), held.binding.as_bytes()).into();
+        same.then_some(held)
+    }
+
+    async fn show_challenge(
+        &self,
+        session: &mut Session,
+        ctx: &RequestCtx,
+        id: &str,
+        held: &HeldLogin,
+        error: Option<&str>,
+    ) -> Result<u16> {
+        let key = self.services.csrf_key();
+        let csrf = csrf_token(&key, id, &held.binding);
+        let prefix = &ctx.config.server.reserved_prefix.0;
+        let action = format!("{prefix}challenge/{id}");
+        let external = self.services.external_url(&held.login, id, session);
+        let html = render_challenge(
+            &ctx.config.server.app_name,
+            &action,
+            CSRF_FIELD,
+            &csrf,
+            CODE_FIELD,
+            error,
+            external.as_deref(),
+        );
+        let status = if error.is_some() { 401 } else { 200 };
+        pages::respond_with(
+            session,
+            status,
+            &[("content-security-policy", CHALLENGE_CSP)],
+            "text/html; charset=utf-8",
+            Bytes::from(html),
+            &ctx.request_id,
+        )
+        .await?;
+        Ok(status)
+    }
+
+    async fn expired(&self, session: &mut Session, ctx: &RequestCtx) -> Result<(bool, u16)> {
+        self.message(
+            session,
+            ctx,
+            404,
+            "This sign-in step has expired",
+            "Go back to the sign-in page and sign in again.",
+        )
+        .await
+    }
+
+    async fn message(
+        &self,
+        session: &mut Session,
+        ctx: &RequestCtx,
+        status: u16,
+        title: &str,
+        text: &str,
+    ) -> Result<(bool, u16)> {
+        let html = render_message(&ctx.config.server.app_name, title, text);
+        pages::respond_with(
+            session,
+            status,
+            &[("content-security-policy", CHALLENGE_CSP)],
+            "text/html; charset=utf-8",
+            Bytes::from(html),
+            &ctx.request_id,
+        )
+        .await?;
+        Ok((true, status))
+    }
+
+    /// Too many wrong codes: the held login is dropped, blocked, audited and alerted on.
+    async fn challenge_failed(
+        &self,
+        session: &mut Session,
+        ctx: &RequestCtx,
+        id: &str,
+    ) -> Result<(bool, u16)> {
+        let Some(held) = self.services.held.take(id) else {
+            return self.expired(session, ctx).await;
+        };
+        self.metrics.challenges.with_label_values(&["failed"]).inc();
+        self.services.regulator.failed(
+            &ctx.config.regulation,
+            &held.user.to_string(),
+            &client_ip(session),
+        );
+        self.services
+            .settle_held(&held, "challenge_failed", "failed");
+        let page = pages::blocked_page(&ctx.config.server.app_name, &held.incident);
+        pages::respond_with(
+            session,
+            403,
+            &[("x-gaitkeeper-incident", &held.incident)],
+            "text/html; charset=utf-8",
+            page,
+            &ctx.request_id,
+        )
+        .await?;
+        Ok((true, 403))
+    }
+
+    /// Puts the held login in place of this request, to be proxied to the app.
+    async fn replay(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        held: Arc<HeldLogin>,
+    ) -> Result<(bool, u16)> {
+        let Some(route) = ctx.config.routes.iter().position(|r| r.name == held.route) else {
+            // The route was removed by a reload while the login waited.
+            self.services.settle_held(&held, "failed", "passed");
+            return self.expired(session, ctx).await;
+        };
+        self.metrics.challenges.with_label_values(&["passed"]).inc();
+        let path = held.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let mut request = RequestHeader::build(held.method.clone(), path.as_bytes(), None)?;
+        for (name, value) in &held.headers {
+            request.append_header(name.clone(), value.clone())?;
+        }
+        *session.req_header_mut() = request;
+        ctx.capture.replacement_body = Some(held.body.clone());
+        ctx.capture.replacement_sent = false;
+        ctx.capture.page_route = None;
+        ctx.login = Some(PendingLogin {
+            route,
+            route_name: held.route.clone(),
+            login: held.login.clone(),
+            user: held.user,
+            features: held.features.clone(),
+            risk: held.risk,
+            reasons: held.reasons.clone(),
+            verdict: held.verdict,
+            mode: crate::policy::Mode::Enforce,
+            incident: held.incident.clone(),
+            client_ip: held.client_ip.clone(),
+            challenge: Some("passed"),
+            succeeded: None,
+            return_to: held.xhr.then(|| return_path(&held)),
+        });
+        Ok((false, 0))
+    }
+
+    /// `{prefix}challenge/callback?assertion=JWT` (GET or POST form): the external provider's
+    /// signed answer.
+    async fn external_callback(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<(bool, u16)> {
+        let method = session.req_header().method.clone();
+        let params = if method == http::Method::POST {
+            match read_form(session).await? {
+                Some(form) => form,
+                None => {
+                    pages::write_error_page(session, 413, &ctx.request_id).await?;
+                    return Ok((true, 413));
+                }
+            }
+        } else {
+            session
+                .req_header()
+                .uri
+                .query()
+                .unwrap_or("")
+                .as_bytes()
+                .to_vec()
+        };
+        let assertion = field(&params, "assertion").unwrap_or_default();
+        let id = match self.services.verify_assertion(&assertion) {
+            Ok(id) => id,
+            Err(failed_id) => {
+                self.metrics
+                    .challenges
+                    .with_label_values(&["bad_assertion"])
+                    .inc();
+                if let Some(id) = failed_id {
+                    // A genuine "did not pass" from the provider ends the challenge.
+                    if self.bound_held(session, &id).is_some() {
+                        return self.challenge_failed(session, ctx, &id).await;
+                    }
+                }
+                return self
+                    .message(
+                        session,
+                        ctx,
+                        403,
+                        "Sign-in could not be confirmed",
+                        "Go back to the sign-in page and sign in again.",
+                    )
+                    .await;
+            }
+        };
+        if self.bound_held(session, &id).is_none() {
+            return self.expired(session, ctx).await;
+        }
+        match self.services.held.take(&id) {
+            Some(held) => self.replay(session, ctx, held).await,
+            None => self.expired(session, ctx).await,
+        }
+    }
+}
+
+/// Reads an urlencoded form body of at most [`MAX_FORM_BYTES`]; `None` when larger. Retry
+/// buffering keeps the body for pingora, which must see it to send a replayed login's body.
+async fn read_form(session: &mut Session) -> Result<Option<Vec<u8>>> {
+    session.enable_retry_buffering();
+    let mut body = Vec::new();
+    while let Some(chunk) = session.read_request_body().await? {
+        if body.len() + chunk.len() > MAX_FORM_BYTES {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
+}
+
+/// One field of an urlencoded body (the first one; these forms are gaitkeeper's own).
+fn field(form: &[u8], name: &str) -> Option<String> {
+    form.split(|&b| b == b'&').find_map(|pair| {
+        let (k, v) = match pair.iter().position(|&b| b == b'=') {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, &b""[..]),
+        };
+        if k != name.as_bytes() {
+            return None;
+        }
+        let v: Vec<u8> = v
+            .iter()
+            .map(|&b| if b == b'+' { b' ' } else { b })
+            .collect();
+        percent_encoding::percent_decode(&v)
+            .decode_utf8()
+            .ok()
+            .map(|s| s.into_owned())
+    })
+}
+
+/// Where a fetch/XHR login came from (its same-origin `Referer`), else the site's root.
+fn return_path(held: &HeldLogin) -> String {
+    let header = |name: http::header::HeaderName| {
+        held.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, v)| v.to_str().ok())
+    };
+    let host = header(http::header::HOST).unwrap_or("");
+    header(http::header::REFERER)
+        .and_then(|r| url::Url::parse(r).ok())
+        .filter(|u| {
+            let origin = match u.port() {
+                Some(p) => format!("{}:{p}", u.host_str().unwrap_or("")),
+                None => u.host_str().unwrap_or("").to_string(),
+            };
+            !host.is_empty() && origin.eq_ignore_ascii_case(host)
+        })
+        .map(|u| match u.query() {
+            Some(q) => format!("{}?{q}", u.path()),
+            None => u.path().to_string(),
+        })
+        .unwrap_or_else(|| "/".to_string())
+}
+
+/// A cookie's value from the request's `Cookie` headers.
+fn cookie(session: &Session, name: &str) -> Option<String> {
+    session
+        .req_header()
+        .headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            (k.trim() == name).then(|| v.trim().to_string())
+        })
+}
+
+// ---- adapters to the challenge stage ----
+
+const CHALLENGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+fn csrf_token(key: &[u8], id: &str, binding: &str) -> String {
+    use base64::Engine;
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key length");
+    mac.update(id.as_bytes());
+    mac.update(b"\0");
+    mac.update(binding.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+}
+
+fn check_csrf(key: &[u8], id: &str, binding: &str, presented: &str) -> bool {
+    let expected = csrf_token(key, id, binding);
+    subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), presented.as_bytes()).into()
+}
+
+fn render_challenge(
+    app: &str,
+    action: &str,
+    csrf_field: &str,
+    csrf: &str,
+    code_field: &str,
+    error: Option<&str>,
+    external: Option<&str>,
+) -> String {
+    let e = pages::html_escape;
+    let error = error
+        .map(|m| format!("<p role=\"alert\">{}</p>", e(m)))
+        .unwrap_or_default();
+    let external = external
+        .map(|u| {
+            format!(
+                "<p><a href=\"{}\">Use your sign-in provider instead</a></p>",
+                e(u)
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Confirm it's you - {app}</title></head><body><h1>Confirm it's you</h1>{error}<form method=\"post\" action=\"{action}\"><input type=\"hidden\" name=\"{csrf_field}\" value=\"{csrf}\"><label for=\"code\">Code from your authenticator app</label><input id=\"code\" name=\"{code_field}\" autocomplete=\"one-time-code\" inputmode=\"numeric\" required autofocus><button type=\"submit\">Continue</button></form>{external}</body></html>",
+        app = e(app),
+        action = e(action),
+        csrf = e(csrf),
+    )
+}
+
+fn render_message(app: &str, title: &str, text: &str) -> String {
+    let e = pages::html_escape;
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title} - {app}</title></head><body><h1>{title}</h1><p>{text}</p></body></html>",
+        app = e(app),
+        title = e(title),
+        text = e(text)
+    )
+}

@@ -1,0 +1,465 @@
+//! Proxy glue for the decision at login: after capture has taken the telemetry out of a login
+//! submit, score it, ask the policy, and carry the verdict out — forward it, hold it and send
+//! the browser to the challenge, or refuse it. Once the app has answered a forwarded login, its
+//! response says whether the login succeeded; that settles the login for the store, learning,
+//! regulation and the audit trail, after the response has gone out.
+
+use std::panic::AssertUnwindSafe;
+
+use bytes::Bytes;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+
+use super::services::Settled;
+use super::{pages, GaitkeeperProxy, RequestCtx};
+use crate::decision::{self, HeldLogin};
+use crate::features::{self, FeatureVector};
+use crate::login::{self, Username};
+use crate::model;
+use crate::policy::{self, Action, Finding, Policy, Verdict};
+use crate::store::UserKey;
+use crate::telemetry;
+
+/// A login on its way to the app, waiting for the app's answer to be settled.
+pub struct PendingLogin {
+    pub route: usize,
+    pub route_name: String,
+    pub login: String,
+    pub user: UserKey,
+    pub features: Option<FeatureVector>,
+    pub risk: Option<f64>,
+    pub reasons: serde_json::Value,
+    pub verdict: Verdict,
+    pub mode: policy::Mode,
+    pub incident: String,
+    pub client_ip: String,
+    /// `passed` when this is a held login replayed after its challenge.
+    pub challenge: Option<&'static str>,
+    /// The app's verdict, once its response header arrived.
+    pub succeeded: Option<bool>,
+    /// For a fetch/XHR login replayed after its challenge: the page to send the browser back
+    /// to. The browser navigated to the challenge, so the app's JSON answer is turned into a
+    /// redirect there (its cookies kept).
+    pub return_to: Option<String>,
+}
+
+/// The client's IP address as text (empty when unknown).
+pub(super) fn client_ip(session: &Session) -> String {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default()
+}
+
+/// A short reference for support staff, e.g. `GK-7F3K9Q2M4D`.
+pub(super) fn new_incident() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let bytes: [u8; 10] = rand::random();
+    let code: String = bytes
+        .iter()
+        .map(|b| ALPHABET[usize::from(b % 32)] as char)
+        .collect();
+    format!("GK-{code}")
+}
+
+/// 128 random bits, URL-safe.
+pub(super) fn random_token() -> String {
+    use base64::Engine;
+    let bytes: [u8; 18] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// What scoring produced for a login.
+struct Scored {
+    finding: Finding,
+    features: Option<FeatureVector>,
+    risk: Option<f64>,
+    reasons: serde_json::Value,
+}
+
+impl GaitkeeperProxy {
+    /// Decides a login submit whose body capture has read. Returns `Ok(true)` when gaitkeeper
+    /// answered it (challenge or block), `Ok(false)` to forward it.
+    pub(super) async fn decide_login(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        route_index: usize,
+    ) -> Result<bool> {
+        let config = ctx.config.clone();
+        let route = &config.routes[route_index];
+        let policy = Policy::resolve(&config.policy, &route.policy);
+        let body = ctx.capture.app_body.clone().unwrap_or_default();
+        let content_type = session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let ip = client_ip(session);
+        let name = login::username(&route.username, &content_type, &body);
+        let identified = match &name {
+            Username::Found(name) => self
+                .services
+                .store
+                .user_key(name)
+                .ok()
+                .map(|key| (name.clone(), key)),
+            Username::Ambiguous => None,
+            Username::Missing => {
+                // No login name: nothing to score against, and the app cannot log anyone in.
+                self.metrics
+                    .decisions
+                    .with_label_values(&[&route.name, "unscored"])
+                    .inc();
+                return Ok(false);
+            }
+        };
+        let Some((login, user)) = identified else {
+            // The name twice or conflicting (apps differ on which one they use): tampering.
+            let verdict = policy::decide(&policy, Finding::InvalidTelemetry);
+            return self
+                .refuse_unidentified(session, ctx, route_index, verdict)
+                .await;
+        };
+        let scored = if let Some(action) =
+            self.services
+                .regulator
+                .check(&config.regulation, &user.to_string(), &ip)
+        {
+            Scored {
+                finding: Finding::Regulated { action },
+                features: None,
+                risk: None,
+                reasons: serde_json::json!([{"code": "too_many_failures"}]),
+            }
+        } else {
+            self.score(ctx, &user).await
+        };
+
+        let mut verdict = policy::decide(&policy, scored.finding);
+        if verdict.decision == Action::Challenge && !self.has_factor(&user).await {
+            verdict = policy::without_factor(&policy);
+        }
+        self.metrics
+            .decisions
+            .with_label_values(&[&route.name, verdict.decision.as_str()])
+            .inc();
+        if let Some(risk) = scored.risk {
+            self.metrics.risk.observe(risk);
+        }
+        let incident = new_incident();
+        match verdict.action {
+            Action::Allow => {
+                ctx.login = Some(PendingLogin {
+                    route: route_index,
+                    route_name: route.name.clone(),
+                    login,
+                    user,
+                    features: scored.features,
+                    risk: scored.risk,
+                    reasons: scored.reasons,
+                    verdict,
+                    mode: policy.mode,
+                    incident,
+                    client_ip: ip,
+                    challenge: None,
+                    succeeded: None,
+                    return_to: None,
+                });
+                Ok(false)
+            }
+            Action::Block => {
+                self.services.settle(Settled {
+                    route: route.name.clone(),
+                    login,
+                    user,
+                    features: scored.features,
+                    risk: scored.risk,
+                    reasons: scored.reasons,
+                    decision: verdict.decision,
+                    rule: verdict.rule,
+                    mode: policy.mode.as_str(),
+                    outcome: "blocked",
+                    challenge: None,
+                    incident: incident.clone(),
+                    request_id: ctx.request_id.clone(),
+                    client_ip: ip,
+                });
+                let page = pages::blocked_page(&config.server.app_name, &incident);
+                pages::respond_with(
+                    session,
+                    403,
+                    &[("x-gaitkeeper-incident", &incident)],
+                    "text/html; charset=utf-8",
+                    page,
+                    &ctx.request_id,
+                )
+                .await?;
+                Ok(true)
+            }
+            Action::Challenge => {
+                let xhr = wants_json(session, ctx);
+                let id = random_token();
+                let binding = random_token();
+                let held = HeldLogin::new(
+                    route.name.clone(),
+                    &session.req_header().as_owned_parts(),
+                    body,
+                    login,
+                    user,
+                    scored.features,
+                    scored.risk,
+                    scored.reasons,
+                    verdict,
+                    binding.clone(),
+                    ip,
+                    xhr,
+                    incident,
+                    ctx.request_id.clone(),
+                );
+                self.services.held.hold(id.clone(), held);
+                self.metrics.challenges.with_label_values(&["issued"]).inc();
+                let prefix = &config.server.reserved_prefix.0;
+                let location = format!("{prefix}challenge/{id}");
+                let cookie = format!(
+                    "{}={binding}; Path={prefix}challenge/; HttpOnly; SameSite=Lax; Max-Age={}",
+                    super::challenge::BINDING_COOKIE,
+                    config.mfa_challenge_ttl().as_secs()
+                );
+                if xhr {
+                    // The shape the capture script turns into a navigation (docs/telemetry.md).
+                    let body = serde_json::json!({
+                        "gaitkeeper": { "challenge_url": location },
+                    })
+                    .to_string();
+                    pages::respond_with(
+                        session,
+                        401,
+                        &[
+                            ("set-cookie", &cookie),
+                            ("x-gaitkeeper-challenge", &location),
+                        ],
+                        "application/json",
+                        Bytes::from(body),
+                        &ctx.request_id,
+                    )
+                    .await?;
+                } else {
+                    pages::respond_with(
+                        session,
+                        303,
+                        &[("location", &location), ("set-cookie", &cookie)],
+                        "text/plain; charset=utf-8",
+                        Bytes::from_static(b"A second step is needed to sign in.\n"),
+                        &ctx.request_id,
+                    )
+                    .await?;
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    /// A login whose name cannot be read unambiguously: forwarded only if the policy allows
+    /// invalid submits (and then not learnt from), otherwise refused. Never held: there is no
+    /// user whose second factor could be asked for.
+    async fn refuse_unidentified(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        route_index: usize,
+        verdict: Verdict,
+    ) -> Result<bool> {
+        let route = &ctx.config.routes[route_index];
+        self.metrics
+            .decisions
+            .with_label_values(&[&route.name, "ambiguous_username"])
+            .inc();
+        if verdict.action == Action::Allow {
+            return Ok(false);
+        }
+        let incident = new_incident();
+        tracing::warn!(
+            request_id = %ctx.request_id,
+            incident = %incident,
+            route = %route.name,
+            "login refused: the login name is given more than once or is unreadable"
+        );
+        let page = pages::blocked_page(&ctx.config.server.app_name, &incident);
+        pages::respond_with(
+            session,
+            403,
+            &[("x-gaitkeeper-incident", &incident)],
+            "text/html; charset=utf-8",
+            page,
+            &ctx.request_id,
+        )
+        .await?;
+        Ok(true)
+    }
+
+    /// Validates the telemetry, extracts features and scores them with the user's model.
+    async fn score(&self, ctx: &mut RequestCtx, user: &UserKey) -> Scored {
+        let unscored = |finding, code: &str| Scored {
+            finding,
+            features: None,
+            risk: None,
+            reasons: serde_json::json!([{ "code": code }]),
+        };
+        let Some(outcome) = ctx.capture.telemetry.take() else {
+            return unscored(Finding::MissingTelemetry, "missing_telemetry");
+        };
+        let payload = match (outcome.outcome, outcome.payload) {
+            ("ok", Some(payload)) => payload,
+            ("missing", _) => return unscored(Finding::MissingTelemetry, "missing_telemetry"),
+            ("replayed", _) => return unscored(Finding::ReplayedToken, "replayed_token"),
+            (reason, _) => return unscored(Finding::InvalidTelemetry, reason),
+        };
+        let limits = telemetry::Limits {
+            max_bytes: ctx.config.capture.max_payload_bytes,
+        };
+        let parsed = match telemetry::validate(&payload, &limits) {
+            Ok(t) => t,
+            Err(e) => return unscored(Finding::InvalidTelemetry, e.reason()),
+        };
+        let fv = features::extract(&parsed);
+        let model = match self.services.user_model(user).await {
+            Ok(m) => m,
+            Err(_) => {
+                return Scored {
+                    finding: Finding::StoreError,
+                    features: Some(fv),
+                    risk: None,
+                    reasons: serde_json::json!([{"code": "store_unavailable"}]),
+                }
+            }
+        };
+        let enrolled = model
+            .as_ref()
+            .filter(|m| m.logins >= self.services.enrollment_logins);
+        let Some(model) = enrolled else {
+            return Scored {
+                finding: Finding::Enrolling,
+                features: Some(fv),
+                risk: None,
+                reasons: serde_json::json!([{"code": "enrolling"}]),
+            };
+        };
+        let global = self.services.global();
+        let started = std::time::Instant::now();
+        // Scoring is pure code that never panics by design; if it ever does, the policy's
+        // on_scoring_error decides instead of the worker thread dying mid-login.
+        let assessed =
+            std::panic::catch_unwind(AssertUnwindSafe(|| model::assess(model, &global, &fv)));
+        self.metrics
+            .scoring_latency
+            .observe(started.elapsed().as_secs_f64());
+        match assessed {
+            Ok(a) if a.risk.is_finite() => Scored {
+                finding: Finding::Scored { risk: a.risk },
+                reasons: serde_json::to_value(&a.reasons).unwrap_or_default(),
+                risk: Some(a.risk),
+                features: Some(fv),
+            },
+            _ => Scored {
+                finding: Finding::ScoringError,
+                features: Some(fv),
+                risk: None,
+                reasons: serde_json::json!([{"code": "scoring_failed"}]),
+            },
+        }
+    }
+
+    async fn has_factor(&self, user: &UserKey) -> bool {
+        if self.services.external_mfa() {
+            return true;
+        }
+        self.services.has_totp(user).await.unwrap_or(false)
+    }
+
+    /// Reads the app's answer to a forwarded login (upstream response header phase).
+    pub(super) fn observe_login_response(
+        &self,
+        response: &mut pingora::http::ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) {
+        let Some(pending) = ctx.login.as_mut() else {
+            return;
+        };
+        let route = &ctx.config.routes[pending.route];
+        pending.succeeded = Some(decision::login_succeeded(&route.success, response));
+        if let Some(to) = &pending.return_to {
+            response.set_status(303).ok();
+            for name in [
+                "content-type",
+                "content-length",
+                "transfer-encoding",
+                "location",
+            ] {
+                response.remove_header(name);
+            }
+            response.insert_header("location", to.as_str()).ok();
+            response.insert_header("content-length", "0").ok();
+            ctx.drop_response_body = true;
+        }
+    }
+
+    /// Settles a forwarded login once its response has gone out (logging phase).
+    pub(super) fn settle_login(&self, ctx: &mut RequestCtx) {
+        let Some(p) = ctx.login.take() else {
+            return;
+        };
+        // No answer from the app (it failed or the client left): the login is not verified.
+        let succeeded = p.succeeded.unwrap_or(false);
+        if !succeeded {
+            self.services.regulator.failed(
+                &ctx.config.regulation,
+                &p.user.to_string(),
+                &p.client_ip,
+            );
+        }
+        self.metrics
+            .login_outcomes
+            .with_label_values(&[
+                p.route_name.as_str(),
+                if succeeded { "verified" } else { "failed" },
+            ])
+            .inc();
+        self.services.settle(Settled {
+            route: p.route_name,
+            login: p.login,
+            user: p.user,
+            features: p.features,
+            risk: p.risk,
+            reasons: p.reasons,
+            decision: p.verdict.decision,
+            rule: p.verdict.rule,
+            mode: p.mode.as_str(),
+            outcome: if succeeded { "verified" } else { "failed" },
+            challenge: p.challenge,
+            incident: p.incident,
+            request_id: ctx.request_id.clone(),
+            client_ip: p.client_ip,
+        });
+    }
+}
+
+/// A fetch/XHR login gets a JSON challenge instead of a redirect it could not follow visibly.
+fn wants_json(session: &Session, ctx: &RequestCtx) -> bool {
+    let headers = &session.req_header().headers;
+    if headers.contains_key(ctx.config.capture.header.as_str()) {
+        return true;
+    }
+    let accept = headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let content_type = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    !accept.contains("text/html") && (accept.contains("json") || content_type.contains("json"))
+}

@@ -1,0 +1,194 @@
+//! What the login path reaches beyond the request: the profile store and the stages behind it
+//! (learning, audit, alerts), the held logins and the regulation counters. Everything that
+//! touches the database runs on gaitkeeper's own background runtime (`bg`), so the proxy's
+//! worker threads never wait on a connection pool that belongs to another runtime, and work
+//! done after a response (recording, learning, auditing) never delays a request.
+
+use std::sync::Arc;
+
+use crate::decision::{HeldLogin, HeldLogins, Regulator};
+use crate::features::FeatureVector;
+use crate::model::UserModel;
+use crate::policy::Action;
+use crate::store::{Decision, NewLogin, Outcome, Store, UserKey};
+
+/// One login whose result is known, to be recorded, learnt from and audited.
+pub struct Settled {
+    pub route: String,
+    pub login: String,
+    pub user: UserKey,
+    pub features: Option<FeatureVector>,
+    pub risk: Option<f64>,
+    pub reasons: serde_json::Value,
+    pub decision: Action,
+    pub rule: &'static str,
+    pub mode: &'static str,
+    /// `verified` (the app confirmed it), `failed` (the app refused it), `blocked`,
+    /// `challenge_failed`, `challenge_expired`.
+    pub outcome: &'static str,
+    /// `passed`, `failed`, `expired`, or none when there was no challenge.
+    pub challenge: Option<&'static str>,
+    pub incident: String,
+    pub request_id: String,
+    pub client_ip: String,
+}
+
+pub struct LoginServices {
+    pub store: Store,
+    pub bg: tokio::runtime::Handle,
+    pub held: HeldLogins,
+    pub regulator: Regulator,
+    pub enrollment_logins: u32,
+    /// Key for challenge CSRF tokens (derived from `secrets.key`).
+    pub csrf_key: Vec<u8>,
+    pub max_attempts: u32,
+}
+
+impl LoginServices {
+    /// The model to score `user` with; `Ok(None)` while they have none.
+    pub async fn user_model(&self, _user: &UserKey) -> Result<Option<Arc<UserModel>>, String> {
+        Ok(None)
+    }
+
+    pub fn global(&self) -> Arc<crate::model::GlobalModel> {
+        Arc::new(crate::model::GlobalModel::untrained())
+    }
+
+    pub fn csrf_key(&self) -> Vec<u8> {
+        self.csrf_key.clone()
+    }
+
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    /// Whether an external MFA provider is configured.
+    pub fn external_mfa(&self) -> bool {
+        false
+    }
+
+    /// The external provider's URL for challenge `id`, when one is configured.
+    pub fn external_url(
+        &self,
+        _login: &str,
+        _id: &str,
+        _session: &pingora::proxy::Session,
+    ) -> Option<String> {
+        None
+    }
+
+    /// Verifies an external provider's assertion: the challenge id it passes, or (when the
+    /// assertion is genuine but says the user failed) `Err(Some(id))`.
+    pub fn verify_assertion(&self, _token: &str) -> Result<String, Option<String>> {
+        Err(None)
+    }
+
+    /// Checks a TOTP code: `Err` carries the reason code (`wrong_code`, `reused`, `malformed`).
+    pub fn verify_totp(
+        &self,
+        _user: &UserKey,
+        secret: &[u8],
+        code: &str,
+    ) -> Result<(), &'static str> {
+        let totp = totp_rs::Builder::new()
+            .with_secret(secret.to_vec())
+            .build()
+            .map_err(|_| "malformed")?;
+        match totp.check_current(code) {
+            Some(_) => Ok(()),
+            None => Err("wrong_code"),
+        }
+    }
+
+    /// Whether `user` has a TOTP second factor enrolled.
+    pub async fn has_totp(&self, user: &UserKey) -> Result<bool, String> {
+        let store = self.store.clone();
+        let user = *user;
+        self.bg
+            .spawn(async move { store.totp_secret(&user).await })
+            .await
+            .map_err(|e| e.to_string())?
+            .map(|s| s.is_some())
+            .map_err(|e| e.to_string())
+    }
+
+    /// The user's TOTP secret, if enrolled.
+    pub async fn totp_secret(&self, user: &UserKey) -> Result<Option<Vec<u8>>, String> {
+        let store = self.store.clone();
+        let user = *user;
+        self.bg
+            .spawn(async move { store.totp_secret(&user).await })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    }
+
+    /// Records, learns from (when verified) and audits a login, in the background.
+    pub fn settle(&self, s: Settled) {
+        let store = self.store.clone();
+        self.bg.spawn(async move {
+            let outcome = if s.outcome == "verified" {
+                Outcome::Verified
+            } else {
+                Outcome::Failed
+            };
+            let features = crate::store::FeatureBlob {
+                version: crate::features::FEATURE_VERSION,
+                bytes: Vec::new(),
+            };
+            let new = NewLogin {
+                at: std::time::SystemTime::now(),
+                features,
+                risk: s.risk.unwrap_or(0.0),
+                reasons: s.reasons.clone(),
+                decision: match s.decision {
+                    Action::Allow => Decision::Allow,
+                    Action::Challenge => Decision::Challenge,
+                    Action::Block => Decision::Block,
+                },
+                outcome,
+            };
+            if let Err(e) = store.record_login(&s.login, new).await {
+                tracing::warn!(error = %e, request_id = %s.request_id, "cannot record the login");
+            }
+            let record = serde_json::json!({
+                "incident": s.incident,
+                "request_id": s.request_id,
+                "route": s.route,
+                "user_key": s.user.to_string(),
+                "risk": s.risk,
+                "reasons": s.reasons,
+                "decision": s.decision.as_str(),
+                "policy": s.rule,
+                "mode": s.mode,
+                "outcome": s.outcome,
+                "challenge": s.challenge,
+                "client_ip": s.client_ip,
+            });
+            if let Err(e) = store.append_audit(Some(&s.user), "login", &record).await {
+                tracing::warn!(error = %e, request_id = %s.request_id, "cannot audit the login");
+            }
+            tracing::info!(target: "gaitkeeper::audit", record = %record, "login");
+        });
+    }
+
+    /// Settles a held login whose challenge was failed or expired.
+    pub fn settle_held(&self, held: &HeldLogin, outcome: &'static str, challenge: &'static str) {
+        self.settle(Settled {
+            route: held.route.clone(),
+            login: held.login.clone(),
+            user: held.user,
+            features: held.features.clone(),
+            risk: held.risk,
+            reasons: held.reasons.clone(),
+            decision: held.verdict.decision,
+            rule: held.verdict.rule,
+            mode: "enforce",
+            outcome,
+            challenge: Some(challenge),
+            incident: held.incident.clone(),
+            request_id: held.request_id.clone(),
+            client_ip: held.client_ip.clone(),
+        });
+    }
+}

@@ -1,0 +1,125 @@
+//! The bundled legacy app as a real upstream, and a login walk-through against it through
+//! gaitkeeper: load the login page (the app's CSRF cookie and field, gaitkeeper's page token),
+//! post the form with a telemetry payload, follow what comes back.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::{client, free_port, Gaitkeeper};
+
+/// The bundled legacy app, with its debug endpoint on; killed on drop.
+pub struct LegacyApp {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Drop for LegacyApp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl LegacyApp {
+    pub async fn start() -> LegacyApp {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_legacy-app"))
+            .args(["--listen", &addr.to_string(), "--debug-endpoints"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            assert!(Instant::now() < deadline, "legacy app did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        LegacyApp { child, addr }
+    }
+
+    /// What the app saw of the last login (field names, user, status; never the password).
+    pub async fn last_login(&self) -> Value {
+        reqwest::get(format!("http://{}/__debug/last-login", self.addr))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+/// The legacy app's routes, with how its responses show a successful login.
+pub const LEGACY_ROUTES: &str = "routes:\n  - name: login\n    page: { paths: [\"/login\"], methods: [GET, POST] }\n    submit: { path: \"/login\" }\n    username: { field: username }\n    success: { status: [303], location_prefix: \"/account\", set_cookie: legacy_session }\n  - name: spa-login\n    page: { paths: [\"/spa-login\"] }\n    submit: { path: \"/api/login\" }\n    username: { json_pointer: \"/username\" }\n    success: { status: [200], set_cookie: legacy_session }\n";
+
+/// A loaded login page: what the browser would keep to submit it.
+pub struct LoginPage {
+    pub csrf_cookie: String,
+    pub csrf_token: String,
+    pub gk_token: String,
+}
+
+fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
+    let from = text
+        .find(start)
+        .unwrap_or_else(|| panic!("{start:?} not in {text}"))
+        + start.len();
+    let len = text[from..].find(end).unwrap();
+    &text[from..from + len]
+}
+
+/// The value of cookie `name` set by `response`.
+pub fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| {
+            let (k, rest) = v.split_once('=')?;
+            (k == name).then(|| rest.split(';').next().unwrap_or("").to_string())
+        })
+}
+
+pub async fn login_page(gk: &Gaitkeeper) -> LoginPage {
+    let response = client().get(gk.url("/login")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let csrf_cookie = set_cookie(&response, "legacy_csrf").expect("the app sets its CSRF cookie");
+    let page = response.text().await.unwrap();
+    LoginPage {
+        csrf_cookie,
+        csrf_token: between(&page, "name=\"csrf_token\" value=\"", "\"").to_string(),
+        gk_token: between(&page, "data-gk-token=\"", "\"").to_string(),
+    }
+}
+
+/// Posts the login form of `page` as `user`, with `payload` as telemetry (or none).
+pub async fn submit(
+    gk: &Gaitkeeper,
+    page: &LoginPage,
+    user: &str,
+    password: &str,
+    payload: Option<&str>,
+) -> reqwest::Response {
+    let enc = super::behaviour::form_encode;
+    let mut body = format!(
+        "csrf_token={}&username={}&password={}",
+        enc(&page.csrf_token),
+        enc(user),
+        enc(password)
+    );
+    if let Some(p) = payload {
+        body.push_str(&format!("&__gk={}", enc(p)));
+    }
+    client()
+        .post(gk.url("/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", format!("legacy_csrf={}", page.csrf_cookie))
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}

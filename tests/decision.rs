@@ -1,0 +1,358 @@
+//! The decision at login, end to end: the real gaitkeeper binary in front of the bundled legacy
+//! app, logins with generated telemetry (tests/common/behaviour.rs), a real SQLite store, TOTP
+//! codes computed from the secret `users enroll-totp` printed.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::behaviour::{payload, Rhythm, STEADY, STRANGER};
+use common::legacy::{login_page, set_cookie, submit, LegacyApp, LEGACY_ROUTES};
+use common::{client, eventually, Gaitkeeper};
+
+const ALICE: (&str, &str) = ("alice", "wonderland-42");
+const BOB: (&str, &str) = ("bob", "builder-2024");
+
+async fn start(policy: &str) -> (LegacyApp, Gaitkeeper) {
+    let app = LegacyApp::start().await;
+    let more = format!("{LEGACY_ROUTES}store:\n  enrollment_logins: 5\n{policy}");
+    let gk = Gaitkeeper::start_with(app.addr, "", &more).await;
+    (app, gk)
+}
+
+/// Enrolls a TOTP secret for `user` with the CLI (on the store the proxy is using) and
+/// returns a code generator.
+fn enroll_totp(gk: &Gaitkeeper, user: &str) -> totp_rs::Totp {
+    let out = Command::new(common::binary())
+        .args(["users", "--config"])
+        .arg(&gk.config_path)
+        .args(["enroll-totp", user])
+        .env("GK_TEST_SECRET", common::SECRET)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let uri = stdout
+        .lines()
+        .find(|l| l.starts_with("otpauth://"))
+        .expect("an otpauth URI");
+    totp_rs::Totp::from_url_unchecked(uri).expect("a valid otpauth URI")
+}
+
+/// One login through the form with `rhythm`; returns the response.
+async fn login(
+    gk: &Gaitkeeper,
+    who: (&str, &str),
+    rhythm: &Rhythm,
+    seed: u64,
+) -> reqwest::Response {
+    let page = login_page(gk).await;
+    let p = payload(&page.gk_token, rhythm, who.0.len(), who.1.len(), seed);
+    submit(gk, &page, who.0, who.1, Some(&p)).await
+}
+
+fn location(r: &reqwest::Response) -> String {
+    r.headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Waits until the store has `n` verified logins for `user` (settling happens after the
+/// response).
+async fn wait_verified(gk: &Gaitkeeper, n: u64) {
+    eventually(Duration::from_secs(10), "logins settled", || async {
+        gk.metric("gaitkeeper_login_outcomes_total{outcome=\"verified\",route=\"login\"}")
+            .await
+            >= n as f64
+    })
+    .await;
+}
+
+/// Logs `who` in `n` times with the steady rhythm, each let through by the app.
+async fn enroll(gk: &Gaitkeeper, who: (&str, &str), n: u64) {
+    for i in 0..n {
+        let r = login(gk, who, &STEADY, i).await;
+        assert_eq!(r.status(), 303, "enrollment login {i}");
+        assert_eq!(location(&r), "/account", "enrollment login {i}");
+    }
+    wait_verified(gk, n).await;
+}
+
+#[tokio::test]
+async fn an_enrolled_user_passes_and_a_stranger_is_challenged() {
+    let (_app, gk) = start("").await;
+    enroll_totp(&gk, ALICE.0);
+    enroll(&gk, ALICE, 8).await;
+
+    // Normal behaviour: straight through, unnoticed.
+    for seed in 100..103 {
+        let r = login(&gk, ALICE, &STEADY, seed).await;
+        assert_eq!(r.status(), 303, "{}", gk.log());
+        assert_eq!(location(&r), "/account");
+    }
+    // The same password typed by somebody else: held, and the browser sent to the challenge.
+    let r = login(&gk, ALICE, &STRANGER, 200).await;
+    assert_eq!(r.status(), 303);
+    assert!(
+        location(&r).starts_with("/__gk/challenge/"),
+        "{}",
+        location(&r)
+    );
+}
+
+#[tokio::test]
+async fn a_challenged_login_is_replayed_after_the_right_totp_code() {
+    let (app, gk) = start("policy:\n  on_missing_telemetry: challenge\n").await;
+    let totp = enroll_totp(&gk, ALICE.0);
+    let page = login_page(&gk).await;
+    let r = submit(&gk, &page, ALICE.0, ALICE.1, None).await;
+    assert_eq!(r.status(), 303);
+    let challenge = location(&r);
+    assert!(challenge.starts_with("/__gk/challenge/"), "{challenge}");
+    let binding = set_cookie(&r, "__gk_challenge").expect("a binding cookie");
+    let logins_before = app.last_login().await;
+    assert!(
+        logins_before["username"].is_null(),
+        "nothing reached the app yet"
+    );
+
+    // Another browser (no binding cookie) cannot even see the challenge.
+    let r = client().get(gk.url(&challenge)).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+
+    let r = client()
+        .get(gk.url(&challenge))
+        .header("cookie", format!("__gk_challenge={binding}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("autocomplete=\"one-time-code\""), "{page}");
+    assert!(
+        !page.contains("<script"),
+        "the challenge page works without JavaScript"
+    );
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("a CSRF field")
+        .to_string();
+
+    // A forged CSRF token is refused; nothing is replayed.
+    let r = client()
+        .post(gk.url(&challenge))
+        .header("cookie", format!("__gk_challenge={binding}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf=forged&code={}", totp.generate_current()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(app.last_login().await, logins_before);
+
+    // The right code: the held login is replayed and the app's own answer comes back.
+    let r = client()
+        .post(gk.url(&challenge))
+        .header("cookie", format!("__gk_challenge={binding}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={csrf}&code={}", totp.generate_current()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "{}", gk.log());
+    assert_eq!(location(&r), "/account");
+    let session = set_cookie(&r, "legacy_session").expect("the app's own session cookie");
+    let account = client()
+        .get(gk.url("/account"))
+        .header("cookie", format!("legacy_session={session}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(account.contains("alice"), "{account}");
+    // The replayed login reached the app with its CSRF field and without the telemetry.
+    let seen = app.last_login().await;
+    assert_eq!(seen["status"], 303);
+    let fields: Vec<&str> = seen["field_names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["csrf_token", "username", "password"]);
+
+    // A completed challenge cannot be used again.
+    let r = client()
+        .post(gk.url(&challenge))
+        .header("cookie", format!("__gk_challenge={binding}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={csrf}&code={}", totp.generate_current()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        gk.metric("gaitkeeper_challenges_total{event=\"passed\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn wrong_codes_block_the_login_with_an_incident() {
+    let (app, gk) = start("policy:\n  on_missing_telemetry: challenge\n").await;
+    enroll_totp(&gk, ALICE.0);
+    let page = login_page(&gk).await;
+    let r = submit(&gk, &page, ALICE.0, ALICE.1, None).await;
+    assert_eq!(r.status(), 303);
+    let challenge = location(&r);
+    let binding = set_cookie(&r, "__gk_challenge").unwrap();
+    let get_csrf = || async {
+        let page = client()
+            .get(gk.url(&challenge))
+            .header("cookie", format!("__gk_challenge={binding}"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        page.split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .map(str::to_string)
+    };
+    let csrf = get_csrf().await.expect("challenge page");
+    let mut last = None;
+    for _ in 0..5 {
+        let r = client()
+            .post(gk.url(&challenge))
+            .header("cookie", format!("__gk_challenge={binding}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("csrf={csrf}&code=000000"))
+            .send()
+            .await
+            .unwrap();
+        last = Some((
+            r.status(),
+            r.headers().get("x-gaitkeeper-incident").cloned(),
+        ));
+    }
+    let (status, incident) = last.unwrap();
+    assert_eq!(status, 403);
+    assert!(incident.is_some(), "the block page names its incident");
+    assert!(get_csrf().await.is_none(), "the held login is gone");
+    assert_eq!(
+        gk.metric("gaitkeeper_challenges_total{event=\"failed\"}")
+            .await,
+        1.0
+    );
+    // Nothing reached the app.
+    let seen = app.last_login().await;
+    assert!(seen.is_null() || seen["username"].is_null(), "{seen}");
+}
+
+#[tokio::test]
+async fn missing_invalid_and_replayed_telemetry_each_get_their_configured_decision() {
+    let policy = "policy:\n  on_missing_telemetry: block\n  on_invalid_telemetry: allow\n  on_replayed_token: challenge\n";
+    let (_app, gk) = start(policy).await;
+    enroll_totp(&gk, ALICE.0);
+
+    let page = login_page(&gk).await;
+    let r = submit(&gk, &page, BOB.0, BOB.1, None).await;
+    assert_eq!(r.status(), 403, "missing telemetry is blocked");
+    assert!(r.headers().contains_key("x-gaitkeeper-incident"));
+
+    let page = login_page(&gk).await;
+    let r = submit(
+        &gk,
+        &page,
+        BOB.0,
+        BOB.1,
+        Some("{\"v\":1,\"tk\":\"forged\"}"),
+    )
+    .await;
+    assert_eq!(r.status(), 303, "invalid telemetry is allowed");
+    assert_eq!(location(&r), "/account");
+
+    let page = login_page(&gk).await;
+    let p = payload(&page.gk_token, &STEADY, 5, 13, 1);
+    let r = submit(&gk, &page, ALICE.0, ALICE.1, Some(&p)).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(location(&r), "/account", "first use of the token");
+    let r = submit(&gk, &page, ALICE.0, ALICE.1, Some(&p)).await;
+    assert_eq!(r.status(), 303);
+    assert!(
+        location(&r).starts_with("/__gk/challenge/"),
+        "a replayed token is challenged"
+    );
+    for (decision, n) in [("block", 1.0), ("allow", 2.0), ("challenge", 1.0)] {
+        let sample =
+            format!("gaitkeeper_login_decisions_total{{decision=\"{decision}\",route=\"login\"}}");
+        assert_eq!(gk.metric(&sample).await, n, "{sample}");
+    }
+}
+
+#[tokio::test]
+async fn shadow_mode_forwards_what_it_would_have_blocked() {
+    let (_app, gk) = start("policy:\n  mode: shadow\n  on_missing_telemetry: block\n").await;
+    let page = login_page(&gk).await;
+    let r = submit(&gk, &page, BOB.0, BOB.1, None).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(location(&r), "/account");
+    assert_eq!(
+        gk.metric("gaitkeeper_login_decisions_total{decision=\"block\",route=\"login\"}")
+            .await,
+        1.0,
+        "the decision is still recorded"
+    );
+    eventually(Duration::from_secs(10), "the login is settled", || async {
+        gk.metric("gaitkeeper_login_outcomes_total{outcome=\"verified\",route=\"login\"}")
+            .await
+            == 1.0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_user_without_a_second_factor_gets_on_no_factor() {
+    let (_app, gk) =
+        start("policy:\n  on_missing_telemetry: challenge\n  on_no_factor: block\n").await;
+    let page = login_page(&gk).await;
+    let r = submit(&gk, &page, BOB.0, BOB.1, None).await;
+    assert_eq!(r.status(), 403);
+}
+
+#[tokio::test]
+async fn a_login_name_given_twice_is_not_guessed() {
+    let (app, gk) = start("").await;
+    let page = login_page(&gk).await;
+    let p = payload(&page.gk_token, &STEADY, 5, 13, 1);
+    let body = format!(
+        "csrf_token={}&username=bob&username=alice&password=x&__gk={}",
+        page.csrf_token,
+        common::behaviour::form_encode(&p)
+    );
+    let r = client()
+        .post(gk.url("/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", format!("legacy_csrf={}", page.csrf_cookie))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let seen = app.last_login().await;
+    assert!(seen.is_null() || seen["username"].is_null(), "{seen}");
+}
