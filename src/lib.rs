@@ -6,12 +6,14 @@
 //! `inject` (capture script into login pages, page tokens) → `login` (telemetry taken out of
 //! the login submit) → `telemetry` (validate the payload) → `features` (one vector per login)
 //! → `model` (per-user detectors, global forest, fused risk with reasons) → `store` (per-user
-//! profiles on disk) and `cache` (fitted models in memory) → `admin` (health, metrics, the
+//! profiles on disk) and `cache` (fitted models in memory) → `challenge` (step-up MFA: TOTP,
+//! external provider assertions, the challenge page) → `admin` (health, metrics, the
 //! `users` commands). `server` wires them into a process; `eval` runs the scoring stages on
 //! public data.
 
 pub mod admin;
 pub mod cache;
+pub mod challenge;
 pub mod config;
 pub mod demo;
 pub mod eval;

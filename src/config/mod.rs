@@ -47,6 +47,9 @@ pub struct Config {
     /// Where user profiles live (SQLite or PostgreSQL) and how much of them stays in memory.
     #[serde(default)]
     pub store: StoreConfig,
+    /// Step-up MFA for logins policy wants confirmed: built-in TOTP and an external provider.
+    #[serde(default)]
+    pub mfa: crate::challenge::MfaConfig,
 }
 
 /// The profile store and the in-memory model cache in front of it (restart to change).
@@ -586,6 +589,7 @@ impl Config {
         }
         self.validate_routes(&invalid)?;
         self.validate_store(&invalid)?;
+        self.mfa.validate(&invalid)?;
         if let Some(level) = &self.logging.level {
             if tracing_subscriber::EnvFilter::try_new(level).is_err() {
                 return Err(invalid(
