@@ -7,8 +7,9 @@
 //! code for step `s` is accepted, codes for steps `≤ s` are refused for that user, so a code
 //! seen over a shoulder or in a log cannot be replayed within its window.
 //!
-//! Owns the memory of the last accepted step per user (bounded). Limiting attempts per challenge
-//! is the caller's (`mfa.totp.max_attempts`). Never logs codes or secrets.
+//! Owns the memory of the last accepted step and of recent wrong codes per user (bounded), which
+//! caps guesses per user across challenges. Limiting attempts per challenge is the caller's
+//! (`mfa.totp.max_attempts`). Never logs codes or secrets.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -27,8 +28,13 @@ pub const SKEW_STEPS: u64 = 1;
 
 /// Longest input looked at; anything longer is malformed without further work.
 const MAX_INPUT_BYTES: usize = 32;
-/// Users remembered at once by default (an entry only matters for about 90 seconds).
+/// Users remembered at once by default (an entry matters for at most 15 minutes).
 pub const DEFAULT_REMEMBERED_USERS: usize = 100_000;
+/// Wrong codes checked per user per [`FAILURE_WINDOW_SECS`], over all their challenges.
+/// Ten guesses in fifteen minutes give an attacker about one chance in 33,000 per window.
+pub const MAX_FAILURES: u32 = 10;
+/// The window wrong codes are counted in.
+pub const FAILURE_WINDOW_SECS: u64 = 15 * 60;
 
 /// Why a code was not accepted. The `reason` codes are metric labels and audit codes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -41,7 +47,11 @@ pub enum TotpError {
     Reused,
     #[error("the user's stored TOTP secret is unusable (shorter than 128 bits); enroll them again with `gaitkeeper users enroll-totp`")]
     UnusableSecret,
-    #[error("too many TOTP codes accepted in the last 90 seconds to remember them all; try again shortly")]
+    #[error("too many wrong codes for this user recently; try again later")]
+    RateLimited,
+    #[error(
+        "too many users answering TOTP challenges at once to remember them all; try again shortly"
+    )]
     Busy,
 }
 
@@ -52,15 +62,40 @@ impl TotpError {
             TotpError::WrongCode => "wrong_code",
             TotpError::Reused => "reused",
             TotpError::UnusableSecret => "unusable_secret",
+            TotpError::RateLimited => "rate_limited",
             TotpError::Busy => "busy",
         }
     }
 }
 
-/// Checks TOTP codes and remembers, per user, the last step whose code was accepted.
+/// Checks TOTP codes and remembers, per user, the last step whose code was accepted and the
+/// recent wrong codes.
 pub struct TotpVerifier {
-    last_accepted: Mutex<HashMap<UserKey, u64>>,
+    users: Mutex<HashMap<UserKey, UserState>>,
     capacity: usize,
+}
+
+/// What is remembered of one user.
+#[derive(Clone, Copy, Default)]
+struct UserState {
+    /// The step of the last accepted code: codes for it or earlier steps are refused.
+    last_step: Option<u64>,
+    /// Wrong codes since `window_start` (Unix seconds).
+    failures: u32,
+    window_start: u64,
+}
+
+impl UserState {
+    /// Whether forgetting this entry could change an answer: a code within the window may
+    /// still be refused as reused, or wrong codes are still being counted.
+    fn is_live(&self, current_step: u64, now_secs: u64) -> bool {
+        let reuse_live = self
+            .last_step
+            .is_some_and(|s| s.saturating_add(2 * SKEW_STEPS) >= current_step);
+        let failures_live =
+            self.failures > 0 && now_secs < self.window_start.saturating_add(FAILURE_WINDOW_SECS);
+        reuse_live || failures_live
+    }
 }
 
 impl Default for TotpVerifier {
@@ -70,12 +105,12 @@ impl Default for TotpVerifier {
 }
 
 impl TotpVerifier {
-    /// A verifier remembering at most `capacity` users' last accepted steps (at least 1).
-    /// Entries older than the acceptance window are dropped when room is needed; if every entry
-    /// is still live the check fails closed with [`TotpError::Busy`] rather than forget one.
+    /// A verifier remembering at most `capacity` users (at least 1). Entries that can no
+    /// longer change an answer are dropped when room is needed; if every entry is still live
+    /// the check fails closed with [`TotpError::Busy`] rather than forget one.
     pub fn new(capacity: usize) -> Self {
         TotpVerifier {
-            last_accepted: Mutex::new(HashMap::new()),
+            users: Mutex::new(HashMap::new()),
             capacity: capacity.max(1),
         }
     }
@@ -83,6 +118,10 @@ impl TotpVerifier {
     /// Accepts `code` if it is the user's code for the step of `now` or one step either side,
     /// and newer than the last code accepted for this user. Spaces and dashes in the code are
     /// ignored ("123 456"). The comparison takes the same time whichever candidate matches.
+    ///
+    /// Across all of a user's challenges, at most [`MAX_FAILURES`] wrong codes are checked per
+    /// [`FAILURE_WINDOW_SECS`]; beyond that every code is refused as `rate_limited` without
+    /// being looked at, so opening challenge after challenge does not buy more guesses.
     pub fn verify(
         &self,
         user: &UserKey,
@@ -95,7 +134,28 @@ impl TotpVerifier {
             .with_secret(secret.to_vec())
             .build()
             .map_err(|_| TotpError::UnusableSecret)?;
-        let current = step_of(now);
+        let now_secs = unix_secs(now);
+        let current = now_secs / STEP_SECS;
+        // One lock for check and update, so concurrent guesses cannot overrun the limit and
+        // two concurrent uses of one code cannot both succeed. The work inside is three HMACs.
+        let mut users = self
+            .users
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !users.contains_key(user) && users.len() >= self.capacity {
+            users.retain(|_, state| state.is_live(current, now_secs));
+            if users.len() >= self.capacity {
+                return Err(TotpError::Busy);
+            }
+        }
+        let state = users.entry(*user).or_default();
+        if now_secs >= state.window_start.saturating_add(FAILURE_WINDOW_SECS) {
+            state.failures = 0;
+            state.window_start = now_secs;
+        }
+        if state.failures >= MAX_FAILURES {
+            return Err(TotpError::RateLimited);
+        }
         // Compare against every candidate step, without an early exit, and keep the newest
         // that matches: which one matched must not show in the timing.
         let mut matched = 0u8;
@@ -107,24 +167,14 @@ impl TotpVerifier {
             matched_step.conditional_assign(&step, hit);
         }
         if matched == 0 {
+            state.failures += 1;
             return Err(TotpError::WrongCode);
         }
-        let mut last = self
-            .last_accepted
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if last.get(user).is_some_and(|&seen| matched_step <= seen) {
+        if state.last_step.is_some_and(|seen| matched_step <= seen) {
             return Err(TotpError::Reused);
         }
-        if last.len() >= self.capacity && !last.contains_key(user) {
-            // An entry older than the window can no longer refuse any code: drop those.
-            let oldest_live = current.saturating_sub(2 * SKEW_STEPS);
-            last.retain(|_, step| *step >= oldest_live);
-            if last.len() >= self.capacity {
-                return Err(TotpError::Busy);
-            }
-        }
-        last.insert(*user, matched_step);
+        state.last_step = Some(matched_step);
+        state.failures = 0;
         Ok(())
     }
 }
@@ -144,9 +194,9 @@ fn normalise(code: &str) -> Result<Vec<u8>, TotpError> {
     Ok(digits)
 }
 
-fn step_of(now: SystemTime) -> u64 {
+fn unix_secs(now: SystemTime) -> u64 {
     now.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() / STEP_SECS)
+        .map(|d| d.as_secs())
         .unwrap_or(0)
 }
 
@@ -251,6 +301,61 @@ mod tests {
     }
 
     #[test]
+    fn wrong_codes_are_rate_limited_per_user_across_challenges() {
+        let now = 1_800_000_015;
+        let v = TotpVerifier::default();
+        let right = code_at(now);
+        let wrong = if right == "000000" {
+            "111111"
+        } else {
+            "000000"
+        };
+        for _ in 0..MAX_FAILURES {
+            assert_eq!(
+                v.verify(&user(1), SECRET, wrong, at(now)),
+                Err(TotpError::WrongCode)
+            );
+        }
+        // Even the right code is not looked at any more.
+        assert_eq!(
+            v.verify(&user(1), SECRET, &right, at(now)),
+            Err(TotpError::RateLimited)
+        );
+        assert_eq!(TotpError::RateLimited.reason(), "rate_limited");
+        // Other users are not affected; malformed input does not count as a guess.
+        assert_eq!(
+            v.verify(&user(2), SECRET, "12ab", at(now)),
+            Err(TotpError::Malformed)
+        );
+        assert_eq!(v.verify(&user(2), SECRET, &right, at(now)), Ok(()));
+        // After the window the user may try again.
+        let later = now + FAILURE_WINDOW_SECS;
+        assert_eq!(
+            v.verify(&user(1), SECRET, &code_at(later), at(later)),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_success_clears_the_wrong_code_count() {
+        let now = 1_800_000_015;
+        let v = TotpVerifier::default();
+        let wrong = if code_at(now) == "000000" {
+            "111111"
+        } else {
+            "000000"
+        };
+        for _ in 0..MAX_FAILURES - 1 {
+            let _ = v.verify(&user(1), SECRET, wrong, at(now));
+        }
+        assert_eq!(v.verify(&user(1), SECRET, &code_at(now), at(now)), Ok(()));
+        assert_eq!(
+            v.verify(&user(1), SECRET, wrong, at(now + 30)),
+            Err(TotpError::WrongCode)
+        );
+    }
+
+    #[test]
     fn malformed_codes_are_refused_with_their_reason() {
         let v = TotpVerifier::default();
         for bad in [
@@ -295,7 +400,7 @@ mod tests {
             v.verify(&user(3), SECRET, &code_at(later), at(later)),
             Ok(())
         );
-        assert!(v.last_accepted.lock().unwrap().len() <= 2);
+        assert!(v.users.lock().unwrap().len() <= 2);
     }
 
     proptest! {
