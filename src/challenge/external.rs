@@ -35,6 +35,8 @@ pub const MAX_ASSERTION_BYTES: usize = 8 * 1024;
 pub const MAX_ASSERTION_LIFETIME: Duration = Duration::from_secs(15 * 60);
 /// Largest public key file read.
 const MAX_KEY_FILE_BYTES: u64 = 64 * 1024;
+/// DER of the object identifier of the P-256 curve (prime256v1, 1.2.840.10045.3.1.7).
+const P256_OID: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 
 /// The operator's external MFA provider (`mfa.external`).
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
@@ -229,16 +231,23 @@ impl AssertionConfig {
                 needed: "public_key_file",
             }),
             (alg, None, Some(file)) => {
-                let (parsed, kind) = if alg == AssertionAlgorithm::RS256 {
-                    (DecodingKey::from_rsa_pem(&file.pem), "RSA")
-                } else {
-                    (DecodingKey::from_ec_pem(&file.pem), "EC P-256")
-                };
-                parsed.map_err(|e| KeyError::BadPem {
+                let bad = |kind, reason: String| KeyError::BadPem {
                     path: file.path.display().to_string(),
                     kind,
-                    reason: e.to_string(),
-                })
+                    reason,
+                };
+                if alg == AssertionAlgorithm::RS256 {
+                    DecodingKey::from_rsa_pem(&file.pem).map_err(|e| bad("RSA", e.to_string()))
+                } else {
+                    let key = DecodingKey::from_ec_pem(&file.pem)
+                        .map_err(|e| bad("EC", e.to_string()))?;
+                    // The library takes any EC key here; one on another curve would then fail
+                    // every signature at run time instead of at load.
+                    if !pem_mentions(&file.pem, P256_OID) {
+                        return Err(bad("EC", "ES256 needs a key on the P-256 curve".into()));
+                    }
+                    Ok(key)
+                }
             }
         }
     }
@@ -537,6 +546,18 @@ impl AssertionVerifier {
         seen.insert(jti.to_string(), exp);
         Ok(())
     }
+}
+
+/// Whether the DER inside a PEM text contains `needle`.
+fn pem_mentions(pem: &[u8], needle: &[u8]) -> bool {
+    let body: String = String::from_utf8_lossy(pem)
+        .lines()
+        .filter(|line| !line.starts_with("-----"))
+        .flat_map(|line| line.trim().chars())
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .is_ok_and(|der| der.windows(needle.len()).any(|w| w == needle))
 }
 
 /// The `alg` named in a token's header, read without trusting anything else in it.

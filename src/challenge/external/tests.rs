@@ -532,6 +532,19 @@ mod config_file {
                 "mfa.external.assertion.public_key_file",
                 "RSA public key",
             ),
+            (
+                format!("      algorithm: ES256\n{rsa}"),
+                "mfa.external.assertion.public_key_file",
+                "EC public key",
+            ),
+            (
+                format!(
+                    "      algorithm: ES256\n      public_key_file: \"{}\"\n",
+                    fixture("ec_p384_public.pem")
+                ),
+                "mfa.external.assertion.public_key_file",
+                "P-256",
+            ),
         ] {
             let (line, key, message) = error(&yaml(&f, &assertion));
             assert_eq!(key, wanted_key, "{message}");
