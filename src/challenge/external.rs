@@ -367,6 +367,17 @@ pub struct Assertion {
     pub expires_at: SystemTime,
 }
 
+impl Assertion {
+    /// Whether this assertion answers the held challenge `challenge_id` of `user` (the login
+    /// name the request named). Constant time: the challenge id is a bearer secret.
+    pub fn answers(&self, challenge_id: &str, user: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        let same =
+            |a: &str, b: &str| a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()));
+        same(&self.challenge_id, challenge_id) & same(&self.user, user)
+    }
+}
+
 /// Why an assertion was refused. The `reason` codes are metric labels and audit codes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AssertionError {

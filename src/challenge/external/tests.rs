@@ -369,6 +369,56 @@ fn remembered_ids_are_bounded_and_fail_closed() {
 }
 
 #[test]
+fn a_provider_round_trip_confirms_the_challenge() {
+    // gaitkeeper sends the browser to the provider with a signed request…
+    let cfg = config(AssertionAlgorithm::ES256);
+    let url = cfg.request_url(
+        "cid-123",
+        "alice",
+        "https://app.test/__gk/challenge/callback",
+        now(),
+        Duration::from_secs(300),
+    );
+    let request = url::Url::parse(&url)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "request")
+        .unwrap()
+        .1
+        .into_owned();
+    // …the test provider checks it, confirms the user, and answers with an assertion…
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.set_audience(&[ISSUER]);
+    validation.validate_exp = false;
+    let asked = jsonwebtoken::decode::<Value>(
+        &request,
+        &jsonwebtoken::DecodingKey::from_secret(REQUEST_SECRET),
+        &validation,
+    )
+    .unwrap()
+    .claims;
+    let answer = es(&json!({
+        "iss": ISSUER,
+        "aud": asked["iss"],
+        "sub": asked["sub"],
+        "cid": asked["cid"],
+        "jti": "round-trip-1",
+        "iat": NOW + 20,
+        "exp": NOW + 80,
+        "result": "pass",
+    }));
+    // …which gaitkeeper accepts once, for exactly that challenge and user.
+    let v = AssertionVerifier::new(&cfg, 10).unwrap();
+    let later = now() + Duration::from_secs(20);
+    let assertion = v.verify(&answer, later).unwrap();
+    assert!(assertion.answers("cid-123", "alice"));
+    assert!(!assertion.answers("cid-124", "alice"));
+    assert!(!assertion.answers("cid-123", "bob"));
+    assert!(!assertion.answers("cid-12", "alice"));
+    assert_eq!(reason(v.verify(&answer, later)), "reused");
+}
+
+#[test]
 fn the_request_url_carries_a_signed_request() {
     let cfg = config(AssertionAlgorithm::RS256);
     let url = cfg.request_url(
@@ -405,6 +455,22 @@ fn the_request_url_carries_a_signed_request() {
         url,
         cfg.request_url("c1", "alice", "x", now(), Duration::from_secs(300))
     );
+}
+
+proptest::proptest! {
+    #[test]
+    fn any_input_is_refused_without_panicking(token in "[A-Za-z0-9_.=-]{0,300}|.{0,100}") {
+        let v = verifier(AssertionAlgorithm::HS256);
+        proptest::prop_assert!(v.verify(&token, now()).is_err());
+    }
+
+    #[test]
+    fn any_header_and_payload_json_is_refused_without_panicking(
+        header in ".{0,60}", payload in ".{0,120}", sig in "[A-Za-z0-9_-]{0,50}"
+    ) {
+        let token = format!("{}.{}.{sig}", b64(header.as_bytes()), b64(payload.as_bytes()));
+        proptest::prop_assert!(verifier(AssertionAlgorithm::RS256).verify(&token, now()).is_err());
+    }
 }
 
 mod config_file {
