@@ -7,13 +7,15 @@
 //! the login submit) → `telemetry` (validate the payload) → `features` (one vector per login)
 //! → `model` (per-user detectors, global forest, fused risk with reasons) → `policy` (what the
 //! YAML says to do with that risk) → `decision` (forward, hold for a second factor, or refuse;
-//! reading the app's answer) → `store` (per-user
-//! profiles on disk) and `cache` (fitted models in memory) → `admin` (health, metrics, the
+//! reading the app's answer) → `challenge` (step-up MFA: TOTP, external provider assertions,
+//! the challenge page) → `store` (per-user profiles on disk) and `cache` (fitted models in
+//! memory) → `admin` (health, metrics, the
 //! `users` commands). `server` wires them into a process; `eval` runs the scoring stages on
 //! public data.
 
 pub mod admin;
 pub mod cache;
+pub mod challenge;
 pub mod config;
 pub mod decision;
 pub mod demo;

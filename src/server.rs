@@ -12,6 +12,7 @@ use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
 
 use crate::admin::{AdminApp, Metrics};
+use crate::challenge::{AssertionVerifier, TotpVerifier};
 use crate::config::{Config, ConfigWatcher};
 use crate::decision::{HeldLogins, Regulator};
 use crate::inject::PageTokens;
@@ -40,6 +41,8 @@ pub enum StartError {
     Watch(std::io::Error),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error("cannot use the external MFA provider's key (mfa.external.assertion): {0}")]
+    Mfa(crate::challenge::KeyError),
     #[error("cannot start the runtime that opens the profile store: {0}")]
     StoreRuntime(std::io::Error),
 }
@@ -88,14 +91,26 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
         tracing::warn!("admin.debug_telemetry is on: recent login telemetry is visible on the admin listener; turn it off in production");
     }
     let tokens = Arc::new(PageTokens::new(config.secrets.key.expose()));
+    let mfa = &config.mfa;
+    let external = match &mfa.external {
+        Some(ext) => Some((
+            ext.clone(),
+            AssertionVerifier::new(ext, mfa.max_held).map_err(StartError::Mfa)?,
+        )),
+        None => None,
+    };
     let services = Arc::new(LoginServices {
         store,
         bg: background.handle().clone(),
-        held: HeldLogins::new(64 * 1024 * 1024, config.mfa_challenge_ttl()),
+        held: HeldLogins::new(mfa.max_held, mfa.max_held_bytes as u64, mfa.challenge_ttl.0),
         regulator: Regulator::new(&config.regulation),
         enrollment_logins: config.store.enrollment_logins,
         csrf_key: derive_key(config.secrets.key.expose(), b"gaitkeeper challenge csrf"),
-        max_attempts: 5,
+        max_attempts: mfa.totp.max_attempts,
+        totp_enabled: mfa.totp.enabled,
+        totp: TotpVerifier::default(),
+        external,
+        challenge_ttl: mfa.challenge_ttl.0,
     });
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,

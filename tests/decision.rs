@@ -356,3 +356,120 @@ async fn a_login_name_given_twice_is_not_guessed() {
     let seen = app.last_login().await;
     assert!(seen.is_null() || seen["username"].is_null(), "{seen}");
 }
+
+/// The test MFA provider's signing side: RS256 assertions with the fixture key.
+fn assertion(claims: serde_json::Value) -> String {
+    let pem = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/mfa/rsa_private.pem"
+    ))
+    .unwrap();
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem).unwrap();
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+        &claims,
+        &key,
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn external_mfa_round_trip_replays_the_login_and_refuses_forged_or_reused_assertions() {
+    let keys = tempfile::tempdir().unwrap();
+    let request_secret = keys.path().join("request.key");
+    std::fs::write(&request_secret, "request-secret-0123456789abcdef0123").unwrap();
+    let policy = format!(
+        "policy:\n  on_missing_telemetry: challenge\nmfa:\n  external:\n    name: \"Test IdP\"\n    url: \"http://127.0.0.1:9/verify\"\n    issuer: \"test-idp\"\n    request_secret: {{ file: {:?} }}\n    assertion:\n      algorithm: RS256\n      public_key_file: {:?}\n",
+        request_secret.display().to_string(),
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/mfa/rsa_public.pem"),
+    );
+    let (_app, gk) = start(&policy).await;
+    // Bob has no TOTP: the external provider is his second factor.
+    let page = login_page(&gk).await;
+    let r = submit(&gk, &page, BOB.0, BOB.1, None).await;
+    assert_eq!(r.status(), 303, "{}", gk.log());
+    let challenge = location(&r);
+    let binding = set_cookie(&r, "__gk_challenge").unwrap();
+    let cookie = format!("__gk_challenge={binding}");
+    let r = client()
+        .get(gk.url(&challenge))
+        .header("cookie", &cookie)
+        .header("host", gk.addr.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "straight to the provider");
+    let to_provider = location(&r);
+    assert!(
+        to_provider.starts_with("http://127.0.0.1:9/verify?request="),
+        "{to_provider}"
+    );
+    // The provider reads the signed request.
+    let request = to_provider.split("request=").nth(1).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.set_audience(&["test-idp"]);
+    let claims = jsonwebtoken::decode::<serde_json::Value>(
+        request,
+        &jsonwebtoken::DecodingKey::from_secret(b"request-secret-0123456789abcdef0123"),
+        &validation,
+    )
+    .expect("a request signed with the shared secret")
+    .claims;
+    assert_eq!(claims["sub"], "bob");
+    let cid = claims["cid"].as_str().unwrap().to_string();
+    let return_url = claims["return_url"].as_str().unwrap().to_string();
+    assert_eq!(
+        return_url,
+        format!("http://{}/__gk/challenge/callback", gk.addr)
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims_for = |jti: &str, sub: &str, result: &str| {
+        serde_json::json!({"iss": "test-idp", "aud": "gaitkeeper", "sub": sub, "cid": cid,
+            "jti": jti, "iat": now, "exp": now + 120, "result": result})
+    };
+    let callback = |token: String| {
+        let cookie = cookie.clone();
+        let url = gk.url(&format!("/__gk/challenge/callback?assertion={token}"));
+        async move {
+            client()
+                .get(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // Forged: alg none, and a token signed with another key.
+    let header = base64_url(br#"{"alg":"none","typ":"JWT"}"#);
+    let body = base64_url(claims_for("j-0", "bob", "pass").to_string().as_bytes());
+    assert_eq!(callback(format!("{header}.{body}.")).await.status(), 403);
+    let other = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/mfa/rsa_other_private.pem"
+    ))
+    .unwrap();
+    let forged = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+        &claims_for("j-1", "bob", "pass"),
+        &jsonwebtoken::EncodingKey::from_rsa_pem(&other).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(callback(forged).await.status(), 403);
+
+    // Genuine: the held login is replayed and bob lands logged in.
+    let good = assertion(claims_for("j-2", "bob", "pass"));
+    let r = callback(good.clone()).await;
+    assert_eq!(r.status(), 303, "{}", gk.log());
+    assert_eq!(location(&r), "/account");
+    assert!(set_cookie(&r, "legacy_session").is_some());
+    // Reused: refused.
+    assert_eq!(callback(good).await.status(), 403);
+}
+
+fn base64_url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}

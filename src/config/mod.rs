@@ -54,6 +54,9 @@ pub struct Config {
     /// Brute-force protection: failed logins counted per user and per client address.
     #[serde(default)]
     pub regulation: crate::decision::RegulationConfig,
+    /// Step-up MFA for logins policy wants confirmed: built-in TOTP and an external provider.
+    #[serde(default)]
+    pub mfa: crate::challenge::MfaConfig,
 }
 
 /// The profile store and the in-memory model cache in front of it (restart to change).
@@ -529,11 +532,6 @@ fn fmt_invalid(file: &str, line: u64, column: u64, key: &str, message: &str) -> 
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 impl Config {
-    /// How long a held login waits for its second factor.
-    pub fn mfa_challenge_ttl(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(300)
-    }
-
     /// Reads and validates the config file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
@@ -666,6 +664,7 @@ impl Config {
             .check()
             .map_err(|(key, m)| invalid(&format!("regulation.{key}"), m))?;
         self.validate_store(&invalid)?;
+        self.mfa.validate(&invalid)?;
         if let Some(level) = &self.logging.level {
             if tracing_subscriber::EnvFilter::try_new(level).is_err() {
                 return Err(invalid(

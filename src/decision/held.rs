@@ -132,13 +132,15 @@ pub struct HeldLogins {
 }
 
 impl HeldLogins {
-    /// At most `max_bytes` of held logins (each weighs at least 512 bytes, which bounds the
-    /// count too), each kept at most `ttl`.
-    pub fn new(max_bytes: u64, ttl: Duration) -> HeldLogins {
+    /// At most `max_count` held logins and `max_bytes` of them, each kept at most `ttl`. When
+    /// full, the least recently used held login is dropped (its challenge then expires).
+    pub fn new(max_count: usize, max_bytes: u64, ttl: Duration) -> HeldLogins {
+        // Every entry weighs at least its share of the byte budget, which bounds the count.
+        let floor = u32::try_from(max_bytes / max_count.max(1) as u64).unwrap_or(u32::MAX);
         HeldLogins {
             logins: Cache::builder()
                 .max_capacity(max_bytes)
-                .weigher(|_id: &String, login: &Arc<HeldLogin>| login.weight())
+                .weigher(move |_id: &String, login: &Arc<HeldLogin>| login.weight().max(floor))
                 .time_to_live(ttl)
                 .build(),
         }

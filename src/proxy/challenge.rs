@@ -12,6 +12,10 @@ use pingora::proxy::Session;
 
 use super::login::{client_ip, PendingLogin};
 use super::{pages, GaitkeeperProxy, RequestCtx};
+use crate::challenge::{
+    challenge_page, check_csrf, csrf_token, message_page, ChallengePage, ExternalLink,
+    CHALLENGE_CSP, CODE_FIELD,
+};
 use crate::decision::HeldLogin;
 
 /// The cookie binding a challenge to the browser it was issued to.
@@ -19,7 +23,6 @@ pub const BINDING_COOKIE: &str = "__gk_challenge";
 /// Largest challenge form body read (a code and a CSRF token).
 const MAX_FORM_BYTES: usize = 4096;
 const CSRF_FIELD: &str = "csrf";
-const CODE_FIELD: &str = "code";
 
 impl GaitkeeperProxy {
     /// Answers `{prefix}challenge/{rest}`. `Ok(true)`: answered here; `Ok(false)`: the held
@@ -106,27 +109,18 @@ impl GaitkeeperProxy {
                 None => self.expired(session, ctx).await,
             },
             Err(reason) => {
+                tracing::info!(request_id = %ctx.request_id, incident = %held.incident, reason, "challenge code refused");
                 self.metrics
                     .challenges
                     .with_label_values(&["wrong_code"])
                     .inc();
                 let attempts = held.failed_attempt();
                 let max = self.services.max_attempts();
-                if attempts >= max {
+                if attempts >= max || reason == "rate_limited" {
                     return self.challenge_failed(session, ctx, &id).await;
                 }
-                let note = format!(
-                    "{} {} attempt{} left.",
-                    if reason == "reused" {
-                        "That code was already used; wait for the next one."
-                    } else {
-                        "That code is not right."
-                    },
-                    max - attempts,
-                    if max - attempts == 1 { "" } else { "s" }
-                );
                 let status = self
-                    .show_challenge(session, ctx, &id, &held, Some(&note))
+                    .show_challenge(session, ctx, &id, &held, Some(max - attempts))
                     .await?;
                 Ok((true, status))
             }
@@ -142,29 +136,47 @@ impl GaitkeeperProxy {
         same.then_some(held)
     }
 
+    /// The code form, or straight to the external provider when the user has no TOTP.
     async fn show_challenge(
         &self,
         session: &mut Session,
         ctx: &RequestCtx,
         id: &str,
         held: &HeldLogin,
-        error: Option<&str>,
+        attempts_left: Option<u32>,
     ) -> Result<u16> {
+        let prefix = &ctx.config.server.reserved_prefix.0;
+        let external = self.services.external_url(&held.login, id, session, prefix);
+        let has_totp = self.services.has_totp(&held.user).await.unwrap_or(false);
+        if !has_totp {
+            if let Some((_, url)) = &external {
+                pages::respond_with(
+                    session,
+                    303,
+                    &[("location", url)],
+                    "text/plain; charset=utf-8",
+                    Bytes::from_static(b"Continue with your sign-in provider.\n"),
+                    &ctx.request_id,
+                )
+                .await?;
+                return Ok(303);
+            }
+        }
         let key = self.services.csrf_key();
         let csrf = csrf_token(&key, id, &held.binding);
-        let prefix = &ctx.config.server.reserved_prefix.0;
         let action = format!("{prefix}challenge/{id}");
-        let external = self.services.external_url(&held.login, id, session);
-        let html = render_challenge(
-            &ctx.config.server.app_name,
-            &action,
-            CSRF_FIELD,
-            &csrf,
-            CODE_FIELD,
-            error,
-            external.as_deref(),
-        );
-        let status = if error.is_some() { 401 } else { 200 };
+        let html = challenge_page(&ChallengePage {
+            app_name: &ctx.config.server.app_name,
+            action: &action,
+            csrf_field: CSRF_FIELD,
+            csrf_token: &csrf,
+            show_code_form: has_totp,
+            wrong_code: attempts_left,
+            external: external
+                .as_ref()
+                .map(|(name, href)| ExternalLink { name, href }),
+        });
+        let status = if attempts_left.is_some() { 401 } else { 200 };
         pages::respond_with(
             session,
             status,
@@ -196,7 +208,7 @@ impl GaitkeeperProxy {
         title: &str,
         text: &str,
     ) -> Result<(bool, u16)> {
-        let html = render_message(&ctx.config.server.app_name, title, text);
+        let html = message_page(title, text, &ctx.config.server.app_name);
         pages::respond_with(
             session,
             status,
@@ -307,8 +319,8 @@ impl GaitkeeperProxy {
                 .to_vec()
         };
         let assertion = field(&params, "assertion").unwrap_or_default();
-        let id = match self.services.verify_assertion(&assertion) {
-            Ok(id) => id,
+        let (id, user) = match self.services.verify_assertion(&assertion) {
+            Ok(answer) => answer,
             Err(failed_id) => {
                 self.metrics
                     .challenges
@@ -331,8 +343,14 @@ impl GaitkeeperProxy {
                     .await;
             }
         };
-        if self.bound_held(session, &id).is_none() {
+        let Some(held) = self.bound_held(session, &id) else {
             return self.expired(session, ctx).await;
+        };
+        // The provider confirmed somebody: it must be the user whose login is held.
+        let same_user: bool =
+            subtle::ConstantTimeEq::ct_eq(user.as_bytes(), held.login.as_bytes()).into();
+        if !same_user {
+            return self.challenge_failed(session, ctx, &id).await;
         }
         match self.services.held.take(&id) {
             Some(held) => self.replay(session, ctx, held).await,
@@ -414,62 +432,4 @@ fn cookie(session: &Session, name: &str) -> Option<String> {
             let (k, v) = pair.split_once('=')?;
             (k.trim() == name).then(|| v.trim().to_string())
         })
-}
-
-// ---- adapters to the challenge stage ----
-
-const CHALLENGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
-
-fn csrf_token(key: &[u8], id: &str, binding: &str) -> String {
-    use base64::Engine;
-    use hmac::Mac;
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key length");
-    mac.update(id.as_bytes());
-    mac.update(b"\0");
-    mac.update(binding.as_bytes());
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
-}
-
-fn check_csrf(key: &[u8], id: &str, binding: &str, presented: &str) -> bool {
-    let expected = csrf_token(key, id, binding);
-    subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), presented.as_bytes()).into()
-}
-
-fn render_challenge(
-    app: &str,
-    action: &str,
-    csrf_field: &str,
-    csrf: &str,
-    code_field: &str,
-    error: Option<&str>,
-    external: Option<&str>,
-) -> String {
-    let e = pages::html_escape;
-    let error = error
-        .map(|m| format!("<p role=\"alert\">{}</p>", e(m)))
-        .unwrap_or_default();
-    let external = external
-        .map(|u| {
-            format!(
-                "<p><a href=\"{}\">Use your sign-in provider instead</a></p>",
-                e(u)
-            )
-        })
-        .unwrap_or_default();
-    format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Confirm it's you - {app}</title></head><body><h1>Confirm it's you</h1>{error}<form method=\"post\" action=\"{action}\"><input type=\"hidden\" name=\"{csrf_field}\" value=\"{csrf}\"><label for=\"code\">Code from your authenticator app</label><input id=\"code\" name=\"{code_field}\" autocomplete=\"one-time-code\" inputmode=\"numeric\" required autofocus><button type=\"submit\">Continue</button></form>{external}</body></html>",
-        app = e(app),
-        action = e(action),
-        csrf = e(csrf),
-    )
-}
-
-fn render_message(app: &str, title: &str, text: &str) -> String {
-    let e = pages::html_escape;
-    format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title} - {app}</title></head><body><h1>{title}</h1><p>{text}</p></body></html>",
-        app = e(app),
-        title = e(title),
-        text = e(text)
-    )
 }

@@ -202,7 +202,7 @@ impl GaitkeeperProxy {
             }
             Action::Challenge => {
                 let xhr = wants_json(session, ctx);
-                let id = random_token();
+                let id = crate::challenge::new_challenge_id();
                 let binding = random_token();
                 let held = HeldLogin::new(
                     route.name.clone(),
@@ -227,7 +227,7 @@ impl GaitkeeperProxy {
                 let cookie = format!(
                     "{}={binding}; Path={prefix}challenge/; HttpOnly; SameSite=Lax; Max-Age={}",
                     super::challenge::BINDING_COOKIE,
-                    config.mfa_challenge_ttl().as_secs()
+                    config.mfa.challenge_ttl.0.as_secs()
                 );
                 if xhr {
                     // The shape the capture script turns into a navigation (docs/telemetry.md).

@@ -6,6 +6,9 @@
 
 use std::sync::Arc;
 
+use std::time::{Duration, SystemTime};
+
+use crate::challenge::{AssertionError, AssertionVerifier, ExternalMfaConfig, TotpVerifier};
 use crate::decision::{HeldLogin, HeldLogins, Regulator};
 use crate::features::FeatureVector;
 use crate::model::UserModel;
@@ -42,6 +45,11 @@ pub struct LoginServices {
     /// Key for challenge CSRF tokens (derived from `secrets.key`).
     pub csrf_key: Vec<u8>,
     pub max_attempts: u32,
+    pub totp_enabled: bool,
+    pub totp: TotpVerifier,
+    /// The external MFA provider, when configured.
+    pub external: Option<(ExternalMfaConfig, AssertionVerifier)>,
+    pub challenge_ttl: Duration,
 }
 
 impl LoginServices {
@@ -64,44 +72,75 @@ impl LoginServices {
 
     /// Whether an external MFA provider is configured.
     pub fn external_mfa(&self) -> bool {
-        false
+        self.external.is_some()
     }
 
-    /// The external provider's URL for challenge `id`, when one is configured.
+    /// The external provider's URL for challenge `id` of `login`, when one is configured. The
+    /// provider sends its answer back to `{prefix}challenge/callback` on the host the browser
+    /// used.
     pub fn external_url(
         &self,
-        _login: &str,
-        _id: &str,
-        _session: &pingora::proxy::Session,
-    ) -> Option<String> {
-        None
+        login: &str,
+        id: &str,
+        session: &pingora::proxy::Session,
+        prefix: &str,
+    ) -> Option<(String, String)> {
+        let (config, _) = self.external.as_ref()?;
+        let headers = &session.req_header().headers;
+        let host = headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .filter(|h| !h.is_empty() && !h.contains(['/', ' ', '@']))?;
+        let proto = headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .filter(|p| *p == "https")
+            .unwrap_or("http");
+        let return_url = format!("{proto}://{host}{prefix}challenge/callback");
+        let url = config.request_url(
+            id,
+            login,
+            &return_url,
+            SystemTime::now(),
+            self.challenge_ttl,
+        );
+        Some((config.name.clone(), url))
     }
 
-    /// Verifies an external provider's assertion: the challenge id it passes, or (when the
-    /// assertion is genuine but says the user failed) `Err(Some(id))`.
-    pub fn verify_assertion(&self, _token: &str) -> Result<String, Option<String>> {
-        Err(None)
-    }
-
-    /// Checks a TOTP code: `Err` carries the reason code (`wrong_code`, `reused`, `malformed`).
-    pub fn verify_totp(
-        &self,
-        _user: &UserKey,
-        secret: &[u8],
-        code: &str,
-    ) -> Result<(), &'static str> {
-        let totp = totp_rs::Builder::new()
-            .with_secret(secret.to_vec())
-            .build()
-            .map_err(|_| "malformed")?;
-        match totp.check_current(code) {
-            Some(_) => Ok(()),
-            None => Err("wrong_code"),
+    /// Verifies an external provider's assertion: (challenge id, login name) it confirms, or
+    /// `Err(Some(challenge id))` when it is genuine but says the user failed.
+    pub fn verify_assertion(&self, token: &str) -> Result<(String, String), Option<String>> {
+        let Some((_, verifier)) = &self.external else {
+            return Err(None);
+        };
+        match verifier.verify(token, SystemTime::now()) {
+            Ok(a) => Ok((a.challenge_id, a.user)),
+            Err(AssertionError::Failed { challenge_id }) => Err(Some(challenge_id)),
+            Err(e) => {
+                tracing::info!(reason = e.reason(), "external MFA assertion refused");
+                Err(None)
+            }
         }
     }
 
-    /// Whether `user` has a TOTP second factor enrolled.
+    /// Checks a TOTP code: `Err` carries the reason code (`wrong_code`, `reused`, `malformed`,
+    /// `rate_limited`, …).
+    pub fn verify_totp(
+        &self,
+        user: &UserKey,
+        secret: &[u8],
+        code: &str,
+    ) -> Result<(), &'static str> {
+        self.totp
+            .verify(user, secret, code, SystemTime::now())
+            .map_err(|e| e.reason())
+    }
+
+    /// Whether `user` has a TOTP second factor enrolled (and TOTP is on).
     pub async fn has_totp(&self, user: &UserKey) -> Result<bool, String> {
+        if !self.totp_enabled {
+            return Ok(false);
+        }
         let store = self.store.clone();
         let user = *user;
         self.bg
