@@ -99,10 +99,19 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
         )),
         None => None,
     };
+    let (dropped_tx, dropped_rx) = tokio::sync::mpsc::unbounded_channel();
     let services = Arc::new(LoginServices {
         store,
         bg: background.handle().clone(),
-        held: HeldLogins::new(mfa.max_held, mfa.max_held_bytes as u64, mfa.challenge_ttl.0),
+        held: HeldLogins::new(
+            mfa.max_held,
+            mfa.max_held_bytes as u64,
+            mfa.challenge_ttl.0,
+            move |held, why| {
+                // Never blocks: the receiver drains on the background runtime.
+                let _ = dropped_tx.send((held, why));
+            },
+        ),
         regulator: Regulator::new(&config.regulation),
         enrollment_logins: config.store.enrollment_logins,
         csrf_key: derive_key(config.secrets.key.expose(), b"gaitkeeper challenge csrf"),
@@ -112,6 +121,7 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
         external,
         challenge_ttl: mfa.challenge_ttl.0,
     });
+    services.spawn_held_sweeper(dropped_rx);
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         GaitkeeperProxy::new(

@@ -473,3 +473,36 @@ fn base64_url(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
+
+#[tokio::test]
+async fn repeated_failed_logins_are_regulated() {
+    let (app, gk) = start(
+        "regulation:\n  max_failures_per_user: 3\n  max_failures_per_ip: 0\n  action: block\n",
+    )
+    .await;
+    for seed in 0..3 {
+        let r = login(&gk, (ALICE.0, "not-her-password"), &STEADY, seed).await;
+        assert_ne!(
+            location(&r),
+            "/account",
+            "a wrong password fails at the app"
+        );
+    }
+    eventually(Duration::from_secs(10), "failures counted", || async {
+        gk.metric("gaitkeeper_login_outcomes_total{outcome=\"failed\",route=\"login\"}")
+            .await
+            >= 3.0
+    })
+    .await;
+    let before = app.last_login().await;
+    let r = login(&gk, ALICE, &STEADY, 9).await;
+    assert_eq!(
+        r.status(),
+        403,
+        "the next login is regulated, even with the right password"
+    );
+    assert_eq!(app.last_login().await, before, "and never reaches the app");
+    // Another user is not affected.
+    let r = login(&gk, BOB, &STEADY, 10).await;
+    assert_eq!(location(&r), "/account");
+}

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use moka::notification::RemovalCause;
 use moka::sync::Cache;
 
 use crate::features::FeatureVector;
@@ -133,8 +134,14 @@ pub struct HeldLogins {
 
 impl HeldLogins {
     /// At most `max_count` held logins and `max_bytes` of them, each kept at most `ttl`. When
-    /// full, the least recently used held login is dropped (its challenge then expires).
-    pub fn new(max_count: usize, max_bytes: u64, ttl: Duration) -> HeldLogins {
+    /// full, the least recently used held login is dropped. `on_dropped` hears of every held
+    /// login that leaves without being taken: `expired` or `evicted` (to settle and audit it).
+    pub fn new(
+        max_count: usize,
+        max_bytes: u64,
+        ttl: Duration,
+        on_dropped: impl Fn(Arc<HeldLogin>, &'static str) + Send + Sync + 'static,
+    ) -> HeldLogins {
         // Every entry weighs at least its share of the byte budget, which bounds the count.
         let floor = u32::try_from(max_bytes / max_count.max(1) as u64).unwrap_or(u32::MAX);
         HeldLogins {
@@ -142,8 +149,22 @@ impl HeldLogins {
                 .max_capacity(max_bytes)
                 .weigher(move |_id: &String, login: &Arc<HeldLogin>| login.weight().max(floor))
                 .time_to_live(ttl)
+                .eviction_listener(move |_id, login, cause| {
+                    let why = match cause {
+                        RemovalCause::Expired => "expired",
+                        RemovalCause::Size => "evicted",
+                        RemovalCause::Explicit | RemovalCause::Replaced => return,
+                    };
+                    on_dropped(login, why);
+                })
                 .build(),
         }
+    }
+
+    /// Runs expiry now (moka expires lazily); called periodically so expired challenges are
+    /// settled and audited even when nobody touches the cache.
+    pub fn sweep(&self) {
+        self.logins.run_pending_tasks();
     }
 
     pub fn hold(&self, id: String, login: HeldLogin) -> Arc<HeldLogin> {
@@ -191,4 +212,72 @@ fn plausible_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    fn login(body: &[u8]) -> HeldLogin {
+        let (parts, ()) = http::Request::post("/login")
+            .header("content-length", "3")
+            .header("cookie", "app=1")
+            .body(())
+            .unwrap()
+            .into_parts();
+        HeldLogin::new(
+            "login".into(),
+            &parts,
+            Bytes::copy_from_slice(body),
+            "alice".into(),
+            UserKey([7; 32]),
+            None,
+            None,
+            serde_json::Value::Null,
+            crate::policy::decide(
+                &crate::policy::DEFAULT_POLICY,
+                crate::policy::Finding::MissingTelemetry,
+            ),
+            "binding".into(),
+            "127.0.0.1".into(),
+            false,
+            "GK-TEST".into(),
+            "req".into(),
+        )
+    }
+
+    #[test]
+    fn a_held_login_is_taken_once_and_hop_by_hop_headers_are_not_kept() {
+        let held = HeldLogins::new(10, 1 << 20, Duration::from_secs(60), |_, _| {});
+        let id = "A".repeat(24);
+        held.hold(id.clone(), login(b"a=1"));
+        let first = held.take(&id).expect("held");
+        assert!(first.headers.iter().all(|(n, _)| n != "content-length"));
+        assert!(first.headers.iter().any(|(n, _)| n == "cookie"));
+        assert!(held.take(&id).is_none(), "single use");
+        assert!(held.get("short").is_none());
+        assert!(held.get("../../etc/passwd-aaaaaaaaaaaaa").is_none());
+    }
+
+    #[test]
+    fn expired_and_evicted_logins_are_reported_and_counts_stay_bounded() {
+        let dropped = Arc::new(Mutex::new(Vec::new()));
+        let seen = dropped.clone();
+        let held = HeldLogins::new(4, 1 << 20, Duration::from_millis(50), move |l, why| {
+            seen.lock().unwrap().push((l.incident.clone(), why));
+        });
+        for i in 0..10 {
+            held.hold(format!("{i:0>24}"), login(b"x"));
+        }
+        held.sweep();
+        assert!(held.len() <= 4, "{} held", held.len());
+        std::thread::sleep(Duration::from_millis(120));
+        held.sweep();
+        assert_eq!(held.len(), 0);
+        let dropped = dropped.lock().unwrap();
+        assert_eq!(dropped.len(), 10);
+        assert!(dropped.iter().any(|(_, why)| *why == "expired"));
+        assert!(dropped.iter().any(|(_, why)| *why == "evicted"));
+    }
 }

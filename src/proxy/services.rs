@@ -211,6 +211,36 @@ impl LoginServices {
         });
     }
 
+    /// Settles held logins that expired or were evicted, and sweeps expiry every few seconds
+    /// (moka expires lazily). The channel holds at most what the held-login bounds allow.
+    pub fn spawn_held_sweeper(
+        self: &Arc<Self>,
+        mut dropped: tokio::sync::mpsc::UnboundedReceiver<(Arc<HeldLogin>, &'static str)>,
+    ) {
+        let services = self.clone();
+        self.bg.spawn(async move {
+            while let Some((held, why)) = dropped.recv().await {
+                let outcome = if why == "expired" {
+                    "challenge_expired"
+                } else {
+                    "challenge_evicted"
+                };
+                services.settle_held(&held, outcome, why);
+            }
+        });
+        let weak = Arc::downgrade(self);
+        self.bg.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                let Some(services) = weak.upgrade() else {
+                    return;
+                };
+                services.held.sweep();
+            }
+        });
+    }
+
     /// Settles a held login whose challenge was failed or expired.
     pub fn settle_held(&self, held: &HeldLogin, outcome: &'static str, challenge: &'static str) {
         self.settle(Settled {
