@@ -70,6 +70,13 @@ pub fn run(options: &DemoOptions) -> Result<()> {
         data_dir.display()
     );
     println!();
+    println!("  The first 5 verified logins of each user enrol their profile; after that, logins");
+    println!("  that do not look like them are challenged for a second factor. Give alice one:");
+    println!(
+        "    gaitkeeper users --config {} enroll-totp alice",
+        config_path.display()
+    );
+    println!();
     println!("  Press Ctrl-C to stop.");
     println!();
     let result = crate::server::run(&config_path);
