@@ -506,3 +506,39 @@ async fn repeated_failed_logins_are_regulated() {
     let r = login(&gk, BOB, &STEADY, 10).await;
     assert_eq!(location(&r), "/account");
 }
+
+#[tokio::test]
+async fn the_prototype_analyze_api_answers_on_the_admin_listener_only() {
+    let (_app, gk) = start("").await;
+    let analyze = format!("http://{}/__gk/analyze", gk.admin);
+    let body = serde_json::json!({"mouse_speed": 420.0, "click_interval": 300.0,
+        "key_dwell_time": 95.0, "key_flight_time": 140.0, "user": "nobody-yet"});
+    let r = client().post(&analyze).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let answer: serde_json::Value = r.json().await.unwrap();
+    assert!(answer["risk"].is_null(), "{answer}");
+    assert_eq!(answer["decision"], "allow");
+    assert_eq!(answer["reasons"][0]["code"], "no_profile");
+
+    for bad in [
+        serde_json::json!({"mouse_speed": "fast"}),
+        serde_json::json!({"key_dwell_time": -5.0}),
+        serde_json::json!([1, 2]),
+    ] {
+        let r = client().post(&analyze).json(&bad).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+    }
+    let r = client().get(&analyze).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    let huge = vec![b' '; 20_000];
+    let r = client().post(&analyze).body(huge).send().await.unwrap();
+    assert_eq!(r.status(), 413);
+    // Not on the public listener: there it is a reserved path nobody answers.
+    let r = client()
+        .post(gk.url("/__gk/analyze"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
