@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Scored-login benchmark: the same login traffic (GET the login page, POST the form with a
+# telemetry payload) through gaitkeeper twice against the same fast upstream (an nginx that
+# serves a login form and answers a POST with 303 + a session cookie):
+#   plain  — gaitkeeper with no routes: the login passes straight through;
+#   scored — gaitkeeper with the route: token check, validation, features, the user's model
+#            (enrolled first), policy, and settling (record + learn + audit) after the response.
+# Only the POST is timed (examples/login_load.rs). Prints both runs and the extra latency.
+#
+# Usage: bench/scored-logins.sh [--threads N] [--seconds S] [--concurrency C] [--users U]
+# Needs: nginx (installed with apt-get if missing), a release build (built if missing).
+set -euo pipefail
+
+THREADS=2 SECONDS_=10 CONCURRENCY=32 USERS=200
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --threads) THREADS=$2; shift 2 ;;
+    --seconds) SECONDS_=$2; shift 2 ;;
+    --concurrency) CONCURRENCY=$2; shift 2 ;;
+    --users) USERS=$2; shift 2 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+if ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]]; then
+  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO=sudo
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq nginx-light
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+(cd "$ROOT" && cargo build --release --bin gaitkeeper --example login_load -q)
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+GK="$TARGET/release/gaitkeeper"
+LOAD="$TARGET/release/examples/login_load"
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+
+UP=$(free_port)
+mkdir -p "$WORK/up"
+cat > "$WORK/up/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $WORK/up/nginx.pid;
+error_log $WORK/up/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/up/body; proxy_temp_path $WORK/up/proxy;
+  fastcgi_temp_path $WORK/up/fcgi; uwsgi_temp_path $WORK/up/uwsgi; scgi_temp_path $WORK/up/scgi;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$UP;
+    location = /login {
+      if (\$request_method = POST) { add_header Set-Cookie "sid=1; Path=/; HttpOnly"; return 303 /account; }
+      default_type text/html;
+      return 200 '<!doctype html><html><head><title>Sign in</title></head><body><form method="post" action="/login"><input name="username"><input type="password" name="password"><button>Sign in</button></form></body></html>';
+    }
+    location / { return 200 'ok\n'; }
+  }
+}
+CONF
+"$NGINX" -c "$WORK/up/nginx.conf" & PIDS+=($!)
+wait_port "$UP"
+head -c 32 /dev/urandom | base64 > "$WORK/secret"
+
+run() { # $1 = name, $2 = extra YAML
+  local port admin
+  port=$(free_port) admin=$(free_port)
+  cat > "$WORK/$1.yaml" <<CONF
+listen: ["127.0.0.1:$port"]
+upstream: { address: "127.0.0.1:$UP" }
+admin: { listen: "127.0.0.1:$admin" }
+server: { threads: $THREADS, data_dir: "$WORK/$1-data" }
+logging: { access_log: false, format: json, level: warn }
+secrets: { key: { file: "$WORK/secret" } }
+capture: { bind_token_to_ip: false }
+$2
+CONF
+  "$GK" run -c "$WORK/$1.yaml" 2>"$WORK/$1.log" & local pid=$!
+  PIDS+=($pid)
+  wait_port "$port"
+  "$LOAD" --target "http://127.0.0.1:$port" --users "$USERS" --concurrency "$CONCURRENCY" --seconds "$SECONDS_" > "$WORK/$1.json"
+  curl -s "http://127.0.0.1:$admin/metrics" | grep -E '^gaitkeeper_(login_decisions_total|scoring_seconds_(sum|count))' > "$WORK/$1.metrics" || true
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  echo "$1: $(cat "$WORK/$1.json")"
+}
+
+run plain ""
+run scored 'routes:
+  - name: login
+    page: { paths: ["/login"] }
+    submit: { path: "/login" }
+    success: { status: [303], location_prefix: "/account", set_cookie: sid }
+policy: { allow_below: 0.9, block_at: 1.0, on_no_factor: allow }
+regulation: { max_failures_per_ip: 0 }'
+echo "scored-run decisions and scoring time:"; cat "$WORK/scored.metrics"
+python3 - "$WORK/plain.json" "$WORK/scored.json" <<'PY'
+import json, sys
+p, s = (json.load(open(f)) for f in sys.argv[1:3])
+print(f"extra latency of a scored login: p50 {s['p50_us']-p['p50_us']} us, p99 {s['p99_us']-p['p99_us']} us")
+print(f"scored logins per second: {s['posts_per_second']:.0f} (plain pass-through: {p['posts_per_second']:.0f}, ratio {s['posts_per_second']/p['posts_per_second']:.2f})")
+PY
