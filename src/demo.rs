@@ -108,7 +108,7 @@ fn demo_config(options: &DemoOptions, data_dir: &Path, secret_file: &Path) -> St
          secrets:\n  key: {{ file: {secret:?} }}\n\
          routes:\n\
          \x20 - name: login\n    page: {{ paths: [\"/login\"], methods: [GET, POST] }}\n    submit: {{ path: \"/login\" }}\n    username: {{ field: username }}\n    success: {{ status: [303], location_prefix: \"/account\", set_cookie: legacy_session }}\n\
-         \x20 - name: spa-login\n    page: {{ paths: [\"/spa-login\"] }}\n    submit: {{ path: \"/api/login\" }}\n    username: {{ json_pointer: \"/username\" }}\n    success: {{ status: [200], set_cookie: legacy_session }}\n\
+         \x20 - name: spa-login\n    page: {{ paths: [\"/spa-login\"] }}\n    submit: {{ path: \"/api/login\" }}\n    username: {{ json_pointer: \"/username\" }}\n    success: {{ status: [200], set_cookie: legacy_session }}\n    return_to: \"/account\"\n\
          # The demo shows what gaitkeeper received at http://127.0.0.1:{admin_port}/debug/telemetry\n\
          admin:\n  listen: \"127.0.0.1:{admin_port}\"\n  debug_telemetry: true\n",
         port = options.port,

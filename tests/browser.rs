@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::legacy::LegacyApp;
+use common::legacy::{enroll_totp, LegacyApp, LEGACY_ROUTES};
 use common::webdriver::{typing, ChromeDriver, Session, ENTER, TAB};
 use common::Gaitkeeper;
 use serde_json::{json, Value};
@@ -141,14 +141,18 @@ fn check_against_truth(truth: &[Value], payload: &Value) {
 }
 
 async fn wait_for_url(session: &Session, suffix: &str) {
+    wait_for_url_where(session, suffix, |url| url.ends_with(suffix)).await
+}
+
+async fn wait_for_url_where(session: &Session, what: &str, test: impl Fn(&str) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        if session.current_url().await.ends_with(suffix) {
+        if test(&session.current_url().await) {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "never reached {suffix}: at {}",
+            "never reached {what}: at {}",
             session.current_url().await
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -426,4 +430,57 @@ async fn a_failing_capture_script_never_stops_the_login() {
     let entry = last_submit(&gk, "login").await;
     assert_eq!(entry["outcome"], "missing");
     session.quit().await;
+}
+
+/// Logs alice in on `page` while every login is challenged (`enrolling: challenge`): the
+/// browser lands on the challenge page, the TOTP code is typed, and the held login is replayed
+/// so the app's own session starts.
+async fn challenged_login(page: &str, username_css: &str) {
+    let _one = ONE_BROWSER.lock().await;
+    let app = LegacyApp::start().await;
+    let more = format!("{LEGACY_ROUTES}policy:\n  enrolling: challenge\n");
+    let gk = Gaitkeeper::start_with(app.addr, "", &more).await;
+    let totp = enroll_totp(&gk, USER);
+    let driver = ChromeDriver::start().await;
+    let profile = tempfile::tempdir().unwrap();
+    let session = driver.session(profile.path()).await;
+
+    session.goto(&gk.url(page)).await;
+    session
+        .wait_for("window.__gaitkeeper", "the capture script")
+        .await;
+    move_and_click(&session, username_css).await;
+    type_credentials(&session).await;
+    press_enter(&session).await;
+    wait_for_url_where(&session, "the challenge page", |url| {
+        url.contains("/__gk/challenge/")
+    })
+    .await;
+    assert_eq!(
+        app.last_login().await["username"],
+        Value::Null,
+        "the login is held, not sent to the app"
+    );
+    let code = totp.generate_current().to_string();
+    session
+        .actions(json!([{"type": "key", "id": "keyboard", "actions": typing(&code, 50, 60)}]))
+        .await;
+    press_enter(&session).await;
+    wait_for_url(&session, "/account").await;
+    assert!(
+        session.source().await.contains("Welcome, alice"),
+        "logged in by the replayed login"
+    );
+    assert_eq!(app.last_login().await["username"], "alice");
+    session.quit().await;
+}
+
+#[tokio::test]
+async fn a_challenged_form_login_is_finished_with_a_totp_code() {
+    challenged_login("/login", "input[name=username]").await;
+}
+
+#[tokio::test]
+async fn a_challenged_fetch_login_is_finished_with_a_totp_code() {
+    challenged_login("/spa-login", "#username").await;
 }

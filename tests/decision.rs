@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::behaviour::{payload, Rhythm, STEADY, STRANGER};
-use common::legacy::{login_page, set_cookie, submit, LegacyApp, LEGACY_ROUTES};
+use common::legacy::{enroll_totp, login_page, set_cookie, submit, LegacyApp, LEGACY_ROUTES};
 use common::{client, eventually, Gaitkeeper};
 
 const ALICE: (&str, &str) = ("alice", "wonderland-42");
@@ -19,29 +18,6 @@ async fn start(policy: &str) -> (LegacyApp, Gaitkeeper) {
     let more = format!("{LEGACY_ROUTES}store:\n  enrollment_logins: 5\n{policy}");
     let gk = Gaitkeeper::start_with(app.addr, "", &more).await;
     (app, gk)
-}
-
-/// Enrolls a TOTP secret for `user` with the CLI (on the store the proxy is using) and
-/// returns a code generator.
-fn enroll_totp(gk: &Gaitkeeper, user: &str) -> totp_rs::Totp {
-    let out = Command::new(common::binary())
-        .args(["users", "--config"])
-        .arg(&gk.config_path)
-        .args(["enroll-totp", user])
-        .env("GK_TEST_SECRET", common::SECRET)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let uri = stdout
-        .lines()
-        .find(|l| l.starts_with("otpauth://"))
-        .expect("an otpauth URI");
-    totp_rs::Totp::from_url_unchecked(uri).expect("a valid otpauth URI")
 }
 
 /// One login through the form with `rhythm`; returns the response.

@@ -146,6 +146,10 @@ pub struct RouteConfig {
     /// Overrides of the top-level `policy:` for this route.
     #[serde(default)]
     pub policy: crate::policy::PolicyConfig,
+    /// Where a fetch/XHR login replayed after its challenge sends the browser (a path on this
+    /// site, e.g. `/account`). Default: back to the page the login came from.
+    #[serde(default)]
+    pub return_to: Option<String>,
 }
 
 /// Where the login name is: a form field (urlencoded or multipart) or, for JSON bodies, a
@@ -822,6 +826,15 @@ impl Config {
             if let Some(pointer) = &username.json_pointer {
                 if !(pointer.starts_with('/') && pointer.len() <= 256) {
                     return Err(invalid("routes", format!("route {:?}: `username.json_pointer` must be a JSON pointer such as \"/user/email\", found {pointer:?}", route.name)));
+                }
+            }
+            if let Some(to) = &route.return_to {
+                if !to.starts_with('/')
+                    || to.starts_with("//")
+                    || to.contains(['\\', '\r', '\n'])
+                    || to.len() > 512
+                {
+                    return Err(invalid("routes", format!("route {:?}: `return_to` must be a path on this site such as \"/account\", found {to:?}", route.name)));
                 }
             }
             let success = &route.success;

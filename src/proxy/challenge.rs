@@ -288,7 +288,12 @@ impl GaitkeeperProxy {
             client_ip: held.client_ip.clone(),
             challenge: Some("passed"),
             succeeded: None,
-            return_to: held.xhr.then(|| return_path(&held)),
+            return_to: held.xhr.then(|| {
+                ctx.config.routes[route]
+                    .return_to
+                    .clone()
+                    .unwrap_or_else(|| return_path(&held))
+            }),
         });
         Ok((false, 0))
     }

@@ -53,7 +53,7 @@ impl LegacyApp {
 }
 
 /// The legacy app's routes, with how its responses show a successful login.
-pub const LEGACY_ROUTES: &str = "routes:\n  - name: login\n    page: { paths: [\"/login\"], methods: [GET, POST] }\n    submit: { path: \"/login\" }\n    username: { field: username }\n    success: { status: [303], location_prefix: \"/account\", set_cookie: legacy_session }\n  - name: spa-login\n    page: { paths: [\"/spa-login\"] }\n    submit: { path: \"/api/login\" }\n    username: { json_pointer: \"/username\" }\n    success: { status: [200], set_cookie: legacy_session }\n";
+pub const LEGACY_ROUTES: &str = "routes:\n  - name: login\n    page: { paths: [\"/login\"], methods: [GET, POST] }\n    submit: { path: \"/login\" }\n    username: { field: username }\n    success: { status: [303], location_prefix: \"/account\", set_cookie: legacy_session }\n  - name: spa-login\n    page: { paths: [\"/spa-login\"] }\n    submit: { path: \"/api/login\" }\n    username: { json_pointer: \"/username\" }\n    success: { status: [200], set_cookie: legacy_session }\n    return_to: \"/account\"\n";
 
 /// A loaded login page: what the browser would keep to submit it.
 pub struct LoginPage {
@@ -122,4 +122,27 @@ pub async fn submit(
         .send()
         .await
         .unwrap()
+}
+
+/// Enrolls a TOTP secret for `user` with `gaitkeeper users enroll-totp` (on the store the
+/// running proxy uses) and returns a code generator.
+pub fn enroll_totp(gk: &Gaitkeeper, user: &str) -> totp_rs::Totp {
+    let out = Command::new(super::binary())
+        .args(["users", "--config"])
+        .arg(&gk.config_path)
+        .args(["enroll-totp", user])
+        .env("GK_TEST_SECRET", super::SECRET)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let uri = stdout
+        .lines()
+        .find(|l| l.starts_with("otpauth://"))
+        .expect("an otpauth URI");
+    totp_rs::Totp::from_url_unchecked(uri).expect("a valid otpauth URI")
 }
