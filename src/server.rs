@@ -121,7 +121,7 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
         external,
         challenge_ttl: mfa.challenge_ttl.0,
     });
-    services.spawn_held_sweeper(dropped_rx);
+    services.spawn_held_sweeper(dropped_rx, metrics.clone());
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         GaitkeeperProxy::new(

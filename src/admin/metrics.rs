@@ -42,6 +42,9 @@ pub struct Metrics {
     pub challenges: IntCounterVec,
     /// Forwarded logins by route and what the app's answer showed (`verified`, `failed`).
     pub login_outcomes: IntCounterVec,
+    /// Logins held for a second factor right now, and the memory they take.
+    pub held_logins: IntGauge,
+    pub held_login_bytes: IntGauge,
     /// One resolved counter per status code, so the hot path neither hashes labels nor
     /// allocates. Index 0 stands for "no response was written".
     by_status: Box<[OnceLock<IntCounter>]>,
@@ -154,8 +157,20 @@ impl Metrics {
             &["route", "outcome"],
         )
         .expect("valid metric");
+        let held_logins = IntGauge::new(
+            "held_logins",
+            "Logins held for a second factor (updated every 5 s)",
+        )
+        .expect("valid metric");
+        let held_login_bytes = IntGauge::new(
+            "held_login_bytes",
+            "Memory taken by held logins, in bytes (updated every 5 s)",
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(decisions.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(held_logins.clone()),
+            Box::new(held_login_bytes.clone()),
             Box::new(risk.clone()),
             Box::new(scoring_latency.clone()),
             Box::new(challenges.clone()),
@@ -186,6 +201,8 @@ impl Metrics {
             scoring_latency,
             challenges,
             login_outcomes,
+            held_logins,
+            held_login_bytes,
             requests,
             upstream_errors,
             upstream_latency,

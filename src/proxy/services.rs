@@ -216,6 +216,7 @@ impl LoginServices {
     pub fn spawn_held_sweeper(
         self: &Arc<Self>,
         mut dropped: tokio::sync::mpsc::UnboundedReceiver<(Arc<HeldLogin>, &'static str)>,
+        metrics: Arc<crate::admin::Metrics>,
     ) {
         let services = self.clone();
         self.bg.spawn(async move {
@@ -237,6 +238,10 @@ impl LoginServices {
                     return;
                 };
                 services.held.sweep();
+                metrics.held_logins.set(services.held.len() as i64);
+                metrics
+                    .held_login_bytes
+                    .set(services.held.weighted_bytes() as i64);
             }
         });
     }
