@@ -3,7 +3,9 @@
 //! payload in their own rhythm. Only the POST is timed: that is where gaitkeeper scores.
 //!
 //! Usage: login_load --target http://127.0.0.1:PORT [--users N] [--concurrency C]
-//!        [--enroll LOGINS] [--seconds S]
+//!        [--enroll LOGINS] [--seconds S] [--stranger-every N]
+//! With `--stranger-every N`, every Nth measured login is typed in a stranger's rhythm (such
+//! logins are challenged and left waiting: held-login memory under load).
 //! Prints one JSON line: posts, seconds, posts per second, POST latency p50/p90/p99 (µs), and
 //! the response statuses seen.
 
@@ -21,6 +23,7 @@ struct Options {
     concurrency: usize,
     enroll: usize,
     seconds: u64,
+    stranger_every: usize,
 }
 
 fn options() -> Options {
@@ -30,6 +33,7 @@ fn options() -> Options {
         concurrency: 32,
         enroll: 6,
         seconds: 10,
+        stranger_every: 0,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
@@ -40,6 +44,7 @@ fn options() -> Options {
             "--concurrency" => o.concurrency = value.parse().expect("--concurrency C"),
             "--enroll" => o.enroll = value.parse().expect("--enroll LOGINS"),
             "--seconds" => o.seconds = value.parse().expect("--seconds S"),
+            "--stranger-every" => o.stranger_every = value.parse().expect("--stranger-every N"),
             other => panic!("unknown option {other}"),
         }
     }
@@ -56,6 +61,7 @@ async fn login(
     target: &str,
     user: usize,
     seed: u64,
+    rhythm: &behaviour::Rhythm,
 ) -> Result<(Duration, u16), reqwest::Error> {
     let page = client
         .get(format!("{target}/login"))
@@ -70,7 +76,7 @@ async fn login(
         .unwrap_or("none");
     let name = format!("user{user:05}");
     let password = "correct-horse-42";
-    let payload = behaviour::payload(token, &behaviour::STEADY, name.len(), password.len(), seed);
+    let payload = behaviour::payload(token, rhythm, name.len(), password.len(), seed);
     let body = format!(
         "csrf_token=c5rf&username={name}&password={password}&__gk={}",
         behaviour::form_encode(&payload)
@@ -115,7 +121,14 @@ async fn main() {
                 if i >= o.users * o.enroll {
                     return;
                 }
-                let _ = login(&client, &o.target, i % o.users, i as u64).await;
+                let _ = login(
+                    &client,
+                    &o.target,
+                    i % o.users,
+                    i as u64,
+                    &behaviour::STEADY,
+                )
+                .await;
             }
         }));
     }
@@ -138,7 +151,14 @@ async fn main() {
             let mut seen = BTreeMap::<String, u64>::new();
             let mut i = worker;
             while !stop.load(Ordering::Relaxed) {
-                let key = match login(&client, &o.target, i % o.users, 1_000_000 + i as u64).await {
+                let stranger = o.stranger_every > 0 && i % o.stranger_every == 0;
+                let rhythm = if stranger {
+                    &behaviour::STRANGER
+                } else {
+                    &behaviour::STEADY
+                };
+                let seed = 1_000_000 + i as u64;
+                let key = match login(&client, &o.target, i % o.users, seed, rhythm).await {
                     Ok((d, status)) => {
                         mine.push(d.as_micros());
                         status.to_string()

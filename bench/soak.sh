@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Load and soak: mixed traffic through gaitkeeper for a while, watching for errors and leaks.
+#   - wrk (closed loop, 64 connections) on pages, a static asset and the injected login page;
+#   - examples/login_load: scored logins of enrolled users (GET page + POST form with
+#     telemetry), every 10th typed by a stranger (challenged, left waiting: held logins);
+# against a fast nginx upstream. Every 5 s it samples gaitkeeper's RSS, held logins and the
+# model cache; at the end it prints the wrk and login summaries and the samples.
+#
+# Usage: bench/soak.sh [--seconds S] [--threads N]      (default 60 s, 2 threads)
+set -euo pipefail
+
+SECONDS_=60 THREADS=2
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --seconds) SECONDS_=$2; shift 2 ;;
+    --threads) THREADS=$2; shift 2 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+if ! command -v wrk >/dev/null || { ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]]; }; then
+  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO=sudo
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq nginx-light wrk
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+(cd "$ROOT" && cargo build --release --bin gaitkeeper --example login_load -q)
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+GK="$TARGET/release/gaitkeeper"
+LOAD="$TARGET/release/examples/login_load"
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+
+UP=$(free_port) PORT=$(free_port) ADMIN=$(free_port)
+mkdir -p "$WORK/up"
+cat > "$WORK/up/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $WORK/up/nginx.pid;
+error_log $WORK/up/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/up/body; proxy_temp_path $WORK/up/proxy;
+  fastcgi_temp_path $WORK/up/fcgi; uwsgi_temp_path $WORK/up/uwsgi; scgi_temp_path $WORK/up/scgi;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$UP;
+    location = /login {
+      if (\$request_method = POST) { add_header Set-Cookie "sid=1; Path=/; HttpOnly"; return 303 /account; }
+      default_type text/html;
+      return 200 '<!doctype html><html><head><title>Sign in</title></head><body><form method="post" action="/login"><input name="username"><input type="password" name="password"><button>Sign in</button></form></body></html>';
+    }
+    location = /static/app.css { default_type text/css; return 200 'body { font-family: sans-serif; }\n'; }
+    location / { default_type text/html; return 200 '<!doctype html><html><body><p>Home</p></body></html>'; }
+  }
+}
+CONF
+"$NGINX" -c "$WORK/up/nginx.conf" & PIDS+=($!)
+wait_port "$UP"
+head -c 32 /dev/urandom | base64 > "$WORK/secret"
+cat > "$WORK/gk.yaml" <<CONF
+listen: ["127.0.0.1:$PORT"]
+upstream: { address: "127.0.0.1:$UP" }
+admin: { listen: "127.0.0.1:$ADMIN" }
+server: { threads: $THREADS, data_dir: "$WORK/data" }
+logging: { access_log: false, format: json, level: warn }
+secrets: { key: { file: "$WORK/secret" } }
+capture: { bind_token_to_ip: false }
+routes:
+  - name: login
+    page: { paths: ["/login"] }
+    submit: { path: "/login" }
+    success: { status: [303], location_prefix: "/account", set_cookie: sid }
+policy: { on_no_factor: allow }
+regulation: { max_failures_per_ip: 0 }
+mfa: { challenge_ttl: 30s }
+CONF
+"$GK" run -c "$WORK/gk.yaml" 2>"$WORK/gk.log" & GKPID=$!
+PIDS+=($GKPID)
+wait_port "$PORT"
+
+cat > "$WORK/mixed.lua" <<'LUA'
+local paths = {"/", "/static/app.css", "/login", "/", "/static/app.css"}
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format("GET", paths[(i % #paths) + 1])
+end
+LUA
+metric() { curl -s "http://127.0.0.1:$ADMIN/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
+(
+  while kill -0 "$GKPID" 2>/dev/null; do
+    echo "$(date +%s) rss_kib=$(ps -o rss= -p "$GKPID" | tr -d ' ') held=$(metric gaitkeeper_held_logins) held_bytes=$(metric gaitkeeper_held_login_bytes) cache_bytes=$(metric gaitkeeper_model_cache_bytes)"
+    sleep 5
+  done
+) > "$WORK/samples" &
+PIDS+=($!)
+wrk -t1 -c64 -d"${SECONDS_}s" --latency -s "$WORK/mixed.lua" "http://127.0.0.1:$PORT/" > "$WORK/wrk.txt" &
+WRK=$!
+"$LOAD" --target "http://127.0.0.1:$PORT" --users 500 --concurrency 16 --seconds "$SECONDS_" --stranger-every 10 > "$WORK/logins.json"
+wait "$WRK"
+echo "== wrk (pages, asset, login page) =="; grep -E "Requests/sec|Latency|99%|Non-2xx|Socket errors|requests in" "$WORK/wrk.txt" || true
+echo "== scored logins =="; cat "$WORK/logins.json"
+echo "== samples (every 5 s) =="; cat "$WORK/samples"
+echo "== decisions =="; curl -s "http://127.0.0.1:$ADMIN/metrics" | grep -E '^gaitkeeper_(login_decisions_total|challenges_total|requests_total)' || true
