@@ -86,12 +86,19 @@ impl ServeHttp for AdminApp {
         match path.as_str() {
             "/healthz" => plain(StatusCode::OK, "ok\n"),
             "/readyz" => {
-                // Ready once a valid config is serving; later stages (store) add their checks.
-                let _config = self.config.load();
-                if self.metrics.config_loaded.get() == 1 {
-                    plain(StatusCode::OK, "ready\n")
+                // Ready when a valid config is serving and the profile store answers.
+                if self.metrics.config_loaded.get() != 1 {
+                    plain(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "not ready: no valid config\n",
+                    )
+                } else if !self.services.store_ready().await {
+                    plain(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "not ready: the profile store does not answer\n",
+                    )
                 } else {
-                    plain(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                    plain(StatusCode::OK, "ready\n")
                 }
             }
             "/metrics" => Response::builder()

@@ -136,6 +136,15 @@ impl LoginServices {
             .map_err(|e| e.reason())
     }
 
+    /// Whether the store answers within a second (for `/readyz`).
+    pub async fn store_ready(&self) -> bool {
+        let store = self.store.clone();
+        let ping = self
+            .bg
+            .spawn(async move { tokio::time::timeout(Duration::from_secs(1), store.ping()).await });
+        matches!(ping.await, Ok(Ok(Ok(()))))
+    }
+
     /// Whether `user` has a TOTP second factor enrolled (and TOTP is on).
     pub async fn has_totp(&self, user: &UserKey) -> Result<bool, String> {
         if !self.totp_enabled {

@@ -232,6 +232,15 @@ impl Store {
         self.pool.close().await;
     }
 
+    /// Whether the database answers a trivial query (readiness checks).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(db("ping"))
+    }
+
     /// Stores the key's check value in a new store, and compares it in an existing one.
     async fn check_key(&self) -> Result<(), StoreError> {
         let check = self.keys.check_value().to_vec();
