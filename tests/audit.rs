@@ -57,9 +57,10 @@ fn decision(incident: &str, user_key: Option<String>) -> AuditRecord {
     record
 }
 
-/// The store configs to run against: SQLite, and PostgreSQL in a fresh schema when set.
-async fn store_configs() -> Vec<StoreConfig> {
-    let mut configs = vec![store_config()];
+/// The store configs to run against: SQLite, and PostgreSQL in a fresh schema when set (with
+/// the schema's name, to drop it afterwards).
+async fn store_configs() -> Vec<(StoreConfig, Option<String>)> {
+    let mut configs = vec![(store_config(), None)];
     if let Ok(url) = std::env::var("GAITKEEPER_TEST_POSTGRES_URL") {
         if !url.is_empty() {
             sqlx::any::install_default_drivers();
@@ -78,11 +79,14 @@ async fn store_configs() -> Vec<StoreConfig> {
                 .unwrap();
             pool.close().await;
             let sep = if url.contains('?') { '&' } else { '?' };
-            configs.push(StoreConfig {
-                url: Some(format!("{url}{sep}options=-c%20search_path%3D{name}")),
-                busy_timeout: HumanDuration(Duration::from_secs(1)),
-                ..store_config()
-            });
+            configs.push((
+                StoreConfig {
+                    url: Some(format!("{url}{sep}options=-c%20search_path%3D{name}")),
+                    busy_timeout: HumanDuration(Duration::from_secs(1)),
+                    ..store_config()
+                },
+                Some(name),
+            ));
         }
     }
     configs
@@ -90,7 +94,7 @@ async fn store_configs() -> Vec<StoreConfig> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_reach_the_store_and_the_jsonl_stream_and_forget_anonymises_them() {
-    for config in store_configs().await {
+    for (config, schema) in store_configs().await {
         let dir = tempfile::tempdir().unwrap();
         let store = open_store(&config, dir.path()).await;
         let metrics = Arc::new(Metrics::new());
@@ -150,6 +154,14 @@ async fn records_reach_the_store_and_the_jsonl_stream_and_forget_anonymises_them
             "{counts:?}"
         );
         store.close().await;
+        if let (Some(schema), Ok(url)) = (schema, std::env::var("GAITKEEPER_TEST_POSTGRES_URL")) {
+            let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        }
     }
 }
 
