@@ -272,6 +272,37 @@ async fn audit_show_finds_an_incident_and_fails_clearly_on_an_unknown_one() {
     let first: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
     assert_eq!(first["incident"], incident.as_str());
     assert!(first["event_id"].is_i64());
+
+    // --follow prints what is stored after it started.
+    let mut follow = Command::new(common::binary())
+        .args([
+            "audit", "tail", "--config", config_arg, "-n", "1", "--follow",
+        ])
+        .env("GK_TEST_SECRET", common::SECRET)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (lines, printed) = std::sync::mpsc::channel();
+    let stdout = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    printed
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the newest event first");
+    let later = new_incident();
+    auditor.record(decision(&later, None));
+    auditor.flush().await;
+    let line = printed.recv_timeout(Duration::from_secs(10));
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let line: serde_json::Value = serde_json::from_str(&line.expect("the new event")).unwrap();
+    assert_eq!(line["incident"], later.as_str());
     store.close().await;
 }
 
@@ -443,6 +474,13 @@ async fn a_process_killed_mid_write_keeps_every_acknowledged_record() {
     let last = last.expect("the child acknowledged records");
     assert!(last >= 300, "the child got past the lock ({last})");
 
+    let spool = dir.path().join("audit-spool.jsonl");
+    let left = std::fs::metadata(&spool).unwrap().len();
+    assert!(
+        left > 0,
+        "the later records were in the spool when the child died"
+    );
+
     // Restart: the spool left behind is delivered first.
     let store = open_store(&store_config(), dir.path()).await;
     let auditor = Auditor::new(
@@ -453,7 +491,6 @@ async fn a_process_killed_mid_write_keeps_every_acknowledged_record() {
     )
     .unwrap();
     auditor.flush().await;
-    let spool = dir.path().join("audit-spool.jsonl");
     common::eventually(
         Duration::from_secs(10),
         "the spool is delivered",
