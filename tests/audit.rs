@@ -360,8 +360,9 @@ async fn a_locked_store_spools_records_and_delivers_them_in_order_once() {
         metrics.audit_records.with_label_values(&["stored"]).get(),
         0
     );
-    let spool = dir.path().join("audit-spool.jsonl");
-    let spooled = std::fs::read(&spool).unwrap();
+    let spools = spool_files(dir.path());
+    assert_eq!(spools.len(), 1, "one spool file per process");
+    let spooled = std::fs::read(&spools[0]).unwrap();
     assert_eq!(spooled.iter().filter(|&&b| b == b'\n').count(), 20);
     // The stream does not wait for the store.
     let stream = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
@@ -379,21 +380,22 @@ async fn a_locked_store_spools_records_and_delivers_them_in_order_once() {
     let order: Vec<String> = tail.iter().filter_map(|e| e.incident.clone()).collect();
     assert_eq!(order, incidents, "delivered in the order recorded");
     common::eventually(Duration::from_secs(5), "the spool is emptied", || async {
-        std::fs::metadata(&spool).map(|m| m.len()).unwrap_or(0) == 0
+        spool_bytes(dir.path()) == 0
     })
     .await;
     assert_eq!(metrics.audit_spool_bytes.get(), 0);
 
-    // A crash after delivery but before the spool was cut: the next start delivers the same
-    // records again, and the store keeps one of each.
+    // A crash after delivery but before the spool was emptied: the next start delivers the
+    // same records again (a spool whose process is gone), and the store keeps one of each.
     drop(auditor);
-    std::fs::write(&spool, &spooled).unwrap();
+    let dead = dir.path().join("audit-spool-999999-dead.jsonl");
+    std::fs::write(&dead, &spooled).unwrap();
     let restarted = Auditor::new(&config, store.clone(), dir.path(), metrics.clone()).unwrap();
     restarted.flush().await;
     common::eventually(
         Duration::from_secs(5),
-        "the old spool is redelivered",
-        || async { std::fs::metadata(&spool).map(|m| m.len()).unwrap_or(0) == 0 },
+        "the old spool is redelivered and removed",
+        || async { !dead.exists() },
     )
     .await;
     assert_eq!(count_rows(dir.path(), "GK-LOCK").await, (20, 20));
@@ -406,6 +408,25 @@ async fn a_locked_store_spools_records_and_delivers_them_in_order_once() {
         "records already streamed are not streamed again"
     );
     store.close().await;
+}
+
+/// The spool files in `dir` (one per process that spooled and has not been delivered).
+fn spool_files(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.starts_with("audit-spool-") && name.ends_with(".jsonl")
+        })
+        .collect()
+}
+
+fn spool_bytes(dir: &Path) -> u64 {
+    spool_files(dir)
+        .iter()
+        .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .sum()
 }
 
 const CHILD_DIR: &str = "GK_AUDIT_CRASH_CHILD_DIR";
@@ -474,8 +495,7 @@ async fn a_process_killed_mid_write_keeps_every_acknowledged_record() {
     let last = last.expect("the child acknowledged records");
     assert!(last >= 300, "the child got past the lock ({last})");
 
-    let spool = dir.path().join("audit-spool.jsonl");
-    let left = std::fs::metadata(&spool).unwrap().len();
+    let left = spool_bytes(dir.path());
     assert!(
         left > 0,
         "the later records were in the spool when the child died"
@@ -494,7 +514,7 @@ async fn a_process_killed_mid_write_keeps_every_acknowledged_record() {
     common::eventually(
         Duration::from_secs(10),
         "the spool is delivered",
-        || async { std::fs::metadata(&spool).map(|m| m.len()).unwrap_or(0) == 0 },
+        || async { spool_bytes(dir.path()) == 0 },
     )
     .await;
     for i in 0..=last {

@@ -335,7 +335,7 @@ impl Shared {
         }
         let mut spool = self.spool.lock().unwrap_or_else(|e| e.into_inner());
         let result = spool.append(&lines);
-        self.metrics.audit_spool_bytes.set(spool.len() as i64);
+        self.metrics.audit_spool_bytes.set(spool.pending() as i64);
         drop(spool);
         let n = entries.len() as u64;
         match result {
@@ -361,7 +361,11 @@ impl Shared {
     }
 
     fn spool_pending(&self) -> bool {
-        self.spool.lock().unwrap_or_else(|e| e.into_inner()).len() > 0
+        self.spool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pending()
+            > 0
     }
 }
 
@@ -401,13 +405,14 @@ impl Auditor {
             }
         };
         let dir = config.spool_dir.as_deref().unwrap_or(data_dir);
-        let spool = Spool::open(dir, u64::from(config.max_spool_mb) << 20).map_err(|source| {
+        let spool = Spool::create(dir, u64::from(config.max_spool_mb) << 20).map_err(|source| {
             AuditError::Spool {
                 dir: dir.display().to_string(),
                 source,
             }
         })?;
-        metrics.audit_spool_bytes.set(spool.len() as i64);
+        metrics.audit_spool_bytes.set(0);
+        let spool_path = spool.path().to_path_buf();
         let shared = Arc::new(Shared {
             spool: Mutex::new(spool),
             metrics,
@@ -421,6 +426,9 @@ impl Auditor {
             store_failing: false,
             retry: config.retry.0,
             last_attempt: None,
+            dir: dir.to_path_buf(),
+            own: spool_path,
+            orphan: None,
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -467,6 +475,11 @@ struct Worker {
     store_failing: bool,
     retry: Duration,
     last_attempt: Option<Instant>,
+    /// Where spools are, this process's among them.
+    dir: PathBuf,
+    own: PathBuf,
+    /// A dead process's spool being delivered (kept, with its lock, until it is).
+    orphan: Option<Spool>,
 }
 
 /// Whether the store refused the record itself (it would refuse it again: keeping it in the
@@ -577,64 +590,108 @@ impl Worker {
         tracing::error!(kind = %record.kind, incident = %record.incident, %error, "the store refused an audit record");
     }
 
-    /// Delivers spooled records to the store in order, until the spool is empty or the store
-    /// fails again.
+    /// Delivers spooled records to the store in order: first any spool a dead process left,
+    /// then this process's own; until they are empty or the store fails again.
     async fn deliver_spool(&mut self) {
         self.last_attempt = None;
+        if !self.deliver_orphans().await {
+            self.last_attempt = Some(Instant::now());
+            return;
+        }
         loop {
             let batch = {
                 let spool = self.shared.spool.lock().unwrap_or_else(|e| e.into_inner());
-                if spool.len() == 0 {
+                if spool.pending() == 0 {
                     return;
                 }
                 spool.read_batch()
             };
-            let (bytes, _) = match batch {
-                Ok(batch) => batch,
+            let (delivered, stopped) = match batch {
+                Ok((bytes, _)) => self.deliver_lines(&bytes).await,
                 Err(error) => {
                     tracing::error!(%error, "cannot read the audit spool");
-                    self.last_attempt = Some(Instant::now());
-                    return;
+                    (0, true)
                 }
             };
-            let mut delivered = 0u64;
-            let mut stopped = false;
-            for line in bytes.split_inclusive(|&b| b == b'\n') {
-                match serde_json::from_slice::<Spooled>(line) {
-                    Ok(entry) => match self.store_write(&entry.record).await {
-                        Ok(()) => {
-                            if !entry.streamed {
-                                self.write_stream(&entry.record);
-                            }
-                        }
-                        Err(e) if refused(&e) => self.count_refused(&entry.record, &e),
-                        Err(_) => {
-                            stopped = true;
-                            break;
-                        }
-                    },
-                    Err(error) => {
-                        tracing::error!(%error, "skipping an unreadable line of the audit spool")
-                    }
-                }
-                delivered += line.len() as u64;
-            }
             let mut spool = self.shared.spool.lock().unwrap_or_else(|e| e.into_inner());
-            if let Err(error) = spool.consume(delivered) {
-                // The lines stay and are delivered again; the store ignores the duplicates.
-                tracing::error!(%error, "cannot remove delivered records from the audit spool");
-                stopped = true;
-            }
+            let consumed = spool.consume(delivered);
             self.shared
                 .metrics
                 .audit_spool_bytes
-                .set(spool.len() as i64);
+                .set(spool.pending() as i64);
             drop(spool);
-            if stopped {
+            if let Err(error) = consumed {
+                // The lines stay and are delivered again; the store ignores the duplicates.
+                tracing::error!(%error, "cannot empty the delivered audit spool");
+            }
+            if stopped || delivered == 0 {
                 self.last_attempt = Some(Instant::now());
                 return;
             }
         }
+    }
+
+    /// Delivers the spools of processes that are gone; false if the store failed meanwhile.
+    async fn deliver_orphans(&mut self) -> bool {
+        loop {
+            if self.orphan.is_none() {
+                match Spool::adopt_orphan(&self.dir, &self.own) {
+                    Ok(Some(orphan)) => {
+                        tracing::info!(spool = %orphan.path().display(), records_bytes = orphan.pending(), "delivering the audit spool of a previous process");
+                        self.orphan = Some(orphan);
+                    }
+                    Ok(None) => return true,
+                    Err(error) => {
+                        tracing::error!(%error, dir = %self.dir.display(), "cannot look for audit spools left by earlier processes");
+                        return true;
+                    }
+                }
+            }
+            let Some(mut orphan) = self.orphan.take() else {
+                return true;
+            };
+            while orphan.pending() > 0 {
+                let (bytes, _) = match orphan.read_batch() {
+                    Ok(batch) => batch,
+                    Err(error) => {
+                        tracing::error!(%error, spool = %orphan.path().display(), "cannot read an audit spool");
+                        self.orphan = Some(orphan);
+                        return false;
+                    }
+                };
+                let (delivered, stopped) = self.deliver_lines(&bytes).await;
+                let consumed = orphan.consume(delivered);
+                if stopped || delivered == 0 || consumed.is_err() {
+                    self.orphan = Some(orphan);
+                    return false;
+                }
+            }
+            // Delivered: dropping it removes the file.
+        }
+    }
+
+    /// Stores the spooled lines in order; returns the bytes delivered and whether the store
+    /// failed before the end.
+    async fn deliver_lines(&mut self, bytes: &[u8]) -> (u64, bool) {
+        let mut delivered = 0u64;
+        for line in bytes.split_inclusive(|&b| b == b'\n') {
+            match serde_json::from_slice::<Spooled>(line) {
+                Ok(entry) => match self.store_write(&entry.record).await {
+                    Ok(()) => {
+                        if !entry.streamed {
+                            self.write_stream(&entry.record);
+                        }
+                    }
+                    Err(e) if refused(&e) => self.count_refused(&entry.record, &e),
+                    Err(_) => return (delivered, true),
+                },
+                Err(error) => {
+                    tracing::error!(%error, "skipping an unreadable line of an audit spool")
+                }
+            }
+            delivered += line.len() as u64;
+        }
+        (delivered, false)
     }
 
     fn write_stream(&mut self, record: &AuditRecord) {
