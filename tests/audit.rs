@@ -410,6 +410,56 @@ async fn a_locked_store_spools_records_and_delivers_them_in_order_once() {
     store.close().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_sends_records_to_the_spool_instead_of_dropping_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&store_config(), dir.path()).await;
+    let metrics = Arc::new(Metrics::new());
+    let config = AuditConfig {
+        queue: 1,
+        ..audit_config(dir.path())
+    };
+    let auditor = Auditor::new(&config, store.clone(), dir.path(), metrics.clone()).unwrap();
+    // The worker waits on the locked store while the caller records on.
+    let mut lock = lock_database(dir.path()).await;
+    for i in 0..200 {
+        auditor.record(decision(&format!("GK-FULL{i:04}"), None));
+    }
+    auditor.flush().await;
+    assert!(spool_bytes(dir.path()) > 0);
+    let stream = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    assert!(
+        stream.lines().count() < 200,
+        "some records skipped the queue (and are streamed when delivered)"
+    );
+    sqlx::query("ROLLBACK").execute(&mut *lock).await.unwrap();
+    drop(lock);
+    common::eventually(
+        Duration::from_secs(10),
+        "every record is stored",
+        || async { count_rows(dir.path(), "GK-FULL").await == (200, 200) },
+    )
+    .await;
+    common::eventually(Duration::from_secs(5), "the spool is emptied", || async {
+        spool_bytes(dir.path()) == 0
+    })
+    .await;
+    let stream = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    let mut streamed: Vec<String> = stream
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["incident"].to_string())
+        .collect();
+    streamed.sort();
+    streamed.dedup();
+    assert_eq!(
+        (stream.lines().count(), streamed.len()),
+        (200, 200),
+        "each record streamed once"
+    );
+    assert_eq!(metrics.audit_records.with_label_values(&["lost"]).get(), 0);
+    store.close().await;
+}
+
 /// The spool files in `dir` (one per process that spooled and has not been delivered).
 fn spool_files(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir)

@@ -325,7 +325,7 @@ struct Shared {
 
 impl Shared {
     /// Appends records to the spool; counts (and logs) what could not be kept.
-    fn spool(&self, entries: &[Spooled]) -> bool {
+    fn spool(&self, entries: &[Spooled]) {
         let mut lines = Vec::new();
         for entry in entries {
             // A bounded record of plain fields always serialises.
@@ -344,7 +344,6 @@ impl Shared {
                     .audit_records
                     .with_label_values(&["spooled"])
                     .inc_by(n);
-                true
             }
             Err(e) => {
                 self.metrics
@@ -355,7 +354,6 @@ impl Shared {
                     SpoolFull::Full => tracing::error!(records = n, "audit records lost: the store is unavailable and the spool is at `audit.max_spool_mb`"),
                     SpoolFull::Io(error) => tracing::error!(records = n, %error, "audit records lost: the store is unavailable and the spool cannot be written"),
                 }
-                false
             }
         }
     }
@@ -442,7 +440,8 @@ impl Auditor {
     }
 
     /// Hands a record to the worker without waiting. When the queue is full (the worker is
-    /// behind), the record goes straight to the spool instead of being dropped.
+    /// behind), the record goes straight to the spool instead of being dropped: only then
+    /// does the caller wait, for one fsync.
     pub fn record(&self, record: AuditRecord) {
         let record = record.bounded();
         let record = match self.queue.try_send(Message::Record(Box::new(record))) {
