@@ -130,6 +130,14 @@ async fn records_reach_the_store_and_the_jsonl_stream_and_forget_anonymises_them
         assert_eq!(detail["reasons"][0]["feature"], "dwell_mean");
         assert_eq!(events[0].incident.as_deref(), Some(incident.as_str()));
         assert_eq!(store.audit_events(&alice, 10).await.unwrap().len(), 2);
+        let tail = store.audit_tail(1, None).await.unwrap();
+        assert_eq!(tail.len(), 1);
+        assert_eq!(tail[0].kind, "challenge.failed", "the newest");
+        let after = store.audit_tail(10, Some(events[0].id)).await.unwrap();
+        assert_eq!(
+            after.iter().map(|e| e.id).collect::<Vec<_>>(),
+            [events[1].id]
+        );
         assert_eq!(
             metrics.audit_records.with_label_values(&["stored"]).get(),
             2
