@@ -97,6 +97,21 @@ impl Alert {
         }
     }
 
+    /// The alert about what an audit record describes (same incident, user, route, risk,
+    /// reasons, client address and time).
+    pub fn for_record(event: AlertEvent, record: &AuditRecord) -> Alert {
+        Alert {
+            event,
+            incident: record.incident.clone(),
+            user_key: record.user_key.clone(),
+            route: record.route.clone(),
+            risk: record.risk,
+            reasons: record.reasons.clone(),
+            client_ip: record.client_ip.clone(),
+            at: record.at,
+        }
+    }
+
     fn bounded(mut self) -> Alert {
         crate::audit::clip(&mut self.incident, 32);
         for field in [&mut self.user_key, &mut self.route, &mut self.client_ip]
@@ -535,6 +550,17 @@ mod tests {
         let fourth = backoff(base, 4);
         assert!(fourth >= Duration::from_secs(2) && fourth < Duration::from_secs(6));
         assert!(backoff(base, 20) < MAX_BACKOFF.mul_f64(1.5));
+    }
+
+    #[test]
+    fn an_alert_for_a_record_carries_its_incident_and_user() {
+        let mut record = AuditRecord::new(kind::LOGIN_DECISION, "GK-ABCDEFGHJK");
+        record.user_key = Some("ab".repeat(32));
+        record.risk = Some(0.9);
+        let alert = Alert::for_record(AlertEvent::Block, &record);
+        assert_eq!(alert.incident, "GK-ABCDEFGHJK");
+        assert_eq!(alert.user_key, record.user_key);
+        assert_eq!((alert.risk, alert.at), (Some(0.9), record.at));
     }
 
     #[test]
