@@ -8,12 +8,15 @@
 //! → `model` (per-user detectors, global forest, fused risk with reasons) → `policy` (what the
 //! YAML says to do with that risk) → `decision` (forward, hold for a second factor, or refuse;
 //! reading the app's answer) → `challenge` (step-up MFA: TOTP, external provider assertions,
-//! the challenge page) → `store` (per-user profiles on disk) and `cache` (fitted models in
-//! memory) → `admin` (health, metrics, the
-//! `users` commands). `server` wires them into a process; `eval` runs the scoring stages on
+//! the challenge page) → `audit` (the trail of every login decision, the `audit` commands) and
+//! `alert` (signed webhooks to the security team) → `store` (per-user profiles on disk) and
+//! `cache` (fitted models in memory) → `admin` (health, metrics, the `users` commands).
+//! `server` wires them into a process; `eval` runs the scoring stages on
 //! public data.
 
 pub mod admin;
+pub mod alert;
+pub mod audit;
 pub mod cache;
 pub mod challenge;
 pub mod config;

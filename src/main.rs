@@ -46,6 +46,15 @@ enum Command {
         #[command(subcommand)]
         command: gaitkeeper::admin::users::UsersCommand,
     },
+    /// Read the audit trail: the newest events, or every event of one incident (works while
+    /// the proxy runs).
+    Audit {
+        /// The YAML config file (for `store:`, `server.data_dir` and `secrets.key`).
+        #[arg(short, long, default_value = "config/gaitkeeper.yaml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: gaitkeeper::audit::cli::AuditCommand,
+    },
     /// Run the demo: the bundled legacy app with gaitkeeper in front of it.
     Demo {
         /// Directory for the demo's data (config, secret, store).
@@ -135,6 +144,11 @@ fn main() -> ExitCode {
             .map_err(anyhow::Error::from)
             .and_then(|loaded| {
                 gaitkeeper::admin::users::run(&loaded, command, &mut std::io::stdout().lock())
+            }),
+        Command::Audit { config, command } => Config::load(&config)
+            .map_err(anyhow::Error::from)
+            .and_then(|loaded| {
+                gaitkeeper::audit::cli::run(&loaded, command, &mut std::io::stdout().lock())
             }),
         Command::ConfigSchema => {
             println!("{}", Config::json_schema());

@@ -45,6 +45,16 @@ pub struct Metrics {
     /// Logins held for a second factor right now, and the memory they take.
     pub held_logins: IntGauge,
     pub held_login_bytes: IntGauge,
+    /// Audit records by where they went: `stored`, `spooled` (store unavailable; delivered
+    /// later), `rejected` (the store refused the record itself), `lost` (the spool was full
+    /// or unwritable).
+    pub audit_records: IntCounterVec,
+    /// Bytes waiting in the audit spool for the store to return.
+    pub audit_spool_bytes: IntGauge,
+    /// Security alerts by result: `delivered`, `failed` (every attempt failed), `throttled`
+    /// (the same event for the same user within `alerts.webhook.throttle`), `dropped` (the
+    /// alert queue was full).
+    pub alert_deliveries: IntCounterVec,
     /// One resolved counter per status code, so the hot path neither hashes labels nor
     /// allocates. Index 0 stands for "no response was written".
     by_status: Box<[OnceLock<IntCounter>]>,
@@ -167,6 +177,27 @@ impl Metrics {
             "Memory taken by held logins, in bytes (updated every 5 s)",
         )
         .expect("valid metric");
+        let audit_records = IntCounterVec::new(
+            Opts::new(
+                "audit_records_total",
+                "Audit records by where they went (stored, spooled, rejected, lost)",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let audit_spool_bytes = IntGauge::new(
+            "audit_spool_bytes",
+            "Bytes of audit records waiting in the spool for the store",
+        )
+        .expect("valid metric");
+        let alert_deliveries = IntCounterVec::new(
+            Opts::new(
+                "alert_deliveries_total",
+                "Security alerts by result (delivered, failed, throttled, dropped)",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(decisions.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(held_logins.clone()),
@@ -180,6 +211,9 @@ impl Metrics {
             Box::new(model_cache.evictions.clone()),
             Box::new(model_cache.bytes.clone()),
             Box::new(model_cache.entries.clone()),
+            Box::new(audit_records.clone()),
+            Box::new(audit_spool_bytes.clone()),
+            Box::new(alert_deliveries.clone()),
             Box::new(pages_injected.clone()),
             Box::new(injection_skipped.clone()),
             Box::new(telemetry.clone()),
@@ -213,6 +247,9 @@ impl Metrics {
             injection_skipped,
             telemetry,
             model_cache,
+            audit_records,
+            audit_spool_bytes,
+            alert_deliveries,
             by_status: (0..600).map(|_| OnceLock::new()).collect(),
         }
     }

@@ -273,7 +273,7 @@ fn state_long(enrollment: Enrollment) -> String {
 }
 
 /// `2026-11-24 21:00:05 UTC`, without a date-time dependency.
-fn utc(at: SystemTime) -> String {
+pub(crate) fn utc(at: SystemTime) -> String {
     let secs = at
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

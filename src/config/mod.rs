@@ -57,6 +57,13 @@ pub struct Config {
     /// Step-up MFA for logins policy wants confirmed: built-in TOTP and an external provider.
     #[serde(default)]
     pub mfa: crate::challenge::MfaConfig,
+    /// The audit trail: where its JSON lines go, and the spool that keeps records while the
+    /// store is unavailable.
+    #[serde(default)]
+    pub audit: crate::audit::AuditConfig,
+    /// Security alerts to a webhook (blocks, failed challenges, replays). Absent: none sent.
+    #[serde(default)]
+    pub alerts: Option<crate::alert::AlertConfig>,
 }
 
 /// The profile store and the in-memory model cache in front of it (restart to change).
@@ -669,6 +676,14 @@ impl Config {
             .map_err(|(key, m)| invalid(&format!("regulation.{key}"), m))?;
         self.validate_store(&invalid)?;
         self.mfa.validate(&invalid)?;
+        self.audit
+            .validate()
+            .map_err(|(key, message)| invalid(&format!("audit.{key}"), message))?;
+        if let Some(alerts) = &self.alerts {
+            alerts
+                .validate()
+                .map_err(|(key, message)| invalid(&format!("alerts.webhook.{key}"), message))?;
+        }
         if let Some(level) = &self.logging.level {
             if tracing_subscriber::EnvFilter::try_new(level).is_err() {
                 return Err(invalid(

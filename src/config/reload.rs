@@ -160,5 +160,11 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.store != new.store {
         changed.push("store");
     }
+    if old.audit != new.audit {
+        changed.push("audit");
+    }
+    if old.alerts != new.alerts {
+        changed.push("alerts");
+    }
     changed
 }

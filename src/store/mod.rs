@@ -165,7 +165,21 @@ pub struct AuditEvent {
     pub id: i64,
     pub at: SystemTime,
     pub kind: String,
+    /// The incident reference of a login's audit records (`gaitkeeper audit show`).
+    pub incident: Option<String>,
     pub detail: serde_json::Value,
+}
+
+/// One audit record of a login, as the audit stage hands it over.
+#[derive(Clone, Debug)]
+pub struct NewAuditRecord<'a> {
+    pub at: SystemTime,
+    pub user: Option<&'a UserKey>,
+    pub kind: &'a str,
+    pub incident: &'a str,
+    /// Unique per record: the same record delivered twice is stored once.
+    pub record_id: &'a str,
+    pub detail: &'a serde_json::Value,
 }
 
 /// What `forget` erased.
@@ -648,25 +662,90 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<AuditEvent>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, at, kind, detail FROM audit_events WHERE user_key = $1 ORDER BY id DESC LIMIT $2",
+            "SELECT id, at, kind, incident, detail FROM audit_events WHERE user_key = $1 ORDER BY id DESC LIMIT $2",
         )
         .bind(user.0.to_vec())
         .bind(limit.min(MAX_PAGE) as i64)
         .fetch_all(&self.pool)
         .await
         .map_err(db("read audit events"))?;
-        rows.iter()
-            .map(|r| {
-                let detail: String = r.try_get("detail").map_err(db("read audit events"))?;
-                Ok(AuditEvent {
-                    id: r.try_get("id").map_err(db("read audit events"))?,
-                    at: time(r.try_get("at").map_err(db("read audit events"))?),
-                    kind: r.try_get("kind").map_err(db("read audit events"))?,
-                    detail: serde_json::from_str(&detail)
-                        .map_err(|e| StoreError::Corrupt(format!("an audit detail: {e}")))?,
-                })
-            })
-            .collect()
+        rows.iter().map(audit_event_from_row).collect()
+    }
+
+    /// Appends one audit record unless a record with the same `record_id` is already there
+    /// (a redelivery after a crash). Returns whether it was new.
+    pub async fn append_audit_record(
+        &self,
+        record: &NewAuditRecord<'_>,
+    ) -> Result<bool, StoreError> {
+        check_audit_kind(record.kind)?;
+        for (what, text) in [
+            ("the incident", record.incident),
+            ("the record id", record.record_id),
+        ] {
+            if text.is_empty() || text.len() > 64 {
+                return Err(StoreError::Invalid(format!(
+                    "{what} of an audit record must be 1 to 64 bytes, found {}",
+                    text.len()
+                )));
+            }
+        }
+        let detail = record.detail.to_string();
+        check_size("the audit detail", detail.len(), MAX_AUDIT_DETAIL_BYTES)?;
+        let id: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO audit_events (at, user_key, kind, detail, incident, record_id) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (record_id) DO NOTHING RETURNING id",
+        )
+        .bind(millis(record.at))
+        .bind(record.user.map(|k| k.0.to_vec()))
+        .bind(record.kind.to_string())
+        .bind(detail)
+        .bind(record.incident.to_string())
+        .bind(record.record_id.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("append audit record"))?;
+        Ok(id.is_some())
+    }
+
+    /// Every audit event of one incident, oldest first (at most [`MAX_PAGE`]).
+    pub async fn audit_by_incident(&self, incident: &str) -> Result<Vec<AuditEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, at, kind, incident, detail FROM audit_events WHERE incident = $1 ORDER BY id LIMIT $2",
+        )
+        .bind(incident.to_string())
+        .bind(MAX_PAGE as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("read an incident"))?;
+        rows.iter().map(audit_event_from_row).collect()
+    }
+
+    /// Audit events of every kind, oldest first: the newest `limit` (capped at [`MAX_PAGE`]),
+    /// or with `after`, the first `limit` whose id is greater (to follow the trail).
+    pub async fn audit_tail(
+        &self,
+        limit: usize,
+        after: Option<i64>,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let limit = limit.min(MAX_PAGE) as i64;
+        let query = match after {
+            Some(after) => sqlx::query(
+                "SELECT id, at, kind, incident, detail FROM audit_events WHERE id > $1 ORDER BY id LIMIT $2",
+            )
+            .bind(after),
+            None => sqlx::query(
+                "SELECT id, at, kind, incident, detail FROM \
+                 (SELECT id, at, kind, incident, detail FROM audit_events ORDER BY id DESC LIMIT $1) AS newest \
+                 ORDER BY id",
+            ),
+        };
+        let rows = query
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("read audit events"))?;
+        rows.iter().map(audit_event_from_row).collect()
     }
 
     /// Anonymous counts of forgotten users' audit events, by kind.
@@ -878,17 +957,7 @@ async fn append_audit<'e, E>(
 where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
 {
-    let kind_ok = !kind.is_empty()
-        && kind.len() <= 64
-        && kind.starts_with(|c: char| c.is_ascii_lowercase())
-        && kind
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.');
-    if !kind_ok {
-        return Err(StoreError::Invalid(format!(
-            "an audit event kind is 1 to 64 lower-case letters, digits, '_' or '.', found {kind:?}"
-        )));
-    }
+    check_audit_kind(kind)?;
     let detail = detail.to_string();
     check_size("the audit detail", detail.len(), MAX_AUDIT_DETAIL_BYTES)?;
     sqlx::query_scalar(
@@ -901,6 +970,33 @@ where
     .fetch_one(executor)
     .await
     .map_err(db("append audit event"))
+}
+
+fn check_audit_kind(kind: &str) -> Result<(), StoreError> {
+    let kind_ok = !kind.is_empty()
+        && kind.len() <= 64
+        && kind.starts_with(|c: char| c.is_ascii_lowercase())
+        && kind
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.');
+    if !kind_ok {
+        return Err(StoreError::Invalid(format!(
+            "an audit event kind is 1 to 64 lower-case letters, digits, '_' or '.', found {kind:?}"
+        )));
+    }
+    Ok(())
+}
+
+fn audit_event_from_row(r: &AnyRow) -> Result<AuditEvent, StoreError> {
+    let detail: String = r.try_get("detail").map_err(db("read audit events"))?;
+    Ok(AuditEvent {
+        id: r.try_get("id").map_err(db("read audit events"))?,
+        at: time(r.try_get("at").map_err(db("read audit events"))?),
+        kind: r.try_get("kind").map_err(db("read audit events"))?,
+        incident: r.try_get("incident").map_err(db("read audit events"))?,
+        detail: serde_json::from_str(&detail)
+            .map_err(|e| StoreError::Corrupt(format!("an audit detail: {e}")))?,
+    })
 }
 
 fn session_from_row(row: &AnyRow) -> Result<LoginSession, StoreError> {

@@ -1,0 +1,771 @@
+//! The audit trail: one [`AuditRecord`] per login decision, outcome and challenge result, kept
+//! in the store (for `gaitkeeper audit show INCIDENT` and `audit tail`) and written as JSON lines
+//! to a stream (stdout or a file) for the operator's log pipeline.
+//!
+//! Owns: bounding records, the incident references shown on block pages, the background worker
+//! that writes them, and the spool that keeps them while the store is down or locked. Nothing
+//! acknowledged is lost: a record is either in the store or fsync'd in the spool when
+//! [`Auditor::flush`] returns, and a spool left by a crash is delivered on the next start.
+//!
+//! Never blocks or fails the login that records, and never holds raw telemetry, passwords,
+//! login names or secrets: users appear only as their store key (hex).
+
+pub mod cli;
+mod spool;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::admin::Metrics;
+use crate::config::HumanDuration;
+use crate::store::{NewAuditRecord, Store, StoreError, UserKey};
+
+use spool::{Spool, SpoolFull};
+
+/// Record kinds the product writes. The store accepts any lower-case dotted name.
+pub mod kind {
+    /// The policy's decision on a scored login (risk, reasons, rule, mode).
+    pub const LOGIN_DECISION: &str = "login.decision";
+    /// What became of the login (the app's answer, or the block).
+    pub const LOGIN_OUTCOME: &str = "login.outcome";
+    pub const CHALLENGE_PASSED: &str = "challenge.passed";
+    pub const CHALLENGE_FAILED: &str = "challenge.failed";
+    pub const CHALLENGE_EXPIRED: &str = "challenge.expired";
+    /// A telemetry payload or page token seen before.
+    pub const TELEMETRY_REPLAYED: &str = "telemetry.replayed";
+    /// A security alert whose every delivery attempt failed.
+    pub const ALERT_DELIVERY_FAILED: &str = "alert.delivery_failed";
+    /// A security alert dropped because the alert queue was full.
+    pub const ALERT_DROPPED: &str = "alert.dropped";
+}
+
+/// Longest value of a free-text field of a record, in bytes.
+const MAX_FIELD_BYTES: usize = 128;
+/// Largest `reasons` document kept in a record (JSON); larger ones are cut to fit.
+const MAX_REASONS_BYTES: usize = 1536;
+
+/// One audit record. Every field is bounded by [`Auditor::record`] (long text is cut), so a
+/// record always fits the store's audit detail limit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Random, unique per record: a record delivered twice is stored once.
+    pub id: String,
+    /// When it happened, Unix milliseconds.
+    pub at: u64,
+    /// What happened, e.g. `login.decision` (see [`kind`]).
+    pub kind: String,
+    /// The incident reference ([`new_incident`]): the same for every record of one login, and
+    /// the one shown on the block page.
+    pub incident: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The login route's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    /// The user's store key in hex (`store::UserKey`), never the login name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub risk: Option<f64>,
+    /// The model's top reasons, as the scoring stage gives them.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub reasons: serde_json::Value,
+    /// `allow`, `challenge` or `block`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<String>,
+    /// The policy rule that applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// `enforce` or `shadow`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// The challenge's result (`passed`, `failed`, `expired`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenge: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<String>,
+}
+
+impl AuditRecord {
+    /// A record of `kind` for `incident`, stamped now, with a fresh id and no other field set.
+    pub fn new(kind: &str, incident: &str) -> AuditRecord {
+        AuditRecord {
+            id: hex::encode(rand::random::<[u8; 16]>()),
+            at: unix_millis(SystemTime::now()),
+            kind: kind.to_string(),
+            incident: incident.to_string(),
+            request_id: None,
+            route: None,
+            user_key: None,
+            risk: None,
+            reasons: serde_json::Value::Null,
+            decision: None,
+            policy: None,
+            mode: None,
+            outcome: None,
+            challenge: None,
+            client_ip: None,
+        }
+    }
+
+    /// The record with every field cut to its bound and control characters replaced, so a
+    /// hostile value can neither grow the trail nor forge lines in the JSON stream's readers.
+    fn bounded(mut self) -> AuditRecord {
+        clip(&mut self.id, 64);
+        clip(&mut self.kind, 64);
+        clip(&mut self.incident, 32);
+        for field in [
+            &mut self.request_id,
+            &mut self.route,
+            &mut self.user_key,
+            &mut self.decision,
+            &mut self.policy,
+            &mut self.mode,
+            &mut self.outcome,
+            &mut self.challenge,
+            &mut self.client_ip,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            clip(field, MAX_FIELD_BYTES);
+        }
+        if self.risk.is_some_and(|r| !r.is_finite()) {
+            self.risk = None;
+        }
+        if self.reasons.to_string().len() > MAX_REASONS_BYTES {
+            self.reasons = match self.reasons {
+                serde_json::Value::Array(items) => {
+                    // Keep the leading (strongest) reasons that fit: brackets plus each item
+                    // and its comma.
+                    let mut size = 2;
+                    let kept = items
+                        .into_iter()
+                        .take_while(|item| {
+                            size += item.to_string().len() + 1;
+                            size <= MAX_REASONS_BYTES
+                        })
+                        .collect();
+                    serde_json::Value::Array(kept)
+                }
+                _ => serde_json::json!({ "truncated": true }),
+            };
+        }
+        self
+    }
+}
+
+/// Cuts `text` to at most `max` bytes (on a character boundary) and replaces control characters.
+pub(crate) fn clip(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    if text.contains(char::is_control) {
+        *text = text
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect();
+    }
+}
+
+/// A new incident reference such as `GK-7F3K9Q2M4D`: 50 random bits in Crockford's base32
+/// (no I, L, O or U, so it reads out over the phone), short enough for a support call and not
+/// guessable.
+pub fn new_incident() -> String {
+    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let mut bits = rand::random::<u64>();
+    let mut out = String::with_capacity(13);
+    out.push_str("GK-");
+    for _ in 0..10 {
+        out.push(ALPHABET[(bits & 31) as usize] as char);
+        bits >>= 5;
+    }
+    out
+}
+
+/// `audit:` in the config file.
+#[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Where every audit record is also written as one JSON line: `stdout` (the default, so
+    /// the demo and container logs show it; gaitkeeper's own logs go to stderr), `off`, or
+    /// `{ file: PATH }` (appended to).
+    #[serde(default)]
+    pub stream: AuditStream,
+    /// Directory of the spool that keeps records while the store is unavailable (default:
+    /// `server.data_dir`).
+    #[serde(default)]
+    pub spool_dir: Option<PathBuf>,
+    /// Largest spool, in MiB (1 to 65536); records beyond it are lost and counted.
+    #[serde(default = "defaults::max_spool_mb")]
+    pub max_spool_mb: u32,
+    /// Records waiting for the audit worker (1 to 1000000); when it is full, records go
+    /// straight to the spool.
+    #[serde(default = "defaults::queue")]
+    pub queue: usize,
+    /// How often delivering the spool to the store is retried while the store is unavailable
+    /// (100ms to 10m).
+    #[serde(default = "defaults::retry")]
+    pub retry: HumanDuration,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            stream: AuditStream::default(),
+            spool_dir: None,
+            max_spool_mb: defaults::max_spool_mb(),
+            queue: defaults::queue(),
+            retry: defaults::retry(),
+        }
+    }
+}
+
+/// Where the JSON lines of the audit trail go.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum AuditStream {
+    #[default]
+    Stdout,
+    Off,
+    /// Append to this file (created if missing).
+    File(PathBuf),
+}
+
+mod defaults {
+    use super::*;
+
+    pub fn max_spool_mb() -> u32 {
+        256
+    }
+    pub fn queue() -> usize {
+        4096
+    }
+    pub fn retry() -> HumanDuration {
+        HumanDuration::secs(2)
+    }
+}
+
+impl AuditConfig {
+    /// Checks the values serde cannot; returns the offending key (below `audit.`) and why.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !(1..=65536).contains(&self.max_spool_mb) {
+            return Err((
+                "max_spool_mb",
+                format!("expected 1 to 65536 MiB, found {}", self.max_spool_mb),
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.queue) {
+            return Err((
+                "queue",
+                format!("expected 1 to 1000000 records, found {}", self.queue),
+            ));
+        }
+        let retry = self.retry.0;
+        if retry < Duration::from_millis(100) || retry > Duration::from_secs(600) {
+            return Err(("retry", "expected 100ms to 10m".into()));
+        }
+        if let AuditStream::File(path) = &self.stream {
+            if path.as_os_str().is_empty() {
+                return Err(("stream", "expected a file path".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why the audit trail could not start. The Display form says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("cannot open the audit stream file {path}: {source}; check `audit.stream.file` and the permissions of its directory")]
+    Stream {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the audit spool in {dir}: {source}; check `audit.spool_dir` (default `server.data_dir`) and its permissions")]
+    Spool {
+        dir: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the audit worker thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+enum Message {
+    Record(Box<AuditRecord>),
+    Flush(oneshot::Sender<()>),
+}
+
+/// One line of the spool: the record, and whether it already went to the stream.
+#[derive(Serialize, Deserialize)]
+struct Spooled {
+    streamed: bool,
+    record: AuditRecord,
+}
+
+/// What the caller's side and the worker share.
+struct Shared {
+    spool: Mutex<Spool>,
+    metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    /// Appends records to the spool; counts (and logs) what could not be kept.
+    fn spool(&self, entries: &[Spooled]) {
+        let mut lines = Vec::new();
+        for entry in entries {
+            // A bounded record of plain fields always serialises.
+            if serde_json::to_writer(&mut lines, entry).is_ok() {
+                lines.push(b'\n');
+            }
+        }
+        let mut spool = self.spool.lock().unwrap_or_else(|e| e.into_inner());
+        let result = spool.append(&lines);
+        self.metrics.audit_spool_bytes.set(spool.pending() as i64);
+        drop(spool);
+        let n = entries.len() as u64;
+        match result {
+            Ok(()) => {
+                self.metrics
+                    .audit_records
+                    .with_label_values(&["spooled"])
+                    .inc_by(n);
+            }
+            Err(e) => {
+                self.metrics
+                    .audit_records
+                    .with_label_values(&["lost"])
+                    .inc_by(n);
+                match e {
+                    SpoolFull::Full => tracing::error!(records = n, "audit records lost: the store is unavailable and the spool is at `audit.max_spool_mb`"),
+                    SpoolFull::Io(error) => tracing::error!(records = n, %error, "audit records lost: the store is unavailable and the spool cannot be written"),
+                }
+            }
+        }
+    }
+
+    fn spool_pending(&self) -> bool {
+        self.spool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pending()
+            > 0
+    }
+}
+
+/// The audit trail's handle: cheap to clone, usable from any thread or runtime.
+///
+/// [`Auditor::new`] starts the worker itself, on its own thread with its own small runtime, so
+/// neither the caller's runtime nor its shutdown order matters. The worker stops once every
+/// clone is dropped and the queue is drained; call [`Auditor::flush`] before exiting.
+#[derive(Clone)]
+pub struct Auditor {
+    queue: mpsc::Sender<Message>,
+    shared: Arc<Shared>,
+}
+
+impl Auditor {
+    /// Opens the stream and the spool (delivering any spool a previous process left, first)
+    /// and starts the worker thread.
+    pub fn new(
+        config: &AuditConfig,
+        store: Store,
+        data_dir: &Path,
+        metrics: Arc<Metrics>,
+    ) -> Result<Auditor, AuditError> {
+        let stream: Option<Box<dyn Write + Send>> = match &config.stream {
+            AuditStream::Stdout => Some(Box::new(std::io::stdout())),
+            AuditStream::Off => None,
+            AuditStream::File(path) => {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|source| AuditError::Stream {
+                        path: path.display().to_string(),
+                        source,
+                    })?;
+                Some(Box::new(file))
+            }
+        };
+        let dir = config.spool_dir.as_deref().unwrap_or(data_dir);
+        let spool = Spool::create(dir, u64::from(config.max_spool_mb) << 20).map_err(|source| {
+            AuditError::Spool {
+                dir: dir.display().to_string(),
+                source,
+            }
+        })?;
+        metrics.audit_spool_bytes.set(0);
+        let spool_path = spool.path().to_path_buf();
+        let shared = Arc::new(Shared {
+            spool: Mutex::new(spool),
+            metrics,
+        });
+        let (queue, inbox) = mpsc::channel(config.queue);
+        let worker = Worker {
+            shared: shared.clone(),
+            store,
+            stream,
+            stream_failing: false,
+            store_failing: false,
+            retry: config.retry.0,
+            last_attempt: None,
+            dir: dir.to_path_buf(),
+            own: spool_path,
+            orphan: None,
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(AuditError::Thread)?;
+        std::thread::Builder::new()
+            .name("gk-audit".into())
+            .spawn(move || runtime.block_on(worker.run(inbox)))
+            .map_err(AuditError::Thread)?;
+        Ok(Auditor { queue, shared })
+    }
+
+    /// Hands a record to the worker without waiting. When the queue is full (the worker is
+    /// behind), the record goes straight to the spool instead of being dropped: only then
+    /// does the caller wait, for one fsync.
+    pub fn record(&self, record: AuditRecord) {
+        let record = record.bounded();
+        let record = match self.queue.try_send(Message::Record(Box::new(record))) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(Message::Record(r)))
+            | Err(mpsc::error::TrySendError::Closed(Message::Record(r))) => *r,
+            Err(_) => return,
+        };
+        self.shared.spool(&[Spooled {
+            streamed: false,
+            record,
+        }]);
+    }
+
+    /// Waits until every record handed over before this call is in the store or in the spool
+    /// on disk.
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.queue.send(Message::Flush(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+struct Worker {
+    shared: Arc<Shared>,
+    store: Store,
+    stream: Option<Box<dyn Write + Send>>,
+    stream_failing: bool,
+    store_failing: bool,
+    retry: Duration,
+    last_attempt: Option<Instant>,
+    /// Where spools are, this process's among them.
+    dir: PathBuf,
+    own: PathBuf,
+    /// A dead process's spool being delivered (kept, with its lock, until it is).
+    orphan: Option<Spool>,
+}
+
+/// Whether the store refused the record itself (it would refuse it again: keeping it in the
+/// spool would block every record behind it).
+fn refused(error: &StoreError) -> bool {
+    matches!(error, StoreError::Invalid(_) | StoreError::TooLarge { .. })
+}
+
+impl Worker {
+    async fn run(mut self, mut inbox: mpsc::Receiver<Message>) {
+        self.deliver_spool().await;
+        loop {
+            // Wake up now and then even when idle: the caller may have spooled records
+            // directly, or the store may be back.
+            let message = match tokio::time::timeout(self.retry, inbox.recv()).await {
+                Ok(message) => message,
+                Err(_) => {
+                    self.deliver_spool().await;
+                    continue;
+                }
+            };
+            match message {
+                Some(Message::Record(record)) => self.handle(*record).await,
+                Some(Message::Flush(done)) => {
+                    let _ = done.send(());
+                }
+                None => {
+                    self.deliver_spool().await;
+                    return;
+                }
+            }
+            if self
+                .last_attempt
+                .is_some_and(|at| at.elapsed() >= self.retry)
+            {
+                self.deliver_spool().await;
+            }
+        }
+    }
+
+    async fn handle(&mut self, record: AuditRecord) {
+        self.write_stream(&record);
+        if self.shared.spool_pending() {
+            // Keep the order: older records wait in the spool.
+            self.shared.spool(&[Spooled {
+                streamed: true,
+                record,
+            }]);
+            self.last_attempt.get_or_insert_with(Instant::now);
+            return;
+        }
+        match self.store_write(&record).await {
+            Ok(()) => {}
+            Err(e) if refused(&e) => self.count_refused(&record, &e),
+            Err(_) => {
+                self.shared.spool(&[Spooled {
+                    streamed: true,
+                    record,
+                }]);
+                self.last_attempt.get_or_insert_with(Instant::now);
+            }
+        }
+    }
+
+    async fn store_write(&mut self, record: &AuditRecord) -> Result<(), StoreError> {
+        let user = record.user_key.as_deref().and_then(UserKey::from_hex);
+        let detail = serde_json::to_value(record).unwrap_or(serde_json::Value::Null);
+        let result = self
+            .store
+            .append_audit_record(&NewAuditRecord {
+                at: UNIX_EPOCH + Duration::from_millis(record.at),
+                user: user.as_ref(),
+                kind: &record.kind,
+                incident: &record.incident,
+                record_id: &record.id,
+                detail: &detail,
+            })
+            .await;
+        match &result {
+            Ok(_) => {
+                self.shared
+                    .metrics
+                    .audit_records
+                    .with_label_values(&["stored"])
+                    .inc();
+                if self.store_failing {
+                    self.store_failing = false;
+                    tracing::info!("the store takes audit records again");
+                }
+            }
+            Err(e) if refused(e) => {}
+            Err(error) => {
+                if !self.store_failing {
+                    self.store_failing = true;
+                    tracing::warn!(%error, "the store is unavailable; audit records are spooled until it returns");
+                }
+            }
+        }
+        result.map(|_| ())
+    }
+
+    fn count_refused(&self, record: &AuditRecord, error: &StoreError) {
+        self.shared
+            .metrics
+            .audit_records
+            .with_label_values(&["rejected"])
+            .inc();
+        tracing::error!(kind = %record.kind, incident = %record.incident, %error, "the store refused an audit record");
+    }
+
+    /// Delivers spooled records to the store in order: first any spool a dead process left,
+    /// then this process's own; until they are empty or the store fails again.
+    async fn deliver_spool(&mut self) {
+        self.last_attempt = None;
+        if !self.deliver_orphans().await {
+            self.last_attempt = Some(Instant::now());
+            return;
+        }
+        loop {
+            let batch = {
+                let spool = self.shared.spool.lock().unwrap_or_else(|e| e.into_inner());
+                if spool.pending() == 0 {
+                    return;
+                }
+                spool.read_batch()
+            };
+            let (delivered, stopped) = match batch {
+                Ok((bytes, _)) => self.deliver_lines(&bytes).await,
+                Err(error) => {
+                    tracing::error!(%error, "cannot read the audit spool");
+                    (0, true)
+                }
+            };
+            let mut spool = self.shared.spool.lock().unwrap_or_else(|e| e.into_inner());
+            let consumed = spool.consume(delivered);
+            self.shared
+                .metrics
+                .audit_spool_bytes
+                .set(spool.pending() as i64);
+            drop(spool);
+            if let Err(error) = consumed {
+                // The lines stay and are delivered again; the store ignores the duplicates.
+                tracing::error!(%error, "cannot empty the delivered audit spool");
+            }
+            if stopped || delivered == 0 {
+                self.last_attempt = Some(Instant::now());
+                return;
+            }
+        }
+    }
+
+    /// Delivers the spools of processes that are gone; false if the store failed meanwhile.
+    async fn deliver_orphans(&mut self) -> bool {
+        loop {
+            if self.orphan.is_none() {
+                match Spool::adopt_orphan(&self.dir, &self.own) {
+                    Ok(Some(orphan)) => {
+                        tracing::info!(spool = %orphan.path().display(), records_bytes = orphan.pending(), "delivering the audit spool of a previous process");
+                        self.orphan = Some(orphan);
+                    }
+                    Ok(None) => return true,
+                    Err(error) => {
+                        tracing::error!(%error, dir = %self.dir.display(), "cannot look for audit spools left by earlier processes");
+                        return true;
+                    }
+                }
+            }
+            let Some(mut orphan) = self.orphan.take() else {
+                return true;
+            };
+            while orphan.pending() > 0 {
+                let (bytes, _) = match orphan.read_batch() {
+                    Ok(batch) => batch,
+                    Err(error) => {
+                        tracing::error!(%error, spool = %orphan.path().display(), "cannot read an audit spool");
+                        self.orphan = Some(orphan);
+                        return false;
+                    }
+                };
+                let (delivered, stopped) = self.deliver_lines(&bytes).await;
+                let consumed = orphan.consume(delivered);
+                if stopped || delivered == 0 || consumed.is_err() {
+                    self.orphan = Some(orphan);
+                    return false;
+                }
+            }
+            // Delivered: dropping it removes the file.
+        }
+    }
+
+    /// Stores the spooled lines in order; returns the bytes delivered and whether the store
+    /// failed before the end.
+    async fn deliver_lines(&mut self, bytes: &[u8]) -> (u64, bool) {
+        let mut delivered = 0u64;
+        for line in bytes.split_inclusive(|&b| b == b'\n') {
+            match serde_json::from_slice::<Spooled>(line) {
+                Ok(entry) => match self.store_write(&entry.record).await {
+                    Ok(()) => {
+                        if !entry.streamed {
+                            self.write_stream(&entry.record);
+                        }
+                    }
+                    Err(e) if refused(&e) => self.count_refused(&entry.record, &e),
+                    Err(_) => return (delivered, true),
+                },
+                Err(error) => {
+                    tracing::error!(%error, "skipping an unreadable line of an audit spool")
+                }
+            }
+            delivered += line.len() as u64;
+        }
+        (delivered, false)
+    }
+
+    fn write_stream(&mut self, record: &AuditRecord) {
+        let Some(stream) = self.stream.as_mut() else {
+            return;
+        };
+        let mut line = serde_json::to_vec(record).unwrap_or_default();
+        line.push(b'\n');
+        match stream.write_all(&line).and_then(|()| stream.flush()) {
+            Ok(()) => self.stream_failing = false,
+            Err(error) => {
+                if !self.stream_failing {
+                    self.stream_failing = true;
+                    tracing::warn!(%error, "cannot write the audit stream (the store still gets every record)");
+                }
+            }
+        }
+    }
+}
+
+fn unix_millis(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis().min(u128::from(u64::MAX)) as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incidents_are_short_readable_and_distinct() {
+        let a = new_incident();
+        assert_eq!(a.len(), 13);
+        assert!(a.starts_with("GK-"));
+        assert!(a[3..]
+            .bytes()
+            .all(|b| b"0123456789ABCDEFGHJKMNPQRSTVWXYZ".contains(&b)));
+        assert_ne!(a, new_incident());
+    }
+
+    #[test]
+    fn records_are_bounded_and_carry_no_control_characters() {
+        let mut record = AuditRecord::new(kind::LOGIN_DECISION, &new_incident());
+        record.route = Some("x".repeat(10_000));
+        record.client_ip = Some("1.2.3.4\n{\"forged\":1}".into());
+        record.risk = Some(f64::NAN);
+        record.reasons = serde_json::Value::Array(
+            (0..500)
+                .map(|i| serde_json::json!({ "feature": format!("f{i}"), "z": 3.5 }))
+                .collect(),
+        );
+        let record = record.bounded();
+        assert_eq!(record.route.as_ref().unwrap().len(), MAX_FIELD_BYTES);
+        assert!(!record.client_ip.as_ref().unwrap().contains('\n'));
+        assert_eq!(record.risk, None);
+        let reasons = record.reasons.as_array().unwrap();
+        assert!(!reasons.is_empty() && reasons.len() < 500);
+        assert!(
+            serde_json::to_string(&record).unwrap().len() < crate::store::MAX_AUDIT_DETAIL_BYTES
+        );
+    }
+
+    #[test]
+    fn config_accepts_the_three_stream_forms() {
+        for (text, stream) in [
+            ("stream: stdout", AuditStream::Stdout),
+            ("stream: off", AuditStream::Off),
+            (
+                "stream: { file: /tmp/a.jsonl }",
+                AuditStream::File("/tmp/a.jsonl".into()),
+            ),
+        ] {
+            let config: AuditConfig = serde_saphyr::from_str(text).unwrap();
+            assert_eq!(config.stream, stream, "{text}");
+        }
+    }
+}
