@@ -12,6 +12,8 @@ use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
 
 use crate::admin::{AdminApp, Metrics};
+use crate::alert::Alerter;
+use crate::audit::Auditor;
 use crate::challenge::{AssertionVerifier, TotpVerifier};
 use crate::config::{Config, ConfigWatcher};
 use crate::decision::{HeldLogins, Regulator};
@@ -41,6 +43,10 @@ pub enum StartError {
     Watch(std::io::Error),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Audit(crate::audit::AuditError),
+    #[error(transparent)]
+    Alerts(crate::alert::AlertError),
     #[error("cannot use the external MFA provider's key (mfa.external.assertion): {0}")]
     Mfa(crate::challenge::KeyError),
     #[error("cannot start the runtime that opens the profile store: {0}")]
@@ -99,9 +105,23 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
         )),
         None => None,
     };
+    let auditor = Auditor::new(
+        &config.audit,
+        store.clone(),
+        &config.server.data_dir,
+        metrics.clone(),
+    )
+    .map_err(StartError::Audit)?;
+    let alerter = match &config.alerts {
+        Some(alerts) => Alerter::new(alerts, auditor.clone(), metrics.clone())
+            .map_err(StartError::Alerts)?,
+        None => Alerter::off(),
+    };
     let (dropped_tx, dropped_rx) = tokio::sync::mpsc::unbounded_channel();
     let services = Arc::new(LoginServices {
         store,
+        auditor: auditor.clone(),
+        alerter,
         bg: background.handle().clone(),
         held: HeldLogins::new(
             mfa.max_held,
@@ -154,6 +174,7 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
     );
     server.run(RunArgs::default());
     // Let recording, learning and audit work already handed off finish.
+    background.block_on(auditor.flush());
     background.shutdown_timeout(config.server.grace_period.0);
     tracing::info!("gaitkeeper stopped");
     Ok(())

@@ -12,6 +12,7 @@ use pingora::proxy::Session;
 
 use super::services::Settled;
 use super::{pages, GaitkeeperProxy, RequestCtx};
+use crate::audit::new_incident;
 use crate::decision::{self, HeldLogin};
 use crate::features::{self, FeatureVector};
 use crate::login::{self, Username};
@@ -52,16 +53,6 @@ pub(super) fn client_ip(session: &Session) -> String {
         .unwrap_or_default()
 }
 
-/// A short reference for support staff, e.g. `GK-7F3K9Q2M4D`.
-pub(super) fn new_incident() -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-    let bytes: [u8; 10] = rand::random();
-    let code: String = bytes
-        .iter()
-        .map(|b| ALPHABET[usize::from(b % 32)] as char)
-        .collect();
-    format!("GK-{code}")
-}
 
 /// 128 random bits, URL-safe.
 pub(super) fn random_token() -> String {
@@ -151,6 +142,25 @@ impl GaitkeeperProxy {
             self.metrics.risk.observe(risk);
         }
         let incident = new_incident();
+        let settled = |outcome: &'static str, features: Option<FeatureVector>| Settled {
+            route: route.name.clone(),
+            login: login.clone(),
+            user,
+            features,
+            risk: scored.risk,
+            reasons: scored.reasons.clone(),
+            decision: verdict.decision,
+            rule: verdict.rule,
+            mode: policy.mode.as_str(),
+            outcome,
+            challenge: None,
+            incident: incident.clone(),
+            request_id: ctx.request_id.clone(),
+            client_ip: ip.clone(),
+        };
+        if scored.finding == Finding::ReplayedToken {
+            self.services.alert_replay(&settled("replayed", None));
+        }
         match verdict.action {
             Action::Allow => {
                 ctx.login = Some(PendingLogin {
@@ -172,22 +182,8 @@ impl GaitkeeperProxy {
                 Ok(false)
             }
             Action::Block => {
-                self.services.settle(Settled {
-                    route: route.name.clone(),
-                    login,
-                    user,
-                    features: scored.features,
-                    risk: scored.risk,
-                    reasons: scored.reasons,
-                    decision: verdict.decision,
-                    rule: verdict.rule,
-                    mode: policy.mode.as_str(),
-                    outcome: "blocked",
-                    challenge: None,
-                    incident: incident.clone(),
-                    request_id: ctx.request_id.clone(),
-                    client_ip: ip,
-                });
+                self.services
+                    .settle(settled("blocked", scored.features.clone()));
                 let page = pages::blocked_page(&config.server.app_name, &incident);
                 pages::respond_with(
                     session,
@@ -201,6 +197,7 @@ impl GaitkeeperProxy {
                 Ok(true)
             }
             Action::Challenge => {
+                self.services.audit_decision(&settled("challenged", None));
                 let xhr = wants_json(session, ctx);
                 let id = crate::challenge::new_challenge_id();
                 let binding = random_token();
@@ -282,12 +279,16 @@ impl GaitkeeperProxy {
             return Ok(false);
         }
         let incident = new_incident();
-        tracing::warn!(
-            request_id = %ctx.request_id,
-            incident = %incident,
-            route = %route.name,
-            "login refused: the login name is given more than once or is unreadable"
-        );
+        let mut record =
+            crate::audit::AuditRecord::new(crate::audit::kind::LOGIN_DECISION, &incident);
+        record.request_id = Some(ctx.request_id.clone());
+        record.route = Some(route.name.clone());
+        record.reasons = serde_json::json!([{"code": "ambiguous_username"}]);
+        record.decision = Some(verdict.decision.as_str().to_string());
+        record.policy = Some(verdict.rule.to_string());
+        record.outcome = Some("blocked".into());
+        record.client_ip = Some(client_ip(session));
+        self.services.audit(record);
         let page = pages::blocked_page(&ctx.config.server.app_name, &incident);
         pages::respond_with(
             session,

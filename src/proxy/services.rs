@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use std::time::{Duration, SystemTime};
 
+use crate::alert::{Alert, AlertEvent, Alerter};
+use crate::audit::{self, AuditRecord, Auditor};
 use crate::challenge::{AssertionError, AssertionVerifier, ExternalMfaConfig, TotpVerifier};
 use crate::decision::{HeldLogin, HeldLogins, Regulator};
 use crate::features::FeatureVector;
@@ -38,6 +40,8 @@ pub struct Settled {
 
 pub struct LoginServices {
     pub store: Store,
+    pub auditor: Auditor,
+    pub alerter: Alerter,
     pub bg: tokio::runtime::Handle,
     pub held: HeldLogins,
     pub regulator: Regulator,
@@ -171,19 +175,74 @@ impl LoginServices {
             .map_err(|e| e.to_string())
     }
 
-    /// Records, learns from (when verified) and audits a login, in the background.
+    /// The audit record of a login decision or outcome.
+    pub fn record_of(s: &Settled, kind: &str) -> AuditRecord {
+        let mut r = AuditRecord::new(kind, &s.incident);
+        r.request_id = Some(s.request_id.clone());
+        r.route = Some(s.route.clone());
+        r.user_key = Some(s.user.to_string());
+        r.risk = s.risk;
+        r.reasons = s.reasons.clone();
+        r.decision = Some(s.decision.as_str().to_string());
+        r.policy = Some(s.rule.to_string());
+        r.mode = Some(s.mode.to_string());
+        r.outcome = Some(s.outcome.to_string());
+        r.challenge = s.challenge.map(str::to_string);
+        r.client_ip = Some(s.client_ip.clone());
+        r
+    }
+
+    /// Audits a decision whose outcome comes later (a challenge issued).
+    pub fn audit_decision(&self, s: &Settled) {
+        self.auditor.record(Self::record_of(s, audit::kind::LOGIN_DECISION));
+    }
+
+    /// Alerts the security team to a replayed page token (whatever the policy did with it).
+    pub fn alert_replay(&self, s: &Settled) {
+        let record = Self::record_of(s, audit::kind::TELEMETRY_REPLAYED);
+        self.alerter
+            .notify(Alert::for_record(AlertEvent::Replay, &record));
+        self.auditor.record(record);
+    }
+
+    /// Audits something that is not tied to one user (an unreadable login name).
+    pub fn audit(&self, record: AuditRecord) {
+        self.auditor.record(record);
+    }
+
+    /// Records, learns from (when verified), audits and alerts on a settled login. Never on
+    /// the request path: the store work runs on the background runtime, the audit record and
+    /// the alert go to their own workers.
     pub fn settle(&self, s: Settled) {
+        let kind = match s.outcome {
+            "blocked" => audit::kind::LOGIN_DECISION,
+            "challenge_failed" => audit::kind::CHALLENGE_FAILED,
+            "challenge_expired" | "challenge_evicted" => audit::kind::CHALLENGE_EXPIRED,
+            _ if s.challenge == Some("passed") => audit::kind::CHALLENGE_PASSED,
+            _ => audit::kind::LOGIN_OUTCOME,
+        };
+        let record = Self::record_of(&s, kind);
+        let event = match s.outcome {
+            "blocked" => Some(AlertEvent::Block),
+            "challenge_failed" => Some(AlertEvent::ChallengeFailed),
+            _ => None,
+        };
+        if let Some(event) = event {
+            self.alerter.notify(Alert::for_record(event, &record));
+        }
+        self.auditor.record(record);
+
         let store = self.store.clone();
         self.bg.spawn(async move {
-            let outcome = if s.outcome == "verified" {
-                Outcome::Verified
-            } else {
-                Outcome::Failed
-            };
-            let features = crate::store::FeatureBlob {
-                version: crate::features::FEATURE_VERSION,
-                bytes: Vec::new(),
-            };
+            let verified = s.outcome == "verified";
+            let features = s
+                .features
+                .as_ref()
+                .map(crate::features::to_blob)
+                .unwrap_or(crate::store::FeatureBlob {
+                    version: crate::features::FEATURE_VERSION,
+                    bytes: Vec::new(),
+                });
             let new = NewLogin {
                 at: std::time::SystemTime::now(),
                 features,
@@ -194,29 +253,15 @@ impl LoginServices {
                     Action::Challenge => Decision::Challenge,
                     Action::Block => Decision::Block,
                 },
-                outcome,
+                outcome: if verified {
+                    Outcome::Verified
+                } else {
+                    Outcome::Failed
+                },
             };
             if let Err(e) = store.record_login(&s.login, new).await {
                 tracing::warn!(error = %e, request_id = %s.request_id, "cannot record the login");
             }
-            let record = serde_json::json!({
-                "incident": s.incident,
-                "request_id": s.request_id,
-                "route": s.route,
-                "user_key": s.user.to_string(),
-                "risk": s.risk,
-                "reasons": s.reasons,
-                "decision": s.decision.as_str(),
-                "policy": s.rule,
-                "mode": s.mode,
-                "outcome": s.outcome,
-                "challenge": s.challenge,
-                "client_ip": s.client_ip,
-            });
-            if let Err(e) = store.append_audit(Some(&s.user), "login", &record).await {
-                tracing::warn!(error = %e, request_id = %s.request_id, "cannot audit the login");
-            }
-            tracing::info!(target: "gaitkeeper::audit", record = %record, "login");
         });
     }
 
