@@ -9,7 +9,8 @@
 //! YAML says to do with that risk) → `decision` (forward, hold for a second factor, or refuse;
 //! reading the app's answer) → `challenge` (step-up MFA: TOTP, external provider assertions,
 //! the challenge page) → `store` (per-user profiles on disk) and `cache` (fitted models in
-//! memory) → `admin` (health, metrics, the
+//! memory), kept up to date by `learn` (verified logins → model updates and refits, the global
+//! model) → `admin` (health, metrics, the
 //! `users` commands). `server` wires them into a process; `eval` runs the scoring stages on
 //! public data.
 
@@ -22,6 +23,7 @@ pub mod demo;
 pub mod eval;
 pub mod features;
 pub mod inject;
+pub mod learn;
 pub mod logging;
 pub mod login;
 pub mod model;

@@ -57,6 +57,9 @@ pub struct Config {
     /// Step-up MFA for logins policy wants confirmed: built-in TOTP and an external provider.
     #[serde(default)]
     pub mfa: crate::challenge::MfaConfig,
+    /// Continuous learning: per-user model windows and refits, and the global model.
+    #[serde(default)]
+    pub learning: crate::learn::LearnConfig,
 }
 
 /// The profile store and the in-memory model cache in front of it (restart to change).
@@ -669,6 +672,9 @@ impl Config {
             .map_err(|(key, m)| invalid(&format!("regulation.{key}"), m))?;
         self.validate_store(&invalid)?;
         self.mfa.validate(&invalid)?;
+        self.learning
+            .validate()
+            .map_err(|(key, message)| invalid(key, message))?;
         if let Some(level) = &self.logging.level {
             if tracing_subscriber::EnvFilter::try_new(level).is_err() {
                 return Err(invalid(

@@ -38,16 +38,30 @@ impl Backend {
 
 /// Each backend's migrations, in order. Add a file and a line here; never edit an applied one
 /// (its checksum is recorded and a changed file stops every instance at start).
-const SQLITE: &[(i64, &str, &str)] = &[(
-    1,
-    "profiles",
-    include_str!("../../migrations/sqlite/0001_profiles.sql"),
-)];
-const POSTGRES: &[(i64, &str, &str)] = &[(
-    1,
-    "profiles",
-    include_str!("../../migrations/postgres/0001_profiles.sql"),
-)];
+const SQLITE: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "profiles",
+        include_str!("../../migrations/sqlite/0001_profiles.sql"),
+    ),
+    (
+        2,
+        "global model",
+        include_str!("../../migrations/sqlite/0002_global_model.sql"),
+    ),
+];
+const POSTGRES: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "profiles",
+        include_str!("../../migrations/postgres/0001_profiles.sql"),
+    ),
+    (
+        2,
+        "global model",
+        include_str!("../../migrations/postgres/0002_global_model.sql"),
+    ),
+];
 
 fn migrator(backend: Backend) -> Migrator {
     let files = match backend {
