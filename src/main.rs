@@ -143,11 +143,13 @@ fn main() -> ExitCode {
             .and_then(|loaded| {
                 gaitkeeper::admin::users::run(&loaded, command, &mut std::io::stdout().lock())
             }),
-        Command::Train { config } => Config::load(&config)
-            .map_err(anyhow::Error::from)
-            .and_then(|loaded| {
-                gaitkeeper::learn::run_train(&loaded, &mut std::io::stdout().lock())
-            }),
+        Command::Train { config } => {
+            Config::load(&config)
+                .map_err(anyhow::Error::from)
+                .and_then(|loaded| {
+                    gaitkeeper::learn::run_train(&loaded, &mut std::io::stdout().lock())
+                })
+        }
         Command::ConfigSchema => {
             println!("{}", Config::json_schema());
             Ok(())

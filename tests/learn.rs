@@ -10,7 +10,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use gaitkeeper::admin::CacheMetrics;
 use gaitkeeper::config::{HumanDuration, Secret, StoreConfig};
-use gaitkeeper::features::{to_blob, FeatureVector, PasswordRhythm, Scale, F, FEATURE_VERSION, SCALES};
+use gaitkeeper::features::{
+    to_blob, FeatureVector, PasswordRhythm, Scale, F, FEATURE_VERSION, SCALES,
+};
 use gaitkeeper::learn::{LearnConfig, Learner};
 use gaitkeeper::model::{UserModel, MODEL_VERSION};
 use gaitkeeper::store::{Backend, Decision, FeatureBlob, NewLogin, Outcome, Store, UserKey};
@@ -214,7 +216,8 @@ fn assert_same_model(got: &UserModel, want: &UserModel, what: &str) {
     ] {
         assert_eq!(a.len(), b.len(), "{what}: {name} dims");
         for (d, (x, y)) in a.iter().zip(b.iter()).enumerate() {
-            let ok = (x.is_nan() && y.is_nan()) || (x - y).abs() <= 1e-4 * (1.0 + x.abs().max(y.abs()));
+            let ok =
+                (x.is_nan() && y.is_nan()) || (x - y).abs() <= 1e-4 * (1.0 + x.abs().max(y.abs()));
             assert!(ok, "{what}: {name}[{d}] = {x}, a full fit gives {y}");
         }
     }
@@ -240,7 +243,11 @@ async fn incremental_update_equals_a_full_refit() {
         let population = learner.global().population.clone();
         let incremental = learner.user_model(&key).await.unwrap().expect("a model");
         let batch = UserModel::fit(&logins, &population);
-        assert_same_model(&incremental, &batch, &format!("{:?} incremental", db.backend));
+        assert_same_model(
+            &incremental,
+            &batch,
+            &format!("{:?} incremental", db.backend),
+        );
 
         // The refit from the store gives the same model, and a fresh learner loads it.
         assert!(learner.refit(&key).await.unwrap());
@@ -369,14 +376,21 @@ async fn feature_version_change_refits_instead_of_failing() {
                 .await
                 .unwrap();
         }
-        for (fv_version, model_version) in [(FEATURE_VERSION + 1, MODEL_VERSION), (FEATURE_VERSION, MODEL_VERSION + 1)] {
+        for (fv_version, model_version) in [
+            (FEATURE_VERSION + 1, MODEL_VERSION),
+            (FEATURE_VERSION, MODEL_VERSION + 1),
+        ] {
             store
                 .save_model(&key, fv_version, model_version, b"an old model".to_vec())
                 .await
                 .unwrap();
             let fresh = self::learner(&store, &config(50, 1000));
             // Not an error: no usable model yet, and a refit on its way.
-            assert!(fresh.user_model(&key).await.unwrap().is_none(), "{:?}", db.backend);
+            assert!(
+                fresh.user_model(&key).await.unwrap().is_none(),
+                "{:?}",
+                db.backend
+            );
             fresh.wait_idle().await;
             let model = fresh.user_model(&key).await.unwrap().expect("refitted");
             let population = fresh.global().population.clone();
@@ -393,7 +407,12 @@ async fn feature_version_change_refits_instead_of_failing() {
         }
         // Learning on top of an old model: accepted, and a refit brings in the other logins.
         store
-            .save_model(&key, FEATURE_VERSION + 1, MODEL_VERSION, b"older still".to_vec())
+            .save_model(
+                &key,
+                FEATURE_VERSION + 1,
+                MODEL_VERSION,
+                b"older still".to_vec(),
+            )
             .await
             .unwrap();
         let fv = login(4, 12, 1.0);
@@ -423,7 +442,9 @@ async fn global_model_is_trained_from_the_store_and_shared() {
         let report = learner.train_global().await.unwrap();
         assert!(report.saved.is_some(), "{:?}: {report}", db.backend);
         assert_eq!((report.users, report.logins), (7, 70));
-        assert!(report.to_string().contains("7 users and 70 verified logins"));
+        assert!(report
+            .to_string()
+            .contains("7 users and 70 verified logins"));
         assert!(learner.global_trained());
         let trained = learner.global();
         assert!(trained.forest.is_some());
@@ -435,8 +456,14 @@ async fn global_model_is_trained_from_the_store_and_shared() {
         assert!(second.global_trained());
         let loaded = second.global();
         // Debug forms: the fusion holds NaN where an input never occurred.
-        assert_eq!(format!("{:?}", loaded.population), format!("{:?}", trained.population));
-        assert_eq!(format!("{:?}", loaded.fusion), format!("{:?}", trained.fusion));
+        assert_eq!(
+            format!("{:?}", loaded.population),
+            format!("{:?}", trained.population)
+        );
+        assert_eq!(
+            format!("{:?}", loaded.fusion),
+            format!("{:?}", trained.fusion)
+        );
         assert!(loaded.forest.is_some());
         // Nothing newer: no reload.
         assert!(!second.load_global().await.unwrap());
@@ -453,7 +480,10 @@ async fn global_model_is_trained_from_the_store_and_shared() {
         third.spawn_background();
         let deadline = Instant::now() + Duration::from_secs(30);
         while !third.global_trained() {
-            assert!(Instant::now() < deadline, "the background job never loaded the model");
+            assert!(
+                Instant::now() < deadline,
+                "the background job never loaded the model"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -474,7 +504,10 @@ async fn too_small_population_leaves_the_global_model_untrained() {
         assert_eq!(report.saved, None, "{:?}", db.backend);
         assert_eq!((report.users, report.min_users), (3, 6));
         let text = report.to_string();
-        assert!(text.contains("too small") && text.contains("per-user detectors decide alone"), "{text}");
+        assert!(
+            text.contains("too small") && text.contains("per-user detectors decide alone"),
+            "{text}"
+        );
         assert!(!learner.global_trained());
         assert!(learner.global().forest.is_none());
         assert!(store
@@ -549,9 +582,16 @@ async fn kill_during_learning_leaves_a_consistent_store() {
                 break;
             }
             if let Some(status) = child.try_wait().unwrap() {
-                panic!("{:?}: the learning child exited early: {status}", db.backend);
+                panic!(
+                    "{:?}: the learning child exited early: {status}",
+                    db.backend
+                );
             }
-            assert!(Instant::now() < deadline, "{:?}: the child learnt too slowly", db.backend);
+            assert!(
+                Instant::now() < deadline,
+                "{:?}: the child learnt too slowly",
+                db.backend
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         child.kill().unwrap(); // SIGKILL
@@ -561,7 +601,11 @@ async fn kill_during_learning_leaves_a_consistent_store() {
         // The store opens, and every model and the global model decode and can be continued.
         let store = db.open().await;
         let learner = learner(&store, &config_for_crash());
-        assert!(learner.load_global().await.unwrap(), "{:?}: global model", db.backend);
+        assert!(
+            learner.load_global().await.unwrap(),
+            "{:?}: global model",
+            db.backend
+        );
         let users = store.list_users(None, 100).await.unwrap();
         assert_eq!(users.len(), CRASH_USERS as usize);
         for (u, user) in users.iter().enumerate() {
@@ -577,13 +621,19 @@ async fn kill_during_learning_leaves_a_consistent_store() {
         let key = store.user_key("crash0").unwrap();
         let before = store.load_model(&key).await.unwrap().unwrap();
         let recorded = store
-            .record_login("crash0", new_login(to_blob(&login(40, 999, 1.0)), Outcome::Verified))
+            .record_login(
+                "crash0",
+                new_login(to_blob(&login(40, 999, 1.0)), Outcome::Verified),
+            )
             .await
             .unwrap();
         assert_eq!(recorded.user, key);
         learner.learn(&key, &login(40, 999, 1.0)).await.unwrap();
         assert_eq!(learner.user_model(&key).await.unwrap().unwrap().logins, 8);
-        assert_ne!(store.load_model(&key).await.unwrap().unwrap().blob, before.blob);
+        assert_ne!(
+            store.load_model(&key).await.unwrap().unwrap().blob,
+            before.blob
+        );
         learner.wait_idle().await;
     }
 }

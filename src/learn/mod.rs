@@ -35,8 +35,8 @@ use crate::model::{GlobalModel, TrainingUser, UserModel, MODEL_VERSION};
 use crate::store::{Store, StoreError, StoredModel, UserKey, MAX_PAGE};
 
 pub use config::LearnConfig;
-pub use window::MAX_WINDOW;
 use window::Window;
+pub use window::MAX_WINDOW;
 
 /// Most users whose logins one global training reads (a sample, in key order, which is
 /// unrelated to who the users are): bounds its memory and time.
@@ -240,7 +240,8 @@ impl Learner {
         refit |= !window.push(features, window_len);
         refit |= window.since_refit >= inner.config.refit_every;
         let model = window.model(&self.global().population);
-        let blob = window::encode(&model, &window).map_err(|e| LearnError::Encode(e.to_string()))?;
+        let blob =
+            window::encode(&model, &window).map_err(|e| LearnError::Encode(e.to_string()))?;
         inner
             .store
             .save_model(key, FEATURE_VERSION, MODEL_VERSION, blob)
@@ -380,8 +381,7 @@ impl Learner {
                     continue;
                 }
                 let blobs = inner.store.verified_features(&user.key, per_user).await?;
-                let logins: Vec<FeatureVector> =
-                    blobs.iter().rev().filter_map(from_blob).collect();
+                let logins: Vec<FeatureVector> = blobs.iter().rev().filter_map(from_blob).collect();
                 if logins.len() >= min_logins {
                     population.push(logins);
                     if population.len() >= MAX_TRAINING_USERS {
@@ -468,14 +468,18 @@ impl Learner {
                 trained = report.saved.is_some(),
                 "{report}"
             ),
-            Err(e) => tracing::warn!(error = %e, "training the global model failed; retrying at the next interval"),
+            Err(e) => {
+                tracing::warn!(error = %e, "training the global model failed; retrying at the next interval")
+            }
         }
     }
 }
 
 impl Inner {
     async fn lock(&self, key: &UserKey) -> tokio::sync::MutexGuard<'_, ()> {
-        self.locks[usize::from(key.0[0]) % LOCK_STRIPES].lock().await
+        self.locks[usize::from(key.0[0]) % LOCK_STRIPES]
+            .lock()
+            .await
     }
 }
 

@@ -175,7 +175,13 @@ impl Window {
             mean,
             mad,
             spread,
-            kept: self.rows.iter().rev().take(MAX_KEPT).map(|r| r.x.clone()).collect(),
+            kept: self
+                .rows
+                .iter()
+                .rev()
+                .take(MAX_KEPT)
+                .map(|r| r.x.clone())
+                .collect(),
             contrast: None,
         }
     }
@@ -272,14 +278,16 @@ mod tests {
         let mut fv = FeatureVector::empty();
         for (f, v) in fv.values.iter_mut().enumerate() {
             // Deterministic, varied, with some features missing now and then.
-            if (i + f) % 7 != 0 {
+            if !(i + f).is_multiple_of(7) {
                 *v = 50.0 + (f as f64) * 3.0 + ((i * 31 + f * 17) % 23) as f64;
             }
         }
         fv.password = PasswordRhythm {
             press_press: (1..pw_len).map(|p| 100.0 + ((i + p) % 9) as f64).collect(),
-            dwell: (0..pw_len).map(|p| 80.0 + ((i * 3 + p) % 5) as f64).collect(),
-            clean: i % 5 != 0,
+            dwell: (0..pw_len)
+                .map(|p| 80.0 + ((i * 3 + p) % 5) as f64)
+                .collect(),
+            clean: !i.is_multiple_of(5),
         };
         fv
     }
