@@ -637,3 +637,91 @@ async fn kill_during_learning_leaves_a_consistent_store() {
         learner.wait_idle().await;
     }
 }
+
+/// `gaitkeeper train -c FILE` as an operator runs it: says why it cannot train yet, then trains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn train_command_reports_what_it_used() {
+    for db in backends().await {
+        let config_file = db.dir.path().join("gk.yaml");
+        std::fs::write(
+            &config_file,
+            format!(
+                "upstream:\n  address: \"127.0.0.1:3000\"\nserver:\n  data_dir: {:?}\nsecrets:\n  key: {{ env: GK_TEST_SECRET }}\nstore:\n  url: {:?}\nlearning:\n  global_min_users: 4\n  global_min_logins_per_user: 6\n",
+                db.dir.path().display().to_string(),
+                db.url()
+            ),
+        )
+        .unwrap();
+        let train = || {
+            let output = std::process::Command::new(env!("CARGO_BIN_EXE_gaitkeeper"))
+                .args(["train", "-c"])
+                .arg(&config_file)
+                .env("GK_TEST_SECRET", std::str::from_utf8(SECRET).unwrap())
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+            assert!(output.status.success(), "{:?}: {stderr}", db.backend);
+            String::from_utf8_lossy(&output.stdout).into_owned()
+        };
+        let said = train();
+        assert!(
+            said.contains("too small") && said.contains("0 users") && said.contains("4 are needed"),
+            "{said}"
+        );
+
+        let store = db.open().await;
+        let learner = learner(&store, &config(50, 1000));
+        population(&learner, 5, 6).await;
+        store.close().await;
+        let said = train();
+        assert!(
+            said.starts_with("trained global model #")
+                && said.contains("on 5 users and 30 verified logins in"),
+            "{said}"
+        );
+        let store = db.open().await;
+        let saved = store
+            .load_global_model(FEATURE_VERSION, MODEL_VERSION, None)
+            .await
+            .unwrap()
+            .expect("saved");
+        assert_eq!((saved.users, saved.logins), (5, 30));
+        assert!(gaitkeeper::learn::decode_global(&saved.blob).is_some());
+    }
+}
+
+#[test]
+fn learning_settings_out_of_range_are_reported_with_their_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key");
+    std::fs::write(&key, SECRET).unwrap();
+    let base = format!(
+        "upstream:\n  address: \"127.0.0.1:3000\"\nsecrets:\n  key: {{ file: {:?} }}\n",
+        key.display().to_string()
+    );
+    let base = base.as_str();
+    let err =
+        gaitkeeper::config::Config::parse(&format!("{base}learning:\n  window: 1\n"), "gk.yaml")
+            .unwrap_err()
+            .to_string();
+    assert_eq!(
+        err,
+        "gk.yaml:6:3: key `learning.window`: expected 2 to 1000 logins, found 1"
+    );
+    let err = gaitkeeper::config::Config::parse(
+        &format!("{base}learning:\n  global_retrain: 1s\n"),
+        "gk.yaml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("learning.global_retrain") && err.contains("at least 10s"),
+        "{err}"
+    );
+    let defaults = gaitkeeper::config::Config::parse(base, "gk.yaml").unwrap();
+    assert_eq!(defaults.learning, LearnConfig::default());
+    assert_eq!(
+        (defaults.learning.window, defaults.learning.refit_every),
+        (50, 10)
+    );
+}
