@@ -10,8 +10,8 @@
 //! reading the app's answer) → `challenge` (step-up MFA: TOTP, external provider assertions,
 //! the challenge page) → `store` (per-user profiles on disk) and `cache` (fitted models in
 //! memory), kept up to date by `learn` (verified logins → model updates and refits, the global
-//! model) → `admin` (health, metrics, the
-//! `users` commands). `server` wires them into a process; `eval` runs the scoring stages on
+//! model) → `admin` (health, metrics, the `users` commands). `server` wires them into a
+//! process; `eval` runs the scoring stages on
 //! public data.
 
 pub mod admin;

@@ -56,7 +56,13 @@ impl LearnConfig {
                 Err((key, format!("expected {lo} to {hi} {what}, found {value}")))
             }
         };
-        range("learning.window", self.window, 2, 1000, "logins")?;
+        range(
+            "learning.window",
+            self.window,
+            2,
+            super::MAX_WINDOW as u32,
+            "logins",
+        )?;
         range("learning.refit_every", self.refit_every, 1, 1000, "logins")?;
         range(
             "learning.global_min_users",

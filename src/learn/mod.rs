@@ -5,7 +5,8 @@
 //! statistics, see `window`), the cheap update after each verified login, the full refit from
 //! the store every `learning.refit_every` logins or when a stored model is of another feature
 //! or model version (in the background, never on the caller's path), the model cache in front
-//! of the store, and training, saving and loading the versioned global model.
+//! of the store, training, saving and loading the versioned global model, and pruning old
+//! login features on the same schedule.
 //!
 //! Never learns from a login it is not handed after verification: the caller settles a login
 //! `Verified` in the store first, and refits read only verified logins
@@ -65,7 +66,7 @@ pub enum LearnError {
 }
 
 /// What the cache holds for a user.
-pub enum CachedUser {
+enum CachedUser {
     /// A model to score with.
     Ready(Arc<UserModel>),
     /// A stored model this gaitkeeper cannot use (another feature or model version, or damaged
@@ -434,8 +435,9 @@ impl Learner {
     }
 
     /// Starts the background work (call inside a tokio runtime): at once and then every
-    /// `learning.global_retrain`, pick up a newer global model saved by any instance, and
-    /// retrain when the newest is older than that interval. User refits are spawned as they
+    /// `learning.global_retrain`, prune login features older than `store.retention`, pick up
+    /// a newer global model saved by any instance, and retrain when the newest is older than
+    /// that interval. User refits are spawned as they
     /// are needed. The task ends when the last clone of this learner is dropped.
     pub fn spawn_background(&self) {
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
@@ -446,12 +448,19 @@ impl Learner {
             loop {
                 tick.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
-                Learner { inner }.scheduled_global(period).await;
+                Learner { inner }.scheduled(period).await;
             }
         });
     }
 
-    async fn scheduled_global(&self, period: Duration) {
+    async fn scheduled(&self, period: Duration) {
+        // Retention is enforced here too: raw features older than `store.retention` go.
+        match self.inner.store.prune(SystemTime::now()).await {
+            Ok(pruned) => tracing::debug!(pruned, "pruned old login features"),
+            Err(e) => {
+                tracing::warn!(error = %e, "pruning old login features failed; retrying at the next interval")
+            }
+        }
         if let Err(e) = self.load_global().await {
             tracing::warn!(error = %e, "loading the global model failed; retrying at the next interval");
         }
