@@ -11,8 +11,7 @@
 //! the challenge page) → `store` (per-user profiles on disk) and `cache` (fitted models in
 //! memory), kept up to date by `learn` (verified logins → model updates and refits, the global
 //! model) → `admin` (health, metrics, the `users` commands). `server` wires them into a
-//! process; `eval` runs the scoring stages on
-//! public data.
+//! process; `eval` runs the scoring stages on public data.
 
 pub mod admin;
 pub mod cache;

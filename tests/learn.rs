@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Once;
 use std::time::{Duration, Instant, SystemTime};
 
-use gaitkeeper::admin::CacheMetrics;
+use gaitkeeper::admin::Metrics;
 use gaitkeeper::config::{HumanDuration, Secret, StoreConfig};
 use gaitkeeper::features::{
     to_blob, FeatureVector, PasswordRhythm, Scale, F, FEATURE_VERSION, SCALES,
@@ -147,7 +147,15 @@ fn config(window: u32, refit_every: u32) -> LearnConfig {
 }
 
 fn learner(store: &Store, config: &LearnConfig) -> Learner {
-    Learner::new(store.clone(), config, &store_config(), CacheMetrics::new())
+    Learner::new(store.clone(), config, &store_config(), &Metrics::new())
+}
+
+/// One sample of the rendered metrics, e.g. `gaitkeeper_global_model_trained`.
+fn metric(metrics: &Metrics, sample: &str) -> f64 {
+    let text = String::from_utf8(metrics.render()).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {sample} in\n{text}"))
 }
 
 /// A deterministic login of user `user`, number `i`; `scale` stretches every duration (a new
@@ -436,10 +444,24 @@ async fn population(learner: &Learner, users: u64, logins: u64) {
 async fn global_model_is_trained_from_the_store_and_shared() {
     for db in backends().await {
         let store = db.open().await;
-        let learner = learner(&store, &config(50, 1000));
+        let metrics = Metrics::new();
+        let learner = Learner::new(store.clone(), &config(50, 1000), &store_config(), &metrics);
         population(&learner, 7, 10).await;
         assert!(!learner.global_trained());
+        assert_eq!(metric(&metrics, "gaitkeeper_global_model_trained"), 0.0);
         let report = learner.train_global().await.unwrap();
+        assert_eq!(metric(&metrics, "gaitkeeper_global_model_trained"), 1.0);
+        assert_eq!(
+            metric(
+                &metrics,
+                "gaitkeeper_global_model_trainings_total{result=\"trained\"}"
+            ),
+            1.0
+        );
+        assert_eq!(
+            metric(&metrics, "gaitkeeper_learn_logins_total{result=\"ok\"}"),
+            70.0
+        );
         assert!(report.saved.is_some(), "{:?}: {report}", db.backend);
         assert_eq!((report.users, report.logins), (7, 70));
         assert!(report
@@ -493,7 +515,8 @@ async fn global_model_is_trained_from_the_store_and_shared() {
 async fn too_small_population_leaves_the_global_model_untrained() {
     for db in backends().await {
         let store = db.open().await;
-        let learner = learner(&store, &config(50, 1000));
+        let metrics = Metrics::new();
+        let learner = Learner::new(store.clone(), &config(50, 1000), &store_config(), &metrics);
         // Three users with enough logins and two with too few: 3 of the 6 needed.
         population(&learner, 3, 10).await;
         for i in 0..5 {
@@ -510,6 +533,14 @@ async fn too_small_population_leaves_the_global_model_untrained() {
         );
         assert!(!learner.global_trained());
         assert!(learner.global().forest.is_none());
+        assert_eq!(metric(&metrics, "gaitkeeper_global_model_trained"), 0.0);
+        assert_eq!(
+            metric(
+                &metrics,
+                "gaitkeeper_global_model_trainings_total{result=\"too_small\"}"
+            ),
+            1.0
+        );
         assert!(store
             .load_global_model(FEATURE_VERSION, MODEL_VERSION, None)
             .await

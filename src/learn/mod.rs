@@ -28,7 +28,9 @@ use anyhow::Context;
 use arc_swap::ArcSwap;
 use tokio::sync::{Notify, Semaphore};
 
-use crate::admin::CacheMetrics;
+use prometheus::IntCounter;
+
+use crate::admin::{LearnMetrics, Metrics};
 use crate::cache::{CachedModel, LoadError, ModelCache};
 use crate::config::{Config, StoreConfig};
 use crate::features::{from_blob, FeatureVector, FEATURE_VERSION};
@@ -120,6 +122,10 @@ struct Inner {
     idle: Notify,
     /// One global training at a time per instance.
     training: tokio::sync::Mutex<()>,
+    metrics: LearnMetrics,
+    // Resolved once: `learn` runs for every verified login.
+    learnt: IntCounter,
+    learn_errors: IntCounter,
 }
 
 /// What a global training did.
@@ -155,19 +161,21 @@ impl fmt::Display for TrainReport {
 }
 
 impl Learner {
-    /// A learner over `store`, with an empty model cache sized by `store_config` and reporting
-    /// into `metrics` (usually `Metrics::model_cache`). The global model starts untrained:
+    /// A learner over `store`, with an empty model cache sized by `store_config`, reporting
+    /// into `metrics.model_cache` and `metrics.learning`. The global model starts untrained:
     /// [`Learner::spawn_background`] (or [`Learner::load_global`]) loads the stored one.
     pub fn new(
         store: Store,
         config: &LearnConfig,
         store_config: &StoreConfig,
-        metrics: CacheMetrics,
+        metrics: &Metrics,
     ) -> Learner {
+        let learning = metrics.learning.clone();
+        learning.global_trained.set(0);
         Learner {
             inner: Arc::new(Inner {
                 store,
-                cache: ModelCache::new(store_config, metrics),
+                cache: ModelCache::new(store_config, metrics.model_cache.clone()),
                 config: config.clone(),
                 global: ArcSwap::from_pointee(GlobalModel::untrained()),
                 global_meta: Mutex::new(None),
@@ -180,6 +188,9 @@ impl Learner {
                 in_flight: AtomicUsize::new(0),
                 idle: Notify::new(),
                 training: tokio::sync::Mutex::new(()),
+                learnt: learning.logins.with_label_values(&["ok"]),
+                learn_errors: learning.logins.with_label_values(&["error"]),
+                metrics: learning,
             }),
         }
     }
@@ -221,6 +232,15 @@ impl Learner {
     /// `learning.refit_every` logins, or when the stored state is of another version or the
     /// user's usual password length changed, a full refit is scheduled in the background.
     pub async fn learn(&self, key: &UserKey, features: &FeatureVector) -> Result<(), LearnError> {
+        let result = self.learn_one(key, features).await;
+        match &result {
+            Ok(()) => self.inner.learnt.inc(),
+            Err(_) => self.inner.learn_errors.inc(),
+        }
+        result
+    }
+
+    async fn learn_one(&self, key: &UserKey, features: &FeatureVector) -> Result<(), LearnError> {
         if features.version != FEATURE_VERSION {
             return Err(LearnError::FeatureVersion {
                 found: features.version,
@@ -261,6 +281,17 @@ impl Learner {
     /// Refits the user's model from their last `learning.window` verified logins in the store,
     /// now. Returns whether a model was saved (false: no usable verified login).
     pub async fn refit(&self, key: &UserKey) -> Result<bool, LearnError> {
+        let result = self.refit_one(key).await;
+        let label = match result {
+            Ok(true) => "ok",
+            Ok(false) => "empty",
+            Err(_) => "error",
+        };
+        self.inner.metrics.refits.with_label_values(&[label]).inc();
+        result
+    }
+
+    async fn refit_one(&self, key: &UserKey) -> Result<bool, LearnError> {
         let inner = &self.inner;
         let _user = inner.lock(key).await;
         let window_len = inner.config.window as usize;
@@ -361,11 +392,27 @@ impl Learner {
         self.inner.global.store(Arc::new(model));
         *lock(&self.inner.global_meta) = Some((id, created_at));
         self.inner.global_trained.store(true, Ordering::Release);
+        self.inner.metrics.global_trained.set(1);
     }
 
     /// Trains the global model from the store's verified logins, saves it for every instance
     /// and uses it; or reports that the population is still too small (then nothing changes).
     pub async fn train_global(&self) -> Result<TrainReport, LearnError> {
+        let result = self.train_global_now().await;
+        let label = match &result {
+            Ok(report) if report.saved.is_some() => "trained",
+            Ok(_) => "too_small",
+            Err(_) => "error",
+        };
+        self.inner
+            .metrics
+            .trainings
+            .with_label_values(&[label])
+            .inc();
+        result
+    }
+
+    async fn train_global_now(&self) -> Result<TrainReport, LearnError> {
         let inner = &self.inner;
         let _one = inner.training.lock().await;
         let started = Instant::now();
@@ -553,7 +600,7 @@ pub fn run_train(config: &Config, out: &mut dyn Write) -> anyhow::Result<()> {
             store.clone(),
             &config.learning,
             &config.store,
-            CacheMetrics::new(),
+            &Metrics::new(),
         );
         let result = learner.train_global().await;
         store.close().await;
