@@ -160,5 +160,8 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.store != new.store {
         changed.push("store");
     }
+    if old.learning != new.learning {
+        changed.push("learning");
+    }
     changed
 }
