@@ -307,6 +307,36 @@ async fn window_follows_the_last_w_logins() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_a_refit_already_took_in_is_not_counted_twice() {
+    for db in backends().await {
+        let store = db.open().await;
+        let learner = learner(&store, &config(50, 1000));
+        let mut logins: Vec<FeatureVector> = (0..8).map(|i| login(5, i, 1.0)).collect();
+        let mut key = None;
+        for fv in &logins {
+            key = Some(verified(&learner, "erin", fv).await);
+        }
+        let key = key.unwrap();
+        // The proxy records the next login; a background refit runs before `learn` is called.
+        let next = login(5, 8, 1.0);
+        store
+            .record_login("erin", new_login(to_blob(&next), Outcome::Verified))
+            .await
+            .unwrap();
+        assert!(learner.refit(&key).await.unwrap());
+        learner.learn(&key, &next).await.unwrap();
+        logins.push(next);
+        let model = learner.user_model(&key).await.unwrap().unwrap();
+        let population = learner.global().population.clone();
+        assert_same_model(
+            &model,
+            &UserModel::fit(&logins, &population),
+            &format!("{:?} learn after refit", db.backend),
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unverified_logins_are_never_learnt() {
     for db in backends().await {
         let store = db.open().await;

@@ -253,6 +253,8 @@ impl Learner {
         let stored = inner.store.load_model(key).await?;
         let had_model = stored.is_some();
         let (mut window, mut refit) = match stored.as_ref().and_then(window::decode_window) {
+            // A refit between the caller recording this login and now has learnt it already.
+            Some(w) if w.contains(features) => return Ok(()),
             Some(w) => (w, false),
             // New user, or a state this version cannot continue: start from this login, and
             // let a refit bring in the user's other verified logins.

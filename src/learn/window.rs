@@ -78,6 +78,17 @@ impl Window {
         })
     }
 
+    /// Whether a login with exactly these features (bit for bit, in this layout) is already in
+    /// the window: then a refit that ran between the caller recording the login and learning
+    /// from it took it in already, and it must not count twice.
+    pub fn contains(&self, fv: &FeatureVector) -> bool {
+        let x = input::of(fv, &self.layout);
+        let bits = |v: f64| (v as f32).to_bits();
+        self.rows.iter().rev().any(|r| {
+            r.clean_len == clean_len(fv) && r.x.iter().zip(&x).all(|(a, &b)| a.to_bits() == bits(b))
+        })
+    }
+
     /// Adds a login, dropping the oldest beyond `window`. Returns false when the logins now in
     /// the window call for another layout (the user's usual password length changed): only a
     /// refit can rebuild the rows then.
@@ -344,6 +355,17 @@ mod tests {
         assert!(close(&inc.mean, &full.mean));
         assert!(close(&inc.spread, &full.spread));
         assert!(close(&inc.mad, &full.mad));
+    }
+
+    #[test]
+    fn a_login_already_in_the_window_is_recognised() {
+        let logins: Vec<FeatureVector> = (0..6).map(|i| login(i, 8)).collect();
+        let w = Window::fit(&logins, 50);
+        assert!(logins.iter().all(|fv| w.contains(fv)));
+        assert!(!w.contains(&login(6, 8)));
+        let mut missing = FeatureVector::empty();
+        missing.values[0] = 1.0;
+        assert!(!w.contains(&missing));
     }
 
     #[test]
