@@ -26,9 +26,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
-use tokio::sync::{Notify, Semaphore};
-
 use prometheus::IntCounter;
+use tokio::sync::{Notify, Semaphore};
 
 use crate::admin::{LearnMetrics, Metrics};
 use crate::cache::{CachedModel, LoadError, ModelCache};
