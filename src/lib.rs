@@ -10,9 +10,9 @@
 //! reading the app's answer) → `challenge` (step-up MFA: TOTP, external provider assertions,
 //! the challenge page) → `audit` (the trail of every login decision, the `audit` commands) and
 //! `alert` (signed webhooks to the security team) → `store` (per-user profiles on disk) and
-//! `cache` (fitted models in memory) → `admin` (health, metrics, the `users` commands).
-//! `server` wires them into a process; `eval` runs the scoring stages on
-//! public data.
+//! `cache` (fitted models in memory), kept up to date by `learn` (verified logins → model
+//! updates and refits, the global model) → `admin` (health, metrics, the `users` commands).
+//! `server` wires them into a process; `eval` runs the scoring stages on public data.
 
 pub mod admin;
 pub mod alert;
@@ -25,6 +25,7 @@ pub mod demo;
 pub mod eval;
 pub mod features;
 pub mod inject;
+pub mod learn;
 pub mod logging;
 pub mod login;
 pub mod model;

@@ -55,6 +55,13 @@ enum Command {
         #[command(subcommand)]
         command: gaitkeeper::audit::cli::AuditCommand,
     },
+    /// Train the global model now from the store's verified logins (instances pick it up at
+    /// their next `learning.global_retrain` tick); says why when the population is too small.
+    Train {
+        /// The YAML config file (for `store:`, `learning:`, `server.data_dir`, `secrets.key`).
+        #[arg(short, long, default_value = "config/gaitkeeper.yaml")]
+        config: PathBuf,
+    },
     /// Run the demo: the bundled legacy app with gaitkeeper in front of it.
     Demo {
         /// Directory for the demo's data (config, secret, store).
@@ -150,6 +157,13 @@ fn main() -> ExitCode {
             .and_then(|loaded| {
                 gaitkeeper::audit::cli::run(&loaded, command, &mut std::io::stdout().lock())
             }),
+        Command::Train { config } => {
+            Config::load(&config)
+                .map_err(anyhow::Error::from)
+                .and_then(|loaded| {
+                    gaitkeeper::learn::run_train(&loaded, &mut std::io::stdout().lock())
+                })
+        }
         Command::ConfigSchema => {
             println!("{}", Config::json_schema());
             Ok(())

@@ -18,6 +18,7 @@ use crate::challenge::{AssertionVerifier, TotpVerifier};
 use crate::config::{Config, ConfigWatcher};
 use crate::decision::{HeldLogins, Regulator};
 use crate::inject::PageTokens;
+use crate::learn::Learner;
 use crate::login::TelemetryInbox;
 use crate::proxy::{GaitkeeperProxy, LoginServices};
 use crate::store::Store;
@@ -113,13 +114,24 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
     )
     .map_err(StartError::Audit)?;
     let alerter = match &config.alerts {
-        Some(alerts) => Alerter::new(alerts, auditor.clone(), metrics.clone())
-            .map_err(StartError::Alerts)?,
+        Some(alerts) => {
+            Alerter::new(alerts, auditor.clone(), metrics.clone()).map_err(StartError::Alerts)?
+        }
         None => Alerter::off(),
     };
     let (dropped_tx, dropped_rx) = tokio::sync::mpsc::unbounded_channel();
+    let learner = Learner::new(store.clone(), &config.learning, &config.store, &metrics);
+    // Load the newest global model now and keep retraining on schedule, on `bg`.
+    if let Err(e) = background.block_on(learner.load_global()) {
+        tracing::warn!(error = %e, "cannot load the global model; the per-user detectors decide alone until it loads");
+    }
+    {
+        let _inside = background.enter();
+        learner.spawn_background();
+    }
     let services = Arc::new(LoginServices {
         store,
+        learner,
         auditor: auditor.clone(),
         alerter,
         bg: background.handle().clone(),

@@ -55,6 +55,8 @@ pub struct Metrics {
     /// (the same event for the same user within `alerts.webhook.throttle`), `dropped` (the
     /// alert queue was full).
     pub alert_deliveries: IntCounterVec,
+    /// Continuous learning and the global model.
+    pub learning: LearnMetrics,
     /// One resolved counter per status code, so the hot path neither hashes labels nor
     /// allocates. Index 0 stands for "no response was written".
     by_status: Box<[OnceLock<IntCounter>]>,
@@ -198,6 +200,17 @@ impl Metrics {
             &["result"],
         )
         .expect("valid metric");
+        let learning = LearnMetrics::new();
+        for collector in [
+            Box::new(learning.logins.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(learning.refits.clone()),
+            Box::new(learning.trainings.clone()),
+            Box::new(learning.global_trained.clone()),
+        ] {
+            registry
+                .register(collector)
+                .expect("each family is registered once");
+        }
         for collector in [
             Box::new(decisions.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(held_logins.clone()),
@@ -250,6 +263,7 @@ impl Metrics {
             audit_records,
             audit_spool_bytes,
             alert_deliveries,
+            learning,
             by_status: (0..600).map(|_| OnceLock::new()).collect(),
         }
     }
@@ -339,6 +353,54 @@ impl CacheMetrics {
 }
 
 impl Default for CacheMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The learning stage's families (see `crate::learn`). Cloning shares the counters.
+#[derive(Clone)]
+pub struct LearnMetrics {
+    /// Verified logins learnt from, by `result`: `ok` or `error`.
+    pub logins: IntCounterVec,
+    /// Full refits of a user's model, by `result`: `ok`, `empty` (no usable verified login)
+    /// or `error`.
+    pub refits: IntCounterVec,
+    /// Global model trainings, by `result`: `trained`, `too_small` or `error`.
+    pub trainings: IntCounterVec,
+    /// 1 while a trained global model is in use; 0 while the per-user detectors decide alone.
+    pub global_trained: IntGauge,
+}
+
+impl LearnMetrics {
+    /// Families not yet in any registry (each `Metrics` registers its own).
+    pub fn new() -> Self {
+        let counter = |name: &str, help: &str| {
+            IntCounterVec::new(Opts::new(name, help), &["result"]).expect("valid metric")
+        };
+        LearnMetrics {
+            logins: counter(
+                "learn_logins_total",
+                "Verified logins learnt from, by result (ok, error)",
+            ),
+            refits: counter(
+                "learn_refits_total",
+                "Full refits of user models by result (ok, empty, error)",
+            ),
+            trainings: counter(
+                "global_model_trainings_total",
+                "Global model trainings by result (trained, too_small, error)",
+            ),
+            global_trained: IntGauge::new(
+                "global_model_trained",
+                "1 while a trained global model is in use, 0 while per-user detectors decide alone",
+            )
+            .expect("valid metric"),
+        }
+    }
+}
+
+impl Default for LearnMetrics {
     fn default() -> Self {
         Self::new()
     }

@@ -16,7 +16,7 @@ use http::{Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
-pub use metrics::{CacheMetrics, Metrics};
+pub use metrics::{CacheMetrics, LearnMetrics, Metrics};
 
 use crate::config::SharedConfig;
 use crate::login::TelemetryInbox;

@@ -64,6 +64,9 @@ pub struct Config {
     /// Security alerts to a webhook (blocks, failed challenges, replays). Absent: none sent.
     #[serde(default)]
     pub alerts: Option<crate::alert::AlertConfig>,
+    /// Continuous learning: per-user model windows and refits, and the global model.
+    #[serde(default)]
+    pub learning: crate::learn::LearnConfig,
 }
 
 /// The profile store and the in-memory model cache in front of it (restart to change).
@@ -684,6 +687,9 @@ impl Config {
                 .validate()
                 .map_err(|(key, message)| invalid(&format!("alerts.webhook.{key}"), message))?;
         }
+        self.learning
+            .validate()
+            .map_err(|(key, message)| invalid(key, message))?;
         if let Some(level) = &self.logging.level {
             if tracing_subscriber::EnvFilter::try_new(level).is_err() {
                 return Err(invalid(

@@ -166,5 +166,8 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.alerts != new.alerts {
         changed.push("alerts");
     }
+    if old.learning != new.learning {
+        changed.push("learning");
+    }
     changed
 }

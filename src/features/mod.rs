@@ -7,9 +7,13 @@
 //! panics, linear time in the number of events. A feature that cannot be computed for a login
 //! (no mouse, no keys) is `NaN`, never a made-up zero.
 
+mod blob;
+
 use std::collections::HashMap;
 
 use crate::telemetry::{FocusMethod, KeyClass, KeyDir, MouseMove, Telemetry, KEY_REPEAT};
+
+pub use blob::{from_blob, to_blob};
 
 /// Bumped whenever a feature's meaning or order changes; models fitted on another version are
 /// refitted, never mixed.

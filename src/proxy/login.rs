@@ -53,7 +53,6 @@ pub(super) fn client_ip(session: &Session) -> String {
         .unwrap_or_default()
 }
 
-
 /// 128 random bits, URL-safe.
 pub(super) fn random_token() -> String {
     use base64::Engine;
@@ -361,7 +360,7 @@ impl GaitkeeperProxy {
         match assessed {
             Ok(a) if a.risk.is_finite() => Scored {
                 finding: Finding::Scored { risk: a.risk },
-                reasons: serde_json::to_value(&a.reasons).unwrap_or_default(),
+                reasons: self.reasons_of(&a.reasons),
                 risk: Some(a.risk),
                 features: Some(fv),
             },
@@ -372,6 +371,17 @@ impl GaitkeeperProxy {
                 reasons: serde_json::json!([{"code": "scoring_failed"}]),
             },
         }
+    }
+
+    /// The model's reasons for audit, saying so when no global model is trained yet.
+    fn reasons_of(&self, reasons: &[model::Reason]) -> serde_json::Value {
+        let mut list = serde_json::to_value(reasons).unwrap_or_default();
+        if !self.services.global_trained() {
+            if let serde_json::Value::Array(items) = &mut list {
+                items.push(serde_json::json!({"code": "per_user_detectors_only"}));
+            }
+        }
+        list
     }
 
     async fn has_factor(&self, user: &UserKey) -> bool {

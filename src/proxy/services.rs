@@ -13,6 +13,7 @@ use crate::audit::{self, AuditRecord, Auditor};
 use crate::challenge::{AssertionError, AssertionVerifier, ExternalMfaConfig, TotpVerifier};
 use crate::decision::{HeldLogin, HeldLogins, Regulator};
 use crate::features::FeatureVector;
+use crate::learn::Learner;
 use crate::model::UserModel;
 use crate::policy::Action;
 use crate::store::{Decision, NewLogin, Outcome, Store, UserKey};
@@ -40,6 +41,7 @@ pub struct Settled {
 
 pub struct LoginServices {
     pub store: Store,
+    pub learner: Learner,
     pub auditor: Auditor,
     pub alerter: Alerter,
     pub bg: tokio::runtime::Handle,
@@ -57,13 +59,26 @@ pub struct LoginServices {
 }
 
 impl LoginServices {
-    /// The model to score `user` with; `Ok(None)` while they have none.
-    pub async fn user_model(&self, _user: &UserKey) -> Result<Option<Arc<UserModel>>, String> {
-        Ok(None)
+    /// The model to score `user` with; `Ok(None)` while they have none. Runs on the
+    /// background runtime: a cold user's model is read from the store there, once however
+    /// many logins ask at the same time.
+    pub async fn user_model(&self, user: &UserKey) -> Result<Option<Arc<UserModel>>, String> {
+        let learner = self.learner.clone();
+        let user = *user;
+        self.bg
+            .spawn(async move { learner.user_model(&user).await })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
     }
 
     pub fn global(&self) -> Arc<crate::model::GlobalModel> {
-        Arc::new(crate::model::GlobalModel::untrained())
+        self.learner.global()
+    }
+
+    /// Whether a trained global model is in use (else the per-user detectors decide alone).
+    pub fn global_trained(&self) -> bool {
+        self.learner.global_trained()
     }
 
     pub fn csrf_key(&self) -> Vec<u8> {
@@ -194,7 +209,8 @@ impl LoginServices {
 
     /// Audits a decision whose outcome comes later (a challenge issued).
     pub fn audit_decision(&self, s: &Settled) {
-        self.auditor.record(Self::record_of(s, audit::kind::LOGIN_DECISION));
+        self.auditor
+            .record(Self::record_of(s, audit::kind::LOGIN_DECISION));
     }
 
     /// Alerts the security team to a replayed page token (whatever the policy did with it).
@@ -233,16 +249,15 @@ impl LoginServices {
         self.auditor.record(record);
 
         let store = self.store.clone();
+        let learner = self.learner.clone();
         self.bg.spawn(async move {
             let verified = s.outcome == "verified";
-            let features = s
-                .features
-                .as_ref()
-                .map(crate::features::to_blob)
-                .unwrap_or(crate::store::FeatureBlob {
+            let features = s.features.as_ref().map(crate::features::to_blob).unwrap_or(
+                crate::store::FeatureBlob {
                     version: crate::features::FEATURE_VERSION,
                     bytes: Vec::new(),
-                });
+                },
+            );
             let new = NewLogin {
                 at: std::time::SystemTime::now(),
                 features,
@@ -259,8 +274,19 @@ impl LoginServices {
                     Outcome::Failed
                 },
             };
-            if let Err(e) = store.record_login(&s.login, new).await {
-                tracing::warn!(error = %e, request_id = %s.request_id, "cannot record the login");
+            match store.record_login(&s.login, new).await {
+                Ok(recorded) => {
+                    // Only verified logins teach the profile; the store holds this one as
+                    // verified now, which is what learning requires.
+                    if let (true, Some(features)) = (verified, &s.features) {
+                        if let Err(e) = learner.learn(&recorded.user, features).await {
+                            tracing::warn!(error = %e, request_id = %s.request_id, "cannot learn from the login");
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, request_id = %s.request_id, "cannot record the login")
+                }
             }
         });
     }

@@ -39,6 +39,11 @@ pub const MAX_FEATURE_BYTES: usize = 64 * 1024;
 pub const MAX_REASONS_BYTES: usize = 16 * 1024;
 /// Largest fitted model of one user.
 pub const MAX_MODEL_BYTES: usize = 16 * 1024 * 1024;
+/// Largest global model (population prior, forest and fusion).
+pub const MAX_GLOBAL_MODEL_BYTES: usize = 64 * 1024 * 1024;
+/// Global models kept per store: the newest few, so an instance still running an older
+/// gaitkeeper finds one of its own versions for a while after an upgrade.
+pub const GLOBAL_MODELS_KEPT: i64 = 4;
 /// Largest detail document of one audit event (JSON).
 pub const MAX_AUDIT_DETAIL_BYTES: usize = 4 * 1024;
 /// Login sessions kept per user, newest first, whatever their age.
@@ -75,6 +80,21 @@ pub struct StoredModel {
     pub model_version: u32,
     pub blob: Vec<u8>,
     pub updated_at: SystemTime,
+}
+
+/// A global model as stored: opaque bytes with the versions it was trained for and what it
+/// was trained on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredGlobalModel {
+    /// Increases with every save: a larger id is a newer model.
+    pub id: i64,
+    pub feature_version: u32,
+    pub model_version: u32,
+    pub blob: Vec<u8>,
+    /// Users and verified logins it was trained on.
+    pub users: u64,
+    pub logins: u64,
+    pub created_at: SystemTime,
 }
 
 /// What the policy decided for a login.
@@ -590,6 +610,77 @@ impl Store {
                     .map_err(db("load model"))? as u32,
                 blob: r.try_get("model").map_err(db("load model"))?,
                 updated_at: time(r.try_get("updated_at").map_err(db("load model"))?),
+            })
+        })
+        .transpose()
+    }
+
+    /// Saves a newly trained global model and trims the oldest beyond [`GLOBAL_MODELS_KEPT`];
+    /// returns its id.
+    pub async fn save_global_model(
+        &self,
+        feature_version: u32,
+        model_version: u32,
+        blob: Vec<u8>,
+        users: u64,
+        logins: u64,
+    ) -> Result<i64, StoreError> {
+        check_size("the global model", blob.len(), MAX_GLOBAL_MODEL_BYTES)?;
+        let mut tx = self.pool.begin().await.map_err(db("save global model"))?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO global_models (feature_version, model_version, model, users, logins, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(i64::from(feature_version))
+        .bind(i64::from(model_version))
+        .bind(blob)
+        .bind(i64::try_from(users).unwrap_or(i64::MAX))
+        .bind(i64::try_from(logins).unwrap_or(i64::MAX))
+        .bind(millis(now()))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db("save global model"))?;
+        sqlx::query(
+            "DELETE FROM global_models WHERE id <= \
+             (SELECT id FROM global_models ORDER BY id DESC LIMIT 1 OFFSET $1)",
+        )
+        .bind(GLOBAL_MODELS_KEPT)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("trim global models"))?;
+        tx.commit().await.map_err(db("save global model"))?;
+        Ok(id)
+    }
+
+    /// The newest global model trained for these versions, if any. `newer_than` skips the
+    /// read when the newest is the one the caller already has.
+    pub async fn load_global_model(
+        &self,
+        feature_version: u32,
+        model_version: u32,
+        newer_than: Option<i64>,
+    ) -> Result<Option<StoredGlobalModel>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, feature_version, model_version, model, users, logins, created_at FROM global_models \
+             WHERE feature_version = $1 AND model_version = $2 AND id > $3 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(i64::from(feature_version))
+        .bind(i64::from(model_version))
+        .bind(newer_than.unwrap_or(i64::MIN))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("load global model"))?;
+        row.map(|r| {
+            let err = db("load global model");
+            let int = |name: &str| r.try_get::<i64, _>(name);
+            Ok(StoredGlobalModel {
+                id: int("id").map_err(db("load global model"))?,
+                feature_version: int("feature_version").map_err(db("load global model"))? as u32,
+                model_version: int("model_version").map_err(db("load global model"))? as u32,
+                blob: r.try_get("model").map_err(db("load global model"))?,
+                users: int("users").map_err(db("load global model"))?.max(0) as u64,
+                logins: int("logins").map_err(db("load global model"))?.max(0) as u64,
+                created_at: time(int("created_at").map_err(err)?),
             })
         })
         .transpose()

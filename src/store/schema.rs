@@ -45,6 +45,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0001_profiles.sql"),
     ),
     (
+        2,
+        "global model",
+        include_str!("../../migrations/sqlite/0002_global_model.sql"),
+    ),
+    (
         3,
         "audit",
         include_str!("../../migrations/sqlite/0003_audit.sql"),
@@ -55,6 +60,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         1,
         "profiles",
         include_str!("../../migrations/postgres/0001_profiles.sql"),
+    ),
+    (
+        2,
+        "global model",
+        include_str!("../../migrations/postgres/0002_global_model.sql"),
     ),
     (
         3,
