@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::behaviour::{payload, Rhythm, STEADY, STRANGER};
 use common::legacy::{enroll_totp, login_page, set_cookie, submit, LegacyApp, LEGACY_ROUTES};
+use common::receiver::Receiver;
 use common::{client, eventually, Gaitkeeper};
 
 const ALICE: (&str, &str) = ("alice", "wonderland-42");
@@ -185,9 +186,68 @@ async fn a_challenged_login_is_replayed_after_the_right_totp_code() {
     );
 }
 
+/// `gaitkeeper audit show INCIDENT` on the running proxy's store: (success, stdout).
+fn audit_show(gk: &Gaitkeeper, incident: &str) -> (bool, String) {
+    let out = std::process::Command::new(common::binary())
+        .args(["audit", "--config"])
+        .arg(&gk.config_path)
+        .args(["show", incident])
+        .env("GK_TEST_SECRET", common::SECRET)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// An `alerts:` block for a webhook receiver on `port`, with its secret in `dir`.
+fn alerts_to(port: u16, dir: &std::path::Path) -> String {
+    let secret = dir.join("webhook.key");
+    std::fs::write(&secret, WEBHOOK_SECRET).unwrap();
+    format!(
+        "alerts:\n  webhook:\n    url: \"http://127.0.0.1:{port}/hook\"\n    secret: {{ file: {:?} }}\n    throttle: 0s\n    backoff: 100ms\n",
+        secret.display().to_string()
+    )
+}
+
+const WEBHOOK_SECRET: &str = "webhook-secret-0123456789abcdef0123";
+
+/// Waits for an alert of `event` at the receiver and checks its signature.
+async fn signed_alert(receiver: &Receiver, event: &str) -> serde_json::Value {
+    let mut found = None;
+    eventually(Duration::from_secs(10), "the alert webhook", || {
+        let got = receiver
+            .received()
+            .into_iter()
+            .find(|r| r.json()["alert"]["event"] == event);
+        let done = got.is_some();
+        found = got;
+        async move { done }
+    })
+    .await;
+    let alert = found.unwrap();
+    let ts = alert.header("x-gaitkeeper-timestamp").unwrap().to_string();
+    let expected = format!(
+        "sha256={}",
+        gaitkeeper::alert::sign(WEBHOOK_SECRET.as_bytes(), &ts, &alert.body)
+    );
+    assert_eq!(
+        alert.header("x-gaitkeeper-signature"),
+        Some(expected.as_str())
+    );
+    alert.json()["alert"].clone()
+}
+
 #[tokio::test]
-async fn wrong_codes_block_the_login_with_an_incident() {
-    let (app, gk) = start("policy:\n  on_missing_telemetry: challenge\n").await;
+async fn wrong_codes_block_the_login_with_an_incident_and_a_signed_alert() {
+    let (receiver, port) = Receiver::start(&[], false).await;
+    let keys = tempfile::tempdir().unwrap();
+    let config = format!(
+        "policy:\n  on_missing_telemetry: challenge\n{}",
+        alerts_to(port, keys.path())
+    );
+    let (app, gk) = start(&config).await;
     enroll_totp(&gk, ALICE.0);
     let page = login_page(&gk).await;
     let r = submit(&gk, &page, ALICE.0, ALICE.1, None).await;
@@ -227,7 +287,8 @@ async fn wrong_codes_block_the_login_with_an_incident() {
     }
     let (status, incident) = last.unwrap();
     assert_eq!(status, 403);
-    assert!(incident.is_some(), "the block page names its incident");
+    let incident = incident.expect("the block page names its incident");
+    let incident = incident.to_str().unwrap();
     assert!(get_csrf().await.is_none(), "the held login is gone");
     assert_eq!(
         gk.metric("gaitkeeper_challenges_total{event=\"failed\"}")
@@ -237,6 +298,58 @@ async fn wrong_codes_block_the_login_with_an_incident() {
     // Nothing reached the app.
     let seen = app.last_login().await;
     assert!(seen.is_null() || seen["username"].is_null(), "{seen}");
+    // The security team hears of it, signed; support finds the incident.
+    let alert = signed_alert(&receiver, "challenge_failed").await;
+    assert_eq!(alert["incident"], incident);
+    let mut shown = (false, String::new());
+    eventually(Duration::from_secs(10), "the audit record", || {
+        shown = audit_show(&gk, incident);
+        let done = shown.0 && shown.1.contains("challenge.failed");
+        async move { done }
+    })
+    .await;
+    assert!(!shown.1.contains(ALICE.1), "no password in the audit trail");
+}
+
+#[tokio::test]
+async fn a_risk_at_block_at_is_blocked_audited_and_alerted() {
+    let (receiver, port) = Receiver::start(&[], false).await;
+    let keys = tempfile::tempdir().unwrap();
+    let config = format!(
+        "policy:\n  allow_below: 0.6\n  block_at: 0.6\n{}",
+        alerts_to(port, keys.path())
+    );
+    let (app, gk) = start(&config).await;
+    enroll(&gk, ALICE, 8).await;
+    let r = login(&gk, ALICE, &STEADY, 100).await;
+    assert_eq!(location(&r), "/account", "her own rhythm still passes");
+    let before = app.last_login().await;
+    let r = login(&gk, ALICE, &STRANGER, 200).await;
+    assert_eq!(r.status(), 403, "{}", gk.log());
+    assert_eq!(
+        app.last_login().await,
+        before,
+        "the blocked login never reached the app"
+    );
+    let incident = r.headers()["x-gaitkeeper-incident"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let page = r.text().await.unwrap();
+    assert!(page.contains(&incident));
+    assert!(
+        !page.contains("risk") && !page.contains("mouse"),
+        "nothing about the model leaks"
+    );
+    let alert = signed_alert(&receiver, "block").await;
+    assert_eq!(alert["incident"], incident.as_str());
+    let mut shown = (false, String::new());
+    eventually(Duration::from_secs(10), "the audit record", || {
+        shown = audit_show(&gk, &incident);
+        let done = shown.0 && shown.1.contains("block_at");
+        async move { done }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -281,23 +394,44 @@ async fn missing_invalid_and_replayed_telemetry_each_get_their_configured_decisi
 }
 
 #[tokio::test]
-async fn shadow_mode_forwards_what_it_would_have_blocked() {
-    let (_app, gk) = start("policy:\n  mode: shadow\n  on_missing_telemetry: block\n").await;
+async fn shadow_mode_forwards_what_it_would_have_blocked_and_still_audits_and_learns() {
+    let (_app, gk) =
+        start("policy:\n  mode: shadow\n  on_missing_telemetry: block\n  enrolling: block\n").await;
     let page = login_page(&gk).await;
     let r = submit(&gk, &page, BOB.0, BOB.1, None).await;
     assert_eq!(r.status(), 303);
     assert_eq!(location(&r), "/account");
+    for seed in 0..3 {
+        let r = login(&gk, ALICE, &STEADY, seed).await;
+        assert_eq!(
+            location(&r),
+            "/account",
+            "forwarded although the policy says block"
+        );
+    }
     assert_eq!(
         gk.metric("gaitkeeper_login_decisions_total{decision=\"block\",route=\"login\"}")
             .await,
-        1.0,
-        "the decision is still recorded"
+        4.0,
+        "the decisions are still recorded"
     );
-    eventually(Duration::from_secs(10), "the login is settled", || async {
-        gk.metric("gaitkeeper_login_outcomes_total{outcome=\"verified\",route=\"login\"}")
-            .await
-            == 1.0
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the logins settled and learnt",
+        || async {
+            gk.metric("gaitkeeper_login_outcomes_total{outcome=\"verified\",route=\"login\"}")
+                .await
+                == 4.0
+                && gk
+                    .metric("gaitkeeper_learn_logins_total{result=\"ok\"}")
+                    .await
+                    == 3.0
+                && gk
+                    .metric("gaitkeeper_audit_records_total{result=\"stored\"}")
+                    .await
+                    >= 4.0
+        },
+    )
     .await;
 }
 

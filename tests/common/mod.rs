@@ -5,6 +5,7 @@
 
 pub mod behaviour;
 pub mod legacy;
+pub mod receiver;
 pub mod webdriver;
 
 use std::io::Write;
