@@ -81,7 +81,7 @@ secrets: { key: { file: "$WORK/secret" } }
 capture: { bind_token_to_ip: false }
 $2
 CONF
-  "$GK" run -c "$WORK/$1.yaml" 2>"$WORK/$1.log" & local pid=$!
+  "$GK" run -c "$WORK/$1.yaml" >"$WORK/$1.audit" 2>"$WORK/$1.log" & local pid=$!
   PIDS+=($pid)
   wait_port "$port"
   "$LOAD" --target "http://127.0.0.1:$port" --users "$USERS" --concurrency "$CONCURRENCY" --seconds "$SECONDS_" > "$WORK/$1.json"

@@ -80,7 +80,7 @@ policy: { on_no_factor: allow }
 regulation: { max_failures_per_ip: 0 }
 mfa: { challenge_ttl: 30s }
 CONF
-"$GK" run -c "$WORK/gk.yaml" 2>"$WORK/gk.log" & GKPID=$!
+"$GK" run -c "$WORK/gk.yaml" >"$WORK/gk.audit" 2>"$WORK/gk.log" & GKPID=$!
 PIDS+=($GKPID)
 wait_port "$PORT"
 

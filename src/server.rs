@@ -152,6 +152,8 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
         totp: TotpVerifier::default(),
         external,
         challenge_ttl: mfa.challenge_ttl.0,
+        settling: Default::default(),
+        settle_dropped: metrics.settle_dropped.clone(),
     });
     services.spawn_held_sweeper(dropped_rx, metrics.clone());
     let mut proxy = pingora::proxy::http_proxy_service_with_name(

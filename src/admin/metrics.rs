@@ -42,6 +42,9 @@ pub struct Metrics {
     pub challenges: IntCounterVec,
     /// Forwarded logins by route and what the app's answer showed (`verified`, `failed`).
     pub login_outcomes: IntCounterVec,
+    /// Settled logins neither recorded nor learnt from because the store fell behind (their
+    /// audit records are kept).
+    pub settle_dropped: IntCounter,
     /// Logins held for a second factor right now, and the memory they take.
     pub held_logins: IntGauge,
     pub held_login_bytes: IntGauge,
@@ -169,6 +172,11 @@ impl Metrics {
             &["route", "outcome"],
         )
         .expect("valid metric");
+        let settle_dropped = IntCounter::new(
+            "settle_dropped_total",
+            "Logins not recorded or learnt from because the store fell behind",
+        )
+        .expect("valid metric");
         let held_logins = IntGauge::new(
             "held_logins",
             "Logins held for a second factor (updated every 5 s)",
@@ -214,6 +222,7 @@ impl Metrics {
         for collector in [
             Box::new(decisions.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(held_logins.clone()),
+            Box::new(settle_dropped.clone()),
             Box::new(held_login_bytes.clone()),
             Box::new(risk.clone()),
             Box::new(scoring_latency.clone()),
@@ -250,6 +259,7 @@ impl Metrics {
             login_outcomes,
             held_logins,
             held_login_bytes,
+            settle_dropped,
             requests,
             upstream_errors,
             upstream_latency,

@@ -144,6 +144,14 @@ impl<M: CachedModel> ModelCache<M> {
         result
     }
 
+    /// The user's entry if it is in memory (counted as a hit), without ever loading: the
+    /// scoring path's fast lane, which needs no store and no other runtime.
+    pub async fn peek(&self, user: &UserKey) -> Option<Option<Arc<M>>> {
+        let entry = self.cache.get(user).await?;
+        self.hits.inc();
+        Some(entry)
+    }
+
     /// Puts a newly fitted model in place of whatever the cache held for the user (call it
     /// after the model was saved to the store).
     pub async fn replace(&self, user: &UserKey, model: M) {

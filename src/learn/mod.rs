@@ -214,6 +214,17 @@ impl Learner {
         })
     }
 
+    /// The user's model if the cache already holds a usable answer (a model, or "none
+    /// yet"); `None` when the store must be asked ([`Learner::user_model`]). Touches no store
+    /// and spawns nothing, so any runtime may call it.
+    pub async fn cached_user_model(&self, key: &UserKey) -> Option<Option<Arc<UserModel>>> {
+        match self.inner.cache.peek(key).await?.as_deref() {
+            Some(CachedUser::Ready(model)) => Some(Some(model.clone())),
+            Some(CachedUser::Empty) | None => Some(None),
+            Some(CachedUser::Stale) => None,
+        }
+    }
+
     /// The global model in use; untrained (no forest, neutral prior) until the population
     /// is large enough.
     pub fn global(&self) -> Arc<GlobalModel> {

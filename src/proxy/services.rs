@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use crate::alert::{Alert, AlertEvent, Alerter};
@@ -39,6 +40,18 @@ pub struct Settled {
     pub client_ip: String,
 }
 
+/// Most logins being recorded and learnt from at once (see [`LoginServices::settle`]).
+pub const MAX_SETTLING: usize = 10_000;
+
+/// Counts one settling login until dropped.
+struct SettlingGuard(Arc<AtomicUsize>);
+
+impl Drop for SettlingGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 pub struct LoginServices {
     pub store: Store,
     pub learner: Learner,
@@ -56,6 +69,10 @@ pub struct LoginServices {
     /// The external MFA provider, when configured.
     pub external: Option<(ExternalMfaConfig, AssertionVerifier)>,
     pub challenge_ttl: Duration,
+    /// Logins handed to the background runtime and not yet recorded.
+    pub settling: Arc<AtomicUsize>,
+    /// Logins not recorded because too many were in flight.
+    pub settle_dropped: prometheus::IntCounter,
 }
 
 impl LoginServices {
@@ -63,6 +80,9 @@ impl LoginServices {
     /// background runtime: a cold user's model is read from the store there, once however
     /// many logins ask at the same time.
     pub async fn user_model(&self, user: &UserKey) -> Result<Option<Arc<UserModel>>, String> {
+        if let Some(cached) = self.learner.cached_user_model(user).await {
+            return Ok(cached);
+        }
         let learner = self.learner.clone();
         let user = *user;
         self.bg
@@ -248,9 +268,18 @@ impl LoginServices {
         }
         self.auditor.record(record);
 
+        // Recording and learning are bounded: past MAX_SETTLING logins in flight (the store
+        // cannot keep up) a login is audited but neither recorded nor learnt from, and counted.
+        if self.settling.fetch_add(1, Ordering::AcqRel) >= MAX_SETTLING {
+            self.settling.fetch_sub(1, Ordering::AcqRel);
+            self.settle_dropped.inc();
+            return;
+        }
+        let in_flight = SettlingGuard(self.settling.clone());
         let store = self.store.clone();
         let learner = self.learner.clone();
         self.bg.spawn(async move {
+            let _in_flight = in_flight;
             let verified = s.outcome == "verified";
             let features = s.features.as_ref().map(crate::features::to_blob).unwrap_or(
                 crate::store::FeatureBlob {
