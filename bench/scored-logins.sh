@@ -8,6 +8,7 @@
 # Only the POST is timed (examples/login_load.rs). Prints both runs and the extra latency.
 #
 # Usage: bench/scored-logins.sh [--threads N] [--seconds S] [--concurrency C] [--users U]
+# (SCORED_EXTRA_YAML=... adds YAML to the scored run's config, for experiments.)
 # Needs: nginx (installed with apt-get if missing), a release build (built if missing).
 set -euo pipefail
 
@@ -85,7 +86,7 @@ CONF
   PIDS+=($pid)
   wait_port "$port"
   "$LOAD" --target "http://127.0.0.1:$port" --users "$USERS" --concurrency "$CONCURRENCY" --seconds "$SECONDS_" > "$WORK/$1.json"
-  curl -s "http://127.0.0.1:$admin/metrics" | grep -E '^gaitkeeper_(login_decisions_total|scoring_seconds_(sum|count))' > "$WORK/$1.metrics" || true
+  curl -s "http://127.0.0.1:$admin/metrics" | grep -E '^gaitkeeper_(login_decisions_total|scoring_seconds_(sum|count)|audit_records_total|settle_dropped_total|learn_logins_total)' > "$WORK/$1.metrics" || true
   kill "$pid"; wait "$pid" 2>/dev/null || true
   echo "$1: $(cat "$WORK/$1.json")"
 }
@@ -97,7 +98,9 @@ run scored 'routes:
     submit: { path: "/login" }
     success: { status: [303], location_prefix: "/account", set_cookie: sid }
 policy: { allow_below: 0.9, block_at: 1.0, on_no_factor: allow }
-regulation: { max_failures_per_ip: 0 }'
+regulation: { max_failures_per_ip: 0 }
+'"${SCORED_EXTRA_YAML:-}"
+
 echo "scored-run decisions and scoring time:"; cat "$WORK/scored.metrics"
 python3 - "$WORK/plain.json" "$WORK/scored.json" <<'PY'
 import json, sys

@@ -45,6 +45,9 @@ pub mod kind {
     pub const ALERT_DROPPED: &str = "alert.dropped";
 }
 
+/// Most records stored in one transaction.
+const MAX_BATCH: usize = 256;
+
 /// Longest value of a free-text field of a record, in bytes.
 const MAX_FIELD_BYTES: usize = 128;
 /// Largest `reasons` document kept in a record (JSON); larger ones are cut to fit.
@@ -501,7 +504,22 @@ impl Worker {
                 }
             };
             match message {
-                Some(Message::Record(record)) => self.handle(*record).await,
+                Some(Message::Record(record)) => {
+                    // Take whatever else is queued too: one store commit for the lot.
+                    let mut batch = vec![*record];
+                    let mut flushes = Vec::new();
+                    while batch.len() < MAX_BATCH {
+                        match inbox.try_recv() {
+                            Ok(Message::Record(r)) => batch.push(*r),
+                            Ok(Message::Flush(done)) => flushes.push(done),
+                            Err(_) => break,
+                        }
+                    }
+                    self.handle_batch(batch).await;
+                    for done in flushes {
+                        let _ = done.send(());
+                    }
+                }
                 Some(Message::Flush(done)) => {
                     let _ = done.send(());
                 }
@@ -515,6 +533,83 @@ impl Worker {
                 .is_some_and(|at| at.elapsed() >= self.retry)
             {
                 self.deliver_spool().await;
+            }
+        }
+    }
+
+    /// Streams every record, then stores them in one transaction (or spools them all).
+    async fn handle_batch(&mut self, batch: Vec<AuditRecord>) {
+        if batch.len() == 1 {
+            let record = batch.into_iter().next().expect("one record");
+            return self.handle(record).await;
+        }
+        for record in &batch {
+            self.write_stream(record);
+        }
+        if self.shared.spool_pending() {
+            // Keep the order: older records wait in the spool.
+            let spooled: Vec<Spooled> = batch
+                .into_iter()
+                .map(|record| Spooled {
+                    streamed: true,
+                    record,
+                })
+                .collect();
+            self.shared.spool(&spooled);
+            self.last_attempt.get_or_insert_with(Instant::now);
+            return;
+        }
+        let details: Vec<(Option<UserKey>, serde_json::Value)> = batch
+            .iter()
+            .map(|r| {
+                (
+                    r.user_key.as_deref().and_then(UserKey::from_hex),
+                    serde_json::to_value(r).unwrap_or(serde_json::Value::Null),
+                )
+            })
+            .collect();
+        let new: Vec<NewAuditRecord> = batch
+            .iter()
+            .zip(&details)
+            .map(|(r, (user, detail))| NewAuditRecord {
+                at: UNIX_EPOCH + Duration::from_millis(r.at),
+                user: user.as_ref(),
+                kind: &r.kind,
+                incident: &r.incident,
+                record_id: &r.id,
+                detail,
+            })
+            .collect();
+        match self.store.append_audit_records(&new).await {
+            Ok(refused) => {
+                let stored = batch.len() - refused.len();
+                self.shared
+                    .metrics
+                    .audit_records
+                    .with_label_values(&["stored"])
+                    .inc_by(stored as u64);
+                for (i, e) in refused {
+                    self.count_refused(&batch[i], &e);
+                }
+                if self.store_failing {
+                    self.store_failing = false;
+                    tracing::info!("the store takes audit records again");
+                }
+            }
+            Err(error) => {
+                if !self.store_failing {
+                    self.store_failing = true;
+                    tracing::warn!(%error, "the store is unavailable; audit records are spooled until it returns");
+                }
+                let spooled: Vec<Spooled> = batch
+                    .into_iter()
+                    .map(|record| Spooled {
+                        streamed: true,
+                        record,
+                    })
+                    .collect();
+                self.shared.spool(&spooled);
+                self.last_attempt.get_or_insert_with(Instant::now);
             }
         }
     }

@@ -769,20 +769,7 @@ impl Store {
         &self,
         record: &NewAuditRecord<'_>,
     ) -> Result<bool, StoreError> {
-        check_audit_kind(record.kind)?;
-        for (what, text) in [
-            ("the incident", record.incident),
-            ("the record id", record.record_id),
-        ] {
-            if text.is_empty() || text.len() > 64 {
-                return Err(StoreError::Invalid(format!(
-                    "{what} of an audit record must be 1 to 64 bytes, found {}",
-                    text.len()
-                )));
-            }
-        }
-        let detail = record.detail.to_string();
-        check_size("the audit detail", detail.len(), MAX_AUDIT_DETAIL_BYTES)?;
+        let detail = check_audit_record(record)?;
         let id: Option<i64> = sqlx::query_scalar(
             "INSERT INTO audit_events (at, user_key, kind, detail, incident, record_id) \
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (record_id) DO NOTHING RETURNING id",
@@ -797,6 +784,45 @@ impl Store {
         .await
         .map_err(db("append audit record"))?;
         Ok(id.is_some())
+    }
+
+    /// Appends many audit records in one transaction (one commit, however many records: what
+    /// lets the audit trail keep up with a busy login path). Records the store refuses for
+    /// themselves are left out and reported by index; `Err` means none was stored.
+    pub async fn append_audit_records(
+        &self,
+        records: &[NewAuditRecord<'_>],
+    ) -> Result<Vec<(usize, StoreError)>, StoreError> {
+        let mut refused = Vec::new();
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(db("append audit records"))?;
+        for (i, record) in records.iter().enumerate() {
+            let detail = match check_audit_record(record) {
+                Ok(detail) => detail,
+                Err(e) => {
+                    refused.push((i, e));
+                    continue;
+                }
+            };
+            sqlx::query(
+                "INSERT INTO audit_events (at, user_key, kind, detail, incident, record_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (record_id) DO NOTHING",
+            )
+            .bind(millis(record.at))
+            .bind(record.user.map(|k| k.0.to_vec()))
+            .bind(record.kind.to_string())
+            .bind(detail)
+            .bind(record.incident.to_string())
+            .bind(record.record_id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(db("append audit records"))?;
+        }
+        tx.commit().await.map_err(db("append audit records"))?;
+        Ok(refused)
     }
 
     /// Every audit event of one incident, oldest first (at most [`MAX_PAGE`]).
@@ -1036,6 +1062,25 @@ impl Store {
             }
         }
     }
+}
+
+/// Checks one audit record against the store's bounds; its detail as stored text.
+fn check_audit_record(record: &NewAuditRecord<'_>) -> Result<String, StoreError> {
+    check_audit_kind(record.kind)?;
+    for (what, text) in [
+        ("the incident", record.incident),
+        ("the record id", record.record_id),
+    ] {
+        if text.is_empty() || text.len() > 64 {
+            return Err(StoreError::Invalid(format!(
+                "{what} of an audit record must be 1 to 64 bytes, found {}",
+                text.len()
+            )));
+        }
+    }
+    let detail = record.detail.to_string();
+    check_size("the audit detail", detail.len(), MAX_AUDIT_DETAIL_BYTES)?;
+    Ok(detail)
 }
 
 async fn append_audit<'e, E>(
