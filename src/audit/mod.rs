@@ -329,6 +329,15 @@ struct Shared {
 impl Shared {
     /// Appends records to the spool; counts (and logs) what could not be kept.
     fn spool(&self, entries: &[Spooled]) {
+        self.spool_with(entries, true)
+    }
+
+    /// Spools without waiting for the disk (the login path); the worker syncs right after.
+    fn spool_unsynced(&self, entries: &[Spooled]) {
+        self.spool_with(entries, false)
+    }
+
+    fn spool_with(&self, entries: &[Spooled], durable: bool) {
         let mut lines = Vec::new();
         for entry in entries {
             // A bounded record of plain fields always serialises.
@@ -337,7 +346,11 @@ impl Shared {
             }
         }
         let mut spool = self.spool.lock().unwrap_or_else(|e| e.into_inner());
-        let result = spool.append(&lines);
+        let result = if durable {
+            spool.append(&lines)
+        } else {
+            spool.append_unsynced(&lines)
+        };
         self.metrics.audit_spool_bytes.set(spool.pending() as i64);
         drop(spool);
         let n = entries.len() as u64;
@@ -453,7 +466,7 @@ impl Auditor {
             | Err(mpsc::error::TrySendError::Closed(Message::Record(r))) => *r,
             Err(_) => return,
         };
-        self.shared.spool(&[Spooled {
+        self.shared.spool_unsynced(&[Spooled {
             streamed: false,
             record,
         }]);
@@ -499,6 +512,7 @@ impl Worker {
             let message = match tokio::time::timeout(self.retry, inbox.recv()).await {
                 Ok(message) => message,
                 Err(_) => {
+                    self.sync_spool();
                     self.deliver_spool().await;
                     continue;
                 }
@@ -528,12 +542,21 @@ impl Worker {
                     return;
                 }
             }
+            self.sync_spool();
             if self
                 .last_attempt
                 .is_some_and(|at| at.elapsed() >= self.retry)
             {
                 self.deliver_spool().await;
             }
+        }
+    }
+
+    /// Makes records the login path spooled without waiting durable.
+    fn sync_spool(&self) {
+        let mut spool = self.shared.spool.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(error) = spool.sync() {
+            tracing::error!(%error, "cannot sync the audit spool to disk");
         }
     }
 

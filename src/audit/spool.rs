@@ -28,6 +28,8 @@ pub(super) struct Spool {
     /// than rewritten after each batch: a crash redelivers, and the store drops duplicates.
     delivered: u64,
     max_bytes: u64,
+    /// Lines were appended without waiting for the disk.
+    unsynced: bool,
 }
 
 /// Why a record could not be spooled.
@@ -64,6 +66,7 @@ impl Spool {
             len: 0,
             delivered: 0,
             max_bytes,
+            unsynced: false,
         })
     }
 
@@ -97,6 +100,7 @@ impl Spool {
                 len: kept,
                 delivered: 0,
                 max_bytes: u64::MAX,
+                unsynced: false,
             }));
         }
         Ok(None)
@@ -113,13 +117,38 @@ impl Spool {
 
     /// Appends complete lines and waits until they are on disk.
     pub(super) fn append(&mut self, lines: &[u8]) -> Result<(), SpoolFull> {
+        self.append_with(lines, true)
+    }
+
+    /// Appends complete lines to the file without waiting for the disk: they survive the
+    /// process being killed (they are in the kernel's page cache), and the worker makes them
+    /// durable with [`Spool::sync`] moments later. For callers that must not wait (the login
+    /// path when the audit queue is full).
+    pub(super) fn append_unsynced(&mut self, lines: &[u8]) -> Result<(), SpoolFull> {
+        self.append_with(lines, false)
+    }
+
+    /// Makes lines appended with [`Spool::append_unsynced`] durable.
+    pub(super) fn sync(&mut self) -> std::io::Result<()> {
+        if self.unsynced {
+            self.file.sync_data()?;
+            self.unsynced = false;
+        }
+        Ok(())
+    }
+
+    fn append_with(&mut self, lines: &[u8], durable: bool) -> Result<(), SpoolFull> {
         if self.len + lines.len() as u64 > self.max_bytes {
             return Err(SpoolFull::Full);
         }
-        let written = self
-            .file
-            .write_all(lines)
-            .and_then(|()| self.file.sync_data());
+        let written = self.file.write_all(lines).and_then(|()| {
+            if durable {
+                self.file.sync_data()
+            } else {
+                self.unsynced = true;
+                Ok(())
+            }
+        });
         if let Err(e) = written {
             // Leave no half line behind for the next append to be glued to.
             let _ = self.file.set_len(self.len);
