@@ -375,7 +375,7 @@ async fn guessed_challenge_ids_get_404_and_release_nothing() {
         String::from_utf8(flipped).unwrap(),
         format!("{real_id}x"),
         format!("{real_id}/"),
-        format!("{}", &real_id[..real_id.len() - 1]),
+        real_id[..real_id.len() - 1].to_string(),
         "..%2f..%2flogin".to_string(),
     ];
     for guess in &guesses {
