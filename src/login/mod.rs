@@ -192,7 +192,12 @@ fn part_name(head: &[u8]) -> Option<Vec<u8>> {
     let text = std::str::from_utf8(head).ok()?;
     let disposition = text
         .split("\r\n")
-        .find(|l| l.len() > 20 && l[..20].eq_ignore_ascii_case("content-disposition:"))?;
+        // Bytes, not `&l[..20]`: a multi-byte character across byte 20 must not panic.
+        .find(|l| {
+            l.as_bytes()
+                .get(..20)
+                .is_some_and(|h| h.eq_ignore_ascii_case(b"content-disposition:"))
+        })?;
     disposition.split(';').skip(1).find_map(|p| {
         let (k, v) = p.split_once('=')?;
         k.trim()
@@ -340,6 +345,14 @@ mod tests {
             Some("XyZ")
         );
         assert_eq!(multipart_boundary("text/plain; boundary=XyZ"), None);
+    }
+
+    #[test]
+    fn a_multibyte_character_in_a_part_header_is_not_a_panic() {
+        // Found by fuzz/login_body: a header line with "\u{fffd}" across byte 20.
+        let body = "--XyZ\r\nContent-Disp--X\u{fffd}\u{fffd}form-data; name=\"username\"\r\n\r\nalice\r\n--XyZ\r\nContent-Disposition: form-data; name=\"__gk\"\r\n\r\n{}\r\n--XyZ--\r\n";
+        let stripped = strip_multipart_field(body.as_bytes(), "XyZ", "__gk", 65536);
+        assert_eq!(stripped.telemetry, Some(Ok(b"{}".to_vec())));
     }
 
     #[test]

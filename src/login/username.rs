@@ -30,10 +30,17 @@ pub fn username(source: &UsernameSource, content_type: &str, body: &[u8]) -> Use
             return Username::Missing;
         };
         // serde_json bounds nesting depth (128) itself; the body is bounded by the caller.
-        let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
-            return Username::Missing;
+        let value = match serde_json::from_slice::<UniqueKeys>(body) {
+            Ok(UniqueKeys(value)) => value,
+            // A key given twice: serde_json keeps the last, many apps read the first. Which
+            // name the app logs in is unknowable, so it is not guessed.
+            Err(e) if e.to_string().starts_with(DUPLICATE_KEY) => return Username::Ambiguous,
+            Err(_) => return Username::Missing,
         };
         match value.pointer(pointer) {
+            Some(serde_json::Value::String(s)) if s.len() > MAX_NAME_BYTES => {
+                Some(Err(super::ExtractError::TooLarge))
+            }
             Some(serde_json::Value::String(s)) => Some(Ok(s.as_bytes().to_vec())),
             Some(_) => Some(Err(super::ExtractError::Envelope)),
             None => None,
@@ -52,6 +59,66 @@ pub fn username(source: &UsernameSource, content_type: &str, body: &[u8]) -> Use
             Ok(name) => Username::Found(name),
             Err(_) => Username::Ambiguous,
         },
+    }
+}
+
+const DUPLICATE_KEY: &str = "duplicate key in a JSON object";
+
+/// A JSON value read like `serde_json::Value`, except that an object naming a key twice, at
+/// any depth, is an error.
+struct UniqueKeys(serde_json::Value);
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UniqueKeysVisitor).map(UniqueKeys)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(UniqueKeys(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(items.into())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let UniqueKeys(value) = map.next_value()?;
+            if object.insert(key, value).is_some() {
+                return Err(serde::de::Error::custom(DUPLICATE_KEY));
+            }
+        }
+        Ok(object.into())
     }
 }
 
@@ -122,6 +189,32 @@ mod tests {
         assert_eq!(
             username(&source(), "text/plain", b"username=a"),
             Username::Missing
+        );
+    }
+
+    #[test]
+    fn a_json_key_given_twice_or_an_over_long_json_name_is_not_guessed() {
+        let json = "application/json";
+        // serde_json alone keeps the last "email"; an app may well log in the first.
+        let twice = br#"{"user":{"email":"alice","email":"mallory"},"password":"x"}"#;
+        assert_eq!(username(&source(), json, twice), Username::Ambiguous);
+        let twice_elsewhere = br#"{"user":{"email":"alice"},"user":{"email":"mallory"}}"#;
+        assert_eq!(
+            username(&source(), json, twice_elsewhere),
+            Username::Ambiguous
+        );
+        let long = format!(
+            r#"{{"user":{{"email":"{}"}}}}"#,
+            "a".repeat(MAX_NAME_BYTES + 1)
+        );
+        assert_eq!(
+            username(&source(), json, long.as_bytes()),
+            Username::Ambiguous
+        );
+        let nested = br#"{"user":{"email":"a@example.com","tags":[{"k":1},{"k":2}]},"n":1.5}"#;
+        assert_eq!(
+            username(&source(), json, nested),
+            Username::Found("a@example.com".into())
         );
     }
 }

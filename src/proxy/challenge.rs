@@ -417,6 +417,9 @@ fn return_path(held: &HeldLogin) -> String {
             };
             !host.is_empty() && origin.eq_ignore_ascii_case(host)
         })
+        // `http://host//evil.example/` has the path `//evil.example/`, which a browser reads
+        // in a Location as another host: only a path with one leading slash is a path.
+        .filter(|u| !u.path().starts_with("//") && !u.path().starts_with("/\\"))
         .map(|u| match u.query() {
             Some(q) => format!("{}?{q}", u.path()),
             None => u.path().to_string(),
