@@ -656,7 +656,6 @@ async fn path_spellings_and_method_overrides_cannot_skip_the_check() {
 }
 
 #[tokio::test]
-#[ignore = "needs profiles learnt from logins (src/learn, not on main yet): on main no user ever leaves enrolment, see tests/decision.rs::an_enrolled_user_passes_and_a_stranger_is_challenged"]
 async fn a_name_changed_after_typing_is_judged_against_the_submitted_name() {
     let (_app, gk) = start("policy:\n  on_invalid_telemetry: block\n").await;
     enroll_totp(&gk, ALICE.0);

@@ -25,7 +25,10 @@ pub const STRICT: &str = "policy:\n  on_missing_telemetry: block\n  on_invalid_t
 /// The legacy app with gaitkeeper in front, its routes and `policy` (top-level YAML).
 pub async fn start(policy: &str) -> (LegacyApp, Gaitkeeper) {
     let app = LegacyApp::start().await;
-    let more = format!("{LEGACY_ROUTES}store:\n  enrollment_logins: 5\n{policy}");
+    // Without the spa route's fixed `return_to`, so replayed fetch logins go back to their
+    // (checked) Referer: what the open-redirect tests probe.
+    let routes = LEGACY_ROUTES.replace("    return_to: \"/account\"\n", "");
+    let more = format!("{routes}store:\n  enrollment_logins: 5\n{policy}");
     let gk = Gaitkeeper::start_with(app.addr, "", &more).await;
     (app, gk)
 }
