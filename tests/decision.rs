@@ -7,12 +7,12 @@ mod common;
 use std::time::Duration;
 
 use common::behaviour::{payload, Rhythm, STEADY, STRANGER};
-use common::legacy::{enroll_totp, login_page, set_cookie, submit, LegacyApp, LEGACY_ROUTES};
+use common::legacy::{
+    challenge_from, enroll_totp, location, login_page, post_code, set_cookie, submit, Challenge,
+    LegacyApp, ALICE, BOB, LEGACY_ROUTES,
+};
 use common::receiver::Receiver;
 use common::{client, eventually, Gaitkeeper};
-
-const ALICE: (&str, &str) = ("alice", "wonderland-42");
-const BOB: (&str, &str) = ("bob", "builder-2024");
 
 async fn start(policy: &str) -> (LegacyApp, Gaitkeeper) {
     let app = LegacyApp::start().await;
@@ -31,14 +31,6 @@ async fn login(
     let page = login_page(gk).await;
     let p = payload(&page.gk_token, rhythm, who.0.len(), who.1.len(), seed);
     submit(gk, &page, who.0, who.1, Some(&p)).await
-}
-
-fn location(r: &reqwest::Response) -> String {
-    r.headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string()
 }
 
 /// Waits until the store has `n` verified logins for `user` (settling happens after the
@@ -137,14 +129,12 @@ async fn a_challenged_login_is_replayed_after_the_right_totp_code() {
     assert_eq!(app.last_login().await, logins_before);
 
     // The right code: the held login is replayed and the app's own answer comes back.
-    let r = client()
-        .post(gk.url(&challenge))
-        .header("cookie", format!("__gk_challenge={binding}"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("csrf={csrf}&code={}", totp.generate_current()))
-        .send()
-        .await
-        .unwrap();
+    let held = Challenge {
+        path: challenge.clone(),
+        cookie: format!("__gk_challenge={binding}"),
+        csrf: csrf.clone(),
+    };
+    let r = post_code(&gk, &held, totp.generate_current()).await;
     assert_eq!(r.status(), 303, "{}", gk.log());
     assert_eq!(location(&r), "/account");
     let session = set_cookie(&r, "legacy_session").expect("the app's own session cookie");
@@ -170,14 +160,7 @@ async fn a_challenged_login_is_replayed_after_the_right_totp_code() {
     assert_eq!(fields, ["csrf_token", "username", "password"]);
 
     // A completed challenge cannot be used again.
-    let r = client()
-        .post(gk.url(&challenge))
-        .header("cookie", format!("__gk_challenge={binding}"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("csrf={csrf}&code={}", totp.generate_current()))
-        .send()
-        .await
-        .unwrap();
+    let r = post_code(&gk, &held, totp.generate_current()).await;
     assert_eq!(r.status(), 404);
     assert_eq!(
         gk.metric("gaitkeeper_challenges_total{event=\"passed\"}")
@@ -252,34 +235,10 @@ async fn wrong_codes_block_the_login_with_an_incident_and_a_signed_alert() {
     let page = login_page(&gk).await;
     let r = submit(&gk, &page, ALICE.0, ALICE.1, None).await;
     assert_eq!(r.status(), 303);
-    let challenge = location(&r);
-    let binding = set_cookie(&r, "__gk_challenge").unwrap();
-    let get_csrf = || async {
-        let page = client()
-            .get(gk.url(&challenge))
-            .header("cookie", format!("__gk_challenge={binding}"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        page.split("name=\"csrf\" value=\"")
-            .nth(1)
-            .and_then(|s| s.split('"').next())
-            .map(str::to_string)
-    };
-    let csrf = get_csrf().await.expect("challenge page");
+    let challenge = challenge_from(&gk, &r).await;
     let mut last = None;
     for _ in 0..5 {
-        let r = client()
-            .post(gk.url(&challenge))
-            .header("cookie", format!("__gk_challenge={binding}"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(format!("csrf={csrf}&code=000000"))
-            .send()
-            .await
-            .unwrap();
+        let r = post_code(&gk, &challenge, "000000").await;
         last = Some((
             r.status(),
             r.headers().get("x-gaitkeeper-incident").cloned(),
@@ -289,7 +248,13 @@ async fn wrong_codes_block_the_login_with_an_incident_and_a_signed_alert() {
     assert_eq!(status, 403);
     let incident = incident.expect("the block page names its incident");
     let incident = incident.to_str().unwrap();
-    assert!(get_csrf().await.is_none(), "the held login is gone");
+    let gone = client()
+        .get(gk.url(&challenge.path))
+        .header("cookie", &challenge.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404, "the held login is gone");
     assert_eq!(
         gk.metric("gaitkeeper_challenges_total{event=\"failed\"}")
             .await,

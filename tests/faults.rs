@@ -8,16 +8,10 @@ mod common;
 use std::time::{Duration, Instant, SystemTime};
 
 use common::behaviour::{payload, STEADY};
-use common::legacy::{enroll_totp, login_page, set_cookie, submit, LegacyApp, LEGACY_ROUTES};
+use common::legacy::{
+    challenge_from, enroll_totp, location, login_page, post_code, submit, LegacyApp, LEGACY_ROUTES,
+};
 use common::{client, eventually, Gaitkeeper};
-
-fn location(r: &reqwest::Response) -> String {
-    r.headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string()
-}
 
 async fn login(gk: &Gaitkeeper, user: &str, password: &str) -> reqwest::Response {
     let page = login_page(gk).await;
@@ -142,43 +136,16 @@ async fn the_app_going_down_during_a_challenge_gives_a_clean_502_and_no_leftover
     let totp = enroll_totp(&gk, "alice");
     let page = login_page(&gk).await;
     let r = submit(&gk, &page, "alice", "wonderland-42", None).await;
-    let challenge = location(&r);
-    assert!(challenge.starts_with("/__gk/challenge/"), "{challenge}");
-    let cookie = format!(
-        "__gk_challenge={}",
-        set_cookie(&r, "__gk_challenge").unwrap()
-    );
-    let page = client()
-        .get(gk.url(&challenge))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let csrf = page
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .unwrap()
-        .to_string();
+    let challenge = challenge_from(&gk, &r).await;
     drop(app);
     let started = Instant::now();
-    let r = client()
-        .post(gk.url(&challenge))
-        .header("cookie", &cookie)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("csrf={csrf}&code={}", totp.generate_current()))
-        .send()
-        .await
-        .unwrap();
+    let r = post_code(&gk, &challenge, totp.generate_current()).await;
     assert_eq!(r.status(), 502, "{}", gk.log());
     assert!(started.elapsed() < Duration::from_secs(5), "no hang");
     // The held login was consumed by the replay attempt: it cannot be replayed again later.
     let r = client()
-        .get(gk.url(&challenge))
-        .header("cookie", &cookie)
+        .get(gk.url(&challenge.path))
+        .header("cookie", &challenge.cookie)
         .send()
         .await
         .unwrap();

@@ -12,6 +12,10 @@ use serde_json::Value;
 
 use super::{client, free_port, Gaitkeeper};
 
+/// The demo accounts (login name, password).
+pub const ALICE: (&str, &str) = ("alice", "wonderland-42");
+pub const BOB: (&str, &str) = ("bob", "builder-2024");
+
 /// The bundled legacy app, with its debug endpoint on; killed on drop.
 pub struct LegacyApp {
     child: Child,
@@ -104,16 +108,7 @@ pub async fn submit(
     password: &str,
     payload: Option<&str>,
 ) -> reqwest::Response {
-    let enc = super::behaviour::form_encode;
-    let mut body = format!(
-        "csrf_token={}&username={}&password={}",
-        enc(&page.csrf_token),
-        enc(user),
-        enc(password)
-    );
-    if let Some(p) = payload {
-        body.push_str(&format!("&__gk={}", enc(p)));
-    }
+    let body = form(page, user, password, payload);
     client()
         .post(gk.url("/login"))
         .header("content-type", "application/x-www-form-urlencoded")
@@ -145,4 +140,94 @@ pub fn enroll_totp(gk: &Gaitkeeper, user: &str) -> totp_rs::Totp {
         .find(|l| l.starts_with("otpauth://"))
         .expect("an otpauth URI");
     totp_rs::Totp::from_url_unchecked(uri).expect("a valid otpauth URI")
+}
+
+/// A six-digit code that is none of the codes accepted around now (previous, current, next
+/// step), so a "wrong code" test cannot pass by luck.
+pub fn wrong_code(totp: &totp_rs::Totp) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let valid: Vec<String> = [now.saturating_sub(30), now, now + 30, now + 60]
+        .iter()
+        .map(|t| totp.generate(*t).to_string())
+        .collect();
+    // Not a round number that could appear in a log for other reasons (timestamps).
+    (734_591..1_000_000u32)
+        .map(|n| format!("{n:06}"))
+        .find(|c| !valid.contains(c))
+        .unwrap()
+}
+
+/// The `Location` header of a response (empty when none).
+pub fn location(r: &reqwest::Response) -> String {
+    r.headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// The urlencoded login body for `page` (the app's CSRF field included).
+pub fn form(page: &LoginPage, user: &str, password: &str, payload: Option<&str>) -> String {
+    let enc = super::behaviour::form_encode;
+    let mut body = format!(
+        "csrf_token={}&username={}&password={}",
+        enc(&page.csrf_token),
+        enc(user),
+        enc(password)
+    );
+    if let Some(p) = payload {
+        body.push_str(&format!("&__gk={}", enc(p)));
+    }
+    body
+}
+
+/// The login challenge a held login was sent to, with its binding cookie and CSRF token.
+pub struct Challenge {
+    pub path: String,
+    pub cookie: String,
+    pub csrf: String,
+}
+
+/// Reads the challenge from a 303 answer to a login, loading the page for its CSRF token.
+pub async fn challenge_from(gk: &Gaitkeeper, r: &reqwest::Response) -> Challenge {
+    assert_eq!(r.status(), 303, "the login was not challenged");
+    let path = location(r);
+    assert!(path.starts_with("/__gk/challenge/"), "{path}");
+    let binding = set_cookie(r, "__gk_challenge").expect("binding");
+    let cookie = format!("__gk_challenge={binding}");
+    let page = client()
+        .get(gk.url(&path))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("a CSRF field")
+        .to_string();
+    Challenge { path, cookie, csrf }
+}
+
+/// Posts a TOTP code to a challenge.
+pub async fn post_code(
+    gk: &Gaitkeeper,
+    c: &Challenge,
+    code: impl std::fmt::Display,
+) -> reqwest::Response {
+    client()
+        .post(gk.url(&c.path))
+        .header("cookie", &c.cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={}&code={code}", c.csrf))
+        .send()
+        .await
+        .unwrap()
 }
