@@ -327,17 +327,10 @@ struct Shared {
 }
 
 impl Shared {
-    /// Appends records to the spool; counts (and logs) what could not be kept.
+    /// Appends records to the spool without waiting for the disk (they survive the process
+    /// dying; the worker syncs them before it acknowledges a flush, and after every batch);
+    /// counts (and logs) what could not be kept.
     fn spool(&self, entries: &[Spooled]) {
-        self.spool_with(entries, true)
-    }
-
-    /// Spools without waiting for the disk (the login path); the worker syncs right after.
-    fn spool_unsynced(&self, entries: &[Spooled]) {
-        self.spool_with(entries, false)
-    }
-
-    fn spool_with(&self, entries: &[Spooled], durable: bool) {
         let mut lines = Vec::new();
         for entry in entries {
             // A bounded record of plain fields always serialises.
@@ -346,11 +339,7 @@ impl Shared {
             }
         }
         let mut spool = self.spool.lock().unwrap_or_else(|e| e.into_inner());
-        let result = if durable {
-            spool.append(&lines)
-        } else {
-            spool.append_unsynced(&lines)
-        };
+        let result = spool.append_unsynced(&lines);
         self.metrics.audit_spool_bytes.set(spool.pending() as i64);
         drop(spool);
         let n = entries.len() as u64;
@@ -450,7 +439,10 @@ impl Auditor {
             .map_err(AuditError::Thread)?;
         std::thread::Builder::new()
             .name("gk-audit".into())
-            .spawn(move || runtime.block_on(worker.run(inbox)))
+            .spawn(move || {
+                crate::server::lower_thread_priority();
+                runtime.block_on(worker.run(inbox))
+            })
             .map_err(AuditError::Thread)?;
         Ok(Auditor { queue, shared })
     }
@@ -466,7 +458,7 @@ impl Auditor {
             | Err(mpsc::error::TrySendError::Closed(Message::Record(r))) => *r,
             Err(_) => return,
         };
-        self.shared.spool_unsynced(&[Spooled {
+        self.shared.spool(&[Spooled {
             streamed: false,
             record,
         }]);
@@ -530,11 +522,14 @@ impl Worker {
                         }
                     }
                     self.handle_batch(batch).await;
+                    // Spooled records are on disk before anyone is told they are safe.
+                    self.sync_spool();
                     for done in flushes {
                         let _ = done.send(());
                     }
                 }
                 Some(Message::Flush(done)) => {
+                    self.sync_spool();
                     let _ = done.send(());
                 }
                 None => {
@@ -554,8 +549,11 @@ impl Worker {
 
     /// Makes records the login path spooled without waiting durable.
     fn sync_spool(&self) {
-        let mut spool = self.shared.spool.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(error) = spool.sync() {
+        let handle = {
+            let mut spool = self.shared.spool.lock().unwrap_or_else(|e| e.into_inner());
+            spool.sync_handle()
+        };
+        if let Err(error) = handle.and_then(|h| h.map_or(Ok(()), |f| f.sync_data())) {
             tracing::error!(%error, "cannot sync the audit spool to disk");
         }
     }

@@ -116,6 +116,7 @@ impl Spool {
     }
 
     /// Appends complete lines and waits until they are on disk.
+    #[cfg(test)]
     pub(super) fn append(&mut self, lines: &[u8]) -> Result<(), SpoolFull> {
         self.append_with(lines, true)
     }
@@ -128,13 +129,16 @@ impl Spool {
         self.append_with(lines, false)
     }
 
-    /// Makes lines appended with [`Spool::append_unsynced`] durable.
-    pub(super) fn sync(&mut self) -> std::io::Result<()> {
-        if self.unsynced {
-            self.file.sync_data()?;
-            self.unsynced = false;
+    /// A handle to make lines appended with [`Spool::append_unsynced`] durable, if there are
+    /// any: the caller syncs it after releasing the spool's lock, so appends never wait for
+    /// the disk.
+    pub(super) fn sync_handle(&mut self) -> std::io::Result<Option<File>> {
+        if !self.unsynced {
+            return Ok(None);
         }
-        Ok(())
+        let handle = self.file.try_clone()?;
+        self.unsynced = false;
+        Ok(Some(handle))
     }
 
     fn append_with(&mut self, lines: &[u8], durable: bool) -> Result<(), SpoolFull> {
