@@ -2,7 +2,8 @@
 # Load and soak: mixed traffic through gaitkeeper for a while, watching for errors and leaks.
 #   - wrk (closed loop, 64 connections) on pages, a static asset and the injected login page;
 #   - examples/login_load: scored logins of enrolled users (GET page + POST form with
-#     telemetry), every 10th typed by a stranger (challenged, left waiting: held logins);
+#     telemetry), every 10th typed by a stranger (challenged and held; nobody answers the
+#     challenge, so held logins pile up until they expire after 30 s);
 # against a fast nginx upstream. Every 5 s it samples gaitkeeper's RSS, held logins and the
 # model cache; at the end it prints the wrk and login summaries and the samples.
 #
@@ -63,6 +64,7 @@ CONF
 "$NGINX" -c "$WORK/up/nginx.conf" & PIDS+=($!)
 wait_port "$UP"
 head -c 32 /dev/urandom | base64 > "$WORK/secret"
+head -c 32 /dev/urandom | base64 > "$WORK/mfa-request.key"
 cat > "$WORK/gk.yaml" <<CONF
 listen: ["127.0.0.1:$PORT"]
 upstream: { address: "127.0.0.1:$UP" }
@@ -76,9 +78,18 @@ routes:
     page: { paths: ["/login"] }
     submit: { path: "/login" }
     success: { status: [303], location_prefix: "/account", set_cookie: sid }
-policy: { on_no_factor: allow }
+policy: { block_at: 1.0 }
 regulation: { max_failures_per_ip: 0 }
-mfa: { challenge_ttl: 30s }
+# Every user has a second factor (an external provider nobody answers): challenged logins are
+# held, and expire after 30 s — held-login memory under load.
+mfa:
+  challenge_ttl: 30s
+  external:
+    name: "Soak IdP"
+    url: "http://127.0.0.1:9/verify"
+    issuer: "soak-idp"
+    request_secret: { file: "$WORK/mfa-request.key" }
+    assertion: { algorithm: RS256, public_key_file: "$ROOT/tests/fixtures/mfa/rsa_public.pem" }
 CONF
 "$GK" run -c "$WORK/gk.yaml" >"$WORK/gk.audit" 2>"$WORK/gk.log" & GKPID=$!
 PIDS+=($GKPID)
