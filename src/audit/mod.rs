@@ -489,6 +489,30 @@ struct Worker {
     orphan: Option<Spool>,
 }
 
+/// What the store keeps of a record besides its plain fields: the user key and the record
+/// itself as the detail document.
+fn store_fields(record: &AuditRecord) -> (Option<UserKey>, serde_json::Value) {
+    (
+        record.user_key.as_deref().and_then(UserKey::from_hex),
+        serde_json::to_value(record).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+fn new_audit_record<'a>(
+    record: &'a AuditRecord,
+    user: &'a Option<UserKey>,
+    detail: &'a serde_json::Value,
+) -> NewAuditRecord<'a> {
+    NewAuditRecord {
+        at: UNIX_EPOCH + Duration::from_millis(record.at),
+        user: user.as_ref(),
+        kind: &record.kind,
+        incident: &record.incident,
+        record_id: &record.id,
+        detail,
+    }
+}
+
 /// Whether the store refused the record itself (it would refuse it again: keeping it in the
 /// spool would block every record behind it).
 fn refused(error: &StoreError) -> bool {
@@ -560,46 +584,18 @@ impl Worker {
 
     /// Streams every record, then stores them in one transaction (or spools them all).
     async fn handle_batch(&mut self, batch: Vec<AuditRecord>) {
-        if batch.len() == 1 {
-            let record = batch.into_iter().next().expect("one record");
-            return self.handle(record).await;
-        }
         for record in &batch {
             self.write_stream(record);
         }
         if self.shared.spool_pending() {
             // Keep the order: older records wait in the spool.
-            let spooled: Vec<Spooled> = batch
-                .into_iter()
-                .map(|record| Spooled {
-                    streamed: true,
-                    record,
-                })
-                .collect();
-            self.shared.spool(&spooled);
-            self.last_attempt.get_or_insert_with(Instant::now);
-            return;
+            return self.spool_streamed(batch);
         }
-        let details: Vec<(Option<UserKey>, serde_json::Value)> = batch
-            .iter()
-            .map(|r| {
-                (
-                    r.user_key.as_deref().and_then(UserKey::from_hex),
-                    serde_json::to_value(r).unwrap_or(serde_json::Value::Null),
-                )
-            })
-            .collect();
+        let fields: Vec<_> = batch.iter().map(store_fields).collect();
         let new: Vec<NewAuditRecord> = batch
             .iter()
-            .zip(&details)
-            .map(|(r, (user, detail))| NewAuditRecord {
-                at: UNIX_EPOCH + Duration::from_millis(r.at),
-                user: user.as_ref(),
-                kind: &r.kind,
-                incident: &r.incident,
-                record_id: &r.id,
-                detail,
-            })
+            .zip(&fields)
+            .map(|(r, (user, detail))| new_audit_record(r, user, detail))
             .collect();
         match self.store.append_audit_records(&new).await {
             Ok(refused) => {
@@ -612,66 +608,47 @@ impl Worker {
                 for (i, e) in refused {
                     self.count_refused(&batch[i], &e);
                 }
-                if self.store_failing {
-                    self.store_failing = false;
-                    tracing::info!("the store takes audit records again");
-                }
+                self.store_answers();
             }
             Err(error) => {
-                if !self.store_failing {
-                    self.store_failing = true;
-                    tracing::warn!(%error, "the store is unavailable; audit records are spooled until it returns");
-                }
-                let spooled: Vec<Spooled> = batch
-                    .into_iter()
-                    .map(|record| Spooled {
-                        streamed: true,
-                        record,
-                    })
-                    .collect();
-                self.shared.spool(&spooled);
-                self.last_attempt.get_or_insert_with(Instant::now);
+                self.store_fails(&error);
+                self.spool_streamed(batch);
             }
         }
     }
 
-    async fn handle(&mut self, record: AuditRecord) {
-        self.write_stream(&record);
-        if self.shared.spool_pending() {
-            // Keep the order: older records wait in the spool.
-            self.shared.spool(&[Spooled {
+    /// Spools records already written to the stream, to be stored when the store returns.
+    fn spool_streamed(&mut self, records: Vec<AuditRecord>) {
+        let spooled: Vec<Spooled> = records
+            .into_iter()
+            .map(|record| Spooled {
                 streamed: true,
                 record,
-            }]);
-            self.last_attempt.get_or_insert_with(Instant::now);
-            return;
+            })
+            .collect();
+        self.shared.spool(&spooled);
+        self.last_attempt.get_or_insert_with(Instant::now);
+    }
+
+    fn store_answers(&mut self) {
+        if self.store_failing {
+            self.store_failing = false;
+            tracing::info!("the store takes audit records again");
         }
-        match self.store_write(&record).await {
-            Ok(()) => {}
-            Err(e) if refused(&e) => self.count_refused(&record, &e),
-            Err(_) => {
-                self.shared.spool(&[Spooled {
-                    streamed: true,
-                    record,
-                }]);
-                self.last_attempt.get_or_insert_with(Instant::now);
-            }
+    }
+
+    fn store_fails(&mut self, error: &StoreError) {
+        if !self.store_failing {
+            self.store_failing = true;
+            tracing::warn!(%error, "the store is unavailable; audit records are spooled until it returns");
         }
     }
 
     async fn store_write(&mut self, record: &AuditRecord) -> Result<(), StoreError> {
-        let user = record.user_key.as_deref().and_then(UserKey::from_hex);
-        let detail = serde_json::to_value(record).unwrap_or(serde_json::Value::Null);
+        let (user, detail) = store_fields(record);
         let result = self
             .store
-            .append_audit_record(&NewAuditRecord {
-                at: UNIX_EPOCH + Duration::from_millis(record.at),
-                user: user.as_ref(),
-                kind: &record.kind,
-                incident: &record.incident,
-                record_id: &record.id,
-                detail: &detail,
-            })
+            .append_audit_record(&new_audit_record(record, &user, &detail))
             .await;
         match &result {
             Ok(_) => {
@@ -680,18 +657,10 @@ impl Worker {
                     .audit_records
                     .with_label_values(&["stored"])
                     .inc();
-                if self.store_failing {
-                    self.store_failing = false;
-                    tracing::info!("the store takes audit records again");
-                }
+                self.store_answers();
             }
             Err(e) if refused(e) => {}
-            Err(error) => {
-                if !self.store_failing {
-                    self.store_failing = true;
-                    tracing::warn!(%error, "the store is unavailable; audit records are spooled until it returns");
-                }
-            }
+            Err(error) => self.store_fails(error),
         }
         result.map(|_| ())
     }
