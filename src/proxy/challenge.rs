@@ -239,13 +239,10 @@ impl GaitkeeperProxy {
         );
         self.services
             .settle_held(&held, "challenge_failed", "failed");
-        let page = pages::blocked_page(&ctx.config.server.app_name, &held.incident);
-        pages::respond_with(
+        pages::respond_blocked(
             session,
-            403,
-            &[("x-gaitkeeper-incident", &held.incident)],
-            "text/html; charset=utf-8",
-            page,
+            &ctx.config.server.app_name,
+            &held.incident,
             &ctx.request_id,
         )
         .await?;

@@ -183,13 +183,10 @@ impl GaitkeeperProxy {
             Action::Block => {
                 self.services
                     .settle(settled("blocked", scored.features.clone()));
-                let page = pages::blocked_page(&config.server.app_name, &incident);
-                pages::respond_with(
+                pages::respond_blocked(
                     session,
-                    403,
-                    &[("x-gaitkeeper-incident", &incident)],
-                    "text/html; charset=utf-8",
-                    page,
+                    &config.server.app_name,
+                    &incident,
                     &ctx.request_id,
                 )
                 .await?;
@@ -288,13 +285,10 @@ impl GaitkeeperProxy {
         record.outcome = Some("blocked".into());
         record.client_ip = Some(client_ip(session));
         self.services.audit(record);
-        let page = pages::blocked_page(&ctx.config.server.app_name, &incident);
-        pages::respond_with(
+        pages::respond_blocked(
             session,
-            403,
-            &[("x-gaitkeeper-incident", &incident)],
-            "text/html; charset=utf-8",
-            page,
+            &ctx.config.server.app_name,
+            &incident,
             &ctx.request_id,
         )
         .await?;

@@ -140,9 +140,27 @@ pub(super) async fn respond(
     Ok(())
 }
 
+/// Answers a blocked login: 403, the blocked page and the incident in a header.
+pub(super) async fn respond_blocked(
+    session: &mut Session,
+    app_name: &str,
+    incident: &str,
+    request_id: &str,
+) -> Result<()> {
+    respond_with(
+        session,
+        403,
+        &[("x-gaitkeeper-incident", incident)],
+        "text/html; charset=utf-8",
+        blocked_page(app_name, incident),
+        request_id,
+    )
+    .await
+}
+
 /// The page a blocked login gets: a refusal and the incident reference the support team can
 /// look up (`gaitkeeper audit show`), nothing about why. `incident` is a plain token.
-pub(super) fn blocked_page(app_name: &str, incident: &str) -> Bytes {
+fn blocked_page(app_name: &str, incident: &str) -> Bytes {
     let app = html_escape(app_name);
     Bytes::from(format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>Sign-in refused - {app}</title></head>\n<body style=\"font-family:sans-serif;max-width:40em;margin:3em auto;padding:0 1em;line-height:1.5\">\n<h1>Sign-in refused</h1>\n<p>This sign-in attempt to {app} was refused for your protection.</p>\n<p>If this was you, contact support and give them this reference:</p>\n<p><strong>{incident}</strong></p>\n</body></html>\n"
