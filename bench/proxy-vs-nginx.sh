@@ -25,7 +25,8 @@ if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 (cd "$ROOT" && cargo build --release --bin gaitkeeper --example bare_proxy -q)
-TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+# Wherever cargo builds (CARGO_TARGET_DIR, build.target-dir, or target/).
+TARGET=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 GK="$TARGET/release/gaitkeeper"
 BARE="$TARGET/release/examples/bare_proxy"
 

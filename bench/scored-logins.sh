@@ -30,7 +30,8 @@ if ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]]; then
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 (cd "$ROOT" && cargo build --release --bin gaitkeeper --example login_load -q)
-TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+# Wherever cargo builds (CARGO_TARGET_DIR, build.target-dir, or target/).
+TARGET=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 GK="$TARGET/release/gaitkeeper"
 LOAD="$TARGET/release/examples/login_load"
 

@@ -4,8 +4,9 @@
 #   - examples/login_load: scored logins of enrolled users (GET page + POST form with
 #     telemetry), every 10th typed by a stranger (challenged and held; nobody answers the
 #     challenge, so held logins pile up until they expire after 30 s);
-# against a fast nginx upstream. Every 5 s it samples gaitkeeper's RSS, held logins and the
-# model cache; at the end it prints the wrk and login summaries and the samples.
+# against a fast nginx upstream. Every 5 s it samples gaitkeeper's RSS (heap and file-backed),
+# held logins, the model cache and the page-token replay memory; at the end it prints the wrk
+# and login summaries and the samples.
 #
 # Usage: bench/soak.sh [--seconds S] [--threads N]      (default 60 s, 2 threads)
 set -euo pipefail
@@ -25,7 +26,8 @@ if ! command -v wrk >/dev/null || { ! command -v nginx >/dev/null && [[ ! -x /us
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 (cd "$ROOT" && cargo build --release --bin gaitkeeper --example login_load -q)
-TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+# Wherever cargo builds (CARGO_TARGET_DIR, build.target-dir, or target/).
+TARGET=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 GK="$TARGET/release/gaitkeeper"
 LOAD="$TARGET/release/examples/login_load"
 
@@ -106,7 +108,9 @@ LUA
 metric() { curl -s "http://127.0.0.1:$ADMIN/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 (
   while kill -0 "$GKPID" 2>/dev/null; do
-    echo "$(date +%s) rss_kib=$(ps -o rss= -p "$GKPID" | tr -d ' ') held=$(metric gaitkeeper_held_logins) held_bytes=$(metric gaitkeeper_held_login_bytes) cache_bytes=$(metric gaitkeeper_model_cache_bytes)"
+    # RssAnon is the heap (what a leak grows); RssFile counts mapped files and libraries.
+    mem=$(awk '/^(RssAnon|RssFile):/ { printf "%s_kib=%s ", tolower($1), $2 }' "/proc/$GKPID/status" | tr -d ':')
+    echo "$(date +%s) rss_kib=$(ps -o rss= -p "$GKPID" | tr -d ' ') ${mem}held=$(metric gaitkeeper_held_logins) held_bytes=$(metric gaitkeeper_held_login_bytes) cache_bytes=$(metric gaitkeeper_model_cache_bytes) tokens=$(metric gaitkeeper_page_tokens_remembered)"
     sleep 5
   done
 ) > "$WORK/samples" &

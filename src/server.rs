@@ -18,7 +18,7 @@ use crate::challenge::{AssertionVerifier, TotpVerifier};
 use crate::config::{Config, ConfigWatcher};
 use crate::decision::{HeldLogins, Regulator};
 use crate::inject::PageTokens;
-use crate::learn::Learner;
+use crate::learn::{Learner, Recorder};
 use crate::login::TelemetryInbox;
 use crate::proxy::{GaitkeeperProxy, LoginServices};
 use crate::store::Store;
@@ -129,6 +129,12 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
         let _inside = background.enter();
         learner.spawn_background();
     }
+    let recorder = Recorder::start(
+        store.clone(),
+        learner.clone(),
+        background.handle(),
+        metrics.settle_dropped.clone(),
+    );
     let services = Arc::new(LoginServices {
         store,
         learner,
@@ -152,10 +158,25 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
         totp: TotpVerifier::default(),
         external,
         challenge_ttl: mfa.challenge_ttl.0,
-        settling: Default::default(),
-        settle_dropped: metrics.settle_dropped.clone(),
+        recorder: recorder.clone(),
     });
     services.spawn_held_sweeper(dropped_rx, metrics.clone());
+    {
+        let (tokens, gauge) = (
+            Arc::downgrade(&tokens),
+            metrics.page_tokens_remembered.clone(),
+        );
+        background.spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                let Some(tokens) = tokens.upgrade() else {
+                    return;
+                };
+                gauge.set(tokens.remembered() as i64);
+            }
+        });
+    }
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         GaitkeeperProxy::new(
@@ -188,6 +209,7 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
     );
     server.run(RunArgs::default());
     // Let recording, learning and audit work already handed off finish.
+    background.block_on(recorder.flush());
     background.block_on(auditor.flush());
     background.shutdown_timeout(config.server.grace_period.0);
     tracing::info!("gaitkeeper stopped");

@@ -786,3 +786,41 @@ fn learning_settings_out_of_range_are_reported_with_their_place() {
         (50, 10)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learning_in_batches_equals_learning_one_by_one() {
+    for db in backends().await {
+        let store = db.open().await;
+        let learner = learner(&store, &config(20, 1000));
+        // Two users' logins interleaved, as a busy proxy hands them over; more than the window.
+        let mut batch = Vec::new();
+        let mut alone = Vec::new();
+        for i in 0..25 {
+            for (name, person) in [("ann", 1), ("ben", 2)] {
+                let fv = login(person, i, 1.0);
+                let recorded = store
+                    .record_login(name, new_login(to_blob(&fv), Outcome::Verified))
+                    .await
+                    .unwrap();
+                batch.push((recorded.user, fv.clone()));
+                if name == "ann" {
+                    alone.push(fv);
+                }
+            }
+        }
+        let ann = batch[0].0;
+        learner.learn_many(batch.clone()).await.unwrap();
+        let batched = learner.user_model(&ann).await.unwrap().expect("a model");
+        let population = learner.global().population.clone();
+        let one_by_one = UserModel::fit(&alone[alone.len() - 20..], &population);
+        assert_same_model(&batched, &one_by_one, &format!("{:?} batch", db.backend));
+        // The stored state continues from there: logins already in the window (a refit took
+        // them in meanwhile) do not count twice.
+        learner
+            .learn_many(batch[batch.len() - 10..].to_vec())
+            .await
+            .unwrap();
+        let again = learner.user_model(&ann).await.unwrap().unwrap();
+        assert_same_model(&again, &one_by_one, &format!("{:?} again", db.backend));
+    }
+}

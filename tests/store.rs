@@ -1084,3 +1084,48 @@ fn cache_metrics_are_in_the_process_registry() {
         assert!(text.contains(family), "{family} missing from\n{text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_records_every_valid_login_and_refuses_only_the_invalid() {
+    for db in backends().await {
+        let store = db.open().await;
+        let results = store
+            .record_logins(vec![
+                ("pia".to_string(), login(Outcome::Verified, 0.1)),
+                ("pia".to_string(), login(Outcome::Verified, f64::NAN)),
+                ("quin".to_string(), login(Outcome::Failed, 0.9)),
+                ("pia".to_string(), login(Outcome::Verified, 0.2)),
+            ])
+            .await;
+        assert_eq!(results.len(), 4, "{:?}", db.backend);
+        assert!(matches!(results[1], Err(StoreError::Invalid(_))));
+        let pia = store.user_key("pia").unwrap();
+        let recorded: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        assert_eq!(recorded.len(), 3);
+        assert_eq!(recorded[0].user, pia);
+        assert_eq!(recorded[1].user, store.user_key("quin").unwrap());
+        assert!(recorded[0].session < recorded[2].session, "kept in order");
+        let kept = store.recent_logins(&pia, 10).await.unwrap();
+        let risks: Vec<f64> = kept.iter().map(|s| s.risk).collect();
+        assert_eq!(risks, [0.2, 0.1], "newest first, the NaN one not stored");
+        assert_eq!(store.user(&pia).await.unwrap().unwrap().verified_logins, 2);
+
+        // Models of several users in one transaction; one forgotten meanwhile is skipped.
+        let ghost = store.user_key("ghost").unwrap();
+        let saved = store
+            .save_models(vec![
+                (pia, 3, 1, vec![1; 10]),
+                (ghost, 3, 1, vec![2; 10]),
+                (store.user_key("quin").unwrap(), 3, 1, vec![3; 10]),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(saved, [true, false, true]);
+        assert_eq!(
+            store.load_model(&pia).await.unwrap().unwrap().blob,
+            vec![1; 10]
+        );
+        assert_eq!(store.load_model(&ghost).await.unwrap(), None);
+        store.close().await;
+    }
+}

@@ -48,6 +48,8 @@ pub struct Metrics {
     /// Logins held for a second factor right now, and the memory they take.
     pub held_logins: IntGauge,
     pub held_login_bytes: IntGauge,
+    /// Used page-token ids remembered to refuse replays (bounded; updated every 5 s).
+    pub page_tokens_remembered: IntGauge,
     /// Audit records by where they went: `stored`, `spooled` (store unavailable; delivered
     /// later), `rejected` (the store refused the record itself), `lost` (the spool was full
     /// or unwritable).
@@ -187,6 +189,11 @@ impl Metrics {
             "Memory taken by held logins, in bytes (updated every 5 s)",
         )
         .expect("valid metric");
+        let page_tokens_remembered = IntGauge::new(
+            "page_tokens_remembered",
+            "Used page-token ids remembered to refuse replays (updated every 5 s)",
+        )
+        .expect("valid metric");
         let audit_records = IntCounterVec::new(
             Opts::new(
                 "audit_records_total",
@@ -224,6 +231,7 @@ impl Metrics {
             Box::new(held_logins.clone()),
             Box::new(settle_dropped.clone()),
             Box::new(held_login_bytes.clone()),
+            Box::new(page_tokens_remembered.clone()),
             Box::new(risk.clone()),
             Box::new(scoring_latency.clone()),
             Box::new(challenges.clone()),
@@ -259,6 +267,7 @@ impl Metrics {
             login_outcomes,
             held_logins,
             held_login_bytes,
+            page_tokens_remembered,
             settle_dropped,
             requests,
             upstream_errors,

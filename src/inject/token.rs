@@ -69,15 +69,33 @@ pub struct PageTokens {
     encoding: EncodingKey,
     decoding: DecodingKey,
     binding_key: Vec<u8>,
-    /// Ids of tokens already used. Entries live as long as the longest token could.
-    used: moka::sync::Cache<String, ()>,
+    /// Ids of tokens already used, each remembered until its own token expires (the value is
+    /// the seconds it has left): after that the token is refused as expired anyway, so the
+    /// memory holds only what the last `capture.token_ttl` of logins needs.
+    used: moka::sync::Cache<TokenId, u64>,
 }
 
+/// The raw 16 random bytes of a token id (kept instead of its text: a third of the memory).
+type TokenId = [u8; 16];
+
 /// The most token ids remembered at once. At the default 10-minute lifetime this covers about
-/// 800 logins per second; beyond it the oldest ids are evicted first.
+/// 800 logins per second; beyond it moka evicts the ids least worth keeping. Each id costs
+/// about 150 bytes with moka's bookkeeping, so this bounds the memory near 75 MiB.
 const MAX_REMEMBERED_IDS: u64 = 500_000;
-/// Longest token lifetime the replay record must cover (the config allows at most 24h).
-const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600 + 60);
+
+/// Forgets a used token id once its token has expired (plus the clock leeway).
+struct UntilTokenExpires;
+
+impl moka::Expiry<TokenId, u64> for UntilTokenExpires {
+    fn expire_after_create(
+        &self,
+        _id: &TokenId,
+        seconds_left: &u64,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(Duration::from_secs(*seconds_left))
+    }
+}
 /// Clock skew tolerated between instances.
 const LEEWAY_SECS: u64 = 5;
 
@@ -92,7 +110,7 @@ impl PageTokens {
             binding_key: derive(secret, b"gaitkeeper client-binding v1"),
             used: moka::sync::Cache::builder()
                 .max_capacity(MAX_REMEMBERED_IDS)
-                .time_to_live(MAX_TOKEN_LIFETIME)
+                .expire_after(UntilTokenExpires)
                 .build(),
         }
     }
@@ -162,12 +180,24 @@ impl PageTokens {
         if !constant_time_eq(expected.as_bytes(), claims.cb.as_bytes()) {
             return Err(TokenError::WrongClient);
         }
+        let id: TokenId = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(&claims.jti)
+            .ok()
+            .and_then(|bytes| bytes.try_into().ok())
+            .ok_or(TokenError::Malformed)?;
+        let seconds_left = claims.exp.saturating_sub(now_secs()) + LEEWAY_SECS;
         // Atomic check-and-mark: of two concurrent uses, exactly one is fresh.
-        let entry = self.used.entry(claims.jti.clone()).or_insert(());
+        let entry = self.used.entry(id).or_insert(seconds_left);
         if !entry.is_fresh() {
             return Err(TokenError::Replayed);
         }
         Ok(claims)
+    }
+
+    /// How many used token ids are remembered now (a gauge for operators).
+    pub fn remembered(&self) -> u64 {
+        self.used.run_pending_tasks();
+        self.used.entry_count()
     }
 
     fn binding(&self, client: &Client, bind_ip: bool) -> String {

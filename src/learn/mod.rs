@@ -15,9 +15,10 @@
 //! they run in spawned tasks (the CPU part on the blocking pool).
 
 mod config;
+mod recorder;
 mod window;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -37,6 +38,7 @@ use crate::model::{GlobalModel, TrainingUser, UserModel, MODEL_VERSION};
 use crate::store::{Store, StoreError, StoredModel, UserKey, MAX_PAGE};
 
 pub use config::LearnConfig;
+pub use recorder::{Recorder, Settle};
 use window::Window;
 pub use window::MAX_WINDOW;
 
@@ -242,50 +244,103 @@ impl Learner {
     /// `learning.refit_every` logins, or when the stored state is of another version or the
     /// user's usual password length changed, a full refit is scheduled in the background.
     pub async fn learn(&self, key: &UserKey, features: &FeatureVector) -> Result<(), LearnError> {
-        let result = self.learn_one(key, features).await;
-        match &result {
-            Ok(()) => self.inner.learnt.inc(),
-            Err(_) => self.inner.learn_errors.inc(),
-        }
-        result
+        self.learn_many(vec![(*key, features.clone())]).await
     }
 
-    async fn learn_one(&self, key: &UserKey, features: &FeatureVector) -> Result<(), LearnError> {
-        if features.version != FEATURE_VERSION {
-            return Err(LearnError::FeatureVersion {
-                found: features.version,
-                expected: FEATURE_VERSION,
-            });
+    /// Learns from many verified logins at once, as [`Learner::learn`] does from each: every
+    /// user's logins are taken in order, and all the new models are saved in one transaction
+    /// (what keeps learning cheap on a busy login path). Logins of another feature version are
+    /// skipped and counted as errors; a store failure fails the whole batch.
+    pub async fn learn_many(
+        &self,
+        logins: Vec<(UserKey, FeatureVector)>,
+    ) -> Result<(), LearnError> {
+        let total = logins.len() as u64;
+        let mut by_user: BTreeMap<UserKey, Vec<FeatureVector>> = BTreeMap::new();
+        let mut wrong_version = None;
+        for (key, features) in logins {
+            if features.version == FEATURE_VERSION {
+                by_user.entry(key).or_default().push(features);
+            } else {
+                wrong_version = Some(LearnError::FeatureVersion {
+                    found: features.version,
+                    expected: FEATURE_VERSION,
+                });
+            }
         }
+        let usable = by_user.values().map(|v| v.len() as u64).sum::<u64>();
+        self.inner.learn_errors.inc_by(total - usable);
+        let result = self.learn_users(by_user).await;
+        match &result {
+            Ok(()) => self.inner.learnt.inc_by(usable),
+            Err(_) => self.inner.learn_errors.inc_by(usable),
+        }
+        match (result, wrong_version) {
+            (Err(e), _) | (Ok(()), Some(e)) => Err(e),
+            (Ok(()), None) => Ok(()),
+        }
+    }
+
+    async fn learn_users(
+        &self,
+        by_user: BTreeMap<UserKey, Vec<FeatureVector>>,
+    ) -> Result<(), LearnError> {
         let inner = &self.inner;
         let window_len = inner.config.window as usize;
-        let user_lock = inner.lock(key).await;
-        let stored = inner.store.load_model(key).await?;
-        let had_model = stored.is_some();
-        let (mut window, mut refit) = match stored.as_ref().and_then(window::decode_window) {
-            // A refit between the caller recording this login and now has learnt it already.
-            Some(w) if w.contains(features) => return Ok(()),
-            Some(w) => (w, false),
-            // New user, or a state this version cannot continue: start from this login, and
-            // let a refit bring in the user's other verified logins.
-            None => (Window::first(features), had_model),
-        };
-        refit |= !window.push(features, window_len);
-        refit |= window.since_refit >= inner.config.refit_every;
-        let model = window.model(&self.global().population);
-        let blob =
-            window::encode(&model, &window).map_err(|e| LearnError::Encode(e.to_string()))?;
-        inner
-            .store
-            .save_model(key, FEATURE_VERSION, MODEL_VERSION, blob)
-            .await?;
-        inner
-            .cache
-            .replace(key, CachedUser::Ready(Arc::new(model)))
-            .await;
-        drop(user_lock);
-        if refit {
-            self.schedule_refit(*key);
+        // Every user's stripe, locked in one order so that batches never deadlock.
+        let stripes: BTreeSet<usize> = by_user.keys().map(stripe).collect();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for s in stripes {
+            guards.push(inner.locks[s].lock().await);
+        }
+        let global = self.global();
+        let mut saves = Vec::with_capacity(by_user.len());
+        let mut fitted = Vec::with_capacity(by_user.len());
+        let mut refits = Vec::new();
+        for (key, logins) in by_user {
+            let stored = inner.store.load_model(&key).await?;
+            let had_model = stored.is_some();
+            let (mut window, mut refit) = match stored.as_ref().and_then(window::decode_window) {
+                Some(w) => (w, false),
+                // New user, or a state this version cannot continue: start from these logins,
+                // and let a refit bring in the user's other verified logins.
+                None => (Window::first(&logins[0]), had_model),
+            };
+            let mut changed = false;
+            for features in &logins {
+                // A refit between the caller recording this login and now has learnt it already.
+                if window.contains(features) {
+                    continue;
+                }
+                refit |= !window.push(features, window_len);
+                changed = true;
+            }
+            if !changed {
+                continue;
+            }
+            refit |= window.since_refit >= inner.config.refit_every;
+            let model = window.model(&global.population);
+            let blob =
+                window::encode(&model, &window).map_err(|e| LearnError::Encode(e.to_string()))?;
+            saves.push((key, FEATURE_VERSION, MODEL_VERSION, blob));
+            fitted.push((key, model));
+            if refit {
+                refits.push(key);
+            }
+        }
+        let saved = inner.store.save_models(saves).await?;
+        for ((key, model), saved) in fitted.into_iter().zip(saved) {
+            // Not saved: the user was forgotten meanwhile, and must not come back via the cache.
+            if saved {
+                inner
+                    .cache
+                    .replace(&key, CachedUser::Ready(Arc::new(model)))
+                    .await;
+            }
+        }
+        drop(guards);
+        for key in refits {
+            self.schedule_refit(key);
         }
         Ok(())
     }
@@ -545,10 +600,13 @@ impl Learner {
 
 impl Inner {
     async fn lock(&self, key: &UserKey) -> tokio::sync::MutexGuard<'_, ()> {
-        self.locks[usize::from(key.0[0]) % LOCK_STRIPES]
-            .lock()
-            .await
+        self.locks[stripe(key)].lock().await
     }
+}
+
+/// Which of the per-user locks guards `key`'s model.
+fn stripe(key: &UserKey) -> usize {
+    usize::from(key.0[0]) % LOCK_STRIPES
 }
 
 /// Counts a background task for [`Learner::wait_idle`] until dropped (also on panic).

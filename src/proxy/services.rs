@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use crate::alert::{Alert, AlertEvent, Alerter};
@@ -14,7 +13,7 @@ use crate::audit::{self, AuditRecord, Auditor};
 use crate::challenge::{AssertionError, AssertionVerifier, ExternalMfaConfig, TotpVerifier};
 use crate::decision::{HeldLogin, HeldLogins, Regulator};
 use crate::features::FeatureVector;
-use crate::learn::Learner;
+use crate::learn::{Learner, Recorder, Settle};
 use crate::model::UserModel;
 use crate::policy::Action;
 use crate::store::{Decision, NewLogin, Outcome, Store, UserKey};
@@ -40,18 +39,6 @@ pub struct Settled {
     pub client_ip: String,
 }
 
-/// Most logins being recorded and learnt from at once (see [`LoginServices::settle`]).
-pub const MAX_SETTLING: usize = 10_000;
-
-/// Counts one settling login until dropped.
-struct SettlingGuard(Arc<AtomicUsize>);
-
-impl Drop for SettlingGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 pub struct LoginServices {
     pub store: Store,
     pub learner: Learner,
@@ -69,10 +56,8 @@ pub struct LoginServices {
     /// The external MFA provider, when configured.
     pub external: Option<(ExternalMfaConfig, AssertionVerifier)>,
     pub challenge_ttl: Duration,
-    /// Logins handed to the background runtime and not yet recorded.
-    pub settling: Arc<AtomicUsize>,
-    /// Logins not recorded because too many were in flight.
-    pub settle_dropped: prometheus::IntCounter,
+    /// Records settled logins and learns from the verified ones (batched, in the background).
+    pub recorder: Recorder,
 }
 
 impl LoginServices {
@@ -268,30 +253,19 @@ impl LoginServices {
         }
         self.auditor.record(record);
 
-        // Recording and learning are bounded: past MAX_SETTLING logins in flight (the store
-        // cannot keep up) a login is audited but neither recorded nor learnt from, and counted.
-        if self.settling.fetch_add(1, Ordering::AcqRel) >= MAX_SETTLING {
-            self.settling.fetch_sub(1, Ordering::AcqRel);
-            self.settle_dropped.inc();
-            return;
-        }
-        let in_flight = SettlingGuard(self.settling.clone());
-        let store = self.store.clone();
-        let learner = self.learner.clone();
-        self.bg.spawn(async move {
-            let _in_flight = in_flight;
-            let verified = s.outcome == "verified";
-            let features = s.features.as_ref().map(crate::features::to_blob).unwrap_or(
-                crate::store::FeatureBlob {
-                    version: crate::features::FEATURE_VERSION,
-                    bytes: Vec::new(),
-                },
-            );
-            let new = NewLogin {
-                at: std::time::SystemTime::now(),
+        let verified = s.outcome == "verified";
+        let features = s.features.as_ref().map(crate::features::to_blob).unwrap_or(
+            crate::store::FeatureBlob {
+                version: crate::features::FEATURE_VERSION,
+                bytes: Vec::new(),
+            },
+        );
+        self.recorder.record(Settle {
+            new: NewLogin {
+                at: SystemTime::now(),
                 features,
                 risk: s.risk.unwrap_or(0.0),
-                reasons: s.reasons.clone(),
+                reasons: s.reasons,
                 decision: match s.decision {
                     Action::Allow => Decision::Allow,
                     Action::Challenge => Decision::Challenge,
@@ -302,21 +276,10 @@ impl LoginServices {
                 } else {
                     Outcome::Failed
                 },
-            };
-            match store.record_login(&s.login, new).await {
-                Ok(recorded) => {
-                    // Only verified logins teach the profile; the store holds this one as
-                    // verified now, which is what learning requires.
-                    if let (true, Some(features)) = (verified, &s.features) {
-                        if let Err(e) = learner.learn(&recorded.user, features).await {
-                            tracing::warn!(error = %e, request_id = %s.request_id, "cannot learn from the login");
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, request_id = %s.request_id, "cannot record the login")
-                }
-            }
+            },
+            login: s.login,
+            features: s.features,
+            request_id: s.request_id,
         });
     }
 

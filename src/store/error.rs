@@ -36,6 +36,9 @@ pub enum StoreError {
     },
     #[error("{0}")]
     Invalid(String),
+    /// A login recorded in a batch whose transaction failed (the message is that failure's).
+    #[error("the login was not recorded: its batch failed ({0})")]
+    BatchFailed(String),
     #[error("the TOTP secret of user {user} cannot be opened: it was sealed with another `secrets.key` or was altered; enroll the user again with `gaitkeeper users enroll-totp`")]
     Unseal { user: String },
     #[error("the store holds a value this gaitkeeper cannot read ({0}); was it written by a newer version?")]

@@ -409,6 +409,67 @@ impl Store {
     /// Records one login (creating its user if new). A `Verified` outcome counts towards
     /// enrollment at once; a `Pending` one when [`Store::set_outcome`] verifies it.
     pub async fn record_login(&self, login: &str, new: NewLogin) -> Result<Recorded, StoreError> {
+        let mut results = self.record_logins(vec![(login.to_string(), new)]).await;
+        results
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Invalid("no login was recorded".to_string())))
+    }
+
+    /// Records many logins in one transaction (what a busy login path needs: one commit for a
+    /// batch instead of one per login). Returns a result per login, in order: a login that is
+    /// itself invalid is refused alone; if the store fails, every login of the batch fails with
+    /// that error and none is recorded.
+    pub async fn record_logins(
+        &self,
+        logins: Vec<(String, NewLogin)>,
+    ) -> Vec<Result<Recorded, StoreError>> {
+        let mut results: Vec<Option<Result<Recorded, StoreError>>> = Vec::new();
+        let mut valid = Vec::with_capacity(logins.len());
+        for (index, (login, new)) in logins.into_iter().enumerate() {
+            match self.check_login(&login, &new) {
+                Ok((key, reasons)) => {
+                    valid.push((index, key, login, new, reasons));
+                    results.push(None);
+                }
+                Err(e) => results.push(Some(Err(e))),
+            }
+        }
+        if !valid.is_empty() {
+            match self.insert_logins(valid).await {
+                Ok(recorded) => {
+                    for (index, one) in recorded {
+                        results[index] = Some(Ok(one));
+                    }
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    for result in results.iter_mut().filter(|r| r.is_none()) {
+                        *result = Some(Err(StoreError::BatchFailed(message.clone())));
+                    }
+                }
+            }
+        }
+        results.into_iter().flatten().collect()
+    }
+
+    async fn insert_logins(
+        &self,
+        valid: Vec<(usize, UserKey, String, NewLogin, String)>,
+    ) -> Result<Vec<(usize, Recorded)>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db("record login"))?;
+        let mut recorded = Vec::with_capacity(valid.len());
+        for (index, key, login, new, reasons) in valid {
+            let one = self
+                .insert_login(&mut tx, &key, &login, new, reasons)
+                .await?;
+            recorded.push((index, one));
+        }
+        tx.commit().await.map_err(db("record login"))?;
+        Ok(recorded)
+    }
+
+    /// A login's user key and reasons text, or why the login cannot be stored.
+    fn check_login(&self, login: &str, new: &NewLogin) -> Result<(UserKey, String), StoreError> {
         let key = self.user_key(login)?;
         check_size(
             "the feature vector",
@@ -423,8 +484,18 @@ impl Store {
                 new.risk
             )));
         }
-        let mut tx = self.pool.begin().await.map_err(db("record login"))?;
-        self.insert_user(&mut *tx, &key, login, new.at).await?;
+        Ok((key, reasons))
+    }
+
+    async fn insert_login(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        key: &UserKey,
+        login: &str,
+        new: NewLogin,
+        reasons: String,
+    ) -> Result<Recorded, StoreError> {
+        self.insert_user(&mut **tx, key, login, new.at).await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO login_sessions (user_key, at, feature_version, features, risk, reasons, decision, outcome) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
@@ -437,7 +508,7 @@ impl Store {
         .bind(reasons)
         .bind(new.decision.as_str())
         .bind(new.outcome.as_str())
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut **tx)
         .await
         .map_err(db("record login"))?;
         let verified = i64::from(new.outcome == Outcome::Verified);
@@ -449,7 +520,7 @@ impl Store {
         .bind(key.0.to_vec())
         .bind(verified)
         .bind(millis(new.at))
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut **tx)
         .await
         .map_err(db("record login"))?;
         // Keep each user's history bounded whatever the retention.
@@ -459,13 +530,12 @@ impl Store {
         )
         .bind(key.0.to_vec())
         .bind(MAX_SESSIONS_PER_USER)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(db("trim login history"))?;
-        tx.commit().await.map_err(db("record login"))?;
         Ok(Recorded {
             session: id,
-            user: key,
+            user: *key,
             enrollment: self.enrollment_of(count as u64),
         })
     }
@@ -563,6 +633,58 @@ impl Store {
         blob: Vec<u8>,
     ) -> Result<StoredModel, StoreError> {
         check_size("the model", blob.len(), MAX_MODEL_BYTES)?;
+        let saved = Self::upsert_model(
+            &self.pool,
+            key,
+            feature_version,
+            model_version,
+            blob.clone(),
+        )
+        .await?;
+        Ok(StoredModel {
+            feature_version,
+            model_version,
+            blob,
+            updated_at: saved,
+        })
+    }
+
+    /// Saves several users' models (each as [`Store::save_model`]) in one transaction.
+    /// Returns, per model, whether it was saved: a user forgotten meanwhile is skipped.
+    pub async fn save_models(
+        &self,
+        models: Vec<(UserKey, u32, u32, Vec<u8>)>,
+    ) -> Result<Vec<bool>, StoreError> {
+        for (_, _, _, blob) in &models {
+            check_size("the model", blob.len(), MAX_MODEL_BYTES)?;
+        }
+        if models.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin().await.map_err(db("save model"))?;
+        let mut saved = Vec::with_capacity(models.len());
+        for (key, feature_version, model_version, blob) in models {
+            match Self::upsert_model(&mut *tx, &key, feature_version, model_version, blob).await {
+                Ok(_) => saved.push(true),
+                Err(StoreError::UnknownUser { .. }) => saved.push(false),
+                Err(e) => return Err(e),
+            }
+        }
+        tx.commit().await.map_err(db("save model"))?;
+        Ok(saved)
+    }
+
+    /// Inserts or replaces a user's model; returns when it was saved.
+    async fn upsert_model<'e, E>(
+        executor: E,
+        key: &UserKey,
+        feature_version: u32,
+        model_version: u32,
+        blob: Vec<u8>,
+    ) -> Result<SystemTime, StoreError>
+    where
+        E: sqlx::Executor<'e, Database = sqlx::Any>,
+    {
         let at = now();
         let done = sqlx::query(
             "INSERT INTO models (user_key, feature_version, model_version, model, updated_at) \
@@ -573,9 +695,9 @@ impl Store {
         .bind(key.0.to_vec())
         .bind(i64::from(feature_version))
         .bind(i64::from(model_version))
-        .bind(blob.clone())
+        .bind(blob)
         .bind(millis(at))
-        .execute(&self.pool)
+        .execute(executor)
         .await
         .map_err(db("save model"))?;
         if done.rows_affected() == 0 {
@@ -583,12 +705,7 @@ impl Store {
                 user: format!("key:{key}"),
             });
         }
-        Ok(StoredModel {
-            feature_version,
-            model_version,
-            blob,
-            updated_at: time(millis(at)),
-        })
+        Ok(time(millis(at)))
     }
 
     /// The user's fitted model, if they have one.

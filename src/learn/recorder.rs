@@ -1,0 +1,148 @@
+//! The recorder: every settled login goes into the store's history, and the verified ones
+//! teach their user's model, in batches, from one background worker.
+//!
+//! Why one worker and batches: a busy login path settles thousands of logins a second. One
+//! task and one transaction per login made them queue for the store's connections (SQLite has
+//! a single writer), starving the audit trail and any login whose user's model had to be read.
+//! One worker takes whatever is queued (up to [`MAX_BATCH`]), records it in one transaction and
+//! learns from it with one more, holding at most one connection at a time.
+//!
+//! Bounded: at most [`MAX_QUEUED`] logins wait; past that a login is not recorded nor learnt
+//! from (its audit record is kept elsewhere) and `gaitkeeper_settle_dropped_total` counts it.
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::features::FeatureVector;
+use crate::learn::Learner;
+use crate::store::{NewLogin, Outcome, Store};
+
+/// Most logins waiting to be recorded.
+pub const MAX_QUEUED: usize = 10_000;
+/// Most logins recorded in one transaction.
+pub const MAX_BATCH: usize = 512;
+
+/// A login whose outcome is known, to be recorded (and learnt from, if verified).
+pub struct Settle {
+    pub login: String,
+    pub new: NewLogin,
+    /// The features to learn from; `None` for a login that was not scored.
+    pub features: Option<FeatureVector>,
+    pub request_id: String,
+}
+
+enum Message {
+    Login(Box<Settle>),
+    /// Answered once every login queued before it is recorded and learnt from.
+    Flush(oneshot::Sender<()>),
+}
+
+/// Hands settled logins to the recording worker.
+#[derive(Clone)]
+pub struct Recorder {
+    queue: mpsc::Sender<Message>,
+    dropped: prometheus::IntCounter,
+}
+
+impl Recorder {
+    /// Starts the worker on `runtime` (the background runtime that owns the store).
+    pub fn start(
+        store: Store,
+        learner: Learner,
+        runtime: &tokio::runtime::Handle,
+        dropped: prometheus::IntCounter,
+    ) -> Recorder {
+        let (queue, inbox) = mpsc::channel(MAX_QUEUED);
+        runtime.spawn(work(inbox, store, learner));
+        Recorder { queue, dropped }
+    }
+
+    /// Queues a login without waiting; counted as dropped when the queue is full.
+    pub fn record(&self, login: Settle) {
+        if self
+            .queue
+            .try_send(Message::Login(Box::new(login)))
+            .is_err()
+        {
+            self.dropped.inc();
+        }
+    }
+
+    /// Waits until every login queued before this call is recorded and learnt from.
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.queue.send(Message::Flush(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+async fn work(mut inbox: mpsc::Receiver<Message>, store: Store, learner: Learner) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut flushes = Vec::new();
+    while let Some(first) = inbox.recv().await {
+        let mut next = Some(first);
+        while let Some(message) = next {
+            match message {
+                Message::Login(login) => batch.push(*login),
+                Message::Flush(done) => flushes.push(done),
+            }
+            next = if batch.len() < MAX_BATCH {
+                inbox.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        record_batch(&store, &learner, std::mem::take(&mut batch)).await;
+        for done in flushes.drain(..) {
+            let _ = done.send(());
+        }
+    }
+}
+
+async fn record_batch(store: &Store, learner: &Learner, batch: Vec<Settle>) {
+    if batch.is_empty() {
+        return;
+    }
+    let mut to_learn = Vec::new();
+    let mut rest = Vec::with_capacity(batch.len());
+    let logins = batch
+        .into_iter()
+        .map(|s| {
+            rest.push((s.features, s.request_id, s.new.outcome == Outcome::Verified));
+            (s.login, s.new)
+        })
+        .collect();
+    let results = store.record_logins(logins).await;
+    let mut failed = 0usize;
+    for (result, (features, request_id, verified)) in results.into_iter().zip(rest) {
+        match result {
+            // Only verified logins teach the profile; the store holds them as verified now,
+            // which is what learning requires.
+            Ok(recorded) => {
+                if let (true, Some(features)) = (verified, features) {
+                    to_learn.push((recorded.user, features));
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                // One line per batch, not per login, while the store is down.
+                if failed == 1 {
+                    tracing::warn!(error = %e, request_id = %request_id, "cannot record the login");
+                }
+            }
+        }
+    }
+    if failed > 1 {
+        tracing::warn!(
+            logins = failed,
+            "more logins of the same batch were not recorded"
+        );
+    }
+    if to_learn.is_empty() {
+        return;
+    }
+    let count = to_learn.len();
+    if let Err(e) = learner.learn_many(to_learn).await {
+        tracing::warn!(error = %e, logins = count, "cannot learn from the logins");
+    }
+}
