@@ -8,17 +8,21 @@
 # Only the POST is timed (examples/login_load.rs). Prints both runs and the extra latency.
 #
 # Usage: bench/scored-logins.sh [--threads N] [--seconds S] [--concurrency C] [--users U]
+#                               [--rate R]
+# Without --rate the load is closed-loop (as fast as gaitkeeper answers: throughput at
+# saturation); with --rate R both runs get R logins per second (latency at a given load).
 # (SCORED_EXTRA_YAML=... adds YAML to the scored run's config, for experiments.)
 # Needs: nginx (installed with apt-get if missing), a release build (built if missing).
 set -euo pipefail
 
-THREADS=2 SECONDS_=10 CONCURRENCY=32 USERS=200
+THREADS=2 SECONDS_=10 CONCURRENCY=32 USERS=200 RATE=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --threads) THREADS=$2; shift 2 ;;
     --seconds) SECONDS_=$2; shift 2 ;;
     --concurrency) CONCURRENCY=$2; shift 2 ;;
     --users) USERS=$2; shift 2 ;;
+    --rate) RATE=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -86,8 +90,8 @@ CONF
   "$GK" run -c "$WORK/$1.yaml" >"$WORK/$1.audit" 2>"$WORK/$1.log" & local pid=$!
   PIDS+=($pid)
   wait_port "$port"
-  "$LOAD" --target "http://127.0.0.1:$port" --users "$USERS" --concurrency "$CONCURRENCY" --seconds "$SECONDS_" > "$WORK/$1.json"
-  curl -s "http://127.0.0.1:$admin/metrics" | grep -E '^gaitkeeper_(login_decisions_total|scoring_seconds_(sum|count)|audit_records_total|settle_dropped_total|learn_logins_total)' > "$WORK/$1.metrics" || true
+  "$LOAD" --target "http://127.0.0.1:$port" --users "$USERS" --concurrency "$CONCURRENCY" --seconds "$SECONDS_" --rate "$RATE" > "$WORK/$1.json"
+  curl -s "http://127.0.0.1:$admin/metrics" | grep -E '^gaitkeeper_(login_decisions_total|scoring_seconds_(sum|count)|audit_records_total|settle_dropped_total|learn_logins_total|learn_refits_total)' > "$WORK/$1.metrics" || true
   kill "$pid"; wait "$pid" 2>/dev/null || true
   echo "$1: $(cat "$WORK/$1.json")"
 }

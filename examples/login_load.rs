@@ -3,7 +3,10 @@
 //! payload in their own rhythm. Only the POST is timed: that is where gaitkeeper scores.
 //!
 //! Usage: login_load --target http://127.0.0.1:PORT [--users N] [--concurrency C]
-//!        [--enroll LOGINS] [--seconds S] [--stranger-every N]
+//!        [--enroll LOGINS] [--seconds S] [--stranger-every N] [--rate R]
+//! With `--rate R` the measured logins are paced at R per second in all (each worker keeps its
+//! own schedule and catches up when late) instead of as fast as the target answers: the
+//! latency of a given load rather than at saturation.
 //! With `--stranger-every N`, every Nth measured login is typed in a stranger's rhythm (such
 //! logins are challenged and left waiting: held-login memory under load).
 //! Prints one JSON line: posts, seconds, posts per second, POST latency p50/p90/p99 (µs), and
@@ -24,6 +27,7 @@ struct Options {
     enroll: usize,
     seconds: u64,
     stranger_every: usize,
+    rate: f64,
 }
 
 fn options() -> Options {
@@ -34,6 +38,7 @@ fn options() -> Options {
         enroll: 6,
         seconds: 10,
         stranger_every: 0,
+        rate: 0.0,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
@@ -45,6 +50,7 @@ fn options() -> Options {
             "--enroll" => o.enroll = value.parse().expect("--enroll LOGINS"),
             "--seconds" => o.seconds = value.parse().expect("--seconds S"),
             "--stranger-every" => o.stranger_every = value.parse().expect("--stranger-every N"),
+            "--rate" => o.rate = value.parse().expect("--rate LOGINS_PER_SECOND"),
             other => panic!("unknown option {other}"),
         }
     }
@@ -150,7 +156,16 @@ async fn main() {
             let mut mine = Vec::new();
             let mut seen = BTreeMap::<String, u64>::new();
             let mut i = worker;
+            // Paced: this worker's share of the rate, its first slot staggered from the others'.
+            let interval =
+                (o.rate > 0.0).then(|| Duration::from_secs_f64(o.concurrency as f64 / o.rate));
+            let mut slot = tokio::time::Instant::from_std(started)
+                + interval.unwrap_or_default() * worker as u32 / o.concurrency as u32;
             while !stop.load(Ordering::Relaxed) {
+                if let Some(interval) = interval {
+                    tokio::time::sleep_until(slot).await;
+                    slot += interval;
+                }
                 let stranger = o.stranger_every > 0 && i % o.stranger_every == 0;
                 let rhythm = if stranger {
                     &behaviour::STRANGER
@@ -188,6 +203,7 @@ async fn main() {
         serde_json::json!({
             "posts": l.len(),
             "seconds": (seconds * 100.0).round() / 100.0,
+            "rate": o.rate,
             "posts_per_second": (l.len() as f64 / seconds).round(),
             "p50_us": percentile(&l, 0.50),
             "p90_us": percentile(&l, 0.90),

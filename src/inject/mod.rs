@@ -5,6 +5,7 @@
 //! `injector/capture.js`. Never changes a response it was not asked to (HEAD, 304, non-HTML,
 //! unknown codings pass untouched).
 
+mod replay;
 mod rewrite;
 pub mod token;
 

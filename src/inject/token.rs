@@ -13,6 +13,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+use super::replay::{self, TokenId, UsedIds};
+
 /// The claims inside a page token.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PageClaims {
@@ -69,33 +71,10 @@ pub struct PageTokens {
     encoding: EncodingKey,
     decoding: DecodingKey,
     binding_key: Vec<u8>,
-    /// Ids of tokens already used, each remembered until its own token expires (the value is
-    /// the seconds it has left): after that the token is refused as expired anyway, so the
-    /// memory holds only what the last `capture.token_ttl` of logins needs.
-    used: moka::sync::Cache<TokenId, u64>,
+    /// Ids of tokens already used, each remembered until its own token expires.
+    used: UsedIds,
 }
 
-/// The raw 16 random bytes of a token id (kept instead of its text: a third of the memory).
-type TokenId = [u8; 16];
-
-/// The most token ids remembered at once. At the default 10-minute lifetime this covers about
-/// 800 logins per second; beyond it moka evicts the ids least worth keeping. Each id costs
-/// about 150 bytes with moka's bookkeeping, so this bounds the memory near 75 MiB.
-const MAX_REMEMBERED_IDS: u64 = 500_000;
-
-/// Forgets a used token id once its token has expired (plus the clock leeway).
-struct UntilTokenExpires;
-
-impl moka::Expiry<TokenId, u64> for UntilTokenExpires {
-    fn expire_after_create(
-        &self,
-        _id: &TokenId,
-        seconds_left: &u64,
-        _created_at: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(Duration::from_secs(*seconds_left))
-    }
-}
 /// Clock skew tolerated between instances.
 const LEEWAY_SECS: u64 = 5;
 
@@ -108,10 +87,7 @@ impl PageTokens {
             encoding: EncodingKey::from_secret(&signing),
             decoding: DecodingKey::from_secret(&signing),
             binding_key: derive(secret, b"gaitkeeper client-binding v1"),
-            used: moka::sync::Cache::builder()
-                .max_capacity(MAX_REMEMBERED_IDS)
-                .expire_after(UntilTokenExpires)
-                .build(),
+            used: UsedIds::new(replay::CAPACITY),
         }
     }
 
@@ -185,19 +161,19 @@ impl PageTokens {
             .ok()
             .and_then(|bytes| bytes.try_into().ok())
             .ok_or(TokenError::Malformed)?;
-        let seconds_left = claims.exp.saturating_sub(now_secs()) + LEEWAY_SECS;
         // Atomic check-and-mark: of two concurrent uses, exactly one is fresh.
-        let entry = self.used.entry(id).or_insert(seconds_left);
-        if !entry.is_fresh() {
+        if !self
+            .used
+            .first_use(id, claims.exp.saturating_add(LEEWAY_SECS), now_secs())
+        {
             return Err(TokenError::Replayed);
         }
         Ok(claims)
     }
 
     /// How many used token ids are remembered now (a gauge for operators).
-    pub fn remembered(&self) -> u64 {
-        self.used.run_pending_tasks();
-        self.used.entry_count()
+    pub fn remembered(&self) -> usize {
+        self.used.count(now_secs())
     }
 
     fn binding(&self, client: &Client, bind_ip: bool) -> String {

@@ -15,6 +15,7 @@ mod error;
 mod keys;
 mod schema;
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -456,12 +457,20 @@ impl Store {
         &self,
         valid: Vec<(usize, UserKey, String, NewLogin, String)>,
     ) -> Result<Vec<(usize, Recorded)>, StoreError> {
+        // Each user is created and has their history trimmed once per batch, not per login.
+        let mut last_of_user = HashMap::new();
+        for (position, (_, key, ..)) in valid.iter().enumerate() {
+            last_of_user.insert(*key, position);
+        }
+        let mut created = HashSet::new();
         let mut tx = self.pool.begin().await.map_err(db("record login"))?;
         let mut recorded = Vec::with_capacity(valid.len());
-        for (index, key, login, new, reasons) in valid {
-            let one = self
-                .insert_login(&mut tx, &key, &login, new, reasons)
-                .await?;
+        for (position, (index, key, login, new, reasons)) in valid.into_iter().enumerate() {
+            if created.insert(key) {
+                self.insert_user(&mut *tx, &key, &login, new.at).await?;
+            }
+            let trim = last_of_user.get(&key) == Some(&position);
+            let one = self.insert_login(&mut tx, &key, new, reasons, trim).await?;
             recorded.push((index, one));
         }
         tx.commit().await.map_err(db("record login"))?;
@@ -487,15 +496,16 @@ impl Store {
         Ok((key, reasons))
     }
 
+    /// Adds one login of an existing user; with `trim`, drops their history beyond
+    /// [`MAX_SESSIONS_PER_USER`].
     async fn insert_login(
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         key: &UserKey,
-        login: &str,
         new: NewLogin,
         reasons: String,
+        trim: bool,
     ) -> Result<Recorded, StoreError> {
-        self.insert_user(&mut **tx, key, login, new.at).await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO login_sessions (user_key, at, feature_version, features, risk, reasons, decision, outcome) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
@@ -524,15 +534,17 @@ impl Store {
         .await
         .map_err(db("record login"))?;
         // Keep each user's history bounded whatever the retention.
-        sqlx::query(
-            "DELETE FROM login_sessions WHERE user_key = $1 AND id <= \
-             (SELECT id FROM login_sessions WHERE user_key = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)",
-        )
-        .bind(key.0.to_vec())
-        .bind(MAX_SESSIONS_PER_USER)
-        .execute(&mut **tx)
-        .await
-        .map_err(db("trim login history"))?;
+        if trim {
+            sqlx::query(
+                "DELETE FROM login_sessions WHERE user_key = $1 AND id <= \
+                 (SELECT id FROM login_sessions WHERE user_key = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)",
+            )
+            .bind(key.0.to_vec())
+            .bind(MAX_SESSIONS_PER_USER)
+            .execute(&mut **tx)
+            .await
+            .map_err(db("trim login history"))?;
+        }
         Ok(Recorded {
             session: id,
             user: *key,
