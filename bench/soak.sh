@@ -122,4 +122,15 @@ wait "$WRK"
 echo "== wrk (pages, asset, login page) =="; grep -E "Requests/sec|Latency|99%|Non-2xx|Socket errors|requests in" "$WORK/wrk.txt" || true
 echo "== scored logins =="; cat "$WORK/logins.json"
 echo "== samples (every 5 s) =="; cat "$WORK/samples"
+# The trend over the second half of the run, when every bounded structure has had time to
+# fill: a leak shows as a slope that does not go to zero however long the run.
+echo "== RSS over the second half =="
+awk -v half="$((SECONDS_ / 2))" '
+  NR == 1 { t0 = $1 }
+  { split($2, r, "="); t = $1 - t0; v = r[2] / 1024 }
+  t >= half { n++; sx += t; sy += v; sxy += t * v; sxx += t * t
+              if (n == 1 || v < lo) lo = v; if (v > hi) hi = v }
+  END { if (n > 2) printf "from %d s: %d samples, RSS %.0f-%.0f MiB, slope %.4f MiB/s (%.1f MiB per 10 min)\n",
+                          half, n, lo, hi, (n * sxy - sx * sy) / (n * sxx - sx * sx),
+                          600 * (n * sxy - sx * sy) / (n * sxx - sx * sx) }' "$WORK/samples"
 echo "== decisions =="; curl -s "http://127.0.0.1:$ADMIN/metrics" | grep -E '^gaitkeeper_(login_decisions_total|challenges_total|requests_total)' || true

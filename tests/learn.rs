@@ -783,7 +783,7 @@ fn learning_settings_out_of_range_are_reported_with_their_place() {
     assert_eq!(defaults.learning, LearnConfig::default());
     assert_eq!(
         (defaults.learning.window, defaults.learning.refit_every),
-        (50, 10)
+        (50, 50)
     );
 }
 

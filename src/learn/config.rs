@@ -92,7 +92,7 @@ mod defaults {
         50
     }
     pub fn refit_every() -> u32 {
-        10
+        50
     }
     pub fn global_retrain() -> HumanDuration {
         HumanDuration::secs(60 * 60)

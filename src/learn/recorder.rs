@@ -4,8 +4,8 @@
 //! Why one worker and batches: a busy login path settles thousands of logins a second. One
 //! task and one transaction per login made them queue for the store's connections (SQLite has
 //! a single writer), starving the audit trail and any login whose user's model had to be read.
-//! One worker takes whatever is queued (up to [`MAX_BATCH`]), records it in one transaction and
-//! learns from it with one more, holding at most one connection at a time.
+//! One worker gathers what arrives within [`GATHER`] (up to [`MAX_BATCH`] logins), records it in
+//! one transaction and learns from it with one more, holding at most one connection at a time.
 //!
 //! Bounded: at most [`MAX_QUEUED`] logins wait; past that a login is not recorded nor learnt
 //! from (its audit record is kept elsewhere) and `gaitkeeper_settle_dropped_total` counts it.
@@ -20,6 +20,8 @@ use crate::store::{NewLogin, Outcome, Store};
 pub const MAX_QUEUED: usize = 10_000;
 /// Most logins recorded in one transaction.
 pub const MAX_BATCH: usize = 512;
+/// How long the worker gathers logins into a batch before writing it.
+pub const GATHER: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// A login whose outcome is known, to be recorded (and learnt from, if verified).
 pub struct Settle {
@@ -80,16 +82,24 @@ async fn work(mut inbox: mpsc::Receiver<Message>, store: Store, learner: Learner
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut flushes = Vec::new();
     while let Some(first) = inbox.recv().await {
+        // Gather for a moment: bigger batches mean fewer commits, and a user's several logins
+        // are learnt with one model save. A flush ends the gathering at once.
+        let deadline = tokio::time::Instant::now() + GATHER;
         let mut next = Some(first);
-        while let Some(message) = next {
+        while let Some(message) = next.take() {
             match message {
                 Message::Login(login) => batch.push(*login),
                 Message::Flush(done) => flushes.push(done),
             }
-            next = if batch.len() < MAX_BATCH {
-                inbox.try_recv().ok()
-            } else {
-                None
+            if batch.len() >= MAX_BATCH || !flushes.is_empty() {
+                break;
+            }
+            next = match inbox.try_recv() {
+                Ok(message) => Some(message),
+                Err(_) => tokio::time::timeout_at(deadline, inbox.recv())
+                    .await
+                    .ok()
+                    .flatten(),
             };
         }
         record_batch(&store, &learner, std::mem::take(&mut batch)).await;
