@@ -18,45 +18,13 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
-  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO=sudo
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq nginx-light wrk
-fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-(cd "$ROOT" && cargo build --release --bin gaitkeeper --example bare_proxy -q)
-# Wherever cargo builds (CARGO_TARGET_DIR, build.target-dir, or target/).
-TARGET=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+source "$(dirname "$0")/common.sh"
+need_tools nginx wrk
+build_release --bin gaitkeeper --example bare_proxy
 GK="$TARGET/release/gaitkeeper"
 BARE="$TARGET/release/examples/bare_proxy"
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
-
 UP=$(free_port) NG=$(free_port) GKP=$(free_port) GKA=$(free_port) BP=$(free_port)
-
-nginx_conf() { # $1 = name, $2 = server block
-  mkdir -p "$WORK/$1"
-  cat > "$WORK/$1/nginx.conf" <<CONF
-worker_processes $3;
-daemon off;
-pid $WORK/$1/nginx.pid;
-error_log $WORK/$1/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/$1/body; proxy_temp_path $WORK/$1/proxy;
-  fastcgi_temp_path $WORK/$1/fcgi; uwsgi_temp_path $WORK/$1/uwsgi; scgi_temp_path $WORK/$1/scgi;
-  keepalive_requests 1000000;
-  $2
-}
-CONF
-}
 
 # The shared upstream: answers every request with a small fixed body.
 nginx_conf upstream "server { listen 127.0.0.1:$UP; location / { return 200 'hello from the app\n'; } }" 1

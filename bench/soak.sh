@@ -19,50 +19,19 @@ while [[ $# -gt 0 ]]; do
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-if ! command -v wrk >/dev/null || { ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]]; }; then
-  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO=sudo
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq nginx-light wrk
-fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-(cd "$ROOT" && cargo build --release --bin gaitkeeper --example login_load -q)
-# Wherever cargo builds (CARGO_TARGET_DIR, build.target-dir, or target/).
-TARGET=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+source "$(dirname "$0")/common.sh"
+need_tools nginx wrk
+build_release --bin gaitkeeper --example login_load
 GK="$TARGET/release/gaitkeeper"
 LOAD="$TARGET/release/examples/login_load"
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
-
 UP=$(free_port) PORT=$(free_port) ADMIN=$(free_port)
-mkdir -p "$WORK/up"
-cat > "$WORK/up/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $WORK/up/nginx.pid;
-error_log $WORK/up/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/up/body; proxy_temp_path $WORK/up/proxy;
-  fastcgi_temp_path $WORK/up/fcgi; uwsgi_temp_path $WORK/up/uwsgi; scgi_temp_path $WORK/up/scgi;
-  keepalive_requests 1000000;
-  server {
+nginx_conf up "server {
     listen 127.0.0.1:$UP;
-    location = /login {
-      if (\$request_method = POST) { add_header Set-Cookie "sid=1; Path=/; HttpOnly"; return 303 /account; }
-      default_type text/html;
-      return 200 '<!doctype html><html><head><title>Sign in</title></head><body><form method="post" action="/login"><input name="username"><input type="password" name="password"><button>Sign in</button></form></body></html>';
-    }
+    $LOGIN_LOCATION
     location = /static/app.css { default_type text/css; return 200 'body { font-family: sans-serif; }\n'; }
     location / { default_type text/html; return 200 '<!doctype html><html><body><p>Home</p></body></html>'; }
-  }
-}
-CONF
+  }"
 "$NGINX" -c "$WORK/up/nginx.conf" & PIDS+=($!)
 wait_port "$UP"
 head -c 32 /dev/urandom | base64 > "$WORK/secret"

@@ -20,7 +20,7 @@ use crate::decision::{HeldLogins, Regulator};
 use crate::inject::PageTokens;
 use crate::learn::{Learner, Recorder};
 use crate::login::TelemetryInbox;
-use crate::proxy::{GaitkeeperProxy, LoginServices};
+use crate::proxy::{spawn_every, GaitkeeperProxy, LoginServices, GAUGE_PERIOD};
 use crate::store::Store;
 
 /// Why the server could not start.
@@ -161,22 +161,10 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
         recorder: recorder.clone(),
     });
     services.spawn_held_sweeper(dropped_rx, metrics.clone());
-    {
-        let (tokens, gauge) = (
-            Arc::downgrade(&tokens),
-            metrics.page_tokens_remembered.clone(),
-        );
-        background.spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
-            loop {
-                tick.tick().await;
-                let Some(tokens) = tokens.upgrade() else {
-                    return;
-                };
-                gauge.set(tokens.remembered() as i64);
-            }
-        });
-    }
+    let gauge = metrics.page_tokens_remembered.clone();
+    spawn_every(background.handle(), &tokens, GAUGE_PERIOD, move |tokens| {
+        gauge.set(tokens.remembered() as i64)
+    });
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         GaitkeeperProxy::new(

@@ -79,9 +79,8 @@ impl Recorder {
 }
 
 async fn work(mut inbox: mpsc::Receiver<Message>, store: Store, learner: Learner) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut flushes = Vec::new();
     while let Some(first) = inbox.recv().await {
+        let (mut batch, mut flushes) = (Vec::new(), Vec::new());
         // Gather for a moment: bigger batches mean fewer commits, and a user's several logins
         // are learnt with one model save. A flush ends the gathering at once.
         let deadline = tokio::time::Instant::now() + GATHER;
@@ -102,8 +101,8 @@ async fn work(mut inbox: mpsc::Receiver<Message>, store: Store, learner: Learner
                     .flatten(),
             };
         }
-        record_batch(&store, &learner, std::mem::take(&mut batch)).await;
-        for done in flushes.drain(..) {
+        record_batch(&store, &learner, batch).await;
+        for done in flushes {
             let _ = done.send(());
         }
     }
@@ -113,16 +112,15 @@ async fn record_batch(store: &Store, learner: &Learner, batch: Vec<Settle>) {
     if batch.is_empty() {
         return;
     }
-    let mut to_learn = Vec::new();
-    let mut rest = Vec::with_capacity(batch.len());
-    let logins = batch
+    let (logins, rest): (Vec<_>, Vec<_>) = batch
         .into_iter()
         .map(|s| {
-            rest.push((s.features, s.request_id, s.new.outcome == Outcome::Verified));
-            (s.login, s.new)
+            let verified = s.new.outcome == Outcome::Verified;
+            ((s.login, s.new), (s.features, s.request_id, verified))
         })
-        .collect();
+        .unzip();
     let results = store.record_logins(logins).await;
+    let mut to_learn = Vec::new();
     let mut failed = 0usize;
     for (result, (features, request_id, verified)) in results.into_iter().zip(rest) {
         match result {

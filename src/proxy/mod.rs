@@ -27,7 +27,7 @@ use crate::inject::{self, PageTokens};
 use crate::login::TelemetryInbox;
 
 pub use forwarding::{is_reserved_path, normalize_path};
-pub use services::LoginServices;
+pub use services::{spawn_every, LoginServices, GAUGE_PERIOD};
 
 /// The proxy service: one value shared by every worker thread.
 pub struct GaitkeeperProxy {

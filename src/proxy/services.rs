@@ -301,20 +301,12 @@ impl LoginServices {
                 services.settle_held(&held, outcome, why);
             }
         });
-        let weak = Arc::downgrade(self);
-        self.bg.spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
-            loop {
-                tick.tick().await;
-                let Some(services) = weak.upgrade() else {
-                    return;
-                };
-                services.held.sweep();
-                metrics.held_logins.set(services.held.len() as i64);
-                metrics
-                    .held_login_bytes
-                    .set(services.held.weighted_bytes() as i64);
-            }
+        spawn_every(&self.bg, self, GAUGE_PERIOD, move |services| {
+            services.held.sweep();
+            metrics.held_logins.set(services.held.len() as i64);
+            metrics
+                .held_login_bytes
+                .set(services.held.weighted_bytes() as i64);
         });
     }
 
@@ -337,4 +329,27 @@ impl LoginServices {
             client_ip: held.client_ip.clone(),
         });
     }
+}
+
+/// How often the gauges that need counting (held logins, the page-token replay memory) are set.
+pub const GAUGE_PERIOD: Duration = Duration::from_secs(5);
+
+/// Runs `work` on `owner` every `period` on the runtime `bg`, until `owner` is dropped.
+pub fn spawn_every<T: Send + Sync + 'static>(
+    bg: &tokio::runtime::Handle,
+    owner: &Arc<T>,
+    period: Duration,
+    work: impl Fn(&T) + Send + 'static,
+) {
+    let owner = Arc::downgrade(owner);
+    bg.spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tick.tick().await;
+            let Some(owner) = owner.upgrade() else {
+                return;
+            };
+            work(&owner);
+        }
+    });
 }

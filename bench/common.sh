@@ -1,0 +1,63 @@
+# Shared by the bench scripts (sourced, not run): tools, the release build, a scratch dir whose
+# processes are stopped on exit, ports, and nginx configs.
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+# need_tools nginx [wrk]: installs what is missing with apt-get (nginx from nginx-light).
+need_tools() {
+  local missing=() tool
+  for tool in "$@"; do
+    case "$tool" in
+      nginx) command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light) ;;
+      *) command -v "$tool" >/dev/null || missing+=("$tool") ;;
+    esac
+  done
+  if [[ ${#missing[@]} -gt 0 ]]; then
+    local sudo=""; [[ $(id -u) -ne 0 ]] && sudo=sudo
+    $sudo apt-get update -qq && $sudo apt-get install -y -qq "${missing[@]}"
+  fi
+  NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+}
+
+# build_release ARGS...: `cargo build --release ARGS`, then TARGET is where cargo put it
+# (CARGO_TARGET_DIR, build.target-dir, or target/).
+build_release() {
+  (cd "$ROOT" && cargo build --release -q "$@")
+  TARGET=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+}
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+
+# nginx_conf NAME "HTTP BLOCK BODY" [WORKERS]: writes $WORK/NAME/nginx.conf (no access log,
+# temp files under $WORK/NAME, long keep-alive).
+nginx_conf() {
+  mkdir -p "$WORK/$1"
+  cat > "$WORK/$1/nginx.conf" <<CONF
+worker_processes ${3:-1};
+daemon off;
+pid $WORK/$1/nginx.pid;
+error_log $WORK/$1/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/$1/body; proxy_temp_path $WORK/$1/proxy;
+  fastcgi_temp_path $WORK/$1/fcgi; uwsgi_temp_path $WORK/$1/uwsgi; scgi_temp_path $WORK/$1/scgi;
+  keepalive_requests 1000000;
+  $2
+}
+CONF
+}
+
+# A legacy app's login route for nginx: the form on GET; 303 to /account with a session
+# cookie on POST.
+LOGIN_LOCATION='location = /login {
+      if ($request_method = POST) { add_header Set-Cookie "sid=1; Path=/; HttpOnly"; return 303 /account; }
+      default_type text/html;
+      return 200 '"'"'<!doctype html><html><head><title>Sign in</title></head><body><form method="post" action="/login"><input name="username"><input type="password" name="password"><button>Sign in</button></form></body></html>'"'"';
+    }'
