@@ -6,6 +6,9 @@
 #   scored — gaitkeeper with the route: token check, validation, features, the user's model
 #            (enrolled first), policy, and settling (record + learn + audit) after the response.
 # Only the POST is timed (examples/login_load.rs). Prints both runs and the extra latency.
+# Then, with the scored run's enrolled users still in place, wrk drives the prototype's API
+# (`POST /__gk/analyze` on the admin listener: scoring without the proxy, what the original
+# Flask prototype's /analyze figure measures) for the same number of seconds.
 #
 # Usage: bench/scored-logins.sh [--threads N] [--seconds S] [--concurrency C] [--users U]
 #                               [--rate R]
@@ -28,7 +31,7 @@ while [[ $# -gt 0 ]]; do
 done
 
 source "$(dirname "$0")/common.sh"
-need_tools nginx
+need_tools nginx wrk
 build_release --bin gaitkeeper --example login_load
 GK="$TARGET/release/gaitkeeper"
 LOAD="$TARGET/release/examples/login_load"
@@ -42,6 +45,21 @@ nginx_conf up "server {
 "$NGINX" -c "$WORK/up/nginx.conf" & PIDS+=($!)
 wait_port "$UP"
 head -c 32 /dev/urandom | base64 > "$WORK/secret"
+
+analyze() { # $1 = admin port: wrk on /__gk/analyze, each request for another enrolled user
+  cat > "$WORK/analyze.lua" <<LUA
+local n, users = 0, $USERS
+request = function()
+  n = n + 1
+  local body = string.format('{"user":"user%05d","mouse_speed":%d,"click_interval":%d,"key_dwell_time":%d,"key_flight_time":%d}',
+    n % users, 600 + n % 400, 300 + n % 200, 80 + n % 40, 120 + n % 60)
+  return wrk.format("POST", "/__gk/analyze", {["Content-Type"] = "application/json"}, body)
+end
+LUA
+  wrk -t1 -c"$CONCURRENCY" -d"${SECONDS_}s" --latency -s "$WORK/analyze.lua" "http://127.0.0.1:$1" > "$WORK/analyze.txt"
+  echo "analyze (wrk -t1 -c$CONCURRENCY, POST /__gk/analyze, $USERS enrolled users):"
+  grep -E 'Requests/sec|^ +(50|90|99)%|Non-2xx|Socket errors' "$WORK/analyze.txt" || true
+}
 
 run() { # $1 = name, $2 = extra YAML
   local port admin
@@ -60,6 +78,7 @@ CONF
   PIDS+=($pid)
   wait_port "$port"
   "$LOAD" --target "http://127.0.0.1:$port" --users "$USERS" --concurrency "$CONCURRENCY" --seconds "$SECONDS_" --rate "$RATE" > "$WORK/$1.json"
+  if [[ $1 == scored ]]; then analyze "$admin"; fi
   curl -s "http://127.0.0.1:$admin/metrics" | grep -E '^gaitkeeper_(login_decisions_total|scoring_seconds_(sum|count)|audit_records_total|settle_dropped_total|learn_logins_total|learn_refits_total)' > "$WORK/$1.metrics" || true
   kill "$pid"; wait "$pid" 2>/dev/null || true
   echo "$1: $(cat "$WORK/$1.json")"

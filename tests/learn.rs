@@ -267,6 +267,51 @@ async fn incremental_update_equals_a_full_refit() {
     }
 }
 
+/// A learnt model scores at once but is saved behind; one lost in a crash before its save is
+/// rebuilt by the refit from the recorded logins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_are_saved_behind_and_a_lost_save_is_rebuilt_by_a_refit() {
+    for db in backends().await {
+        let store = db.open().await;
+        let learner = learner(&store, &config(50, 1000));
+        let logins: Vec<FeatureVector> = (0..9).map(|i| login(3, i, 1.0)).collect();
+        let mut key = None;
+        for fv in &logins[..6] {
+            key = Some(verified(&learner, "erin", fv).await);
+        }
+        let key = key.unwrap();
+        let what = format!("{:?}", db.backend);
+        assert_eq!(learner.user_model(&key).await.unwrap().unwrap().logins, 6);
+        assert!(
+            store.load_model(&key).await.unwrap().is_none(),
+            "{what}: saved before its time"
+        );
+        learner.save_unsaved().await.unwrap();
+        let other = self::learner(&store, &config(50, 1000));
+        assert_eq!(other.user_model(&key).await.unwrap().unwrap().logins, 6);
+
+        // Three more logins, then the process dies before saving them.
+        for fv in &logins[6..] {
+            verified(&learner, "erin", fv).await;
+        }
+        assert_eq!(learner.user_model(&key).await.unwrap().unwrap().logins, 9);
+        drop(learner);
+        let restarted = self::learner(&store, &config(50, 1000));
+        assert_eq!(
+            restarted.user_model(&key).await.unwrap().unwrap().logins,
+            6,
+            "{what}: the last saved state"
+        );
+        assert!(restarted.refit(&key).await.unwrap());
+        let population = restarted.global().population.clone();
+        assert_same_model(
+            &restarted.user_model(&key).await.unwrap().unwrap(),
+            &UserModel::fit(&logins, &population),
+            &format!("{what}: rebuilt by the refit"),
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn window_follows_the_last_w_logins() {
     for db in backends().await {
@@ -501,7 +546,9 @@ async fn global_model_is_trained_from_the_store_and_shared() {
         let trained = learner.global();
         assert!(trained.forest.is_some());
 
-        // Another instance on the same store starts untrained and loads the saved model.
+        // Another instance on the same store starts untrained and loads the saved model (and
+        // the users' models once saved: the background saves them every SAVE_DELAY).
+        learner.save_unsaved().await.unwrap();
         let second = self::learner(&store, &config(50, 1000));
         assert!(!second.global_trained());
         assert!(second.load_global().await.unwrap());
@@ -691,6 +738,7 @@ async fn kill_during_learning_leaves_a_consistent_store() {
         assert_eq!(recorded.user, key);
         learner.learn(&key, &login(40, 999, 1.0)).await.unwrap();
         assert_eq!(learner.user_model(&key).await.unwrap().unwrap().logins, 8);
+        learner.save_unsaved().await.unwrap();
         assert_ne!(
             store.load_model(&key).await.unwrap().unwrap().blob,
             before.blob

@@ -2,7 +2,10 @@
 //! verified logins → the global model.
 //!
 //! Owns: the per-user learning state (the last `learning.window` verified logins with running
-//! statistics, see `window`), the cheap update after each verified login, the full refit from
+//! statistics, see `window`), the cheap update after each verified login, writing updated
+//! states behind (a busy user's state is saved once per [`SAVE_DELAY`], not once per login:
+//! the logins are in the store already, so a state lost in a crash is rebuilt by the user's
+//! next refit), the full refit from
 //! the store every `learning.refit_every` logins or when a stored model is of another feature
 //! or model version (in the background, never on the caller's path), the model cache in front
 //! of the store, training, saving and loading the versioned global model, and pruning old
@@ -18,7 +21,7 @@ mod config;
 mod recorder;
 mod window;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -52,6 +55,11 @@ pub const MAX_PENDING_REFITS: usize = 10_000;
 const REFIT_CONCURRENCY: usize = 2;
 /// Per-user locks, striped: a learn and a refit of the same user never interleave.
 const LOCK_STRIPES: usize = 64;
+/// Longest a learnt state waits in memory before it is saved.
+pub const SAVE_DELAY: Duration = Duration::from_secs(5);
+/// Most users whose learnt state waits to be saved (each up to `learning.window` rows); one
+/// more and they are all saved at once.
+pub const MAX_UNSAVED: usize = 1024;
 
 /// What can go wrong while learning, worded for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +75,9 @@ pub enum LearnError {
     #[error("the training task stopped: {0}")]
     Task(String),
 }
+
+/// A user's learnt state waiting to be saved, with the model it gives.
+type Unsaved = (Window, Arc<UserModel>);
 
 /// What the cache holds for a user.
 enum CachedUser {
@@ -117,6 +128,9 @@ struct Inner {
     global_meta: Mutex<Option<(i64, SystemTime)>>,
     global_trained: AtomicBool,
     locks: Box<[tokio::sync::Mutex<()>]>,
+    /// Learnt states not saved yet (write-behind), newest per user. Changed only under the
+    /// user's lock.
+    unsaved: Mutex<HashMap<UserKey, Unsaved>>,
     refits: Semaphore,
     pending: Mutex<HashSet<UserKey>>,
     in_flight: AtomicUsize,
@@ -184,6 +198,7 @@ impl Learner {
                 locks: (0..LOCK_STRIPES)
                     .map(|_| tokio::sync::Mutex::new(()))
                     .collect(),
+                unsaved: Mutex::new(HashMap::new()),
                 refits: Semaphore::new(REFIT_CONCURRENCY),
                 pending: Mutex::new(HashSet::new()),
                 in_flight: AtomicUsize::new(0),
@@ -287,24 +302,23 @@ impl Learner {
     ) -> Result<(), LearnError> {
         let inner = &self.inner;
         let window_len = inner.config.window as usize;
-        // Every user's stripe, locked in one order so that batches never deadlock.
-        let stripes: BTreeSet<usize> = by_user.keys().map(stripe).collect();
-        let mut guards = Vec::with_capacity(stripes.len());
-        for s in stripes {
-            guards.push(inner.locks[s].lock().await);
-        }
+        let guards = inner.lock_all(by_user.keys()).await;
         let global = self.global();
-        let mut saves = Vec::with_capacity(by_user.len());
-        let mut fitted = Vec::with_capacity(by_user.len());
         let mut refits = Vec::new();
         for (key, logins) in by_user {
-            let stored = inner.store.load_model(&key).await?;
-            let had_model = stored.is_some();
-            let (mut window, mut refit) = match stored.as_ref().and_then(window::decode_window) {
-                Some(w) => (w, false),
-                // New user, or a state this version cannot continue: start from these logins,
-                // and let a refit bring in the user's other verified logins.
-                None => (Window::first(&logins[0]), had_model),
+            let unsaved = lock(&inner.unsaved).remove(&key);
+            let was_unsaved = unsaved.is_some();
+            let (mut window, mut refit) = match unsaved {
+                Some((window, _)) => (window, false),
+                None => {
+                    let stored = inner.store.load_model(&key).await?;
+                    match stored.as_ref().and_then(window::decode_window) {
+                        Some(w) => (w, false),
+                        // New user, or a state this version cannot continue: start from these
+                        // logins, and let a refit bring in the user's other verified logins.
+                        None => (Window::first(&logins[0]), stored.is_some()),
+                    }
+                }
             };
             let mut changed = false;
             for features in &logins {
@@ -315,34 +329,87 @@ impl Learner {
                 refit |= !window.push(features, window_len);
                 changed = true;
             }
-            if !changed {
+            if !changed && !was_unsaved {
                 continue;
             }
-            refit |= window.since_refit >= inner.config.refit_every;
-            let model = window.model(&global.population);
-            let blob =
-                window::encode(&model, &window).map_err(|e| LearnError::Encode(e.to_string()))?;
-            saves.push((key, FEATURE_VERSION, MODEL_VERSION, blob));
-            fitted.push((key, model));
+            refit |= changed && window.since_refit >= inner.config.refit_every;
+            let model = Arc::new(window.model(&global.population));
+            inner
+                .cache
+                .replace(&key, CachedUser::Ready(model.clone()))
+                .await;
+            lock(&inner.unsaved).insert(key, (window, model));
             if refit {
                 refits.push(key);
             }
         }
-        let saved = inner.store.save_models(saves).await?;
-        for ((key, model), saved) in fitted.into_iter().zip(saved) {
-            // Not saved: the user was forgotten meanwhile, and must not come back via the cache.
-            if saved {
-                inner
-                    .cache
-                    .replace(&key, CachedUser::Ready(Arc::new(model)))
-                    .await;
-            }
-        }
         drop(guards);
+        if lock(&inner.unsaved).len() >= MAX_UNSAVED {
+            self.save_unsaved().await?;
+        }
         for key in refits {
             self.schedule_refit(key);
         }
         Ok(())
+    }
+
+    /// Saves every learnt state still waiting in memory, in one transaction. Runs every
+    /// [`SAVE_DELAY`] in the background, when [`MAX_UNSAVED`] users wait, and from
+    /// [`Recorder::flush`] (so at shutdown). A state that cannot be saved now stays in memory
+    /// for the next attempt, unless a newer one replaced it meanwhile.
+    pub async fn save_unsaved(&self) -> Result<(), LearnError> {
+        let inner = &self.inner;
+        let pending: Vec<UserKey> = lock(&inner.unsaved).keys().copied().collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        // Under the users' locks, so no learn or refit of theirs runs between taking a state
+        // and saving it.
+        let guards = inner.lock_all(pending.iter()).await;
+        let taken: Vec<(UserKey, Unsaved)> = {
+            let mut unsaved = lock(&inner.unsaved);
+            pending
+                .iter()
+                .filter_map(|key| unsaved.remove(key).map(|w| (*key, w)))
+                .collect()
+        };
+        let encoded = tokio::task::spawn_blocking(move || {
+            let mut saves = Vec::with_capacity(taken.len());
+            for (key, (window, model)) in &taken {
+                match window::encode(model, window) {
+                    Ok(blob) => saves.push((*key, FEATURE_VERSION, MODEL_VERSION, blob)),
+                    Err(e) => return Err((taken, LearnError::Encode(e.to_string()))),
+                }
+            }
+            Ok((taken, saves))
+        })
+        .await
+        .map_err(|e| LearnError::Task(e.to_string()))?;
+        let (taken, saves) = match encoded {
+            Ok(done) => done,
+            Err((taken, e)) => {
+                lock(&inner.unsaved).extend(taken);
+                return Err(e);
+            }
+        };
+        match inner.store.save_models(saves).await {
+            Ok(saved) => {
+                for ((key, _), saved) in taken.iter().zip(saved) {
+                    // Not saved: the user was forgotten meanwhile; their model must not stay
+                    // in the cache either.
+                    if !saved {
+                        inner.cache.invalidate(key).await;
+                    }
+                }
+                drop(guards);
+                Ok(())
+            }
+            Err(e) => {
+                lock(&inner.unsaved).extend(taken);
+                drop(guards);
+                Err(e.into())
+            }
+        }
     }
 
     /// Refits the user's model from their last `learning.window` verified logins in the store,
@@ -363,6 +430,8 @@ impl Learner {
         let _user = inner.lock(key).await;
         let window_len = inner.config.window as usize;
         let blobs = inner.store.verified_features(key, window_len).await?;
+        // The store holds every login learnt so far: the refit supersedes a state not saved yet.
+        lock(&inner.unsaved).remove(key);
         // Newest first from the store; a window is built oldest first. Logins of another
         // feature version are skipped: their numbers mean something else.
         let logins: Vec<FeatureVector> = blobs.iter().rev().filter_map(from_blob).collect();
@@ -548,21 +617,39 @@ impl Learner {
         Ok(report)
     }
 
-    /// Starts the background work (call inside a tokio runtime): at once and then every
+    /// Starts the background work (call inside a tokio runtime): every [`SAVE_DELAY`], save
+    /// the learnt states waiting in memory; at once and then every
     /// `learning.global_retrain`, prune login features older than `store.retention`, pick up
     /// a newer global model saved by any instance, and retrain when the newest is older than
     /// that interval. User refits are spawned as they
     /// are needed. The task ends when the last clone of this learner is dropped.
     pub fn spawn_background(&self) {
+        self.every(SAVE_DELAY, |learner, _| async move {
+            if let Err(e) = learner.save_unsaved().await {
+                tracing::warn!(error = %e, "saving learnt user models failed; they stay in memory and are saved at the next attempt");
+            }
+        });
+        self.every(
+            self.inner.config.global_retrain.0,
+            |learner, period| async move { learner.scheduled(period).await },
+        );
+    }
+
+    /// Runs `job` at once and then every `period`, until the last clone of this learner is
+    /// dropped (the task holds only a weak reference).
+    fn every<F, Fut>(&self, period: Duration, job: F)
+    where
+        F: Fn(Learner, Duration) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
-        let period = self.inner.config.global_retrain.0;
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
-                Learner { inner }.scheduled(period).await;
+                job(Learner { inner }, period).await;
             }
         });
     }
@@ -601,6 +688,19 @@ impl Learner {
 impl Inner {
     async fn lock(&self, key: &UserKey) -> tokio::sync::MutexGuard<'_, ()> {
         self.locks[stripe(key)].lock().await
+    }
+
+    /// The locks of all these users, taken in one order so that two callers never deadlock.
+    async fn lock_all<'a>(
+        &self,
+        keys: impl Iterator<Item = &'a UserKey>,
+    ) -> Vec<tokio::sync::MutexGuard<'_, ()>> {
+        let stripes: BTreeSet<usize> = keys.map(stripe).collect();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for s in stripes {
+            guards.push(self.locks[s].lock().await);
+        }
+        guards
     }
 }
 

@@ -69,7 +69,8 @@ impl Recorder {
         }
     }
 
-    /// Waits until every login queued before this call is recorded and learnt from.
+    /// Waits until every login queued before this call is recorded and learnt from, and the
+    /// learnt models are saved.
     pub async fn flush(&self) {
         let (done, wait) = oneshot::channel();
         if self.queue.send(Message::Flush(done)).await.is_ok() {
@@ -102,6 +103,11 @@ async fn work(mut inbox: mpsc::Receiver<Message>, store: Store, learner: Learner
             };
         }
         record_batch(&store, &learner, batch).await;
+        if !flushes.is_empty() {
+            if let Err(e) = learner.save_unsaved().await {
+                tracing::warn!(error = %e, "cannot save the learnt user models");
+            }
+        }
         for done in flushes {
             let _ = done.send(());
         }

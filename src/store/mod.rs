@@ -15,7 +15,7 @@ mod error;
 mod keys;
 mod schema;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -47,7 +47,8 @@ pub const MAX_GLOBAL_MODEL_BYTES: usize = 64 * 1024 * 1024;
 pub const GLOBAL_MODELS_KEPT: i64 = 4;
 /// Largest detail document of one audit event (JSON).
 pub const MAX_AUDIT_DETAIL_BYTES: usize = 4 * 1024;
-/// Login sessions kept per user, newest first, whatever their age.
+/// Most login sessions kept per user, newest first, whatever their age (past it, the oldest
+/// are dropped, a few dozen at a time).
 pub const MAX_SESSIONS_PER_USER: i64 = 1000;
 /// Most rows any one listing returns.
 pub const MAX_PAGE: usize = 1000;
@@ -457,23 +458,130 @@ impl Store {
         &self,
         valid: Vec<(usize, UserKey, String, NewLogin, String)>,
     ) -> Result<Vec<(usize, Recorded)>, StoreError> {
-        // Each user is created and has their history trimmed once per batch, not per login.
-        let mut last_of_user = HashMap::new();
-        for (position, (_, key, ..)) in valid.iter().enumerate() {
-            last_of_user.insert(*key, position);
+        // Each user once: created or counted with one upsert row for all their logins here.
+        let mut users: Vec<BatchUser> = Vec::new();
+        let mut user_of = HashMap::new();
+        for (_, key, login, new, _) in &valid {
+            let at = millis(new.at);
+            let verified = i64::from(new.outcome == Outcome::Verified);
+            let i = *user_of.entry(*key).or_insert_with(|| {
+                users.push(BatchUser {
+                    key: *key,
+                    clear_name: self.keep_clear_names.then(|| login.clone()),
+                    created_at: at,
+                    last_login_at: at,
+                    verified: 0,
+                    sessions: 0,
+                });
+                users.len() - 1
+            });
+            let user = &mut users[i];
+            user.last_login_at = user.last_login_at.max(at);
+            user.verified += verified;
+            user.sessions += 1;
         }
-        let mut created = HashSet::new();
         let mut tx = self.pool.begin().await.map_err(db("record login"))?;
-        let mut recorded = Vec::with_capacity(valid.len());
-        for (position, (index, key, login, new, reasons)) in valid.into_iter().enumerate() {
-            if created.insert(key) {
-                self.insert_user(&mut *tx, &key, &login, new.at).await?;
+        // Counts after this batch, per user: (verified logins, sessions).
+        let mut counts: HashMap<UserKey, (i64, i64)> = HashMap::with_capacity(users.len());
+        for chunk in users.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO users (user_key, clear_name, created_at, last_login_at, verified_logins, sessions) VALUES {} \
+                 ON CONFLICT (user_key) DO UPDATE SET \
+                 clear_name = COALESCE(users.clear_name, excluded.clear_name), \
+                 last_login_at = CASE WHEN users.last_login_at IS NULL OR users.last_login_at < excluded.last_login_at \
+                 THEN excluded.last_login_at ELSE users.last_login_at END, \
+                 verified_logins = users.verified_logins + excluded.verified_logins, \
+                 sessions = users.sessions + excluded.sessions \
+                 RETURNING user_key, verified_logins, sessions",
+                placeholders(chunk.len(), 6)
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for u in chunk {
+                query = query
+                    .bind(u.key.0.to_vec())
+                    .bind(u.clear_name.clone())
+                    .bind(u.created_at)
+                    .bind(u.last_login_at)
+                    .bind(u.verified)
+                    .bind(u.sessions);
             }
-            let trim = last_of_user.get(&key) == Some(&position);
-            let one = self.insert_login(&mut tx, &key, new, reasons, trim).await?;
-            recorded.push((index, one));
+            for row in query
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db("record login"))?
+            {
+                let key: Vec<u8> = row.try_get(0).map_err(db("record login"))?;
+                let key = UserKey::from_slice(&key)
+                    .ok_or_else(|| StoreError::Corrupt("a user key that is not 32 bytes".into()))?;
+                let verified: i64 = row.try_get(1).map_err(db("record login"))?;
+                let sessions: i64 = row.try_get(2).map_err(db("record login"))?;
+                counts.insert(key, (verified, sessions));
+            }
+        }
+        let mut ids = Vec::with_capacity(valid.len());
+        for chunk in valid.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO login_sessions (user_key, at, feature_version, features, risk, reasons, decision, outcome) \
+                 VALUES {} RETURNING id",
+                placeholders(chunk.len(), 8)
+            );
+            let mut query = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
+            for (_, key, _, new, reasons) in chunk {
+                query = query
+                    .bind(key.0.to_vec())
+                    .bind(millis(new.at))
+                    .bind(i64::from(new.features.version))
+                    .bind(new.features.bytes.clone())
+                    .bind(new.risk)
+                    .bind(reasons.clone())
+                    .bind(new.decision.as_str())
+                    .bind(new.outcome.as_str());
+            }
+            let mut chunk_ids = query
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db("record login"))?;
+            if chunk_ids.len() != chunk.len() {
+                return Err(StoreError::Corrupt(format!(
+                    "recording {} logins returned {} ids",
+                    chunk.len(),
+                    chunk_ids.len()
+                )));
+            }
+            // RETURNING gives the rows in no promised order, but one statement's rows take
+            // increasing ids in the order of its VALUES (SQLite AUTOINCREMENT under its single
+            // writer; a PostgreSQL sequence is drawn row by row), so sorted ids line up.
+            chunk_ids.sort_unstable();
+            ids.extend(chunk_ids);
+        }
+        // Keep each user's history bounded whatever the retention: a user past the bound is
+        // trimmed to TRIM_MARGIN below it, so a busy user costs a trim every TRIM_MARGIN
+        // logins, not one each.
+        for (key, (_, sessions)) in &counts {
+            if *sessions > MAX_SESSIONS_PER_USER {
+                trim_history(&mut tx, key).await?;
+            }
         }
         tx.commit().await.map_err(db("record login"))?;
+
+        // Each login's enrollment is its user's verified count just after it: the batch's
+        // final count minus the user's verified logins that come later in the batch.
+        let mut later: HashMap<UserKey, i64> = HashMap::new();
+        let mut recorded = Vec::with_capacity(valid.len());
+        for ((index, key, _, new, _), id) in valid.into_iter().zip(ids).rev() {
+            let seen_after = later.entry(key).or_insert(0);
+            let count = counts.get(&key).map_or(0, |c| c.0) - *seen_after;
+            *seen_after += i64::from(new.outcome == Outcome::Verified);
+            recorded.push((
+                index,
+                Recorded {
+                    session: id,
+                    user: key,
+                    enrollment: self.enrollment_of(count.max(0) as u64),
+                },
+            ));
+        }
+        recorded.reverse();
         Ok(recorded)
     }
 
@@ -494,62 +602,6 @@ impl Store {
             )));
         }
         Ok((key, reasons))
-    }
-
-    /// Adds one login of an existing user; with `trim`, drops their history beyond
-    /// [`MAX_SESSIONS_PER_USER`].
-    async fn insert_login(
-        &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-        key: &UserKey,
-        new: NewLogin,
-        reasons: String,
-        trim: bool,
-    ) -> Result<Recorded, StoreError> {
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO login_sessions (user_key, at, feature_version, features, risk, reasons, decision, outcome) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-        )
-        .bind(key.0.to_vec())
-        .bind(millis(new.at))
-        .bind(i64::from(new.features.version))
-        .bind(new.features.bytes)
-        .bind(new.risk)
-        .bind(reasons)
-        .bind(new.decision.as_str())
-        .bind(new.outcome.as_str())
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(db("record login"))?;
-        let verified = i64::from(new.outcome == Outcome::Verified);
-        let count: i64 = sqlx::query_scalar(
-            "UPDATE users SET verified_logins = verified_logins + $2, \
-             last_login_at = CASE WHEN last_login_at IS NULL OR last_login_at < $3 THEN $3 ELSE last_login_at END \
-             WHERE user_key = $1 RETURNING verified_logins",
-        )
-        .bind(key.0.to_vec())
-        .bind(verified)
-        .bind(millis(new.at))
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(db("record login"))?;
-        // Keep each user's history bounded whatever the retention.
-        if trim {
-            sqlx::query(
-                "DELETE FROM login_sessions WHERE user_key = $1 AND id <= \
-                 (SELECT id FROM login_sessions WHERE user_key = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)",
-            )
-            .bind(key.0.to_vec())
-            .bind(MAX_SESSIONS_PER_USER)
-            .execute(&mut **tx)
-            .await
-            .map_err(db("trim login history"))?;
-        }
-        Ok(Recorded {
-            session: id,
-            user: *key,
-            enrollment: self.enrollment_of(count as u64),
-        })
     }
 
     /// Settles a pending login. Only a pending login can be settled, once; a verified one
@@ -923,32 +975,38 @@ impl Store {
         records: &[NewAuditRecord<'_>],
     ) -> Result<Vec<(usize, StoreError)>, StoreError> {
         let mut refused = Vec::new();
+        let mut valid = Vec::with_capacity(records.len());
+        for (i, record) in records.iter().enumerate() {
+            match check_audit_record(record) {
+                Ok(detail) => valid.push((record, detail)),
+                Err(e) => refused.push((i, e)),
+            }
+        }
         let mut tx = self
             .pool
             .begin()
             .await
             .map_err(db("append audit records"))?;
-        for (i, record) in records.iter().enumerate() {
-            let detail = match check_audit_record(record) {
-                Ok(detail) => detail,
-                Err(e) => {
-                    refused.push((i, e));
-                    continue;
-                }
-            };
-            sqlx::query(
+        for chunk in valid.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
                 "INSERT INTO audit_events (at, user_key, kind, detail, incident, record_id) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (record_id) DO NOTHING",
-            )
-            .bind(millis(record.at))
-            .bind(record.user.map(|k| k.0.to_vec()))
-            .bind(record.kind.to_string())
-            .bind(detail)
-            .bind(record.incident.to_string())
-            .bind(record.record_id.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(db("append audit records"))?;
+                 VALUES {} ON CONFLICT (record_id) DO NOTHING",
+                placeholders(chunk.len(), 6)
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (record, detail) in chunk {
+                query = query
+                    .bind(millis(record.at))
+                    .bind(record.user.map(|k| k.0.to_vec()))
+                    .bind(record.kind.to_string())
+                    .bind(detail.clone())
+                    .bind(record.incident.to_string())
+                    .bind(record.record_id.to_string());
+            }
+            query
+                .execute(&mut *tx)
+                .await
+                .map_err(db("append audit records"))?;
         }
         tx.commit().await.map_err(db("append audit records"))?;
         Ok(refused)
@@ -1356,4 +1414,66 @@ fn millis(at: SystemTime) -> i64 {
 
 fn time(millis: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(millis.max(0) as u64)
+}
+
+/// Rows per multi-row statement. One statement per batch instead of one per row is what keeps
+/// recording cheap (each statement is a round trip to SQLite's worker thread or to the
+/// server); the bound keeps the parameters far under SQLite's 32,766 and PostgreSQL's 65,535.
+const ROWS_PER_STATEMENT: usize = 64;
+
+/// How far below [`MAX_SESSIONS_PER_USER`] a trim takes a user's history.
+const TRIM_MARGIN: i64 = 50;
+
+/// `($1, $2), ($3, $4)` for `rows` rows of `columns` values.
+fn placeholders(rows: usize, columns: usize) -> String {
+    let mut sql = String::with_capacity(rows * columns * 5);
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for c in 0..columns {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", r * columns + c + 1));
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// One user's part of a batch of logins.
+struct BatchUser {
+    key: UserKey,
+    clear_name: Option<String>,
+    created_at: i64,
+    last_login_at: i64,
+    verified: i64,
+    sessions: i64,
+}
+
+/// Drops the user's oldest logins beyond [`MAX_SESSIONS_PER_USER`] − [`TRIM_MARGIN`] and
+/// sets their session count to what is left.
+async fn trim_history(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    key: &UserKey,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "DELETE FROM login_sessions WHERE user_key = $1 AND id <= \
+         (SELECT id FROM login_sessions WHERE user_key = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)",
+    )
+    .bind(key.0.to_vec())
+    .bind(MAX_SESSIONS_PER_USER - TRIM_MARGIN)
+    .execute(&mut **tx)
+    .await
+    .map_err(db("trim login history"))?;
+    sqlx::query(
+        "UPDATE users SET sessions = (SELECT COUNT(*) FROM login_sessions WHERE user_key = $1) WHERE user_key = $1",
+    )
+    .bind(key.0.to_vec())
+    .execute(&mut **tx)
+    .await
+    .map_err(db("trim login history"))?;
+    Ok(())
 }

@@ -54,6 +54,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "audit",
         include_str!("../../migrations/sqlite/0003_audit.sql"),
     ),
+    (
+        4,
+        "session counts",
+        include_str!("../../migrations/sqlite/0004_session_counts.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -70,6 +75,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         3,
         "audit",
         include_str!("../../migrations/postgres/0003_audit.sql"),
+    ),
+    (
+        4,
+        "session counts",
+        include_str!("../../migrations/postgres/0004_session_counts.sql"),
     ),
 ];
 
