@@ -56,6 +56,7 @@ request = function()
   return wrk.format("POST", "/__gk/analyze", {["Content-Type"] = "application/json"}, body)
 end
 LUA
+  echo "analyze, one answer: $(curl -s -H 'Content-Type: application/json' -d '{"user":"user00007","mouse_speed":650,"click_interval":320,"key_dwell_time":90,"key_flight_time":130}' "http://127.0.0.1:$1/__gk/analyze")"
   wrk -t1 -c"$CONCURRENCY" -d"${SECONDS_}s" --latency -s "$WORK/analyze.lua" "http://127.0.0.1:$1" > "$WORK/analyze.txt"
   echo "analyze (wrk -t1 -c$CONCURRENCY, POST /__gk/analyze, $USERS enrolled users):"
   grep -E 'Requests/sec|^ +(50|90|99)%|Non-2xx|Socket errors' "$WORK/analyze.txt" || true
@@ -78,10 +79,15 @@ CONF
   PIDS+=($pid)
   wait_port "$port"
   "$LOAD" --target "http://127.0.0.1:$port" --users "$USERS" --concurrency "$CONCURRENCY" --seconds "$SECONDS_" --rate "$RATE" > "$WORK/$1.json"
+  # gaitkeeper's CPU time (user + system) over the login run, enrolment included, per POST.
+  local ticks posts
+  ticks=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+  posts=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["posts"])' "$WORK/$1.json")
   if [[ $1 == scored ]]; then analyze "$admin"; fi
   curl -s "http://127.0.0.1:$admin/metrics" | grep -E '^gaitkeeper_(login_decisions_total|scoring_seconds_(sum|count)|audit_records_total|settle_dropped_total|learn_logins_total|learn_refits_total)' > "$WORK/$1.metrics" || true
   kill "$pid"; wait "$pid" 2>/dev/null || true
   echo "$1: $(cat "$WORK/$1.json")"
+  echo "$1: gaitkeeper CPU $(( ticks * 1000 / $(getconf CLK_TCK) )) ms, $(( ticks * 1000000 / $(getconf CLK_TCK) / posts )) us per POST"
 }
 
 run plain ""

@@ -221,6 +221,36 @@ async fn metrics_are_on_the_admin_listener_only() {
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
+
+    // Admin answers carry their length, so a scraper's (or an analyze caller's) connection
+    // serves one request after another.
+    let mut conn = tokio::net::TcpStream::connect(gk.admin).await.unwrap();
+    for path in ["/healthz", "/metrics", "/healthz"] {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\n\r\n");
+        conn.write_all(request.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            assert_eq!(
+                conn.read(&mut byte).await.unwrap(),
+                1,
+                "{path}: connection closed"
+            );
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .unwrap_or_else(|| panic!("{path}: no content-length in {head}"))
+            .trim()
+            .parse()
+            .unwrap();
+        let mut body = vec![0u8; length];
+        conn.read_exact(&mut body).await.unwrap();
+        assert!(head.starts_with("http/1.1 200"), "{path}: {head}");
+    }
 }
 
 #[tokio::test]

@@ -60,12 +60,8 @@ impl AdminApp {
         }
         let config = self.config.load_full();
         let (status, json) = analyze::analyze(&body, &config, &self.services).await;
-        Response::builder()
-            .status(status)
-            .header("content-type", "application/json")
-            .header("cache-control", "no-store")
-            .body(json.to_string().into_bytes())
-            .expect("static header values are valid")
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        respond(status, "application/json", json.to_string().into_bytes())
     }
 }
 
@@ -101,17 +97,14 @@ impl ServeHttp for AdminApp {
                     plain(StatusCode::OK, "ready\n")
                 }
             }
-            "/metrics" => Response::builder()
-                .status(StatusCode::OK)
-                .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
-                .body(self.metrics.render())
-                .expect("static header values are valid"),
-            "/debug/telemetry" if self.inbox.enabled() => Response::builder()
-                .status(StatusCode::OK)
-                .header("content-type", "application/json")
-                .header("cache-control", "no-store")
-                .body(self.inbox.to_json())
-                .expect("static header values are valid"),
+            "/metrics" => respond(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                self.metrics.render(),
+            ),
+            "/debug/telemetry" if self.inbox.enabled() => {
+                respond(StatusCode::OK, "application/json", self.inbox.to_json())
+            }
             _ => plain(
                 StatusCode::NOT_FOUND,
                 "not found; try /healthz, /readyz or /metrics\n",
@@ -121,10 +114,22 @@ impl ServeHttp for AdminApp {
 }
 
 fn plain(status: StatusCode, body: &str) -> Response<Vec<u8>> {
+    respond(
+        status,
+        "text/plain; charset=utf-8",
+        body.as_bytes().to_vec(),
+    )
+}
+
+/// A response with its length, so the connection stays open for the next request (without
+/// `content-length` the body would end with the connection: one TCP handshake per scrape or
+/// analyze call).
+fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
     Response::builder()
         .status(status)
-        .header("content-type", "text/plain; charset=utf-8")
+        .header("content-type", content_type)
+        .header("content-length", body.len())
         .header("cache-control", "no-store")
-        .body(body.as_bytes().to_vec())
+        .body(body)
         .expect("static header values are valid")
 }
