@@ -6,4 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --release --bins
-exec target/release/gaitkeeper demo "$@"
+# Wherever cargo puts its output (CARGO_TARGET_DIR, build.target-dir, or target/).
+target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+exec "$target/release/gaitkeeper" demo "$@"
