@@ -518,22 +518,30 @@ impl Store {
                 counts.insert(key, (verified, sessions));
             }
         }
+        // What the enrollment below needs; the rows themselves are moved into the statements.
+        let logins: Vec<(usize, UserKey, bool)> = valid
+            .iter()
+            .map(|(index, key, _, new, _)| (*index, *key, new.outcome == Outcome::Verified))
+            .collect();
         let mut ids = Vec::with_capacity(valid.len());
-        for chunk in valid.chunks(ROWS_PER_STATEMENT) {
+        let mut rows = valid.into_iter().peekable();
+        while rows.peek().is_some() {
+            let chunk: Vec<_> = rows.by_ref().take(ROWS_PER_STATEMENT).collect();
             let sql = format!(
                 "INSERT INTO login_sessions (user_key, at, feature_version, features, risk, reasons, decision, outcome) \
                  VALUES {} RETURNING id",
                 placeholders(chunk.len(), 8)
             );
             let mut query = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
+            let count = chunk.len();
             for (_, key, _, new, reasons) in chunk {
                 query = query
                     .bind(key.0.to_vec())
                     .bind(millis(new.at))
                     .bind(i64::from(new.features.version))
-                    .bind(new.features.bytes.clone())
+                    .bind(new.features.bytes)
                     .bind(new.risk)
-                    .bind(reasons.clone())
+                    .bind(reasons)
                     .bind(new.decision.as_str())
                     .bind(new.outcome.as_str());
             }
@@ -541,10 +549,10 @@ impl Store {
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(db("record login"))?;
-            if chunk_ids.len() != chunk.len() {
+            if chunk_ids.len() != count {
                 return Err(StoreError::Corrupt(format!(
                     "recording {} logins returned {} ids",
-                    chunk.len(),
+                    count,
                     chunk_ids.len()
                 )));
             }
@@ -567,11 +575,11 @@ impl Store {
         // Each login's enrollment is its user's verified count just after it: the batch's
         // final count minus the user's verified logins that come later in the batch.
         let mut later: HashMap<UserKey, i64> = HashMap::new();
-        let mut recorded = Vec::with_capacity(valid.len());
-        for ((index, key, _, new, _), id) in valid.into_iter().zip(ids).rev() {
+        let mut recorded = Vec::with_capacity(logins.len());
+        for ((index, key, verified), id) in logins.into_iter().zip(ids).rev() {
             let seen_after = later.entry(key).or_insert(0);
             let count = counts.get(&key).map_or(0, |c| c.0) - *seen_after;
-            *seen_after += i64::from(new.outcome == Outcome::Verified);
+            *seen_after += i64::from(verified);
             recorded.push((
                 index,
                 Recorded {
