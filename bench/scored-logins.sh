@@ -5,20 +5,22 @@
 #   plain  — gaitkeeper with no routes: the login passes straight through;
 #   scored — gaitkeeper with the route: token check, validation, features, the user's model
 #            (enrolled first), policy, and settling (record + learn + audit) after the response.
-# Only the POST is timed (examples/login_load.rs). Prints both runs and the extra latency.
+# Only the POST is timed (examples/login_load.rs). Plain and scored runs alternate for
+# --rounds rounds (fresh processes each time, so drift and noise hit both alike); prints every
+# run, and the medians of the extra latency over the rounds.
 # Then, with the scored run's enrolled users still in place, wrk drives the prototype's API
 # (`POST /__gk/analyze` on the admin listener: scoring without the proxy, what the original
 # Flask prototype's /analyze figure measures) for the same number of seconds.
 #
 # Usage: bench/scored-logins.sh [--threads N] [--seconds S] [--concurrency C] [--users U]
-#                               [--rate R]
+#                               [--rate R] [--rounds N]
 # Without --rate the load is closed-loop (as fast as gaitkeeper answers: throughput at
 # saturation); with --rate R both runs get R logins per second (latency at a given load).
 # (SCORED_EXTRA_YAML=... adds YAML to the scored run's config, for experiments.)
 # Needs: nginx (installed with apt-get if missing), a release build (built if missing).
 set -euo pipefail
 
-THREADS=2 SECONDS_=10 CONCURRENCY=32 USERS=200 RATE=0
+THREADS=2 SECONDS_=10 CONCURRENCY=32 USERS=200 RATE=0 ROUNDS=1
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --threads) THREADS=$2; shift 2 ;;
@@ -26,6 +28,7 @@ while [[ $# -gt 0 ]]; do
     --concurrency) CONCURRENCY=$2; shift 2 ;;
     --users) USERS=$2; shift 2 ;;
     --rate) RATE=$2; shift 2 ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -62,9 +65,10 @@ LUA
   grep -E 'Requests/sec|^ +(50|90|99)%|Non-2xx|Socket errors' "$WORK/analyze.txt" || true
 }
 
-run() { # $1 = name, $2 = extra YAML
+run() { # $1 = name, $2 = extra YAML, $3 = round
   local port admin
   port=$(free_port) admin=$(free_port)
+  rm -rf "$WORK/$1-data"
   cat > "$WORK/$1.yaml" <<CONF
 listen: ["127.0.0.1:$port"]
 upstream: { address: "127.0.0.1:$UP" }
@@ -78,32 +82,53 @@ CONF
   "$GK" run -c "$WORK/$1.yaml" >"$WORK/$1.audit" 2>"$WORK/$1.log" & local pid=$!
   PIDS+=($pid)
   wait_port "$port"
-  "$LOAD" --target "http://127.0.0.1:$port" --users "$USERS" --concurrency "$CONCURRENCY" --seconds "$SECONDS_" --rate "$RATE" > "$WORK/$1.json"
-  # gaitkeeper's CPU time (user + system) over the login run, enrolment included, per POST.
-  local ticks posts
-  ticks=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+  "$LOAD" --target "http://127.0.0.1:$port" --users "$USERS" --concurrency "$CONCURRENCY" --seconds "$SECONDS_" --rate "$RATE" > "$WORK/$1.json" 2> "$WORK/$1.load" & local load=$!
+  # gaitkeeper's CPU time (user + system) over the timed phase only (enrolment excluded).
+  local before=0 ticks posts
+  while kill -0 "$load" 2>/dev/null && ! grep -q 'timed phase' "$WORK/$1.load"; do sleep 0.05; done
+  before=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+  wait "$load"
+  ticks=$(( $(awk '{print $14 + $15}' "/proc/$pid/stat") - before ))
   posts=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["posts"])' "$WORK/$1.json")
-  if [[ $1 == scored ]]; then analyze "$admin"; fi
+  if [[ $1 == scored && $3 == "$ROUNDS" ]]; then analyze "$admin"; fi
   curl -s "http://127.0.0.1:$admin/metrics" | grep -E '^gaitkeeper_(login_decisions_total|scoring_seconds_(sum|count)|audit_records_total|settle_dropped_total|learn_logins_total|learn_refits_total)' > "$WORK/$1.metrics" || true
   kill "$pid"; wait "$pid" 2>/dev/null || true
-  echo "$1: $(cat "$WORK/$1.json")"
-  echo "$1: gaitkeeper CPU $(( ticks * 1000 / $(getconf CLK_TCK) )) ms, $(( ticks * 1000000 / $(getconf CLK_TCK) / posts )) us per POST"
+  echo "round $3 $1: $(cat "$WORK/$1.json")"
+  echo "round $3 $1: gaitkeeper CPU $(( ticks * 1000 / $(getconf CLK_TCK) )) ms in the timed phase, $(( ticks * 1000000 / $(getconf CLK_TCK) / posts )) us per POST"
+  python3 - "$WORK/$1.json" "$1" "$(( ticks * 1000000 / $(getconf CLK_TCK) / posts ))" >> "$WORK/rounds.jsonl" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1])); d["name"] = sys.argv[2]; d["cpu_us_per_post"] = int(sys.argv[3])
+print(json.dumps(d))
+PY
 }
 
-run plain ""
-run scored 'routes:
+for r in $(seq 1 "$ROUNDS"); do
+  run plain "" "$r"
+  run scored 'routes:
   - name: login
     page: { paths: ["/login"] }
     submit: { path: "/login" }
     success: { status: [303], location_prefix: "/account", set_cookie: sid }
 policy: { allow_below: 0.9, block_at: 1.0, on_no_factor: allow }
 regulation: { max_failures_per_ip: 0 }
-'"${SCORED_EXTRA_YAML:-}"
+'"${SCORED_EXTRA_YAML:-}" "$r"
+done
 
-echo "scored-run decisions and scoring time:"; cat "$WORK/scored.metrics"
-python3 - "$WORK/plain.json" "$WORK/scored.json" <<'PY'
-import json, sys
-p, s = (json.load(open(f)) for f in sys.argv[1:3])
-print(f"extra latency of a scored login: p50 {s['p50_us']-p['p50_us']} us, p99 {s['p99_us']-p['p99_us']} us")
-print(f"scored logins per second: {s['posts_per_second']:.0f} (plain pass-through: {p['posts_per_second']:.0f}, ratio {s['posts_per_second']/p['posts_per_second']:.2f})")
+echo "last scored run's decisions and scoring time:"; cat "$WORK/scored.metrics"
+python3 - "$WORK/rounds.jsonl" <<'PY'
+import json, statistics, sys
+runs = [json.loads(line) for line in open(sys.argv[1])]
+plain = [r for r in runs if r["name"] == "plain"]
+scored = [r for r in runs if r["name"] == "scored"]
+med = lambda rows, key: statistics.median(r[key] for r in rows)
+extra = lambda key: [s[key] - p[key] for p, s in zip(plain, scored)]
+print(f"medians over {len(scored)} round(s):")
+for name, rows in (("plain", plain), ("scored", scored)):
+    print(f"  {name}: p50 {med(rows, 'p50_us'):.0f} us, p90 {med(rows, 'p90_us'):.0f} us, p99 {med(rows, 'p99_us'):.0f} us, "
+          f"{med(rows, 'posts_per_second'):.0f} POST/s, gaitkeeper CPU {med(rows, 'cpu_us_per_post'):.0f} us per POST")
+print(f"extra latency of a scored login (median of the rounds' differences): "
+      f"p50 {statistics.median(extra('p50_us')):.0f} us, p99 {statistics.median(extra('p99_us')):.0f} us "
+      f"(per round p99: {', '.join(str(x) for x in extra('p99_us'))})")
+ratio = med(scored, 'posts_per_second') / med(plain, 'posts_per_second')
+print(f"scored logins per second: {med(scored, 'posts_per_second'):.0f} (plain pass-through: {med(plain, 'posts_per_second'):.0f}, ratio {ratio:.2f})")
 PY

@@ -216,12 +216,21 @@ fn open_store(config: &Config) -> Result<(tokio::runtime::Runtime, Store), Start
         .enable_all()
         .build()
         .map_err(StartError::StoreRuntime)?;
-    let store = runtime.block_on(async {
-        let store =
-            Store::open(&config.store, &config.server.data_dir, &config.secrets.key).await?;
+    // Opened on one of the runtime's threads, not this one: SQLite connections run on threads
+    // of their own that inherit the opening thread's low priority.
+    let (store_config, data_dir, key) = (
+        config.store.clone(),
+        config.server.data_dir.clone(),
+        config.secrets.key.clone(),
+    );
+    let opening = runtime.spawn(async move {
+        let store = Store::open(&store_config, &data_dir, &key).await?;
         tracing::info!(store = %store.url(), "profile store ready");
         Ok::<Store, StartError>(store)
-    })?;
+    });
+    let store = runtime
+        .block_on(opening)
+        .map_err(|e| StartError::StoreRuntime(std::io::Error::other(e.to_string())))??;
     Ok((runtime, store))
 }
 

@@ -6,11 +6,14 @@
 //! a single writer), starving the audit trail and any login whose user's model had to be read.
 //! One worker gathers what arrives within [`GATHER`] (up to [`MAX_BATCH`] logins), records it in
 //! one transaction and learns from it with one more, holding at most one connection at a time.
+//! It sleeps while gathering, so the request threads never wake it.
 //!
 //! Bounded: at most [`MAX_QUEUED`] logins wait; past that a login is not recorded nor learnt
 //! from (its audit record is kept elsewhere) and `gaitkeeper_settle_dropped_total` counts it.
 
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::features::FeatureVector;
 use crate::learn::Learner;
@@ -43,6 +46,8 @@ enum Message {
 pub struct Recorder {
     queue: mpsc::Sender<Message>,
     dropped: prometheus::IntCounter,
+    /// Ends the worker's gathering at once (a flush waits for it).
+    flush_requested: Arc<Notify>,
 }
 
 impl Recorder {
@@ -54,8 +59,13 @@ impl Recorder {
         dropped: prometheus::IntCounter,
     ) -> Recorder {
         let (queue, inbox) = mpsc::channel(MAX_QUEUED);
-        runtime.spawn(work(inbox, store, learner));
-        Recorder { queue, dropped }
+        let flush_requested = Arc::new(Notify::new());
+        runtime.spawn(work(inbox, store, learner, flush_requested.clone()));
+        Recorder {
+            queue,
+            dropped,
+            flush_requested,
+        }
     }
 
     /// Queues a login without waiting; counted as dropped when the queue is full.
@@ -74,17 +84,32 @@ impl Recorder {
     pub async fn flush(&self) {
         let (done, wait) = oneshot::channel();
         if self.queue.send(Message::Flush(done)).await.is_ok() {
+            self.flush_requested.notify_one();
             let _ = wait.await;
         }
     }
 }
 
-async fn work(mut inbox: mpsc::Receiver<Message>, store: Store, learner: Learner) {
+async fn work(
+    mut inbox: mpsc::Receiver<Message>,
+    store: Store,
+    learner: Learner,
+    flush_requested: Arc<Notify>,
+) {
+    let mut behind = false;
     while let Some(first) = inbox.recv().await {
-        let (mut batch, mut flushes) = (Vec::new(), Vec::new());
         // Gather for a moment: bigger batches mean fewer commits, and a user's several logins
-        // are learnt with one model save. A flush ends the gathering at once.
-        let deadline = tokio::time::Instant::now() + GATHER;
+        // are learnt with one model save. The worker sleeps meanwhile rather than waking for
+        // every login (a wake-up per login cost the request threads a system call each and the
+        // machine a context switch); a flush cuts the sleep short. Already behind (the last
+        // batch was full): no sleep.
+        if !behind && matches!(first, Message::Login(_)) {
+            tokio::select! {
+                () = tokio::time::sleep(GATHER) => {}
+                () = flush_requested.notified() => {}
+            }
+        }
+        let (mut batch, mut flushes) = (Vec::new(), Vec::new());
         let mut next = Some(first);
         while let Some(message) = next.take() {
             match message {
@@ -94,14 +119,9 @@ async fn work(mut inbox: mpsc::Receiver<Message>, store: Store, learner: Learner
             if batch.len() >= MAX_BATCH || !flushes.is_empty() {
                 break;
             }
-            next = match inbox.try_recv() {
-                Ok(message) => Some(message),
-                Err(_) => tokio::time::timeout_at(deadline, inbox.recv())
-                    .await
-                    .ok()
-                    .flatten(),
-            };
+            next = inbox.try_recv().ok();
         }
+        behind = batch.len() >= MAX_BATCH;
         record_batch(&store, &learner, batch).await;
         if !flushes.is_empty() {
             if let Err(e) = learner.save_unsaved().await {

@@ -493,7 +493,7 @@ impl Store {
                  verified_logins = users.verified_logins + excluded.verified_logins, \
                  sessions = users.sessions + excluded.sessions \
                  RETURNING user_key, verified_logins, sessions",
-                placeholders(chunk.len(), 6)
+                placeholders(self.backend, chunk.len(), 6)
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for u in chunk {
@@ -530,7 +530,7 @@ impl Store {
             let sql = format!(
                 "INSERT INTO login_sessions (user_key, at, feature_version, features, risk, reasons, decision, outcome) \
                  VALUES {} RETURNING id",
-                placeholders(chunk.len(), 8)
+                placeholders(self.backend, chunk.len(), 8)
             );
             let mut query = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
             let count = chunk.len();
@@ -999,7 +999,7 @@ impl Store {
             let sql = format!(
                 "INSERT INTO audit_events (at, user_key, kind, detail, incident, record_id) \
                  VALUES {} ON CONFLICT (record_id) DO NOTHING",
-                placeholders(chunk.len(), 6)
+                placeholders(self.backend, chunk.len(), 6)
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for (record, detail) in chunk {
@@ -1432,8 +1432,9 @@ const ROWS_PER_STATEMENT: usize = 64;
 /// How far below [`MAX_SESSIONS_PER_USER`] a trim takes a user's history.
 const TRIM_MARGIN: i64 = 50;
 
-/// `($1, $2), ($3, $4)` for `rows` rows of `columns` values.
-fn placeholders(rows: usize, columns: usize) -> String {
+/// `(?, ?), (?, ?)` (SQLite) or `($1, $2), ($3, $4)` (PostgreSQL) for `rows` rows of `columns`
+/// values.
+fn placeholders(backend: Backend, rows: usize, columns: usize) -> String {
     let mut sql = String::with_capacity(rows * columns * 5);
     for r in 0..rows {
         if r > 0 {
@@ -1444,7 +1445,15 @@ fn placeholders(rows: usize, columns: usize) -> String {
             if c > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str(&format!("${}", r * columns + c + 1));
+            // SQLite gets anonymous `?`: sqlx looks each numbered parameter's name up in a list
+            // as long as the statement, which made binding a 64-row insert quadratic.
+            match backend {
+                Backend::Sqlite => sql.push('?'),
+                Backend::Postgres => {
+                    use std::fmt::Write;
+                    let _ = write!(sql, "${}", r * columns + c + 1);
+                }
+            }
         }
         sql.push(')');
     }

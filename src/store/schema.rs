@@ -163,8 +163,10 @@ pub(crate) async fn open(
                 if backend == Backend::Sqlite {
                     // secure_delete: `forget` overwrites what it deletes instead of leaving it
                     // in free pages. foreign_keys: cascades are part of the schema.
+                    // temp_store: the statement journals of the batched multi-row writes stay
+                    // in memory (a temporary file cost a system call per page).
                     conn.execute(sqlx::AssertSqlSafe(format!(
-                        "PRAGMA busy_timeout = {busy_ms}; PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON; PRAGMA synchronous = NORMAL"
+                        "PRAGMA busy_timeout = {busy_ms}; PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON; PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY"
                     )))
                     .await?;
                 }
