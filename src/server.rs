@@ -155,6 +155,7 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
         csrf_key: derive_key(config.secrets.key.expose(), b"gaitkeeper challenge csrf"),
         max_attempts: mfa.totp.max_attempts,
         totp_enabled: mfa.totp.enabled,
+        factors: Default::default(),
         totp: TotpVerifier::default(),
         external,
         challenge_ttl: mfa.challenge_ttl.0,

@@ -39,6 +39,33 @@ pub struct Settled {
     pub client_ip: String,
 }
 
+/// Whether users have a TOTP factor, as read from the store in the last
+/// [`FactorCache::TTL`]. Every challenged login asks; without it each one was a store read on
+/// the background runtime, the slowest step of a challenged login. Enrolment happens in
+/// another process (`gaitkeeper users enroll-totp`), so a new or removed factor counts for
+/// challenges within the TTL. Bounded.
+pub struct FactorCache(moka::sync::Cache<UserKey, bool>);
+
+impl FactorCache {
+    pub const TTL: Duration = Duration::from_secs(10);
+    const MAX_USERS: u64 = 100_000;
+
+    pub fn new() -> FactorCache {
+        FactorCache(
+            moka::sync::Cache::builder()
+                .max_capacity(Self::MAX_USERS)
+                .time_to_live(Self::TTL)
+                .build(),
+        )
+    }
+}
+
+impl Default for FactorCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 pub struct LoginServices {
     pub store: Store,
     pub learner: Learner,
@@ -52,6 +79,8 @@ pub struct LoginServices {
     pub csrf_key: Vec<u8>,
     pub max_attempts: u32,
     pub totp_enabled: bool,
+    /// Recent answers of [`LoginServices::has_totp`] (see [`FactorCache`]).
+    pub factors: FactorCache,
     pub totp: TotpVerifier,
     /// The external MFA provider, when configured.
     pub external: Option<(ExternalMfaConfig, AssertionVerifier)>,
@@ -169,19 +198,26 @@ impl LoginServices {
         matches!(ping.await, Ok(Ok(Ok(()))))
     }
 
-    /// Whether `user` has a TOTP second factor enrolled (and TOTP is on).
+    /// Whether `user` has a TOTP second factor enrolled (and TOTP is on). Answered from
+    /// [`FactorCache`] when it knows; else read from the store on the background runtime.
     pub async fn has_totp(&self, user: &UserKey) -> Result<bool, String> {
         if !self.totp_enabled {
             return Ok(false);
         }
+        if let Some(known) = self.factors.0.get(user) {
+            return Ok(known);
+        }
         let store = self.store.clone();
-        let user = *user;
-        self.bg
-            .spawn(async move { store.totp_secret(&user).await })
+        let key = *user;
+        let enrolled = self
+            .bg
+            .spawn(async move { store.totp_secret(&key).await })
             .await
             .map_err(|e| e.to_string())?
             .map(|s| s.is_some())
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        self.factors.0.insert(*user, enrolled);
+        Ok(enrolled)
     }
 
     /// The user's TOTP secret, if enrolled.
