@@ -16,7 +16,8 @@
 #                               [--rate R] [--rounds N]
 # Without --rate the load is closed-loop (as fast as gaitkeeper answers: throughput at
 # saturation); with --rate R both runs get R logins per second (latency at a given load).
-# (SCORED_EXTRA_YAML=... adds YAML to the scored run's config, for experiments.)
+# (SCORED_EXTRA_YAML=... adds YAML to the scored run's config, for experiments;
+# GAITKEEPER_BIN=... runs another gaitkeeper build, for before/after comparisons.)
 # Needs: nginx (installed with apt-get if missing), a release build (built if missing).
 set -euo pipefail
 
@@ -36,7 +37,7 @@ done
 source "$(dirname "$0")/common.sh"
 need_tools nginx wrk
 build_release --bin gaitkeeper --example login_load
-GK="$TARGET/release/gaitkeeper"
+GK="${GAITKEEPER_BIN:-$TARGET/release/gaitkeeper}" # another build, for before/after runs
 LOAD="$TARGET/release/examples/login_load"
 
 UP=$(free_port)
