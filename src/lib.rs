@@ -12,11 +12,13 @@
 //! `alert` (signed webhooks to the security team) → `store` (per-user profiles on disk) and
 //! `cache` (fitted models in memory), kept up to date by `learn` (verified logins → model
 //! updates and refits, the global model) → `admin` (health, metrics, the `users` commands).
+//! `batch` is the queue the background workers (audit, learn) take their work from in batches.
 //! `server` wires them into a process; `eval` runs the scoring stages on public data.
 
 pub mod admin;
 pub mod alert;
 pub mod audit;
+mod batch;
 pub mod cache;
 pub mod challenge;
 pub mod config;

@@ -4,75 +4,23 @@
 //! Every login here is recorded in the store first, with its outcome, exactly as the proxy
 //! does, and only verified ones are handed to `Learner::learn`.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Once;
 use std::time::{Duration, Instant, SystemTime};
 
+#[path = "common/db.rs"]
+mod db;
+
+use db::{secret, TestDb, SECRET};
 use gaitkeeper::admin::Metrics;
-use gaitkeeper::config::{HumanDuration, Secret, StoreConfig};
+use gaitkeeper::config::{HumanDuration, StoreConfig};
 use gaitkeeper::features::{
     to_blob, FeatureVector, PasswordRhythm, Scale, F, FEATURE_VERSION, SCALES,
 };
 use gaitkeeper::learn::{LearnConfig, Learner};
 use gaitkeeper::model::{UserModel, MODEL_VERSION};
-use gaitkeeper::store::{Backend, Decision, FeatureBlob, NewLogin, Outcome, Store, UserKey};
+use gaitkeeper::store::{Decision, FeatureBlob, NewLogin, Outcome, Store, UserKey};
 
-const SECRET: &[u8] = b"test-secret-0123456789abcdef0123456789";
 /// Set in the child process of the crash test: the store URL it learns into.
 const CHILD_ENV: &str = "GAITKEEPER_TEST_LEARN_CHILD_URL";
-
-struct TestDb {
-    backend: Backend,
-    config: StoreConfig,
-    dir: tempfile::TempDir,
-    _schema: Option<PgSchema>,
-}
-
-impl TestDb {
-    async fn open(&self) -> Store {
-        Store::open(&self.config, self.dir.path(), &secret())
-            .await
-            .unwrap_or_else(|e| panic!("{:?}: {e}", self.backend))
-    }
-
-    fn url(&self) -> String {
-        self.config.url_or_default(self.dir.path())
-    }
-}
-
-/// A PostgreSQL schema made for one test; dropped when the test ends, pass or fail.
-struct PgSchema {
-    base_url: String,
-    name: String,
-}
-
-impl Drop for PgSchema {
-    fn drop(&mut self) {
-        let url = self.base_url.clone();
-        let name = self.name.clone();
-        let _ = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(async {
-                    if let Ok(pool) = sqlx::AnyPool::connect(&url).await {
-                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                            "DROP SCHEMA IF EXISTS {name} CASCADE"
-                        )))
-                        .execute(&pool)
-                        .await;
-                        pool.close().await;
-                    }
-                })
-        })
-        .join();
-    }
-}
-
-fn secret() -> Secret {
-    Secret::from_bytes(SECRET).unwrap()
-}
 
 fn store_config() -> StoreConfig {
     StoreConfig {
@@ -83,57 +31,7 @@ fn store_config() -> StoreConfig {
 
 /// The backends this run tests: SQLite always, PostgreSQL when configured.
 async fn backends() -> Vec<TestDb> {
-    static DRIVERS: Once = Once::new();
-    DRIVERS.call_once(sqlx::any::install_default_drivers);
-    let base = store_config();
-    let mut dbs = vec![TestDb {
-        backend: Backend::Sqlite,
-        config: base.clone(),
-        dir: tempfile::tempdir().unwrap(),
-        _schema: None,
-    }];
-    match std::env::var("GAITKEEPER_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => {
-            static SEQ: AtomicUsize = AtomicUsize::new(0);
-            let name = format!(
-                "gk_learn_{}_{}_{}",
-                std::process::id(),
-                SystemTime::now()
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .unwrap()
-                    .as_micros(),
-                SEQ.fetch_add(1, Ordering::Relaxed)
-            );
-            let pool = sqlx::AnyPool::connect(&url).await.unwrap_or_else(|e| {
-                panic!("GAITKEEPER_TEST_POSTGRES_URL={url} is set but unreachable: {e}")
-            });
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
-                .execute(&pool)
-                .await
-                .unwrap();
-            pool.close().await;
-            let sep = if url.contains('?') { '&' } else { '?' };
-            dbs.push(TestDb {
-                backend: Backend::Postgres,
-                config: StoreConfig {
-                    url: Some(format!("{url}{sep}options=-c%20search_path%3D{name}")),
-                    ..base
-                },
-                dir: tempfile::tempdir().unwrap(),
-                _schema: Some(PgSchema {
-                    base_url: url,
-                    name,
-                }),
-            });
-        }
-        _ => {
-            static SAID: Once = Once::new();
-            SAID.call_once(|| {
-                println!("skipping PostgreSQL: GAITKEEPER_TEST_POSTGRES_URL not set");
-            });
-        }
-    }
-    dbs
+    db::backends(store_config(), "gk_learn").await
 }
 
 fn config(window: u32, refit_every: u32) -> LearnConfig {

@@ -4,9 +4,13 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+#[path = "common/db.rs"]
+mod db;
+
+use db::{secret, TestDb};
 use gaitkeeper::admin::CacheMetrics;
 use gaitkeeper::cache::ModelCache;
 use gaitkeeper::config::{RetentionPeriod, Secret, StoreConfig};
@@ -16,74 +20,7 @@ use gaitkeeper::store::{
 };
 use sqlx::Row;
 
-const SECRET: &[u8] = b"test-secret-0123456789abcdef0123456789";
-
 /// One backend to run a test against, with its own empty store.
-struct TestDb {
-    backend: Backend,
-    config: StoreConfig,
-    dir: tempfile::TempDir,
-    /// Dropped with the test, and the schema with it.
-    _schema: Option<PgSchema>,
-}
-
-impl TestDb {
-    async fn open(&self) -> Store {
-        self.open_with(&self.config).await
-    }
-
-    async fn open_with(&self, config: &StoreConfig) -> Store {
-        Store::open(config, self.dir.path(), &secret())
-            .await
-            .unwrap_or_else(|e| panic!("{:?}: {e}", self.backend))
-    }
-
-    /// A raw connection to the same database, to look behind the store's API.
-    async fn raw(&self) -> sqlx::AnyPool {
-        let url = self.config.url_or_default(self.dir.path());
-        sqlx::any::AnyPoolOptions::new()
-            .max_connections(1)
-            .connect(&url)
-            .await
-            .unwrap()
-    }
-}
-
-/// A PostgreSQL schema made for one test; dropped when the test ends, pass or fail.
-struct PgSchema {
-    base_url: String,
-    name: String,
-}
-
-impl Drop for PgSchema {
-    fn drop(&mut self) {
-        let url = self.base_url.clone();
-        let name = self.name.clone();
-        // Drop runs inside the test's runtime; a plain thread may block on its own one.
-        let _ = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(async {
-                    if let Ok(pool) = sqlx::AnyPool::connect(&url).await {
-                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                            "DROP SCHEMA IF EXISTS {name} CASCADE"
-                        )))
-                        .execute(&pool)
-                        .await;
-                        pool.close().await;
-                    }
-                })
-        })
-        .join();
-    }
-}
-
-fn secret() -> Secret {
-    Secret::from_bytes(SECRET).unwrap()
-}
-
 fn config() -> StoreConfig {
     StoreConfig {
         max_connections: 4,
@@ -97,56 +34,7 @@ async fn backends() -> Vec<TestDb> {
 }
 
 async fn backends_with(base: StoreConfig) -> Vec<TestDb> {
-    static DRIVERS: Once = Once::new();
-    DRIVERS.call_once(sqlx::any::install_default_drivers);
-    let mut dbs = vec![TestDb {
-        backend: Backend::Sqlite,
-        config: base.clone(),
-        dir: tempfile::tempdir().unwrap(),
-        _schema: None,
-    }];
-    match std::env::var("GAITKEEPER_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => {
-            static SEQ: AtomicUsize = AtomicUsize::new(0);
-            let name = format!(
-                "gk_test_{}_{}_{}",
-                std::process::id(),
-                SystemTime::now()
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .unwrap()
-                    .as_micros(),
-                SEQ.fetch_add(1, Ordering::Relaxed)
-            );
-            let pool = sqlx::AnyPool::connect(&url).await.unwrap_or_else(|e| {
-                panic!("GAITKEEPER_TEST_POSTGRES_URL={url} is set but unreachable: {e}")
-            });
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
-                .execute(&pool)
-                .await
-                .unwrap();
-            pool.close().await;
-            let sep = if url.contains('?') { '&' } else { '?' };
-            dbs.push(TestDb {
-                backend: Backend::Postgres,
-                config: StoreConfig {
-                    url: Some(format!("{url}{sep}options=-c%20search_path%3D{name}")),
-                    ..base
-                },
-                dir: tempfile::tempdir().unwrap(),
-                _schema: Some(PgSchema {
-                    base_url: url,
-                    name,
-                }),
-            });
-        }
-        _ => {
-            static SAID: Once = Once::new();
-            SAID.call_once(|| {
-                println!("skipping PostgreSQL: GAITKEEPER_TEST_POSTGRES_URL not set");
-            });
-        }
-    }
-    dbs
+    db::backends(base, "gk_test").await
 }
 
 fn login(outcome: Outcome, risk: f64) -> NewLogin {

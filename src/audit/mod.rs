@@ -18,13 +18,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
-
 use crate::admin::Metrics;
+use crate::batch::{self, BatchQueue, Gatherer, Next};
 use crate::config::HumanDuration;
 use crate::store::{NewAuditRecord, Store, StoreError, UserKey};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use spool::{Spool, SpoolFull};
 
@@ -321,11 +320,6 @@ pub enum AuditError {
     Thread(#[source] std::io::Error),
 }
 
-enum Message {
-    Record(Box<AuditRecord>),
-    Flush(oneshot::Sender<()>),
-}
-
 /// One line of the spool: the record, and whether it already went to the stream.
 #[derive(Serialize, Deserialize)]
 struct Spooled {
@@ -337,8 +331,6 @@ struct Spooled {
 struct Shared {
     spool: Mutex<Spool>,
     metrics: Arc<Metrics>,
-    /// Ends the worker's gathering at once (a flush waits for it).
-    flush_requested: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -394,7 +386,7 @@ impl Shared {
 /// clone is dropped and the queue is drained; call [`Auditor::flush`] before exiting.
 #[derive(Clone)]
 pub struct Auditor {
-    queue: mpsc::Sender<Message>,
+    queue: BatchQueue<Box<AuditRecord>>,
     shared: Arc<Shared>,
 }
 
@@ -434,9 +426,9 @@ impl Auditor {
         let shared = Arc::new(Shared {
             spool: Mutex::new(spool),
             metrics,
-            flush_requested: tokio::sync::Notify::new(),
         });
-        let (queue, inbox) = mpsc::channel(config.queue);
+        // Records are boxed so that a full queue's slots stay small.
+        let (queue, gatherer) = batch::queue(config.queue, GATHER, MAX_BATCH);
         let worker = Worker {
             shared: shared.clone(),
             store,
@@ -457,7 +449,7 @@ impl Auditor {
             .name("gk-audit".into())
             .spawn(move || {
                 crate::server::lower_thread_priority();
-                runtime.block_on(worker.run(inbox))
+                runtime.block_on(worker.run(gatherer))
             })
             .map_err(AuditError::Thread)?;
         Ok(Auditor { queue, shared })
@@ -468,26 +460,19 @@ impl Auditor {
     /// does the caller wait, for one fsync.
     pub fn record(&self, record: AuditRecord) {
         let record = record.bounded();
-        let record = match self.queue.try_send(Message::Record(Box::new(record))) {
-            Ok(()) => return,
-            Err(mpsc::error::TrySendError::Full(Message::Record(r)))
-            | Err(mpsc::error::TrySendError::Closed(Message::Record(r))) => *r,
-            Err(_) => return,
+        let Err(record) = self.queue.try_push(Box::new(record)) else {
+            return;
         };
         self.shared.spool(&[Spooled {
             streamed: false,
-            record,
+            record: *record,
         }]);
     }
 
     /// Waits until every record handed over before this call is in the store or in the spool
     /// on disk.
     pub async fn flush(&self) {
-        let (done, wait) = oneshot::channel();
-        if self.queue.send(Message::Flush(done)).await.is_ok() {
-            self.shared.flush_requested.notify_one();
-            let _ = wait.await;
-        }
+        self.queue.flush().await;
     }
 }
 
@@ -537,60 +522,36 @@ fn refused(error: &StoreError) -> bool {
 }
 
 impl Worker {
-    async fn run(mut self, mut inbox: mpsc::Receiver<Message>) {
+    async fn run(mut self, mut gatherer: Gatherer<Box<AuditRecord>>) {
         self.deliver_spool().await;
-        let mut behind = false;
         loop {
             // Wake up now and then even when idle: the caller may have spooled records
-            // directly, or the store may be back.
-            let message = match tokio::time::timeout(self.retry, inbox.recv()).await {
-                Ok(message) => message,
-                Err(_) => {
+            // directly, or the store may be back. Records are gathered for a moment: one
+            // store commit (and one stream write) for the lot; one commit per record cost a
+            // busy login path more CPU than scoring the logins.
+            match gatherer.next(Some(self.retry)).await {
+                Next::Batch(mut batch) => {
+                    let records: Vec<AuditRecord> = std::mem::take(&mut batch.items)
+                        .into_iter()
+                        .map(|r| *r)
+                        .collect();
+                    if !records.is_empty() {
+                        self.handle_batch(records).await;
+                    }
+                    // Spooled records are on disk before anyone is told they are safe.
+                    self.sync_spool();
+                    batch.answer_flushes();
+                }
+                Next::Idle => {
                     self.sync_spool();
                     self.deliver_spool().await;
                     continue;
                 }
-            };
-            match message {
-                Some(Message::Record(record)) => {
-                    // Gather what arrives for a moment: one store commit (and one stream
-                    // write) for the lot; one commit per record cost a busy login path more
-                    // CPU than scoring the logins. The worker sleeps meanwhile instead of
-                    // waking for every record; a flush cuts the sleep short. Already behind
-                    // (the last batch was full): no sleep.
-                    let mut batch = vec![*record];
-                    let mut flushes = Vec::new();
-                    if !behind {
-                        tokio::select! {
-                            () = tokio::time::sleep(GATHER) => {}
-                            () = self.shared.flush_requested.notified() => {}
-                        }
-                    }
-                    while batch.len() < MAX_BATCH {
-                        match inbox.try_recv() {
-                            Ok(Message::Record(r)) => batch.push(*r),
-                            Ok(Message::Flush(done)) => flushes.push(done),
-                            Err(_) => break,
-                        }
-                    }
-                    behind = batch.len() == MAX_BATCH;
-                    self.handle_batch(batch).await;
-                    // Spooled records are on disk before anyone is told they are safe.
-                    self.sync_spool();
-                    for done in flushes {
-                        let _ = done.send(());
-                    }
-                }
-                Some(Message::Flush(done)) => {
-                    self.sync_spool();
-                    let _ = done.send(());
-                }
-                None => {
+                Next::Closed => {
                     self.deliver_spool().await;
                     return;
                 }
             }
-            self.sync_spool();
             if self
                 .last_attempt
                 .is_some_and(|at| at.elapsed() >= self.retry)

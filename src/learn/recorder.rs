@@ -11,10 +11,7 @@
 //! Bounded: at most [`MAX_QUEUED`] logins wait; past that a login is not recorded nor learnt
 //! from (its audit record is kept elsewhere) and `gaitkeeper_settle_dropped_total` counts it.
 
-use std::sync::Arc;
-
-use tokio::sync::{mpsc, oneshot, Notify};
-
+use crate::batch::{self, BatchQueue, Gatherer, Next};
 use crate::features::FeatureVector;
 use crate::learn::Learner;
 use crate::store::{NewLogin, Outcome, Store};
@@ -35,19 +32,11 @@ pub struct Settle {
     pub request_id: String,
 }
 
-enum Message {
-    Login(Box<Settle>),
-    /// Answered once every login queued before it is recorded and learnt from.
-    Flush(oneshot::Sender<()>),
-}
-
 /// Hands settled logins to the recording worker.
 #[derive(Clone)]
 pub struct Recorder {
-    queue: mpsc::Sender<Message>,
+    queue: BatchQueue<Box<Settle>>,
     dropped: prometheus::IntCounter,
-    /// Ends the worker's gathering at once (a flush waits for it).
-    flush_requested: Arc<Notify>,
 }
 
 impl Recorder {
@@ -58,23 +47,14 @@ impl Recorder {
         runtime: &tokio::runtime::Handle,
         dropped: prometheus::IntCounter,
     ) -> Recorder {
-        let (queue, inbox) = mpsc::channel(MAX_QUEUED);
-        let flush_requested = Arc::new(Notify::new());
-        runtime.spawn(work(inbox, store, learner, flush_requested.clone()));
-        Recorder {
-            queue,
-            dropped,
-            flush_requested,
-        }
+        let (queue, gatherer) = batch::queue(MAX_QUEUED, GATHER, MAX_BATCH);
+        runtime.spawn(work(gatherer, store, learner));
+        Recorder { queue, dropped }
     }
 
     /// Queues a login without waiting; counted as dropped when the queue is full.
     pub fn record(&self, login: Settle) {
-        if self
-            .queue
-            .try_send(Message::Login(Box::new(login)))
-            .is_err()
-        {
+        if self.queue.try_push(Box::new(login)).is_err() {
             self.dropped.inc();
         }
     }
@@ -82,55 +62,22 @@ impl Recorder {
     /// Waits until every login queued before this call is recorded and learnt from, and the
     /// learnt models are saved.
     pub async fn flush(&self) {
-        let (done, wait) = oneshot::channel();
-        if self.queue.send(Message::Flush(done)).await.is_ok() {
-            self.flush_requested.notify_one();
-            let _ = wait.await;
-        }
+        self.queue.flush().await;
     }
 }
 
-async fn work(
-    mut inbox: mpsc::Receiver<Message>,
-    store: Store,
-    learner: Learner,
-    flush_requested: Arc<Notify>,
-) {
-    let mut behind = false;
-    while let Some(first) = inbox.recv().await {
-        // Gather for a moment: bigger batches mean fewer commits, and a user's several logins
-        // are learnt with one model save. The worker sleeps meanwhile rather than waking for
-        // every login (a wake-up per login cost the request threads a system call each and the
-        // machine a context switch); a flush cuts the sleep short. Already behind (the last
-        // batch was full): no sleep.
-        if !behind && matches!(first, Message::Login(_)) {
-            tokio::select! {
-                () = tokio::time::sleep(GATHER) => {}
-                () = flush_requested.notified() => {}
-            }
-        }
-        let (mut batch, mut flushes) = (Vec::new(), Vec::new());
-        let mut next = Some(first);
-        while let Some(message) = next.take() {
-            match message {
-                Message::Login(login) => batch.push(*login),
-                Message::Flush(done) => flushes.push(done),
-            }
-            if batch.len() >= MAX_BATCH || !flushes.is_empty() {
-                break;
-            }
-            next = inbox.try_recv().ok();
-        }
-        behind = batch.len() >= MAX_BATCH;
-        record_batch(&store, &learner, batch).await;
-        if !flushes.is_empty() {
+async fn work(mut gatherer: Gatherer<Box<Settle>>, store: Store, learner: Learner) {
+    // Bigger batches mean fewer commits, and a user's several logins are learnt with one
+    // model save.
+    while let Next::Batch(mut batch) = gatherer.next(None).await {
+        let logins = std::mem::take(&mut batch.items);
+        record_batch(&store, &learner, logins.into_iter().map(|l| *l).collect()).await;
+        if batch.is_flush() {
             if let Err(e) = learner.save_unsaved().await {
                 tracing::warn!(error = %e, "cannot save the learnt user models");
             }
         }
-        for done in flushes {
-            let _ = done.send(());
-        }
+        batch.answer_flushes();
     }
 }
 

@@ -995,7 +995,10 @@ impl Store {
             .begin()
             .await
             .map_err(db("append audit records"))?;
-        for chunk in valid.chunks(ROWS_PER_STATEMENT) {
+        // Chunks taken by value: each detail moves into its statement instead of being copied.
+        let mut valid = valid.into_iter().peekable();
+        while valid.peek().is_some() {
+            let chunk: Vec<_> = valid.by_ref().take(ROWS_PER_STATEMENT).collect();
             let sql = format!(
                 "INSERT INTO audit_events (at, user_key, kind, detail, incident, record_id) \
                  VALUES {} ON CONFLICT (record_id) DO NOTHING",
@@ -1007,7 +1010,7 @@ impl Store {
                     .bind(millis(record.at))
                     .bind(record.user.map(|k| k.0.to_vec()))
                     .bind(record.kind.to_string())
-                    .bind(detail.clone())
+                    .bind(detail)
                     .bind(record.incident.to_string())
                     .bind(record.record_id.to_string());
             }
