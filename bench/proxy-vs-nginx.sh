@@ -21,7 +21,7 @@ done
 source "$(dirname "$0")/common.sh"
 need_tools nginx wrk
 build_release --bin gaitkeeper --example bare_proxy
-GK="$TARGET/release/gaitkeeper"
+GK="${GAITKEEPER_BIN:-$TARGET/release/gaitkeeper}" # another build, for before/after runs
 BARE="$TARGET/release/examples/bare_proxy"
 
 UP=$(free_port) NG=$(free_port) GKP=$(free_port) GKA=$(free_port) BP=$(free_port)
@@ -54,17 +54,25 @@ wait_port "$UP"; wait_port "$NG"; wait_port "$GKP"; wait_port "$BP"
 curl -sf "http://127.0.0.1:$NG/" | grep -q "hello from the app"
 curl -sf "http://127.0.0.1:$GKP/" | grep -q "hello from the app"
 
-run_wrk() { # $1 = port → "rps p50 p99" (latencies in ms)
-  wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$1/" > "$WORK/wrk.out"
+run_wrk() { # $1 = port → "rps p50 p99 status" (latencies in ms); a run wrk could not
+  # measure (no percentiles: every connection failed) is printed as "- - - FAILED" with
+  # wrk's output on stderr, and left out of the medians.
+  wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$1/" > "$WORK/wrk.out" || true
   python3 - "$WORK/wrk.out" <<'PY'
 import re, sys
 text = open(sys.argv[1]).read()
 def ms(v):
-    n, unit = re.match(r"([\d.]+)(us|ms|s)", v).groups()
-    return float(n) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-p50 = ms(re.search(r"50%\s+(\S+)", text).group(1))
-p99 = ms(re.search(r"99%\s+(\S+)", text).group(1))
+    n, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", v).groups()
+    return float(n) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}[unit]
+try:
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    # Anchored: the "+/- Stdev" column can end in "50%" too (e.g. "72.50%").
+    p50 = ms(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1))
+    p99 = ms(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
+except (AttributeError, ValueError):
+    print("- - - FAILED")
+    print(f"wrk output not understood:\n{text}", file=sys.stderr)
+    sys.exit(0)
 errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", text)
 print(f"{rps:.0f} {p50:.3f} {p99:.3f} {'ERRORS' if errors else 'ok'}")
 PY
@@ -82,7 +90,7 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 python3 - "$WORK/results" "$THREADS" "$CONNECTIONS" "$DURATION" <<'PY'
 import statistics, sys
-rows = [l.split() for l in open(sys.argv[1])]
+rows = [l.split() for l in open(sys.argv[1]) if "FAILED" not in l]
 def med(name, col):
     return statistics.median(float(r[col]) for r in rows if r[1] == name)
 n = {k: med("nginx", i) for k, i in (("rps", 2), ("p50", 3), ("p99", 4))}

@@ -24,7 +24,7 @@ pub fn username(source: &UsernameSource, content_type: &str, body: &[u8]) -> Use
         .trim()
         .to_ascii_lowercase();
     let raw = if mime == "application/x-www-form-urlencoded" {
-        super::strip_form_field(body, &source.field, MAX_NAME_BYTES).telemetry
+        super::form_field(body, &source.field, MAX_NAME_BYTES)
     } else if mime == "application/json" || mime.ends_with("+json") {
         let Some(pointer) = &source.json_pointer else {
             return Username::Missing;

@@ -2,6 +2,7 @@
 //! the check that keeps gaitkeeper's reserved paths from ever reaching the app.
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::header::HOST;
 use pingora::prelude::*;
@@ -28,7 +29,22 @@ pub(super) fn upstream_peer(upstream: &UpstreamConfig) -> HttpPeer {
     options.idle_timeout = Some(upstream.idle_timeout.0);
     options.verify_cert = upstream.verify_certificate;
     options.verify_hostname = upstream.verify_certificate;
+    peer.group_key = pool_partition();
     peer
+}
+
+/// Which share of pingora's upstream connection pool this thread uses: its own.
+///
+/// Why: every proxy thread runs its own runtime, and a connection stays registered with the
+/// runtime that opened it. Reused from another thread, each of its reads and writes is noticed
+/// by the opener's thread and relayed as a wake-up (an eventfd write and a context switch).
+/// Keying the pool by thread keeps each connection on its thread.
+fn pool_partition() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static PARTITION: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    PARTITION.with(|p| *p)
 }
 
 /// Sets X-Forwarded-For/-Proto/-Host, X-Request-Id and the Host the app should see.
