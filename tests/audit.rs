@@ -9,12 +9,13 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
+use common::db::TestDb;
 use gaitkeeper::admin::Metrics;
 use gaitkeeper::audit::{kind, new_incident, AuditConfig, AuditRecord, AuditStream, Auditor};
 use gaitkeeper::config::{HumanDuration, Secret, StoreConfig};
-use gaitkeeper::store::Store;
+use gaitkeeper::store::{Backend, Store};
 use sqlx::Row;
 
 fn secret() -> Secret {
@@ -57,46 +58,24 @@ fn decision(incident: &str, user_key: Option<String>) -> AuditRecord {
     record
 }
 
-/// The store configs to run against: SQLite, and PostgreSQL in a fresh schema when set (with
-/// the schema's name, to drop it afterwards).
-async fn store_configs() -> Vec<(StoreConfig, Option<String>)> {
-    let mut configs = vec![(store_config(), None)];
-    if let Ok(url) = std::env::var("GAITKEEPER_TEST_POSTGRES_URL") {
-        if !url.is_empty() {
-            sqlx::any::install_default_drivers();
-            let name = format!(
-                "gk_audit_{}_{}",
-                std::process::id(),
-                SystemTime::now()
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .unwrap()
-                    .as_micros()
-            );
-            let pool = sqlx::AnyPool::connect(&url).await.unwrap();
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
-                .execute(&pool)
-                .await
-                .unwrap();
-            pool.close().await;
-            let sep = if url.contains('?') { '&' } else { '?' };
-            configs.push((
-                StoreConfig {
-                    url: Some(format!("{url}{sep}options=-c%20search_path%3D{name}")),
-                    busy_timeout: HumanDuration(Duration::from_secs(1)),
-                    ..store_config()
-                },
-                Some(name),
-            ));
+/// The stores to run against: SQLite, and PostgreSQL in a fresh schema when set (dropped when
+/// the test ends). PostgreSQL waits longer for a connection than the SQLite store, whose short
+/// wait is there to notice a locked file quickly.
+async fn test_dbs() -> Vec<TestDb> {
+    let mut dbs = common::db::backends(store_config(), "gk_audit").await;
+    for db in &mut dbs {
+        if db.backend == Backend::Postgres {
+            db.config.busy_timeout = HumanDuration(Duration::from_secs(1));
         }
     }
-    configs
+    dbs
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_reach_the_store_and_the_jsonl_stream_and_forget_anonymises_them() {
-    for (config, schema) in store_configs().await {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open_store(&config, dir.path()).await;
+    for db in test_dbs().await {
+        let (config, dir) = (&db.config, &db.dir);
+        let store = db.open().await;
         let metrics = Arc::new(Metrics::new());
         let auditor = Auditor::new(
             &audit_config(dir.path()),
@@ -162,14 +141,6 @@ async fn records_reach_the_store_and_the_jsonl_stream_and_forget_anonymises_them
             "{counts:?}"
         );
         store.close().await;
-        if let (Some(schema), Ok(url)) = (schema, std::env::var("GAITKEEPER_TEST_POSTGRES_URL")) {
-            let pool = sqlx::AnyPool::connect(&url).await.unwrap();
-            sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-                .execute(&pool)
-                .await
-                .unwrap();
-            pool.close().await;
-        }
     }
 }
 

@@ -18,12 +18,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
 use crate::admin::Metrics;
 use crate::batch::{self, BatchQueue, Gatherer, Next};
 use crate::config::HumanDuration;
 use crate::store::{NewAuditRecord, Store, StoreError, UserKey};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 
 use spool::{Spool, SpoolFull};
 

@@ -1,7 +1,7 @@
 //! The store backends a test runs against: SQLite in a temp dir always, PostgreSQL when
 //! `GAITKEEPER_TEST_POSTGRES_URL` is set (each test gets a fresh schema, dropped when the test
-//! ends, pass or fail, so runs never collide). Included by path from the store-level tests,
-//! which need none of the HTTP harness in `common`.
+//! ends, pass or fail, so runs never collide). Part of `common`, and included by path from
+//! the store-level tests, which need none of its HTTP harness.
 #![allow(dead_code)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};

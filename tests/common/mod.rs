@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod behaviour;
+pub mod db;
 pub mod legacy;
 pub mod receiver;
 pub mod webdriver;
