@@ -13,6 +13,11 @@ use crate::store::FeatureBlob;
 /// Bumped if the byte layout changes while the features keep their meaning.
 const FORMAT: u8 = 1;
 
+/// Named features of version 1. Version 2 only appended features, so a stored version-1
+/// login still counts: it reads as a version-2 one with the appended features unknown, and an
+/// upgrade keeps every user's enrolment.
+const V1_NAMED: usize = 44;
+
 /// Encodes a login's features for the store.
 pub fn to_blob(fv: &FeatureVector) -> FeatureBlob {
     let pw = &fv.password;
@@ -37,18 +42,20 @@ pub fn to_blob(fv: &FeatureVector) -> FeatureBlob {
     }
 }
 
-/// Decodes a stored login's features; `None` for another feature version or bytes that are
-/// not a vector of this version.
+/// Decodes a stored login's features (version 1 is upgraded: see [`V1_NAMED`]); `None` for
+/// another feature version or bytes that are not a vector of their version.
 pub fn from_blob(blob: &FeatureBlob) -> Option<FeatureVector> {
-    if blob.version != FEATURE_VERSION {
-        return None;
-    }
+    let named = match blob.version {
+        FEATURE_VERSION => N,
+        1 => V1_NAMED,
+        _ => return None,
+    };
     let mut r = Reader(&blob.bytes);
-    if r.byte()? != FORMAT || usize::from(r.byte()?) != N {
+    if r.byte()? != FORMAT || usize::from(r.byte()?) != named {
         return None;
     }
     let mut fv = FeatureVector::empty();
-    for v in fv.values.iter_mut() {
+    for v in &mut fv.values[..named] {
         *v = r.f64()?;
     }
     let flags = r.byte()?;
@@ -92,6 +99,7 @@ impl Reader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::features::NAMES;
     use proptest::prelude::*;
 
     fn sample() -> FeatureVector {
@@ -145,6 +153,28 @@ mod tests {
         let mut blob = to_blob(&sample());
         blob.bytes[0] = FORMAT + 1;
         assert_eq!(from_blob(&blob), None);
+    }
+
+    #[test]
+    fn a_version_1_login_reads_as_version_2_with_the_appended_features_unknown() {
+        // Version 1 ended with `untrusted_events`; everything after it was appended.
+        assert_eq!(NAMES[V1_NAMED - 1], "untrusted_events");
+        let fv = sample();
+        let mut bytes = vec![FORMAT, V1_NAMED as u8];
+        for v in &fv.values[..V1_NAMED] {
+            bytes.extend_from_slice(&v.to_bits().to_le_bytes());
+        }
+        bytes.extend_from_slice(&to_blob(&fv).bytes[2 + 8 * N..]);
+        let old = FeatureBlob { version: 1, bytes };
+        let back = from_blob(&old).expect("a version-1 login decodes");
+        assert_eq!(back.version, FEATURE_VERSION);
+        let mut expected = fv.clone();
+        expected.values[V1_NAMED..].fill(f64::NAN);
+        assert!(same(&expected, &back));
+        // A version-1 record must have version 1's length, and today's bytes are not version 1.
+        let mut wrong = to_blob(&fv);
+        wrong.version = 1;
+        assert_eq!(from_blob(&wrong), None);
     }
 
     #[test]

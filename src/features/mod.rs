@@ -1,7 +1,8 @@
 //! Features: one validated [`Telemetry`] → one versioned [`FeatureVector`].
 //!
 //! Owns: every number the models see, computed server-side from the raw events (the browser's
-//! own opinion of itself is never trusted). Mouse speed, direction and acceleration, clicks, key
+//! own opinion of itself is never trusted). Mouse speed, direction, acceleration, turning and
+//! the shape of each movement, clicks, key
 //! dwell and flight, the password's per-position rhythm (the fixed-text part), corrections,
 //! paste/autofill, navigation method, time to submit and bot signals. Pure code: no I/O, never
 //! panics, linear time in the number of events. A feature that cannot be computed for a login
@@ -17,7 +18,7 @@ pub use blob::{from_blob, to_blob};
 
 /// Bumped whenever a feature's meaning or order changes; models fitted on another version are
 /// refitted, never mixed.
-pub const FEATURE_VERSION: u32 = 1;
+pub const FEATURE_VERSION: u32 = 2;
 
 /// How a feature is brought to a scale where differences are comparable (see `model`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,10 +88,20 @@ features! {
     BotNoInput = "bot_no_input": Linear,
     BotSynthetic = "bot_synthetic": Linear,
     Untrusted = "untrusted_events": Log,
+    // Version 2 appended these (how the hand turns and shapes a movement); a version-1 login
+    // is a version-2 one with them unknown (see `blob`).
+    MouseTurnMean = "mouse_turn_mean": Linear,
+    MouseAngularSpeed = "mouse_angular_speed": Log,
+    MouseAngularSpeedSd = "mouse_angular_speed_sd": Log,
+    MouseCurvature = "mouse_curvature": Log,
+    MouseJerkMean = "mouse_jerk_mean": Log,
+    MouseAccelFraction = "mouse_accel_fraction": Linear,
+    MouseDeviation = "mouse_max_deviation_px": Log,
+    MousePeakAt = "mouse_peak_speed_at": Linear,
 }
 
 /// Number of named features.
-pub const N: usize = F::Untrusted as usize + 1;
+pub const N: usize = NAMES.len();
 
 /// Longest password whose per-position rhythm is kept.
 pub const MAX_PASSWORD: usize = 64;
@@ -169,6 +180,39 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
 }
 
+/// Mean and spread of a stream of values without keeping them (per-step mouse values).
+#[derive(Default)]
+struct Running {
+    n: u32,
+    sum: f64,
+    sum_sq: f64,
+}
+
+impl Running {
+    fn push(&mut self, x: f64) {
+        self.n += 1;
+        self.sum += x;
+        self.sum_sq += x * x;
+    }
+
+    /// `NaN` for no values.
+    fn mean(&self) -> f64 {
+        if self.n == 0 {
+            f64::NAN
+        } else {
+            self.sum / f64::from(self.n)
+        }
+    }
+
+    /// Population standard deviation; `NaN` for no values.
+    fn sd(&self) -> f64 {
+        let mean = self.mean();
+        (self.sum_sq / f64::from(self.n) - mean * mean)
+            .max(0.0)
+            .sqrt()
+    }
+}
+
 fn cv(xs: &[f64]) -> f64 {
     let (m, sd) = mean_sd(xs);
     if m > 0.0 {
@@ -182,6 +226,7 @@ fn cv(xs: &[f64]) -> f64 {
 pub fn extract(t: &Telemetry) -> FeatureVector {
     let mut fv = FeatureVector::empty();
     let moves = mouse(&mut fv, &t.moves);
+    movements(&mut fv, &t.moves);
     clicks(&mut fv, t);
     let key_cv = keys(&mut fv, t);
     fields(&mut fv, t);
@@ -230,6 +275,11 @@ fn mouse(fv: &mut FeatureVector, moves: &[MouseMove]) -> MouseSummary {
     let mut pauses = 0u32;
     // (speed, dt) of the previous step in the same movement.
     let mut prev: Option<(f64, f64)> = None;
+    // Heading of the previous step in the same movement, and its acceleration.
+    let mut prev_heading: Option<f64> = None;
+    let mut prev_acc: Option<f64> = None;
+    let (mut turns, mut turn_rates) = (Running::default(), Running::default());
+    let (mut curvatures, mut jerks) = (Running::default(), Running::default());
     for w in moves.windows(2) {
         let (a, b) = (w[0], w[1]);
         let dt = b.t - a.t;
@@ -238,6 +288,8 @@ fn mouse(fv: &mut FeatureVector, moves: &[MouseMove]) -> MouseSummary {
                 pauses += 1;
             }
             prev = None;
+            prev_heading = None;
+            prev_acc = None;
             continue;
         }
         let (dx, dy) = (b.x - a.x, b.y - a.y);
@@ -254,9 +306,23 @@ fn mouse(fv: &mut FeatureVector, moves: &[MouseMove]) -> MouseSummary {
             sx += dx / dist;
             sy += dy / dist;
             angled += 1;
+            if let Some(h) = prev_heading {
+                // Wrapped to [-π, π): a turn, not a heading.
+                let turn = (ang - h + std::f64::consts::PI).rem_euclid(std::f64::consts::TAU)
+                    - std::f64::consts::PI;
+                turns.push(turn.abs());
+                turn_rates.push(turn.abs() / dt * 1000.0);
+                curvatures.push(turn.abs() / dist);
+            }
+            prev_heading = Some(ang);
         }
         if let Some((pv, pdt)) = prev {
-            accs.push((v - pv) / ((dt + pdt) / 2.0) * 1000.0);
+            let a = (v - pv) / ((dt + pdt) / 2.0) * 1000.0;
+            accs.push(a);
+            if let Some(pa) = prev_acc {
+                jerks.push(((a - pa) / dt * 1000.0).abs());
+            }
+            prev_acc = Some(a);
         }
         prev = Some((v, dt));
     }
@@ -299,8 +365,63 @@ fn mouse(fv: &mut FeatureVector, moves: &[MouseMove]) -> MouseSummary {
         fv.set(F::MouseAccSd, sd);
         let max = abs.iter().copied().fold(0.0, f64::max);
         fv.set(F::MouseAccSpikiness, if m > 0.0 { max / m } else { 0.0 });
+        let accelerating = accs.iter().filter(|&&a| a > 0.0).count();
+        fv.set(
+            F::MouseAccelFraction,
+            accelerating as f64 / accs.len() as f64,
+        );
     }
+    fv.set(F::MouseTurnMean, turns.mean());
+    fv.set(F::MouseAngularSpeed, turn_rates.mean());
+    fv.set(F::MouseAngularSpeedSd, turn_rates.sd());
+    fv.set(F::MouseCurvature, curvatures.mean());
+
+    fv.set(F::MouseJerkMean, jerks.mean());
     MouseSummary { speed_cv }
+}
+
+/// The shape of each movement (the trace between pauses): how far it bows away from the
+/// straight line between its ends, and when in it the hand reaches top speed.
+fn movements(fv: &mut FeatureVector, moves: &[MouseMove]) {
+    let (mut deviations, mut peaks) = (Running::default(), Running::default());
+    let mut start = 0;
+    for end in 1..=moves.len() {
+        if end < moves.len() && moves[end].t - moves[end - 1].t <= PAUSE_MS {
+            continue;
+        }
+        let m = &moves[start..end];
+        start = end;
+        if m.len() < 3 {
+            continue;
+        }
+        let (a, b) = (m[0], m[m.len() - 1]);
+        let (cx, cy) = (b.x - a.x, b.y - a.y);
+        let chord = cx.hypot(cy);
+        if chord > 0.0 {
+            let deviation = m
+                .iter()
+                .map(|p| ((p.x - a.x) * cy - (p.y - a.y) * cx).abs() / chord)
+                .fold(0.0, f64::max);
+            deviations.push(deviation);
+        }
+        let span = b.t - a.t;
+        // (speed, time) of the fastest step; distances compared per time, no square roots.
+        let mut fastest: Option<(f64, f64)> = None;
+        for w in m.windows(2) {
+            let dt = w[1].t - w[0].t;
+            if dt > 0.0 {
+                let speed_sq = ((w[1].x - w[0].x).powi(2) + (w[1].y - w[0].y).powi(2)) / (dt * dt);
+                if fastest.is_none_or(|(top, _)| speed_sq > top) {
+                    fastest = Some((speed_sq, w[1].t));
+                }
+            }
+        }
+        if let (Some((_, at)), true) = (fastest, span > 0.0) {
+            peaks.push((at - a.t) / span);
+        }
+    }
+    fv.set(F::MouseDeviation, deviations.mean());
+    fv.set(F::MousePeakAt, peaks.mean());
 }
 
 fn clicks(fv: &mut FeatureVector, t: &Telemetry) {

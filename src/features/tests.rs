@@ -33,6 +33,29 @@ fn a_known_mouse_trace_gives_hand_computed_speed_angle_and_acceleration() {
 }
 
 #[test]
+fn a_known_staircase_trace_gives_hand_computed_turns_jerk_and_shape() {
+    // Steps of 10 px: east in 10 ms, south in 5 ms, east in 10 ms, south in 10 ms. Speeds
+    // 1000, 2000, 1000, 1000 px/s; three right-angle turns after 5, 10 and 10 ms;
+    // accelerations +133 333, −133 333, 0 px/s² (one of three speeding up), jerks over the
+    // following steps' 10 ms: 26 666 667 and 13 333 333 px/s³. The chord runs (0,0)→(20,20);
+    // the corners (10,0) and (20,10) lie 10/√2 px off it. Top speed is reached at 15 of 35 ms.
+    let json =
+        r#"{"v":1,"t0":0,"t1":100,"m":[[0,0,0],[10,10,0],[15,10,10],[25,20,10],[35,20,20]]}"#;
+    let fv = extract(&validate(json.as_bytes(), &Limits::default()).unwrap());
+    let right = std::f64::consts::FRAC_PI_2;
+    close(fv.get(F::MouseTurnMean), right);
+    close(
+        fv.get(F::MouseAngularSpeed),
+        (right / 5.0 + 2.0 * right / 10.0) / 3.0 * 1000.0,
+    );
+    close(fv.get(F::MouseCurvature), right / 10.0);
+    close(fv.get(F::MouseAccelFraction), 1.0 / 3.0);
+    assert!((fv.get(F::MouseJerkMean) - 20_000_000.0).abs() < 1e-3);
+    close(fv.get(F::MouseDeviation), 10.0 / 2f64.sqrt());
+    close(fv.get(F::MousePeakAt), 15.0 / 35.0);
+}
+
+#[test]
 fn a_known_key_trace_gives_hand_computed_dwell_and_flight() {
     let fv = extract(&login());
     // dwell 80, 100, 50, 100, 50, 80; press→press 200, 600, 200, 200, 300
