@@ -130,6 +130,14 @@ fn assert_same_model(got: &UserModel, want: &UserModel, what: &str) {
     assert_eq!(got.kept.len(), want.kept.len(), "{what}: kept rows");
 }
 
+/// Waits for the refit a lookup scheduled; the user's model is then a full fit of `logins`.
+async fn assert_refits_to(learner: &Learner, key: &UserKey, logins: &[FeatureVector], what: &str) {
+    learner.wait_idle().await;
+    let model = learner.user_model(key).await.unwrap().expect("refitted");
+    let population = learner.global().population.clone();
+    assert_same_model(&model, &UserModel::fit(logins, &population), what);
+}
+
 fn dwell_dim() -> usize {
     F::KeyDwellMean as usize
 }
@@ -372,14 +380,8 @@ async fn feature_version_change_refits_instead_of_failing() {
                 "{:?}",
                 db.backend
             );
-            fresh.wait_idle().await;
-            let model = fresh.user_model(&key).await.unwrap().expect("refitted");
-            let population = fresh.global().population.clone();
-            assert_same_model(
-                &model,
-                &UserModel::fit(&logins, &population),
-                &format!("{:?} refit after a version change", db.backend),
-            );
+            let what = format!("{:?} refit after a version change", db.backend);
+            assert_refits_to(&fresh, &key, &logins, &what).await;
             let stored = store.load_model(&key).await.unwrap().unwrap();
             assert_eq!(
                 (stored.feature_version, stored.model_version),
@@ -401,6 +403,47 @@ async fn feature_version_change_refits_instead_of_failing() {
         learner.wait_idle().await;
         let model = learner.user_model(&key).await.unwrap().unwrap();
         assert_eq!(model.logins, 13, "{:?}", db.backend);
+    }
+}
+
+/// Logins stored by a gaitkeeper of features version 1 (44 named features, the rest appended
+/// by version 2) keep counting after an upgrade: a refit reads them with the appended features
+/// unknown, so the user is not sent back to enrolment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_stored_under_features_version_1_are_learnt_after_an_upgrade() {
+    const V1_NAMED: usize = 44;
+    for db in backends().await {
+        let store = db.open().await;
+        let logins: Vec<FeatureVector> = (0..12)
+            .map(|i| {
+                let mut fv = login(5, i, 1.0);
+                fv.values[V1_NAMED..].fill(f64::NAN);
+                fv
+            })
+            .collect();
+        let mut key = None;
+        for fv in &logins {
+            // Version 1's bytes: the same layout with 44 named values.
+            let today = to_blob(fv).bytes;
+            let mut bytes = vec![today[0], V1_NAMED as u8];
+            bytes.extend_from_slice(&today[2..2 + 8 * V1_NAMED]);
+            bytes.extend_from_slice(&today[2 + 8 * fv.values.len()..]);
+            let old = FeatureBlob { version: 1, bytes };
+            let recorded = store
+                .record_login("erin", new_login(old, Outcome::Verified))
+                .await
+                .unwrap();
+            key = Some(recorded.user);
+        }
+        let key = key.unwrap();
+        store
+            .save_model(&key, 1, MODEL_VERSION, b"damaged".to_vec())
+            .await
+            .unwrap();
+        let learner = learner(&store, &config(50, 1000));
+        assert!(learner.user_model(&key).await.unwrap().is_none());
+        let what = format!("{:?} refit from version-1 logins", db.backend);
+        assert_refits_to(&learner, &key, &logins, &what).await;
     }
 }
 

@@ -7,16 +7,11 @@
 //! bounds extraction obeys and never panics: bytes of another version, another format or any
 //! corruption decode to `None`, and the login is then simply not learnt from.
 
-use super::{FeatureVector, PasswordRhythm, FEATURE_VERSION, MAX_PASSWORD, N};
+use super::{FeatureVector, PasswordRhythm, FEATURE_VERSION, MAX_PASSWORD, N, V1_NAMED};
 use crate::store::FeatureBlob;
 
 /// Bumped if the byte layout changes while the features keep their meaning.
 const FORMAT: u8 = 1;
-
-/// Named features of version 1. Version 2 only appended features, so a stored version-1
-/// login still counts: it reads as a version-2 one with the appended features unknown, and an
-/// upgrade keeps every user's enrolment.
-const V1_NAMED: usize = 44;
 
 /// Encodes a login's features for the store.
 pub fn to_blob(fv: &FeatureVector) -> FeatureBlob {

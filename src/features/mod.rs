@@ -103,6 +103,12 @@ features! {
 /// Number of named features.
 pub const N: usize = NAMES.len();
 
+/// Named features of version 1. Version 2 only appended features, so what was stored under
+/// version 1 still counts: a login reads as a version-2 one with the appended features unknown
+/// (`blob`), a user's learning window gains those dimensions empty (`learn::window`), and an
+/// upgrade keeps every user's enrolment.
+pub(crate) const V1_NAMED: usize = 44;
+
 /// Longest password whose per-position rhythm is kept.
 pub const MAX_PASSWORD: usize = 64;
 /// Mouse samples further apart than this are a pause, not a movement (ms).

@@ -83,6 +83,10 @@ type Unsaved = (Window, Arc<UserModel>);
 enum CachedUser {
     /// A model to score with.
     Ready(Arc<UserModel>),
+    /// A stored model of an older feature version whose window this gaitkeeper can widen
+    /// (`window::decode_window`): the first lookup fits the model from it, so an upgrade does
+    /// not leave the user unscored, and schedules a refit that saves it in today's version.
+    Upgrade(Box<Window>),
     /// A stored model this gaitkeeper cannot use (another feature or model version, or damaged
     /// bytes): scored as "no model" until the refit it triggers replaces it.
     Stale,
@@ -94,13 +98,17 @@ impl CachedModel for CachedUser {
     fn decode(stored: StoredModel) -> Option<Self> {
         Some(match window::decode_model(&stored) {
             Some(model) => CachedUser::Ready(Arc::new(model)),
-            None => CachedUser::Stale,
+            None => match window::decode_window(&stored) {
+                Some(window) => CachedUser::Upgrade(Box::new(window)),
+                None => CachedUser::Stale,
+            },
         })
     }
 
     fn weight_bytes(&self) -> usize {
         match self {
             CachedUser::Ready(m) => model_bytes(m),
+            CachedUser::Upgrade(w) => w.approx_bytes(),
             CachedUser::Stale | CachedUser::Empty => 0,
         }
     }
@@ -218,11 +226,21 @@ impl Learner {
 
     /// The user's model to score with, from memory or the store; `None` while they have no
     /// usable model yet. A stored model of another version is not an error: it schedules a
-    /// refit and reads as `None` until that is done.
+    /// refit and reads as `None` until that is done, unless it is of features version 1,
+    /// whose window gives the model at once.
     pub async fn user_model(&self, key: &UserKey) -> Result<Option<Arc<UserModel>>, LearnError> {
         let entry = self.inner.cache.get(&self.inner.store, key).await?;
         Ok(match entry.as_deref() {
             Some(CachedUser::Ready(model)) => Some(model.clone()),
+            Some(CachedUser::Upgrade(window)) => {
+                let model = Arc::new(window.model(&self.global().population));
+                self.inner
+                    .cache
+                    .replace(key, CachedUser::Ready(model.clone()))
+                    .await;
+                self.schedule_refit(*key);
+                Some(model)
+            }
             Some(CachedUser::Stale) => {
                 self.schedule_refit(*key);
                 None
@@ -238,7 +256,7 @@ impl Learner {
         match self.inner.cache.peek(key).await?.as_deref() {
             Some(CachedUser::Ready(model)) => Some(Some(model.clone())),
             Some(CachedUser::Empty) | None => Some(None),
-            Some(CachedUser::Stale) => None,
+            Some(CachedUser::Upgrade(_) | CachedUser::Stale) => None,
         }
     }
 

@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use crate::features::{FeatureVector, FEATURE_VERSION, MAX_PASSWORD};
+use crate::features::{FeatureVector, FEATURE_VERSION, MAX_PASSWORD, N, V1_NAMED};
 use crate::model::input::{self, Layout};
 use crate::model::user::{MAX_KEPT, MIN_SPREAD, SHRINK_LOGINS};
 use crate::model::{Population, UserModel, MODEL_VERSION};
@@ -197,6 +197,34 @@ impl Window {
         }
     }
 
+    /// Approximate memory of the window (for cache weights).
+    pub fn approx_bytes(&self) -> usize {
+        128 + self.layout.dims() * (20 + 4 * self.rows.len())
+    }
+
+    /// A window stored under features version 1, in today's model space: the dimensions
+    /// version 2 appended to the named features are inserted, empty, before the password's.
+    fn widen_from_v1(&mut self) {
+        let added = N - V1_NAMED;
+        let widen = |v: &mut Vec<f32>| {
+            v.splice(V1_NAMED..V1_NAMED, std::iter::repeat_n(f32::NAN, added));
+        };
+        for row in &mut self.rows {
+            if row.x.len() >= V1_NAMED {
+                widen(&mut row.x);
+            }
+        }
+        if self.n.len() >= V1_NAMED {
+            self.n
+                .splice(V1_NAMED..V1_NAMED, std::iter::repeat_n(0, added));
+        }
+        for v in [&mut self.mean, &mut self.m2] {
+            if v.len() >= V1_NAMED {
+                v.splice(V1_NAMED..V1_NAMED, std::iter::repeat_n(0.0, added));
+            }
+        }
+    }
+
     /// Whether a decoded window is internally consistent (every length matches its layout).
     fn is_sound(&self) -> bool {
         let dims = self.layout.dims();
@@ -240,9 +268,11 @@ pub fn encode(model: &UserModel, window: &Window) -> Result<Vec<u8>, rmp_serde::
     Ok(blob)
 }
 
-/// The two parts of a stored model of this gaitkeeper's versions; `None` for anything else.
+/// The two parts of a stored model of this gaitkeeper's model version and of its feature
+/// version or version 1 (whose window can be widened); `None` for anything else.
 fn split(stored: &StoredModel) -> Option<(&[u8], &[u8])> {
-    if stored.feature_version != FEATURE_VERSION || stored.model_version != MODEL_VERSION {
+    let features_known = stored.feature_version == FEATURE_VERSION || stored.feature_version == 1;
+    if !features_known || stored.model_version != MODEL_VERSION {
         return None;
     }
     let rest = stored.blob.strip_prefix(MAGIC)?;
@@ -255,17 +285,25 @@ fn split(stored: &StoredModel) -> Option<(&[u8], &[u8])> {
     Some(rest.split_at(len))
 }
 
-/// The model to score with, if the stored model is one this gaitkeeper can use.
+/// The model to score with, if the stored model is one this gaitkeeper can use as it is (not
+/// one of features version 1: its window is, see [`decode_window`]).
 pub fn decode_model(stored: &StoredModel) -> Option<UserModel> {
+    if stored.feature_version != FEATURE_VERSION {
+        return None;
+    }
     let (model, _) = split(stored)?;
     let model: UserModel = rmp_serde::from_slice(model).ok()?;
     model_is_sound(&model).then_some(model)
 }
 
-/// The learning state, if the stored model is one this gaitkeeper can continue.
+/// The learning state, if the stored model is one this gaitkeeper can continue (one of
+/// features version 1 is widened to today's model space).
 pub fn decode_window(stored: &StoredModel) -> Option<Window> {
     let (_, window) = split(stored)?;
-    let window: Window = rmp_serde::from_slice(window).ok()?;
+    let mut window: Window = rmp_serde::from_slice(window).ok()?;
+    if stored.feature_version != FEATURE_VERSION {
+        window.widen_from_v1();
+    }
     window.is_sound().then_some(window)
 }
 
@@ -317,6 +355,48 @@ mod tests {
             && a.iter().zip(b).all(|(x, y)| {
                 (x.is_nan() && y.is_nan()) || (x - y).abs() <= 1e-4 * (1.0 + x.abs().max(y.abs()))
             })
+    }
+
+    #[test]
+    fn a_window_stored_under_features_version_1_is_widened_to_the_same_model() {
+        let pop = Population::neutral();
+        // Logins as version 1 saw them: the features version 2 appended are unknown.
+        let logins: Vec<FeatureVector> = (0..20)
+            .map(|i| {
+                let mut fv = login(i, 8);
+                fv.values[V1_NAMED..].fill(f64::NAN);
+                fv
+            })
+            .collect();
+        let today = Window::fit(&logins, 50);
+        let mut old = today.clone();
+        for row in &mut old.rows {
+            row.x.drain(V1_NAMED..N);
+        }
+        old.n.drain(V1_NAMED..N);
+        old.mean.drain(V1_NAMED..N);
+        old.m2.drain(V1_NAMED..N);
+        let blob = encode(&today.model(&pop), &old).unwrap();
+        let v1 = StoredModel {
+            feature_version: 1,
+            ..stored(blob)
+        };
+        assert!(decode_model(&v1).is_none(), "not usable as it is");
+        let widened = decode_window(&v1).expect("a version-1 window is widened");
+        let (got, want) = (widened.model(&pop), today.model(&pop));
+        assert_eq!(got.layout, want.layout);
+        assert!(close(&got.mean, &want.mean));
+        assert!(close(&got.spread, &want.spread));
+        assert!(close(&got.mad, &want.mad));
+        for (a, b) in got.kept.iter().zip(&want.kept) {
+            assert!(close(a, b));
+        }
+        // Other old versions are still not read.
+        let v0 = StoredModel {
+            feature_version: 0,
+            ..v1
+        };
+        assert!(decode_window(&v0).is_none());
     }
 
     #[test]
