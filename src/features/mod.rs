@@ -212,6 +212,10 @@ impl Running {
 
     /// Population standard deviation; `NaN` for no values.
     fn sd(&self) -> f64 {
+        if self.n == 0 {
+            // `NaN.max(0.0)` is 0: without this an empty stream would read as no spread.
+            return f64::NAN;
+        }
         let mean = self.mean();
         (self.sum_sq / f64::from(self.n) - mean * mean)
             .max(0.0)

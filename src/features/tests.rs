@@ -56,6 +56,24 @@ fn a_known_staircase_trace_gives_hand_computed_turns_jerk_and_shape() {
 }
 
 #[test]
+fn a_single_mouse_step_has_a_speed_but_no_turn_or_jerk() {
+    let json = r#"{"v":1,"t0":0,"t1":100,"m":[[0,0,0],[10,10,0]]}"#;
+    let fv = extract(&validate(json.as_bytes(), &Limits::default()).unwrap());
+    close(fv.get(F::MouseSpeedMean), 1000.0);
+    for f in [
+        F::MouseTurnMean,
+        F::MouseAngularSpeed,
+        F::MouseAngularSpeedSd,
+        F::MouseCurvature,
+        F::MouseJerkMean,
+        F::MouseDeviation,
+        F::MousePeakAt,
+    ] {
+        assert!(fv.get(f).is_nan(), "{f:?} = {}", fv.get(f));
+    }
+}
+
+#[test]
 fn a_known_key_trace_gives_hand_computed_dwell_and_flight() {
     let fv = extract(&login());
     // dwell 80, 100, 50, 100, 50, 80; press→press 200, 600, 200, 200, 300
@@ -91,6 +109,7 @@ fn a_login_without_mouse_or_keys_is_flagged_and_has_no_made_up_features() {
     let fv = extract(&t);
     close(fv.get(F::BotNoInput), 1.0);
     assert!(fv.get(F::MouseSpeedMean).is_nan());
+
     assert!(fv.get(F::KeyDwellMean).is_nan());
 }
 
