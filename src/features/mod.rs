@@ -385,7 +385,6 @@ fn mouse(fv: &mut FeatureVector, moves: &[MouseMove]) -> MouseSummary {
     fv.set(F::MouseAngularSpeed, turn_rates.mean());
     fv.set(F::MouseAngularSpeedSd, turn_rates.sd());
     fv.set(F::MouseCurvature, curvatures.mean());
-
     fv.set(F::MouseJerkMean, jerks.mean());
     MouseSummary { speed_cv }
 }

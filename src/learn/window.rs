@@ -204,25 +204,19 @@ impl Window {
 
     /// A window stored under features version 1, in today's model space: the dimensions
     /// version 2 appended to the named features are inserted, empty, before the password's.
+    /// Vectors too short to hold version 1's features are left alone for `is_sound` to refuse.
     fn widen_from_v1(&mut self) {
-        let added = N - V1_NAMED;
-        let widen = |v: &mut Vec<f32>| {
-            v.splice(V1_NAMED..V1_NAMED, std::iter::repeat_n(f32::NAN, added));
-        };
-        for row in &mut self.rows {
-            if row.x.len() >= V1_NAMED {
-                widen(&mut row.x);
-            }
-        }
-        if self.n.len() >= V1_NAMED {
-            self.n
-                .splice(V1_NAMED..V1_NAMED, std::iter::repeat_n(0, added));
-        }
-        for v in [&mut self.mean, &mut self.m2] {
+        fn insert_empty<T: Copy>(v: &mut Vec<T>, empty: T) {
             if v.len() >= V1_NAMED {
-                v.splice(V1_NAMED..V1_NAMED, std::iter::repeat_n(0.0, added));
+                v.splice(V1_NAMED..V1_NAMED, std::iter::repeat_n(empty, N - V1_NAMED));
             }
         }
+        for row in &mut self.rows {
+            insert_empty(&mut row.x, f32::NAN);
+        }
+        insert_empty(&mut self.n, 0);
+        insert_empty(&mut self.mean, 0.0);
+        insert_empty(&mut self.m2, 0.0);
     }
 
     /// Whether a decoded window is internally consistent (every length matches its layout).
