@@ -197,3 +197,24 @@ proptest! {
         prop_assert!(fv.password.len() <= MAX_PASSWORD);
     }
 }
+
+#[test]
+fn angle_wrapping_gives_exactly_what_rem_euclid_gives_on_the_range_it_is_used_on() {
+    use std::f64::consts::{PI, TAU};
+    // Headings are atan2 results (±π) wrapped once, turns a difference of two headings plus π:
+    // everything lies in (-2π, 4π). Edges, their neighbours and a dense sweep, bit for bit.
+    let mut inputs = vec![-PI, -0.0, 0.0, PI, TAU, 3.0 * PI, -1e-300, 1e-300];
+    for edge in [-PI, 0.0, TAU, 3.0 * PI] {
+        inputs.push(f64::from_bits(edge.to_bits() + 1));
+        inputs.push(f64::from_bits(edge.to_bits().wrapping_sub(1)));
+    }
+    inputs.extend((0..=100_000).map(|i| -TAU + f64::from(i) * (3.0 * TAU / 100_000.0)));
+    for x in inputs.into_iter().filter(|x| *x > -TAU && *x < 2.0 * TAU) {
+        assert_eq!(
+            wrap_to_turn(x).to_bits(),
+            x.rem_euclid(TAU).to_bits(),
+            "{x:e}"
+        );
+    }
+    assert!(wrap_to_turn(f64::NAN).is_nan());
+}
