@@ -4,6 +4,7 @@
 
 use std::net::TcpListener;
 use std::path::Path;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -15,7 +16,7 @@ use crate::admin::{AdminApp, Metrics};
 use crate::alert::Alerter;
 use crate::audit::Auditor;
 use crate::challenge::{AssertionVerifier, TotpVerifier};
-use crate::config::{Config, ConfigWatcher};
+use crate::config::{BackgroundPriority, Config, ConfigWatcher};
 use crate::decision::{HeldLogins, Regulator};
 use crate::inject::PageTokens;
 use crate::learn::{Learner, Recorder};
@@ -64,6 +65,7 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
         reason,
     })?;
 
+    set_background_priority(config.server.background_priority);
     let (background, store) = open_store(&config)?;
 
     let metrics = Arc::new(Metrics::new());
@@ -235,22 +237,32 @@ fn open_store(config: &Config) -> Result<(tokio::runtime::Runtime, Store), Start
     Ok((runtime, store))
 }
 
+/// The background priority chosen in `server.background_priority`, set once at start before
+/// any background thread exists (threads of the audit worker and the store read it as they
+/// start, wherever they are spawned from).
+static BACKGROUND_PRIORITY: AtomicU8 = AtomicU8::new(BackgroundPriority::Idle as u8);
+
+fn set_background_priority(priority: BackgroundPriority) {
+    BACKGROUND_PRIORITY.store(priority as u8, Ordering::Relaxed);
+}
+
 /// Lowers the calling thread's CPU priority so that background work (recording, learning,
 /// audit writes) only uses CPU the request threads leave: under load it falls behind (bounded,
 /// metered) instead of delaying logins.
 ///
-/// Linux's `SCHED_IDLE` policy, not just a higher nice value: a request thread that wakes up
-/// preempts an idle-policy thread at once, while a nice +10 thread keeps its slice. Measured
-/// with `bench/scored-logins.sh --rate 2000` (docs/benchmarks.md): the extra p99 of a scored
-/// login fell from ~1.1–1.4 ms to ~0.8–0.95 ms. Any thread may lower itself to `SCHED_IDLE`
-/// without privileges; should the kernel refuse anyway (a seccomp filter, another OS), nice
-/// +10 is the fallback.
+/// `idle` (the default): Linux's `SCHED_IDLE` policy. A request thread that wakes up preempts
+/// an idle-policy thread at once, while a nice +10 thread keeps its slice. Measured with
+/// `bench/scored-logins.sh --rate 2000` (docs/benchmarks.md): the extra p99 of a scored login
+/// fell from ~1.3–1.4 ms to ~0.65–0.8 ms. Any thread may lower itself to `SCHED_IDLE` without
+/// privileges; should the kernel refuse anyway (a seccomp filter), nice +10 is the fallback.
+/// `low`: nice +10 only, which keeps background work going under overload.
 pub(crate) fn lower_thread_priority() {
+    let idle = BACKGROUND_PRIORITY.load(Ordering::Relaxed) == BackgroundPriority::Idle as u8;
     // SAFETY: plain syscalls on the calling thread (pid 0 / its own tid); failure only leaves
     // the priority as it was.
     unsafe {
         let param = libc::sched_param { sched_priority: 0 };
-        if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0 {
+        if !idle || libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0 {
             let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
             libc::setpriority(libc::PRIO_PROCESS, tid, 10);
         }
@@ -286,33 +298,48 @@ fn check_listeners_free(config: &Config) -> Result<(), StartError> {
 
 #[cfg(test)]
 mod tests {
-    /// Background threads give way to request threads: the idle scheduling policy (or, where
-    /// the kernel refuses it, nice +10), on the calling thread only.
+    use super::*;
+
+    /// Reads the calling thread's scheduling policy and nice value.
+    fn priority_of_this_thread() -> (i32, i32) {
+        // SAFETY: reads the calling thread's own scheduling policy and nice value.
+        unsafe {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            (
+                libc::sched_getscheduler(0),
+                libc::getpriority(libc::PRIO_PROCESS, tid),
+            )
+        }
+    }
+
+    /// Background threads give way to request threads: the idle scheduling policy by default
+    /// (or, where the kernel refuses it, nice +10), nice +10 under `low`; on the calling
+    /// thread only. One test for both settings: the setting is process-wide.
     #[test]
-    fn background_threads_run_at_the_idle_policy_and_only_they_do() {
-        let policy_of_this_thread = || unsafe { libc::sched_getscheduler(0) };
-        let before = policy_of_this_thread();
-        let lowered = std::thread::spawn(move || {
-            super::lower_thread_priority();
-            // SAFETY: reads the calling thread's own scheduling policy and nice value.
-            let nice = unsafe {
-                libc::getpriority(
-                    libc::PRIO_PROCESS,
-                    libc::syscall(libc::SYS_gettid) as libc::id_t,
-                )
-            };
-            (policy_of_this_thread(), nice)
-        })
-        .join()
-        .unwrap();
+    fn background_threads_run_at_the_configured_priority_and_only_they_do() {
+        let before = priority_of_this_thread();
+        let lowered = |priority| {
+            set_background_priority(priority);
+            std::thread::spawn(|| {
+                lower_thread_priority();
+                priority_of_this_thread()
+            })
+            .join()
+            .unwrap()
+        };
+        let (policy, nice) = lowered(BackgroundPriority::Idle);
         assert!(
-            lowered.0 == libc::SCHED_IDLE || lowered.1 == 10,
-            "policy {} nice {}",
-            lowered.0,
-            lowered.1
+            policy == libc::SCHED_IDLE || nice == 10,
+            "idle: policy {policy} nice {nice}"
         );
         assert_eq!(
-            policy_of_this_thread(),
+            lowered(BackgroundPriority::Low),
+            (libc::SCHED_OTHER, 10),
+            "low: an ordinary thread at nice +10"
+        );
+        set_background_priority(BackgroundPriority::default());
+        assert_eq!(
+            priority_of_this_thread(),
             before,
             "the caller's thread is left alone"
         );

@@ -365,6 +365,24 @@ pub struct ServerConfig {
     /// Name of the protected app, shown on gaitkeeper's own pages.
     #[serde(default = "defaults::app_name")]
     pub app_name: String,
+    /// CPU priority of the work done after a login is answered (recording, learning, audit
+    /// writes): `idle` (default) or `low` (restart to change).
+    #[serde(default)]
+    pub background_priority: BackgroundPriority,
+}
+
+/// How the background threads share the CPU with the request threads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BackgroundPriority {
+    /// Linux's idle scheduling policy: a waking request thread preempts background work at
+    /// once (the lowest login latency); under saturating load the background gets almost no
+    /// CPU, so learning sheds its surplus and audit records wait in the spool.
+    #[default]
+    Idle,
+    /// nice +10: background work keeps about a tenth of a contended CPU, so it keeps up for
+    /// longer under overload, at the price of a longer latency tail at moderate load.
+    Low,
 }
 
 impl Default for ServerConfig {
@@ -375,6 +393,7 @@ impl Default for ServerConfig {
             data_dir: defaults::data_dir(),
             grace_period: defaults::grace_period(),
             app_name: defaults::app_name(),
+            background_priority: BackgroundPriority::default(),
         }
     }
 }

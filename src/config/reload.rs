@@ -148,6 +148,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.server.data_dir != new.server.data_dir {
         changed.push("server.data_dir");
     }
+    if old.server.background_priority != new.server.background_priority {
+        changed.push("server.background_priority");
+    }
     if old.logging.format != new.logging.format || old.logging.level != new.logging.level {
         changed.push("logging");
     }
