@@ -34,6 +34,16 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 
+# cpu_ticks PID: CPU time (user + system, in clock ticks) of a process with all its threads and
+# its child processes (nginx's workers).
+cpu_ticks() {
+  local total=0 p
+  for p in "$1" $(pgrep -P "$1" || true); do
+    total=$(( total + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0) ))
+  done
+  echo "$total"
+}
+
 # nginx_conf NAME "HTTP BLOCK BODY" [WORKERS]: writes $WORK/NAME/nginx.conf (no access log,
 # temp files under $WORK/NAME, long keep-alive).
 nginx_conf() {

@@ -35,7 +35,7 @@ nginx_conf proxy "upstream app { server 127.0.0.1:$UP; keepalive 256; }
     proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto \$scheme; } }" "$THREADS"
 
 "$NGINX" -c "$WORK/upstream/nginx.conf" & PIDS+=($!)
-"$NGINX" -c "$WORK/proxy/nginx.conf" & PIDS+=($!)
+"$NGINX" -c "$WORK/proxy/nginx.conf" & PIDS+=($!); NG_PID=$!
 head -c 32 /dev/urandom | base64 > "$WORK/secret"
 cat > "$WORK/gk.yaml" <<CONF
 listen: ["127.0.0.1:$GKP"]
@@ -45,20 +45,24 @@ server: { threads: $THREADS, data_dir: "$WORK/gkdata" }
 logging: { access_log: false, format: json, level: warn }
 secrets: { key: { file: "$WORK/secret" } }
 CONF
-"$GK" run -c "$WORK/gk.yaml" 2>"$WORK/gk.log" & PIDS+=($!)
+"$GK" run -c "$WORK/gk.yaml" 2>"$WORK/gk.log" & PIDS+=($!); GK_PID=$!
 # pingora itself, with no gaitkeeper logic: shows which part of the cost is pingora's.
-"$BARE" "127.0.0.1:$BP" "127.0.0.1:$UP" "$THREADS" 2>/dev/null & PIDS+=($!)
+"$BARE" "127.0.0.1:$BP" "127.0.0.1:$UP" "$THREADS" 2>/dev/null & PIDS+=($!); BP_PID=$!
 wait_port "$UP"; wait_port "$NG"; wait_port "$GKP"; wait_port "$BP"
 
 # Sanity: both answer with the app's body.
 curl -sf "http://127.0.0.1:$NG/" | grep -q "hello from the app"
 curl -sf "http://127.0.0.1:$GKP/" | grep -q "hello from the app"
 
-run_wrk() { # $1 = port → "rps p50 p99 status" (latencies in ms); a run wrk could not
-  # measure (no percentiles: every connection failed) is printed as "- - - FAILED" with
+run_wrk() { # $1 = port, $2 = the proxy's pid → "rps p50 p99 cpu_us_per_request status"
+  # (latencies in ms; CPU of the proxy alone, not of wrk or the upstream); a run wrk could not
+  # measure (no percentiles: every connection failed) is printed as "- - - - FAILED" with
   # wrk's output on stderr, and left out of the medians.
+  local before after
+  before=$(cpu_ticks "$2")
   wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$1/" > "$WORK/wrk.out" || true
-  python3 - "$WORK/wrk.out" <<'PY'
+  after=$(cpu_ticks "$2")
+  python3 - "$WORK/wrk.out" "$(( after - before ))" "$(getconf CLK_TCK)" <<'PY'
 import re, sys
 text = open(sys.argv[1]).read()
 def ms(v):
@@ -66,15 +70,17 @@ def ms(v):
     return float(n) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}[unit]
 try:
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    requests = int(re.search(r"(\d+) requests in", text).group(1))
     # Anchored: the "+/- Stdev" column can end in "50%" too (e.g. "72.50%").
     p50 = ms(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1))
     p99 = ms(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
 except (AttributeError, ValueError):
-    print("- - - FAILED")
+    print("- - - - FAILED")
     print(f"wrk output not understood:\n{text}", file=sys.stderr)
     sys.exit(0)
+cpu_us = int(sys.argv[2]) / int(sys.argv[3]) * 1e6 / max(requests, 1)
 errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", text)
-print(f"{rps:.0f} {p50:.3f} {p99:.3f} {'ERRORS' if errors else 'ok'}")
+print(f"{rps:.0f} {p50:.3f} {p99:.3f} {cpu_us:.1f} {'ERRORS' if errors else 'ok'}")
 PY
 }
 
@@ -82,27 +88,28 @@ PY
 wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$NG/" >/dev/null
 wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$GKP/" >/dev/null
 wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$BP/" >/dev/null
-echo "round name rps p50_ms p99_ms status"
+echo "round name rps p50_ms p99_ms cpu_us_per_req status"
 for r in $(seq 1 "$ROUNDS"); do
-  echo "$r nginx $(run_wrk "$NG")" | tee -a "$WORK/results"
-  echo "$r gaitkeeper $(run_wrk "$GKP")" | tee -a "$WORK/results"
-  echo "$r bare-pingora $(run_wrk "$BP")" | tee -a "$WORK/results"
+  echo "$r nginx $(run_wrk "$NG" "$NG_PID")" | tee -a "$WORK/results"
+  echo "$r gaitkeeper $(run_wrk "$GKP" "$GK_PID")" | tee -a "$WORK/results"
+  echo "$r bare-pingora $(run_wrk "$BP" "$BP_PID")" | tee -a "$WORK/results"
 done
 python3 - "$WORK/results" "$THREADS" "$CONNECTIONS" "$DURATION" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1]) if "FAILED" not in l]
 def med(name, col):
     return statistics.median(float(r[col]) for r in rows if r[1] == name)
-n = {k: med("nginx", i) for k, i in (("rps", 2), ("p50", 3), ("p99", 4))}
-g = {k: med("gaitkeeper", i) for k, i in (("rps", 2), ("p50", 3), ("p99", 4))}
-b = {k: med("bare-pingora", i) for k, i in (("rps", 2), ("p50", 3), ("p99", 4))}
+cols = (("rps", 2), ("p50", 3), ("p99", 4), ("cpu", 5))
+n = {k: med("nginx", i) for k, i in cols}
+g = {k: med("gaitkeeper", i) for k, i in cols}
+b = {k: med("bare-pingora", i) for k, i in cols}
 print()
 print(f"medians over rounds; threads={sys.argv[2]} connections={sys.argv[3]} duration={sys.argv[4]}s")
-print(f"| proxy | req/s | p50 ms | p99 ms |")
-print(f"|---|---|---|---|")
-print(f"| nginx | {n['rps']:.0f} | {n['p50']:.3f} | {n['p99']:.3f} |")
-print(f"| gaitkeeper | {g['rps']:.0f} | {g['p50']:.3f} | {g['p99']:.3f} |")
-print(f"| bare pingora (no gaitkeeper logic) | {b['rps']:.0f} | {b['p50']:.3f} | {b['p99']:.3f} |")
-print(f"| ratio gaitkeeper/nginx | {g['rps']/n['rps']:.2f}x | {g['p50']/n['p50']:.2f}x | {g['p99']/n['p99']:.2f}x |")
-print(f"| ratio gaitkeeper/bare pingora | {g['rps']/b['rps']:.2f}x | {g['p50']/b['p50']:.2f}x | {g['p99']/b['p99']:.2f}x |")
+print("| proxy | req/s | p50 ms | p99 ms | proxy CPU per request |")
+print("|---|---|---|---|---|")
+for name, m in (("nginx", n), ("gaitkeeper", g), ("bare pingora (no gaitkeeper logic)", b)):
+    print(f"| {name} | {m['rps']:.0f} | {m['p50']:.3f} | {m['p99']:.3f} | {m['cpu']:.1f} us |")
+for name, m in (("nginx", n), ("bare pingora", b)):
+    print(f"| ratio gaitkeeper/{name} | {g['rps']/m['rps']:.2f}x | {g['p50']/m['p50']:.2f}x "
+          f"| {g['p99']/m['p99']:.2f}x | {g['cpu']/m['cpu']:.2f}x |")
 PY

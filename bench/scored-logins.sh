@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Scored-login benchmark: the same login traffic (GET the login page, POST the form with a
-# telemetry payload) through gaitkeeper twice against the same fast upstream (an nginx that
+# telemetry payload) through three proxies in front of the same fast upstream (an nginx that
 # serves a login form and answers a POST with 303 + a session cookie):
 #   plain  — gaitkeeper with no routes: the login passes straight through;
 #   scored — gaitkeeper with the route: token check, validation, features, the user's model
 #            (enrolled first), policy, and settling (record + learn + audit) after the response.
-# Only the POST is timed (examples/login_load.rs). Plain and scored runs alternate for
-# --rounds rounds (fresh processes each time, so drift and noise hit both alike); prints every
+#   nginx  — the peer: nginx (Debian) as the reverse proxy in front of the same upstream, with
+#            as many workers as gaitkeeper has threads: what this machine gives the same
+#            traffic through a proxy that does nothing else.
+# Only the POST is timed (examples/login_load.rs). The three runs alternate for
+# --rounds rounds (fresh processes each time, so drift and noise hit all alike); prints every
 # run, and the medians of the extra latency over the rounds.
 # Then, with the scored run's enrolled users still in place, wrk drives the prototype's API
 # (`POST /__gk/analyze` on the admin listener: scoring without the proxy, what the original
@@ -66,6 +69,25 @@ LUA
   grep -E 'Requests/sec|^ +(50|90|99)%|Non-2xx|Socket errors' "$WORK/analyze.txt" || true
 }
 
+drive() { # $1 = name, $2 = proxy port, $3 = proxy pid, $4 = round: runs the load, records the run
+  "$LOAD" --target "http://127.0.0.1:$2" --users "$USERS" --concurrency "$CONCURRENCY" --seconds "$SECONDS_" --rate "$RATE" > "$WORK/$1.json" 2> "$WORK/$1.load" & local load=$!
+  # The proxy's CPU time over the timed phase only (enrolment excluded).
+  local before=0 ticks posts cpu_us
+  while kill -0 "$load" 2>/dev/null && ! grep -q 'timed phase' "$WORK/$1.load"; do sleep 0.05; done
+  before=$(cpu_ticks "$3")
+  wait "$load"
+  ticks=$(( $(cpu_ticks "$3") - before ))
+  posts=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["posts"])' "$WORK/$1.json")
+  cpu_us=$(( ticks * 1000000 / $(getconf CLK_TCK) / posts ))
+  echo "round $4 $1: $(cat "$WORK/$1.json")"
+  echo "round $4 $1: proxy CPU $(( ticks * 1000 / $(getconf CLK_TCK) )) ms in the timed phase, $cpu_us us per POST"
+  python3 - "$WORK/$1.json" "$1" "$cpu_us" >> "$WORK/rounds.jsonl" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1])); d["name"] = sys.argv[2]; d["cpu_us_per_post"] = int(sys.argv[3])
+print(json.dumps(d))
+PY
+}
+
 run() { # $1 = name, $2 = extra YAML, $3 = round
   local port admin
   port=$(free_port) admin=$(free_port)
@@ -83,27 +105,28 @@ CONF
   "$GK" run -c "$WORK/$1.yaml" >"$WORK/$1.audit" 2>"$WORK/$1.log" & local pid=$!
   PIDS+=($pid)
   wait_port "$port"
-  "$LOAD" --target "http://127.0.0.1:$port" --users "$USERS" --concurrency "$CONCURRENCY" --seconds "$SECONDS_" --rate "$RATE" > "$WORK/$1.json" 2> "$WORK/$1.load" & local load=$!
-  # gaitkeeper's CPU time (user + system) over the timed phase only (enrolment excluded).
-  local before=0 ticks posts
-  while kill -0 "$load" 2>/dev/null && ! grep -q 'timed phase' "$WORK/$1.load"; do sleep 0.05; done
-  before=$(awk '{print $14 + $15}' "/proc/$pid/stat")
-  wait "$load"
-  ticks=$(( $(awk '{print $14 + $15}' "/proc/$pid/stat") - before ))
-  posts=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["posts"])' "$WORK/$1.json")
+  drive "$1" "$port" "$pid" "$3"
   if [[ $1 == scored && $3 == "$ROUNDS" ]]; then analyze "$admin"; fi
   curl -s "http://127.0.0.1:$admin/metrics" | grep -E '^gaitkeeper_(login_decisions_total|scoring_seconds_(sum|count)|audit_records_total|settle_dropped_total|learn_logins_total|learn_refits_total)' > "$WORK/$1.metrics" || true
   kill "$pid"; wait "$pid" 2>/dev/null || true
-  echo "round $3 $1: $(cat "$WORK/$1.json")"
-  echo "round $3 $1: gaitkeeper CPU $(( ticks * 1000 / $(getconf CLK_TCK) )) ms in the timed phase, $(( ticks * 1000000 / $(getconf CLK_TCK) / posts )) us per POST"
-  python3 - "$WORK/$1.json" "$1" "$(( ticks * 1000000 / $(getconf CLK_TCK) / posts ))" >> "$WORK/rounds.jsonl" <<'PY'
-import json, sys
-d = json.load(open(sys.argv[1])); d["name"] = sys.argv[2]; d["cpu_us_per_post"] = int(sys.argv[3])
-print(json.dumps(d))
-PY
+}
+
+run_nginx() { # $1 = round: nginx as the proxy, as in bench/proxy-vs-nginx.sh
+  local port
+  port=$(free_port)
+  nginx_conf "nginx-$1" "upstream app { server 127.0.0.1:$UP; keepalive 256; }
+  server { listen 127.0.0.1:$port; location / { proxy_pass http://app; proxy_http_version 1.1;
+    proxy_set_header Connection \"\"; proxy_set_header Host \$host;
+    proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto \$scheme; } }" "$THREADS"
+  "$NGINX" -c "$WORK/nginx-$1/nginx.conf" & local pid=$!
+  PIDS+=($pid)
+  wait_port "$port"
+  drive nginx "$port" "$pid" "$1"
+  kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 
 for r in $(seq 1 "$ROUNDS"); do
+  run_nginx "$r"
   run plain "" "$r"
   run scored 'routes:
   - name: login
@@ -119,17 +142,21 @@ echo "last scored run's decisions and scoring time:"; cat "$WORK/scored.metrics"
 python3 - "$WORK/rounds.jsonl" <<'PY'
 import json, statistics, sys
 runs = [json.loads(line) for line in open(sys.argv[1])]
+nginx = [r for r in runs if r["name"] == "nginx"]
 plain = [r for r in runs if r["name"] == "plain"]
 scored = [r for r in runs if r["name"] == "scored"]
 med = lambda rows, key: statistics.median(r[key] for r in rows)
 extra = lambda key: [s[key] - p[key] for p, s in zip(plain, scored)]
 print(f"medians over {len(scored)} round(s):")
-for name, rows in (("plain", plain), ("scored", scored)):
+for name, rows in (("nginx", nginx), ("plain", plain), ("scored", scored)):
     print(f"  {name}: p50 {med(rows, 'p50_us'):.0f} us, p90 {med(rows, 'p90_us'):.0f} us, p99 {med(rows, 'p99_us'):.0f} us, "
-          f"{med(rows, 'posts_per_second'):.0f} POST/s, gaitkeeper CPU {med(rows, 'cpu_us_per_post'):.0f} us per POST")
+          f"{med(rows, 'posts_per_second'):.0f} POST/s, proxy CPU {med(rows, 'cpu_us_per_post'):.0f} us per POST")
 print(f"extra latency of a scored login (median of the rounds' differences): "
       f"p50 {statistics.median(extra('p50_us')):.0f} us, p99 {statistics.median(extra('p99_us')):.0f} us "
       f"(per round p99: {', '.join(str(x) for x in extra('p99_us'))})")
 ratio = med(scored, 'posts_per_second') / med(plain, 'posts_per_second')
-print(f"scored logins per second: {med(scored, 'posts_per_second'):.0f} (plain pass-through: {med(plain, 'posts_per_second'):.0f}, ratio {ratio:.2f})")
+print(f"scored logins per second: {med(scored, 'posts_per_second'):.0f} (plain pass-through: {med(plain, 'posts_per_second'):.0f}, ratio {ratio:.2f}; "
+      f"nginx passing the same traffic: {med(nginx, 'posts_per_second'):.0f}, ratio {med(scored, 'posts_per_second') / med(nginx, 'posts_per_second'):.2f})")
+print(f"proxy CPU per POST (the login page GET + the POST, and for scored all settling): scored "
+      f"{med(scored, 'cpu_us_per_post'):.0f} us, plain {med(plain, 'cpu_us_per_post'):.0f} us, nginx {med(nginx, 'cpu_us_per_post'):.0f} us")
 PY
