@@ -64,6 +64,16 @@ http {
 CONF
 }
 
+# nginx_proxy_conf NAME PORT UPSTREAM_PORT [WORKERS]: the peer — nginx as a reverse proxy on PORT
+# in front of 127.0.0.1:UPSTREAM_PORT, with upstream keep-alive and the forwarding headers
+# gaitkeeper sets.
+nginx_proxy_conf() {
+  nginx_conf "$1" "upstream app { server 127.0.0.1:$3; keepalive 256; }
+  server { listen 127.0.0.1:$2; location / { proxy_pass http://app; proxy_http_version 1.1;
+    proxy_set_header Connection \"\"; proxy_set_header Host \$host;
+    proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto \$scheme; } }" "${4:-1}"
+}
+
 # A legacy app's login route for nginx: the form on GET; 303 to /account with a session
 # cookie on POST.
 LOGIN_LOCATION='location = /login {

@@ -29,10 +29,7 @@ UP=$(free_port) NG=$(free_port) GKP=$(free_port) GKA=$(free_port) BP=$(free_port
 # The shared upstream: answers every request with a small fixed body.
 nginx_conf upstream "server { listen 127.0.0.1:$UP; location / { return 200 'hello from the app\n'; } }" 1
 # The peer: nginx as a reverse proxy with upstream keep-alive.
-nginx_conf proxy "upstream app { server 127.0.0.1:$UP; keepalive 256; }
-  server { listen 127.0.0.1:$NG; location / { proxy_pass http://app; proxy_http_version 1.1;
-    proxy_set_header Connection \"\"; proxy_set_header Host \$host;
-    proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto \$scheme; } }" "$THREADS"
+nginx_proxy_conf proxy "$NG" "$UP" "$THREADS"
 
 "$NGINX" -c "$WORK/upstream/nginx.conf" & PIDS+=($!)
 "$NGINX" -c "$WORK/proxy/nginx.conf" & PIDS+=($!); NG_PID=$!

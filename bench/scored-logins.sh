@@ -111,13 +111,10 @@ CONF
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 
-run_nginx() { # $1 = round: nginx as the proxy, as in bench/proxy-vs-nginx.sh
+run_nginx() { # $1 = round: nginx as the proxy (the same peer as in bench/proxy-vs-nginx.sh)
   local port
   port=$(free_port)
-  nginx_conf "nginx-$1" "upstream app { server 127.0.0.1:$UP; keepalive 256; }
-  server { listen 127.0.0.1:$port; location / { proxy_pass http://app; proxy_http_version 1.1;
-    proxy_set_header Connection \"\"; proxy_set_header Host \$host;
-    proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto \$scheme; } }" "$THREADS"
+  nginx_proxy_conf "nginx-$1" "$port" "$UP" "$THREADS"
   "$NGINX" -c "$WORK/nginx-$1/nginx.conf" & local pid=$!
   PIDS+=($pid)
   wait_port "$port"
