@@ -399,7 +399,10 @@ async fn guessed_challenge_ids_get_404_and_release_nothing() {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 404, "POST {path}");
+        // `..%2f..%2flogin` normalises to the login submit path: judged as a login (and
+        // refused, having no login name) rather than passed to the app.
+        let expected = if guess.contains("%2f") { 400 } else { 404 };
+        assert_eq!(r.status(), expected, "POST {path}");
     }
     // The real id without its binding cookie (another browser that learnt the URL).
     let r = client()
@@ -718,7 +721,7 @@ async fn two_login_names_in_one_submit_are_refused() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 403);
+    assert_eq!(r.status(), 400);
     assert!(set_cookie(&r, "legacy_session").is_none());
     assert_ne!(app.last_login().await["username"], ALICE.0);
     // And in a form, spelled differently.
@@ -735,7 +738,7 @@ async fn two_login_names_in_one_submit_are_refused() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 403);
+    assert_eq!(r.status(), 400);
     assert!(!app_logged_in(&app).await);
 }
 

@@ -33,14 +33,22 @@ async fn login(
     submit(gk, &page, who.0, who.1, Some(&p)).await
 }
 
-/// Waits until the store has `n` verified logins for `user` (settling happens after the
-/// response).
+/// Waits until `n` verified logins were settled and learnt from (both happen after the
+/// response; the model a login is scored with is the learnt one).
 async fn wait_verified(gk: &Gaitkeeper, n: u64) {
-    eventually(Duration::from_secs(10), "logins settled", || async {
-        gk.metric("gaitkeeper_login_outcomes_total{outcome=\"verified\",route=\"login\"}")
-            .await
-            >= n as f64
-    })
+    eventually(
+        Duration::from_secs(10),
+        "logins settled and learnt",
+        || async {
+            gk.metric("gaitkeeper_login_outcomes_total{outcome=\"verified\",route=\"login\"}")
+                .await
+                >= n as f64
+                && gk
+                    .metric("gaitkeeper_learn_logins_total{result=\"ok\"}")
+                    .await
+                    >= n as f64
+        },
+    )
     .await;
 }
 
@@ -427,7 +435,8 @@ async fn a_login_name_given_twice_is_not_guessed() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 403);
+    assert_eq!(r.status(), 400, "refused as unreadable");
+    assert!(r.headers().contains_key("x-gaitkeeper-incident"));
     let seen = app.last_login().await;
     assert!(seen.is_null() || seen["username"].is_null(), "{seen}");
 }

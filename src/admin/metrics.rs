@@ -27,6 +27,11 @@ pub struct Metrics {
     pub pages_injected: IntCounterVec,
     /// Login-page responses left alone, by reason (`content_type`, `coding`, `charset`, `status`).
     pub injection_skipped: IntCounterVec,
+    /// Login submits refused before their body was read whole, by reason (`timeout`:
+    /// slower than `capture.body_timeout`; `too_large`).
+    pub login_bodies_refused: IntCounterVec,
+    /// Login submits whose name could not be read, by route and reason (`login::Unreadable`).
+    pub unreadable_logins: IntCounterVec,
     /// Login submits by what their telemetry turned out to be: `ok` or a rejection reason
     /// (`missing`, `malformed`, `bad_signature`, `expired`, `replayed`, `wrong_client`, …).
     pub telemetry: IntCounterVec,
@@ -127,6 +132,22 @@ impl Metrics {
                 "Login-page responses left unmodified, by reason",
             ),
             &["reason"],
+        )
+        .expect("valid metric");
+        let login_bodies_refused = IntCounterVec::new(
+            Opts::new(
+                "login_bodies_refused_total",
+                "Login submits refused while their body was read (timeout, too_large)",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let unreadable_logins = IntCounterVec::new(
+            Opts::new(
+                "unreadable_logins_total",
+                "Login submits whose login name could not be read exactly once, by route and reason",
+            ),
+            &["route", "reason"],
         )
         .expect("valid metric");
         let telemetry = IntCounterVec::new(
@@ -246,6 +267,8 @@ impl Metrics {
             Box::new(alert_deliveries.clone()),
             Box::new(pages_injected.clone()),
             Box::new(injection_skipped.clone()),
+            Box::new(login_bodies_refused.clone()),
+            Box::new(unreadable_logins.clone()),
             Box::new(telemetry.clone()),
             Box::new(requests.clone()),
             Box::new(upstream_errors.clone()),
@@ -277,6 +300,8 @@ impl Metrics {
             config_loaded,
             pages_injected,
             injection_skipped,
+            login_bodies_refused,
+            unreadable_logins,
             telemetry,
             model_cache,
             audit_records,

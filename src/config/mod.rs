@@ -170,9 +170,28 @@ pub struct UsernameSource {
     /// Form field name (urlencoded and multipart bodies).
     #[serde(default = "defaults::username_field")]
     pub field: String,
-    /// JSON pointer into a JSON body, e.g. `/user/email` (RFC 6901).
+    /// JSON pointer into a JSON body, e.g. `/user/email` (RFC 6901). Default: the top-level
+    /// key named `field`.
     #[serde(default)]
     pub json_pointer: Option<String>,
+    /// How the app compares login names, applied in order: `trim` (surrounding whitespace),
+    /// `nfkc` (Unicode compatibility forms: fullwidth letters, no-break spaces), `casefold`
+    /// (for apps whose logins ignore case). The profile, regulation and the audit trail use
+    /// the normalised name. Default `[trim, nfkc]`, what Django, Rails and most frameworks do.
+    #[serde(default = "defaults::normalize")]
+    pub normalize: Vec<NameNormalization>,
+}
+
+/// One step of login-name normalisation (see `routes[].username.normalize`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NameNormalization {
+    /// Remove leading and trailing Unicode whitespace.
+    Trim,
+    /// Unicode normalisation form NFKC.
+    Nfkc,
+    /// Unicode full case folding.
+    Casefold,
 }
 
 impl Default for UsernameSource {
@@ -180,6 +199,7 @@ impl Default for UsernameSource {
         UsernameSource {
             field: defaults::username_field(),
             json_pointer: None,
+            normalize: defaults::normalize(),
         }
     }
 }
@@ -252,9 +272,14 @@ pub struct CaptureConfig {
     #[serde(default = "defaults::max_payload_bytes")]
     pub max_payload_bytes: usize,
     /// Largest login request body gaitkeeper buffers to take the telemetry out, in bytes
-    /// (at most 64 KiB); larger login bodies get 413.
+    /// (at most 64 KiB); larger login bodies get 413. A compressed body is bounded by its
+    /// decoded size.
     #[serde(default = "defaults::max_login_body_bytes")]
     pub max_login_body_bytes: usize,
+    /// How long a client may take to send a login body; after it the request gets 408 and
+    /// nothing reaches the app (a slowly trickled body would hold a connection for ever).
+    #[serde(default = "defaults::body_timeout")]
+    pub body_timeout: HumanDuration,
 }
 
 impl Default for CaptureConfig {
@@ -266,6 +291,7 @@ impl Default for CaptureConfig {
             bind_token_to_ip: true,
             max_payload_bytes: defaults::max_payload_bytes(),
             max_login_body_bytes: defaults::max_login_body_bytes(),
+            body_timeout: defaults::body_timeout(),
         }
     }
 }
@@ -508,6 +534,12 @@ mod defaults {
     }
     pub fn max_login_body_bytes() -> usize {
         64 * 1024
+    }
+    pub fn body_timeout() -> HumanDuration {
+        HumanDuration::secs(10)
+    }
+    pub fn normalize() -> Vec<NameNormalization> {
+        vec![NameNormalization::Trim, NameNormalization::Nfkc]
     }
     pub fn enrollment_logins() -> u32 {
         5
@@ -812,6 +844,14 @@ impl Config {
                 ),
             ));
         }
+        if !(std::time::Duration::from_millis(100)..=std::time::Duration::from_secs(600))
+            .contains(&capture.body_timeout.0)
+        {
+            return Err(invalid(
+                "capture.body_timeout",
+                "expected 100ms to 10m".into(),
+            ));
+        }
         if capture.token_ttl.0 < std::time::Duration::from_secs(10) {
             return Err(invalid(
                 "capture.token_ttl",
@@ -867,6 +907,13 @@ impl Config {
                 if !(pointer.starts_with('/') && pointer.len() <= 256) {
                     return Err(invalid("routes", format!("route {:?}: `username.json_pointer` must be a JSON pointer such as \"/user/email\", found {pointer:?}", route.name)));
                 }
+            }
+            let steps = &username.normalize;
+            if steps.len() > 3 || (1..steps.len()).any(|i| steps[..i].contains(&steps[i])) {
+                return Err(invalid("routes", format!("route {:?}: `username.normalize` lists each of trim, nfkc, casefold at most once", route.name)));
+            }
+            if username.field == capture.field {
+                return Err(invalid("routes", format!("route {:?}: `username.field` is the telemetry field `capture.field` ({:?}); give the login name's field", route.name, capture.field)));
             }
             if let Some(to) = &route.return_to {
                 if !to.starts_with('/')

@@ -127,14 +127,31 @@ impl Regulator {
         (user_banned || ip_banned).then_some(config.action)
     }
 
+    /// The action for a login from `ip` whose user is unknown (its name could not be read),
+    /// if the address is regulated.
+    pub fn check_address(&self, config: &RegulationConfig, ip: &str) -> Option<Action> {
+        (config.max_failures_per_ip > 0 && self.banned.contains_key(&ip_slot(ip)))
+            .then_some(config.action)
+    }
+
     /// Counts one failed login. Returns true when this failure put the user or client over a
     /// limit (the caller audits it).
     pub fn failed(&self, config: &RegulationConfig, user: &str, ip: &str) -> bool {
-        let mut newly_banned = false;
-        for (slot, limit) in [
+        self.count(&[
             (user_slot(user), config.max_failures_per_user),
             (ip_slot(ip), config.max_failures_per_ip),
-        ] {
+        ])
+    }
+
+    /// Counts a failure against the client address only (a login whose name could not be
+    /// read: there is no user to count it against).
+    pub fn failed_address(&self, config: &RegulationConfig, ip: &str) -> bool {
+        self.count(&[(ip_slot(ip), config.max_failures_per_ip)])
+    }
+
+    fn count(&self, slots: &[(String, u32)]) -> bool {
+        let mut newly_banned = false;
+        for (slot, limit) in slots.iter().cloned() {
             if limit == 0 {
                 continue;
             }

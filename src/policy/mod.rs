@@ -77,6 +77,11 @@ pub struct PolicyConfig {
     /// A login that should be challenged, from a user with no second factor: `allow` or
     /// `block` (`challenge` is read as `block`).
     pub on_no_factor: Option<Action>,
+    /// A submit whose login name cannot be read exactly once (unknown content type or coding,
+    /// a body that does not parse or parses two ways, no name or two): `block` (answered
+    /// 400/415 with an incident reference) or `allow`. `allow` forwards it unscored — a hole
+    /// an attacker can use to skip scoring; only for apps known to accept no such request.
+    pub on_unreadable_login: Option<Action>,
 }
 
 /// The policy that applies to one login, every value settled.
@@ -92,6 +97,7 @@ pub struct Policy {
     pub on_store_error: Action,
     pub on_scoring_error: Action,
     pub on_no_factor: Action,
+    pub on_unreadable_login: Action,
 }
 
 /// The built-in defaults: challenge what cannot be scored, block replays, keep logins working
@@ -107,6 +113,7 @@ pub const DEFAULT_POLICY: Policy = Policy {
     on_store_error: Action::Allow,
     on_scoring_error: Action::Allow,
     on_no_factor: Action::Block,
+    on_unreadable_login: Action::Block,
 };
 
 impl Policy {
@@ -129,6 +136,7 @@ impl Policy {
             on_store_error: pick!(on_store_error),
             on_scoring_error: pick!(on_scoring_error),
             on_no_factor: pick!(on_no_factor),
+            on_unreadable_login: pick!(on_unreadable_login),
         }
     }
 
@@ -141,6 +149,12 @@ impl Policy {
             if !(0.0..=1.0).contains(&v) {
                 return Err((key, format!("expected a risk from 0 to 1, found {v}")));
             }
+        }
+        if self.on_unreadable_login == Action::Challenge {
+            return Err((
+                "on_unreadable_login",
+                "expected `allow` or `block`: a login without a readable name has no user to challenge".into(),
+            ));
         }
         if self.allow_below > self.block_at {
             return Err((
@@ -169,6 +183,8 @@ pub enum Finding {
     ReplayedToken,
     StoreError,
     ScoringError,
+    /// The login name cannot be read exactly once (`login::Unreadable`).
+    UnreadableLogin,
     /// Too many failed logins recently (per user or per client); the action is regulation's.
     Regulated {
         action: Action,
@@ -199,6 +215,7 @@ pub fn decide(policy: &Policy, finding: Finding) -> Verdict {
         Finding::ReplayedToken => (policy.on_replayed_token, "on_replayed_token"),
         Finding::StoreError => (policy.on_store_error, "on_store_error"),
         Finding::ScoringError => (policy.on_scoring_error, "on_scoring_error"),
+        Finding::UnreadableLogin => (policy.on_unreadable_login, "on_unreadable_login"),
         Finding::Regulated { action } => (action, "regulation"),
     };
     let action = match policy.mode {

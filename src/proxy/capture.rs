@@ -26,6 +26,10 @@ pub struct CaptureCtx {
     pub telemetry: Option<TelemetryOutcome>,
     /// The login body as the app receives it (telemetry taken out), for the decision stage.
     pub app_body: Option<Bytes>,
+    /// The replacement body is the decoded one: its `Content-Encoding` goes.
+    pub decoded: bool,
+    /// The submit's normalised login name, or why it has none (`login::read_submit`).
+    pub name: Option<Result<String, login::Unreadable>>,
 }
 
 fn client<'a>(session: &'a Session, ip: &'a mut String) -> Client<'a> {
@@ -90,8 +94,9 @@ impl GaitkeeperProxy {
         Ok(if not_modified { 304 } else { 200 })
     }
 
-    /// Reads a login submit's body (bounded), takes the telemetry out and checks its page
-    /// token. Returns `Ok(true)` when gaitkeeper answered the request itself (413).
+    /// Reads a login submit's body (bounded in size and time), undoes its coding, takes the
+    /// telemetry out, reads the login name and checks the page token. Returns `Ok(true)` when
+    /// gaitkeeper answered the request itself (408, 413).
     pub(super) async fn intercept_login(
         &self,
         session: &mut Session,
@@ -107,6 +112,7 @@ impl GaitkeeperProxy {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit as u64) {
+            session.set_keepalive(None);
             pages::write_error_page(session, 413, &ctx.request_id).await?;
             return Ok(true);
         }
@@ -120,55 +126,71 @@ impl GaitkeeperProxy {
             session.write_continue_response().await?;
         }
         session.enable_retry_buffering();
+        let deadline = tokio::time::Instant::now() + capture.body_timeout.0;
         let mut body = Vec::new();
-        while let Some(chunk) = session.read_request_body().await? {
+        loop {
+            let chunk = match tokio::time::timeout_at(deadline, session.read_request_body()).await {
+                Ok(chunk) => chunk?,
+                Err(_) => {
+                    // A body trickled in slower than the deadline: never forwarded, and the
+                    // connection is not reused (the rest of the body is still on its way).
+                    self.metrics
+                        .login_bodies_refused
+                        .with_label_values(&["timeout"])
+                        .inc();
+                    session.set_keepalive(None);
+                    pages::write_error_page(session, 408, &ctx.request_id).await?;
+                    return Ok(true);
+                }
+            };
+            let Some(chunk) = chunk else { break };
             if body.len() + chunk.len() > limit {
+                self.metrics
+                    .login_bodies_refused
+                    .with_label_values(&["too_large"])
+                    .inc();
+                session.set_keepalive(None);
                 pages::write_error_page(session, 413, &ctx.request_id).await?;
                 return Ok(true);
             }
             body.extend_from_slice(&chunk);
         }
 
-        let content_type = session
-            .req_header()
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        let mime = content_type
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        let mut found: Vec<(Transport, Result<Vec<u8>, login::ExtractError>)> = Vec::new();
-        let stripped = if mime == "application/x-www-form-urlencoded" {
-            Some(login::strip_form_field(
-                &body,
-                &capture.field,
-                capture.max_payload_bytes,
-            ))
-        } else {
-            login::multipart_boundary(&content_type).map(|boundary| {
-                login::strip_multipart_field(
-                    &body,
-                    boundary,
-                    &capture.field,
-                    capture.max_payload_bytes,
-                )
-            })
+        let headers = &session.req_header().headers;
+        let header_values = |name: http::header::HeaderName| -> Vec<&str> {
+            headers
+                .get_all(name)
+                .iter()
+                // A value that is not visible ASCII cannot be read the way the app reads it.
+                .map(|v| v.to_str().unwrap_or("\u{fffd}"))
+                .collect()
         };
-        if let Some(telemetry) = stripped.as_ref().and_then(|s| s.telemetry.clone()) {
+        let submit = login::LoginSubmit {
+            content_type: header_values(http::header::CONTENT_TYPE),
+            content_encoding: header_values(http::header::CONTENT_ENCODING),
+            query: session.req_header().uri.query(),
+            body: &body,
+        };
+        let read = login::read_submit(
+            &submit,
+            &route.username,
+            &capture.field,
+            capture.max_payload_bytes,
+            limit,
+        );
+        let mut found: Vec<(Transport, Result<Vec<u8>, login::ExtractError>)> = Vec::new();
+        if let Some(telemetry) = read.telemetry {
             found.push((Transport::FormField, telemetry));
-            ctx.capture.replacement_body = stripped.map(|s| Bytes::from(s.body));
         }
+        ctx.capture.decoded = read.decoded;
+        ctx.capture.replacement_body = read.app_body.map(Bytes::from);
         ctx.capture.app_body = Some(
             ctx.capture
                 .replacement_body
                 .clone()
                 .unwrap_or_else(|| Bytes::from(body)),
         );
+        ctx.capture.name = Some(read.name);
         let header_values: Vec<&[u8]> = session
             .req_header()
             .headers

@@ -15,7 +15,7 @@ use super::{pages, GaitkeeperProxy, RequestCtx};
 use crate::audit::new_incident;
 use crate::decision::{self, HeldLogin};
 use crate::features::{self, FeatureVector};
-use crate::login::{self, Username};
+use crate::login;
 use crate::model;
 use crate::policy::{self, Action, Finding, Policy, Verdict};
 use crate::store::UserKey;
@@ -81,40 +81,29 @@ impl GaitkeeperProxy {
         let route = &config.routes[route_index];
         let policy = Policy::resolve(&config.policy, &route.policy);
         let body = ctx.capture.app_body.clone().unwrap_or_default();
-        let content_type = session
-            .req_header()
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
         let ip = client_ip(session);
-        let name = login::username(&route.username, &content_type, &body);
-        let identified = match &name {
-            Username::Found(name) => self
+        let name = ctx
+            .capture
+            .name
+            .take()
+            .unwrap_or(Err(login::Unreadable::MissingName));
+        let (login, user) = match name.and_then(|name| {
+            // The name is normalised and bounded, so the store accepts it.
+            let key = self
                 .services
                 .store
-                .user_key(name)
-                .ok()
-                .map(|key| (name.clone(), key)),
-            Username::Ambiguous => None,
-            Username::Missing => {
-                // No login name: nothing to score against, and the app cannot log anyone in.
-                self.metrics
-                    .decisions
-                    .with_label_values(&[&route.name, "unscored"])
-                    .inc();
-                return Ok(false);
+                .user_key(&name)
+                .map_err(|_| login::Unreadable::NameTooLong)?;
+            Ok((name, key))
+        }) {
+            Ok(identified) => identified,
+            Err(why) => {
+                return self
+                    .refuse_unreadable(session, ctx, route_index, &policy, why, ip)
+                    .await
             }
         };
-        let Some((login, user)) = identified else {
-            // The name twice or conflicting (apps differ on which one they use): tampering.
-            let verdict = policy::decide(&policy, Finding::InvalidTelemetry);
-            return self
-                .refuse_unidentified(session, ctx, route_index, verdict)
-                .await;
-        };
-        let scored = if let Some(action) =
+        let mut scored = if let Some(action) =
             self.services
                 .regulator
                 .check(&config.regulation, &user.to_string(), &ip)
@@ -130,8 +119,19 @@ impl GaitkeeperProxy {
         };
 
         let mut verdict = policy::decide(&policy, scored.finding);
-        if verdict.decision == Action::Challenge && !self.has_factor(&user).await {
-            verdict = policy::without_factor(&policy);
+        if verdict.decision == Action::Challenge {
+            match self.has_factor(&user).await {
+                Ok(true) => {}
+                Ok(false) => verdict = policy::without_factor(&policy),
+                // Whether the user has a factor is unknown: the operator's fail-open or
+                // fail-closed choice decides, not `on_no_factor`.
+                Err(()) => {
+                    verdict = policy::decide(&policy, Finding::StoreError);
+                    if let serde_json::Value::Array(items) = &mut scored.reasons {
+                        items.push(serde_json::json!({"code": "store_unavailable"}));
+                    }
+                }
+            }
         }
         self.metrics
             .decisions
@@ -256,38 +256,72 @@ impl GaitkeeperProxy {
         }
     }
 
-    /// A login whose name cannot be read unambiguously: forwarded only if the policy allows
-    /// invalid submits (and then not learnt from), otherwise refused. Never held: there is no
-    /// user whose second factor could be asked for.
-    async fn refuse_unidentified(
+    /// A login whose name cannot be read exactly once: there is no user to score, challenge or
+    /// count it against, so `policy.on_unreadable_login` decides (or regulation, when the
+    /// client address is over its limit). Audited and counted against the client address
+    /// either way; forwarded unscored only when the policy allows it.
+    async fn refuse_unreadable(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
         route_index: usize,
-        verdict: Verdict,
+        policy: &Policy,
+        why: login::Unreadable,
+        ip: String,
     ) -> Result<bool> {
-        let route = &ctx.config.routes[route_index];
+        let config = ctx.config.clone();
+        let route = &config.routes[route_index];
+        self.metrics
+            .unreadable_logins
+            .with_label_values(&[&route.name, why.reason()])
+            .inc();
+        let finding = match self
+            .services
+            .regulator
+            .check_address(&config.regulation, &ip)
+        {
+            Some(action) => Finding::Regulated { action },
+            None => Finding::UnreadableLogin,
+        };
+        let verdict = policy::decide(policy, finding);
         self.metrics
             .decisions
-            .with_label_values(&[&route.name, "ambiguous_username"])
+            .with_label_values(&[&route.name, verdict.decision.as_str()])
             .inc();
-        if verdict.action == Action::Allow {
-            return Ok(false);
-        }
+        self.services
+            .regulator
+            .failed_address(&config.regulation, &ip);
         let incident = new_incident();
         let mut record =
             crate::audit::AuditRecord::new(crate::audit::kind::LOGIN_DECISION, &incident);
         record.request_id = Some(ctx.request_id.clone());
         record.route = Some(route.name.clone());
-        record.reasons = serde_json::json!([{"code": "ambiguous_username"}]);
+        record.reasons = serde_json::json!([{"code": "unreadable_login", "detail": why.reason()}]);
         record.decision = Some(verdict.decision.as_str().to_string());
         record.policy = Some(verdict.rule.to_string());
-        record.outcome = Some("blocked".into());
-        record.client_ip = Some(client_ip(session));
+        record.mode = Some(policy.mode.as_str().to_string());
+        record.outcome = Some(
+            if verdict.action == Action::Allow {
+                "forwarded_unscored"
+            } else {
+                "blocked"
+            }
+            .into(),
+        );
+        record.client_ip = Some(ip);
         self.services.audit(record);
-        pages::respond_blocked(
+        if verdict.action == Action::Allow {
+            return Ok(false);
+        }
+        let status = if verdict.rule == "regulation" {
+            403
+        } else {
+            why.status()
+        };
+        pages::respond_unreadable(
             session,
-            &ctx.config.server.app_name,
+            status,
+            &config.server.app_name,
             &incident,
             &ctx.request_id,
         )
@@ -378,11 +412,14 @@ impl GaitkeeperProxy {
         list
     }
 
-    async fn has_factor(&self, user: &UserKey) -> bool {
+    /// Whether `user` can answer a challenge; `Err` when the store cannot tell.
+    async fn has_factor(&self, user: &UserKey) -> std::result::Result<bool, ()> {
         if self.services.external_mfa() {
-            return true;
+            return Ok(true);
         }
-        self.services.has_totp(user).await.unwrap_or(false)
+        self.services.has_totp(user).await.map_err(|e| {
+            tracing::warn!(error = %e, "cannot read whether a challenged user has a second factor");
+        })
     }
 
     /// Reads the app's answer to a forwarded login (upstream response header phase).

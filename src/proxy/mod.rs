@@ -156,6 +156,10 @@ impl ProxyHttp for GaitkeeperProxy {
         if let Some(body) = &ctx.capture.replacement_body {
             upstream_request.remove_header("transfer-encoding");
             upstream_request.remove_header("expect");
+            if ctx.capture.decoded {
+                // The app gets the decoded body gaitkeeper read, not the coded original.
+                upstream_request.remove_header("content-encoding");
+            }
             upstream_request.insert_header("content-length", body.len().to_string())?;
         }
         ctx.upstream_sent = Some(Instant::now());

@@ -158,6 +158,30 @@ pub(super) async fn respond_blocked(
     .await
 }
 
+/// Answers a login submit that gaitkeeper cannot read (its name, content type or coding):
+/// `status` (400, 413 or 415), a page saying so and the incident reference.
+pub(super) async fn respond_unreadable(
+    session: &mut Session,
+    status: u16,
+    app_name: &str,
+    incident: &str,
+    request_id: &str,
+) -> Result<()> {
+    let app = html_escape(app_name);
+    let body = Bytes::from(format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>Sign-in refused - {app}</title></head>\n<body style=\"font-family:sans-serif;max-width:40em;margin:3em auto;padding:0 1em;line-height:1.5\">\n<h1>Sign-in refused</h1>\n<p>This sign-in request to {app} could not be read, so it was refused. Please sign in again from the sign-in page.</p>\n<p>If this keeps happening, contact support and give them this reference:</p>\n<p><strong>{incident}</strong></p>\n</body></html>\n"
+    ));
+    respond_with(
+        session,
+        status,
+        &[("x-gaitkeeper-incident", incident)],
+        "text/html; charset=utf-8",
+        body,
+        request_id,
+    )
+    .await
+}
+
 /// The page a blocked login gets: a refusal and the incident reference the support team can
 /// look up (`gaitkeeper audit show`), nothing about why. `incident` is a plain token.
 fn blocked_page(app_name: &str, incident: &str) -> Bytes {
