@@ -13,7 +13,8 @@
 //! `cache` (fitted models in memory), kept up to date by `learn` (verified logins → model
 //! updates and refits, the global model) → `admin` (health, metrics, the `users` commands).
 //! `batch` is the queue the background workers (audit, learn) take their work from in batches.
-//! `server` wires them into a process; `eval` runs the scoring stages on public data.
+//! `files` keeps what gaitkeeper writes private to its user. `server` wires them into a
+//! process; `eval` runs the scoring stages on public data.
 
 pub mod admin;
 pub mod alert;
@@ -26,6 +27,7 @@ pub mod decision;
 pub mod demo;
 pub mod eval;
 pub mod features;
+pub mod files;
 pub mod inject;
 pub mod learn;
 pub mod logging;

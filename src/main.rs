@@ -131,6 +131,8 @@ enum MouseFormatArg {
 }
 
 fn main() -> ExitCode {
+    // Stores, spools and audit streams are created private to this user (0600 / 0700).
+    gaitkeeper::files::private_by_default();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config } => match Config::load(&config) {

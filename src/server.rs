@@ -64,6 +64,20 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
         path: config.server.data_dir.display().to_string(),
         reason,
     })?;
+    // Files an older version (or another umask) left readable by others are made private.
+    let changed = crate::files::make_private(&config.server.data_dir).map_err(|reason| {
+        StartError::DataDir {
+            path: config.server.data_dir.display().to_string(),
+            reason,
+        }
+    })?;
+    if !changed.is_empty() {
+        tracing::warn!(
+            files = changed.len(),
+            data_dir = %config.server.data_dir.display(),
+            "made files under data_dir readable by gaitkeeper's user only (they were readable by others)"
+        );
+    }
 
     set_background_priority(config.server.background_priority);
     let (background, store) = open_store(&config)?;

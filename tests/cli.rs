@@ -125,3 +125,45 @@ fn shipped_example_config_passes_check_config() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[test]
+fn check_config_and_run_refuse_a_secret_file_others_can_read_and_a_weak_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret.key");
+    std::fs::write(&secret, common::SECRET).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let text = VALID.replace(
+        "{ env: GK_TEST_SECRET }",
+        &format!("{{ file: {:?} }}", secret.display().to_string()),
+    );
+    assert_ne!(text, VALID, "the config names the secret file");
+    let (ok, _, stderr) = check_config(&text);
+    assert!(!ok);
+    assert!(stderr.contains("key `secrets.key`"), "{stderr}");
+    assert!(stderr.contains("mode 0644"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("chmod 600 {}", secret.display())),
+        "{stderr}"
+    );
+    // `run` loads the config the same way: it refuses to start.
+    let config = dir.path().join("gk.yaml");
+    std::fs::write(&config, &text).unwrap();
+    let output = Command::new(common::binary())
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("chmod 600"));
+
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(check_config(&text).0, "private now");
+    for weak in ["a".repeat(40), "0123456789abcdef".repeat(3)] {
+        std::fs::write(&secret, &weak).unwrap();
+        let (ok, _, stderr) = check_config(&text);
+        assert!(!ok, "{weak}");
+        assert!(stderr.contains("too weak"), "{stderr}");
+        assert!(!stderr.contains(&weak), "the secret is never printed");
+    }
+}

@@ -155,3 +155,36 @@ async fn the_app_going_down_during_a_challenge_gives_a_clean_502_and_no_leftover
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_store_error_reading_second_factors_follows_on_store_error_not_on_no_factor() {
+    let app = LegacyApp::start().await;
+    let more = format!(
+        "{LEGACY_ROUTES}policy:\n  on_missing_telemetry: challenge\n  on_no_factor: block\n  on_store_error: allow\n"
+    );
+    let gk = Gaitkeeper::start_with(app.addr, "", &more).await;
+    // The store works: bob has no factor, so the challenge becomes on_no_factor's block.
+    let page = login_page(&gk).await;
+    let r = submit(&gk, &page, "bob", "builder-2024", None).await;
+    assert_eq!(r.status(), 403, "no factor: blocked");
+    // The factors can no longer be read (their table is gone); profiles still can.
+    let db = gk.dir.path().join("data").join("gaitkeeper.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query("DROP TABLE totp_secrets")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    // Whether carol has a factor is unknown: the operator's fail-open choice decides.
+    let page = login_page(&gk).await;
+    let r = submit(&gk, &page, "carol", "carolina-77", None).await;
+    assert_eq!(location(&r), "/account", "on_store_error: allow");
+    assert!(
+        gk.log()
+            .contains("cannot read whether a challenged user has a second factor"),
+        "{}",
+        gk.log()
+    );
+}

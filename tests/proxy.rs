@@ -436,3 +436,71 @@ async fn tls_to_the_upstream_sends_sni_and_verifies_the_certificate() {
         "tls-app GET /x sni=localhost"
     );
 }
+
+#[tokio::test]
+async fn what_gaitkeeper_writes_is_private_to_its_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = EchoApp::start("app").await;
+    // A data directory an older version left readable, with a readable file in it.
+    let outside = tempfile::tempdir().unwrap();
+    let data = outside.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let old = data.join("old-notes.txt");
+    std::fs::write(&old, "x").unwrap();
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let audit = outside.path().join("audit.jsonl");
+    let more = format!(
+        "{}audit:\n  stream: {{ file: {:?} }}\n",
+        common::ROUTES,
+        audit.display().to_string()
+    );
+    let gk = Gaitkeeper::start_with(app.addr, "", &more).await;
+    // The data_dir it created, its files and the audit stream.
+    let page = gk.get_text("/page/plain").await;
+    assert!(page.contains("capture.js"));
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let own = gk.dir.path().join("data");
+    assert_eq!(mode(&own), 0o700, "data_dir");
+    let mut files = 0;
+    for entry in std::fs::read_dir(&own).unwrap() {
+        let path = entry.unwrap().path();
+        assert_eq!(mode(&path) & 0o077, 0, "{} is private", path.display());
+        files += 1;
+    }
+    assert!(files >= 2, "the store and its WAL or spool were checked");
+    assert_eq!(mode(&audit), 0o600, "the audit stream");
+    drop(gk);
+    // An existing, readable data_dir is tightened at start.
+    let text = format!(
+        "listen: [\"127.0.0.1:{}\"]\nupstream:\n  address: \"{}\"\nadmin:\n  listen: \"127.0.0.1:{}\"\nserver:\n  data_dir: {:?}\nsecrets:\n  key: {{ env: GK_TEST_SECRET }}\n",
+        common::free_port(),
+        app.addr,
+        common::free_port(),
+        data.display().to_string()
+    );
+    let config = outside.path().join("gk.yaml");
+    std::fs::write(&config, text).unwrap();
+    let mut child = std::process::Command::new(common::binary())
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("GK_TEST_SECRET", common::SECRET)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    common::eventually(
+        std::time::Duration::from_secs(20),
+        "the store created",
+        || {
+            let db = data.join("gaitkeeper.db");
+            async move { db.exists() }
+        },
+    )
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&old), 0o600);
+    assert_eq!(mode(&data.join("gaitkeeper.db")) & 0o077, 0);
+}

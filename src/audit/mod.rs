@@ -412,6 +412,11 @@ impl Auditor {
                         path: path.display().to_string(),
                         source,
                     })?;
+                // Audit records name users and addresses: private to gaitkeeper's user.
+                crate::files::make_private(path).map_err(|source| AuditError::Stream {
+                    path: path.display().to_string(),
+                    source,
+                })?;
                 Some(Box::new(file))
             }
         };

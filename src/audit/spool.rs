@@ -43,6 +43,7 @@ impl Spool {
     /// Creates this process's spool file in `dir`.
     pub(super) fn create(dir: &Path, max_bytes: u64) -> io::Result<Spool> {
         std::fs::create_dir_all(dir)?;
+        crate::files::make_private(dir)?;
         let name = format!(
             "{PREFIX}{}-{}{SUFFIX}",
             std::process::id(),

@@ -227,13 +227,16 @@ impl Secret {
         Secret(bytes.to_vec())
     }
 
-    /// A secret given directly (tests, tools); the same length rules as the config file.
+    /// A secret given directly (tests, tools); the same rules as the config file.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
         if bytes.len() < MIN_SECRET_BYTES || bytes.len() > MAX_SECRET_BYTES {
             return Err(format!(
                 "a secret must be {MIN_SECRET_BYTES} to {MAX_SECRET_BYTES} bytes long, it has {}",
                 bytes.len()
             ));
+        }
+        if let Some(why) = weakness(bytes) {
+            return Err(format!("the secret is too weak: {why}"));
         }
         Ok(Secret(bytes.to_vec()))
     }
@@ -257,12 +260,16 @@ impl<'de> Deserialize<'de> for Secret {
                 })?,
                 format!("environment variable {name}"),
             ),
-            SecretSource::File(path) => (
-                std::fs::read_to_string(path).map_err(|e| {
-                    serde::de::Error::custom(format!("cannot read secret file {path:?}: {e}"))
-                })?,
-                format!("secret file {path:?}"),
-            ),
+            SecretSource::File(path) => {
+                crate::files::check_secret_file(std::path::Path::new(path))
+                    .map_err(serde::de::Error::custom)?;
+                (
+                    std::fs::read_to_string(path).map_err(|e| {
+                        serde::de::Error::custom(format!("cannot read secret file {path:?}: {e}"))
+                    })?,
+                    format!("secret file {path:?}"),
+                )
+            }
         };
         let value = value.trim();
         if value.len() < MIN_SECRET_BYTES || value.len() > MAX_SECRET_BYTES {
@@ -271,13 +278,80 @@ impl<'de> Deserialize<'de> for Secret {
                 value.len()
             )));
         }
+        if let Some(why) = weakness(value.as_bytes()) {
+            return Err(serde::de::Error::custom(format!(
+                "the secret in {origin} is too weak: {why}; generate one with `head -c 32 /dev/urandom | base64`"
+            )));
+        }
         Ok(Secret(value.as_bytes().to_vec()))
     }
+}
+
+/// Estimated entropy below which a secret is refused. The estimate from character frequencies
+/// is low on short strings: a 32-character hex key of random bytes (128 real bits) comes out
+/// at 100 to 120 bits, so the bar sits well below that.
+const MIN_SECRET_BITS: f64 = 80.0;
+
+/// Why `secret` looks guessable, if it does: a repeated pattern, few distinct characters, or
+/// little entropy by the frequencies of its characters (an estimate: it cannot see that a
+/// secret is a dictionary phrase, but it refuses `aaaa…`, `abcabc…` and `0123…0123…`).
+/// Counting distinct characters alone would refuse a quarter of random hex keys
+/// (`openssl rand -hex 32` uses only 16 characters, and often not all of them).
+fn weakness(secret: &[u8]) -> Option<String> {
+    let mut counts = [0usize; 256];
+    for &b in secret {
+        counts[b as usize] += 1;
+    }
+    let distinct = counts.iter().filter(|&&c| c > 0).count();
+    if distinct < 8 {
+        return Some(format!("it uses only {distinct} different characters"));
+    }
+    let n = secret.len();
+    if let Some(period) = (1..=n / 2).find(|&p| secret[p..] == secret[..n - p]) {
+        return Some(format!("it repeats a pattern of {period} characters"));
+    }
+    let bits: f64 = counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = c as f64 / n as f64;
+            -(c as f64) * p.log2()
+        })
+        .sum();
+    (bits < MIN_SECRET_BITS).then(|| {
+        format!(
+            "its characters carry about {bits:.0} bits of entropy, fewer than {MIN_SECRET_BITS:.0}"
+        )
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn weak_secrets_are_refused_and_random_ones_are_not() {
+        for weak in [
+            "a".repeat(40),
+            "ab".repeat(20),
+            "0123456789abcdef".repeat(2),
+            "password-password-password-password".to_string(),
+        ] {
+            assert!(weakness(weak.as_bytes()).is_some(), "{weak}");
+        }
+        assert!(weakness(b"test-secret-0123456789abcdef0123456789").is_none());
+        use base64::Engine;
+        for _ in 0..2000 {
+            let bytes: [u8; 32] = rand::random();
+            let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+            assert!(weakness(b64.as_bytes()).is_none(), "{b64}");
+            let hex = hex::encode(bytes);
+            assert!(weakness(hex.as_bytes()).is_none(), "{hex}");
+            let half: [u8; 16] = rand::random();
+            let hex = hex::encode(half);
+            assert!(weakness(hex.as_bytes()).is_none(), "{hex}");
+        }
+    }
 
     #[test]
     fn durations_need_a_unit_and_a_sane_size() {

@@ -132,10 +132,12 @@ pub(crate) async fn open(
     let backend = Backend::of(url)?;
     let shown = shown_url(url);
     let mut url = url.to_string();
+    let mut sqlite_file = None;
     if backend == Backend::Sqlite {
         let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
         let path = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+        sqlite_file = Some(std::path::PathBuf::from(path.as_ref()));
         if let Some(dir) = Path::new(path.as_ref()).parent() {
             if !dir.as_os_str().is_empty() {
                 std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
@@ -192,6 +194,21 @@ pub(crate) async fn open(
                 .execute(&pool)
                 .await
                 .map_err(db("switch to WAL mode"))?;
+        }
+    }
+
+    if let Some(file) = &sqlite_file {
+        // The database, its WAL and shared memory hold behavioural data and sealed secrets:
+        // private to gaitkeeper's user, also when an older version left them readable.
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = file.clone().into_os_string();
+            path.push(suffix);
+            crate::files::make_private(Path::new(&path)).map_err(|source| {
+                StoreError::CreateDir {
+                    dir: Path::new(&path).display().to_string(),
+                    source,
+                }
+            })?;
         }
     }
 
