@@ -68,6 +68,8 @@
       S.a.push(item);
     };
     const xy = (v) => Math.max(-99999, Math.min(99999, Math.round(v) || 0));
+    // Browsers report -1..4 (more on exotic mice); a script-made event can carry any short.
+    const btn = (b) => (Number.isInteger(b) && b >= -1 && b <= 31 ? b : -1);
     const target = (e) => (e.composedPath && e.composedPath()[0]) || e.target;
 
     // ---- fields ----
@@ -151,7 +153,7 @@
       if (phase !== 'm') { lastPtr = t; lastPtrType = e.pointerType; }
       if (e.pointerType === 'mouse') {
         if (phase === 'm') sample(M, [mono(M.a, t), xy(e.clientX), xy(e.clientY)], true);
-        else if (phase === 'd') push(C, MAX.c, [mono(C, t), e.button, clickKind(target(e)), xy(e.clientX), xy(e.clientY), null]);
+        else if (phase === 'd') push(C, MAX.c, [mono(C, t), btn(e.button), clickKind(target(e)), xy(e.clientX), xy(e.clientY), null]);
         else if (phase === 'u' && C.length && C[C.length - 1][5] === null) C[C.length - 1][5] = r1(Math.max(0, t - C[C.length - 1][0]));
       } else if (TYPES[e.pointerType] && e.isPrimary) {
         sample(P, [mono(P.a, t), xy(e.clientX), xy(e.clientY), phase, TYPES[e.pointerType]], phase === 'm');

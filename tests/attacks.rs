@@ -203,7 +203,7 @@ const PUBLIC_KEY: &str = concat!(
 async fn start_external() -> (common::legacy::LegacyApp, Gaitkeeper, tempfile::TempDir) {
     let keys = tempfile::tempdir().unwrap();
     let request_secret = keys.path().join("request.key");
-    std::fs::write(&request_secret, "request-secret-0123456789abcdef0123").unwrap();
+    common::write_secret(&request_secret, "request-secret-0123456789abcdef0123");
     let policy = format!(
         "policy:\n  on_missing_telemetry: challenge\nmfa:\n  external:\n    name: \"Test IdP\"\n    url: \"http://127.0.0.1:9/verify\"\n    issuer: \"test-idp\"\n    request_secret: {{ file: {:?} }}\n    assertion:\n      algorithm: RS256\n      public_key_file: {PUBLIC_KEY:?}\n",
         request_secret.display().to_string(),

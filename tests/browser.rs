@@ -484,3 +484,212 @@ async fn a_challenged_form_login_is_finished_with_a_totp_code() {
 async fn a_challenged_fetch_login_is_finished_with_a_totp_code() {
     challenged_login("/spa-login", "#username").await;
 }
+
+/// A deterministic random number generator for the sequences below (xorshift).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// A random stretch of real (trusted) input for WebDriver: pointer moves, presses of the
+/// three main buttons, keys of every class with random timings.
+fn random_trusted_input(rng: &mut Rng) -> Value {
+    let mut pointer = Vec::new();
+    let mut keys = Vec::new();
+    for _ in 0..(5 + rng.below(15)) {
+        match rng.below(4) {
+            0 => {
+                for _ in 0..rng.below(12) {
+                    pointer.push(json!({"type": "pointerMove", "duration": rng.below(40),
+                        "x": 1 + rng.below(700), "y": 1 + rng.below(500), "origin": "viewport"}));
+                }
+            }
+            1 => {
+                // Not 3 and 4: Chromium goes back and forward on them.
+                let button = rng.below(3);
+                pointer.push(json!({"type": "pointerDown", "button": button}));
+                pointer.push(json!({"type": "pause", "duration": rng.below(120)}));
+                pointer.push(json!({"type": "pointerUp", "button": button}));
+            }
+            _ => {
+                let key = [
+                    "a", "Z", "7", " ", "\u{E004}", "\u{E003}", "\u{E008}", "!", "é", "\u{E012}",
+                ][rng.below(10) as usize];
+                // Every key is released (chromedriver fails on a key pressed twice); keys
+                // without their keyup come from the script-made events below.
+                keys.push(json!({"type": "keyDown", "value": key}));
+                keys.push(json!({"type": "pause", "duration": rng.below(120)}));
+                keys.push(json!({"type": "keyUp", "value": key}));
+                keys.push(json!({"type": "pause", "duration": rng.below(60)}));
+            }
+        }
+    }
+    json!([
+        {"type": "pointer", "id": "mouse", "parameters": {"pointerType": "mouse"}, "actions": pointer},
+        {"type": "key", "id": "keyboard", "actions": keys},
+    ])
+}
+
+/// Script-made (untrusted) events the capture script must also survive: exotic buttons and
+/// coordinates, auto-repeat and IME keys, touch and pen, window focus and visibility, paste
+/// and autofill-like input.
+const UNTRUSTED_EVENTS: &str = r#"
+  const [seed, count] = arguments;
+  let s = seed;
+  const r = (n) => { s = (s * 1103515245 + 12345) % 2147483648; return s % n; };
+  const inputs = [...document.querySelectorAll('input:not([type=hidden])')];
+  const pick = () => inputs[r(inputs.length)] || document.body;
+  for (let i = 0; i < count; i++) {
+    const el = pick();
+    switch (r(9)) {
+      case 0: el.dispatchEvent(new PointerEvent('pointerdown', {bubbles: true, pointerType: 'mouse',
+        button: r(34) - 2, clientX: r(400000) - 200000, clientY: r(3000)}));
+        break;
+      case 1: el.dispatchEvent(new PointerEvent('pointerup', {bubbles: true, pointerType: 'mouse', button: r(5)}));
+        break;
+      case 2: el.dispatchEvent(new PointerEvent(['pointerdown', 'pointermove', 'pointerup', 'pointercancel'][r(4)],
+        {bubbles: true, pointerType: ['touch', 'pen'][r(2)], isPrimary: r(4) > 0, clientX: r(900), clientY: r(900)}));
+        break;
+      case 3: el.dispatchEvent(new KeyboardEvent(['keydown', 'keyup'][r(2)], {bubbles: true,
+        key: ['a', '1', ' ', 'Shift', 'Tab', 'Enter', 'Process', 'Unidentified', 'ü', '😀'][r(10)],
+        code: 'Key' + r(4), repeat: r(3) === 0, isComposing: r(4) === 0, keyCode: r(2) ? 229 : 65}));
+        break;
+      case 4: el.focus(); break;
+      case 5: window.dispatchEvent(new FocusEvent(r(2) ? 'blur' : 'focus')); break;
+      case 6: document.dispatchEvent(new Event('visibilitychange')); break;
+      case 7: el.dispatchEvent(new Event('paste', {bubbles: true})); break;
+      default: el.dispatchEvent(new InputEvent('input', {bubbles: true, inputType: r(2) ? 'insertText' : undefined}));
+    }
+  }
+"#;
+
+/// Records every payload the capture script hands over, by every path, without letting the
+/// page navigate: the hidden field of a submitted form (`submit`, `form.submit` into a
+/// hidden frame) and the header of fetch and XHR logins.
+const RECORD_HANDOVERS: &str = r#"
+  window.__handed = [];
+  const setHeader = Headers.prototype.set;
+  Headers.prototype.set = function (name, value) {
+    if (/telemetry/i.test(name)) window.__handed.push(['header', value]);
+    return setHeader.apply(this, arguments);
+  };
+  const setRequestHeader = XMLHttpRequest.prototype.setRequestHeader;
+  XMLHttpRequest.prototype.setRequestHeader = function (name, value) {
+    if (/telemetry/i.test(name)) window.__handed.push(['header', value]);
+    return setRequestHeader.apply(this, arguments);
+  };
+  const form = document.forms[0];
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    window.__handed.push(['form', form.elements['__gk'].value]);
+  });
+  // Clicks on links would leave the page.
+  document.addEventListener('click', (e) => e.preventDefault());
+  document.addEventListener('auxclick', (e) => e.preventDefault());
+  const sink = document.createElement('iframe');
+  sink.name = 'gk-sink';
+  sink.style.display = 'none';
+  document.body.appendChild(sink);
+"#;
+
+/// Hands the telemetry over by one of the four paths (`hv`), without leaving the page.
+const HAND_OVER: &str = r#"
+  const how = arguments[0];
+  const form = document.forms[0];
+  if (how === 0) form.requestSubmit();
+  else if (how === 1) {
+    form.target = 'gk-sink';
+    form.submit();
+    window.__handed.push(['form', form.elements['__gk'].value]);
+  } else if (how === 2) fetch('/login', {method: 'POST', body: '{}'}).catch(() => {});
+  else {
+    const x = new XMLHttpRequest();
+    x.open('POST', '/login');
+    x.send('{}');
+  }
+"#;
+
+/// Property test over the capture script's own code paths: random real and script-made input
+/// in real Chromium, handed over by every path, and every payload the script produces passes
+/// the validator with the carrier it came by (docs/telemetry.md §7).
+#[tokio::test]
+async fn every_payload_the_capture_script_sends_is_valid() {
+    let _one = ONE_BROWSER.lock().await;
+    let app = LegacyApp::start().await;
+    // Shadow mode: the fetch and XHR hand-overs (to the login URL, with no login in them)
+    // are forwarded, whatever gaitkeeper makes of them.
+    let routes = "routes:\n  - name: login\n    page: { paths: [\"/login\"] }\n    submit: { path: \"/login\" }\npolicy:\n  mode: shadow\n";
+    let gk = Gaitkeeper::start_with(app.addr, "", routes).await;
+    let driver = ChromeDriver::start().await;
+    let profile = tempfile::tempdir().unwrap();
+    let session = driver.session(profile.path()).await;
+    let mut checked = 0;
+    let mut carriers = std::collections::HashSet::new();
+    for seed in 1..=12u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        eprintln!("capture-script property: seed {seed}");
+        session.goto(&gk.url("/login")).await;
+        session
+            .wait_for("window.__gaitkeeper", "the capture script")
+            .await;
+        session.execute(RECORD_HANDOVERS).await;
+        for _ in 0..(1 + rng.below(3)) {
+            session.actions(random_trusted_input(&mut rng)).await;
+            session
+                .execute_with(UNTRUSTED_EVENTS, json!([rng.below(1 << 30), rng.below(40)]))
+                .await;
+            session.execute_with(HAND_OVER, json!([rng.below(4)])).await;
+        }
+        let handed = session.execute("return window.__handed;").await;
+        assert!(
+            handed.is_array(),
+            "seed {seed}: nothing recorded ({handed}) at {}",
+            session.current_url().await
+        );
+        for entry in handed.as_array().unwrap() {
+            let (carrier, json) = match entry[0].as_str().unwrap() {
+                "form" => (
+                    gaitkeeper::telemetry::Carrier::FormField,
+                    entry[1].as_str().unwrap().as_bytes().to_vec(),
+                ),
+                _ => {
+                    use base64::Engine;
+                    let value = entry[1].as_str().unwrap();
+                    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .decode(value)
+                        .unwrap();
+                    (gaitkeeper::telemetry::Carrier::Header, bytes)
+                }
+            };
+            let limits = gaitkeeper::telemetry::Limits {
+                max_bytes: 64 * 1024,
+                carrier,
+            };
+            if let Err(e) = gaitkeeper::telemetry::validate(&json, &limits) {
+                panic!(
+                    "seed {seed}: the script sent a payload the validator refuses ({}: {e}): {}",
+                    e.reason(),
+                    String::from_utf8_lossy(&json)
+                );
+            }
+            carriers.insert(format!("{carrier:?}"));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 12, "only {checked} payloads were handed over");
+    assert_eq!(
+        carriers.len(),
+        2,
+        "both carriers were exercised: {carriers:?}"
+    );
+    session.quit().await;
+}

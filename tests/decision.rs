@@ -195,7 +195,7 @@ fn audit_show(gk: &Gaitkeeper, incident: &str) -> (bool, String) {
 /// An `alerts:` block for a webhook receiver on `port`, with its secret in `dir`.
 fn alerts_to(port: u16, dir: &std::path::Path) -> String {
     let secret = dir.join("webhook.key");
-    std::fs::write(&secret, WEBHOOK_SECRET).unwrap();
+    common::write_secret(&secret, WEBHOOK_SECRET);
     format!(
         "alerts:\n  webhook:\n    url: \"http://127.0.0.1:{port}/hook\"\n    secret: {{ file: {:?} }}\n    throttle: 0s\n    backoff: 100ms\n",
         secret.display().to_string()
@@ -461,7 +461,7 @@ fn assertion(claims: serde_json::Value) -> String {
 async fn external_mfa_round_trip_replays_the_login_and_refuses_forged_or_reused_assertions() {
     let keys = tempfile::tempdir().unwrap();
     let request_secret = keys.path().join("request.key");
-    std::fs::write(&request_secret, "request-secret-0123456789abcdef0123").unwrap();
+    common::write_secret(&request_secret, "request-secret-0123456789abcdef0123");
     let policy = format!(
         "policy:\n  on_missing_telemetry: challenge\nmfa:\n  external:\n    name: \"Test IdP\"\n    url: \"http://127.0.0.1:9/verify\"\n    issuer: \"test-idp\"\n    request_secret: {{ file: {:?} }}\n    assertion:\n      algorithm: RS256\n      public_key_file: {:?}\n",
         request_secret.display().to_string(),

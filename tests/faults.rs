@@ -95,7 +95,7 @@ async fn a_store_outage_gets_the_policys_fail_closed_or_fail_open_switched_live(
 async fn a_webhook_receiver_that_is_down_does_not_slow_logins() {
     let keys = tempfile::tempdir().unwrap();
     let secret = keys.path().join("webhook.key");
-    std::fs::write(&secret, "webhook-secret-0123456789abcdef0123").unwrap();
+    common::write_secret(&secret, "webhook-secret-0123456789abcdef0123");
     let dead = common::free_port();
     let app = LegacyApp::start().await;
     let more = format!(

@@ -745,6 +745,8 @@ fn learning_settings_out_of_range_are_reported_with_their_place() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("key");
     std::fs::write(&key, SECRET).unwrap();
+    // Secret files must be private (the config refuses others).
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let base = format!(
         "upstream:\n  address: \"127.0.0.1:3000\"\nsecrets:\n  key: {{ file: {:?} }}\n",
         key.display().to_string()

@@ -1,80 +1,62 @@
-//! Login body parsing: the telemetry field taken out of urlencoded and multipart bodies (with
-//! an arbitrary boundary), the header form, the envelope, and the login name from urlencoded,
-//! multipart and JSON bodies. Never panics; the stripped body never grows, and a decoded
-//! payload never exceeds the limit.
+//! Login submits: whatever the body, content type and coding, reading it never panics; the
+//! body the app gets never grows beyond the decoded size limit; a decoded telemetry payload
+//! never exceeds its limit; and a login name that is found is never blank, never over the
+//! bound the store relies on.
 #![no_main]
 
 use gaitkeeper::config::UsernameSource;
-use gaitkeeper::login;
+use gaitkeeper::login::{self, LoginSubmit};
 use libfuzzer_sys::fuzz_target;
 
 const MAX_PAYLOAD: usize = 64 * 1024;
+const MAX_BODY: usize = 64 * 1024;
 
 fuzz_target!(|data: &[u8]| {
-    // First byte: how to split; then `boundary \xff body` for multipart.
+    // First byte: which content type and coding; then `boundary \xff body` for multipart.
     let Some((&selector, rest)) = data.split_first() else {
         return;
     };
-    let check = |stripped: &login::StrippedForm, body: &[u8]| {
-        assert!(stripped.body.len() <= body.len(), "stripping grew the body");
-        if let Some(Ok(payload)) = &stripped.telemetry {
-            assert!(payload.len() <= MAX_PAYLOAD);
-        }
+    let (boundary, body) = match rest.iter().position(|&b| b == 0xff) {
+        Some(i) => (String::from_utf8_lossy(&rest[..i]).into_owned(), &rest[i + 1..]),
+        None => ("XyZ".to_string(), rest),
     };
-    match selector % 4 {
-        0 => {
-            let s = login::strip_form_field(rest, "__gk", MAX_PAYLOAD);
-            check(&s, rest);
-            let source = UsernameSource::default();
-            name_ok(login::username(
-                &source,
-                "application/x-www-form-urlencoded",
-                rest,
-            ));
-        }
-        1 => {
-            let (boundary, body) = match rest.iter().position(|&b| b == 0xff) {
-                Some(i) => (&rest[..i], &rest[i + 1..]),
-                None => (&b"XyZ"[..], rest),
-            };
-            let boundary = String::from_utf8_lossy(boundary);
-            let s = login::strip_multipart_field(body, &boundary, "__gk", MAX_PAYLOAD);
-            check(&s, body);
-            let content_type = format!("multipart/form-data; boundary={boundary}");
-            if let Some(b) = login::multipart_boundary(&content_type) {
-                let _ = login::strip_multipart_field(body, b, "username", 512);
-            }
-            name_ok(login::username(
-                &UsernameSource::default(),
-                &content_type,
-                body,
-            ));
-        }
-        2 => {
-            if let Ok(payload) = login::decode_header(rest, MAX_PAYLOAD) {
-                assert!(payload.len() <= MAX_PAYLOAD + 3);
-                let _ = login::read_envelope(&payload);
-            }
-            let _ = login::read_envelope(rest);
-        }
-        _ => {
-            let source = UsernameSource {
-                json_pointer: Some("/user/name".into()),
-                ..UsernameSource::default()
-            };
-            name_ok(login::username(&source, "application/json", rest));
-        }
+    let multipart = format!("multipart/form-data; boundary={boundary}");
+    let content_type = match selector % 5 {
+        0 => "application/x-www-form-urlencoded",
+        1 => multipart.as_str(),
+        2 => "application/json",
+        3 => "application/x-www-form-urlencoded; charset=latin1",
+        _ => "text/plain",
+    };
+    let coding: &[&str] = match (selector >> 3) % 4 {
+        0 => &[],
+        1 => &["gzip"],
+        2 => &["deflate"],
+        _ => &["br"],
+    };
+    let submit = LoginSubmit {
+        content_type: vec![content_type],
+        content_encoding: coding.to_vec(),
+        query: (selector & 0x80 != 0).then_some("username=q"),
+        body,
+    };
+    let source = UsernameSource {
+        json_pointer: (selector & 0x40 != 0).then(|| "/user/name".to_string()),
+        ..UsernameSource::default()
+    };
+    let read = login::read_submit(&submit, &source, "__gk", MAX_PAYLOAD, MAX_BODY);
+    if let Some(app_body) = &read.app_body {
+        assert!(app_body.len() <= MAX_BODY, "the app's body outgrew the limit");
+    }
+    if let Some(Ok(payload)) = &read.telemetry {
+        assert!(payload.len() <= MAX_PAYLOAD);
+    }
+    if let Ok(name) = &read.name {
+        assert!(!name.trim().is_empty(), "a blank login name was accepted");
+        assert!(name.len() <= login::MAX_NAME_BYTES);
+    }
+    if let Ok(payload) = login::decode_header(body, MAX_PAYLOAD) {
+        assert!(payload.len() <= MAX_PAYLOAD + 3);
+        let _ = login::read_envelope(&payload);
     }
 });
-
-/// A name that is found is never blank and never longer than the bound the store relies on.
-fn name_ok(name: login::Username) {
-    if let login::Username::Found(name) = name {
-        assert!(!name.trim().is_empty(), "a blank login name was accepted");
-        assert!(
-            name.len() <= login::MAX_NAME_BYTES,
-            "a login name of {} bytes was accepted",
-            name.len()
-        );
-    }
-}

@@ -4,7 +4,7 @@ const SECRET_ENV: &str = "GK_UNIT_TEST_SECRET";
 
 fn with_secret() {
     // Tests in this module all set the same value, so concurrent setting is harmless.
-    unsafe { std::env::set_var(SECRET_ENV, "0123456789abcdef0123456789abcdef") };
+    unsafe { std::env::set_var(SECRET_ENV, "unit-test-secret-0123456789abcdefghij") };
 }
 
 fn minimal() -> String {
@@ -114,7 +114,7 @@ fn schema_is_json_and_forbids_unknown_keys() {
 
 #[test]
 fn shipped_example_config_is_valid() {
-    unsafe { std::env::set_var("GAITKEEPER_SECRET", "0123456789abcdef0123456789abcdef") };
+    unsafe { std::env::set_var("GAITKEEPER_SECRET", "unit-test-secret-0123456789abcdefghij") };
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/gaitkeeper.yaml");
     Config::load(&path).unwrap();
 }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::telemetry::tests::complete;
 use crate::telemetry::{validate, Limits, Telemetry};
 use proptest::prelude::*;
 
@@ -41,7 +42,7 @@ fn a_known_staircase_trace_gives_hand_computed_turns_jerk_and_shape() {
     // the corners (10,0) and (20,10) lie 10/√2 px off it. Top speed is reached at 15 of 35 ms.
     let json =
         r#"{"v":1,"t0":0,"t1":100,"m":[[0,0,0],[10,10,0],[15,10,10],[25,20,10],[35,20,20]]}"#;
-    let fv = extract(&validate(json.as_bytes(), &Limits::default()).unwrap());
+    let fv = extract(&validate(complete(&json).as_bytes(), &Limits::default()).unwrap());
     let right = std::f64::consts::FRAC_PI_2;
     close(fv.get(F::MouseTurnMean), right);
     close(
@@ -58,7 +59,7 @@ fn a_known_staircase_trace_gives_hand_computed_turns_jerk_and_shape() {
 #[test]
 fn a_single_mouse_step_has_a_speed_but_no_turn_or_jerk() {
     let json = r#"{"v":1,"t0":0,"t1":100,"m":[[0,0,0],[10,10,0]]}"#;
-    let fv = extract(&validate(json.as_bytes(), &Limits::default()).unwrap());
+    let fv = extract(&validate(complete(&json).as_bytes(), &Limits::default()).unwrap());
     close(fv.get(F::MouseSpeedMean), 1000.0);
     for f in [
         F::MouseTurnMean,
@@ -105,7 +106,11 @@ fn navigation_clicks_and_timing_are_read_from_the_events() {
 
 #[test]
 fn a_login_without_mouse_or_keys_is_flagged_and_has_no_made_up_features() {
-    let t = validate(br#"{"v":1,"t0":0,"t1":100}"#, &Limits::default()).unwrap();
+    let t = validate(
+        complete(r#"{"t0":0,"t1":100}"#).as_bytes(),
+        &Limits::default(),
+    )
+    .unwrap();
     let fv = extract(&t);
     close(fv.get(F::BotNoInput), 1.0);
     assert!(fv.get(F::MouseSpeedMean).is_nan());
@@ -125,13 +130,13 @@ fn metronome_typing_and_a_ruler_straight_mouse_are_synthetic() {
         })
         .collect();
     let json = format!(r#"{{"v":1,"t0":0,"t1":2000,"k":[{}]}}"#, keys.join(","));
-    let fv = extract(&validate(json.as_bytes(), &Limits::default()).unwrap());
+    let fv = extract(&validate(complete(&json).as_bytes(), &Limits::default()).unwrap());
     close(fv.get(F::BotSynthetic), 1.0);
     let moves: Vec<String> = (0..10)
         .map(|i| format!("[{},{},0]", 10 * i, 5 * i))
         .collect();
     let json = format!(r#"{{"v":1,"t0":0,"t1":2000,"m":[{}]}}"#, moves.join(","));
-    let fv = extract(&validate(json.as_bytes(), &Limits::default()).unwrap());
+    let fv = extract(&validate(complete(&json).as_bytes(), &Limits::default()).unwrap());
     close(fv.get(F::BotSynthetic), 1.0);
 }
 
@@ -139,13 +144,15 @@ fn metronome_typing_and_a_ruler_straight_mouse_are_synthetic() {
 fn a_corrected_password_is_not_clean() {
     let json = r#"{"v":1,"t0":0,"t1":2000,"f":[{"y":"password"}],
       "k":[[10,"d","c",0,0,0],[20,"u","c",0,0,0],[30,"d","b",0,1,0],[40,"u","b",0,1,0]]}"#;
-    let fv = extract(&validate(json.as_bytes(), &Limits::default()).unwrap());
+    let fv = extract(&validate(complete(&json).as_bytes(), &Limits::default()).unwrap());
     assert!(!fv.password.clean);
     close(fv.get(F::Backspaces), 1.0);
 }
 
 fn arb_payload() -> impl Strategy<Value = String> {
-    let t = 0.0f64..10_000.0;
+    // Times on the script's 0.1 ms grid, integer coordinates, flags where the script puts
+    // them (repeat on keydowns, unpaired on keyups).
+    let t = (0u32..100_000).prop_map(|t| f64::from(t) / 10.0);
     let keys = proptest::collection::vec(
         (
             t.clone(),
@@ -153,20 +160,30 @@ fn arb_payload() -> impl Strategy<Value = String> {
             prop_oneof!["l", "c", "b", "t", "m"],
             -1i64..3,
             0u32..20,
-            0u8..16,
+            prop_oneof![Just(0u8), Just(4), Just(8), Just(12)],
+            any::<bool>(),
         ),
         0..60,
     );
-    let moves =
-        proptest::collection::vec((t.clone(), -2000.0f64..2000.0, -2000.0f64..2000.0), 0..80);
-    let clicks = proptest::collection::vec((t, 0u8..3, proptest::option::of(0.0f64..500.0)), 0..10);
+    let moves = proptest::collection::vec((t.clone(), -2000i64..2000, -2000i64..2000), 0..80);
+    let clicks = proptest::collection::vec(
+        (
+            t,
+            -1i64..32,
+            proptest::option::of((0u32..5000).prop_map(|h| f64::from(h) / 10.0)),
+        ),
+        0..10,
+    );
     (keys, moves, clicks).prop_map(|(mut keys, mut moves, mut clicks)| {
         keys.sort_by(|a, b| a.0.total_cmp(&b.0));
         moves.sort_by(|a, b| a.0.total_cmp(&b.0));
         clicks.sort_by(|a, b| a.0.total_cmp(&b.0));
         let k: Vec<String> = keys
             .iter()
-            .map(|(t, d, c, f, s, fl)| format!(r#"[{t},"{d}","{c}",{f},{s},{fl}]"#))
+            .map(|(t, d, c, f, s, fl, odd)| {
+                let fl = fl | if !odd { 0 } else if *d == "d" { 1 } else { 2 };
+                format!(r#"[{t},"{d}","{c}",{f},{s},{fl}]"#)
+            })
             .collect();
         let m: Vec<String> = moves.iter().map(|(t, x, y)| format!("[{t},{x},{y}]")).collect();
         let c: Vec<String> = clicks
@@ -176,20 +193,20 @@ fn arb_payload() -> impl Strategy<Value = String> {
                 None => format!(r#"[{t},{b},"o",1,1,null]"#),
             })
             .collect();
-        format!(
+        complete(&format!(
             r#"{{"v":1,"t0":0,"t1":20000,"f":[{{"y":"text"}},{{"y":"password","p":1,"a":2}},{{"y":"password"}}],
             "fc":[[1,0,"tab"],[2,1,"mouse"]],"k":[{}],"m":[{}],"c":[{}]}}"#,
             k.join(","),
             m.join(","),
             c.join(",")
-        )
+        ))
     })
 }
 
 proptest! {
     #[test]
     fn arbitrary_valid_payloads_give_vectors_without_panics(json in arb_payload()) {
-        let t = validate(json.as_bytes(), &Limits::default());
+        let t = validate(complete(&json).as_bytes(), &Limits::default());
         prop_assert!(t.is_ok(), "{:?}", t.err());
         let fv = extract(&t.unwrap());
         prop_assert_eq!(fv.values.len(), NAMES.len());

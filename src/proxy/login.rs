@@ -348,6 +348,10 @@ impl GaitkeeperProxy {
         };
         let limits = telemetry::Limits {
             max_bytes: ctx.config.capture.max_payload_bytes,
+            carrier: match outcome.transport {
+                Some(login::Transport::Header) => telemetry::Carrier::Header,
+                _ => telemetry::Carrier::FormField,
+            },
         };
         let parsed = match telemetry::validate(&payload, &limits) {
             Ok(t) => t,

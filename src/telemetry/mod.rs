@@ -9,17 +9,45 @@
 
 use serde::Deserialize;
 
+/// How a payload reached gaitkeeper; its `hv` must say the same, and each way has its size
+/// bound (docs/telemetry.md §1, §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carrier {
+    /// The hidden form field of a classic form post: `hv` is `submit` or `form.submit`.
+    FormField,
+    /// The request header of a fetch/XHR login: `hv` is `fetch` or `xhr`.
+    Header,
+    /// Not from a request (tests, tools): any wire `hv`, the larger bound.
+    Any,
+}
+
+impl Carrier {
+    /// The largest JSON text this carrier brings (the capture script trims to fit).
+    pub fn max_bytes(self) -> usize {
+        match self {
+            Carrier::FormField | Carrier::Any => MAX_FORM_BYTES,
+            Carrier::Header => MAX_HEADER_BYTES,
+        }
+    }
+}
+
+/// Largest payload in the form field and in the header (docs/telemetry.md §5).
+pub const MAX_FORM_BYTES: usize = 49_152;
+pub const MAX_HEADER_BYTES: usize = 24_576;
+
 /// Limits applied before and during validation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Payload bytes (the JSON text). Default 64 KiB.
+    /// Payload bytes (the JSON text); the carrier's own bound applies too.
     pub max_bytes: usize,
+    pub carrier: Carrier,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_bytes: 64 * 1024,
+            carrier: Carrier::Any,
         }
     }
 }
@@ -32,9 +60,11 @@ pub const MAX_KEYS: usize = 400;
 pub const MAX_FOCUS: usize = 64;
 pub const MAX_WINDOW: usize = 64;
 pub const MAX_FIELDS: usize = 32;
-/// Timestamps may exceed `t1` by this much (ms): `t1` is read before the last event is pushed
-/// on some browsers, and clocks are rounded to 0.1 ms.
-pub const TIME_SLACK_MS: f64 = 50.0;
+/// A click's release may land this far past `t1` (ms): press time and hold are each rounded to
+/// the 0.1 ms grid, so their sum can exceed the rounded hand-over time by one step.
+pub const HOLD_SLACK_MS: f64 = 0.1;
+/// `vis` may exceed `t1 - t0` by this much (ms), for the same rounding.
+pub const VISIBLE_SLACK_MS: f64 = 0.05;
 /// A page older than a day is not a login page any more.
 pub const MAX_PAGE_MS: f64 = 86_400_000.0;
 /// Coordinates are clamped to ±99 999 px by the capture script.
@@ -91,6 +121,10 @@ pub enum ValidationError {
     UnknownValue(Stream),
     #[error("the {} stream refers to a field that the payload does not describe", .0.as_str())]
     FieldIndex(Stream),
+    #[error("the payload says it was handed over another way than it arrived")]
+    Handover,
+    #[error("a time in the {} stream is not on the 0.1 ms grid", .0.as_str())]
+    OffGrid(Stream),
 }
 
 impl ValidationError {
@@ -106,6 +140,8 @@ impl ValidationError {
             ValidationError::OutOfWindow(_) => "out_of_window",
             ValidationError::UnknownValue(_) => "unknown_value",
             ValidationError::FieldIndex(_) => "field_index",
+            ValidationError::Handover => "handover_mismatch",
+            ValidationError::OffGrid(_) => "off_grid",
         }
     }
 }
@@ -207,7 +243,8 @@ pub enum ClickTarget {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Click {
     pub t: f64,
-    pub button: u8,
+    /// `MouseEvent.button`: 0 main, 1 middle, 2 secondary, …; -1 for none.
+    pub button: i8,
     pub target: ClickTarget,
     pub x: f64,
     pub y: f64,
@@ -284,77 +321,93 @@ pub struct Telemetry {
     pub window: Vec<WindowEvent>,
 }
 
-// ---- the wire shape, as serde reads it ----
+// ---- the wire shape, as serde reads it: exactly the keys of docs/telemetry.md §3 ----
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawField {
-    #[serde(default)]
+    i: i64,
+    fm: i64,
+    n: String,
     y: String,
-    #[serde(default)]
     p: u32,
-    #[serde(default)]
     a: u8,
-    #[serde(default)]
     ni: u32,
 }
 
 /// `[t, button, kind, x, y, hold|null]`
-type RawClick<'a> = (f64, u8, &'a str, f64, f64, Option<f64>);
+type RawClick<'a> = (f64, i64, &'a str, i64, i64, Option<f64>);
 
 // Enum strings are borrowed from the input (no allocation per event); v1 enum values never
 // contain escapes, and an escaped one is refused as malformed.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Raw<'a> {
     v: u64,
+    cv: String,
+    // The page token was checked by the login stage; here it only has to be a string.
+    #[allow(dead_code)]
+    tk: serde::de::IgnoredAny,
+    #[serde(borrow)]
+    hv: &'a str,
+    n: u32,
     t0: f64,
     t1: f64,
-    #[serde(default)]
     vis: f64,
-    #[serde(default)]
-    vp: (f64, f64),
-    #[serde(default)]
+    vp: (i64, i64),
     u: u32,
-    #[serde(default)]
     tr: u32,
-    #[serde(default)]
-    n: u32,
-    #[serde(default)]
-    kn: u32,
-    #[serde(default)]
     f: Vec<RawField>,
-    #[serde(default)]
     #[serde(borrow)]
     fc: Vec<(f64, i64, &'a str)>,
-    #[serde(default)]
     #[serde(borrow)]
     k: Vec<(f64, &'a str, &'a str, i64, u32, u8)>,
-    #[serde(default)]
-    m: Vec<(f64, f64, f64)>,
-    #[serde(default)]
+    kn: u32,
+    m: Vec<(f64, i64, i64)>,
     mi: (u64, u64),
-    #[serde(default)]
     #[serde(borrow)]
-    p: Vec<(f64, f64, f64, &'a str, &'a str)>,
-    #[serde(default)]
+    p: Vec<(f64, i64, i64, &'a str, &'a str)>,
+    pi: (u64, u64),
     #[serde(borrow)]
     c: Vec<RawClick<'a>>,
-    #[serde(default)]
     #[serde(borrow)]
     w: Vec<(f64, &'a str)>,
 }
 
-/// Validates one payload (the raw JSON bytes from the login stage).
+/// Validates one payload (the raw JSON bytes from the login stage) against every rule of
+/// docs/telemetry.md §7.
 pub fn validate(payload: &[u8], limits: &Limits) -> Result<Telemetry, ValidationError> {
-    if payload.len() > limits.max_bytes {
-        return Err(ValidationError::TooLarge {
-            limit: limits.max_bytes,
-        });
+    let limit = limits.max_bytes.min(limits.carrier.max_bytes());
+    if payload.len() > limit {
+        return Err(ValidationError::TooLarge { limit });
     }
     // The byte bound caps every array: serde_json is linear and allocates at most a small
     // multiple of the input.
-    let raw: Raw = serde_json::from_slice(payload).map_err(|_| ValidationError::Malformed)?;
+    let raw: Raw = match serde_json::from_slice(payload) {
+        Ok(raw) => raw,
+        Err(_) => {
+            // Another schema version has other keys: say so rather than "malformed".
+            #[derive(Deserialize)]
+            struct Version {
+                v: u64,
+            }
+            return Err(match serde_json::from_slice::<Version>(payload) {
+                Ok(Version { v }) if v != 1 => ValidationError::Version(v),
+                _ => ValidationError::Malformed,
+            });
+        }
+    };
     if raw.v != 1 {
         return Err(ValidationError::Version(raw.v));
+    }
+    let handover_ok = match (limits.carrier, raw.hv) {
+        (Carrier::FormField, "submit" | "form.submit") => true,
+        (Carrier::Header, "fetch" | "xhr") => true,
+        (Carrier::Any, "submit" | "form.submit" | "fetch" | "xhr") => true,
+        _ => false,
+    };
+    if !handover_ok {
+        return Err(ValidationError::Handover);
     }
     from_raw(raw)
 }
@@ -367,12 +420,21 @@ fn finite(stream: Stream, values: &[f64]) -> Result<(), ValidationError> {
     }
 }
 
-fn coords(stream: Stream, x: f64, y: f64) -> Result<(), ValidationError> {
-    finite(stream, &[x, y])?;
-    if x.abs() > MAX_COORD || y.abs() > MAX_COORD {
+/// Times are rounded to 0.1 ms by the script (§2).
+fn on_grid(stream: Stream, t: f64) -> Result<(), ValidationError> {
+    let tenths = t * 10.0;
+    if (tenths - tenths.round()).abs() < 1e-6 {
+        Ok(())
+    } else {
+        Err(ValidationError::OffGrid(stream))
+    }
+}
+
+fn coords(stream: Stream, x: i64, y: i64) -> Result<(f64, f64), ValidationError> {
+    if x.abs() > MAX_COORD as i64 || y.abs() > MAX_COORD as i64 {
         return Err(ValidationError::BadNumber(stream));
     }
-    Ok(())
+    Ok((x as f64, y as f64))
 }
 
 /// Checks one timestamp against the page window and the previous entry of its stream.
@@ -384,7 +446,8 @@ struct Clock {
 impl Clock {
     fn check(&self, stream: Stream, prev: &mut f64, t: f64) -> Result<f64, ValidationError> {
         finite(stream, &[t])?;
-        if t < self.t0 || t > self.t1 + TIME_SLACK_MS {
+        on_grid(stream, t)?;
+        if t < self.t0 || t > self.t1 {
             return Err(ValidationError::OutOfWindow(stream));
         }
         if t < *prev {
@@ -403,16 +466,32 @@ fn bound<T>(stream: Stream, v: &[T], max: usize) -> Result<(), ValidationError> 
     }
 }
 
+/// `[seen, stride]` of a down-sampled stream: the stride is a power of two.
+fn sampling(stream: Stream, (seen, stride): (u64, u64)) -> Result<(u64, u64), ValidationError> {
+    if !stride.is_power_of_two() {
+        return Err(ValidationError::BadNumber(stream));
+    }
+    Ok((seen, stride))
+}
+
 fn from_raw(raw: Raw<'_>) -> Result<Telemetry, ValidationError> {
-    finite(Stream::Page, &[raw.t0, raw.t1, raw.vis, raw.vp.0, raw.vp.1])?;
+    let page = Stream::Page;
+    finite(page, &[raw.t0, raw.t1, raw.vis])?;
+    for t in [raw.t0, raw.t1, raw.vis] {
+        on_grid(page, t)?;
+    }
     if raw.t0 < 0.0 || raw.t1 < raw.t0 || raw.t1 - raw.t0 > MAX_PAGE_MS {
         return Err(ValidationError::PageWindow);
     }
-    if raw.vis < 0.0 || raw.vis > raw.t1 - raw.t0 + TIME_SLACK_MS {
-        return Err(ValidationError::BadNumber(Stream::Page));
+    if raw.vis < 0.0 || raw.vis > raw.t1 - raw.t0 + VISIBLE_SLACK_MS {
+        return Err(ValidationError::BadNumber(page));
     }
-    if !(0.0..=MAX_COORD).contains(&raw.vp.0) || !(0.0..=MAX_COORD).contains(&raw.vp.1) {
-        return Err(ValidationError::BadNumber(Stream::Page));
+    let viewport_ok = |v: i64| (0..=100_000).contains(&v) && v % 10 == 0;
+    if !viewport_ok(raw.vp.0) || !viewport_ok(raw.vp.1) {
+        return Err(ValidationError::BadNumber(page));
+    }
+    if raw.cv.chars().count() > 16 || raw.n < 1 || raw.tr > 127 {
+        return Err(ValidationError::UnknownValue(page));
     }
     bound(Stream::Fields, &raw.f, MAX_FIELDS)?;
     bound(Stream::Focus, &raw.fc, MAX_FOCUS)?;
@@ -421,6 +500,11 @@ fn from_raw(raw: Raw<'_>) -> Result<Telemetry, ValidationError> {
     bound(Stream::Pointer, &raw.p, MAX_POINTER)?;
     bound(Stream::Clicks, &raw.c, MAX_CLICKS)?;
     bound(Stream::Window, &raw.w, MAX_WINDOW)?;
+    if (raw.kn as usize) < raw.k.len() {
+        return Err(ValidationError::BadNumber(Stream::Keys));
+    }
+    let move_sampling = sampling(Stream::Moves, raw.mi)?;
+    sampling(Stream::Pointer, raw.pi)?;
     let clock = Clock {
         t0: raw.t0,
         t1: raw.t1,
@@ -430,7 +514,12 @@ fn from_raw(raw: Raw<'_>) -> Result<Telemetry, ValidationError> {
         .f
         .iter()
         .map(|f| {
-            if f.a > 7 {
+            let valid = f.i >= -1
+                && f.fm >= -1
+                && f.a <= 7
+                && f.n.chars().count() <= 64
+                && f.y.chars().count() <= 32;
+            if !valid {
                 return Err(ValidationError::UnknownValue(Stream::Fields));
             }
             Ok(Field {
@@ -441,10 +530,10 @@ fn from_raw(raw: Raw<'_>) -> Result<Telemetry, ValidationError> {
             })
         })
         .collect::<Result<_, _>>()?;
-    // With `tr & 64` the script dropped the field list to fit; references then say nothing.
-    let fields_dropped = raw.tr & 64 != 0;
+    // §7.7: `−1 ≤ ref < len(f)` in `k`, `0 ≤ ref < len(f)` in `fc`. The script empties `f`
+    // (tr & 64) only once every stream is empty, so no reference can dangle.
     let field_ref = |stream: Stream, i: i64| -> Result<Option<usize>, ValidationError> {
-        if i == -1 || (fields_dropped && i >= 0 && i < MAX_FIELDS as i64) {
+        if i == -1 && stream == Stream::Keys {
             return Ok(None);
         }
         if i >= 0 && (i as usize) < fields.len() {
@@ -483,7 +572,12 @@ fn from_raw(raw: Raw<'_>) -> Result<Telemetry, ValidationError> {
             _ => return Err(ValidationError::UnknownValue(Stream::Keys)),
         };
         let class = KeyClass::parse(class).ok_or(ValidationError::UnknownValue(Stream::Keys))?;
-        if *flags > 15 {
+        // §7.9: flags 0..15; repeat only on keydowns, unpaired only on keyups.
+        let misplaced = match dir {
+            KeyDir::Down => flags & KEY_UNPAIRED_UP != 0,
+            KeyDir::Up => flags & KEY_REPEAT != 0,
+        };
+        if *flags > 15 || misplaced {
             return Err(ValidationError::UnknownValue(Stream::Keys));
         }
         keys.push(KeyEvent {
@@ -500,15 +594,15 @@ fn from_raw(raw: Raw<'_>) -> Result<Telemetry, ValidationError> {
     let mut moves = Vec::with_capacity(raw.m.len());
     for (t, x, y) in &raw.m {
         let t = clock.check(Stream::Moves, &mut prev, *t)?;
-        coords(Stream::Moves, *x, *y)?;
-        moves.push(MouseMove { t, x: *x, y: *y });
+        let (x, y) = coords(Stream::Moves, *x, *y)?;
+        moves.push(MouseMove { t, x, y });
     }
 
     let mut prev = f64::NEG_INFINITY;
     let mut pointer = Vec::with_capacity(raw.p.len());
     for (t, x, y, phase, kind) in &raw.p {
         let t = clock.check(Stream::Pointer, &mut prev, *t)?;
-        coords(Stream::Pointer, *x, *y)?;
+        let (x, y) = coords(Stream::Pointer, *x, *y)?;
         let phase = match *phase {
             "m" => PointerPhase::Move,
             "d" => PointerPhase::Down,
@@ -523,8 +617,8 @@ fn from_raw(raw: Raw<'_>) -> Result<Telemetry, ValidationError> {
         };
         pointer.push(PointerEvent {
             t,
-            x: *x,
-            y: *y,
+            x,
+            y,
             phase,
             kind,
         });
@@ -534,8 +628,9 @@ fn from_raw(raw: Raw<'_>) -> Result<Telemetry, ValidationError> {
     let mut clicks = Vec::with_capacity(raw.c.len());
     for (t, button, kind, x, y, hold) in &raw.c {
         let t = clock.check(Stream::Clicks, &mut prev, *t)?;
-        coords(Stream::Clicks, *x, *y)?;
-        if *button > 4 {
+        let (x, y) = coords(Stream::Clicks, *x, *y)?;
+        // `MouseEvent.button` as the browser reports it: -1 (none) up to exotic buttons.
+        if !(-1..=31).contains(button) {
             return Err(ValidationError::UnknownValue(Stream::Clicks));
         }
         let target = match *kind {
@@ -546,16 +641,17 @@ fn from_raw(raw: Raw<'_>) -> Result<Telemetry, ValidationError> {
         };
         if let Some(h) = hold {
             finite(Stream::Clicks, &[*h])?;
-            if *h < 0.0 || t + h > raw.t1 + TIME_SLACK_MS {
+            on_grid(Stream::Clicks, *h)?;
+            if *h < 0.0 || t + h > raw.t1 + HOLD_SLACK_MS + 1e-6 {
                 return Err(ValidationError::OutOfWindow(Stream::Clicks));
             }
         }
         clicks.push(Click {
             t,
-            button: *button,
+            button: *button as i8,
             target,
-            x: *x,
-            y: *y,
+            x,
+            y,
             hold: *hold,
         });
     }
@@ -578,7 +674,7 @@ fn from_raw(raw: Raw<'_>) -> Result<Telemetry, ValidationError> {
         t0: raw.t0,
         t1: raw.t1,
         visible_ms: raw.vis,
-        viewport: raw.vp,
+        viewport: (raw.vp.0 as f64, raw.vp.1 as f64),
         untrusted: raw.u,
         truncated: raw.tr,
         handovers: raw.n,
@@ -587,7 +683,7 @@ fn from_raw(raw: Raw<'_>) -> Result<Telemetry, ValidationError> {
         focus,
         keys,
         moves,
-        move_sampling: raw.mi,
+        move_sampling,
         pointer,
         clicks,
         window,

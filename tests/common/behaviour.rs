@@ -45,6 +45,21 @@ pub const STRANGER: Rhythm = Rhythm {
     jitter: 0.3,
 };
 
+/// [`payload`] as a fetch/XHR login hands it over (in the header): `hv` says `fetch`.
+pub fn fetch_payload(
+    token: &str,
+    rhythm: &Rhythm,
+    user_len: usize,
+    password_len: usize,
+    seed: u64,
+) -> String {
+    payload(token, rhythm, user_len, password_len, seed).replacen(
+        "\"hv\":\"submit\"",
+        "\"hv\":\"fetch\"",
+        1,
+    )
+}
+
 /// One login's payload (JSON text) carrying `token`, typing `user_len` characters of login
 /// name and `password_len` of password. `seed` varies the jitter between logins.
 pub fn payload(
@@ -68,10 +83,10 @@ pub fn payload(
         } else {
             -rhythm.wobble
         } + 1.0;
-        moves.push(format!("[{t:.1},{x:.1},{y:.1}]"));
+        moves.push(format!("[{t:.1},{x:.0},{y:.0}]"));
     }
     let mut clicks = vec![format!(
-        "[{:.1},0,\"f\",{x:.1},{y:.1},{:.1}]",
+        "[{:.1},0,\"f\",{x:.0},{y:.0},{:.1}]",
         t + 10.0,
         jit(90.0)
     )];
@@ -108,10 +123,10 @@ pub fn payload(
             } else {
                 -rhythm.wobble
             };
-            moves.push(format!("[{t:.1},{x:.1},{y:.1}]"));
+            moves.push(format!("[{t:.1},{x:.0},{y:.0}]"));
         }
         t += 20.0;
-        clicks.push(format!("[{t:.1},0,\"f\",{x:.1},{y:.1},{:.1}]", jit(90.0)));
+        clicks.push(format!("[{t:.1},0,\"f\",{x:.0},{y:.0},{:.1}]", jit(90.0)));
         focus.push(format!("[{:.1},1,\"mouse\"]", t + 2.0));
         t += 200.0;
     }

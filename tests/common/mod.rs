@@ -33,6 +33,14 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// Writes a secret file the way an operator must: readable by its owner only (gaitkeeper
+/// refuses a secret file others can read).
+pub fn write_secret(path: &Path, value: impl AsRef<[u8]>) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, value).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")

@@ -160,6 +160,16 @@ impl Session {
         .await
     }
 
+    /// Runs `script` with `args` (a JSON array, `arguments` in the script).
+    pub async fn execute_with(&self, script: &str, args: Value) -> Value {
+        self.call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({"script": script, "args": args})),
+        )
+        .await
+    }
+
     /// The element reference for a CSS selector.
     pub async fn element(&self, css: &str) -> Value {
         let found = self

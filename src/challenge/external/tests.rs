@@ -487,8 +487,14 @@ mod config_file {
     fn files() -> Files {
         let dir = tempfile::tempdir().unwrap();
         let write = |name: &str, value: &str| {
+            use std::os::unix::fs::OpenOptionsExt;
             let path = dir.path().join(name);
-            std::fs::File::create(&path)
+            // Secret files must be private (the config refuses others).
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
                 .unwrap()
                 .write_all(value.as_bytes())
                 .unwrap();
