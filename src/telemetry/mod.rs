@@ -400,12 +400,12 @@ pub fn validate(payload: &[u8], limits: &Limits) -> Result<Telemetry, Validation
     if raw.v != 1 {
         return Err(ValidationError::Version(raw.v));
     }
-    let handover_ok = match (limits.carrier, raw.hv) {
-        (Carrier::FormField, "submit" | "form.submit") => true,
-        (Carrier::Header, "fetch" | "xhr") => true,
-        (Carrier::Any, "submit" | "form.submit" | "fetch" | "xhr") => true,
-        _ => false,
-    };
+    let handover_ok = matches!(
+        (limits.carrier, raw.hv),
+        (Carrier::FormField, "submit" | "form.submit")
+            | (Carrier::Header, "fetch" | "xhr")
+            | (Carrier::Any, "submit" | "form.submit" | "fetch" | "xhr")
+    );
     if !handover_ok {
         return Err(ValidationError::Handover);
     }
