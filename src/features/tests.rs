@@ -42,7 +42,7 @@ fn a_known_staircase_trace_gives_hand_computed_turns_jerk_and_shape() {
     // the corners (10,0) and (20,10) lie 10/√2 px off it. Top speed is reached at 15 of 35 ms.
     let json =
         r#"{"v":1,"t0":0,"t1":100,"m":[[0,0,0],[10,10,0],[15,10,10],[25,20,10],[35,20,20]]}"#;
-    let fv = extract(&validate(complete(&json).as_bytes(), &Limits::default()).unwrap());
+    let fv = extract(&validate(complete(json).as_bytes(), &Limits::default()).unwrap());
     let right = std::f64::consts::FRAC_PI_2;
     close(fv.get(F::MouseTurnMean), right);
     close(
@@ -59,7 +59,7 @@ fn a_known_staircase_trace_gives_hand_computed_turns_jerk_and_shape() {
 #[test]
 fn a_single_mouse_step_has_a_speed_but_no_turn_or_jerk() {
     let json = r#"{"v":1,"t0":0,"t1":100,"m":[[0,0,0],[10,10,0]]}"#;
-    let fv = extract(&validate(complete(&json).as_bytes(), &Limits::default()).unwrap());
+    let fv = extract(&validate(complete(json).as_bytes(), &Limits::default()).unwrap());
     close(fv.get(F::MouseSpeedMean), 1000.0);
     for f in [
         F::MouseTurnMean,
@@ -144,7 +144,7 @@ fn metronome_typing_and_a_ruler_straight_mouse_are_synthetic() {
 fn a_corrected_password_is_not_clean() {
     let json = r#"{"v":1,"t0":0,"t1":2000,"f":[{"y":"password"}],
       "k":[[10,"d","c",0,0,0],[20,"u","c",0,0,0],[30,"d","b",0,1,0],[40,"u","b",0,1,0]]}"#;
-    let fv = extract(&validate(complete(&json).as_bytes(), &Limits::default()).unwrap());
+    let fv = extract(&validate(complete(json).as_bytes(), &Limits::default()).unwrap());
     assert!(!fv.password.clean);
     close(fv.get(F::Backspaces), 1.0);
 }
