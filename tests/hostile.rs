@@ -124,6 +124,98 @@ async fn a_slow_body_holds_only_its_own_login() {
 }
 
 #[tokio::test]
+async fn a_trickled_body_gets_408_at_its_deadline_and_a_zip_bomb_413_while_logins_go_on() {
+    let (app, gk) = start(&format!("{STRICT}capture:\n  body_timeout: 1s\n")).await;
+    let page = login_page(&gk).await;
+    let body = form(&page, ALICE.0, ALICE.1, None);
+    let head = format!(
+        "POST /login HTTP/1.1\r\nHost: x\r\nUser-Agent: {}\r\nCookie: legacy_csrf={}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
+        common::USER_AGENT,
+        page.csrf_cookie,
+        body.len()
+    );
+    // A slowloris: one byte every 200 ms would take far longer than the 1 s deadline.
+    let (mut answer, mut slow) = tokio::net::TcpStream::connect(gk.addr)
+        .await
+        .unwrap()
+        .into_split();
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let trickle = tokio::spawn(async move {
+        for byte in body.as_bytes() {
+            if slow.write_all(&[*byte]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let answered = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            match answer.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        (got, started.elapsed())
+    });
+    // Meanwhile other logins are decided promptly, and a decompression bomb is refused.
+    let bomb = {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(&vec![b'a'; 50_000_000]).unwrap();
+        e.finish().unwrap()
+    };
+    assert!(bomb.len() < LIMIT);
+    for _ in 0..3 {
+        let asked = Instant::now();
+        let page = login_page(&gk).await;
+        let r = submit(&gk, &page, ALICE.0, ALICE.1, None).await;
+        assert_eq!(r.status(), 403, "decided as configured");
+        let r = client()
+            .post(gk.url("/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("content-encoding", "gzip")
+            .body(bomb.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 413, "the bomb is refused by its decoded size");
+        assert!(r.headers().contains_key("x-gaitkeeper-incident"));
+        assert!(
+            asked.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            asked.elapsed()
+        );
+    }
+    // The slow body got 408 once its deadline passed, while it was still trickling in, and
+    // the app saw none of it.
+    let (out, after) = tokio::time::timeout(Duration::from_secs(10), answered)
+        .await
+        .expect("an answer to the slow body")
+        .unwrap();
+    trickle.abort();
+    assert_eq!(statuses(&out), [408], "{}", String::from_utf8_lossy(&out));
+    assert!(
+        after >= Duration::from_secs(1) && after < Duration::from_secs(4),
+        "answered after {after:?}"
+    );
+    assert!(app.last_login().await.is_null(), "nothing reached the app");
+    assert!(
+        gk.metric("gaitkeeper_login_bodies_refused_total{reason=\"body_timeout\"}")
+            .await
+            >= 1.0
+    );
+    assert!(
+        gk.metric("gaitkeeper_unreadable_logins_total{reason=\"too_large\",route=\"login\"}")
+            .await
+            >= 3.0
+    );
+}
+
+#[tokio::test]
 async fn malformed_and_deeply_nested_json_is_refused_without_harm() {
     let (app, gk) = start(STRICT).await;
     let deep = "[".repeat(10_000);

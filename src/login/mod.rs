@@ -34,8 +34,10 @@ pub enum Unreadable {
     AmbiguousContentType,
     #[error("the Content-Encoding is not gzip, deflate or br")]
     UnsupportedEncoding,
-    #[error("the body is larger than capture.max_login_body_bytes once decoded")]
+    #[error("the body is larger than capture.max_login_body_bytes (once decoded)")]
     TooLarge,
+    #[error("the body did not arrive within capture.body_timeout")]
+    BodyTimeout,
     #[error("the body does not parse as its Content-Type says")]
     MalformedBody,
     #[error("the body can be read in more than one way by the frameworks apps use")]
@@ -59,6 +61,7 @@ impl Unreadable {
             Unreadable::AmbiguousContentType => "ambiguous_content_type",
             Unreadable::UnsupportedEncoding => "unsupported_encoding",
             Unreadable::TooLarge => "too_large",
+            Unreadable::BodyTimeout => "body_timeout",
             Unreadable::MalformedBody => "malformed_body",
             Unreadable::AmbiguousBody => "ambiguous_body",
             Unreadable::MissingName => "missing_name",
@@ -70,13 +73,20 @@ impl Unreadable {
     }
 
     /// The HTTP status of a refusal: 415 for what gaitkeeper cannot decode, 413 for a body
-    /// over the limit once decoded, 400 for the rest.
+    /// over the limit, 408 for one too slow to arrive, 400 for the rest.
     pub fn status(&self) -> u16 {
         match self {
             Unreadable::UnsupportedContentType | Unreadable::UnsupportedEncoding => 415,
             Unreadable::TooLarge => 413,
+            Unreadable::BodyTimeout => 408,
             _ => 400,
         }
+    }
+
+    /// Whether the request could be forwarded at all: a body over the limit or still on
+    /// its way was never read whole, so whatever the policy says it cannot reach the app.
+    pub fn forwardable(&self) -> bool {
+        !matches!(self, Unreadable::TooLarge | Unreadable::BodyTimeout)
     }
 }
 

@@ -95,14 +95,15 @@ impl GaitkeeperProxy {
     }
 
     /// Reads a login submit's body (bounded in size and time), undoes its coding, takes the
-    /// telemetry out, reads the login name and checks the page token. Returns `Ok(true)` when
-    /// gaitkeeper answered the request itself (408, 413).
+    /// telemetry out, reads the login name and checks the page token. A body over the limit
+    /// or too slow to arrive is not read whole: `ctx.capture.name` says why, and the caller
+    /// refuses it.
     pub(super) async fn intercept_login(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
         route: &RouteConfig,
-    ) -> Result<bool> {
+    ) -> Result<()> {
         let capture = &ctx.config.capture;
         let limit = capture.max_login_body_bytes;
         let declared = session
@@ -112,9 +113,7 @@ impl GaitkeeperProxy {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit as u64) {
-            session.set_keepalive(None);
-            pages::write_error_page(session, 413, &ctx.request_id).await?;
-            return Ok(true);
+            return Ok(self.unread(ctx, session, login::Unreadable::TooLarge));
         }
         let expects_continue = session
             .req_header()
@@ -131,27 +130,12 @@ impl GaitkeeperProxy {
         loop {
             let chunk = match tokio::time::timeout_at(deadline, session.read_request_body()).await {
                 Ok(chunk) => chunk?,
-                Err(_) => {
-                    // A body trickled in slower than the deadline: never forwarded, and the
-                    // connection is not reused (the rest of the body is still on its way).
-                    self.metrics
-                        .login_bodies_refused
-                        .with_label_values(&["timeout"])
-                        .inc();
-                    session.set_keepalive(None);
-                    pages::write_error_page(session, 408, &ctx.request_id).await?;
-                    return Ok(true);
-                }
+                // A body trickled in slower than the deadline: never forwarded.
+                Err(_) => return Ok(self.unread(ctx, session, login::Unreadable::BodyTimeout)),
             };
             let Some(chunk) = chunk else { break };
             if body.len() + chunk.len() > limit {
-                self.metrics
-                    .login_bodies_refused
-                    .with_label_values(&["too_large"])
-                    .inc();
-                session.set_keepalive(None);
-                pages::write_error_page(session, 413, &ctx.request_id).await?;
-                return Ok(true);
+                return Ok(self.unread(ctx, session, login::Unreadable::TooLarge));
             }
             body.extend_from_slice(&chunk);
         }
@@ -244,7 +228,18 @@ impl GaitkeeperProxy {
         };
         self.inbox.record(&record);
         ctx.capture.telemetry = Some(record);
-        Ok(false)
+        Ok(())
+    }
+
+    /// Notes a body that was not read whole; its connection is not reused (the rest of the
+    /// body may still be on its way).
+    fn unread(&self, ctx: &mut RequestCtx, session: &mut Session, why: login::Unreadable) {
+        self.metrics
+            .login_bodies_refused
+            .with_label_values(&[why.reason()])
+            .inc();
+        session.set_keepalive(None);
+        ctx.capture.name = Some(Err(why));
     }
 
     /// Decides, from the app's response header, whether to rewrite this login page, and if

@@ -301,7 +301,7 @@ impl GaitkeeperProxy {
         record.policy = Some(verdict.rule.to_string());
         record.mode = Some(policy.mode.as_str().to_string());
         record.outcome = Some(
-            if verdict.action == Action::Allow {
+            if verdict.action == Action::Allow && why.forwardable() {
                 "forwarded_unscored"
             } else {
                 "blocked"
@@ -310,10 +310,10 @@ impl GaitkeeperProxy {
         );
         record.client_ip = Some(ip);
         self.services.audit(record);
-        if verdict.action == Action::Allow {
+        if verdict.action == Action::Allow && why.forwardable() {
             return Ok(false);
         }
-        let status = if verdict.rule == "regulation" {
+        let status = if verdict.rule == "regulation" && why.forwardable() {
             403
         } else {
             why.status()

@@ -117,12 +117,8 @@ impl ProxyHttp for GaitkeeperProxy {
         let method = session.req_header().method.as_str();
         let routes = inject::match_routes(&config.routes, method, path);
         if let Some(submit) = routes.submit {
-            if self
-                .intercept_login(session, ctx, &config.routes[submit])
-                .await?
-            {
-                return Ok(true);
-            }
+            self.intercept_login(session, ctx, &config.routes[submit])
+                .await?;
             if self.decide_login(session, ctx, submit).await? {
                 return Ok(true);
             }

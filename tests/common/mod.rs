@@ -3,6 +3,7 @@
 //! waited for with a fixed sleep.
 #![allow(dead_code)]
 
+pub mod apps;
 pub mod behaviour;
 pub mod db;
 pub mod legacy;
