@@ -113,7 +113,8 @@ impl GaitkeeperProxy {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit as u64) {
-            return Ok(self.unread(ctx, session, login::Unreadable::TooLarge));
+            self.unread(ctx, session, login::Unreadable::TooLarge);
+            return Ok(());
         }
         let expects_continue = session
             .req_header()
@@ -131,11 +132,15 @@ impl GaitkeeperProxy {
             let chunk = match tokio::time::timeout_at(deadline, session.read_request_body()).await {
                 Ok(chunk) => chunk?,
                 // A body trickled in slower than the deadline: never forwarded.
-                Err(_) => return Ok(self.unread(ctx, session, login::Unreadable::BodyTimeout)),
+                Err(_) => {
+                    self.unread(ctx, session, login::Unreadable::BodyTimeout);
+                    return Ok(());
+                }
             };
             let Some(chunk) = chunk else { break };
             if body.len() + chunk.len() > limit {
-                return Ok(self.unread(ctx, session, login::Unreadable::TooLarge));
+                self.unread(ctx, session, login::Unreadable::TooLarge);
+                return Ok(());
             }
             body.extend_from_slice(&chunk);
         }
