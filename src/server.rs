@@ -176,6 +176,10 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
         external,
         challenge_ttl: mfa.challenge_ttl.0,
         recorder: recorder.clone(),
+        carried_over: moka::sync::Cache::builder()
+            .max_capacity(100_000)
+            .time_to_live(std::time::Duration::from_secs(3600))
+            .build(),
     });
     services.spawn_held_sweeper(dropped_rx, metrics.clone());
     let gauge = metrics.page_tokens_remembered.clone();

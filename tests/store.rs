@@ -1048,3 +1048,46 @@ async fn a_batch_records_every_valid_login_and_refuses_only_the_invalid() {
         store.close().await;
     }
 }
+
+/// A profile stored under a name as it was typed (before names were normalised) moves to the
+/// normalised name with everything it holds, once, and never over an existing profile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_moves_to_its_normalised_name_once() {
+    for db in backends().await {
+        let store = db.open().await;
+        let old = store.user_key("Alice ").unwrap();
+        let new = store.user_key("Alice").unwrap();
+        for _ in 0..3 {
+            store
+                .record_login("Alice ", login(Outcome::Verified, 0.1))
+                .await
+                .unwrap();
+        }
+        store.save_model(&old, 3, 1, vec![7; 40]).await.unwrap();
+        let secret = b"0123456789abcdefghij".to_vec();
+        store.set_totp_secret("Alice ", &secret).await.unwrap();
+
+        assert!(store.rekey_user("Alice ", "Alice").await.unwrap(), "{:?}", db.backend);
+        assert!(store.user(&old).await.unwrap().is_none());
+        let moved = store.user(&new).await.unwrap().expect("the moved profile");
+        assert_eq!(moved.verified_logins, 3);
+        assert_eq!(store.verified_features(&new, 10).await.unwrap().len(), 3);
+        assert_eq!(store.load_model(&new).await.unwrap().unwrap().blob, vec![7; 40]);
+        assert_eq!(store.totp_secret(&new).await.unwrap(), Some(secret.clone()));
+        assert_eq!(store.totp_secret(&old).await.unwrap(), None);
+        // Once: nothing is left to move.
+        assert!(!store.rekey_user("Alice ", "Alice").await.unwrap());
+        // Never over an existing profile.
+        store
+            .record_login(" bob", login(Outcome::Verified, 0.1))
+            .await
+            .unwrap();
+        store
+            .record_login("bob", login(Outcome::Verified, 0.1))
+            .await
+            .unwrap();
+        assert!(!store.rekey_user(" bob", "bob").await.unwrap());
+        let bob = store.user(&store.user_key("bob").unwrap()).await.unwrap().unwrap();
+        assert_eq!(bob.verified_logins, 1);
+    }
+}

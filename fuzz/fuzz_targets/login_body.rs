@@ -51,7 +51,7 @@ fuzz_target!(|data: &[u8]| {
     if let Some(Ok(payload)) = &read.telemetry {
         assert!(payload.len() <= MAX_PAYLOAD);
     }
-    if let Ok(name) = &read.name {
+    if let Ok(login::LoginName { name, .. }) = &read.name {
         assert!(!name.trim().is_empty(), "a blank login name was accepted");
         assert!(name.len() <= login::MAX_NAME_BYTES);
     }

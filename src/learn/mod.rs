@@ -260,6 +260,12 @@ impl Learner {
         }
     }
 
+    /// Drops the user's cached model, so that the next login reads it from the store (after
+    /// their profile moved to another key).
+    pub async fn forget_cached(&self, key: &UserKey) {
+        self.inner.cache.invalidate(key).await;
+    }
+
     /// The global model in use; untrained (no forest, neutral prior) until the population
     /// is large enough.
     pub fn global(&self) -> Arc<GlobalModel> {

@@ -110,8 +110,17 @@ pub struct ReadSubmit {
     pub decoded: bool,
     /// The telemetry found in the body (form field or multipart part), if any.
     pub telemetry: Option<Result<Vec<u8>, ExtractError>>,
-    /// The normalised login name, or why there is not exactly one.
-    pub name: Result<String, Unreadable>,
+    /// The login name, or why there is not exactly one.
+    pub name: Result<LoginName, Unreadable>,
+}
+
+/// The login name of a submit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginName {
+    /// Normalised as the route says: the name profiles, regulation and the audit use.
+    pub name: String,
+    /// As the client sent it (decoded, not normalised).
+    pub as_sent: String,
 }
 
 /// Reads a login submit: undoes its coding, takes the telemetry field out of the body and

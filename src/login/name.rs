@@ -9,7 +9,7 @@
 use crate::config::{NameNormalization, UsernameSource};
 
 use super::multipart::Part;
-use super::{form, Unreadable};
+use super::{form, LoginName, Unreadable};
 
 /// Longest login name read (before normalisation); longer ones are unreadable.
 pub const MAX_NAME_BYTES: usize = 512;
@@ -27,7 +27,7 @@ pub(super) fn read(
     body: BodyName<'_>,
     charset_is_utf8: bool,
     query: Option<&str>,
-) -> Result<String, Unreadable> {
+) -> Result<LoginName, Unreadable> {
     let form_names = form_names(source);
     let mut foreign_charset = !charset_is_utf8;
     let from_body = match body {
@@ -89,7 +89,7 @@ pub(super) fn read(
     if name.len() > MAX_NAME_BYTES {
         return Err(Unreadable::NameTooLong);
     }
-    Ok(name)
+    Ok(LoginName { name, as_sent: raw })
 }
 
 /// The form field names that carry the login name: the configured field and, when a JSON

@@ -29,7 +29,7 @@ pub struct CaptureCtx {
     /// The replacement body is the decoded one: its `Content-Encoding` goes.
     pub decoded: bool,
     /// The submit's normalised login name, or why it has none (`login::read_submit`).
-    pub name: Option<Result<String, login::Unreadable>>,
+    pub name: Option<Result<login::LoginName, login::Unreadable>>,
 }
 
 fn client<'a>(session: &'a Session, ip: &'a mut String) -> Client<'a> {

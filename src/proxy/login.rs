@@ -87,16 +87,21 @@ impl GaitkeeperProxy {
             .name
             .take()
             .unwrap_or(Err(login::Unreadable::MissingName));
-        let (login, user) = match name.and_then(|name| {
+        let (login, user) = match name.and_then(|login::LoginName { name, as_sent }| {
             // The name is normalised and bounded, so the store accepts it.
             let key = self
                 .services
                 .store
                 .user_key(&name)
                 .map_err(|_| login::Unreadable::NameTooLong)?;
-            Ok((name, key))
+            Ok((name, as_sent, key))
         }) {
-            Ok(identified) => identified,
+            Ok((name, as_sent, key)) => {
+                if as_sent != name {
+                    self.services.carry_over_profile(&as_sent, &name).await;
+                }
+                (name, key)
+            }
             Err(why) => {
                 return self
                     .refuse_unreadable(session, ctx, route_index, &policy, why, ip)

@@ -87,6 +87,9 @@ pub struct LoginServices {
     pub challenge_ttl: Duration,
     /// Records settled logins and learns from the verified ones (batched, in the background).
     pub recorder: Recorder,
+    /// Login names as sent whose profile was already offered to their normalised name
+    /// ([`LoginServices::carry_over_profile`]); bounded, an hour each.
+    pub carried_over: moka::sync::Cache<UserKey, ()>,
 }
 
 impl LoginServices {
@@ -187,6 +190,44 @@ impl LoginServices {
         self.totp
             .verify(user, secret, code, SystemTime::now())
             .map_err(|e| e.reason())
+    }
+
+    /// Carries the profile stored under a login name as it was sent (`Alice ` with its
+    /// space, keyed before names were normalised) over to its normalised name, if that has no
+    /// profile yet (`Store::rekey_user`). Tried once per spelling an hour, so spellings an
+    /// attacker makes up cost one store write each at most; a store error is logged and the
+    /// login goes on with the normalised name.
+    pub async fn carry_over_profile(&self, as_sent: &str, name: &str) {
+        let Ok(key) = self.store.user_key(as_sent) else {
+            return;
+        };
+        if self.carried_over.get(&key).is_some() {
+            return;
+        }
+        self.carried_over.insert(key, ());
+        let (store, learner) = (self.store.clone(), self.learner.clone());
+        let (as_sent, name) = (as_sent.to_string(), name.to_string());
+        let moved = self
+            .bg
+            .spawn(async move {
+                let moved = store.rekey_user(&as_sent, &name).await;
+                if let Ok(true) = moved {
+                    for key in [store.user_key(&as_sent), store.user_key(&name)]
+                        .into_iter()
+                        .flatten()
+                    {
+                        learner.forget_cached(&key).await;
+                    }
+                }
+                moved
+            })
+            .await;
+        match moved {
+            Ok(Ok(true)) => tracing::info!("moved a profile to its user's normalised login name"),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not move a profile to its normalised login name"),
+            Err(e) => tracing::warn!(error = %e, "could not move a profile to its normalised login name"),
+        }
     }
 
     /// Whether the store answers within a second (for `/readyz`).

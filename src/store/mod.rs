@@ -905,6 +905,88 @@ impl Store {
         Ok(key)
     }
 
+    /// Moves the profile stored under the name `as_sent` to the name `normalized` — logins,
+    /// model, counts and TOTP secret (resealed for its new key) — when `normalized` has no
+    /// profile yet. The audit trail stays under the old key (it is append-only). Returns
+    /// whether a profile moved.
+    ///
+    /// Since login names are normalised (`routes[].username.normalize`), a user whose name was
+    /// stored as typed (`Alice ` with its space) is looked up under the normalised name: this
+    /// carries their profile over at their first login after the upgrade. User keys are HMACs,
+    /// so a store cannot be re-keyed in bulk without the names.
+    pub async fn rekey_user(&self, as_sent: &str, normalized: &str) -> Result<bool, StoreError> {
+        let from = self.user_key(as_sent)?;
+        let to = self.user_key(normalized)?;
+        if from == to {
+            return Ok(false);
+        }
+        let what = "move a profile to its normalised name";
+        let mut tx = self.pool.begin().await.map_err(db(what))?;
+        // Write first (see `forget`): the new user row, only if the old exists and the new not.
+        let moved = sqlx::query(
+            "INSERT INTO users (user_key, clear_name, created_at, verified_logins, last_login_at, sessions) \
+             SELECT $1, $2, created_at, verified_logins, last_login_at, sessions FROM users \
+             WHERE user_key = $3 AND NOT EXISTS (SELECT 1 FROM users WHERE user_key = $4)",
+        )
+        .bind(to.0.to_vec())
+        .bind(self.keep_clear_names.then(|| normalized.to_string()))
+        .bind(from.0.to_vec())
+        .bind(to.0.to_vec())
+        .execute(&mut *tx)
+        .await
+        .map_err(db(what))?
+        .rows_affected();
+        if moved == 0 {
+            return Ok(false);
+        }
+        for table in ["login_sessions", "models"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE {table} SET user_key = $1 WHERE user_key = $2"
+            )))
+            .bind(to.0.to_vec())
+            .bind(from.0.to_vec())
+            .execute(&mut *tx)
+            .await
+            .map_err(db(what))?;
+        }
+        let sealed = sqlx::query("SELECT nonce, sealed, created_at FROM totp_secrets WHERE user_key = $1")
+            .bind(from.0.to_vec())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db(what))?;
+        if let Some(row) = sealed {
+            let nonce: Vec<u8> = row.try_get("nonce").map_err(db(what))?;
+            let old: Vec<u8> = row.try_get("sealed").map_err(db(what))?;
+            let created = int_column(&row, "created_at")?;
+            // The user key is the seal's associated data: open it for the old key, seal it
+            // anew for the new one.
+            let secret = self
+                .keys
+                .unseal(&from, &nonce, &old)
+                .ok_or_else(|| StoreError::Unseal {
+                    user: format!("key:{from}"),
+                })?;
+            let (nonce, sealed) = self.keys.seal(&to, &secret);
+            sqlx::query(
+                "INSERT INTO totp_secrets (user_key, nonce, sealed, created_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(to.0.to_vec())
+            .bind(nonce)
+            .bind(sealed)
+            .bind(created)
+            .execute(&mut *tx)
+            .await
+            .map_err(db(what))?;
+        }
+        sqlx::query("DELETE FROM users WHERE user_key = $1")
+            .bind(from.0.to_vec())
+            .execute(&mut *tx)
+            .await
+            .map_err(db(what))?;
+        tx.commit().await.map_err(db(what))?;
+        Ok(true)
+    }
+
     /// The user's TOTP secret, unsealed. Keep it in memory only as long as needed.
     pub async fn totp_secret(&self, key: &UserKey) -> Result<Option<Vec<u8>>, StoreError> {
         let row = sqlx::query("SELECT nonce, sealed FROM totp_secrets WHERE user_key = $1")
