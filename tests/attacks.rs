@@ -617,6 +617,8 @@ async fn path_spellings_and_method_overrides_cannot_skip_the_check() {
         "/x/../login",
         "/login//",
         "/login#frag",
+        "/login;jsessionid=x",
+        "/login;/",
     ] {
         let status = post_login_to(&gk, reqwest::Method::POST, path, &[]).await;
         let seen = app.last_login().await;

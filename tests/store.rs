@@ -1067,12 +1067,19 @@ async fn a_profile_moves_to_its_normalised_name_once() {
         let secret = b"0123456789abcdefghij".to_vec();
         store.set_totp_secret("Alice ", &secret).await.unwrap();
 
-        assert!(store.rekey_user("Alice ", "Alice").await.unwrap(), "{:?}", db.backend);
+        assert!(
+            store.rekey_user("Alice ", "Alice").await.unwrap(),
+            "{:?}",
+            db.backend
+        );
         assert!(store.user(&old).await.unwrap().is_none());
         let moved = store.user(&new).await.unwrap().expect("the moved profile");
         assert_eq!(moved.verified_logins, 3);
         assert_eq!(store.verified_features(&new, 10).await.unwrap().len(), 3);
-        assert_eq!(store.load_model(&new).await.unwrap().unwrap().blob, vec![7; 40]);
+        assert_eq!(
+            store.load_model(&new).await.unwrap().unwrap().blob,
+            vec![7; 40]
+        );
         assert_eq!(store.totp_secret(&new).await.unwrap(), Some(secret.clone()));
         assert_eq!(store.totp_secret(&old).await.unwrap(), None);
         // Once: nothing is left to move.
@@ -1087,7 +1094,11 @@ async fn a_profile_moves_to_its_normalised_name_once() {
             .await
             .unwrap();
         assert!(!store.rekey_user(" bob", "bob").await.unwrap());
-        let bob = store.user(&store.user_key("bob").unwrap()).await.unwrap().unwrap();
+        let bob = store
+            .user(&store.user_key("bob").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(bob.verified_logins, 1);
     }
 }

@@ -54,9 +54,24 @@ pub fn match_routes(routes: &[RouteConfig], method: &str, path: &str) -> RouteMa
         }),
         submit: routes.iter().position(|r| {
             r.submit.method.eq_ignore_ascii_case(method)
-                && trim_trailing_slash(&r.submit.path).eq_ignore_ascii_case(trimmed)
+                && (trim_trailing_slash(&r.submit.path).eq_ignore_ascii_case(trimmed)
+                    || trim_trailing_slash(&r.submit.path).eq_ignore_ascii_case(
+                        trim_trailing_slash(&without_path_parameters(&normal)),
+                    ))
         }),
     }
+}
+
+/// The path without `;parameters` in its segments: Java servlet containers route
+/// `/login;jsessionid=x` to `/login`, so a submit spelled that way is still the login.
+fn without_path_parameters(path: &str) -> String {
+    if !path.contains(';') {
+        return path.to_string();
+    }
+    path.split('/')
+        .map(|segment| segment.split(';').next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 fn trim_trailing_slash(path: &str) -> &str {
@@ -208,6 +223,8 @@ mod tests {
             "/%6cogin",
             "/x/../login",
             "/./login",
+            "/login;jsessionid=abc",
+            "/login%3Bx=1/",
         ] {
             assert!(
                 match_routes(&routes, "POST", path).submit.is_some(),

@@ -225,8 +225,12 @@ impl LoginServices {
         match moved {
             Ok(Ok(true)) => tracing::info!("moved a profile to its user's normalised login name"),
             Ok(Ok(false)) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "could not move a profile to its normalised login name"),
-            Err(e) => tracing::warn!(error = %e, "could not move a profile to its normalised login name"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not move a profile to its normalised login name")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not move a profile to its normalised login name")
+            }
         }
     }
 

@@ -949,23 +949,24 @@ impl Store {
             .await
             .map_err(db(what))?;
         }
-        let sealed = sqlx::query("SELECT nonce, sealed, created_at FROM totp_secrets WHERE user_key = $1")
-            .bind(from.0.to_vec())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db(what))?;
+        let sealed =
+            sqlx::query("SELECT nonce, sealed, created_at FROM totp_secrets WHERE user_key = $1")
+                .bind(from.0.to_vec())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db(what))?;
         if let Some(row) = sealed {
             let nonce: Vec<u8> = row.try_get("nonce").map_err(db(what))?;
             let old: Vec<u8> = row.try_get("sealed").map_err(db(what))?;
             let created = int_column(&row, "created_at")?;
             // The user key is the seal's associated data: open it for the old key, seal it
             // anew for the new one.
-            let secret = self
-                .keys
-                .unseal(&from, &nonce, &old)
-                .ok_or_else(|| StoreError::Unseal {
-                    user: format!("key:{from}"),
-                })?;
+            let secret =
+                self.keys
+                    .unseal(&from, &nonce, &old)
+                    .ok_or_else(|| StoreError::Unseal {
+                        user: format!("key:{from}"),
+                    })?;
             let (nonce, sealed) = self.keys.seal(&to, &secret);
             sqlx::query(
                 "INSERT INTO totp_secrets (user_key, nonce, sealed, created_at) VALUES ($1, $2, $3, $4)",
