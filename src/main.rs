@@ -1,6 +1,6 @@
 //! The `gaitkeeper` command line: parse, load, call into the library.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -117,6 +117,20 @@ enum EvalCommand {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Attacks generated against the public data sets' profiles (replays, population-sampled
+    /// and constant-rate timings, sparse payloads, generated mouse paths), judged by the
+    /// login path's own code; reports the share caught and what the rules cost genuine users.
+    Attacks {
+        /// Keystroke100 directory (skipped when absent).
+        #[arg(long, default_value = "../shared/data/keystroke100")]
+        keystrokes: PathBuf,
+        /// Balabit directory (skipped when absent).
+        #[arg(long, default_value = "../shared/data/balabit-mouse")]
+        mouse: PathBuf,
+        /// Seed of the generated attacks and the forest.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -201,6 +215,25 @@ fn main() -> ExitCode {
             out,
             seed,
         }) => gaitkeeper::eval::run_mouse(&data, &out, seed).map(|table| print!("{table}")),
+        Command::Eval(EvalCommand::Attacks {
+            keystrokes,
+            mouse,
+            seed,
+        }) => {
+            fn present(p: &Path) -> Option<&Path> {
+                p.exists().then_some(p)
+            }
+            if present(&keystrokes).is_none() && present(&mouse).is_none() {
+                Err(anyhow::anyhow!(
+                    "neither {} nor {} exists: pass --keystrokes DIR and/or --mouse DIR",
+                    keystrokes.display(),
+                    mouse.display()
+                ))
+            } else {
+                gaitkeeper::eval::attacks::run(present(&keystrokes), present(&mouse), seed)
+                    .map(|report| print!("{report}"))
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

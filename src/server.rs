@@ -55,6 +55,9 @@ pub enum StartError {
     StoreRuntime(std::io::Error),
 }
 
+/// Logins remembered across all users for replay detection (a few hundred bytes each).
+const POPULATION_MEMORY: usize = 50_000;
+
 /// Loads `config_path`, starts every listener and serves until SIGINT/SIGTERM.
 /// Logging must already be set up (see [`crate::logging`]).
 pub fn run(config_path: &Path) -> Result<(), StartError> {
@@ -176,6 +179,11 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
         external,
         challenge_ttl: mfa.challenge_ttl.0,
         recorder: recorder.clone(),
+        devices: crate::challenge::DeviceCookies::new(derive_key(
+            config.secrets.key.expose(),
+            b"gaitkeeper device cookie",
+        )),
+        population: crate::model::replay::PopulationMemory::new(POPULATION_MEMORY),
         carried_over: moka::sync::Cache::builder()
             .max_capacity(100_000)
             .time_to_live(std::time::Duration::from_secs(3600))

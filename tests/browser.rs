@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::legacy::{enroll_totp, LegacyApp, LEGACY_ROUTES};
-use common::webdriver::{typing, ChromeDriver, Session, ENTER, TAB};
+use common::webdriver::{human_typing, typing, ChromeDriver, Session, ENTER, TAB};
 use common::Gaitkeeper;
 use serde_json::{json, Value};
 
@@ -38,31 +38,40 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-fn check_times(what: &str, measured: Vec<f64>, played: u64) {
-    let played = played as f64;
-    for m in &measured {
+/// Each measured time against the one played for that key; the median error must be small.
+fn check_times(what: &str, measured: Vec<f64>, played: &[u64]) {
+    assert_eq!(measured.len(), played.len(), "{what}: one time per key");
+    let errors: Vec<f64> = measured
+        .iter()
+        .zip(played)
+        .map(|(m, p)| m - *p as f64)
+        .collect();
+    for (e, (m, p)) in errors.iter().zip(measured.iter().zip(played)) {
         assert!(
-            (m - played).abs() <= SINGLE_TOLERANCE,
-            "{what} {m} ms, played {played} ms: {measured:?}"
+            e.abs() <= SINGLE_TOLERANCE,
+            "{what} {m} ms, played {p} ms: {measured:?} vs {played:?}"
         );
     }
-    let mid = median(measured.clone());
+    let mid = median(errors.clone());
     assert!(
-        (mid - played).abs() <= MEDIAN_TOLERANCE,
-        "median {what} {mid} ms, played {played} ms: {measured:?}"
+        mid.abs() <= MEDIAN_TOLERANCE,
+        "median {what} error {mid} ms: {measured:?} vs {played:?}"
     );
 }
 
-/// Moves the mouse along a curve to the username field and clicks it.
+/// Moves the mouse along a curve to the username field, speeding up and slowing down as a
+/// hand does, and clicks it.
 async fn move_and_click(session: &Session, css: &str) {
     let target = session.element(css).await;
     let mut moves =
         vec![json!({"type": "pointerMove", "duration": 0, "x": 40, "y": 40, "origin": "viewport"})];
     for step in 1..=12 {
         let f = step as f64 / 12.0;
+        // Minimum-jerk progress along the curve, at an irregular pace.
+        let s = 10.0 * f.powi(3) - 15.0 * f.powi(4) + 6.0 * f.powi(5);
         moves.push(json!({
-            "type": "pointerMove", "duration": 40, "origin": "viewport",
-            "x": (40.0 + 300.0 * f) as i64, "y": (40.0 + 120.0 * f * f) as i64,
+            "type": "pointerMove", "duration": 30 + (step * 7) % 23, "origin": "viewport",
+            "x": (40.0 + 300.0 * s) as i64, "y": (40.0 + 120.0 * s * s) as i64,
         }));
     }
     moves.push(json!({"type": "pointerMove", "duration": 120, "x": 0, "y": 0, "origin": target}));
@@ -74,14 +83,30 @@ async fn move_and_click(session: &Session, css: &str) {
         .await;
 }
 
-/// Types the username, Tabs to the password and types it.
-async fn type_credentials(session: &Session) {
-    let mut keys = typing(USER, USER_DWELL, USER_FLIGHT);
+/// What the browser was made to type: each key's hold and gap, for the username and password.
+struct Played {
+    user_dwells: Vec<u64>,
+    user_flights: Vec<u64>,
+    password_dwells: Vec<u64>,
+    password_flights: Vec<u64>,
+}
+
+/// Types the username, Tabs to the password and types it, with a person's varying rhythm.
+async fn type_credentials(session: &Session) -> Played {
+    let (mut keys, user_dwells, user_flights) = human_typing(USER, USER_DWELL, USER_FLIGHT, 0);
     keys.extend(typing(TAB, 60, 150));
-    keys.extend(typing(PASSWORD, PASSWORD_DWELL, PASSWORD_FLIGHT));
+    let (password_keys, password_dwells, password_flights) =
+        human_typing(PASSWORD, PASSWORD_DWELL, PASSWORD_FLIGHT, 5);
+    keys.extend(password_keys);
     session
         .actions(json!([{"type": "key", "id": "keyboard", "actions": keys}]))
         .await;
+    Played {
+        user_dwells,
+        user_flights,
+        password_dwells,
+        password_flights,
+    }
 }
 
 /// Presses Enter, which submits the form.
@@ -177,8 +202,8 @@ fn check_typing(
     field_index: u64,
     count: usize,
     class: &str,
-    dwell: u64,
-    flight: u64,
+    dwell: &[u64],
+    flight: &[u64],
 ) {
     let keys: Vec<&Value> = payload["k"]
         .as_array()
@@ -201,7 +226,7 @@ fn check_typing(
         .zip(downs.iter().skip(1))
         .map(|(up, next)| next[0].as_f64().unwrap() - up[0].as_f64().unwrap())
         .collect();
-    check_times("flight", flights, flight);
+    check_times("flight", flights, &flight[..count - 1]);
 }
 
 /// Nothing typed may appear in the payload: not the password, not the username, and no key
@@ -271,7 +296,7 @@ async fn log_in(
     page: &str,
     username_css: &str,
     page_script: Option<&str>,
-) -> Vec<Value> {
+) -> (Vec<Value>, Played) {
     session.goto(&gk.url(page)).await;
     session
         .wait_for("window.__gaitkeeper", "the capture script")
@@ -281,11 +306,11 @@ async fn log_in(
     }
     install_truth_recorder(session).await;
     move_and_click(session, username_css).await;
-    type_credentials(session).await;
+    let played = type_credentials(session).await;
     let truth = read_truth(session).await;
     press_enter(session).await;
     wait_for_url(session, "/account").await;
-    truth
+    (truth, played)
 }
 
 /// The most recent login submit gaitkeeper recorded for `route`.
@@ -302,7 +327,7 @@ async fn last_submit(gk: &Gaitkeeper, route: &str) -> Value {
 async fn a_classic_form_login_carries_exact_behaviour_and_the_app_sees_its_own_form() {
     let _one = ONE_BROWSER.lock().await;
     let (app, gk, _driver, session, _profile) = start_stack().await;
-    let truth = log_in(&session, &gk, "/login", "input[name=username]", None).await;
+    let (truth, played) = log_in(&session, &gk, "/login", "input[name=username]", None).await;
     assert!(
         session.source().await.contains("Welcome, alice"),
         "logged in through gaitkeeper"
@@ -317,14 +342,21 @@ async fn a_classic_form_login_carries_exact_behaviour_and_the_app_sees_its_own_f
     check_against_truth(&truth, payload);
     let user = field(payload, "username");
     let password = field(payload, "password");
-    check_typing(payload, user, USER.len(), "l", USER_DWELL, USER_FLIGHT);
+    check_typing(
+        payload,
+        user,
+        USER.len(),
+        "l",
+        &played.user_dwells,
+        &played.user_flights,
+    );
     check_typing(
         payload,
         password,
         PASSWORD.len(),
         "c",
-        PASSWORD_DWELL,
-        PASSWORD_FLIGHT,
+        &played.password_dwells,
+        &played.password_flights,
     );
     // Navigation: the mouse brought focus to the username, Tab to the password.
     let focus: Vec<(u64, &str)> = payload["fc"]
@@ -368,7 +400,7 @@ async fn a_classic_form_login_carries_exact_behaviour_and_the_app_sees_its_own_f
 async fn a_fetch_login_carries_telemetry_in_the_header() {
     let _one = ONE_BROWSER.lock().await;
     let (app, gk, _driver, session, _profile) = start_stack().await;
-    let truth = log_in(&session, &gk, "/spa-login", "#username", None).await;
+    let (truth, played) = log_in(&session, &gk, "/spa-login", "#username", None).await;
 
     let entry = last_submit(&gk, "spa-login").await;
     assert_eq!(entry["outcome"], "ok", "{entry}");
@@ -380,16 +412,16 @@ async fn a_fetch_login_carries_telemetry_in_the_header() {
         field(payload, "username"),
         USER.len(),
         "l",
-        USER_DWELL,
-        USER_FLIGHT,
+        &played.user_dwells,
+        &played.user_flights,
     );
     check_typing(
         payload,
         field(payload, "password"),
         PASSWORD.len(),
         "c",
-        PASSWORD_DWELL,
-        PASSWORD_FLIGHT,
+        &played.password_dwells,
+        &played.password_flights,
     );
     check_privacy(payload);
 

@@ -70,16 +70,16 @@ pub async fn analyze(
         );
     };
     let assessment = crate::model::assess(&model, &services.global(), &fv);
-    let v = policy::decide(
-        &policy,
-        Finding::Scored {
-            risk: assessment.risk,
-        },
+    let risk = policy::floored(
+        &policy.floors,
+        assessment.risk,
+        assessment.reasons.iter().map(|r| r.code),
     );
+    let v = policy::decide(&policy, Finding::Scored { risk });
     (
         200,
         serde_json::json!({
-            "risk": assessment.risk,
+            "risk": risk,
             "decision": v.decision.as_str(),
             "reasons": assessment.reasons,
         }),

@@ -1,6 +1,6 @@
 //! Step-up MFA: the pure pieces the proxy uses when policy decides a login must be confirmed.
 //!
-//! Owns: checking a built-in TOTP code ([`totp`]), the signed JWTs exchanged with an operator's
+//! Owns: checking a built-in TOTP code ([`totp`]), device cookies ([`device`]), the signed JWTs exchanged with an operator's
 //! external MFA provider ([`external`]), the challenge page, its CSRF token and challenge ids
 //! ([`page`]), and the `mfa` section of the config ([`MfaConfig`]). The held-login store, the
 //! `/__gk/challenge/…` endpoints and the replay of a confirmed login live in the proxy.
@@ -8,6 +8,7 @@
 //! No I/O on the request path and no clock of its own: every check takes `now`, so expiry and
 //! reuse are tested without waiting. Never logs codes, TOTP secrets, assertions or keys.
 
+pub mod device;
 pub mod external;
 pub mod page;
 pub mod totp;
@@ -19,6 +20,7 @@ use serde::Deserialize;
 
 use crate::config::{ConfigError, HumanDuration};
 
+pub use device::DeviceCookies;
 pub use external::{
     Assertion, AssertionAlgorithm, AssertionConfig, AssertionError, AssertionVerifier,
     ExternalMfaConfig, KeyError,

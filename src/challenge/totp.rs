@@ -7,9 +7,18 @@
 //! code for step `s` is accepted, codes for steps `≤ s` are refused for that user, so a code
 //! seen over a shoulder or in a log cannot be replayed within its window.
 //!
-//! Owns the memory of the last accepted step and of recent wrong codes per user (bounded), which
-//! caps guesses per user across challenges. Limiting attempts per challenge is the caller's
-//! (`mfa.totp.max_attempts`). Never logs codes or secrets.
+//! Owns the memory of the last accepted step and of recent wrong codes (bounded), which caps
+//! guesses across challenges without letting a stranger lock the user out:
+//! - wrong codes count against the client (its address) that sent them: at most
+//!   [`MAX_FAILURES`] per [`FAILURE_WINDOW_SECS`] from one address;
+//! - wrong codes also count for the user as a whole; once a user has had [`USER_SLOWDOWN`]
+//!   in the window, every other address gets only [`SLOW_CLIENT_FAILURES`] — a user under
+//!   attack slows guessing down, but a new address's first codes (the real user in a new
+//!   browser) are still checked;
+//! - a browser with the user's device cookie (`challenge::device`) is exempt from both.
+//!
+//! Limiting attempts per challenge is the caller's (`mfa.totp.max_attempts`). Never logs codes
+//! or secrets.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -30,9 +39,16 @@ pub const SKEW_STEPS: u64 = 1;
 const MAX_INPUT_BYTES: usize = 32;
 /// Users remembered at once by default (an entry matters for at most 15 minutes).
 pub const DEFAULT_REMEMBERED_USERS: usize = 100_000;
-/// Wrong codes checked per user per [`FAILURE_WINDOW_SECS`], over all their challenges.
-/// Ten guesses in fifteen minutes give an attacker about one chance in 33,000 per window.
+/// Wrong codes checked per user and client address per [`FAILURE_WINDOW_SECS`], over all
+/// their challenges. Ten guesses in fifteen minutes give one address about one chance in
+/// 33,000 per window.
 pub const MAX_FAILURES: u32 = 10;
+/// Wrong codes for a user (from all addresses) in the window after which each address gets
+/// only [`SLOW_CLIENT_FAILURES`].
+pub const USER_SLOWDOWN: u32 = 10;
+pub const SLOW_CLIENT_FAILURES: u32 = 3;
+/// Client addresses remembered per user (the oldest forgotten first).
+const MAX_CLIENTS: usize = 16;
 /// The window wrong codes are counted in.
 pub const FAILURE_WINDOW_SECS: u64 = 15 * 60;
 
@@ -47,7 +63,7 @@ pub enum TotpError {
     Reused,
     #[error("the user's stored TOTP secret is unusable (shorter than 128 bits); enroll them again with `gaitkeeper users enroll-totp`")]
     UnusableSecret,
-    #[error("too many wrong codes for this user recently; try again later")]
+    #[error("too many wrong codes for this user from this address recently; try again later")]
     RateLimited,
     #[error(
         "too many users answering TOTP challenges at once to remember them all; try again shortly"
@@ -75,14 +91,43 @@ pub struct TotpVerifier {
     capacity: usize,
 }
 
-/// What is remembered of one user.
+/// Who sends a code: its address, and whether the browser carries the user's device cookie.
+#[derive(Clone, Copy, Debug)]
+pub struct Sender<'a> {
+    pub address: &'a str,
+    pub trusted_device: bool,
+}
+
+/// Wrong codes in a window.
 #[derive(Clone, Copy, Default)]
+struct Count {
+    failures: u32,
+    window_start: u64,
+}
+
+impl Count {
+    fn current(&mut self, now_secs: u64) -> u32 {
+        if now_secs >= self.window_start.saturating_add(FAILURE_WINDOW_SECS) {
+            self.failures = 0;
+            self.window_start = now_secs;
+        }
+        self.failures
+    }
+
+    fn live(&self, now_secs: u64) -> bool {
+        self.failures > 0 && now_secs < self.window_start.saturating_add(FAILURE_WINDOW_SECS)
+    }
+}
+
+/// What is remembered of one user.
+#[derive(Clone, Default)]
 struct UserState {
     /// The step of the last accepted code: codes for it or earlier steps are refused.
     last_step: Option<u64>,
-    /// Wrong codes since `window_start` (Unix seconds).
-    failures: u32,
-    window_start: u64,
+    /// Wrong codes for the user, from every untrusted address.
+    user: Count,
+    /// Wrong codes per address (the most recent [`MAX_CLIENTS`] addresses).
+    clients: Vec<(String, Count)>,
 }
 
 impl UserState {
@@ -93,7 +138,7 @@ impl UserState {
             .last_step
             .is_some_and(|s| s.saturating_add(2 * SKEW_STEPS) >= current_step);
         let failures_live =
-            self.failures > 0 && now_secs < self.window_start.saturating_add(FAILURE_WINDOW_SECS);
+            self.user.live(now_secs) || self.clients.iter().any(|(_, c)| c.live(now_secs));
         reuse_live || failures_live
     }
 }
@@ -120,14 +165,17 @@ impl TotpVerifier {
     /// ignored ("123 456"). The comparison takes the same time whichever candidate matches.
     ///
     /// Across all of a user's challenges, at most [`MAX_FAILURES`] wrong codes are checked per
-    /// [`FAILURE_WINDOW_SECS`]; beyond that every code is refused as `rate_limited` without
-    /// being looked at, so opening challenge after challenge does not buy more guesses.
+    /// [`FAILURE_WINDOW_SECS`] from one address (fewer once the user has had many from
+    /// everywhere); beyond that the address's codes are refused as `rate_limited` without
+    /// being looked at, so opening challenge after challenge does not buy more guesses. A
+    /// sender with the user's device cookie is not limited here.
     pub fn verify(
         &self,
         user: &UserKey,
         secret: &[u8],
         code: &str,
         now: SystemTime,
+        sender: Sender<'_>,
     ) -> Result<(), TotpError> {
         let code = normalise(code)?;
         let totp = totp_rs::Builder::new()
@@ -149,12 +197,29 @@ impl TotpVerifier {
             }
         }
         let state = users.entry(*user).or_default();
-        if now_secs >= state.window_start.saturating_add(FAILURE_WINDOW_SECS) {
-            state.failures = 0;
-            state.window_start = now_secs;
-        }
-        if state.failures >= MAX_FAILURES {
-            return Err(TotpError::RateLimited);
+        let user_failures = state.user.current(now_secs);
+        let client = match state.clients.iter().position(|(a, _)| a == sender.address) {
+            Some(i) => i,
+            None => {
+                if state.clients.len() >= MAX_CLIENTS {
+                    state.clients.remove(0);
+                }
+                state
+                    .clients
+                    .push((sender.address.to_string(), Count::default()));
+                state.clients.len() - 1
+            }
+        };
+        let client_failures = state.clients[client].1.current(now_secs);
+        if !sender.trusted_device {
+            let budget = if user_failures >= USER_SLOWDOWN {
+                SLOW_CLIENT_FAILURES
+            } else {
+                MAX_FAILURES
+            };
+            if client_failures >= budget {
+                return Err(TotpError::RateLimited);
+            }
         }
         // Compare against every candidate step, without an early exit, and keep the newest
         // that matches: which one matched must not show in the timing.
@@ -167,14 +232,18 @@ impl TotpVerifier {
             matched_step.conditional_assign(&step, hit);
         }
         if matched == 0 {
-            state.failures += 1;
+            if !sender.trusted_device {
+                state.user.failures += 1;
+                state.clients[client].1.failures += 1;
+            }
             return Err(TotpError::WrongCode);
         }
         if state.last_step.is_some_and(|seen| matched_step <= seen) {
             return Err(TotpError::Reused);
         }
         state.last_step = Some(matched_step);
-        state.failures = 0;
+        // This address proved itself; the user-wide count stays (an attack may go on).
+        state.clients[client].1.failures = 0;
         Ok(())
     }
 }
@@ -207,6 +276,11 @@ mod tests {
     use std::time::Duration;
 
     const SECRET: &[u8] = b"12345678901234567890"; // RFC 6238's SHA-1 test secret
+    /// A sender without a device cookie, from one address.
+    const ANON: Sender<'static> = Sender {
+        address: "192.0.2.1",
+        trusted_device: false,
+    };
 
     fn user(n: u8) -> UserKey {
         UserKey([n; 32])
@@ -235,7 +309,11 @@ mod tests {
             (2_000_000_000, "279037"),
         ] {
             let v = TotpVerifier::default();
-            assert_eq!(v.verify(&user(1), SECRET, code, at(secs)), Ok(()), "{secs}");
+            assert_eq!(
+                v.verify(&user(1), SECRET, code, at(secs), ANON),
+                Ok(()),
+                "{secs}"
+            );
         }
     }
 
@@ -243,12 +321,15 @@ mod tests {
     fn the_current_code_passes_and_spaces_are_ignored() {
         let now = 1_800_000_015;
         let v = TotpVerifier::default();
-        assert_eq!(v.verify(&user(1), SECRET, &code_at(now), at(now)), Ok(()));
+        assert_eq!(
+            v.verify(&user(1), SECRET, &code_at(now), at(now), ANON),
+            Ok(())
+        );
         let spaced = {
             let c = code_at(now + 30);
             format!("{} {}", &c[..3], &c[3..])
         };
-        assert_eq!(v.verify(&user(1), SECRET, &spaced, at(now)), Ok(()));
+        assert_eq!(v.verify(&user(1), SECRET, &spaced, at(now), ANON), Ok(()));
     }
 
     #[test]
@@ -257,13 +338,17 @@ mod tests {
         for offset in [-30i64, 30] {
             let v = TotpVerifier::default();
             let c = code_at(now.saturating_add_signed(offset));
-            assert_eq!(v.verify(&user(1), SECRET, &c, at(now)), Ok(()), "{offset}");
+            assert_eq!(
+                v.verify(&user(1), SECRET, &c, at(now), ANON),
+                Ok(()),
+                "{offset}"
+            );
         }
         for offset in [-60i64, 60, -90, 90] {
             let v = TotpVerifier::default();
             let c = code_at(now.saturating_add_signed(offset));
             assert_eq!(
-                v.verify(&user(1), SECRET, &c, at(now)),
+                v.verify(&user(1), SECRET, &c, at(now), ANON),
                 Err(TotpError::WrongCode),
                 "{offset}"
             );
@@ -275,26 +360,26 @@ mod tests {
         let now = 1_800_000_015;
         let v = TotpVerifier::default();
         let c = code_at(now);
-        assert_eq!(v.verify(&user(1), SECRET, &c, at(now)), Ok(()));
+        assert_eq!(v.verify(&user(1), SECRET, &c, at(now), ANON), Ok(()));
         assert_eq!(
-            v.verify(&user(1), SECRET, &c, at(now)),
+            v.verify(&user(1), SECRET, &c, at(now), ANON),
             Err(TotpError::Reused)
         );
         // Still refused 30 s later, while the code is inside the ±1 window.
         assert_eq!(
-            v.verify(&user(1), SECRET, &c, at(now + 30)),
+            v.verify(&user(1), SECRET, &c, at(now + 30), ANON),
             Err(TotpError::Reused)
         );
         // An older code (previous step) is refused too once a newer one was accepted.
         assert_eq!(
-            v.verify(&user(1), SECRET, &code_at(now - 30), at(now)),
+            v.verify(&user(1), SECRET, &code_at(now - 30), at(now), ANON),
             Err(TotpError::Reused)
         );
         // Another user with the same secret is not affected.
-        assert_eq!(v.verify(&user(2), SECRET, &c, at(now)), Ok(()));
+        assert_eq!(v.verify(&user(2), SECRET, &c, at(now), ANON), Ok(()));
         // The next step's code still works for the first user.
         assert_eq!(
-            v.verify(&user(1), SECRET, &code_at(now + 30), at(now + 30)),
+            v.verify(&user(1), SECRET, &code_at(now + 30), at(now + 30), ANON),
             Ok(())
         );
         assert_eq!(TotpError::Reused.reason(), "reused");
@@ -312,26 +397,26 @@ mod tests {
         };
         for _ in 0..MAX_FAILURES {
             assert_eq!(
-                v.verify(&user(1), SECRET, wrong, at(now)),
+                v.verify(&user(1), SECRET, wrong, at(now), ANON),
                 Err(TotpError::WrongCode)
             );
         }
         // Even the right code is not looked at any more.
         assert_eq!(
-            v.verify(&user(1), SECRET, &right, at(now)),
+            v.verify(&user(1), SECRET, &right, at(now), ANON),
             Err(TotpError::RateLimited)
         );
         assert_eq!(TotpError::RateLimited.reason(), "rate_limited");
         // Other users are not affected; malformed input does not count as a guess.
         assert_eq!(
-            v.verify(&user(2), SECRET, "12ab", at(now)),
+            v.verify(&user(2), SECRET, "12ab", at(now), ANON),
             Err(TotpError::Malformed)
         );
-        assert_eq!(v.verify(&user(2), SECRET, &right, at(now)), Ok(()));
+        assert_eq!(v.verify(&user(2), SECRET, &right, at(now), ANON), Ok(()));
         // After the window the user may try again.
         let later = now + FAILURE_WINDOW_SECS;
         assert_eq!(
-            v.verify(&user(1), SECRET, &code_at(later), at(later)),
+            v.verify(&user(1), SECRET, &code_at(later), at(later), ANON),
             Ok(())
         );
     }
@@ -346,11 +431,14 @@ mod tests {
             "000000"
         };
         for _ in 0..MAX_FAILURES - 1 {
-            let _ = v.verify(&user(1), SECRET, wrong, at(now));
+            let _ = v.verify(&user(1), SECRET, wrong, at(now), ANON);
         }
-        assert_eq!(v.verify(&user(1), SECRET, &code_at(now), at(now)), Ok(()));
         assert_eq!(
-            v.verify(&user(1), SECRET, wrong, at(now + 30)),
+            v.verify(&user(1), SECRET, &code_at(now), at(now), ANON),
+            Ok(())
+        );
+        assert_eq!(
+            v.verify(&user(1), SECRET, wrong, at(now + 30), ANON),
             Err(TotpError::WrongCode)
         );
     }
@@ -367,7 +455,7 @@ mod tests {
             "123456\0",
             &"9".repeat(10_000),
         ] {
-            let err = v.verify(&user(1), SECRET, bad, at(1_800_000_000));
+            let err = v.verify(&user(1), SECRET, bad, at(1_800_000_000), ANON);
             assert_eq!(err, Err(TotpError::Malformed), "{bad:?}");
         }
         assert_eq!(TotpError::Malformed.reason(), "malformed");
@@ -378,7 +466,7 @@ mod tests {
     fn a_short_secret_is_reported_not_panicked_on() {
         let v = TotpVerifier::default();
         assert_eq!(
-            v.verify(&user(1), b"short", "123456", at(1_800_000_000)),
+            v.verify(&user(1), b"short", "123456", at(1_800_000_000), ANON),
             Err(TotpError::UnusableSecret)
         );
     }
@@ -388,16 +476,16 @@ mod tests {
         let now = 1_800_000_015;
         let v = TotpVerifier::new(2);
         let c = code_at(now);
-        assert_eq!(v.verify(&user(1), SECRET, &c, at(now)), Ok(()));
-        assert_eq!(v.verify(&user(2), SECRET, &c, at(now)), Ok(()));
+        assert_eq!(v.verify(&user(1), SECRET, &c, at(now), ANON), Ok(()));
+        assert_eq!(v.verify(&user(2), SECRET, &c, at(now), ANON), Ok(()));
         assert_eq!(
-            v.verify(&user(3), SECRET, &c, at(now)),
+            v.verify(&user(3), SECRET, &c, at(now), ANON),
             Err(TotpError::Busy)
         );
         // Two minutes later the old entries are out of the window and make room.
         let later = now + 120;
         assert_eq!(
-            v.verify(&user(3), SECRET, &code_at(later), at(later)),
+            v.verify(&user(3), SECRET, &code_at(later), at(later), ANON),
             Ok(())
         );
         assert!(v.users.lock().unwrap().len() <= 2);
@@ -408,7 +496,7 @@ mod tests {
         fn any_input_is_refused_without_panicking(code in ".{0,64}", secs in any::<u64>()) {
             let v = TotpVerifier::default();
             let now = UNIX_EPOCH.checked_add(Duration::from_secs(secs)).unwrap_or(UNIX_EPOCH);
-            let result = v.verify(&user(1), SECRET, &code, now);
+            let result = v.verify(&user(1), SECRET, &code, now, ANON);
             // A random string is a valid current code one time in a million at best.
             if result.is_ok() {
                 prop_assert!(code.bytes().filter(u8::is_ascii_digit).count() == DIGITS);
@@ -418,7 +506,7 @@ mod tests {
         #[test]
         fn any_secret_is_handled_without_panicking(secret in proptest::collection::vec(any::<u8>(), 0..100), code in "[0-9]{6}") {
             let v = TotpVerifier::default();
-            let _ = v.verify(&user(1), &secret, &code, at(1_800_000_000));
+            let _ = v.verify(&user(1), &secret, &code, at(1_800_000_000), ANON);
         }
     }
 }

@@ -280,6 +280,11 @@ pub struct CaptureConfig {
     /// nothing reaches the app (a slowly trickled body would hold a connection for ever).
     #[serde(default = "defaults::body_timeout")]
     pub body_timeout: HumanDuration,
+    /// How much longer than the page was open (from gaitkeeper issuing it to the login
+    /// arriving) a payload's own timeline may claim before it is `timeline_mismatch`: clock
+    /// coarsening and rounding. Raise it only for clients whose clocks are known to jump.
+    #[serde(default = "defaults::timeline_slack")]
+    pub timeline_slack: HumanDuration,
 }
 
 impl Default for CaptureConfig {
@@ -292,6 +297,7 @@ impl Default for CaptureConfig {
             max_payload_bytes: defaults::max_payload_bytes(),
             max_login_body_bytes: defaults::max_login_body_bytes(),
             body_timeout: defaults::body_timeout(),
+            timeline_slack: defaults::timeline_slack(),
         }
     }
 }
@@ -537,6 +543,9 @@ mod defaults {
     }
     pub fn body_timeout() -> HumanDuration {
         HumanDuration::secs(10)
+    }
+    pub fn timeline_slack() -> HumanDuration {
+        HumanDuration::secs(1)
     }
     pub fn normalize() -> Vec<NameNormalization> {
         vec![NameNormalization::Trim, NameNormalization::Nfkc]

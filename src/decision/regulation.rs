@@ -119,10 +119,19 @@ impl Regulator {
     }
 
     /// The action for a login of `user` (a store user key in hex) from `ip`, if either is
-    /// currently regulated.
-    pub fn check(&self, config: &RegulationConfig, user: &str, ip: &str) -> Option<Action> {
-        let user_banned =
-            config.max_failures_per_user > 0 && self.banned.contains_key(&user_slot(user));
+    /// currently regulated. A browser with the user's device cookie (`trusted_device`) is not
+    /// stopped by the user's ban: a stranger's failures must not lock the user out of their
+    /// own browser.
+    pub fn check(
+        &self,
+        config: &RegulationConfig,
+        user: &str,
+        ip: &str,
+        trusted_device: bool,
+    ) -> Option<Action> {
+        let user_banned = !trusted_device
+            && config.max_failures_per_user > 0
+            && self.banned.contains_key(&user_slot(user));
         let ip_banned = config.max_failures_per_ip > 0 && self.banned.contains_key(&ip_slot(ip));
         (user_banned || ip_banned).then_some(config.action)
     }
@@ -191,13 +200,18 @@ mod tests {
         let r = Regulator::new(&config);
         assert!(!r.failed(&config, "alice", "10.0.0.1"));
         assert!(!r.failed(&config, "alice", "10.0.0.2"));
-        assert_eq!(r.check(&config, "alice", "10.0.0.3"), None);
+        assert_eq!(r.check(&config, "alice", "10.0.0.3", false), None);
         assert!(r.failed(&config, "alice", "10.0.0.4"));
         assert_eq!(
-            r.check(&config, "alice", "10.0.0.9"),
+            r.check(&config, "alice", "10.0.0.9", false),
             Some(Action::Challenge)
         );
-        assert_eq!(r.check(&config, "bob", "10.0.0.1"), None);
+        assert_eq!(
+            r.check(&config, "alice", "10.0.0.9", true),
+            None,
+            "her own browser"
+        );
+        assert_eq!(r.check(&config, "bob", "10.0.0.1", false), None);
     }
 
     #[test]
@@ -211,8 +225,11 @@ mod tests {
         let r = Regulator::new(&config);
         r.failed(&config, "a", "192.0.2.7");
         r.failed(&config, "b", "192.0.2.7");
-        assert_eq!(r.check(&config, "zed", "192.0.2.7"), Some(Action::Block));
-        assert_eq!(r.check(&config, "zed", "192.0.2.8"), None);
+        assert_eq!(
+            r.check(&config, "zed", "192.0.2.7", true),
+            Some(Action::Block)
+        );
+        assert_eq!(r.check(&config, "zed", "192.0.2.8", false), None);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! the repository. Anything learnt across users is trained with the subject under test left
 //! out (subject folds).
 
+pub mod attacks;
 pub mod keystrokes;
 pub mod metrics;
 pub mod mouse;
@@ -71,10 +72,24 @@ impl Scored {
                 a.scores.nearest,
                 a.scores.contrast,
                 a.scores.forest,
-                a.risk,
+                risk(a),
             ],
         }
     }
+}
+
+/// The fused risk as the data-set evaluations report it: the model's risk with the floors of
+/// the two bot rules the model itself names (as before the policy took the floors over), so
+/// that figures stay comparable across versions. The other rules (evidence, replays) are
+/// measured by `gaitkeeper eval attacks`.
+pub fn risk(a: &crate::model::Assessment) -> f64 {
+    let floors = crate::policy::DEFAULT_POLICY.floors;
+    let codes = a
+        .reasons
+        .iter()
+        .map(|r| r.code)
+        .filter(|c| matches!(*c, "synthetic_input" | "no_input"));
+    crate::policy::floored(&floors, a.risk, codes)
 }
 
 /// Writes `subject,sample,label,score` files, one per detector: `<out>/<prefix>-<detector>.csv`.

@@ -92,12 +92,21 @@ impl Segment {
 
 /// Cuts one session file into actions and extracts each action's features (at most `limit`).
 pub fn session_features(reader: impl Read, limit: usize) -> anyhow::Result<Vec<FeatureVector>> {
+    Ok(session_actions(reader, limit)?
+        .iter()
+        .map(features::extract)
+        .collect())
+}
+
+/// Cuts one session file into actions, each as the telemetry a login page would have captured
+/// (at most `limit`).
+pub fn session_actions(reader: impl Read, limit: usize) -> anyhow::Result<Vec<Telemetry>> {
     let mut out = Vec::new();
     let mut seg = Segment::default();
     let mut prev_t = f64::NEG_INFINITY;
-    let flush = |seg: &mut Segment, out: &mut Vec<FeatureVector>| {
+    let flush = |seg: &mut Segment, out: &mut Vec<Telemetry>| {
         if let Some(t) = seg.telemetry() {
-            out.push(features::extract(&t));
+            out.push(t);
         }
         *seg = Segment::default();
     };
@@ -164,24 +173,65 @@ pub fn session_features(reader: impl Read, limit: usize) -> anyhow::Result<Vec<F
     Ok(out)
 }
 
+/// One user's data with the test sessions' actions kept as telemetry (`eval attacks`).
+#[derive(Default)]
+pub struct ActionsUser {
+    pub training: Vec<FeatureVector>,
+    /// The most recent training actions (the last [`KEPT_ACTIONS`]).
+    pub training_actions: Vec<Telemetry>,
+    /// Test session name → its first [`MAX_K`] actions.
+    pub tests: Vec<(String, Vec<Telemetry>)>,
+}
+
+/// Training actions kept as telemetry per user.
+pub const KEPT_ACTIONS: usize = 50;
+
+/// The dataset with actions as telemetry.
+pub struct ActionsDataset {
+    pub users: Vec<(String, ActionsUser)>,
+    pub labels: HashMap<String, bool>,
+}
+
+/// What a path in the data set is.
+enum Entry<'a> {
+    Labels,
+    Training(&'a str),
+    Test(&'a str, &'a str),
+}
+
+fn entry(path: &str) -> Option<Entry<'_>> {
+    let parts: Vec<&str> = path.trim_start_matches("./").split('/').collect();
+    match parts.as_slice() {
+        [_, "public_labels.csv"] => Some(Entry::Labels),
+        [_, "training_files", user, session] if session.starts_with("session_") => {
+            Some(Entry::Training(user))
+        }
+        [_, "test_files", user, session] if session.starts_with("session_") => {
+            Some(Entry::Test(user, session))
+        }
+        _ => None,
+    }
+}
+
+fn read_labels(reader: &mut dyn Read, labels: &mut HashMap<String, bool>) -> anyhow::Result<()> {
+    let mut text = String::new();
+    reader.read_to_string(&mut text)?;
+    for line in text.lines().skip(1) {
+        if let Some((name, illegal)) = line.split_once(',') {
+            labels.insert(name.trim().to_string(), illegal.trim() == "1");
+        }
+    }
+    Ok(())
+}
+
 /// Streams the tarball (`DIR/balabit-mouse-dynamics.tar.gz`) or reads an unpacked `DIR/balabit`.
 pub fn load(dir: &Path) -> anyhow::Result<Dataset> {
-    let tarball = dir.join("balabit-mouse-dynamics.tar.gz");
     let mut users: HashMap<String, User> = HashMap::new();
     let mut labels = HashMap::new();
-    let mut take = |path: &str, reader: &mut dyn Read| -> anyhow::Result<()> {
-        let parts: Vec<&str> = path.trim_start_matches("./").split('/').collect();
-        match parts.as_slice() {
-            [_, "public_labels.csv"] => {
-                let mut text = String::new();
-                reader.read_to_string(&mut text)?;
-                for line in text.lines().skip(1) {
-                    if let Some((name, illegal)) = line.split_once(',') {
-                        labels.insert(name.trim().to_string(), illegal.trim() == "1");
-                    }
-                }
-            }
-            [_, "training_files", user, session] if session.starts_with("session_") => {
+    walk(dir, &mut |path, reader| {
+        match entry(path) {
+            Some(Entry::Labels) => read_labels(reader, &mut labels)?,
+            Some(Entry::Training(user)) => {
                 let f = session_features(reader, usize::MAX)?;
                 users
                     .entry(user.to_string())
@@ -189,7 +239,7 @@ pub fn load(dir: &Path) -> anyhow::Result<Dataset> {
                     .training
                     .extend(f);
             }
-            [_, "test_files", user, session] if session.starts_with("session_") => {
+            Some(Entry::Test(user, session)) => {
                 let f = session_features(reader, MAX_K)?;
                 users
                     .entry(user.to_string())
@@ -197,10 +247,60 @@ pub fn load(dir: &Path) -> anyhow::Result<Dataset> {
                     .tests
                     .push((session.to_string(), f));
             }
-            _ => {}
+            None => {}
         }
         Ok(())
-    };
+    })?;
+    let mut users: Vec<(String, User)> = users.into_iter().collect();
+    users.sort_by(|a, b| a.0.cmp(&b.0));
+    if labels.is_empty() || users.is_empty() {
+        bail!("{}: no labelled sessions or users found", dir.display());
+    }
+    Ok(Dataset { users, labels })
+}
+
+/// Like [`load`], keeping actions as telemetry: the test sessions' and each user's most
+/// recent training actions.
+pub fn load_actions(dir: &Path) -> anyhow::Result<ActionsDataset> {
+    let mut users: HashMap<String, ActionsUser> = HashMap::new();
+    let mut labels = HashMap::new();
+    walk(dir, &mut |path, reader| {
+        match entry(path) {
+            Some(Entry::Labels) => read_labels(reader, &mut labels)?,
+            Some(Entry::Training(user)) => {
+                let actions = session_actions(reader, usize::MAX)?;
+                let u = users.entry(user.to_string()).or_default();
+                u.training.extend(actions.iter().map(features::extract));
+                u.training_actions.extend(actions);
+                let extra = u.training_actions.len().saturating_sub(KEPT_ACTIONS);
+                u.training_actions.drain(..extra);
+            }
+            Some(Entry::Test(user, session)) => {
+                let actions = session_actions(reader, MAX_K)?;
+                users
+                    .entry(user.to_string())
+                    .or_default()
+                    .tests
+                    .push((session.to_string(), actions));
+            }
+            None => {}
+        }
+        Ok(())
+    })?;
+    let mut users: Vec<(String, ActionsUser)> = users.into_iter().collect();
+    users.sort_by(|a, b| a.0.cmp(&b.0));
+    if labels.is_empty() || users.is_empty() {
+        bail!("{}: no labelled sessions or users found", dir.display());
+    }
+    Ok(ActionsDataset { users, labels })
+}
+
+type Take<'a> = dyn FnMut(&str, &mut dyn Read) -> anyhow::Result<()> + 'a;
+
+/// Calls `take` with every file of the data set: from the tarball, streamed, or from an
+/// unpacked `DIR/balabit`.
+fn walk(dir: &Path, take: &mut Take<'_>) -> anyhow::Result<()> {
+    let tarball = dir.join("balabit-mouse-dynamics.tar.gz");
     if tarball.is_file() {
         let file = std::fs::File::open(&tarball)
             .with_context(|| format!("opening {}", tarball.display()))?;
@@ -240,12 +340,7 @@ pub fn load(dir: &Path) -> anyhow::Result<Dataset> {
             take(&rel, &mut f)?;
         }
     }
-    let mut users: Vec<(String, User)> = users.into_iter().collect();
-    users.sort_by(|a, b| a.0.cmp(&b.0));
-    if labels.is_empty() || users.is_empty() {
-        bail!("{}: no labelled sessions or users found", dir.display());
-    }
-    Ok(Dataset { users, labels })
+    Ok(())
 }
 
 /// Scores of every labelled test session at each K: `result[k_index]` for `ks`.
@@ -299,7 +394,7 @@ pub fn evaluate(data: &Dataset, ks: &[usize], seed: u64) -> anyhow::Result<Vec<V
                         mean(&|a| a.scores.nearest),
                         mean(&|a| a.scores.contrast),
                         mean(&|a| a.scores.forest),
-                        mean(&|a| a.risk),
+                        mean(&|a| super::risk(a)),
                     ];
                 }
                 per_k[ki].push(Scored {

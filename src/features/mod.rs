@@ -9,6 +9,7 @@
 //! (no mouse, no keys) is `NaN`, never a made-up zero.
 
 mod blob;
+pub mod evidence;
 
 use std::collections::HashMap;
 

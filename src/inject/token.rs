@@ -24,6 +24,10 @@ pub struct PageClaims {
     pub rt: String,
     /// Issued at, seconds since the epoch.
     pub iat: u64,
+    /// Issued at, milliseconds since the epoch: how long the page was open decides whether
+    /// the payload's own timeline fits. Absent in tokens of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iatms: Option<u64>,
     /// Expiry, seconds since the epoch.
     pub exp: u64,
     /// Binding to the client: a keyed hash of its IP address (optional) and User-Agent.
@@ -92,7 +96,10 @@ impl PageTokens {
     }
 
     pub fn issue(&self, route: &str, client: &Client, bind_ip: bool, ttl: Duration) -> String {
-        self.issue_at(route, client, bind_ip, ttl, now_secs())
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        self.issue_at_ms(route, client, bind_ip, ttl, now.as_millis() as u64)
     }
 
     /// Issues a token as if the time were `now` (seconds since the epoch): for tests of
@@ -105,11 +112,24 @@ impl PageTokens {
         ttl: Duration,
         now: u64,
     ) -> String {
+        self.issue_at_ms(route, client, bind_ip, ttl, now * 1000)
+    }
+
+    fn issue_at_ms(
+        &self,
+        route: &str,
+        client: &Client,
+        bind_ip: bool,
+        ttl: Duration,
+        now_ms: u64,
+    ) -> String {
         let id: [u8; 16] = rand::random();
+        let now = now_ms / 1000;
         let claims = PageClaims {
             jti: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id),
             rt: route.to_string(),
             iat: now,
+            iatms: Some(now_ms),
             exp: now + ttl.as_secs(),
             cb: self.binding(client, bind_ip),
         };
@@ -247,6 +267,7 @@ mod tests {
             jti: "old".into(),
             rt: "login".into(),
             iat: past,
+            iatms: None,
             exp: past + 600,
             cb: tokens.binding(&ALICE, true),
         };

@@ -257,6 +257,9 @@ pub struct TelemetryOutcome {
     pub outcome: &'static str,
     /// The decoded payload when its token verified, for the scoring stage.
     pub payload: Option<Vec<u8>>,
+    /// When gaitkeeper issued the page the payload came from (its verified token), in
+    /// milliseconds since the epoch.
+    pub issued_ms: Option<u64>,
 }
 
 /// How the telemetry reached gaitkeeper.

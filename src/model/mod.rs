@@ -8,6 +8,7 @@
 
 pub mod global;
 pub mod input;
+pub mod replay;
 pub mod user;
 
 use std::borrow::Cow;
@@ -48,7 +49,8 @@ pub struct DetectorScores {
 /// The verdict on one login.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Assessment {
-    /// Calibrated risk in [0, 1].
+    /// Calibrated risk in [0, 1], from the detectors alone: the rules' floors (`reasons` with
+    /// a rule's code) are the policy's to apply (`policy::floored`).
     pub risk: f64,
     pub scores: DetectorScores,
     /// Most important first; at most [`MAX_REASONS`] deviations plus any rules that fired.
@@ -60,9 +62,10 @@ pub const MAX_REASONS: usize = 3;
 pub const REASON_Z: f64 = 2.0;
 /// Rule threshold for "far outside the user's range".
 pub const RULE_Z: f64 = 3.0;
-/// Risk floors of the bot rules: no human produced these logins.
-pub const SYNTHETIC_FLOOR: f64 = 0.95;
-pub const NO_INPUT_FLOOR: f64 = 0.9;
+/// An input group (mouse, keys, password rhythm) is one the user always has when this share
+/// of their kept logins has it (and at least [`USUAL_MIN_LOGINS`] are kept).
+pub const USUAL_SHARE: f64 = 0.9;
+pub const USUAL_MIN_LOGINS: usize = 5;
 
 /// Scores one login of `user`. Allocation: the model-space input and the reasons.
 pub fn assess(user: &UserModel, global: &GlobalModel, fv: &FeatureVector) -> Assessment {
@@ -84,7 +87,22 @@ pub fn assess(user: &UserModel, global: &GlobalModel, fv: &FeatureVector) -> Ass
         global.fusion.risk(&global::Fusion::inputs(&s, forest))
     };
     let mut reasons = deviations(user, &x);
-    rules(user, &x, fv, &mut reasons, &mut risk);
+    rules(user, &x, fv, &mut reasons);
+    if let Some(twin) = user
+        .kept
+        .iter()
+        .find(|k| replay::near_duplicate(&user.layout, &x, k))
+    {
+        // The nearest kept login is the one this one copies; name the first timing it shares.
+        let d = (0..x.len())
+            .find(|&d| replay::is_timing(&user.layout, d) && !x[d].is_nan() && !twin[d].is_nan())
+            .unwrap_or(0);
+        reasons.push(reason(user, &x, d, "replayed_pattern"));
+    }
+    missing_groups(user, &x, &mut reasons);
+    if risk.is_nan() {
+        risk = 0.5;
+    }
     Assessment {
         risk: risk.clamp(0.0, 1.0),
         scores: DetectorScores {
@@ -130,14 +148,37 @@ fn reason(user: &UserModel, x: &[f64], d: usize, code: &'static str) -> Reason {
     }
 }
 
-/// The original prototype's rules, as named reasons (and floors for the bot rules).
-fn rules(
-    user: &UserModel,
-    x: &[f64],
-    fv: &FeatureVector,
-    reasons: &mut Vec<Reason>,
-    risk: &mut f64,
-) {
+/// Input groups the user always produces (by their kept logins) that this login lacks: a
+/// missing group counts against the login instead of being skipped as unknown.
+fn missing_groups(user: &UserModel, x: &[f64], reasons: &mut Vec<Reason>) {
+    if user.kept.len() < USUAL_MIN_LOGINS {
+        return;
+    }
+    let password_dim =
+        (input::Layout::dims(&user.layout) > crate::features::N).then_some(crate::features::N);
+    let groups = [
+        Some(F::MouseSpeedMean as usize),
+        Some(F::KeyDwellMean as usize),
+        password_dim,
+    ];
+    for d in groups.into_iter().flatten() {
+        let usual = user.kept.iter().filter(|k| !k[d].is_nan()).count();
+        if usual as f64 >= USUAL_SHARE * user.kept.len() as f64 && x[d].is_nan() {
+            reasons.push(Reason {
+                code: "missing_usual_input",
+                feature: Cow::Owned(match user.layout.dim(d) {
+                    input::Dim::Named(i) => crate::features::NAMES[i].to_string(),
+                    _ => "password_rhythm".to_string(),
+                }),
+                usual: user.usual_range(d),
+                value: f64::NAN,
+            });
+        }
+    }
+}
+
+/// The original prototype's rules, as named reasons (the policy floors the bot rules).
+fn rules(user: &UserModel, x: &[f64], fv: &FeatureVector, reasons: &mut Vec<Reason>) {
     let signed = |f: F| {
         let d = f as usize;
         (x[d] - f64::from(user.mean[d])) / f64::from(user.spread[d])
@@ -167,11 +208,9 @@ fn rules(
     }
     if fv.get(F::BotSynthetic) == 1.0 {
         fire(F::BotSynthetic, "synthetic_input", reasons);
-        *risk = risk.max(SYNTHETIC_FLOOR);
     }
     if fv.get(F::BotNoInput) == 1.0 {
         fire(F::BotNoInput, "no_input", reasons);
-        *risk = risk.max(NO_INPUT_FLOOR);
     }
 }
 

@@ -50,13 +50,36 @@ fn a_mistyped_password_is_compared_on_aggregates_only() {
 }
 
 #[test]
-fn synthetic_input_is_floored_high() {
+fn synthetic_input_is_named_and_the_policy_floors_it_high() {
     let user = UserModel::fit(&enrolled(), &Population::neutral());
     let mut fv = login(420.0, &[152.0, 200.0, 181.0]);
     fv.values[F::BotSynthetic as usize] = 1.0;
     let a = assess(&user, &GlobalModel::untrained(), &fv);
-    assert!(a.risk >= SYNTHETIC_FLOOR);
     assert!(a.reasons.iter().any(|r| r.code == "synthetic_input"));
+    let floors = crate::policy::DEFAULT_POLICY.floors;
+    let risk = crate::policy::floored(&floors, a.risk, a.reasons.iter().map(|r| r.code));
+    assert!(risk >= floors.synthetic_input);
+}
+
+#[test]
+fn a_copy_of_a_kept_login_is_a_replayed_pattern_and_a_fresh_one_is_not() {
+    let logins = enrolled();
+    let user = UserModel::fit(&logins, &Population::neutral());
+    let replayed = logins.last().unwrap().clone();
+    let a = assess(&user, &GlobalModel::untrained(), &replayed);
+    assert!(
+        a.reasons.iter().any(|r| r.code == "replayed_pattern"),
+        "{:?}",
+        a.reasons
+    );
+    assert!(user.copies(&replayed));
+    let fresh = login(431.0, &[161.0, 187.0, 210.0]);
+    let a = assess(&user, &GlobalModel::untrained(), &fresh);
+    assert!(
+        !a.reasons.iter().any(|r| r.code == "replayed_pattern"),
+        "{:?}",
+        a.reasons
+    );
 }
 
 #[test]

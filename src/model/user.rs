@@ -137,6 +137,14 @@ pub struct UserScores {
 }
 
 impl UserModel {
+    /// Whether `fv` copies one of the user's kept logins (`replay::near_duplicate`).
+    pub fn copies(&self, fv: &FeatureVector) -> bool {
+        let x = input::of(fv, &self.layout);
+        self.kept
+            .iter()
+            .any(|k| super::replay::near_duplicate(&self.layout, &x, k))
+    }
+
     /// Fits a user's model on their verified logins (any number; more is better).
     pub fn fit(logins: &[FeatureVector], population: &Population) -> UserModel {
         let layout = Layout::fit(logins);

@@ -82,6 +82,78 @@ pub struct PolicyConfig {
     /// 400/415 with an incident reference) or `allow`. `allow` forwards it unscored — a hole
     /// an attacker can use to skip scoring; only for apps known to accept no such request.
     pub on_unreadable_login: Option<Action>,
+    /// What a still-enrolling user's login gets when a rule flags it (a bot, too little
+    /// evidence, a replayed pattern, a timeline that does not fit). It is never learnt from.
+    pub enrolling_bot: Option<Action>,
+    /// Risk floors of the rules: a login a rule flags scores at least this (0 to 1).
+    pub floors: Option<FloorsConfig>,
+}
+
+/// `policy.floors`: the lowest risk a login gets when a rule flags it. Set one at or above
+/// `block_at` to block what it flags, between the thresholds to challenge it.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FloorsConfig {
+    /// Less evidence than a real login produces (no password keystrokes without paste or
+    /// autofill, keys never focused, counts that do not add up).
+    pub insufficient_evidence: Option<f64>,
+    /// Input a machine made: script-made events, metronome keys, ruler-straight or
+    /// constant-speed mouse paths, mouse samples on a timer's grid.
+    pub synthetic_input: Option<f64>,
+    /// No keys, mouse or touch at all.
+    pub no_input: Option<f64>,
+    /// The payload claims more time than the page was open.
+    pub timeline_mismatch: Option<f64>,
+    /// The login's timings copy an earlier login's (a replay, or one trace used for several
+    /// accounts).
+    pub replayed_pattern: Option<f64>,
+    /// An input group the user always has (mouse, keys, password rhythm) is missing.
+    pub missing_usual_input: Option<f64>,
+}
+
+/// The floors that apply, every value settled.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Floors {
+    pub insufficient_evidence: f64,
+    pub synthetic_input: f64,
+    pub no_input: f64,
+    pub timeline_mismatch: f64,
+    pub replayed_pattern: f64,
+    pub missing_usual_input: f64,
+}
+
+impl Floors {
+    /// The floor of the rule named `code`, if it is one.
+    pub fn of(&self, code: &str) -> Option<f64> {
+        Some(match code {
+            "insufficient_evidence" => self.insufficient_evidence,
+            "synthetic_input" => self.synthetic_input,
+            "no_input" => self.no_input,
+            "timeline_mismatch" => self.timeline_mismatch,
+            "replayed_pattern" => self.replayed_pattern,
+            "missing_usual_input" => self.missing_usual_input,
+            _ => return None,
+        })
+    }
+
+    fn entries(&self) -> [(&'static str, f64); 6] {
+        [
+            ("insufficient_evidence", self.insufficient_evidence),
+            ("synthetic_input", self.synthetic_input),
+            ("no_input", self.no_input),
+            ("timeline_mismatch", self.timeline_mismatch),
+            ("replayed_pattern", self.replayed_pattern),
+            ("missing_usual_input", self.missing_usual_input),
+        ]
+    }
+}
+
+/// `risk` raised to the highest floor among the rules in `codes`.
+pub fn floored<'a>(floors: &Floors, risk: f64, codes: impl IntoIterator<Item = &'a str>) -> f64 {
+    codes
+        .into_iter()
+        .filter_map(|c| floors.of(c))
+        .fold(risk, f64::max)
 }
 
 /// The policy that applies to one login, every value settled.
@@ -98,6 +170,8 @@ pub struct Policy {
     pub on_scoring_error: Action,
     pub on_no_factor: Action,
     pub on_unreadable_login: Action,
+    pub enrolling_bot: Action,
+    pub floors: Floors,
 }
 
 /// The built-in defaults: challenge what cannot be scored, block replays, keep logins working
@@ -114,6 +188,15 @@ pub const DEFAULT_POLICY: Policy = Policy {
     on_scoring_error: Action::Allow,
     on_no_factor: Action::Block,
     on_unreadable_login: Action::Block,
+    enrolling_bot: Action::Challenge,
+    floors: Floors {
+        insufficient_evidence: 0.8,
+        synthetic_input: 0.95,
+        no_input: 0.9,
+        timeline_mismatch: 0.95,
+        replayed_pattern: 1.0,
+        missing_usual_input: 0.7,
+    },
 };
 
 impl Policy {
@@ -137,6 +220,27 @@ impl Policy {
             on_scoring_error: pick!(on_scoring_error),
             on_no_factor: pick!(on_no_factor),
             on_unreadable_login: pick!(on_unreadable_login),
+            enrolling_bot: pick!(enrolling_bot),
+            floors: {
+                let (r, t) = (
+                    route.floors.clone().unwrap_or_default(),
+                    top.floors.clone().unwrap_or_default(),
+                );
+                let f = d.floors;
+                macro_rules! floor {
+                    ($k:ident) => {
+                        r.$k.or(t.$k).unwrap_or(f.$k)
+                    };
+                }
+                Floors {
+                    insufficient_evidence: floor!(insufficient_evidence),
+                    synthetic_input: floor!(synthetic_input),
+                    no_input: floor!(no_input),
+                    timeline_mismatch: floor!(timeline_mismatch),
+                    replayed_pattern: floor!(replayed_pattern),
+                    missing_usual_input: floor!(missing_usual_input),
+                }
+            },
         }
     }
 
@@ -148,6 +252,14 @@ impl Policy {
         ] {
             if !(0.0..=1.0).contains(&v) {
                 return Err((key, format!("expected a risk from 0 to 1, found {v}")));
+            }
+        }
+        for (key, v) in self.floors.entries() {
+            if !(0.0..=1.0).contains(&v) {
+                return Err((
+                    "floors",
+                    format!("expected a risk from 0 to 1 for floors.{key}, found {v}"),
+                ));
             }
         }
         if self.on_unreadable_login == Action::Challenge {
@@ -178,6 +290,8 @@ pub enum Finding {
     },
     /// The user has too few verified logins for their profile to be relied on.
     Enrolling,
+    /// Enrolling, and a rule flagged the login (a bot, too little evidence, a replay).
+    EnrollingFlagged,
     MissingTelemetry,
     InvalidTelemetry,
     ReplayedToken,
@@ -210,6 +324,7 @@ pub fn decide(policy: &Policy, finding: Finding) -> Verdict {
         Finding::Scored { risk } if risk < policy.allow_below => (Action::Allow, "allow_below"),
         Finding::Scored { .. } => (Action::Challenge, "between_thresholds"),
         Finding::Enrolling => (policy.enrolling, "enrolling"),
+        Finding::EnrollingFlagged => (policy.enrolling_bot, "enrolling_bot"),
         Finding::MissingTelemetry => (policy.on_missing_telemetry, "on_missing_telemetry"),
         Finding::InvalidTelemetry => (policy.on_invalid_telemetry, "on_invalid_telemetry"),
         Finding::ReplayedToken => (policy.on_replayed_token, "on_replayed_token"),

@@ -196,6 +196,7 @@ impl GaitkeeperProxy {
             _ => found.push((Transport::Header, Err(login::ExtractError::Duplicate))),
         }
 
+        let mut issued_ms = None;
         let (transport, outcome, payload) = match found.len() {
             0 => (None, "missing", None),
             1 => {
@@ -212,7 +213,12 @@ impl GaitkeeperProxy {
                             capture.bind_token_to_ip,
                         );
                         match verified {
-                            Ok(_) => (Some(transport), "ok", Some(payload)),
+                            Ok(claims) => {
+                                // Tokens of older versions carry seconds only: their page
+                                // may have been issued up to a second later than `iat`.
+                                issued_ms = Some(claims.iatms.unwrap_or(claims.iat * 1000 + 999));
+                                (Some(transport), "ok", Some(payload))
+                            }
                             Err(e) => (Some(transport), e.reason(), None),
                         }
                     }
@@ -230,6 +236,7 @@ impl GaitkeeperProxy {
             transport,
             outcome,
             payload,
+            issued_ms,
         };
         self.inbox.record(&record);
         ctx.capture.telemetry = Some(record);

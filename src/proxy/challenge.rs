@@ -102,7 +102,16 @@ impl GaitkeeperProxy {
                     .await
             }
         };
-        match self.services.verify_totp(&held.user, &secret, &code) {
+        let address = client_ip(session);
+        let device = cookie(session, crate::challenge::device::COOKIE);
+        let sender = crate::challenge::totp::Sender {
+            address: &address,
+            trusted_device: self.services.trusted_device(device.as_deref(), &held.user),
+        };
+        match self
+            .services
+            .verify_totp(&held.user, &secret, &code, sender)
+        {
             Ok(()) => match self.services.held.take(&id) {
                 Some(held) => self.replay(session, ctx, held).await,
                 // Another request completed this challenge first: single use.
@@ -232,11 +241,11 @@ impl GaitkeeperProxy {
             return self.expired(session, ctx).await;
         };
         self.metrics.challenges.with_label_values(&["failed"]).inc();
-        self.services.regulator.failed(
-            &ctx.config.regulation,
-            &held.user.to_string(),
-            &client_ip(session),
-        );
+        // Against the address only: whoever failed the second factor may not know the
+        // password either, and must not be able to get the user banned.
+        self.services
+            .regulator
+            .failed_address(&ctx.config.regulation, &client_ip(session));
         self.services
             .settle_held(&held, "challenge_failed", "failed");
         pages::respond_blocked(
@@ -285,6 +294,7 @@ impl GaitkeeperProxy {
             client_ip: held.client_ip.clone(),
             challenge: Some("passed"),
             succeeded: None,
+            device_cookie: cookie(session, crate::challenge::device::COOKIE),
             return_to: held.xhr.then(|| {
                 ctx.config.routes[route]
                     .return_to
@@ -425,7 +435,7 @@ fn return_path(held: &HeldLogin) -> String {
 }
 
 /// A cookie's value from the request's `Cookie` headers.
-fn cookie(session: &Session, name: &str) -> Option<String> {
+pub(super) fn cookie(session: &Session, name: &str) -> Option<String> {
     session
         .req_header()
         .headers

@@ -38,6 +38,8 @@ pub struct PendingLogin {
     pub challenge: Option<&'static str>,
     /// The app's verdict, once its response header arrived.
     pub succeeded: Option<bool>,
+    /// The browser's device cookie as it came, renewed for this user on success.
+    pub device_cookie: Option<String>,
     /// For a fetch/XHR login replayed after its challenge: the page to send the browser back
     /// to. The browser navigated to the challenge, so the app's JSON answer is turned into a
     /// redirect there (its cookies kept).
@@ -60,7 +62,17 @@ pub(super) fn random_token() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// What scoring produced for a login.
+/// Rules whose logins are never learnt from: what they flag was not typed by the user.
+const NEVER_LEARNT: &[&str] = &[
+    "insufficient_evidence",
+    "synthetic_input",
+    "no_input",
+    "timeline_mismatch",
+    "replayed_pattern",
+];
+
+/// What scoring produced for a login. `features` is `None` when the login must not be
+/// learnt from (not scored, or flagged by a rule).
 struct Scored {
     finding: Finding,
     features: Option<FeatureVector>,
@@ -108,10 +120,14 @@ impl GaitkeeperProxy {
                     .await
             }
         };
+        let device_cookie = super::challenge::cookie(session, crate::challenge::device::COOKIE);
+        let trusted = self
+            .services
+            .trusted_device(device_cookie.as_deref(), &user);
         let mut scored = if let Some(action) =
             self.services
                 .regulator
-                .check(&config.regulation, &user.to_string(), &ip)
+                .check(&config.regulation, &user.to_string(), &ip, trusted)
         {
             Scored {
                 finding: Finding::Regulated { action },
@@ -120,7 +136,7 @@ impl GaitkeeperProxy {
                 reasons: serde_json::json!([{"code": "too_many_failures"}]),
             }
         } else {
-            self.score(ctx, &user).await
+            self.score(ctx, &user, &policy).await
         };
 
         let mut verdict = policy::decide(&policy, scored.finding);
@@ -181,6 +197,7 @@ impl GaitkeeperProxy {
                     client_ip: ip,
                     challenge: None,
                     succeeded: None,
+                    device_cookie,
                     return_to: None,
                 });
                 Ok(false)
@@ -334,8 +351,10 @@ impl GaitkeeperProxy {
         Ok(true)
     }
 
-    /// Validates the telemetry, extracts features and scores them with the user's model.
-    async fn score(&self, ctx: &mut RequestCtx, user: &UserKey) -> Scored {
+    /// Validates the telemetry, extracts features, checks them against the rules (evidence,
+    /// timeline, bots, replays) and scores them with the user's model. A login a rule flags
+    /// scores at least the rule's floor and is never learnt from (its features are dropped).
+    async fn score(&self, ctx: &mut RequestCtx, user: &UserKey, policy: &Policy) -> Scored {
         let unscored = |finding, code: &str| Scored {
             finding,
             features: None,
@@ -363,26 +382,68 @@ impl GaitkeeperProxy {
             Err(e) => return unscored(Finding::InvalidTelemetry, e.reason()),
         };
         let fv = features::extract(&parsed);
+        // How long the page was really open: from gaitkeeper issuing it to the submit arriving.
+        let page = outcome.issued_ms.map(|issued| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as f64;
+            features::evidence::PageOpen {
+                ms: now - issued as f64,
+                slack_ms: ctx.config.capture.timeline_slack.0.as_millis() as f64,
+            }
+        });
+        let mut flags: Vec<(&'static str, &'static str)> = features::evidence::check(&parsed, page)
+            .iter()
+            .map(|f| (f.rule.code(), f.detail))
+            .collect();
+        // One trace for several accounts, or a replay of a login not learnt yet.
+        if self
+            .services
+            .population
+            .check_and_remember(model::replay::Signature::of(&fv))
+        {
+            flags.push(("replayed_pattern", "seen_recently"));
+        }
+        let flag_reasons = |flags: &[(&str, &str)]| -> Vec<serde_json::Value> {
+            flags
+                .iter()
+                .map(|(code, detail)| serde_json::json!({"code": code, "detail": detail}))
+                .collect()
+        };
         let model = match self.services.user_model(user).await {
             Ok(m) => m,
             Err(_) => {
+                let mut reasons = flag_reasons(&flags);
+                reasons.push(serde_json::json!({"code": "store_unavailable"}));
                 return Scored {
                     finding: Finding::StoreError,
-                    features: Some(fv),
+                    features: flags.is_empty().then_some(fv),
                     risk: None,
-                    reasons: serde_json::json!([{"code": "store_unavailable"}]),
-                }
+                    reasons: reasons.into(),
+                };
             }
         };
         let enrolled = model
             .as_ref()
             .filter(|m| m.logins >= self.services.enrollment_logins);
         let Some(model) = enrolled else {
+            // A replay of one of the few logins learnt so far.
+            if model.as_ref().is_some_and(|m| m.copies(&fv)) {
+                flags.push(("replayed_pattern", "own_earlier_login"));
+            }
+            let mut reasons = flag_reasons(&flags);
+            reasons.push(serde_json::json!({"code": "enrolling"}));
+            // A flagged login neither enrols the user nor is let through as enrolling.
             return Scored {
-                finding: Finding::Enrolling,
-                features: Some(fv),
+                finding: if flags.is_empty() {
+                    Finding::Enrolling
+                } else {
+                    Finding::EnrollingFlagged
+                },
+                features: flags.is_empty().then_some(fv),
                 risk: None,
-                reasons: serde_json::json!([{"code": "enrolling"}]),
+                reasons: reasons.into(),
             };
         };
         let global = self.services.global();
@@ -395,30 +456,38 @@ impl GaitkeeperProxy {
             .scoring_latency
             .observe(started.elapsed().as_secs_f64());
         match assessed {
-            Ok(a) if a.risk.is_finite() => Scored {
-                finding: Finding::Scored { risk: a.risk },
-                reasons: self.reasons_of(&a.reasons),
-                risk: Some(a.risk),
-                features: Some(fv),
-            },
+            Ok(a) if a.risk.is_finite() => {
+                let codes: Vec<&str> = flags
+                    .iter()
+                    .map(|f| f.0)
+                    .chain(a.reasons.iter().map(|r| r.code))
+                    .collect();
+                let risk = policy::floored(&policy.floors, a.risk, codes.iter().copied());
+                let learnable = !codes.iter().any(|c| NEVER_LEARNT.contains(c));
+                let mut reasons = flag_reasons(&flags);
+                // The model's own reasons, but not a rule the evidence check already named.
+                for r in &a.reasons {
+                    if !flags.iter().any(|f| f.0 == r.code) {
+                        reasons.push(serde_json::to_value(r).unwrap_or_default());
+                    }
+                }
+                if !self.services.global_trained() {
+                    reasons.push(serde_json::json!({"code": "per_user_detectors_only"}));
+                }
+                Scored {
+                    finding: Finding::Scored { risk },
+                    reasons: reasons.into(),
+                    risk: Some(risk),
+                    features: learnable.then_some(fv),
+                }
+            }
             _ => Scored {
                 finding: Finding::ScoringError,
-                features: Some(fv),
+                features: None,
                 risk: None,
                 reasons: serde_json::json!([{"code": "scoring_failed"}]),
             },
         }
-    }
-
-    /// The model's reasons for audit, saying so when no global model is trained yet.
-    fn reasons_of(&self, reasons: &[model::Reason]) -> serde_json::Value {
-        let mut list = serde_json::to_value(reasons).unwrap_or_default();
-        if !self.services.global_trained() {
-            if let serde_json::Value::Array(items) = &mut list {
-                items.push(serde_json::json!({"code": "per_user_detectors_only"}));
-            }
-        }
-        list
     }
 
     /// Whether `user` can answer a challenge; `Err` when the store cannot tell.
@@ -441,7 +510,15 @@ impl GaitkeeperProxy {
             return;
         };
         let route = &ctx.config.routes[pending.route];
-        pending.succeeded = Some(decision::login_succeeded(&route.success, response));
+        let succeeded = decision::login_succeeded(&route.success, response);
+        pending.succeeded = Some(succeeded);
+        if succeeded {
+            // This browser logged in as the user: their user-wide limits no longer stop it.
+            let cookie = self
+                .services
+                .device_cookie(pending.device_cookie.as_deref(), &pending.user);
+            response.append_header("set-cookie", cookie).ok();
+        }
         if let Some(to) = &pending.return_to {
             response.set_status(303).ok();
             for name in [

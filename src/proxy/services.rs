@@ -87,6 +87,12 @@ pub struct LoginServices {
     pub challenge_ttl: Duration,
     /// Records settled logins and learns from the verified ones (batched, in the background).
     pub recorder: Recorder,
+    /// Device cookies: browsers that completed a login for a user are exempt from that user's
+    /// user-wide limits (`challenge::device`).
+    pub devices: crate::challenge::DeviceCookies,
+    /// Recent logins of everybody, for replays of a login not yet learnt and for one trace
+    /// used for several accounts (`model::replay`).
+    pub population: crate::model::replay::PopulationMemory,
     /// Login names as sent whose profile was already offered to their normalised name
     /// ([`LoginServices::carry_over_profile`]); bounded, an hour each.
     pub carried_over: moka::sync::Cache<UserKey, ()>,
@@ -186,10 +192,33 @@ impl LoginServices {
         user: &UserKey,
         secret: &[u8],
         code: &str,
+        sender: crate::challenge::totp::Sender<'_>,
     ) -> Result<(), &'static str> {
         self.totp
-            .verify(user, secret, code, SystemTime::now())
+            .verify(user, secret, code, SystemTime::now(), sender)
             .map_err(|e| e.reason())
+    }
+
+    /// Whether the browser's device cookie (if any) vouches for `user`.
+    pub fn trusted_device(&self, cookie: Option<&str>, user: &UserKey) -> bool {
+        cookie.is_some_and(|c| {
+            self.devices
+                .vouches(c, user, crate::challenge::device::day(SystemTime::now()))
+        })
+    }
+
+    /// The `Set-Cookie` value that marks this browser as `user`'s (after a verified login).
+    pub fn device_cookie(&self, existing: Option<&str>, user: &UserKey) -> String {
+        let value = self.devices.issue(
+            existing,
+            user,
+            crate::challenge::device::day(SystemTime::now()),
+        );
+        format!(
+            "{}={value}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax",
+            crate::challenge::device::COOKIE,
+            crate::challenge::device::LIFETIME_DAYS * 86_400
+        )
     }
 
     /// Carries the profile stored under a login name as it was sent (`Alice ` with its

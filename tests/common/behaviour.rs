@@ -1,8 +1,8 @@
 //! Telemetry payloads in the capture script's schema (docs/telemetry.md), played by a simulated
 //! person with a given rhythm: how long keys are held, the gaps between them, how fast and how
 //! straight the mouse moves, and whether the password field is reached with Tab or the mouse.
-//! Small random jitter (seeded, so tests are deterministic) makes logins of one person vary
-//! the way real ones do.
+//! Random variation (seeded, so tests are deterministic) makes each login look like a
+//! person's: no two alike, every key and mouse sample a little different.
 
 #![allow(dead_code)]
 
@@ -61,7 +61,13 @@ pub fn fetch_payload(
 }
 
 /// One login's payload (JSON text) carrying `token`, typing `user_len` characters of login
-/// name and `password_len` of password. `seed` varies the jitter between logins.
+/// name and `password_len` of password. `seed` varies the login.
+///
+/// Like a person, not a machine: every key's hold and gap varies around the rhythm's values
+/// (by about a quarter, as typists' do), the mouse travels a curve with a speed that rises and
+/// falls and the display's irregular sampling, and times are on the browser's 0.1 ms grid. The
+/// rhythm's `jitter` moves the whole login (a person's days differ), so logins of one person
+/// differ but stay alike.
 pub fn payload(
     token: &str,
     rhythm: &Rhythm,
@@ -70,27 +76,68 @@ pub fn payload(
     seed: u64,
 ) -> String {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut jit = |v: f64| v * (1.0 + rng.random_range(-rhythm.jitter..=rhythm.jitter));
+    // The whole login's tempo, then each key's variation around it.
+    let day = 1.0 + rng.random_range(-rhythm.jitter..=rhythm.jitter);
+    let vary = |v: f64, rng: &mut rand::rngs::StdRng| {
+        // A log-normal-ish spread of about 25 % (sum of uniforms), never below a third.
+        let u: f64 = (0..3).map(|_| rng.random_range(-0.25..=0.25)).sum();
+        (v * day * (1.0 + u)).max(v / 3.0)
+    };
+    let tenth = |t: f64| (t * 10.0).round() / 10.0;
     let mut t = 400.0;
     let mut moves = Vec::new();
     let (mut x, mut y) = (100.0, 80.0);
+    // One movement along a bowed curve: speed rises and falls (a hand's bell-shaped profile),
+    // samples come at the display's irregular pace.
+    let reach = |t: &mut f64,
+                 x: &mut f64,
+                 y: &mut f64,
+                 dx: f64,
+                 dy: f64,
+                 steps: usize,
+                 moves: &mut Vec<String>,
+                 rng: &mut rand::rngs::StdRng| {
+        let (x0, y0) = (*x, *y);
+        let bow = rhythm.wobble * 4.0 * if rng.random_bool(0.5) { 1.0 } else { -1.0 };
+        for i in 1..=steps {
+            let f = i as f64 / steps as f64;
+            // Minimum-jerk position along the path, with a sideways bow and a little tremor.
+            let s = 10.0 * f.powi(3) - 15.0 * f.powi(4) + 6.0 * f.powi(5);
+            let side = bow * (std::f64::consts::PI * s).sin();
+            let len = dx.hypot(dy).max(1.0);
+            *x = x0 + dx * s - dy / len * side + rng.random_range(-0.6..=0.6);
+            *y = y0 + dy * s + dx / len * side + rng.random_range(-0.6..=0.6);
+            *t += rng.random_range(14.5..=19.0);
+            moves.push(format!(
+                "[{:.1},{:.0},{:.0}]",
+                tenth(*t),
+                x.round(),
+                y.round()
+            ));
+        }
+    };
     // Mouse to the username field.
-    for i in 0..25 {
-        t += 16.0;
-        x += jit(rhythm.mouse_step);
-        y += if i % 2 == 0 {
-            rhythm.wobble
-        } else {
-            -rhythm.wobble
-        } + 1.0;
-        moves.push(format!("[{t:.1},{x:.0},{y:.0}]"));
-    }
+    let steps = 25;
+    let travel = rhythm.mouse_step * steps as f64 * day;
+    reach(
+        &mut t,
+        &mut x,
+        &mut y,
+        travel,
+        travel * 0.35,
+        steps,
+        &mut moves,
+        &mut rng,
+    );
+    let hold = vary(90.0, &mut rng);
     let mut clicks = vec![format!(
-        "[{:.1},0,\"f\",{x:.0},{y:.0},{:.1}]",
-        t + 10.0,
-        jit(90.0)
+        "[{:.1},0,\"f\",{:.0},{:.0},{:.1}]",
+        tenth(t + 10.0),
+        x.round(),
+        y.round(),
+        tenth(hold)
     )];
-    let mut focus = vec![format!("[{:.1},0,\"mouse\"]", t + 12.0)];
+    let mut focus = vec![format!("[{:.1},0,\"mouse\"]", tenth(t + 12.0))];
     let mut keys = Vec::new();
     let mut stroke = 0;
     t += 300.0;
@@ -100,34 +147,42 @@ pub fn payload(
                      field: i64,
                      keys: &mut Vec<String>,
                      stroke: &mut i64,
-                     jit: &mut dyn FnMut(f64) -> f64| {
+                     rng: &mut rand::rngs::StdRng| {
         for _ in 0..n {
-            let down = *t;
-            let up = down + jit(rhythm.dwell);
+            let down = tenth(*t);
+            let up = tenth(down + vary(rhythm.dwell, rng));
             keys.push(format!("[{down:.1},\"d\",\"{class}\",{field},{stroke},0]"));
             keys.push(format!("[{up:.1},\"u\",\"{class}\",{field},{stroke},0]"));
             *stroke += 1;
-            *t = up + jit(rhythm.flight);
+            *t = up + vary(rhythm.flight, rng);
         }
     };
-    type_keys(&mut t, user_len, "l", 0, &mut keys, &mut stroke, &mut jit);
+    type_keys(&mut t, user_len, "l", 0, &mut keys, &mut stroke, &mut rng);
     if rhythm.tab {
-        type_keys(&mut t, 1, "t", 0, &mut keys, &mut stroke, &mut jit);
-        focus.push(format!("[{:.1},1,\"tab\"]", t - 20.0));
+        type_keys(&mut t, 1, "t", 0, &mut keys, &mut stroke, &mut rng);
+        focus.push(format!("[{:.1},1,\"tab\"]", tenth(t - 20.0)));
     } else {
-        for _ in 0..12 {
-            t += 16.0;
-            y += jit(rhythm.mouse_step) / 2.0;
-            x += if stroke % 2 == 0 {
-                rhythm.wobble
-            } else {
-                -rhythm.wobble
-            };
-            moves.push(format!("[{t:.1},{x:.0},{y:.0}]"));
-        }
+        t += 150.0;
+        reach(
+            &mut t,
+            &mut x,
+            &mut y,
+            rhythm.wobble * 3.0,
+            rhythm.mouse_step * 6.0 * day,
+            12,
+            &mut moves,
+            &mut rng,
+        );
         t += 20.0;
-        clicks.push(format!("[{t:.1},0,\"f\",{x:.0},{y:.0},{:.1}]", jit(90.0)));
-        focus.push(format!("[{:.1},1,\"mouse\"]", t + 2.0));
+        let hold = vary(90.0, &mut rng);
+        clicks.push(format!(
+            "[{:.1},0,\"f\",{:.0},{:.0},{:.1}]",
+            tenth(t),
+            x.round(),
+            y.round(),
+            tenth(hold)
+        ));
+        focus.push(format!("[{:.1},1,\"mouse\"]", tenth(t + 2.0)));
         t += 200.0;
     }
     type_keys(
@@ -137,15 +192,15 @@ pub fn payload(
         1,
         &mut keys,
         &mut stroke,
-        &mut jit,
+        &mut rng,
     );
-    type_keys(&mut t, 1, "e", 1, &mut keys, &mut stroke, &mut jit);
-    let t1 = t + 50.0;
+    type_keys(&mut t, 1, "e", 1, &mut keys, &mut stroke, &mut rng);
+    let t1 = tenth(t + 50.0);
     format!(
         "{{\"v\":1,\"cv\":\"1.0.0\",\"tk\":\"{token}\",\"hv\":\"submit\",\"n\":1,\"t0\":100,\"t1\":{t1:.1},\"vis\":{vis:.1},\"vp\":[1280,720],\"u\":0,\"tr\":0,\
 \"f\":[{{\"i\":0,\"fm\":0,\"n\":\"username\",\"y\":\"text\",\"p\":0,\"a\":0,\"ni\":{ni}}},{{\"i\":1,\"fm\":0,\"n\":\"password\",\"y\":\"password\",\"p\":0,\"a\":0,\"ni\":{pi}}}],\
 \"fc\":[{focus}],\"k\":[{keys}],\"kn\":{kn},\"m\":[{moves}],\"mi\":[{mn},1],\"p\":[],\"pi\":[0,1],\"c\":[{clicks}],\"w\":[[100,\"v\"],[100,\"f\"]]}}",
-        vis = t1 - 100.0,
+        vis = tenth(t1 - 100.0),
         ni = user_len,
         pi = password_len,
         focus = focus.join(","),

@@ -381,6 +381,9 @@ pub fn pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i % 251) as u8).collect()
 }
 
+/// The `capture:` block every harness config gets unless the test sets its own.
+pub const HARNESS_CAPTURE: &str = "capture:\n  timeline_slack: 1h\n";
+
 /// The real `gaitkeeper run` process with a config in a temp dir; killed on drop.
 pub struct Gaitkeeper {
     pub dir: tempfile::TempDir,
@@ -428,13 +431,26 @@ impl Gaitkeeper {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config_path = dir.path().join("gaitkeeper.yaml");
+        // Generated logins are posted the moment their page arrives, claiming seconds of
+        // typing: the harness allows any timeline. A test that sets `capture:` itself must
+        // say what it wants (the timeline tests set a real slack).
+        let capture = if more.starts_with("capture:") || more.contains("\ncapture:") {
+            assert!(
+                more.contains("timeline_slack"),
+                "a test's own `capture:` block must set timeline_slack (the harness default is 1h)"
+            );
+            ""
+        } else {
+            HARNESS_CAPTURE
+        };
         let text = config_text(
             addr,
             admin,
             &dir.path().join("data"),
             upstream,
             upstream_extra,
-        ) + more;
+        ) + capture
+            + more;
         std::fs::write(&config_path, text).unwrap();
         let log = std::fs::File::create(dir.path().join("gaitkeeper.log")).unwrap();
         let child = Command::new(binary())

@@ -234,7 +234,39 @@ impl Session {
     }
 }
 
-/// Key actions typing `text` with exact dwell (down→up) and flight (up→next down) times.
+/// How much a person's keys vary around their usual hold and gap: a fixed, irregular cycle
+/// (a spread of about a quarter, as typists have), so tests know every time they played.
+const HUMAN_VARIATION: [f64; 13] = [
+    1.0, 0.72, 1.31, 0.86, 1.18, 0.64, 1.45, 0.93, 1.08, 0.78, 1.22, 0.97, 1.36,
+];
+
+/// Key actions typing `text` the way a person does: each key's hold and the gap after it vary
+/// around `dwell_ms` and `flight_ms` ([`HUMAN_VARIATION`], starting at `offset`). Returns the
+/// actions and the played holds and gaps, key by key.
+pub fn human_typing(
+    text: &str,
+    dwell_ms: u64,
+    flight_ms: u64,
+    offset: usize,
+) -> (Vec<Value>, Vec<u64>, Vec<u64>) {
+    let (mut actions, mut dwells, mut flights) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, c) in text.chars().enumerate() {
+        let vary = |base: u64, k: usize| {
+            (base as f64 * HUMAN_VARIATION[(offset + k) % HUMAN_VARIATION.len()]).round() as u64
+        };
+        let (dwell, flight) = (vary(dwell_ms, 2 * i), vary(flight_ms, 2 * i + 1));
+        actions.push(json!({"type": "keyDown", "value": c.to_string()}));
+        actions.push(json!({"type": "pause", "duration": dwell}));
+        actions.push(json!({"type": "keyUp", "value": c.to_string()}));
+        actions.push(json!({"type": "pause", "duration": flight}));
+        dwells.push(dwell);
+        flights.push(flight);
+    }
+    (actions, dwells, flights)
+}
+
+/// Key actions typing `text` with exact dwell (down→up) and flight (up→next down) times: a
+/// machine's rhythm (gaitkeeper flags it as synthetic), for pages it does not capture.
 pub fn typing(text: &str, dwell_ms: u64, flight_ms: u64) -> Vec<Value> {
     let mut actions = Vec::new();
     for c in text.chars() {
