@@ -860,3 +860,312 @@ async fn totp_guessing_is_rate_limited_per_user_and_logged() {
     }
     assert!(!log.contains(&wrong), "a guessed code was logged");
 }
+
+// ---- A score an attacker cannot game cheaply (docs/threat-model.md) ----
+
+/// Enrols alice with `n` logins of her own (human-like, each typed anew) and gives her TOTP.
+async fn enrol_alice(gk: &Gaitkeeper, n: u64) -> totp_rs::Totp {
+    let totp = enroll_totp(gk, ALICE.0);
+    for seed in 0..n {
+        let page = login_page(gk).await;
+        let p = payload(&page.gk_token, &STEADY, 5, 13, 100 + seed);
+        let r = submit(gk, &page, ALICE.0, ALICE.1, Some(&p)).await;
+        assert_eq!(
+            location(&r),
+            "/account",
+            "enrolment login {seed}: {}",
+            gk.log()
+        );
+    }
+    common::eventually(Duration::from_secs(10), "alice's logins learnt", || async {
+        gk.metric("gaitkeeper_learn_logins_total{result=\"ok\"}")
+            .await
+            >= n as f64
+    })
+    .await;
+    totp
+}
+
+/// Whether gaitkeeper let the login through to the app.
+fn allowed(r: &reqwest::Response) -> bool {
+    location(r) == "/account" || r.status() == 401
+}
+
+/// Whether `rule` flagged at least one login (`gaitkeeper_login_rule_flags_total`).
+async fn flagged(gk: &Gaitkeeper, rule: &str, detail: &str) -> bool {
+    gk.metric(&format!(
+        "gaitkeeper_login_rule_flags_total{{detail=\"{detail}\",rule=\"{rule}\"}}"
+    ))
+    .await
+        >= 1.0
+}
+
+#[tokio::test]
+async fn a_sparse_payload_is_not_evidence_enough() {
+    let (_app, gk) = start(STRICT).await;
+    enrol_alice(&gk, 6).await;
+    // One mouse sample in five seconds, no keys: the issue's payload, with every key the
+    // schema requires present (and empty).
+    let page = login_page(&gk).await;
+    let sparse = format!(
+        r#"{{"v":1,"cv":"1.0.0","tk":"{}","hv":"submit","n":1,"t0":0,"t1":5000,"vis":5000,"vp":[1280,720],"u":0,"tr":0,"f":[],"fc":[],"k":[],"kn":0,"m":[[100,1,1]],"mi":[1,1],"p":[],"pi":[0,1],"c":[],"w":[]}}"#,
+        page.gk_token
+    );
+    let r = submit(&gk, &page, ALICE.0, ALICE.1, Some(&sparse)).await;
+    assert!(!allowed(&r), "a sparse payload passed: {}", location(&r));
+    assert!(flagged(&gk, "insufficient_evidence", "no_password_field").await);
+    // The same with the fields, but nothing typed into the password.
+    let page = login_page(&gk).await;
+    let keys: Vec<common::behaviour::Stroke> = (0..5)
+        .map(|i| {
+            (
+                500.0 + 230.0 * i as f64 + (i * 37 % 50) as f64,
+                590.0 + 230.0 * i as f64,
+                "l",
+                0,
+            )
+        })
+        .collect();
+    let untyped = common::behaviour::scripted_payload(&page.gk_token, &keys, &[], 5000.0);
+    let r = submit(&gk, &page, ALICE.0, ALICE.1, Some(&untyped)).await;
+    assert!(!allowed(&r));
+    assert!(flagged(&gk, "insufficient_evidence", "password_not_typed").await);
+}
+
+#[tokio::test]
+async fn replayed_genuine_telemetry_is_refused_and_never_learnt() {
+    let (app, gk) = start(STRICT).await;
+    enrol_alice(&gk, 6).await;
+    let learnt = gk
+        .metric("gaitkeeper_learn_logins_total{result=\"ok\"}")
+        .await;
+    // One genuine login, captured.
+    let page = login_page(&gk).await;
+    let genuine = payload(&page.gk_token, &STEADY, 5, 13, 900);
+    let r = submit(&gk, &page, ALICE.0, ALICE.1, Some(&genuine)).await;
+    assert_eq!(location(&r), "/account");
+    common::eventually(
+        Duration::from_secs(10),
+        "the genuine login learnt",
+        || async {
+            gk.metric("gaitkeeper_learn_logins_total{result=\"ok\"}")
+                .await
+                > learnt
+        },
+    )
+    .await;
+    let learnt = gk
+        .metric("gaitkeeper_learn_logins_total{result=\"ok\"}")
+        .await;
+    // Replayed six times on fresh page tokens: identical, and shifted by up to 2 ms.
+    for (i, jitter) in [0.0, 0.0, 2.0, 2.0, 2.0, 2.0].into_iter().enumerate() {
+        let page = login_page(&gk).await;
+        let copy = common::behaviour::replayed(&genuine, &page.gk_token, jitter, i as u64);
+        let r = submit(&gk, &page, ALICE.0, ALICE.1, Some(&copy)).await;
+        assert!(!allowed(&r), "replay {i} (jitter {jitter} ms) passed");
+        assert_eq!(last_outcome(&gk).await, "ok", "a fresh token each time");
+    }
+    assert!(
+        app.last_login().await["status"] == 303,
+        "only the genuine login reached the app"
+    );
+    // Nothing of the replays was learnt.
+    let settled_wait = gk
+        .metric("gaitkeeper_learn_logins_total{result=\"ok\"}")
+        .await;
+    assert_eq!(settled_wait, learnt, "the replays were learnt");
+}
+
+#[tokio::test]
+async fn replays_let_through_in_shadow_mode_are_still_not_learnt() {
+    let (_app, gk) = start("policy:\n  mode: shadow\n").await;
+    enrol_alice(&gk, 6).await;
+    let page = login_page(&gk).await;
+    let genuine = payload(&page.gk_token, &STEADY, 5, 13, 901);
+    submit(&gk, &page, ALICE.0, ALICE.1, Some(&genuine)).await;
+    common::eventually(
+        Duration::from_secs(10),
+        "the genuine login learnt",
+        || async {
+            gk.metric("gaitkeeper_learn_logins_total{result=\"ok\"}")
+                .await
+                >= 7.0
+        },
+    )
+    .await;
+    for i in 0..3 {
+        let page = login_page(&gk).await;
+        let copy = common::behaviour::replayed(&genuine, &page.gk_token, 2.0, 10 + i);
+        let r = submit(&gk, &page, ALICE.0, ALICE.1, Some(&copy)).await;
+        assert_eq!(location(&r), "/account", "shadow mode forwards it");
+    }
+    // The replays were verified by the app and settled, but not learnt.
+    common::eventually(Duration::from_secs(10), "the replays settled", || async {
+        gk.metric("gaitkeeper_login_outcomes_total{outcome=\"verified\",route=\"login\"}")
+            .await
+            >= 10.0
+    })
+    .await;
+    assert_eq!(
+        gk.metric("gaitkeeper_learn_logins_total{result=\"ok\"}")
+            .await,
+        7.0
+    );
+    assert!(flagged(&gk, "replayed_pattern", "seen_recently").await);
+}
+
+#[tokio::test]
+async fn a_timeline_longer_than_the_page_was_open_is_refused() {
+    // A real slack: generated logins claim seconds of typing the moment their page arrives.
+    let (app, gk) = start("capture:\n  timeline_slack: 1s\n").await;
+    let page = login_page(&gk).await;
+    // Eight seconds of typing, submitted well under a second after the page was served.
+    let keys: Vec<common::behaviour::Stroke> = (0..18)
+        .map(|i| {
+            let t = 500.0 + 420.0 * i as f64 + ((i * 53) % 97) as f64;
+            (
+                t,
+                t + 80.0 + ((i * 31) % 40) as f64,
+                if i < 5 { "l" } else { "c" },
+                if i < 5 { 0 } else { 1 },
+            )
+        })
+        .collect();
+    let lie = common::behaviour::scripted_payload(&page.gk_token, &keys, &[], 8200.0);
+    let r = submit(&gk, &page, ALICE.0, ALICE.1, Some(&lie)).await;
+    assert!(!allowed(&r), "{}", location(&r));
+    assert!(flagged(&gk, "timeline_mismatch", "longer_than_the_page_was_open").await);
+    assert!(app.last_login().await.is_null(), "nothing reached the app");
+}
+
+/// Keystrokes of a bot: `intervals` between presses in each run, holds of `hold` ms, and the
+/// natural pauses of a person at Tab and Enter.
+fn bot_keys(
+    pace: impl Fn(usize) -> f64,
+    hold: impl Fn(usize) -> f64,
+) -> Vec<common::behaviour::Stroke> {
+    let mut t = 600.0;
+    let mut out = Vec::new();
+    for i in 0..5 {
+        out.push((t, t + hold(i), "l", 0));
+        t += pace(i);
+    }
+    out.push((t + 300.0, t + 300.0 + hold(5), "t", 0));
+    t += 900.0;
+    for i in 0..13 {
+        out.push((t, t + hold(6 + i), "c", 1));
+        t += pace(6 + i);
+    }
+    out.push((t + 400.0, t + 400.0 + hold(20), "e", 1));
+    out
+}
+
+/// A mouse that glides along a ruler to the field, speeding up and slowing down like a hand,
+/// a pixel of jitter on each sample, at a display's pace.
+fn ruler_mouse() -> Vec<(f64, f64, f64)> {
+    (0..30)
+        .map(|i| {
+            let g = i as f64 / 29.0;
+            let f = 10.0 * g.powi(3) - 15.0 * g.powi(4) + 6.0 * g.powi(5);
+            let t = 150.0 + 16.7 * i as f64 + ((i * 7) % 3) as f64 * 0.3;
+            (
+                t,
+                100.0 + 400.0 * f + (i % 2) as f64,
+                80.0 + 150.0 * f - (i % 3) as f64 * 0.5,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn bots_that_add_a_little_noise_are_still_bots() {
+    let (app, gk) = start(STRICT).await;
+    enrol_alice(&gk, 6).await;
+    let human_mouse: Vec<(f64, f64, f64)> = (0..25)
+        .map(|i| {
+            let f = i as f64 / 24.0;
+            let s = 10.0 * f.powi(3) - 15.0 * f.powi(4) + 6.0 * f.powi(5);
+            (
+                150.0 + 17.0 * i as f64 + ((i * 13) % 5) as f64,
+                100.0 + 300.0 * s,
+                80.0 + 90.0 * s + 25.0 * (std::f64::consts::PI * s).sin(),
+            )
+        })
+        .collect();
+    let human_hold = |i: usize| 70.0 + ((i * 37) % 61) as f64;
+    let human_pace = |i: usize| 160.0 + ((i * 71) % 150) as f64;
+    let attacks: Vec<(
+        &str,
+        &str,
+        Vec<common::behaviour::Stroke>,
+        Vec<(f64, f64, f64)>,
+    )> = vec![
+        // Exactly 90 ms holds and 150 ms gaps, pausing at Tab and Enter like a person.
+        (
+            "metronome",
+            "metronome_keys",
+            bot_keys(|_| 240.0, |_| 90.0),
+            human_mouse.clone(),
+        ),
+        // Intervals varied by 3 % (uniform jitter).
+        (
+            "3 % jitter",
+            "metronome_keys",
+            bot_keys(
+                |i| 240.0 * (1.0 + 0.05 * (((i * 7919) % 100) as f64 / 50.0 - 1.0)),
+                human_hold,
+            ),
+            human_mouse.clone(),
+        ),
+        // Human-like keys, a ruler-straight mouse with a pixel of jitter.
+        (
+            "ruler mouse",
+            "ruler_straight_mouse",
+            bot_keys(human_pace, human_hold),
+            ruler_mouse(),
+        ),
+    ];
+    for (name, detail, keys, moves) in attacks {
+        let page = login_page(&gk).await;
+        let end = keys.iter().map(|k| k.1).fold(0.0, f64::max) + 300.0;
+        let p = common::behaviour::scripted_payload(&page.gk_token, &keys, &moves, end);
+        let r = submit(&gk, &page, ALICE.0, ALICE.1, Some(&p)).await;
+        assert!(!allowed(&r), "{name} passed");
+        assert!(
+            flagged(&gk, "synthetic_input", detail).await,
+            "{name}: {detail}: {}",
+            gk.metrics()
+                .await
+                .lines()
+                .filter(|l| l.contains("rule_flags"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    assert!(!app_logged_in(&app).await || app.last_login().await["username"] == ALICE.0);
+}
+
+#[tokio::test]
+async fn a_bot_cannot_enrol_a_profile() {
+    // Bob has no profile yet: the bot's logins would have been let through and become it.
+    let (app, gk) = start("").await;
+    for i in 0..6u64 {
+        let page = login_page(&gk).await;
+        let keys = bot_keys(|_| 200.0 + i as f64, |_| 85.0);
+        let end = keys.iter().map(|k| k.1).fold(0.0, f64::max) + 300.0;
+        let p = common::behaviour::scripted_payload(&page.gk_token, &keys, &ruler_mouse(), end);
+        let r = submit(&gk, &page, BOB.0, BOB.1, Some(&p)).await;
+        // policy.enrolling_bot: challenge; bob has no factor, so on_no_factor blocks.
+        assert_eq!(r.status(), 403, "bot login {i}");
+    }
+    assert!(
+        app.last_login().await.is_null(),
+        "no bot login reached the app"
+    );
+    assert_eq!(
+        gk.metric("gaitkeeper_learn_logins_total{result=\"ok\"}")
+            .await,
+        0.0,
+        "nothing was learnt"
+    );
+}

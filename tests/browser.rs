@@ -725,3 +725,223 @@ async fn every_payload_the_capture_script_sends_is_valid() {
     );
     session.quit().await;
 }
+
+/// Logs alice in on `/login` in `session` with her rhythm (varied by `variation`); when a
+/// challenge comes, answers it with her code `step` steps from now (read as it is typed).
+/// Returns whether she was challenged.
+async fn log_in_as_alice(
+    session: &Session,
+    gk: &Gaitkeeper,
+    variation: usize,
+    code: Option<(&totp_rs::Totp, i64)>,
+) -> bool {
+    session.goto(&gk.url("/login")).await;
+    session
+        .wait_for("window.__gaitkeeper", "the capture script")
+        .await;
+    move_and_click(session, "input[name=username]").await;
+    let (mut keys, _, _) = human_typing(USER, USER_DWELL, USER_FLIGHT, variation);
+    keys.extend(typing(TAB, 60 + variation as u64 * 3, 150));
+    keys.extend(human_typing(PASSWORD, PASSWORD_DWELL, PASSWORD_FLIGHT, variation + 5).0);
+    session
+        .actions(json!([{"type": "key", "id": "keyboard", "actions": keys}]))
+        .await;
+    press_enter(session).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let url = session.current_url().await;
+        if url.ends_with("/account") || url.contains("/__gk/challenge/") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "login {variation} reached neither the account nor a challenge: at {url}: {}\n{}",
+            session.source().await,
+            gk.metrics()
+                .await
+                .lines()
+                .filter(|l| l.contains("rule_flags") || l.contains("decisions"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    if session.current_url().await.ends_with("/account") {
+        return false;
+    }
+    let (totp, step) = code.expect("alice was challenged, and the test has no code for her");
+    let code = code_at(totp, step);
+    session
+        .actions(json!([{"type": "key", "id": "keyboard", "actions": typing(&code, 50, 60)}]))
+        .await;
+    press_enter(session).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !session.current_url().await.ends_with("/account") {
+        assert!(
+            Instant::now() < deadline,
+            "login {variation}: the code did not let alice in: {}",
+            session.source().await
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    true
+}
+
+/// The code of alice's authenticator `steps` steps (of 30 s) from now: a later login uses a
+/// later step than the one before (a used code cannot be used again), without waiting.
+fn code_at(totp: &totp_rs::Totp, steps: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    totp.generate((now + 30 * steps) as u64).to_string()
+}
+
+#[tokio::test]
+async fn a_stranger_without_the_password_cannot_lock_the_user_out() {
+    let _one = ONE_BROWSER.lock().await;
+    let app = LegacyApp::start().await;
+    let more = format!("{LEGACY_ROUTES}policy:\n  enrolling: allow\n");
+    let gk = Gaitkeeper::start_with(app.addr, "", &more).await;
+    let totp = enroll_totp(&gk, USER);
+    let driver = ChromeDriver::start().await;
+    let usual_profile = tempfile::tempdir().unwrap();
+    let usual = driver.session(usual_profile.path()).await;
+    // Her usual browser: a successful login leaves the device cookie.
+    assert!(!log_in_as_alice(&usual, &gk, 0, None).await);
+    // From now on every login is challenged, so each of alice's needs her code.
+    let text = std::fs::read_to_string(&gk.config_path).unwrap();
+    let challenging = text.replace("enrolling: allow", "enrolling: challenge");
+    assert_ne!(text, challenging, "the policy line is in the config");
+    gk.rewrite_config(&challenging);
+    common::eventually(Duration::from_secs(10), "the reload", || async {
+        gk.metric("gaitkeeper_config_reloads_total{result=\"ok\"}")
+            .await
+            >= 1.0
+    })
+    .await;
+
+    // A stranger from another address, who does not know her password, opens challenge
+    // after challenge for her and answers each with wrong codes until it is used up.
+    let stranger = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent("stranger/1.0")
+        .build()
+        .unwrap();
+    let mut refusals = 0;
+    for _ in 0..8 {
+        let page = stranger.get(gk.url("/login")).send().await.unwrap();
+        let csrf_cookie = common::legacy::set_cookie(&page, "legacy_csrf").unwrap();
+        let html = page.text().await.unwrap();
+        let csrf = html
+            .split("name=\"csrf_token\" value=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .unwrap()
+            .to_string();
+        let r = stranger
+            .post(gk.url("/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("cookie", format!("legacy_csrf={csrf_cookie}"))
+            .body(format!(
+                "csrf_token={csrf}&username=alice&password=not-her-password"
+            ))
+            .send()
+            .await
+            .unwrap();
+        if r.status() != 303 {
+            continue;
+        }
+        let path = common::legacy::location(&r);
+        let binding = common::legacy::set_cookie(&r, "__gk_challenge").unwrap();
+        let cookie = format!("__gk_challenge={binding}");
+        let challenge_page = stranger
+            .get(gk.url(&path))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let form_csrf = challenge_page
+            .split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .unwrap()
+            .to_string();
+        for _ in 0..6 {
+            let r = stranger
+                .post(gk.url(&path))
+                .header("cookie", &cookie)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!(
+                    "csrf={form_csrf}&code={}",
+                    common::legacy::wrong_code(&totp)
+                ))
+                .send()
+                .await
+                .unwrap();
+            if r.status() == 403 {
+                refusals += 1;
+                break;
+            }
+        }
+    }
+    assert!(refusals >= 5, "the stranger used up {refusals} challenges");
+    assert!(
+        gk.metric("gaitkeeper_challenges_total{event=\"wrong_code\"}")
+            .await
+            >= 12.0,
+        "the stranger's wrong codes went past a user-wide limit of 10"
+    );
+
+    // Alice, in her usual browser: the right password and code get her in.
+    assert!(log_in_as_alice(&usual, &gk, 3, Some((&totp, 0))).await);
+    assert!(usual.source().await.contains("Welcome, alice"));
+    usual.quit().await;
+    // And from a new browser (no device cookie), from her own address.
+    let new_profile = tempfile::tempdir().unwrap();
+    let fresh = driver.session(new_profile.path()).await;
+    assert!(log_in_as_alice(&fresh, &gk, 6, Some((&totp, 1))).await);
+    assert!(fresh.source().await.contains("Welcome, alice"));
+    fresh.quit().await;
+}
+
+#[tokio::test]
+async fn a_genuine_user_enrols_in_chromium_and_then_logs_in_unchallenged() {
+    let _one = ONE_BROWSER.lock().await;
+    let app = LegacyApp::start().await;
+    let more = format!("{LEGACY_ROUTES}store:\n  enrollment_logins: 5\n");
+    let gk = Gaitkeeper::start_with(app.addr, "", &more).await;
+    let driver = ChromeDriver::start().await;
+    let profile = tempfile::tempdir().unwrap();
+    let session = driver.session(profile.path()).await;
+    // Five enrolment logins and two more: each typed anew, none challenged.
+    for login in 0..7usize {
+        let challenged = log_in_as_alice(&session, &gk, login * 2, None).await;
+        assert!(!challenged, "login {login} was challenged: {}", gk.log());
+        common::eventually(Duration::from_secs(10), "the login learnt", || async {
+            gk.metric("gaitkeeper_learn_logins_total{result=\"ok\"}")
+                .await
+                >= (login + 1) as f64
+        })
+        .await;
+    }
+    let metrics = gk.metrics().await;
+    let flags: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("gaitkeeper_login_rule_flags_total{"))
+        .collect();
+    assert!(
+        flags.is_empty(),
+        "a rule flagged a genuine login: {flags:?}"
+    );
+    // The last two were scored against her profile, not let through as enrolling.
+    assert!(
+        gk.metric("gaitkeeper_login_risk_count").await >= 2.0,
+        "{metrics}"
+    );
+    session.quit().await;
+}

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub login_bodies_refused: IntCounterVec,
     /// Login submits whose name could not be read, by route and reason (`login::Unreadable`).
     pub unreadable_logins: IntCounterVec,
+    /// Logins a rule flagged (`features::evidence`, replays), by rule and detail.
+    pub rule_flags: IntCounterVec,
     /// Login submits by what their telemetry turned out to be: `ok` or a rejection reason
     /// (`missing`, `malformed`, `bad_signature`, `expired`, `replayed`, `wrong_client`, …).
     pub telemetry: IntCounterVec,
@@ -148,6 +150,14 @@ impl Metrics {
                 "Login submits whose login name could not be read exactly once, by route and reason",
             ),
             &["route", "reason"],
+        )
+        .expect("valid metric");
+        let rule_flags = IntCounterVec::new(
+            Opts::new(
+                "login_rule_flags_total",
+                "Logins a rule flagged (insufficient_evidence, synthetic_input, timeline_mismatch, replayed_pattern), by rule and detail",
+            ),
+            &["rule", "detail"],
         )
         .expect("valid metric");
         let telemetry = IntCounterVec::new(
@@ -269,6 +279,7 @@ impl Metrics {
             Box::new(injection_skipped.clone()),
             Box::new(login_bodies_refused.clone()),
             Box::new(unreadable_logins.clone()),
+            Box::new(rule_flags.clone()),
             Box::new(telemetry.clone()),
             Box::new(requests.clone()),
             Box::new(upstream_errors.clone()),
@@ -302,6 +313,7 @@ impl Metrics {
             injection_skipped,
             login_bodies_refused,
             unreadable_logins,
+            rule_flags,
             telemetry,
             model_cache,
             audit_records,

@@ -405,6 +405,12 @@ impl GaitkeeperProxy {
         {
             flags.push(("replayed_pattern", "seen_recently"));
         }
+        for (rule, detail) in &flags {
+            self.metrics
+                .rule_flags
+                .with_label_values(&[rule, detail])
+                .inc();
+        }
         let flag_reasons = |flags: &[(&str, &str)]| -> Vec<serde_json::Value> {
             flags
                 .iter()
@@ -431,6 +437,10 @@ impl GaitkeeperProxy {
             // A replay of one of the few logins learnt so far.
             if model.as_ref().is_some_and(|m| m.copies(&fv)) {
                 flags.push(("replayed_pattern", "own_earlier_login"));
+                self.metrics
+                    .rule_flags
+                    .with_label_values(&["replayed_pattern", "own_earlier_login"])
+                    .inc();
             }
             let mut reasons = flag_reasons(&flags);
             reasons.push(serde_json::json!({"code": "enrolling"}));
@@ -462,6 +472,14 @@ impl GaitkeeperProxy {
                     .map(|f| f.0)
                     .chain(a.reasons.iter().map(|r| r.code))
                     .collect();
+                for r in &a.reasons {
+                    if matches!(r.code, "replayed_pattern" | "missing_usual_input") {
+                        self.metrics
+                            .rule_flags
+                            .with_label_values(&[r.code, "profile"])
+                            .inc();
+                    }
+                }
                 let risk = policy::floored(&policy.floors, a.risk, codes.iter().copied());
                 let learnable = !codes.iter().any(|c| NEVER_LEARNT.contains(c));
                 let mut reasons = flag_reasons(&flags);

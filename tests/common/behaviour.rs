@@ -216,3 +216,75 @@ pub fn payload(
 pub fn form_encode(text: &str) -> String {
     percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
+
+/// A key stroke of a scripted payload: press and release times (ms), class, field index.
+pub type Stroke = (f64, f64, &'static str, i64);
+
+/// A payload with exactly the given key strokes and mouse samples (times in ms, rounded to the
+/// 0.1 ms grid), over a username field (0) and a password field (1) both focused: what an
+/// attacker writes by hand. `t1` is the hand-over time.
+pub fn scripted_payload(
+    token: &str,
+    strokes: &[Stroke],
+    moves: &[(f64, f64, f64)],
+    t1: f64,
+) -> String {
+    let tenth = |t: f64| (t * 10.0).round() / 10.0;
+    let mut keys: Vec<(f64, String)> = Vec::new();
+    for (i, (down, up, class, field)) in strokes.iter().enumerate() {
+        keys.push((
+            tenth(*down),
+            format!("[{:.1},\"d\",\"{class}\",{field},{i},0]", tenth(*down)),
+        ));
+        keys.push((
+            tenth(*up),
+            format!("[{:.1},\"u\",\"{class}\",{field},{i},0]", tenth(*up)),
+        ));
+    }
+    keys.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let keys: Vec<String> = keys.into_iter().map(|k| k.1).collect();
+    let typed = |f: i64| strokes.iter().filter(|s| s.3 == f).count();
+    let first_key = strokes.iter().map(|s| s.0).fold(f64::INFINITY, f64::min);
+    let focus_at = if first_key.is_finite() {
+        tenth(first_key - 50.0).max(100.0)
+    } else {
+        100.0
+    };
+    let moves: Vec<String> = moves
+        .iter()
+        .map(|(t, x, y)| format!("[{:.1},{:.0},{:.0}]", tenth(*t), x, y))
+        .collect();
+    let t1 = tenth(t1);
+    format!(
+        "{{\"v\":1,\"cv\":\"1.0.0\",\"tk\":\"{token}\",\"hv\":\"submit\",\"n\":1,\"t0\":100,\"t1\":{t1:.1},\"vis\":{vis:.1},\"vp\":[1280,720],\"u\":0,\"tr\":0,\
+\"f\":[{{\"i\":0,\"fm\":0,\"n\":\"username\",\"y\":\"text\",\"p\":0,\"a\":0,\"ni\":{ni}}},{{\"i\":1,\"fm\":0,\"n\":\"password\",\"y\":\"password\",\"p\":0,\"a\":0,\"ni\":{pi}}}],\
+\"fc\":[[{focus_at:.1},0,\"programmatic\"],[{focus_at:.1},1,\"programmatic\"]],\"k\":[{keys}],\"kn\":{kn},\"m\":[{moves}],\"mi\":[{mn},1],\"p\":[],\"pi\":[0,1],\"c\":[],\"w\":[[100,\"v\"],[100,\"f\"]]}}",
+        vis = tenth(t1 - 100.0),
+        ni = typed(0),
+        pi = typed(1),
+        kn = keys.len(),
+        keys = keys.join(","),
+        mn = moves.len(),
+        moves = moves.join(","),
+    )
+}
+
+/// The same payload moved to another page token and with every event time shifted by up to
+/// `jitter_ms` (order kept): a captured login replayed.
+pub fn replayed(payload: &str, token: &str, jitter_ms: f64, seed: u64) -> String {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut v: serde_json::Value = serde_json::from_str(payload).unwrap();
+    v["tk"] = token.into();
+    let t1 = v["t1"].as_f64().unwrap();
+    for stream in ["fc", "k", "m", "c", "w"] {
+        let mut prev = f64::NEG_INFINITY;
+        for e in v[stream].as_array_mut().unwrap() {
+            let t = e[0].as_f64().unwrap();
+            let moved = ((t + rng.random_range(0.0..=jitter_ms)) * 10.0).round() / 10.0;
+            let moved = moved.max(prev).min(t1);
+            e[0] = moved.into();
+            prev = moved;
+        }
+    }
+    v.to_string()
+}
