@@ -1060,6 +1060,14 @@ fn bot_keys(
     out
 }
 
+/// A bot's login: its name, the rule detail that must catch it, its keys and mouse samples.
+type BotLogin = (
+    &'static str,
+    &'static str,
+    Vec<common::behaviour::Stroke>,
+    Vec<(f64, f64, f64)>,
+);
+
 /// A mouse that glides along a ruler to the field, speeding up and slowing down like a hand,
 /// a pixel of jitter on each sample, at a display's pace.
 fn ruler_mouse() -> Vec<(f64, f64, f64)> {
@@ -1094,12 +1102,7 @@ async fn bots_that_add_a_little_noise_are_still_bots() {
         .collect();
     let human_hold = |i: usize| 70.0 + ((i * 37) % 61) as f64;
     let human_pace = |i: usize| 160.0 + ((i * 71) % 150) as f64;
-    let attacks: Vec<(
-        &str,
-        &str,
-        Vec<common::behaviour::Stroke>,
-        Vec<(f64, f64, f64)>,
-    )> = vec![
+    let attacks: Vec<BotLogin> = vec![
         // Exactly 90 ms holds and 150 ms gaps, pausing at Tab and Enter like a person.
         (
             "metronome",
