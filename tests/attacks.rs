@@ -805,12 +805,13 @@ async fn a_login_split_across_pipelined_requests_is_decided_each_time() {
 }
 
 #[tokio::test]
-async fn totp_guessing_is_rate_limited_per_user_and_logged() {
+async fn totp_guessing_is_rate_limited_per_address_and_logged() {
     let (app, gk) = start("policy:\n  on_missing_telemetry: challenge\n").await;
     let totp = enroll_totp(&gk, ALICE.0);
     let wrong = wrong_code(&totp);
-    // Guess across several challenges, each ended by its own attempt limit, until the
-    // per-user limit is reached.
+    // Guess across several challenges from one address, each ended by its own attempt limit,
+    // until the address's limit is reached (the user's own browser is not stopped by it: see
+    // browser.rs::a_stranger_without_the_password_cannot_lock_the_user_out).
     let mut guesses = 0;
     let mut blocked = 0;
     while guesses < 12 {
@@ -831,7 +832,8 @@ async fn totp_guessing_is_rate_limited_per_user_and_logged() {
             assert_eq!(r.status(), 401, "a wrong code re-shows the page");
         }
     }
-    // Now the right code on a fresh challenge does not get in either: the limit holds.
+    // Now the right code on a fresh challenge from the same address does not get in either:
+    // the limit holds.
     let page = login_page(&gk).await;
     let r = submit(&gk, &page, ALICE.0, ALICE.1, None).await;
     if r.status() == 303 {
