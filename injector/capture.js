@@ -17,12 +17,12 @@
 
     const now = () => performance.now();
     const r1 = (t) => Math.round(t * 10) / 10;
-    const T0 = r1(now());
+    let T0 = r1(now());
 
     // ---- config from the injecting <script> tag ----
     const me = document.currentScript;
     const ds = (me && me.dataset) || {};
-    const TOKEN = String(ds.gkToken || '');
+    let TOKEN = String(ds.gkToken || '');
     const FIELD = ds.gkField || '__gk';
     const HEADER = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(ds.gkHeader || '') ? ds.gkHeader : 'X-Gaitkeeper-Telemetry';
     // Paths compare like the proxy matches routes: case-insensitive, '//' collapsed, no trailing '/'.
@@ -296,6 +296,159 @@
       return origSubmit.apply(this, arguments);
     };
 
+    // ---- page tokens: fresh ones from login answers, renewed before they expire ----
+    // A token is single use; every answer to a login carries a fresh one for this page, so a
+    // retry after a typo is a new login, not a replay. Long-lived pages renew theirs.
+    const TOKEN_HEADER = 'X-Gaitkeeper-Token', RESET_HEADER = 'X-Gaitkeeper-Token-Reset';
+    const EPOCH_MS = 12 * 3600e3; // past this, a renewal starts the telemetry anew
+    let renewAt = Infinity, renewTimer = 0;
+    const claims = (tk) => guard(() => JSON.parse(atob(tk.split('.')[1].replace(/-/g, '+').replace(/_/g, '/')))) || {};
+    // Start over: what was recorded belongs to an older page epoch.
+    const resetEpoch = () => {
+      T0 = r1(now());
+      K.length = 0; C.length = 0; FC.length = 0; W.length = 0;
+      M.a = []; M.n = 0; M.s = 1; P.a = []; P.n = 0; P.s = 1;
+      for (const F of fields) { F.p = 0; F.a = 0; F.ni = 0; F.kd = 0; }
+      held.clear(); strokes = 0; keysSeen = 0; untrusted = 0; handovers = 0;
+      lastTab = -1; lastPtr = -1; visAcc = 0; visFrom = T0;
+      W.push([T0, visible ? 'v' : 'h'], [T0, document.hasFocus() ? 'f' : 'b']);
+    };
+    const scheduleRenewal = () => {
+      const c = claims(TOKEN);
+      const ttl = (c.exp - c.iat) * 1000;
+      if (!(ttl > 0)) return;
+      renewAt = now() + ttl * 0.75;
+      clearTimeout(renewTimer);
+      renewTimer = setTimeout(() => guard(renew), Math.min(ttl * 0.75, 2147483647));
+    };
+    const takeToken = (get) => guard(() => {
+      const tk = get(TOKEN_HEADER);
+      if (typeof tk !== 'string' || !/^[\w-]+\.[\w-]+\.[\w-]+$/.test(tk)) return;
+      if (get(RESET_HEADER) === '1') resetEpoch();
+      TOKEN = tk;
+      scheduleRenewal();
+    });
+    let origFetch = window.fetch;
+    const renew = () => {
+      if (typeof origFetch !== 'function' || !TOKEN) return;
+      const reset = now() - T0 > EPOCH_MS;
+      const headers = { [TOKEN_HEADER]: TOKEN };
+      if (reset) headers[RESET_HEADER] = '1';
+      origFetch.call(window, PREFIX + 'token', { method: 'POST', headers, credentials: 'same-origin', cache: 'no-store' })
+        .then((r) => (r.ok ? r.json() : null))
+        .then((j) => guard(() => {
+          if (!j || typeof j.token !== 'string') return;
+          if (reset) resetEpoch();
+          TOKEN = j.token;
+          scheduleRenewal();
+        }), noop);
+    };
+    scheduleRenewal();
+    // Timers sleep with the laptop and in background tabs: catch up when the page is seen.
+    on('visibilitychange', () => { if (document.visibilityState === 'visible' && now() >= renewAt) renew(); }, document);
+
+    // ---- in-page step-up: the challenge shown over the page, the login resumed ----
+    // A fetch/XHR login gaitkeeper challenges is answered 401 with the challenge's URL. The
+    // page's own code never sees that answer: the challenge is shown in an overlay (a frame of
+    // gaitkeeper's page, or a popup where the page's CSP forbids frames); once it is passed,
+    // gaitkeeper's page hands this script a one-time proof, the request is sent again with it,
+    // and the app's real answer to the held login resolves the page's original request.
+    const challengeUrl = (u) => guard(() => {
+      const url = new URL(String(u), location.href);
+      return url.origin === location.origin && url.pathname.startsWith(PREFIX + 'challenge/') ? url : null;
+    });
+    const box = (build) => {
+      const host = document.createElement('div');
+      host.setAttribute('data-gaitkeeper', '');
+      host.style.cssText = 'position:fixed;inset:0;z-index:2147483647;background:rgba(0,0,0,.55);display:flex;align-items:center;justify-content:center';
+      const root = host.attachShadow ? host.attachShadow({ mode: 'open' }) : host; // open: readable by tests and assistive tools
+      const panel = document.createElement('div');
+      panel.setAttribute('role', 'dialog');
+      panel.setAttribute('aria-modal', 'true');
+      panel.style.cssText = 'background:#fff;color:#111;border-radius:8px;max-width:30rem;width:calc(100% - 2rem);max-height:calc(100% - 2rem);display:flex;flex-direction:column;overflow:hidden;font:16px/1.5 system-ui,sans-serif;box-shadow:0 8px 32px rgba(0,0,0,.4)';
+      build(panel);
+      root.appendChild(panel);
+      (document.body || document.documentElement).appendChild(host);
+      return host;
+    };
+    const button = (text, onclick) => {
+      const b = document.createElement('button');
+      b.type = 'button';
+      b.textContent = text;
+      b.style.cssText = 'margin:.75rem;padding:.6rem 1rem;font:inherit;border:0;border-radius:4px;background:#0b57d0;color:#fff;cursor:pointer';
+      b.addEventListener('click', onclick);
+      return b;
+    };
+    // Resolves with the proof, or null when the person gives up.
+    const stepUp = (url) => new Promise((resolve) => {
+      let host = null, popup = null, frame = null, settled = false;
+      const done = (proof) => {
+        if (settled) return;
+        settled = true;
+        window.removeEventListener('message', onMessage);
+        document.removeEventListener('securitypolicyviolation', onViolation);
+        if (host) host.remove();
+        if (popup && !popup.closed) popup.close();
+        resolve(proof);
+      };
+      const onMessage = (e) => guard(() => {
+        const from = e.source && (e.source === (frame && frame.contentWindow) || e.source === popup);
+        const proof = e.data && e.data.gaitkeeper && e.data.gaitkeeper.resume;
+        if (e.origin === location.origin && from && typeof proof === 'string') done(proof);
+      });
+      const inline = (mode) => { const u = new URL(url.href); u.searchParams.set('inline', mode); return u.href; };
+      const openPopup = () => { popup = window.open(inline('popup'), 'gaitkeeper-challenge', 'popup,width=480,height=680'); };
+      // The page's CSP forbids frames: offer a window instead (a click, so it is not blocked).
+      const onViolation = (e) => guard(() => {
+        if (!frame || !/^(frame|child|default)-src/.test(e.violatedDirective || e.effectiveDirective || '')) return;
+        frame.remove(); frame = null;
+        const panel = host.shadowRoot || host;
+        const note = document.createElement('p');
+        note.style.cssText = 'margin:1rem 1rem 0';
+        note.textContent = 'One more step is needed to sign in. It opens in a new window.';
+        panel.firstChild.insertBefore(note, panel.firstChild.firstChild);
+        panel.firstChild.insertBefore(button('Continue', openPopup), note.nextSibling);
+      });
+      window.addEventListener('message', onMessage);
+      document.addEventListener('securitypolicyviolation', onViolation);
+      host = guard(() => box((panel) => {
+        frame = document.createElement('iframe');
+        frame.title = 'Confirm it is you';
+        frame.src = inline('frame');
+        frame.style.cssText = 'border:0;width:100%;height:34rem;max-height:calc(100vh - 6rem)';
+        // The login form still has focus, so the page's autofocus would be ignored: put the
+        // cursor in the code field, so the person can just type.
+        frame.addEventListener('load', () => guard(() => {
+          const d = frame.contentDocument, field = d && d.querySelector('[autofocus]');
+          if (field) field.focus(); else frame.focus();
+        }));
+        panel.appendChild(frame);
+        panel.appendChild(button('Cancel', () => done(null)));
+      }));
+      // No document to show it in: the old way, the whole page goes to the challenge.
+      if (!host) { location.assign(url.href); done(null); }
+    });
+    // A login refused by gaitkeeper: the page's own code gets the refusal; the person sees
+    // the reference to give the help desk.
+    const showIncident = (ref) => guard(() => {
+      if (typeof ref !== 'string' || !/^[\w-]{1,64}$/.test(ref)) return;
+      const host = box((panel) => {
+        const text = document.createElement('div');
+        text.style.cssText = 'padding:1rem 1rem 0';
+        const h = document.createElement('strong');
+        h.textContent = 'Sign-in refused';
+        const p = document.createElement('p');
+        p.textContent = 'This sign-in attempt was refused for your protection. If this was you, contact support and give them this reference: ';
+        const code = document.createElement('code');
+        code.textContent = ref;
+        p.appendChild(code);
+        text.appendChild(h);
+        text.appendChild(p);
+        panel.appendChild(text);
+        panel.appendChild(button('OK', () => host.remove()));
+      });
+    });
+
     // ---- hand-over 2: fetch / XMLHttpRequest logins (header, base64url of the UTF-8 JSON) ----
     const isLogin = (u, method) => {
       const url = new URL(String(u), location.href);
@@ -307,53 +460,115 @@
         eligible(f) && norm(new URL(attr(f, 'action') || '', document.baseURI).pathname) === path);
     };
     const headerValue = (hv) => { handovers++; return b64url(fit(build(hv, null), HEADER_BYTES)); };
-    const challenge = (j) => {
-      const u = j && j.gaitkeeper && j.gaitkeeper.challenge_url;
-      if (typeof u !== 'string') return;
-      const url = new URL(u, location.href);
-      if (url.origin === location.origin && url.pathname.startsWith(PREFIX + 'challenge/')) location.assign(url.href);
-    };
+    const RESUME_HEADER = 'X-Gaitkeeper-Resume';
 
-    const origFetch = window.fetch;
     if (typeof origFetch === 'function') {
       window.fetch = function fetch(input, init) {
-        let args = arguments, hit = false;
+        let args = arguments, hit = false, again = null;
         guard(() => {
           const isReq = input instanceof Request;
           const method = (init && init.method) || (isReq ? input.method : 'GET');
           if (!isLogin(isReq ? input.url : input, method)) return;
           const h = new Headers(init && init.headers !== undefined ? init.headers : isReq ? input.headers : undefined);
-          h.set(HEADER, headerValue('fetch'));
           const copy = {};
           for (const key in init) copy[key] = init[key];
+          // The request sent again after a passed challenge: gaitkeeper puts the held login
+          // in its place, so it carries only the proof (no body, no telemetry).
+          again = (proof) => {
+            const r = new Headers(h);
+            r.delete(HEADER);
+            r.set(RESUME_HEADER, proof);
+            const c = Object.assign({}, copy, { method, headers: r, body: undefined, credentials: copy.credentials || 'same-origin' });
+            return origFetch.call(window, isReq ? input.url : input, c);
+          };
+          h.set(HEADER, headerValue('fetch'));
           copy.headers = h;
           args = [input, copy];
           hit = true;
         });
         const res = origFetch.apply(this, args); // errors and the promise are the page's own
-        if (hit) guard(() => res.then((r) => guard(() => {
-          if (r.status === 401 && /json/i.test(r.headers.get('content-type') || '')) r.clone().json().then((j) => guard(() => challenge(j)), noop);
-        }), noop));
-        return res;
+        if (!hit) return res;
+        return res.then((r) => {
+          let next = null;
+          guard(() => {
+            takeToken((n) => r.headers.get(n));
+            const url = r.status === 401 && challengeUrl(r.headers.get('x-gaitkeeper-challenge'));
+            if (url) next = stepUp(url).then((proof) => (proof ? again(proof).then((r2) => { takeToken((n) => r2.headers.get(n)); return r2; }) : r));
+            else showIncident(r.headers.get('x-gaitkeeper-incident'));
+          });
+          return next || r;
+        });
       };
     }
 
-    const XP = XMLHttpRequest.prototype, origOpen = XP.open, origSend = XP.send;
+    // XHR: the page's handlers must not see a challenge either. Listeners on the request run
+    // in the order they were added (Chromium does not run capture listeners first on an XHR,
+    // whatever the page added earlier runs earlier), so every XHR gets gaitkeeper's listener
+    // when it is constructed, before the page can add its own: a challenged round's events
+    // are held back; after the challenge the same object is opened and sent again, and the
+    // page's handlers see the app's real answer.
+    const XHR = window.XMLHttpRequest, XP = XHR.prototype;
+    const origOpen = XP.open, origSend = XP.send, origSetHeader = XP.setRequestHeader;
     const xhrInfo = new WeakMap();
-    XP.open = function open(method, url) {
-      guard(() => xhrInfo.set(this, [method, url]));
+    const EVENTS = ['readystatechange', 'load', 'loadend', 'progress', 'error', 'abort', 'timeout'];
+    const listenFirst = (xhr) => {
+      const st = { login: false, held: false, resending: false, method: 'GET', url: '', async: true, headers: [], challenge: null };
+      xhrInfo.set(xhr, st);
+      const hold = (e) => guard(() => {
+        if (!st.login || st.resending) return;
+        if (!st.held && xhr.readyState >= 2) {
+          takeToken((n) => xhr.getResponseHeader(n));
+          const url = xhr.status === 401 && challengeUrl(xhr.getResponseHeader('x-gaitkeeper-challenge'));
+          if (url) { st.held = true; st.challenge = url; }
+          else if (xhr.readyState === 4 && e.type === 'load') showIncident(xhr.getResponseHeader('x-gaitkeeper-incident'));
+        }
+        if (!st.held) return;
+        e.stopImmediatePropagation();
+        if (e.type !== 'loadend') return;
+        // The challenged round is over: show the challenge, then send again or give the page
+        // the 401 it would have had.
+        stepUp(st.challenge).then((proof) => guard(() => {
+          st.held = false;
+          if (!proof) {
+            st.login = false;
+            for (const type of ['readystatechange', 'load', 'loadend']) xhr.dispatchEvent(new ProgressEvent(type));
+            return;
+          }
+          st.resending = true;
+          origOpen.call(xhr, st.method, st.url, true);
+          st.resending = false;
+          for (const [n, v] of st.headers) if (n.toLowerCase() !== HEADER.toLowerCase()) origSetHeader.call(xhr, n, v);
+          origSetHeader.call(xhr, RESUME_HEADER, proof);
+          origSend.call(xhr, null);
+        }));
+      });
+      for (const type of EVENTS) xhr.addEventListener(type, hold, true);
+      return st;
+    };
+    guard(() => {
+      const Wrapped = class XMLHttpRequest extends XHR {
+        constructor() { super(); guard(() => listenFirst(this)); }
+      };
+      window.XMLHttpRequest = Wrapped;
+    });
+    XP.open = function open(method, url, async) {
+      guard(() => {
+        const st = xhrInfo.get(this) || listenFirst(this); // made before the script ran
+        if (st.resending) return;
+        Object.assign(st, { login: false, held: false, method, url, async: async !== false, headers: [] });
+      });
       return origOpen.apply(this, arguments);
+    };
+    XP.setRequestHeader = function setRequestHeader(name, value) {
+      guard(() => { const st = xhrInfo.get(this); if (st) st.headers.push([name, value]); });
+      return origSetHeader.apply(this, arguments);
     };
     XP.send = function send() {
       guard(() => {
-        const info = xhrInfo.get(this);
-        if (!info || !isLogin(info[1], info[0])) return;
-        this.setRequestHeader(HEADER, headerValue('xhr'));
-        this.addEventListener('load', () => guard(() => {
-          if (this.status !== 401) return;
-          const rt = this.responseType;
-          challenge(rt === 'json' ? this.response : !rt || rt === 'text' ? JSON.parse(this.responseText) : null);
-        }));
+        const st = xhrInfo.get(this);
+        if (!st || !isLogin(st.url, st.method)) return;
+        origSetHeader.call(this, HEADER, headerValue('xhr'));
+        st.login = st.async; // a synchronous request cannot wait for a challenge
       });
       return origSend.apply(this, arguments);
     };

@@ -184,6 +184,8 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
             b"gaitkeeper device cookie",
         )),
         population: crate::model::replay::PopulationMemory::new(POPULATION_MEMORY),
+        answers: Default::default(),
+        no_success: metrics.route_without_success.clone(),
         carried_over: moka::sync::Cache::builder()
             .max_capacity(100_000)
             .time_to_live(std::time::Duration::from_secs(3600))

@@ -671,8 +671,10 @@ async fn a_name_changed_after_typing_is_judged_against_the_submitted_name() {
         let r = submit(&gk, &page, ALICE.0, ALICE.1, Some(&p)).await;
         assert_eq!(location(&r), "/account");
     }
-    common::eventually(Duration::from_secs(10), "logins settled", || async {
-        gk.metric("gaitkeeper_login_outcomes_total{outcome=\"verified\",route=\"login\"}")
+    // Learning runs behind the decision: wait until all of them are in her profile, or the
+    // impostor below could meet a profile still enrolling.
+    common::eventually(Duration::from_secs(10), "alice's logins learnt", || async {
+        gk.metric("gaitkeeper_learn_logins_total{result=\"ok\"}")
             .await
             >= 11.0
     })

@@ -7,7 +7,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::legacy::{enroll_totp, LegacyApp, LEGACY_ROUTES};
-use common::webdriver::{human_typing, typing, ChromeDriver, Session, ENTER, TAB};
+use common::webdriver::{
+    human_typing, move_and_click, press_enter, typing, wait_for_url, wait_for_url_where,
+    ChromeDriver, Session, CODE_FIELD_FOCUSED, TAB,
+};
 use common::Gaitkeeper;
 use serde_json::{json, Value};
 
@@ -59,30 +62,6 @@ fn check_times(what: &str, measured: Vec<f64>, played: &[u64]) {
     );
 }
 
-/// Moves the mouse along a curve to the username field, speeding up and slowing down as a
-/// hand does, and clicks it.
-async fn move_and_click(session: &Session, css: &str) {
-    let target = session.element(css).await;
-    let mut moves =
-        vec![json!({"type": "pointerMove", "duration": 0, "x": 40, "y": 40, "origin": "viewport"})];
-    for step in 1..=12 {
-        let f = step as f64 / 12.0;
-        // Minimum-jerk progress along the curve, at an irregular pace.
-        let s = 10.0 * f.powi(3) - 15.0 * f.powi(4) + 6.0 * f.powi(5);
-        moves.push(json!({
-            "type": "pointerMove", "duration": 30 + (step * 7) % 23, "origin": "viewport",
-            "x": (40.0 + 300.0 * s) as i64, "y": (40.0 + 120.0 * s * s) as i64,
-        }));
-    }
-    moves.push(json!({"type": "pointerMove", "duration": 120, "x": 0, "y": 0, "origin": target}));
-    moves.push(json!({"type": "pointerDown", "button": 0}));
-    moves.push(json!({"type": "pause", "duration": 90}));
-    moves.push(json!({"type": "pointerUp", "button": 0}));
-    session
-        .actions(json!([{"type": "pointer", "id": "mouse", "parameters": {"pointerType": "mouse"}, "actions": moves}]))
-        .await;
-}
-
 /// What the browser was made to type: each key's hold and gap, for the username and password.
 struct Played {
     user_dwells: Vec<u64>,
@@ -107,13 +86,6 @@ async fn type_credentials(session: &Session) -> Played {
         password_dwells,
         password_flights,
     }
-}
-
-/// Presses Enter, which submits the form.
-async fn press_enter(session: &Session) {
-    session
-        .actions(json!([{"type": "key", "id": "keyboard", "actions": typing(ENTER, 50, 0)}]))
-        .await;
 }
 
 /// Records every key event's time as the browser itself stamps it, independently of the
@@ -162,25 +134,6 @@ fn check_against_truth(truth: &[Value], payload: &Value) {
             (t - expected).abs() <= 0.051,
             "payload time {t} ms, browser time {expected} ms"
         );
-    }
-}
-
-async fn wait_for_url(session: &Session, suffix: &str) {
-    wait_for_url_where(session, suffix, |url| url.ends_with(suffix)).await
-}
-
-async fn wait_for_url_where(session: &Session, what: &str, test: impl Fn(&str) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if test(&session.current_url().await) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never reached {what}: at {}",
-            session.current_url().await
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 
@@ -464,10 +417,10 @@ async fn a_failing_capture_script_never_stops_the_login() {
     session.quit().await;
 }
 
-/// Logs alice in on `page` while every login is challenged (`enrolling: challenge`): the
-/// browser lands on the challenge page, the TOTP code is typed, and the held login is replayed
-/// so the app's own session starts.
-async fn challenged_login(page: &str, username_css: &str) {
+/// Logs alice in on `page` while every login is challenged (`enrolling: challenge`): a form
+/// login lands on the challenge page, a fetch login (`in_page`) shows it over the page; the
+/// TOTP code is typed, and the held login is replayed so the app's own session starts.
+async fn challenged_login(page: &str, username_css: &str, in_page: bool) {
     let _one = ONE_BROWSER.lock().await;
     let app = LegacyApp::start().await;
     let more = format!("{LEGACY_ROUTES}policy:\n  enrolling: challenge\n");
@@ -484,10 +437,17 @@ async fn challenged_login(page: &str, username_css: &str) {
     move_and_click(&session, username_css).await;
     type_credentials(&session).await;
     press_enter(&session).await;
-    wait_for_url_where(&session, "the challenge page", |url| {
-        url.contains("/__gk/challenge/")
-    })
-    .await;
+    if in_page {
+        session
+            .wait_for(CODE_FIELD_FOCUSED, "the challenge over the page")
+            .await;
+        assert!(session.current_url().await.ends_with(page), "no navigation");
+    } else {
+        wait_for_url_where(&session, "the challenge page", |url| {
+            url.contains("/__gk/challenge/")
+        })
+        .await;
+    }
     assert_eq!(
         app.last_login().await["username"],
         Value::Null,
@@ -509,12 +469,12 @@ async fn challenged_login(page: &str, username_css: &str) {
 
 #[tokio::test]
 async fn a_challenged_form_login_is_finished_with_a_totp_code() {
-    challenged_login("/login", "input[name=username]").await;
+    challenged_login("/login", "input[name=username]", false).await;
 }
 
 #[tokio::test]
 async fn a_challenged_fetch_login_is_finished_with_a_totp_code() {
-    challenged_login("/spa-login", "#username").await;
+    challenged_login("/spa-login", "#username", true).await;
 }
 
 /// A deterministic random number generator for the sequences below (xorshift).

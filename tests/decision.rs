@@ -179,17 +179,7 @@ async fn a_challenged_login_is_replayed_after_the_right_totp_code() {
 
 /// `gaitkeeper audit show INCIDENT` on the running proxy's store: (success, stdout).
 fn audit_show(gk: &Gaitkeeper, incident: &str) -> (bool, String) {
-    let out = std::process::Command::new(common::binary())
-        .args(["audit", "--config"])
-        .arg(&gk.config_path)
-        .args(["show", incident])
-        .env("GK_TEST_SECRET", common::SECRET)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    gk.audit(&["show", incident])
 }
 
 /// An `alerts:` block for a webhook receiver on `port`, with its secret in `dir`.

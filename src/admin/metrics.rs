@@ -34,6 +34,9 @@ pub struct Metrics {
     pub unreadable_logins: IntCounterVec,
     /// Logins a rule flagged (`features::evidence`, replays), by rule and detail.
     pub rule_flags: IntCounterVec,
+    /// 1 for a route whose answered logins have shown no success at all (a success signal
+    /// that does not match the app).
+    pub route_without_success: prometheus::IntGaugeVec,
     /// Login submits by what their telemetry turned out to be: `ok` or a rejection reason
     /// (`missing`, `malformed`, `bad_signature`, `expired`, `replayed`, `wrong_client`, …).
     pub telemetry: IntCounterVec,
@@ -160,6 +163,14 @@ impl Metrics {
             &["rule", "detail"],
         )
         .expect("valid metric");
+        let route_without_success = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "route_without_success",
+                "1 while a route's answered logins have shown no success at all (check its success signal)",
+            ),
+            &["route"],
+        )
+        .expect("valid metric");
         let telemetry = IntCounterVec::new(
             Opts::new(
                 "login_telemetry_total",
@@ -280,6 +291,7 @@ impl Metrics {
             Box::new(login_bodies_refused.clone()),
             Box::new(unreadable_logins.clone()),
             Box::new(rule_flags.clone()),
+            Box::new(route_without_success.clone()),
             Box::new(telemetry.clone()),
             Box::new(requests.clone()),
             Box::new(upstream_errors.clone()),
@@ -314,6 +326,7 @@ impl Metrics {
             login_bodies_refused,
             unreadable_logins,
             rule_flags,
+            route_without_success,
             telemetry,
             model_cache,
             audit_records,

@@ -144,6 +144,7 @@ fn main() -> ExitCode {
     let app = Arc::new(App {
         debug_endpoints: args.debug_endpoints,
         sessions: Mutex::new(Sessions::default()),
+        tokens: Mutex::new(Sessions::default()),
         last_login: Mutex::new(None),
     });
     let pool = Arc::new(Pool::default());
@@ -915,6 +916,8 @@ fn http_date(now: SystemTime) -> String {
 struct App {
     debug_endpoints: bool,
     sessions: Mutex<Sessions>,
+    /// Bearer tokens of the single-page app (`/api/token`), bounded like sessions.
+    tokens: Mutex<Sessions>,
     /// Last login request, kept only when debug endpoints are on.
     last_login: Mutex<Option<LoginRecord>>,
 }
@@ -1081,9 +1084,16 @@ fn route(app: &App, request: &Request, method: &str, path: &str) -> Reply {
         "/spa-login" if is_get => spa_login_page(),
         "/api/login" if is_post => api_login(app, request),
         "/api/login" => method_not_allowed("POST"),
+        "/app" if is_get => token_app_page(false),
+        "/app-xhr" if is_get => token_app_page(true),
+        "/api/token" if is_post => api_token(app, request),
+        "/api/token" => method_not_allowed("POST"),
+        "/api/me" if is_get => api_me(app, request),
         "/__debug/last-login" if app.debug_endpoints && is_get => debug_last_login(app),
         "/__debug/last-login" if app.debug_endpoints => method_not_allowed("GET, HEAD"),
-        "/" | "/account" | "/spa-login" => method_not_allowed("GET, HEAD"),
+        "/" | "/account" | "/spa-login" | "/app" | "/app-xhr" | "/api/me" => {
+            method_not_allowed("GET, HEAD")
+        }
         _ => not_found(),
     }
 }
@@ -1095,6 +1105,7 @@ fn home_page() -> Reply {
         <li><a href=\"/login\">Sign in</a></li>\n\
         <li><a href=\"/account\">My account</a></li>\n\
         <li><a href=\"/spa-login\">Sign in (new single-page version)</a></li>\n\
+        <li><a href=\"/app\">Acme Portal (fetch)</a> and <a href=\"/app-xhr\">(XMLHttpRequest)</a></li>\n\
         </ul>\n";
     Reply::html(200, page("Home", body))
 }
@@ -1283,6 +1294,153 @@ fn spa_login_page() -> Reply {
 </script>
 "#;
     Reply::html(200, page("Sign in", body)).no_store()
+}
+
+/// The newer single-page app: its script builds the sign-in form, posts the credentials to
+/// `/api/token` (JSON by `fetch`, or — `xhr` — form-urlencoded by `XMLHttpRequest`, as jQuery
+/// does), keeps the bearer token it gets in memory and `localStorage`, and shows the protected
+/// profile only with that token. No cookie session at all.
+fn token_app_page(xhr: bool) -> Reply {
+    let send = if xhr {
+        r#"var x = new XMLHttpRequest();
+    x.open('POST', '/api/token');
+    x.setRequestHeader('Content-Type', 'application/x-www-form-urlencoded; charset=UTF-8');
+    x.onload = function () {
+      var data = null;
+      try { data = JSON.parse(x.responseText); } catch (e) {}
+      done(x.status, data);
+    };
+    x.onerror = function () { done(0, null); };
+    x.send('username=' + encodeURIComponent(username) + '&password=' + encodeURIComponent(password));"#
+    } else {
+        r#"fetch('/api/token', {method: 'POST', headers: {'Content-Type': 'application/json'},
+        body: JSON.stringify({username: username, password: password})})
+      .then(function (r) { return r.json().then(function (d) { return [r.status, d]; }, function () { return [r.status, null]; }); })
+      .then(function (a) { done(a[0], a[1]); }, function () { done(0, null); });"#
+    };
+    let body = format!(
+        r#"<h2>Acme Portal</h2>
+<p class="small">The new portal ({kind}).</p>
+<div id="signin"></div>
+<p id="status" class="error" role="alert"></p>
+<div id="profile" hidden><p>Signed in as <b id="who"></b>.</p><p>Your documents: 3 reports, 1 memo.</p></div>
+<script>
+(function () {{
+  var token = null;
+  var signin = document.getElementById('signin');
+  var status = document.getElementById('status');
+  signin.innerHTML = '<form id="token-login"><table class="form">' +
+    '<tr><td><label for="username">Username:</label></td><td><input type="text" id="username" name="username" autocomplete="username" size="24"></td></tr>' +
+    '<tr><td><label for="password">Password:</label></td><td><input type="password" id="password" name="password" autocomplete="current-password" size="24"></td></tr>' +
+    '<tr><td></td><td><input type="submit" id="go" value="Sign in"></td></tr></table></form>';
+  function show(user) {{
+    document.getElementById('who').textContent = user;
+    document.getElementById('profile').hidden = false;
+    signin.hidden = true;
+    status.textContent = '';
+  }}
+  function profile() {{
+    fetch('/api/me', {{headers: {{'Authorization': 'Bearer ' + token}}}})
+      .then(function (r) {{ return r.ok ? r.json() : null; }})
+      .then(function (d) {{ if (d && d.user) show(d.user); else status.textContent = 'Session expired'; }});
+  }}
+  function done(code, data) {{
+    if (data && data.access_token) {{
+      token = data.access_token;
+      try {{ localStorage.setItem('acme_token', token); }} catch (e) {{}}
+      profile();
+    }} else {{
+      status.textContent = 'Login failed' + (data && data.error ? ': ' + data.error : '');
+    }}
+  }}
+  document.getElementById('token-login').addEventListener('submit', function (event) {{
+    event.preventDefault();
+    status.textContent = '';
+    var username = document.getElementById('username').value;
+    var password = document.getElementById('password').value;
+    {send}
+  }});
+}})();
+</script>
+"#,
+        kind = if xhr { "XMLHttpRequest" } else { "fetch" },
+    );
+    Reply::html(200, page("Acme Portal", &body)).no_store()
+}
+
+/// `POST /api/token`: JSON or form-urlencoded credentials. Answers 200 either way, as many
+/// APIs do: `{"access_token": …, "user": …}` on success, `{"ok": false, "error": …}` when the
+/// credentials are wrong (only a malformed request gets a 4xx).
+fn api_token(app: &App, request: &Request) -> Reply {
+    let content_type = header_value(request, "Content-Type");
+    let media = media_type(content_type.as_deref());
+    let (username, password, field_names) = if media == "application/json" {
+        let parsed = serde_json::from_slice::<OrderedObject>(&request.body).ok();
+        let fields = parsed.map(|obj| obj.0).unwrap_or_default();
+        let get = |name: &str| {
+            fields
+                .iter()
+                .find(|(key, _)| key == name)
+                .and_then(|(_, value)| value.as_str())
+                .map(str::to_string)
+        };
+        (
+            get("username"),
+            get("password"),
+            fields.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+        )
+    } else if media == "application/x-www-form-urlencoded" {
+        let fields = parse_form(&request.body);
+        (
+            form_field(&fields, "username").map(str::to_string),
+            form_field(&fields, "password").map(str::to_string),
+            fields.iter().map(|(k, _)| k.clone()).collect(),
+        )
+    } else {
+        (None, None, Vec::new())
+    };
+    let reply = match (&username, &password) {
+        (Some(u), Some(p)) => match check_credentials(u, p) {
+            Some(user) => match random_token() {
+                Ok(token) => {
+                    lock(&app.tokens).create(token.clone(), user);
+                    Reply::json(
+                        200,
+                        &serde_json::json!({"access_token": token, "token_type": "Bearer", "user": user}),
+                    )
+                }
+                Err(err) => server_error(&err),
+            },
+            None => Reply::json(200, &ApiReply::failure("invalid credentials")),
+        },
+        _ => Reply::json(400, &ApiReply::failure("username and password are required")),
+    }
+    .no_store();
+    record_login(
+        app,
+        request,
+        LoginRecord {
+            method: "POST".to_string(),
+            path: "/api/token".to_string(),
+            content_type,
+            field_names,
+            username,
+            body_len: request.body.len(),
+            status: reply.status,
+            headers: BTreeMap::new(),
+        },
+    );
+    reply
+}
+
+/// `GET /api/me` with `Authorization: Bearer TOKEN`: the token's user.
+fn api_me(app: &App, request: &Request) -> Reply {
+    let token = header_value(request, "Authorization")
+        .and_then(|v| v.strip_prefix("Bearer ").map(|t| t.trim().to_string()));
+    match token.and_then(|t| lock(&app.tokens).user(&t)) {
+        Some(user) => Reply::json(200, &serde_json::json!({"user": user})).no_store(),
+        None => Reply::json(401, &ApiReply::failure("no valid bearer token")).no_store(),
+    }
 }
 
 fn api_login(app: &App, request: &Request) -> Reply {

@@ -26,8 +26,8 @@ pub use external::{
     ExternalMfaConfig, KeyError,
 };
 pub use page::{
-    challenge_page, check_csrf, csrf_token, message_page, new_challenge_id, ChallengePage,
-    ExternalLink, CHALLENGE_CSP, CODE_FIELD,
+    challenge_page, check_csrf, csrf_token, message_page, new_challenge_id, resume_page,
+    ChallengePage, ExternalLink, CHALLENGE_CSP, CHALLENGE_CSP_INLINE, CODE_FIELD,
 };
 pub use totp::{TotpError, TotpVerifier};
 

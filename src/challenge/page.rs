@@ -13,6 +13,9 @@ use subtle::ConstantTimeEq;
 
 /// The Content-Security-Policy to send with [`challenge_page`] and [`message_page`].
 pub const CHALLENGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+/// The same, for a challenge shown inside the page's own overlay: framed by its own origin
+/// only (a frame from anywhere else is still refused).
+pub const CHALLENGE_CSP_INLINE: &str = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'self'; base-uri 'none'";
 
 /// Name of the one-time-code field in the page's form.
 pub const CODE_FIELD: &str = "code";
@@ -191,6 +194,27 @@ pub fn new_challenge_id() -> String {
         id = rand::random();
     }
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id)
+}
+
+/// The page a challenge shown inside the app's page ends on: it hands the one-time `proof`
+/// to the page that showed it (its parent frame, or the window that opened the popup), on the
+/// same origin only, so the page's script can resume the login. `proof` is URL-safe base64 and
+/// `nonce` a plain token (both safe in the markup).
+pub fn resume_page(app_name: &str, proof: &str, nonce: &str) -> String {
+    let app = escape(app_name);
+    format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><meta name="referrer" content="no-referrer"><title>Confirmed – {app}</title>
+<style>body{{margin:0;font:1.125rem/1.5 system-ui,sans-serif;color:#1a1a1a;background:#fff}}main{{max-width:28rem;margin:0 auto;padding:2rem 1rem}}</style></head>
+<body><main><h1>Thank you</h1><p>It's you. Continuing to {app}…</p></main>
+<script nonce="{nonce}">(function () {{
+  var message = {{gaitkeeper: {{resume: "{proof}"}}}};
+  if (window.parent !== window) window.parent.postMessage(message, location.origin);
+  else if (window.opener) {{ window.opener.postMessage(message, location.origin); window.close(); }}
+}})();</script>
+</body></html>
+"#
+    )
 }
 
 #[cfg(test)]

@@ -16,7 +16,9 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 pub use reload::{ConfigWatcher, SharedConfig};
-pub use types::{HumanDuration, ListenAddr, PathPrefix, RetentionPeriod, Secret, UpstreamAddr};
+pub use types::{
+    Cidr, HumanDuration, ListenAddr, PathPrefix, RetentionPeriod, Secret, UpstreamAddr,
+};
 
 /// The whole config file. See `config/gaitkeeper.yaml` for a commented example.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
@@ -157,9 +159,44 @@ pub struct RouteConfig {
     #[serde(default)]
     pub policy: crate::policy::PolicyConfig,
     /// Where a fetch/XHR login replayed after its challenge sends the browser (a path on this
-    /// site, e.g. `/account`). Default: back to the page the login came from.
+    /// site, e.g. `/account`). Default: back to the page the login came from. Only used when the
+    /// page has no capture script to show the challenge itself (docs/configuration.md).
     #[serde(default)]
     pub return_to: Option<String>,
+    /// Non-browser clients of the login (the app's CLI, deploy scripts): their logins are
+    /// forwarded without telemetry, audited as `machine_client`, and still regulated.
+    #[serde(default)]
+    pub machine_clients: Option<MachineClients>,
+}
+
+/// Who counts as a machine client of a route. Every condition given must hold.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MachineClients {
+    /// Client addresses (CIDR, e.g. `10.1.2.0/24` or `192.0.2.7/32`).
+    #[serde(default)]
+    pub addresses: Vec<Cidr>,
+    /// A request header that must carry `secret` (e.g. `X-Deploy-Key`). It never reaches the
+    /// app.
+    #[serde(default)]
+    pub header: Option<String>,
+    /// The secret the header must carry: `{ env: NAME }` or `{ file: PATH }`.
+    #[serde(default)]
+    pub secret: Option<Secret>,
+}
+
+impl MachineClients {
+    /// Whether a request from `ip` with `header_value` (of [`MachineClients::header`]) is one.
+    pub fn admits(&self, ip: Option<std::net::IpAddr>, header_value: Option<&[u8]>) -> bool {
+        let address_ok = self.addresses.is_empty()
+            || ip.is_some_and(|ip| self.addresses.iter().any(|c| c.0.contains(&ip)));
+        let secret_ok = match &self.secret {
+            None => true,
+            Some(secret) => header_value
+                .is_some_and(|v| subtle::ConstantTimeEq::ct_eq(v, secret.expose()).into()),
+        };
+        address_ok && secret_ok
+    }
 }
 
 /// Where the login name is: a form field (urlencoded or multipart) or, for JSON bodies, a
@@ -217,6 +254,31 @@ pub struct SuccessSignal {
     /// The response sets this cookie (e.g. the app's session cookie).
     #[serde(default)]
     pub set_cookie: Option<String>,
+    /// The JSON answer has a value at this pointer (e.g. `/access_token`): for apps that answer
+    /// 200 to every login, telling success by its body. The body is read up to 64 KiB.
+    #[serde(default)]
+    pub json_pointer_present: Option<String>,
+    /// The JSON answer has exactly this value at this pointer (e.g. `{pointer: /ok, value:
+    /// true}`).
+    #[serde(default)]
+    pub json_equals: Option<JsonEquals>,
+}
+
+/// A JSON value a successful login's answer holds at a pointer.
+#[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JsonEquals {
+    /// RFC 6901 pointer into the answer, e.g. `/status`.
+    pub pointer: String,
+    /// The value it must have (any JSON value).
+    pub value: serde_json::Value,
+}
+
+impl SuccessSignal {
+    /// Whether telling success needs the answer's body.
+    pub fn reads_body(&self) -> bool {
+        self.json_pointer_present.is_some() || self.json_equals.is_some()
+    }
 }
 
 impl Default for SuccessSignal {
@@ -225,6 +287,8 @@ impl Default for SuccessSignal {
             status: defaults::success_status(),
             location_prefix: None,
             set_cookie: None,
+            json_pointer_present: None,
+            json_equals: None,
         }
     }
 }
@@ -924,6 +988,28 @@ impl Config {
             if username.field == capture.field {
                 return Err(invalid("routes", format!("route {:?}: `username.field` is the telemetry field `capture.field` ({:?}); give the login name's field", route.name, capture.field)));
             }
+            if let Some(machines) = &route.machine_clients {
+                if machines.addresses.is_empty() && machines.header.is_none() {
+                    return Err(invalid("routes", format!("route {:?}: `machine_clients` needs `addresses`, a `header` with its `secret`, or both", route.name)));
+                }
+                if machines.header.is_some() != machines.secret.is_some() {
+                    return Err(invalid("routes", format!("route {:?}: `machine_clients.header` and `machine_clients.secret` go together", route.name)));
+                }
+                if let Some(h) = &machines.header {
+                    if !token(h) || http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                        return Err(invalid("routes", format!("route {:?}: `machine_clients.header` must be a header name, found {h:?}", route.name)));
+                    }
+                }
+                if machines.addresses.len() > 256 {
+                    return Err(invalid(
+                        "routes",
+                        format!(
+                            "route {:?}: at most 256 `machine_clients.addresses`",
+                            route.name
+                        ),
+                    ));
+                }
+            }
             if let Some(to) = &route.return_to {
                 if !to.starts_with('/')
                     || to.starts_with("//")
@@ -945,6 +1031,15 @@ impl Config {
                         route.name
                     ),
                 ));
+            }
+            let pointers = success
+                .json_pointer_present
+                .iter()
+                .chain(success.json_equals.as_ref().map(|e| &e.pointer));
+            for pointer in pointers {
+                if !(pointer.starts_with('/') && pointer.len() <= 256) {
+                    return Err(invalid("routes", format!("route {:?}: a `success` JSON pointer must be like \"/access_token\", found {pointer:?}", route.name)));
+                }
             }
             if let Some(cookie) = &success.set_cookie {
                 if !token(cookie) {

@@ -128,6 +128,28 @@ impl fmt::Display for ListenAddr {
     }
 }
 
+/// An IP network in CIDR notation (`10.0.0.0/8`, `2001:db8::/32`); a bare address is one host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[schemars(
+    with = "String",
+    description = "An IP network in CIDR notation, e.g. \"10.0.0.0/8\" or \"192.0.2.7/32\"."
+)]
+pub struct Cidr(pub ipnet::IpNet);
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_text(d, |text| {
+            let text = text.trim();
+            text.parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map(|n| Cidr(n.trunc()))
+                .map_err(|_| {
+                    format!("expected an IP network such as \"10.0.0.0/8\" or an address, found {text:?}")
+                })
+        })
+    }
+}
+
 /// The upstream app's address, `HOST:PORT`. The host name is resolved when the config is
 /// loaded (and again on every reload), never on the request path.
 #[derive(Clone, Debug, PartialEq, Eq, JsonSchema)]

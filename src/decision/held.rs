@@ -3,7 +3,7 @@
 //! fails it, or the challenge expires. Bounded in count, bytes and time; taking a login out
 //! for replay removes it, so a completed challenge cannot be used twice.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +43,11 @@ pub struct HeldLogin {
     pub incident: String,
     pub request_id: String,
     attempts: AtomicU32,
+    /// The challenge is shown inside the page (an overlay's frame or a popup): once passed,
+    /// the page's script resumes the login itself (`HeldLogins::release`).
+    inline: AtomicBool,
+    /// Passed and waiting for the page to resume it, under a proof instead of its challenge id.
+    released: AtomicBool,
 }
 
 impl HeldLogin {
@@ -87,7 +92,23 @@ impl HeldLogin {
             incident,
             request_id,
             attempts: AtomicU32::new(0),
+            inline: AtomicBool::new(false),
+            released: AtomicBool::new(false),
         }
+    }
+
+    /// Marks the challenge as shown inside the page.
+    pub fn set_inline(&self) {
+        self.inline.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_inline(&self) -> bool {
+        self.inline.load(Ordering::Relaxed)
+    }
+
+    /// Passed and waiting under a resume proof (no longer a challenge).
+    pub fn is_released(&self) -> bool {
+        self.released.load(Ordering::Relaxed)
     }
 
     /// Counts one failed attempt; returns how many there have been.
@@ -178,7 +199,7 @@ impl HeldLogins {
         if !plausible_id(id) {
             return None;
         }
-        self.logins.get(id)
+        self.logins.get(id).filter(|l| !l.is_released())
     }
 
     /// Removes and returns the held login: only one caller ever gets it.
@@ -186,7 +207,40 @@ impl HeldLogins {
         if !plausible_id(id) {
             return None;
         }
-        self.logins.remove(id)
+        let taken = self.logins.remove(id)?;
+        if taken.is_released() {
+            // A proof is not a challenge id: put it back.
+            self.logins.insert(id.to_string(), taken);
+            return None;
+        }
+        Some(taken)
+    }
+
+    /// A passed challenge shown inside the page: the held login moves from its challenge id
+    /// to a new random proof, which only the page that showed the challenge learns (from the
+    /// frame or popup, by `postMessage` to its own origin). `None` when it is gone (another
+    /// request passed it first).
+    pub fn release(&self, id: &str) -> Option<String> {
+        let held = self.take(id)?;
+        held.released.store(true, Ordering::Relaxed);
+        let proof = random_proof();
+        self.logins.insert(proof.clone(), held);
+        Some(proof)
+    }
+
+    /// The released login for `proof`, once.
+    pub fn resume(&self, proof: &str) -> Option<Arc<HeldLogin>> {
+        if !plausible_id(proof) {
+            return None;
+        }
+        let held = self.logins.remove(proof)?;
+        if held.is_released() {
+            Some(held)
+        } else {
+            // A challenge id is not a proof: put it back.
+            self.logins.insert(proof.to_string(), held);
+            None
+        }
     }
 
     /// Held logins right now (approximate).
@@ -204,6 +258,13 @@ impl HeldLogins {
         self.logins.run_pending_tasks();
         self.logins.weighted_size()
     }
+}
+
+/// 192 random bits, URL-safe (like a challenge id).
+fn random_proof() -> String {
+    use base64::Engine;
+    let bytes: [u8; 24] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// Challenge ids are URL-safe base64 of random bytes; anything else is not looked up.

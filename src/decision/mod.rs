@@ -15,8 +15,26 @@ pub use regulation::{RegulationConfig, Regulator};
 
 use crate::config::SuccessSignal;
 
+/// Whether a JSON answer body meets the signal's body conditions (`json_pointer_present`,
+/// `json_equals`). A body that is not JSON meets none.
+pub fn body_succeeded(signal: &SuccessSignal, body: &[u8]) -> bool {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return false;
+    };
+    let present = signal
+        .json_pointer_present
+        .as_ref()
+        .is_none_or(|p| value.pointer(p).is_some_and(|v| !v.is_null()));
+    let equals = signal
+        .json_equals
+        .as_ref()
+        .is_none_or(|e| value.pointer(&e.pointer) == Some(&e.value));
+    present && equals
+}
+
 /// Whether the app's response to a login submit shows a successful login, by the route's
-/// `success` signal: every configured condition must hold.
+/// `success` signal: every configured condition on the header (status, `Location`, cookie)
+/// must hold; conditions on the body are [`body_succeeded`]'s.
 pub fn login_succeeded(signal: &SuccessSignal, response: &ResponseHeader) -> bool {
     if !signal.status.contains(&response.status.as_u16()) {
         return false;
@@ -90,11 +108,64 @@ mod tests {
     }
 
     #[test]
+    fn body_conditions_read_the_json_answer() {
+        let present = SuccessSignal {
+            status: vec![200],
+            json_pointer_present: Some("/access_token".into()),
+            ..SuccessSignal::default()
+        };
+        assert!(body_succeeded(
+            &present,
+            br#"{"access_token":"t","user":"alice"}"#
+        ));
+        assert!(!body_succeeded(
+            &present,
+            br#"{"ok":false,"error":"invalid credentials"}"#
+        ));
+        assert!(
+            !body_succeeded(&present, br#"{"access_token":null}"#),
+            "null is absent"
+        );
+        assert!(
+            !body_succeeded(&present, b"<html>welcome</html>"),
+            "not JSON"
+        );
+        assert!(
+            !body_succeeded(&present, br#"{"access_token":"t""#),
+            "cut short"
+        );
+        let equals = SuccessSignal {
+            status: vec![200],
+            json_equals: Some(crate::config::JsonEquals {
+                pointer: "/ok".into(),
+                value: serde_json::json!(true),
+            }),
+            ..SuccessSignal::default()
+        };
+        assert!(body_succeeded(&equals, br#"{"ok":true}"#));
+        assert!(
+            !body_succeeded(&equals, br#"{"ok":"true"}"#),
+            "a string is not true"
+        );
+        assert!(!body_succeeded(&equals, br#"{"ok":false}"#));
+        let both = SuccessSignal {
+            json_pointer_present: Some("/user".into()),
+            ..equals
+        };
+        assert!(body_succeeded(&both, br#"{"ok":true,"user":"alice"}"#));
+        assert!(
+            !body_succeeded(&both, br#"{"ok":true}"#),
+            "every condition must hold"
+        );
+    }
+
+    #[test]
     fn every_configured_condition_must_hold() {
         let s = SuccessSignal {
             status: vec![302, 303],
             location_prefix: Some("/account".into()),
             set_cookie: Some("sid".into()),
+            ..SuccessSignal::default()
         };
         let ok = response(
             303,

@@ -65,6 +65,15 @@ impl UsedIds {
         true
     }
 
+    /// Whether `id` was used (and is still remembered) at `now`, without marking it.
+    pub fn was_used(&self, id: TokenId, now: u64) -> bool {
+        let mut shard = self.shards[usize::from(id[0]) % SHARDS]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        shard.forget_expired(now);
+        shard.ids.contains(&id)
+    }
+
     /// How many ids are remembered at `now` (forgetting those expired in every shard: a shard
     /// nobody used for a while still holds them).
     pub fn count(&self, now: u64) -> usize {

@@ -28,6 +28,11 @@ pub struct PageClaims {
     /// the payload's own timeline fits. Absent in tokens of older versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iatms: Option<u64>,
+    /// When the page this token belongs to was served (ms since the epoch): the issue time of
+    /// the page's first token, carried through renewals and the fresh tokens of login answers,
+    /// so a long-lived page's timeline is checked against its whole life.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pgms: Option<u64>,
     /// Expiry, seconds since the epoch.
     pub exp: u64,
     /// Binding to the client: a keyed hash of its IP address (optional) and User-Agent.
@@ -96,10 +101,20 @@ impl PageTokens {
     }
 
     pub fn issue(&self, route: &str, client: &Client, bind_ip: bool, ttl: Duration) -> String {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        self.issue_at_ms(route, client, bind_ip, ttl, now.as_millis() as u64)
+        self.issue_at_ms(route, client, bind_ip, ttl, now_ms(), None)
+    }
+
+    /// A new token for a page that is already open: served at `page_ms` (from an earlier
+    /// token of the page), or, when that is unknown, starting a new page epoch now.
+    pub fn reissue(
+        &self,
+        route: &str,
+        client: &Client,
+        bind_ip: bool,
+        ttl: Duration,
+        page_ms: Option<u64>,
+    ) -> String {
+        self.issue_at_ms(route, client, bind_ip, ttl, now_ms(), page_ms)
     }
 
     /// Issues a token as if the time were `now` (seconds since the epoch): for tests of
@@ -112,7 +127,7 @@ impl PageTokens {
         ttl: Duration,
         now: u64,
     ) -> String {
-        self.issue_at_ms(route, client, bind_ip, ttl, now * 1000)
+        self.issue_at_ms(route, client, bind_ip, ttl, now * 1000, None)
     }
 
     fn issue_at_ms(
@@ -122,6 +137,7 @@ impl PageTokens {
         bind_ip: bool,
         ttl: Duration,
         now_ms: u64,
+        page_ms: Option<u64>,
     ) -> String {
         let id: [u8; 16] = rand::random();
         let now = now_ms / 1000;
@@ -130,6 +146,7 @@ impl PageTokens {
             rt: route.to_string(),
             iat: now,
             iatms: Some(now_ms),
+            pgms: Some(page_ms.unwrap_or(now_ms).min(now_ms)),
             exp: now + ttl.as_secs(),
             cb: self.binding(client, bind_ip),
         };
@@ -146,11 +163,72 @@ impl PageTokens {
         client: &Client,
         bind_ip: bool,
     ) -> Result<PageClaims, TokenError> {
+        let claims = self.verify_signed(token, client, bind_ip, false)?;
+        if claims.rt != route {
+            return Err(TokenError::WrongRoute);
+        }
+        let id: TokenId = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(&claims.jti)
+            .ok()
+            .and_then(|bytes| bytes.try_into().ok())
+            .ok_or(TokenError::Malformed)?;
+        // Atomic check-and-mark: of two concurrent uses, exactly one is fresh.
+        if !self
+            .used
+            .first_use(id, claims.exp.saturating_add(LEEWAY_SECS), now_secs())
+        {
+            return Err(TokenError::Replayed);
+        }
+        Ok(claims)
+    }
+
+    /// Renews a page's token (`/__gk/token`): a token of ours for this client, unused, and
+    /// expired for at most [`RENEW_GRACE_SECS`] (a laptop that slept past its renewal), gets a
+    /// new one for the same route and page. `reset` starts a new page epoch (the script
+    /// cleared its telemetry). The old token stays usable until it expires.
+    pub fn renew(
+        &self,
+        token: &str,
+        client: &Client,
+        bind_ip: bool,
+        ttl: Duration,
+        reset: bool,
+    ) -> Result<String, TokenError> {
+        let claims = self.verify_signed(token, client, bind_ip, true)?;
+        let id: TokenId = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(&claims.jti)
+            .ok()
+            .and_then(|bytes| bytes.try_into().ok())
+            .ok_or(TokenError::Malformed)?;
+        if self.used.was_used(id, now_secs()) {
+            return Err(TokenError::Replayed);
+        }
+        let page = if reset {
+            None
+        } else {
+            claims.pgms.or(claims.iatms).or(Some(claims.iat * 1000))
+        };
+        Ok(self.reissue(&claims.rt, client, bind_ip, ttl, page))
+    }
+
+    /// Checks signature, algorithm, times and client binding (not the route, not reuse).
+    /// With `renewing`, an expired token is accepted for [`RENEW_GRACE_SECS`] more.
+    fn verify_signed(
+        &self,
+        token: &str,
+        client: &Client,
+        bind_ip: bool,
+        renewing: bool,
+    ) -> Result<PageClaims, TokenError> {
         if token.is_empty() || token.len() > 2048 {
             return Err(TokenError::Malformed);
         }
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = LEEWAY_SECS;
+        validation.leeway = if renewing {
+            RENEW_GRACE_SECS
+        } else {
+            LEEWAY_SECS
+        };
         validation.set_required_spec_claims(&["exp", "iat"]);
         validation.validate_aud = false;
         let data = jsonwebtoken::decode::<PageClaims>(token, &self.decoding, &validation).map_err(
@@ -169,24 +247,9 @@ impl PageTokens {
         if claims.iat > now_secs() + LEEWAY_SECS {
             return Err(TokenError::Malformed);
         }
-        if claims.rt != route {
-            return Err(TokenError::WrongRoute);
-        }
         let expected = self.binding(client, bind_ip);
         if !constant_time_eq(expected.as_bytes(), claims.cb.as_bytes()) {
             return Err(TokenError::WrongClient);
-        }
-        let id: TokenId = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(&claims.jti)
-            .ok()
-            .and_then(|bytes| bytes.try_into().ok())
-            .ok_or(TokenError::Malformed)?;
-        // Atomic check-and-mark: of two concurrent uses, exactly one is fresh.
-        if !self
-            .used
-            .first_use(id, claims.exp.saturating_add(LEEWAY_SECS), now_secs())
-        {
-            return Err(TokenError::Replayed);
         }
         Ok(claims)
     }
@@ -215,6 +278,17 @@ fn derive(secret: &[u8], label: &[u8]) -> Vec<u8> {
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     use subtle::ConstantTimeEq;
     a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+/// How long after expiry a page's token may still be renewed: a day, the longest a page's
+/// telemetry may span (`telemetry::MAX_PAGE_MS`).
+pub const RENEW_GRACE_SECS: u64 = 86_400;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn now_secs() -> u64 {
@@ -248,6 +322,81 @@ mod tests {
     }
 
     #[test]
+    fn a_renewed_token_is_a_new_single_use_token_of_the_same_page() {
+        let tokens = PageTokens::new(SECRET);
+        let first = tokens.issue("login", &ALICE, true, TTL);
+        let page_ms = tokens
+            .verify_signed(&first, &ALICE, true, false)
+            .unwrap()
+            .pgms;
+        assert!(page_ms.is_some());
+        let renewed = tokens.renew(&first, &ALICE, true, TTL, false).unwrap();
+        assert_ne!(renewed, first);
+        let claims = tokens.verify_once(&renewed, "login", &ALICE, true).unwrap();
+        assert_eq!(claims.rt, "login", "same route");
+        assert_eq!(
+            claims.pgms, page_ms,
+            "the page was opened when the first was served"
+        );
+        // A reset starts a new page epoch now: the page time is the new token's own.
+        let reset = tokens.renew(&first, &ALICE, true, TTL, true).unwrap();
+        let claims = tokens.verify_once(&reset, "login", &ALICE, true).unwrap();
+        assert_eq!(claims.pgms, claims.iatms);
+        // Once used, a token renews nothing: a replayed token stays a replay.
+        assert_eq!(
+            tokens.verify_once(&renewed, "login", &ALICE, true),
+            Err(TokenError::Replayed)
+        );
+        assert_eq!(
+            tokens.renew(&renewed, &ALICE, true, TTL, false),
+            Err(TokenError::Replayed)
+        );
+    }
+
+    #[test]
+    fn only_the_client_a_token_was_served_to_can_renew_it() {
+        let tokens = PageTokens::new(SECRET);
+        let first = tokens.issue("login", &ALICE, true, TTL);
+        let mallory = Client {
+            ip: "198.51.100.9",
+            user_agent: "Firefox",
+        };
+        assert_eq!(
+            tokens.renew(&first, &mallory, true, TTL, false),
+            Err(TokenError::WrongClient)
+        );
+        let theirs = PageTokens::new(b"another secret that is 32 bytes long!!");
+        let forged = theirs.issue("login", &ALICE, true, TTL);
+        assert_eq!(
+            tokens.renew(&forged, &ALICE, true, TTL, false),
+            Err(TokenError::BadSignature)
+        );
+        assert_eq!(
+            tokens.renew("", &ALICE, true, TTL, false),
+            Err(TokenError::Malformed)
+        );
+    }
+
+    #[test]
+    fn an_expired_token_renews_within_the_grace_only() {
+        let tokens = PageTokens::new(SECRET);
+        let now = now_secs();
+        // Expired an hour ago (a laptop that slept): still renewable.
+        let slept = tokens.issue_at("login", &ALICE, true, TTL, now - 3600 - 600);
+        assert_eq!(
+            tokens.verify_once(&slept, "login", &ALICE, true),
+            Err(TokenError::Expired)
+        );
+        assert!(tokens.renew(&slept, &ALICE, true, TTL, false).is_ok());
+        // Expired longer ago than the grace: not.
+        let old = tokens.issue_at("login", &ALICE, true, TTL, now - RENEW_GRACE_SECS - 700);
+        assert_eq!(
+            tokens.renew(&old, &ALICE, true, TTL, false),
+            Err(TokenError::Expired)
+        );
+    }
+
+    #[test]
     fn a_token_signed_with_another_key_is_rejected() {
         let ours = PageTokens::new(SECRET);
         let theirs = PageTokens::new(b"another secret that is 32 bytes long!!");
@@ -268,6 +417,7 @@ mod tests {
             rt: "login".into(),
             iat: past,
             iatms: None,
+            pgms: None,
             exp: past + 600,
             cb: tokens.binding(&ALICE, true),
         };

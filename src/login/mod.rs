@@ -21,6 +21,16 @@ use serde::Deserialize;
 use crate::config::UsernameSource;
 
 pub use form::strip_form_field;
+
+/// Undoes a body's `Content-Encoding` (gzip, deflate, br), bounded by its decoded size; `None`
+/// when it has none. Also used to read login answers.
+pub fn decode_body(
+    values: &[&str],
+    body: &[u8],
+    limit: usize,
+) -> Result<Option<Vec<u8>>, Unreadable> {
+    coding::decode(values, body, limit)
+}
 pub use inbox::TelemetryInbox;
 pub use name::{normalize, MAX_NAME_BYTES};
 

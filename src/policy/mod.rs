@@ -299,6 +299,8 @@ pub enum Finding {
     ScoringError,
     /// The login name cannot be read exactly once (`login::Unreadable`).
     UnreadableLogin,
+    /// A route's `machine_clients` (a CLI, a deploy script): forwarded without telemetry.
+    MachineClient,
     /// Too many failed logins recently (per user or per client); the action is regulation's.
     Regulated {
         action: Action,
@@ -331,6 +333,7 @@ pub fn decide(policy: &Policy, finding: Finding) -> Verdict {
         Finding::StoreError => (policy.on_store_error, "on_store_error"),
         Finding::ScoringError => (policy.on_scoring_error, "on_scoring_error"),
         Finding::UnreadableLogin => (policy.on_unreadable_login, "on_unreadable_login"),
+        Finding::MachineClient => (Action::Allow, "machine"),
         Finding::Regulated { action } => (action, "regulation"),
     };
     let action = match policy.mode {

@@ -13,6 +13,11 @@ use crate::config::RouteConfig;
 use crate::inject::{self, Client, Coding, PageRewriter, Placement};
 use crate::login::{self, TelemetryOutcome, Transport};
 
+/// The header carrying a page token: fresh ones on login answers, the current one to renew.
+pub(super) const TOKEN_HEADER: &str = "x-gaitkeeper-token";
+/// Says a fresh token starts a new page epoch (the script clears its telemetry).
+pub(super) const TOKEN_RESET_HEADER: &str = "x-gaitkeeper-token-reset";
+
 /// Per-request state of the capture stages.
 #[derive(Default)]
 pub struct CaptureCtx {
@@ -30,6 +35,10 @@ pub struct CaptureCtx {
     pub decoded: bool,
     /// The submit's normalised login name, or why it has none (`login::read_submit`).
     pub name: Option<Result<login::LoginName, login::Unreadable>>,
+    /// For a login submit: its route (the answer carries a fresh page token for it).
+    pub submit_route: Option<usize>,
+    /// When the submitting page was served, from its verified token.
+    pub page_ms: Option<u64>,
 }
 
 fn client<'a>(session: &'a Session, ip: &'a mut String) -> Client<'a> {
@@ -48,6 +57,84 @@ fn client<'a>(session: &'a Session, ip: &'a mut String) -> Client<'a> {
 }
 
 impl GaitkeeperProxy {
+    /// A fresh page token for the page a login was submitted from: every answer to a login
+    /// carries one (`X-Gaitkeeper-Token`), so a retry after a typo, on a page that is not
+    /// reloaded, is judged normally rather than as a replay. `(header, value)` pairs: with
+    /// `X-Gaitkeeper-Token-Reset: 1` when the page's serving time is unknown and the script must
+    /// start its telemetry anew.
+    pub(super) fn fresh_token(
+        &self,
+        session: &Session,
+        ctx: &RequestCtx,
+    ) -> Vec<(&'static str, String)> {
+        let Some(route) = ctx.capture.submit_route.map(|i| &ctx.config.routes[i]) else {
+            return Vec::new();
+        };
+        let mut ip = String::new();
+        let client = client(session, &mut ip);
+        let capture = &ctx.config.capture;
+        let token = self.tokens.reissue(
+            &route.name,
+            &client,
+            capture.bind_token_to_ip,
+            capture.token_ttl.0,
+            ctx.capture.page_ms,
+        );
+        let mut headers = vec![(TOKEN_HEADER, token)];
+        if ctx.capture.page_ms.is_none() {
+            headers.push((TOKEN_RESET_HEADER, "1".to_string()));
+        }
+        headers
+    }
+
+    /// `POST {prefix}token`: renews the page token given in `X-Gaitkeeper-Token` (see
+    /// `PageTokens::renew`); `X-Gaitkeeper-Token-Reset: 1` starts a new page epoch.
+    pub(super) async fn renew_token(&self, session: &mut Session, ctx: &RequestCtx) -> Result<u16> {
+        if session.req_header().method != http::Method::POST {
+            pages::respond(
+                session,
+                405,
+                "text/plain; charset=utf-8",
+                Bytes::from_static(b"method not allowed\n"),
+                &ctx.request_id,
+            )
+            .await?;
+            return Ok(405);
+        }
+        let headers = &session.req_header().headers;
+        let token = headers
+            .get(TOKEN_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let reset = headers
+            .get(TOKEN_RESET_HEADER)
+            .is_some_and(|v| v.as_bytes() == b"1");
+        let mut ip = String::new();
+        let client = client(session, &mut ip);
+        let capture = &ctx.config.capture;
+        let renewed = self.tokens.renew(
+            &token,
+            &client,
+            capture.bind_token_to_ip,
+            capture.token_ttl.0,
+            reset,
+        );
+        let (status, body) = match renewed {
+            Ok(token) => (200, serde_json::json!({ "token": token })),
+            Err(e) => (403, serde_json::json!({ "error": e.reason() })),
+        };
+        pages::respond(
+            session,
+            status,
+            "application/json",
+            Bytes::from(body.to_string()),
+            &ctx.request_id,
+        )
+        .await?;
+        Ok(status)
+    }
+
     /// Serves the capture script (GET/HEAD, with ETag revalidation).
     pub(super) async fn serve_capture_script(
         &self,
@@ -214,9 +301,15 @@ impl GaitkeeperProxy {
                         );
                         match verified {
                             Ok(claims) => {
-                                // Tokens of older versions carry seconds only: their page
-                                // may have been issued up to a second later than `iat`.
-                                issued_ms = Some(claims.iatms.unwrap_or(claims.iat * 1000 + 999));
+                                // The page's own serving time (carried through renewals);
+                                // tokens of older versions carry seconds only: their page may
+                                // have been served up to a second later than `iat`.
+                                issued_ms = Some(
+                                    claims
+                                        .pgms
+                                        .or(claims.iatms)
+                                        .unwrap_or(claims.iat * 1000 + 999),
+                                );
                                 (Some(transport), "ok", Some(payload))
                             }
                             Err(e) => (Some(transport), e.reason(), None),
@@ -231,6 +324,7 @@ impl GaitkeeperProxy {
             .telemetry
             .with_label_values(&[outcome, transport.map(Transport::as_str).unwrap_or("none")])
             .inc();
+        ctx.capture.page_ms = issued_ms;
         let record = TelemetryOutcome {
             route: route.name.clone(),
             transport,

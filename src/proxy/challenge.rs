@@ -14,7 +14,7 @@ use super::login::{client_ip, PendingLogin};
 use super::{pages, GaitkeeperProxy, RequestCtx};
 use crate::challenge::{
     challenge_page, check_csrf, csrf_token, message_page, ChallengePage, ExternalLink,
-    CHALLENGE_CSP, CODE_FIELD,
+    CHALLENGE_CSP, CHALLENGE_CSP_INLINE, CODE_FIELD,
 };
 use crate::decision::HeldLogin;
 
@@ -42,6 +42,11 @@ impl GaitkeeperProxy {
             let Some(held) = self.bound_held(session, &id) else {
                 return self.expired(session, ctx).await;
             };
+            // Shown inside the page (the capture script's overlay frame or popup): once
+            // passed, the page resumes the login itself.
+            if held.xhr && inline_mode(session).is_some() {
+                held.set_inline();
+            }
             let status = self.show_challenge(session, ctx, &id, &held, None).await?;
             return Ok((true, status));
         }
@@ -112,11 +117,7 @@ impl GaitkeeperProxy {
             .services
             .verify_totp(&held.user, &secret, &code, sender)
         {
-            Ok(()) => match self.services.held.take(&id) {
-                Some(held) => self.replay(session, ctx, held).await,
-                // Another request completed this challenge first: single use.
-                None => self.expired(session, ctx).await,
-            },
+            Ok(()) => self.passed(session, ctx, &id, &held).await,
             Err(reason) => {
                 tracing::info!(request_id = %ctx.request_id, incident = %held.incident, reason, "challenge code refused");
                 self.metrics
@@ -186,10 +187,16 @@ impl GaitkeeperProxy {
                 .map(|(name, href)| ExternalLink { name, href }),
         });
         let status = if attempts_left.is_some() { 401 } else { 200 };
+        // Inside the page's overlay frame it must be frameable by its own origin only.
+        let csp = if held.is_inline() {
+            CHALLENGE_CSP_INLINE
+        } else {
+            CHALLENGE_CSP
+        };
         pages::respond_with(
             session,
             status,
-            &[("content-security-policy", CHALLENGE_CSP)],
+            &[("content-security-policy", csp)],
             "text/html; charset=utf-8",
             Bytes::from(html),
             &ctx.request_id,
@@ -221,7 +228,7 @@ impl GaitkeeperProxy {
         pages::respond_with(
             session,
             status,
-            &[("content-security-policy", CHALLENGE_CSP)],
+            &[("content-security-policy", CHALLENGE_CSP_INLINE)],
             "text/html; charset=utf-8",
             Bytes::from(html),
             &ctx.request_id,
@@ -253,6 +260,10 @@ impl GaitkeeperProxy {
             &ctx.config.server.app_name,
             &held.incident,
             &ctx.request_id,
+            pages::Refusal {
+                json: false,
+                headers: &[],
+            },
         )
         .await?;
         Ok((true, 403))
@@ -295,6 +306,8 @@ impl GaitkeeperProxy {
             challenge: Some("passed"),
             succeeded: None,
             device_cookie: cookie(session, crate::challenge::device::COOKIE),
+            answer: None,
+            app_status: None,
             return_to: held.xhr.then(|| {
                 ctx.config.routes[route]
                     .return_to
@@ -364,11 +377,99 @@ impl GaitkeeperProxy {
         if !same_user {
             return self.challenge_failed(session, ctx, &id).await;
         }
-        match self.services.held.take(&id) {
-            Some(held) => self.replay(session, ctx, held).await,
-            None => self.expired(session, ctx).await,
-        }
+        self.passed(session, ctx, &id, &held).await
     }
+
+    /// A passed challenge: replayed here (the browser navigated to the challenge), or, when it
+    /// is shown inside the page, released to the page's script with a one-time proof.
+    async fn passed(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        id: &str,
+        held: &HeldLogin,
+    ) -> Result<(bool, u16)> {
+        if !held.is_inline() {
+            return match self.services.held.take(id) {
+                Some(held) => self.replay(session, ctx, held).await,
+                // Another request completed this challenge first: single use.
+                None => self.expired(session, ctx).await,
+            };
+        }
+        let Some(proof) = self.services.held.release(id) else {
+            return self.expired(session, ctx).await;
+        };
+        self.metrics
+            .challenges
+            .with_label_values(&["released"])
+            .inc();
+        let nonce = super::login::random_token();
+        let html = crate::challenge::resume_page(&ctx.config.server.app_name, &proof, &nonce);
+        let csp = format!(
+            "default-src 'none'; style-src 'unsafe-inline'; script-src 'nonce-{nonce}'; frame-ancestors 'self'; base-uri 'none'"
+        );
+        pages::respond_with(
+            session,
+            200,
+            &[("content-security-policy", &csp)],
+            "text/html; charset=utf-8",
+            Bytes::from(html),
+            &ctx.request_id,
+        )
+        .await?;
+        Ok((true, 200))
+    }
+
+    /// `X-Gaitkeeper-Resume: PROOF` on a login submit: the page's script resumes a login whose
+    /// challenge it showed and that was passed. The held login takes this request's place and
+    /// goes to the app, whose answer — its JSON, its cookies — reaches the page's own code.
+    /// `Ok(true)` when answered here (the proof is unknown, used or from another client).
+    pub(super) async fn resume_login(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        proof: &str,
+    ) -> Result<bool> {
+        let held = self
+            .services
+            .held
+            .resume(proof)
+            .filter(|held| held.client_ip == client_ip(session));
+        let Some(held) = held else {
+            self.metrics
+                .challenges
+                .with_label_values(&["bad_resume"])
+                .inc();
+            let body = serde_json::json!({"gaitkeeper": {"expired": true}}).to_string();
+            pages::respond(
+                session,
+                410,
+                "application/json",
+                Bytes::from(body),
+                &ctx.request_id,
+            )
+            .await?;
+            return Ok(true);
+        };
+        // The request's own body (normally empty) is not read: the held one replaces it.
+        let (answered, _) = self.replay(session, ctx, held).await?;
+        if let Some(login) = ctx.login.as_mut() {
+            // The page's own code receives the app's answer as it is.
+            login.return_to = None;
+        }
+        Ok(answered)
+    }
+}
+
+/// `?inline=frame` or `?inline=popup` on a challenge URL: the capture script shows it inside
+/// the page.
+fn inline_mode(session: &Session) -> Option<&'static str> {
+    let query = session.req_header().uri.query()?;
+    query.split('&').find_map(|p| match p {
+        "inline=frame" => Some("frame"),
+        "inline=popup" => Some("popup"),
+        _ => None,
+    })
 }
 
 /// Reads an urlencoded form body of at most [`MAX_FORM_BYTES`]; `None` when larger. Retry

@@ -40,10 +40,23 @@ pub struct PendingLogin {
     pub succeeded: Option<bool>,
     /// The browser's device cookie as it came, renewed for this user on success.
     pub device_cookie: Option<String>,
+    /// The app's answer body while it is read to tell success (`success.json_*`).
+    pub answer: Option<AnswerBody>,
+    /// The status the app answered with (before any rewrite).
+    pub app_status: Option<u16>,
     /// For a fetch/XHR login replayed after its challenge: the page to send the browser back
     /// to. The browser navigated to the challenge, so the app's JSON answer is turned into a
     /// redirect there (its cookies kept).
     pub return_to: Option<String>,
+}
+
+/// Most of a login answer's body read to tell its success.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// A login answer's body being read, and how it is coded.
+pub struct AnswerBody {
+    bytes: Vec<u8>,
+    coding: Vec<String>,
 }
 
 /// The client's IP address as text (empty when unknown).
@@ -124,6 +137,14 @@ impl GaitkeeperProxy {
         let trusted = self
             .services
             .trusted_device(device_cookie.as_deref(), &user);
+        let machine = route.machine_clients.as_ref().is_some_and(|m| {
+            let header = m
+                .header
+                .as_ref()
+                .and_then(|h| session.req_header().headers.get(h.as_str()))
+                .map(|v| v.as_bytes());
+            m.admits(ip.parse().ok(), header)
+        });
         let mut scored = if let Some(action) =
             self.services
                 .regulator
@@ -134,6 +155,14 @@ impl GaitkeeperProxy {
                 features: None,
                 risk: None,
                 reasons: serde_json::json!([{"code": "too_many_failures"}]),
+            }
+        } else if machine {
+            // A CLI or script of the app's: no browser, no telemetry; audited, regulated.
+            Scored {
+                finding: Finding::MachineClient,
+                features: None,
+                risk: None,
+                reasons: serde_json::json!([{"code": "machine"}]),
             }
         } else {
             self.score(ctx, &user, &policy).await
@@ -198,6 +227,8 @@ impl GaitkeeperProxy {
                     challenge: None,
                     succeeded: None,
                     device_cookie,
+                    answer: None,
+                    app_status: None,
                     return_to: None,
                 });
                 Ok(false)
@@ -205,11 +236,17 @@ impl GaitkeeperProxy {
             Action::Block => {
                 self.services
                     .settle(settled("blocked", scored.features.clone()));
+                let fresh = self.fresh_token(session, ctx);
+                let json = wants_json(session, ctx);
                 pages::respond_blocked(
                     session,
                     &config.server.app_name,
                     &incident,
                     &ctx.request_id,
+                    pages::Refusal {
+                        json,
+                        headers: &fresh,
+                    },
                 )
                 .await?;
                 Ok(true)
@@ -245,18 +282,21 @@ impl GaitkeeperProxy {
                     config.mfa.challenge_ttl.0.as_secs()
                 );
                 if xhr {
-                    // The shape the capture script turns into a navigation (docs/telemetry.md).
+                    // The shape the capture script shows in the page (docs/telemetry.md §1.3).
                     let body = serde_json::json!({
                         "gaitkeeper": { "challenge_url": location },
                     })
                     .to_string();
+                    let fresh = self.fresh_token(session, ctx);
+                    let mut headers: Vec<(&str, &str)> = vec![
+                        ("set-cookie", &cookie),
+                        ("x-gaitkeeper-challenge", &location),
+                    ];
+                    headers.extend(fresh.iter().map(|(n, v)| (*n, v.as_str())));
                     pages::respond_with(
                         session,
                         401,
-                        &[
-                            ("set-cookie", &cookie),
-                            ("x-gaitkeeper-challenge", &location),
-                        ],
+                        &headers,
                         "application/json",
                         Bytes::from(body),
                         &ctx.request_id,
@@ -340,12 +380,18 @@ impl GaitkeeperProxy {
         } else {
             why.status()
         };
+        let fresh = self.fresh_token(session, ctx);
+        let json = wants_json(session, ctx);
         pages::respond_unreadable(
             session,
             status,
             &config.server.app_name,
             &incident,
             &ctx.request_id,
+            pages::Refusal {
+                json,
+                headers: &fresh,
+            },
         )
         .await?;
         Ok(true)
@@ -528,9 +574,25 @@ impl GaitkeeperProxy {
             return;
         };
         let route = &ctx.config.routes[pending.route];
+        pending.app_status = Some(response.status.as_u16());
         let succeeded = decision::login_succeeded(&route.success, response);
-        pending.succeeded = Some(succeeded);
-        if succeeded {
+        if succeeded && route.success.reads_body() {
+            // Told by the body: read (bounded) as it streams to the client.
+            pending.answer = Some(AnswerBody {
+                bytes: Vec::new(),
+                coding: response
+                    .headers
+                    .get_all(http::header::CONTENT_ENCODING)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .map(str::to_string)
+                    .collect(),
+            });
+        } else {
+            pending.succeeded = Some(succeeded);
+        }
+        // Known from the header alone (a body decides too late to set a cookie).
+        if succeeded && !route.success.reads_body() {
             // This browser logged in as the user: their user-wide limits no longer stop it.
             let cookie = self
                 .services
@@ -553,6 +615,44 @@ impl GaitkeeperProxy {
         }
     }
 
+    /// Reads the app's answer body to a login whose success its body tells (`success.json_*`),
+    /// at most [`MAX_ANSWER_BYTES`]; decides at its end. Runs before the body is rewritten or
+    /// dropped.
+    pub(super) fn read_login_answer(
+        &self,
+        body: &Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) {
+        let Some(pending) = ctx.login.as_mut() else {
+            return;
+        };
+        let Some(answer) = pending.answer.as_mut() else {
+            return;
+        };
+        if let Some(chunk) = body {
+            if answer.bytes.len() + chunk.len() > MAX_ANSWER_BYTES {
+                // Too long to judge: not a success (counted as a failure, never learnt).
+                pending.answer = None;
+                pending.succeeded = Some(false);
+                return;
+            }
+            answer.bytes.extend_from_slice(chunk);
+        }
+        if end_of_stream {
+            let coding: Vec<&str> = answer.coding.iter().map(String::as_str).collect();
+            let decoded = login::decode_body(&coding, &answer.bytes, MAX_ANSWER_BYTES);
+            let route = &ctx.config.routes[pending.route];
+            let succeeded = match decoded {
+                Ok(Some(plain)) => decision::body_succeeded(&route.success, &plain),
+                Ok(None) => decision::body_succeeded(&route.success, &answer.bytes),
+                Err(_) => false,
+            };
+            pending.succeeded = Some(succeeded);
+            pending.answer = None;
+        }
+    }
+
     /// Settles a forwarded login once its response has gone out (logging phase).
     pub(super) fn settle_login(&self, ctx: &mut RequestCtx) {
         let Some(p) = ctx.login.take() else {
@@ -560,6 +660,9 @@ impl GaitkeeperProxy {
         };
         // No answer from the app (it failed or the client left): the login is not verified.
         let succeeded = p.succeeded.unwrap_or(false);
+        if let Some(status) = p.app_status {
+            self.services.note_answer(&p.route_name, status, succeeded);
+        }
         if !succeeded {
             self.services.regulator.failed(
                 &ctx.config.regulation,

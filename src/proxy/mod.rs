@@ -29,6 +29,10 @@ use crate::login::TelemetryInbox;
 pub use forwarding::{is_reserved_path, normalize_path};
 pub use services::{spawn_every, LoginServices, GAUGE_PERIOD};
 
+/// Carries the one-time proof with which the capture script resumes a login whose challenge
+/// it showed inside the page.
+const RESUME_HEADER: &str = "x-gaitkeeper-resume";
+
 /// The proxy service: one value shared by every worker thread.
 pub struct GaitkeeperProxy {
     config: SharedConfig,
@@ -98,6 +102,8 @@ impl ProxyHttp for GaitkeeperProxy {
             let own = path.strip_prefix(prefix.as_str()).unwrap_or("").to_string();
             let status = if own == "capture.js" {
                 self.serve_capture_script(session, ctx).await?
+            } else if own == "token" {
+                self.renew_token(session, ctx).await?
             } else if let Some(rest) = own.strip_prefix("challenge/") {
                 let (answered, status) = self.challenge_endpoint(session, ctx, rest).await?;
                 if !answered {
@@ -117,6 +123,17 @@ impl ProxyHttp for GaitkeeperProxy {
         let method = session.req_header().method.as_str();
         let routes = inject::match_routes(&config.routes, method, path);
         if let Some(submit) = routes.submit {
+            ctx.capture.submit_route = Some(submit);
+            let resume = session
+                .req_header()
+                .headers
+                .get(RESUME_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            if let Some(proof) = resume {
+                // A login whose challenge the page showed, resumed by the page's script.
+                return self.resume_login(session, ctx, &proof).await;
+            }
             self.intercept_login(session, ctx, &config.routes[submit])
                 .await?;
             if self.decide_login(session, ctx, submit).await? {
@@ -143,10 +160,24 @@ impl ProxyHttp for GaitkeeperProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         forwarding::add_forwarding_headers(session, upstream_request, ctx)?;
-        // Telemetry is gaitkeeper's; the app never sees it, on any request.
+        // Telemetry is gaitkeeper's; the app never sees it, on any request. Nor a machine
+        // client's secret header.
         upstream_request.remove_header(ctx.config.capture.header.as_str());
-        if ctx.capture.page_route.is_some() {
-            // Ask for an uncompressed login page so it can be rewritten without decoding.
+        if let Some(header) = ctx
+            .capture
+            .submit_route
+            .and_then(|i| ctx.config.routes[i].machine_clients.as_ref())
+            .and_then(|m| m.header.as_ref())
+        {
+            upstream_request.remove_header(header.as_str());
+        }
+        let reads_answer = ctx
+            .login
+            .as_ref()
+            .is_some_and(|l| ctx.config.routes[l.route].success.reads_body());
+        if ctx.capture.page_route.is_some() || reads_answer {
+            // Ask for an uncompressed login page (rewritten as it streams) or login answer
+            // (read to tell success) so neither needs decoding.
             upstream_request.remove_header("accept-encoding");
         }
         if let Some(body) = &ctx.capture.replacement_body {
@@ -188,6 +219,9 @@ impl ProxyHttp for GaitkeeperProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         self.observe_login_response(upstream_response, ctx);
+        for (name, value) in self.fresh_token(session, ctx) {
+            upstream_response.insert_header(name, value)?;
+        }
         self.prepare_injection(session, upstream_response, ctx)?;
         if let Some(sent) = ctx.upstream_sent {
             let elapsed = sent.elapsed();
@@ -204,6 +238,7 @@ impl ProxyHttp for GaitkeeperProxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
+        self.read_login_answer(body, end_of_stream, ctx);
         if ctx.drop_response_body {
             *body = Some(Bytes::new());
             return Ok(None);

@@ -140,22 +140,39 @@ pub(super) async fn respond(
     Ok(())
 }
 
+/// How a refusal is written: as a page, or as JSON for a fetch/XHR login (whose page shows
+/// the incident in an overlay: docs/telemetry.md §1.3), and with any extra headers (the fresh
+/// page token of a login answer).
+pub(super) struct Refusal<'a> {
+    pub json: bool,
+    pub headers: &'a [(&'static str, String)],
+}
+
 /// Answers a blocked login: 403, the blocked page and the incident in a header.
 pub(super) async fn respond_blocked(
     session: &mut Session,
     app_name: &str,
     incident: &str,
     request_id: &str,
+    how: Refusal<'_>,
 ) -> Result<()> {
-    respond_with(
-        session,
-        403,
-        &[("x-gaitkeeper-incident", incident)],
-        "text/html; charset=utf-8",
-        blocked_page(app_name, incident),
-        request_id,
-    )
-    .await
+    let (content_type, body) = if how.json {
+        ("application/json", refusal_json("blocked", incident))
+    } else {
+        ("text/html; charset=utf-8", blocked_page(app_name, incident))
+    };
+    let headers = refusal_headers(incident, &how);
+    respond_with(session, 403, &headers, content_type, body, request_id).await
+}
+
+fn refusal_json(kind: &str, incident: &str) -> Bytes {
+    Bytes::from(serde_json::json!({ "gaitkeeper": { kind: { "incident": incident } } }).to_string())
+}
+
+fn refusal_headers<'a>(incident: &'a str, how: &'a Refusal<'_>) -> Vec<(&'a str, &'a str)> {
+    let mut headers = vec![("x-gaitkeeper-incident", incident)];
+    headers.extend(how.headers.iter().map(|(n, v)| (*n, v.as_str())));
+    headers
 }
 
 /// Answers a login submit that gaitkeeper cannot read (its name, content type or coding):
@@ -166,7 +183,21 @@ pub(super) async fn respond_unreadable(
     app_name: &str,
     incident: &str,
     request_id: &str,
+    how: Refusal<'_>,
 ) -> Result<()> {
+    let headers = refusal_headers(incident, &how);
+    if how.json {
+        let body = refusal_json("refused", incident);
+        return respond_with(
+            session,
+            status,
+            &headers,
+            "application/json",
+            body,
+            request_id,
+        )
+        .await;
+    }
     let app = html_escape(app_name);
     let body = Bytes::from(format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>Sign-in refused - {app}</title></head>\n<body style=\"font-family:sans-serif;max-width:40em;margin:3em auto;padding:0 1em;line-height:1.5\">\n<h1>Sign-in refused</h1>\n<p>This sign-in request to {app} could not be read, so it was refused. Please sign in again from the sign-in page.</p>\n<p>If this keeps happening, contact support and give them this reference:</p>\n<p><strong>{incident}</strong></p>\n</body></html>\n"
@@ -174,7 +205,7 @@ pub(super) async fn respond_unreadable(
     respond_with(
         session,
         status,
-        &[("x-gaitkeeper-incident", incident)],
+        &headers,
         "text/html; charset=utf-8",
         body,
         request_id,

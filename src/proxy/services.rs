@@ -93,6 +93,11 @@ pub struct LoginServices {
     /// Recent logins of everybody, for replays of a login not yet learnt and for one trace
     /// used for several accounts (`model::replay`).
     pub population: crate::model::replay::PopulationMemory,
+    /// What each route's login answers looked like, to warn about a success signal that
+    /// never matches ([`LoginServices::note_answer`]).
+    pub answers: std::sync::Mutex<std::collections::HashMap<String, RouteAnswers>>,
+    /// Set per route while its answers show no success at all.
+    pub no_success: prometheus::IntGaugeVec,
     /// Login names as sent whose profile was already offered to their normalised name
     /// ([`LoginServices::carry_over_profile`]); bounded, an hour each.
     pub carried_over: moka::sync::Cache<UserKey, ()>,
@@ -260,6 +265,51 @@ impl LoginServices {
             Err(e) => {
                 tracing::warn!(error = %e, "could not move a profile to its normalised login name")
             }
+        }
+    }
+
+    /// Counts one answered login of `route`; after [`NO_SUCCESS_AFTER`] answers without a
+    /// single success, warns once (a log line naming the likely fix, and
+    /// `gaitkeeper_route_without_success{route}` set to 1): the success signal probably does
+    /// not match what the app answers, so users never enrol and are regulated.
+    pub fn note_answer(&self, route: &str, status: u16, succeeded: bool) {
+        let mut answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
+        if answers.len() >= 1024 && !answers.contains_key(route) {
+            return;
+        }
+        let r = answers.entry(route.to_string()).or_default();
+        r.answered += 1;
+        if succeeded {
+            r.succeeded += 1;
+            if r.warned {
+                r.warned = false;
+                self.no_success.with_label_values(&[route]).set(0);
+            }
+            return;
+        }
+        if r.statuses.len() < 16 || r.statuses.contains_key(&status) {
+            *r.statuses.entry(status).or_default() += 1;
+        }
+        if r.succeeded == 0 && r.answered >= NO_SUCCESS_AFTER && !r.warned {
+            r.warned = true;
+            self.no_success.with_label_values(&[route]).set(1);
+            let common = r
+                .statuses
+                .iter()
+                .max_by_key(|(_, n)| **n)
+                .map(|(s, _)| *s)
+                .unwrap_or(0);
+            let fix = if (200..300).contains(&common) {
+                format!("the app answers {common} to logins: set routes[].success.status to [{common}] and tell success by the body (success.json_pointer_present, e.g. \"/access_token\", or success.json_equals)")
+            } else {
+                format!("the app answers mostly {common}: check routes[].success (status, location_prefix, set_cookie) against what a successful login returns")
+            };
+            tracing::warn!(
+                route,
+                answered = r.answered,
+                most_common_status = common,
+                "no login on this route has counted as successful; users will never enrol and will be regulated. Likely fix: {fix}"
+            );
         }
     }
 
@@ -439,6 +489,18 @@ impl LoginServices {
             client_ip: held.client_ip.clone(),
         });
     }
+}
+
+/// Answered logins of a route without any success after which gaitkeeper warns.
+pub const NO_SUCCESS_AFTER: u64 = 20;
+
+/// What one route's login answers looked like.
+#[derive(Default)]
+pub struct RouteAnswers {
+    answered: u64,
+    succeeded: u64,
+    statuses: std::collections::BTreeMap<u16, u64>,
+    warned: bool,
 }
 
 /// How often the gauges that need counting (held logins, the page-token replay memory) are set.

@@ -25,6 +25,13 @@ pub struct Rhythm {
     pub jitter: f64,
 }
 
+/// How much a person's keys vary around their usual hold and gap: a fixed, irregular cycle
+/// (a spread of about a third; press-to-press intervals vary by 17 % or more in every
+/// stretch, as typists' do), so tests know every time they played.
+pub const HUMAN_VARIATION: [f64; 13] = [
+    1.0, 0.55, 1.2, 1.5, 0.7, 0.9, 1.65, 0.6, 1.3, 0.8, 1.1, 1.45, 0.75,
+];
+
 /// A calm, steady typist: the enrolled user in tests.
 pub const STEADY: Rhythm = Rhythm {
     dwell: 95.0,
@@ -153,8 +160,11 @@ pub fn payload(
             let up = tenth(down + vary(rhythm.dwell, rng));
             keys.push(format!("[{down:.1},\"d\",\"{class}\",{field},{stroke},0]"));
             keys.push(format!("[{up:.1},\"u\",\"{class}\",{field},{stroke},0]"));
+            // The gap also follows the fixed irregular cycle, so no stretch of keys comes out
+            // metronome-regular by chance (as with typists, whose intervals vary by 20–60 %).
+            let cycle = HUMAN_VARIATION[*stroke as usize % HUMAN_VARIATION.len()];
             *stroke += 1;
-            *t = up + vary(rhythm.flight, rng);
+            *t = up + vary(rhythm.flight, rng) * cycle;
         }
     };
     type_keys(&mut t, user_len, "l", 0, &mut keys, &mut stroke, &mut rng);

@@ -511,6 +511,21 @@ impl Gaitkeeper {
         std::fs::read_to_string(self.dir.path().join("gaitkeeper.log")).unwrap_or_default()
     }
 
+    /// `gaitkeeper audit ARGS…` on this proxy's store while it runs: (success, stdout).
+    pub fn audit(&self, args: &[&str]) -> (bool, String) {
+        let out = std::process::Command::new(binary())
+            .args(["audit", "--config"])
+            .arg(&self.config_path)
+            .args(args)
+            .env("GK_TEST_SECRET", SECRET)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

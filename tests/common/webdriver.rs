@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use super::behaviour::HUMAN_VARIATION;
+
 const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// A running chromedriver, killed on drop.
@@ -229,20 +231,29 @@ impl Session {
         }
     }
 
+    /// Saves a PNG of the window under the tests' scratch folder (`target/tmp/screenshots/`)
+    /// and returns its path: the browser tests keep what a person would see, to look at.
+    pub async fn screenshot(&self, name: &str) -> std::path::PathBuf {
+        use base64::Engine as _;
+        let data = self.call(reqwest::Method::GET, "/screenshot", None).await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(data.as_str().expect("a base64 screenshot"))
+            .expect("base64");
+        assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
+        let folder = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+        std::fs::create_dir_all(&folder).unwrap();
+        let path = folder.join(format!("{name}.png"));
+        std::fs::write(&path, png).unwrap();
+        path
+    }
+
     pub async fn quit(&self) {
         let _ = self.http.delete(&self.base).send().await;
     }
 }
 
-/// How much a person's keys vary around their usual hold and gap: a fixed, irregular cycle
-/// (a spread of about a third; press-to-press intervals vary by 17 % or more in every
-/// stretch, as typists' do), so tests know every time they played.
-const HUMAN_VARIATION: [f64; 13] = [
-    1.0, 0.55, 1.2, 1.5, 0.7, 0.9, 1.65, 0.6, 1.3, 0.8, 1.1, 1.45, 0.75,
-];
-
 /// Key actions typing `text` the way a person does: each key's hold and the gap after it vary
-/// around `dwell_ms` and `flight_ms` ([`HUMAN_VARIATION`], starting at `offset`). Returns the
+/// around `dwell_ms` and `flight_ms` ([`super::behaviour::HUMAN_VARIATION`], starting at `offset`). Returns the
 /// actions and the played holds and gaps, key by key.
 pub fn human_typing(
     text: &str,
@@ -279,6 +290,60 @@ pub fn typing(text: &str, dwell_ms: u64, flight_ms: u64) -> Vec<Value> {
     actions
 }
 
+/// True once the capture script shows gaitkeeper's challenge over the page (its overlay,
+/// `[data-gaitkeeper]`) with the cursor in the code field of the framed challenge page.
+pub const CODE_FIELD_FOCUSED: &str = "(() => { const h = document.querySelector('[data-gaitkeeper]'); const f = h && h.shadowRoot && h.shadowRoot.querySelector('iframe'); const d = f && f.contentDocument; return !!(d && d.activeElement && d.activeElement.id === 'code' && document.activeElement === h); })()";
+
 /// The WebDriver key values for Tab and Enter.
 pub const TAB: &str = "\u{E004}";
 pub const ENTER: &str = "\u{E007}";
+
+/// Moves the mouse along a curve to the username field, speeding up and slowing down as a
+/// hand does, and clicks it.
+pub async fn move_and_click(session: &Session, css: &str) {
+    let target = session.element(css).await;
+    let mut moves =
+        vec![json!({"type": "pointerMove", "duration": 0, "x": 40, "y": 40, "origin": "viewport"})];
+    for step in 1..=12 {
+        let f = step as f64 / 12.0;
+        // Minimum-jerk progress along the curve, at an irregular pace.
+        let s = 10.0 * f.powi(3) - 15.0 * f.powi(4) + 6.0 * f.powi(5);
+        moves.push(json!({
+            "type": "pointerMove", "duration": 30 + (step * 7) % 23, "origin": "viewport",
+            "x": (40.0 + 300.0 * s) as i64, "y": (40.0 + 120.0 * s * s) as i64,
+        }));
+    }
+    moves.push(json!({"type": "pointerMove", "duration": 120, "x": 0, "y": 0, "origin": target}));
+    moves.push(json!({"type": "pointerDown", "button": 0}));
+    moves.push(json!({"type": "pause", "duration": 90}));
+    moves.push(json!({"type": "pointerUp", "button": 0}));
+    session
+        .actions(json!([{"type": "pointer", "id": "mouse", "parameters": {"pointerType": "mouse"}, "actions": moves}]))
+        .await;
+}
+
+/// Presses Enter, which submits the form.
+pub async fn press_enter(session: &Session) {
+    session
+        .actions(json!([{"type": "key", "id": "keyboard", "actions": typing(ENTER, 50, 0)}]))
+        .await;
+}
+
+pub async fn wait_for_url(session: &Session, suffix: &str) {
+    wait_for_url_where(session, suffix, |url| url.ends_with(suffix)).await
+}
+
+pub async fn wait_for_url_where(session: &Session, what: &str, test: impl Fn(&str) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if test(&session.current_url().await) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never reached {what}: at {}",
+            session.current_url().await
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
