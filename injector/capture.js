@@ -391,10 +391,12 @@
         if (popup && !popup.closed) popup.close();
         resolve(proof);
       };
+      // From gaitkeeper's page in the frame, the popup, or a provider's window opened from
+      // the frame (its source is none of ours): only the page's own origin is trusted. A
+      // proof is worthless to anyone but the client that passed the challenge.
       const onMessage = (e) => guard(() => {
-        const from = e.source && (e.source === (frame && frame.contentWindow) || e.source === popup);
         const proof = e.data && e.data.gaitkeeper && e.data.gaitkeeper.resume;
-        if (e.origin === location.origin && from && typeof proof === 'string') done(proof);
+        if (e.origin === location.origin && typeof proof === 'string' && /^[\w-]{16,128}$/.test(proof)) done(proof);
       });
       const inline = (mode) => { const u = new URL(url.href); u.searchParams.set('inline', mode); return u.href; };
       const openPopup = () => { popup = window.open(inline('popup'), 'gaitkeeper-challenge', 'popup,width=480,height=680'); };

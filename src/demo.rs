@@ -58,6 +58,10 @@ pub fn run(options: &DemoOptions) -> Result<()> {
     println!("  gaitkeeper demo is running.");
     println!();
     println!("  Open      http://127.0.0.1:{}/login", options.port);
+    println!(
+        "            http://127.0.0.1:{}/app  (a single-page app: fetch login, bearer token)",
+        options.port
+    );
     println!("  Users     alice / wonderland-42, bob / builder-2024, carol / carolina-77");
     println!("  The app   http://{app_addr}  (the legacy app itself, unprotected)");
     println!(
@@ -109,6 +113,7 @@ fn demo_config(options: &DemoOptions, data_dir: &Path, secret_file: &Path) -> St
          routes:\n\
          \x20 - name: login\n    page: {{ paths: [\"/login\"], methods: [GET, POST] }}\n    submit: {{ path: \"/login\" }}\n    username: {{ field: username }}\n    success: {{ status: [303], location_prefix: \"/account\", set_cookie: legacy_session }}\n\
          \x20 - name: spa-login\n    page: {{ paths: [\"/spa-login\"] }}\n    submit: {{ path: \"/api/login\" }}\n    username: {{ json_pointer: \"/username\" }}\n    success: {{ status: [200], set_cookie: legacy_session }}\n    return_to: \"/account\"\n\
+         \x20 - name: portal\n    page: {{ paths: [\"/app\", \"/app-xhr\"] }}\n    submit: {{ path: \"/api/token\" }}\n    # Answers 200 either way: success is the token in the JSON answer.\n    success: {{ status: [200], json_pointer_present: \"/access_token\" }}\n\
          # The demo shows what gaitkeeper received at http://127.0.0.1:{admin_port}/debug/telemetry\n\
          admin:\n  listen: \"127.0.0.1:{admin_port}\"\n  debug_telemetry: true\n",
         port = options.port,
@@ -151,4 +156,37 @@ fn wait_for_port(addr: SocketAddr, limit: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_demo_config_is_valid_and_protects_every_login_of_the_legacy_app() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret.key");
+        std::fs::write(&secret, "demo-secret-0123456789abcdefghijklmnopqrstuv").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let options = DemoOptions {
+            data_dir: dir.path().to_path_buf(),
+            port: 8080,
+            app_port: 8081,
+            admin_port: 9090,
+        };
+        let text = demo_config(&options, dir.path(), &secret);
+        let config = crate::config::Config::parse(&text, "demo.yaml").unwrap();
+        let submits: Vec<&str> = config
+            .routes
+            .iter()
+            .map(|r| r.submit.path.as_str())
+            .collect();
+        assert_eq!(submits, ["/login", "/api/login", "/api/token"]);
+        let portal = &config.routes[2];
+        assert_eq!(
+            portal.success.json_pointer_present.as_deref(),
+            Some("/access_token")
+        );
+    }
 }

@@ -10,7 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::behaviour::{fetch_payload, STEADY};
-use common::legacy::{enroll_totp, LegacyApp, ALICE};
+use common::legacy::{enroll_totp, LegacyApp, ALICE, BOB};
 use common::webdriver::{
     human_typing, move_and_click, press_enter, typing, ChromeDriver, Session, CODE_FIELD_FOCUSED,
     TAB,
@@ -181,6 +181,85 @@ async fn a_challenged_xhr_login_is_finished_in_the_page_and_the_page_gets_its_to
     challenged_in_the_page("/app-xhr", "portal-xhr").await;
 }
 
+/// The app's CSP forbids frames (`/app-strict`): the overlay offers the challenge in a window
+/// of its own; the code is typed there, the window closes, and the page gets its token.
+#[tokio::test]
+async fn where_the_apps_csp_forbids_frames_the_challenge_opens_in_a_popup() {
+    let _one = ONE_BROWSER.lock().await;
+    let routes = PORTAL.replace("\"/app-xhr\"", "\"/app-xhr\", \"/app-strict\"");
+    let app = LegacyApp::start().await;
+    let gk = Gaitkeeper::start_with(
+        app.addr,
+        "",
+        &format!("{routes}policy:\n  enrolling: challenge\n"),
+    )
+    .await;
+    let driver = ChromeDriver::start().await;
+    let profile = tempfile::tempdir().unwrap();
+    let session = driver.session(profile.path()).await;
+    let s = Stack {
+        app,
+        gk,
+        _driver: driver,
+        session,
+        _profile: profile,
+    };
+    let totp = enroll_totp(&s.gk, ALICE.0);
+    s.open("/app-strict").await;
+    let page_window = s.session.window_handle().await;
+    s.sign_in(ALICE.0, ALICE.1, 0).await;
+    let button = "(() => { const h = document.querySelector('[data-gaitkeeper]'); const b = h && h.shadowRoot && [...h.shadowRoot.querySelectorAll('button')].find((b) => b.textContent === 'Continue'); if (!b) return null; const r = b.getBoundingClientRect(); return [Math.round(r.x + r.width / 2), Math.round(r.y + r.height / 2)]; })()";
+    s.session
+        .wait_for(button, "the overlay's button for a window")
+        .await;
+    assert!(
+        s.session
+            .execute("return !document.querySelector('[data-gaitkeeper]').shadowRoot.querySelector('iframe');")
+            .await
+            == Value::Bool(true),
+        "the refused frame is gone"
+    );
+    let shot = s.session.screenshot("portal-strict-csp-offer").await;
+    eprintln!("screenshot: {}", shot.display());
+    let at = s.session.execute(&format!("return {button};")).await;
+    s.session
+        .click_at(at[0].as_i64().unwrap(), at[1].as_i64().unwrap())
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let popup = loop {
+        let handles = s.session.window_handles().await;
+        if let Some(h) = handles.into_iter().find(|h| *h != page_window) {
+            break h;
+        }
+        assert!(Instant::now() < deadline, "no window opened");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    s.session.switch_to_window(&popup).await;
+    s.session
+        .wait_for(
+            "document.activeElement && document.activeElement.id === 'code'",
+            "the code field in the window",
+        )
+        .await;
+    assert!(s.session.current_url().await.contains("inline=popup"));
+    let code = totp.generate_current().to_string();
+    s.session
+        .actions(json!([{"type": "key", "id": "keyboard", "actions": typing(&code, 50, 60)}]))
+        .await;
+    press_enter(&s.session).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while s.session.window_handles().await.contains(&popup) {
+        assert!(Instant::now() < deadline, "the window did not close");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    s.session.switch_to_window(&page_window).await;
+    s.wait_for_profile().await;
+    let shot = s.session.screenshot("portal-strict-csp-signed-in").await;
+    eprintln!("screenshot: {}", shot.display());
+    assert_eq!(s.app.last_login().await["username"], "alice");
+    s.session.quit().await;
+}
+
 /// A wrong password, then the right one in the same page without a reload: the second submit
 /// carries the fresh token gaitkeeper handed back with the first answer, and is judged as a
 /// login, not as a replay.
@@ -320,15 +399,24 @@ fn b64(text: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text.as_bytes())
 }
 
-/// Posts the portal's JSON login with a person's telemetry from a fresh page.
+/// Posts the portal's JSON login of alice with a person's telemetry from a fresh page.
 async fn token_login(gk: &Gaitkeeper, password: &str, seed: u64) -> reqwest::Response {
+    token_login_as(gk, ALICE.0, password, seed).await
+}
+
+async fn token_login_as(
+    gk: &Gaitkeeper,
+    user: &str,
+    password: &str,
+    seed: u64,
+) -> reqwest::Response {
     let token = portal_token(gk).await;
-    let telemetry = fetch_payload(&token, &STEADY, 5, password.len(), seed);
+    let telemetry = fetch_payload(&token, &STEADY, user.len(), password.len(), seed);
     client()
         .post(gk.url("/api/token"))
         .header("content-type", "application/json")
         .header("x-gaitkeeper-telemetry", b64(&telemetry))
-        .body(json!({"username": ALICE.0, "password": password}).to_string())
+        .body(json!({"username": user, "password": password}).to_string())
         .send()
         .await
         .unwrap()
@@ -509,7 +597,15 @@ async fn a_machine_client_with_the_header_secret_gets_through_and_the_secret_sta
 /// A portal login that gaitkeeper challenges: the challenge URL its 401 names (for the
 /// page's script) and the binding cookie.
 async fn challenged_token_login(gk: &Gaitkeeper, seed: u64) -> (String, String) {
-    let r = token_login(gk, ALICE.1, seed).await;
+    challenged_token_login_as(gk, ALICE, seed).await
+}
+
+async fn challenged_token_login_as(
+    gk: &Gaitkeeper,
+    (user, password): (&str, &str),
+    seed: u64,
+) -> (String, String) {
+    let r = token_login_as(gk, user, password, seed).await;
     assert_eq!(r.status(), 401);
     let url = r
         .headers()
@@ -627,4 +723,119 @@ fn next_step_code(totp: &totp_rs::Totp) -> String {
         .unwrap()
         .as_secs();
     totp.generate(now + 30).to_string()
+}
+
+#[tokio::test]
+async fn an_external_provider_in_the_frame_opens_in_its_own_window_and_the_login_resumes() {
+    let app = LegacyApp::start().await;
+    let keys = tempfile::tempdir().unwrap();
+    let request_secret = keys.path().join("request.key");
+    common::write_secret(&request_secret, "request-secret-0123456789abcdef0123");
+    let more = format!(
+        "{PORTAL}policy:\n  enrolling: challenge\nmfa:\n  external:\n    name: \"Test IdP\"\n    url: \"http://127.0.0.1:9/verify\"\n    issuer: \"test-idp\"\n    request_secret: {{ file: {:?} }}\n    assertion:\n      algorithm: RS256\n      public_key_file: {:?}\n",
+        request_secret.display().to_string(),
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/mfa/rsa_public.pem"),
+    );
+    let gk = Gaitkeeper::start_with(app.addr, "", &more).await;
+    // Bob has no TOTP: the provider is his only factor. Shown in the page's frame, the
+    // challenge does not send the frame to the provider (providers refuse to be framed): it
+    // links to it in a new window that keeps its opener.
+    let (url, cookie) = challenged_token_login_as(&gk, BOB, 1).await;
+    let path = url.trim_start_matches(&gk.url("")).to_string();
+    let framed = client()
+        .get(gk.url(&format!("{path}?inline=frame")))
+        .header("cookie", &cookie)
+        .header("host", gk.addr.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        framed.status(),
+        200,
+        "a page, not a redirect to the provider"
+    );
+    let html = framed.text().await.unwrap();
+    let link = html
+        .split("<a href=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("a link to the provider")
+        .replace("&amp;", "&");
+    assert!(
+        html.contains("target=\"_blank\" rel=\"opener\">Use Test IdP</a>"),
+        "{html}"
+    );
+    // The link leads to the provider with a signed request.
+    let to_provider = if link.starts_with("http://127.0.0.1:9/") {
+        link
+    } else {
+        let r = client()
+            .get(gk.url(&link))
+            .header("cookie", &cookie)
+            .header("host", gk.addr.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303);
+        common::legacy::location(&r)
+    };
+    let request = to_provider
+        .split("request=")
+        .nth(1)
+        .expect("a signed request");
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.set_audience(&["test-idp"]);
+    let claims = jsonwebtoken::decode::<Value>(
+        request,
+        &jsonwebtoken::DecodingKey::from_secret(b"request-secret-0123456789abcdef0123"),
+        &validation,
+    )
+    .unwrap()
+    .claims;
+    assert_eq!(claims["sub"], "bob");
+    // The provider confirms bob; its window comes back to gaitkeeper, which hands the page
+    // a proof instead of replaying the login there.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let pem = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/mfa/rsa_private.pem"
+    ))
+    .unwrap();
+    let assertion = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+        &json!({"iss": "test-idp", "aud": "gaitkeeper", "sub": "bob", "cid": claims["cid"],
+            "jti": "j-1", "iat": now, "exp": now + 120, "result": "pass"}),
+        &jsonwebtoken::EncodingKey::from_rsa_pem(&pem).unwrap(),
+    )
+    .unwrap();
+    let back = client()
+        .get(gk.url(&format!("/__gk/challenge/callback?assertion={assertion}")))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(back.status(), 200, "the passed page for the script");
+    let html = back.text().await.unwrap();
+    assert!(
+        html.contains("w.parent.postMessage"),
+        "reaches the page: {html}"
+    );
+    let proof = html
+        .split("resume: \"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("a proof")
+        .to_string();
+    assert_eq!(
+        app.last_login().await["username"],
+        Value::Null,
+        "still held"
+    );
+    let r = resume(&gk, "127.0.0.1", &proof).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["user"], "bob");
+    assert_eq!(app.last_login().await["username"], "bob");
 }

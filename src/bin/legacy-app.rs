@@ -19,6 +19,10 @@
 //! | POST       | `/logout`            | drops the session, 303 to `/login`            |
 //! | GET        | `/spa-login`         | login page that submits JSON with `fetch`     |
 //! | POST       | `/api/login`         | JSON login                                    |
+//! | GET        | `/app`, `/app-xhr`   | token portal: the sign-in form is built by its script, which posts to `/api/token` by `fetch` (JSON) or `XMLHttpRequest` (form data) and keeps the bearer token |
+//! | GET        | `/app-strict`        | `/app` with a CSP that forbids frames         |
+//! | POST       | `/api/token`         | token login: 200 with `access_token`, or 200 `{"ok": false}` |
+//! | GET        | `/api/me`            | the bearer token's user                       |
 //! | GET        | `/__debug/last-login`| only with `--debug-endpoints`                 |
 //!
 //! `HEAD` is accepted wherever `GET` is. Everything is in memory and bounded:
@@ -1086,12 +1090,17 @@ fn route(app: &App, request: &Request, method: &str, path: &str) -> Reply {
         "/api/login" => method_not_allowed("POST"),
         "/app" if is_get => token_app_page(false),
         "/app-xhr" if is_get => token_app_page(true),
+        // A stricter app: its CSP forbids frames, so a challenge cannot be framed in its page.
+        "/app-strict" if is_get => token_app_page(false).header(
+            "Content-Security-Policy",
+            "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; frame-src 'none'".to_string(),
+        ),
         "/api/token" if is_post => api_token(app, request),
         "/api/token" => method_not_allowed("POST"),
         "/api/me" if is_get => api_me(app, request),
         "/__debug/last-login" if app.debug_endpoints && is_get => debug_last_login(app),
         "/__debug/last-login" if app.debug_endpoints => method_not_allowed("GET, HEAD"),
-        "/" | "/account" | "/spa-login" | "/app" | "/app-xhr" | "/api/me" => {
+        "/" | "/account" | "/spa-login" | "/app" | "/app-xhr" | "/app-strict" | "/api/me" => {
             method_not_allowed("GET, HEAD")
         }
         _ => not_found(),

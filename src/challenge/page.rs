@@ -46,6 +46,8 @@ pub struct ChallengePage<'a> {
 pub struct ExternalLink<'a> {
     pub name: &'a str,
     pub href: &'a str,
+    /// Open the provider in a new window (the challenge is in the page's overlay frame).
+    pub new_window: bool,
 }
 
 /// Renders the challenge page.
@@ -96,8 +98,15 @@ pub fn challenge_page(p: &ChallengePage) -> String {
         } else {
             "<p class=\"alt\">"
         };
+        // `rel=opener`: the provider's window hands the passed challenge back to the page
+        // that opened it (see `resume_page`).
+        let target = if link.new_window {
+            " target=\"_blank\" rel=\"opener\""
+        } else {
+            ""
+        };
         body.push_str(&format!(
-            "{intro}<a href=\"{}\">Use {}</a></p>\n",
+            "{intro}<a href=\"{}\"{target}>Use {}</a></p>\n",
             escape(link.href),
             escape(link.name)
         ));
@@ -206,11 +215,17 @@ pub fn resume_page(app_name: &str, proof: &str, nonce: &str) -> String {
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><meta name="referrer" content="no-referrer"><title>Confirmed – {app}</title>
 <style>body{{margin:0;font:1.125rem/1.5 system-ui,sans-serif;color:#1a1a1a;background:#fff}}main{{max-width:28rem;margin:0 auto;padding:2rem 1rem}}</style></head>
-<body><main><h1>Thank you</h1><p>It's you. Continuing to {app}…</p></main>
+<body><main><h1>Thank you</h1><p>It's you. Continuing to {app}… If this window stays open, you can close it.</p></main>
 <script nonce="{nonce}">(function () {{
-  var message = {{gaitkeeper: {{resume: "{proof}"}}}};
+  var message = {{gaitkeeper: {{resume: "{proof}"}}}}, w = window.opener;
   if (window.parent !== window) window.parent.postMessage(message, location.origin);
-  else if (window.opener) {{ window.opener.postMessage(message, location.origin); window.close(); }}
+  else if (w) {{
+    // A popup of the page, or the provider's window opened from the page's overlay frame
+    // (then the page is the opener's parent). The page only takes it from its own origin.
+    w.postMessage(message, location.origin);
+    if (w.parent !== w) w.parent.postMessage(message, location.origin);
+    window.close();
+  }}
 }})();</script>
 </body></html>
 "#
@@ -285,6 +300,7 @@ mod tests {
         p.external = Some(ExternalLink {
             name: "<b>Okta</b>",
             href: "https://mfa.example/?a=1&b=\"2\"",
+            new_window: false,
         });
         let html = challenge_page(&p);
         assert!(!html.to_lowercase().contains("<script"), "{html}");
@@ -314,10 +330,18 @@ mod tests {
         p.external = Some(ExternalLink {
             name: "Duo",
             href: "/__gk/challenge/abc/external",
+            new_window: false,
         });
         let html = challenge_page(&p);
         assert!(!html.contains("<form"));
-        assert!(html.contains(">Use Duo</a>"));
+        assert!(html.contains("<a href=\"/__gk/challenge/abc/external\">Use Duo</a>"));
+        // In the page's overlay frame, the provider opens in a window that can hand the
+        // passed challenge back to the page.
+        p.external.as_mut().unwrap().new_window = true;
+        let html = challenge_page(&p);
+        assert!(html.contains(
+            "<a href=\"/__gk/challenge/abc/external\" target=\"_blank\" rel=\"opener\">Use Duo</a>"
+        ));
     }
 
     #[test]

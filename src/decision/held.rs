@@ -3,7 +3,7 @@
 //! fails it, or the challenge expires. Bounded in count, bytes and time; taking a login out
 //! for replay removes it, so a completed challenge cannot be used twice.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,11 +43,21 @@ pub struct HeldLogin {
     pub incident: String,
     pub request_id: String,
     attempts: AtomicU32,
-    /// The challenge is shown inside the page (an overlay's frame or a popup): once passed,
-    /// the page's script resumes the login itself (`HeldLogins::release`).
-    inline: AtomicBool,
+    /// Where the challenge is shown inside the page ([`Inline`] as a number; 0: not inline).
+    /// Once an inline challenge is passed, the page's script resumes the login itself
+    /// (`HeldLogins::release`).
+    inline: AtomicU8,
     /// Passed and waiting for the page to resume it, under a proof instead of its challenge id.
     released: AtomicBool,
+}
+
+/// How the capture script shows a challenge inside the page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inline {
+    /// In a frame of the page's overlay: other sites (an external provider) open in a window.
+    Frame = 1,
+    /// In a window the page opened (its CSP forbids frames).
+    Popup = 2,
 }
 
 impl HeldLogin {
@@ -92,18 +102,27 @@ impl HeldLogin {
             incident,
             request_id,
             attempts: AtomicU32::new(0),
-            inline: AtomicBool::new(false),
+            inline: AtomicU8::new(0),
             released: AtomicBool::new(false),
         }
     }
 
-    /// Marks the challenge as shown inside the page.
-    pub fn set_inline(&self) {
-        self.inline.store(true, Ordering::Relaxed);
+    /// Marks the challenge as shown inside the page, in a frame or a popup.
+    pub fn set_inline(&self, how: Inline) {
+        self.inline.store(how as u8, Ordering::Relaxed);
     }
 
     pub fn is_inline(&self) -> bool {
-        self.inline.load(Ordering::Relaxed)
+        self.inline().is_some()
+    }
+
+    /// How the challenge is shown inside the page, if it is.
+    pub fn inline(&self) -> Option<Inline> {
+        match self.inline.load(Ordering::Relaxed) {
+            1 => Some(Inline::Frame),
+            2 => Some(Inline::Popup),
+            _ => None,
+        }
     }
 
     /// Passed and waiting under a resume proof (no longer a challenge).

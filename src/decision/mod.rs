@@ -10,7 +10,7 @@ mod regulation;
 
 use pingora::http::ResponseHeader;
 
-pub use held::{HeldLogin, HeldLogins};
+pub use held::{HeldLogin, HeldLogins, Inline};
 pub use regulation::{RegulationConfig, Regulator};
 
 use crate::config::SuccessSignal;

@@ -16,7 +16,7 @@ use crate::challenge::{
     challenge_page, check_csrf, csrf_token, message_page, ChallengePage, ExternalLink,
     CHALLENGE_CSP, CHALLENGE_CSP_INLINE, CODE_FIELD,
 };
-use crate::decision::HeldLogin;
+use crate::decision::{HeldLogin, Inline};
 
 /// The cookie binding a challenge to the browser it was issued to.
 pub const BINDING_COOKIE: &str = "__gk_challenge";
@@ -44,8 +44,8 @@ impl GaitkeeperProxy {
             };
             // Shown inside the page (the capture script's overlay frame or popup): once
             // passed, the page resumes the login itself.
-            if held.xhr && inline_mode(session).is_some() {
-                held.set_inline();
+            if let Some(how) = inline_mode(session).filter(|_| held.xhr) {
+                held.set_inline(how);
             }
             let status = self.show_challenge(session, ctx, &id, &held, None).await?;
             return Ok((true, status));
@@ -158,7 +158,10 @@ impl GaitkeeperProxy {
         let prefix = &ctx.config.server.reserved_prefix.0;
         let external = self.services.external_url(&held.login, id, session, prefix);
         let has_totp = self.services.has_totp(&held.user).await.unwrap_or(false);
-        if !has_totp {
+        // In the overlay's frame the provider opens in a window of its own: providers refuse
+        // to be framed, and the page stays as it is.
+        let in_frame = held.inline() == Some(Inline::Frame);
+        if !has_totp && !in_frame {
             if let Some((_, url)) = &external {
                 pages::respond_with(
                     session,
@@ -182,9 +185,11 @@ impl GaitkeeperProxy {
             csrf_token: &csrf,
             show_code_form: has_totp,
             wrong_code: attempts_left,
-            external: external
-                .as_ref()
-                .map(|(name, href)| ExternalLink { name, href }),
+            external: external.as_ref().map(|(name, href)| ExternalLink {
+                name,
+                href,
+                new_window: in_frame,
+            }),
         });
         let status = if attempts_left.is_some() { 401 } else { 200 };
         // Inside the page's overlay frame it must be frameable by its own origin only.
@@ -463,11 +468,11 @@ impl GaitkeeperProxy {
 
 /// `?inline=frame` or `?inline=popup` on a challenge URL: the capture script shows it inside
 /// the page.
-fn inline_mode(session: &Session) -> Option<&'static str> {
+fn inline_mode(session: &Session) -> Option<Inline> {
     let query = session.req_header().uri.query()?;
     query.split('&').find_map(|p| match p {
-        "inline=frame" => Some("frame"),
-        "inline=popup" => Some("popup"),
+        "inline=frame" => Some(Inline::Frame),
+        "inline=popup" => Some(Inline::Popup),
         _ => None,
     })
 }

@@ -155,16 +155,25 @@ pub fn payload(
                      keys: &mut Vec<String>,
                      stroke: &mut i64,
                      rng: &mut rand::rngs::StdRng| {
-        for _ in 0..n {
+        // A person's stretch of keys is never metronome-regular (typists' intervals vary by
+        // 20–60 %): a stretch that comes out that regular by chance is drawn again.
+        let timings = loop {
+            let timings: Vec<(f64, f64)> = (0..n)
+                .map(|_| (vary(rhythm.dwell, rng), vary(rhythm.flight, rng)))
+                .collect();
+            let intervals: Vec<f64> = timings.iter().map(|(hold, gap)| hold + gap).collect();
+            let regular = |xs: &[f64]| xs.len() >= 4 && coefficient_of_variation(xs) < 0.12;
+            if !regular(&intervals) && !regular(&intervals[..n.saturating_sub(1)]) {
+                break timings;
+            }
+        };
+        for (hold, gap) in timings {
             let down = tenth(*t);
-            let up = tenth(down + vary(rhythm.dwell, rng));
+            let up = tenth(down + hold);
             keys.push(format!("[{down:.1},\"d\",\"{class}\",{field},{stroke},0]"));
             keys.push(format!("[{up:.1},\"u\",\"{class}\",{field},{stroke},0]"));
-            // The gap also follows the fixed irregular cycle, so no stretch of keys comes out
-            // metronome-regular by chance (as with typists, whose intervals vary by 20–60 %).
-            let cycle = HUMAN_VARIATION[*stroke as usize % HUMAN_VARIATION.len()];
             *stroke += 1;
-            *t = up + vary(rhythm.flight, rng) * cycle;
+            *t = up + gap;
         }
     };
     type_keys(&mut t, user_len, "l", 0, &mut keys, &mut stroke, &mut rng);
@@ -297,4 +306,12 @@ pub fn replayed(payload: &str, token: &str, jitter_ms: f64, seed: u64) -> String
         }
     }
     v.to_string()
+}
+
+/// Standard deviation over mean.
+fn coefficient_of_variation(xs: &[f64]) -> f64 {
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+    var.sqrt() / mean
 }

@@ -247,6 +247,48 @@ impl Session {
         path
     }
 
+    /// The handles of the session's open windows.
+    pub async fn window_handles(&self) -> Vec<String> {
+        let handles = self
+            .call(reqwest::Method::GET, "/window/handles", None)
+            .await;
+        handles
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|h| h.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The handle of the window commands go to.
+    pub async fn window_handle(&self) -> String {
+        let handle = self.call(reqwest::Method::GET, "/window", None).await;
+        handle.as_str().unwrap_or("").to_string()
+    }
+
+    pub async fn switch_to_window(&self, handle: &str) {
+        self.call(
+            reqwest::Method::POST,
+            "/window",
+            Some(json!({ "handle": handle })),
+        )
+        .await;
+    }
+
+    /// Clicks at a point of the viewport with the mouse (for elements a CSS selector cannot
+    /// reach, such as those in a shadow root).
+    pub async fn click_at(&self, x: i64, y: i64) {
+        self.actions(json!([{"type": "pointer", "id": "mouse", "parameters": {"pointerType": "mouse"}, "actions": [
+            {"type": "pointerMove", "duration": 150, "x": x, "y": y, "origin": "viewport"},
+            {"type": "pointerDown", "button": 0},
+            {"type": "pause", "duration": 80},
+            {"type": "pointerUp", "button": 0},
+        ]}]))
+        .await;
+    }
+
     pub async fn quit(&self) {
         let _ = self.http.delete(&self.base).send().await;
     }
