@@ -839,3 +839,128 @@ async fn an_external_provider_in_the_frame_opens_in_its_own_window_and_the_login
     assert_eq!(r.json::<Value>().await.unwrap()["user"], "bob");
     assert_eq!(app.last_login().await["username"], "bob");
 }
+
+/// Node-RED's editor (from npm), as a new operator would front it: its login dialog is built
+/// by jQuery and posts `/auth/token` by XMLHttpRequest; success is 200 with an `access_token`,
+/// a wrong password 403. A wrong password and then the right one in the same dialog, each
+/// challenged in the page (every login is: `enrolling: challenge`): the first ends in the
+/// editor's own "Login failed", the second opens the editor, whose WebSocket works too.
+#[tokio::test]
+async fn node_reds_editor_logs_in_through_an_in_page_challenge() {
+    if !common::apps::installed("node_reds_editor_logs_in_through_an_in_page_challenge") {
+        return;
+    }
+    let _one = ONE_BROWSER.lock().await;
+    let app = common::apps::RealApp::node_red(&[ALICE]);
+    let gk = Gaitkeeper::start_with(
+        app.addr,
+        "",
+        "routes:\n  - name: editor\n    page: { paths: [\"/\"] }\n    submit: { path: \"/auth/token\" }\n    success: { status: [200], json_pointer_present: \"/access_token\" }\npolicy:\n  enrolling: challenge\n",
+    )
+    .await;
+    let totp = enroll_totp(&gk, ALICE.0);
+    let driver = ChromeDriver::start().await;
+    let profile = tempfile::tempdir().unwrap();
+    let session = driver.session(profile.path()).await;
+    session.goto(&gk.url("/")).await;
+    session
+        .wait_for(
+            "window.__gaitkeeper && document.getElementById('node-dialog-login-password')",
+            "the editor's login dialog and the capture script",
+        )
+        .await;
+    let type_code = |code: String| {
+        let session = &session;
+        async move {
+            session
+                .wait_for(CODE_FIELD_FOCUSED, "the challenge over the editor")
+                .await;
+            session
+                .actions(
+                    json!([{"type": "key", "id": "keyboard", "actions": typing(&code, 50, 60)}]),
+                )
+                .await;
+            press_enter(session).await;
+        }
+    };
+
+    // A typo: challenged, passed, and the editor's own code gets Node-RED's 403.
+    move_and_click(&session, "#node-dialog-login-username").await;
+    let (mut keys, _, _) = human_typing(ALICE.0, 85, 125, 0);
+    keys.extend(typing(TAB, 70, 160));
+    keys.extend(human_typing("wonderland-24", 75, 115, 5).0);
+    session
+        .actions(json!([{"type": "key", "id": "keyboard", "actions": keys}]))
+        .await;
+    press_enter(&session).await;
+    type_code(totp.generate_current().to_string()).await;
+    session
+        .wait_for(
+            "document.getElementById('node-dialog-login-failed') && getComputedStyle(document.getElementById('node-dialog-login-failed')).display !== 'none'",
+            "the editor's own Login failed",
+        )
+        .await;
+    assert!(session
+        .execute("return !document.querySelector('[data-gaitkeeper]');")
+        .await
+        .as_bool()
+        .unwrap());
+
+    // The right password in the same dialog, without a reload: a login, not a replay.
+    move_and_click(&session, "#node-dialog-login-password").await;
+    let mut keys = vec![
+        json!({"type": "keyDown", "value": "\u{E009}"}),
+        json!({"type": "keyDown", "value": "a"}),
+        json!({"type": "pause", "duration": 60}),
+        json!({"type": "keyUp", "value": "a"}),
+        json!({"type": "keyUp", "value": "\u{E009}"}),
+        json!({"type": "pause", "duration": 150}),
+    ];
+    keys.extend(typing("\u{E003}", 70, 200));
+    keys.extend(human_typing(ALICE.1, 75, 115, 3).0);
+    session
+        .actions(json!([{"type": "key", "id": "keyboard", "actions": keys}]))
+        .await;
+    press_enter(&session).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // The next 30-second step's code: the one just used cannot be used again.
+    let code = totp.generate(now + 30).to_string();
+    type_code(code).await;
+    let shot = session.screenshot("node-red-challenge-passed").await;
+    eprintln!("screenshot: {}", shot.display());
+    session
+        .wait_for(
+            "!document.getElementById('node-dialog-login') && localStorage.getItem('auth-tokens') && document.getElementById('red-ui-workspace')",
+            "the editor, signed in",
+        )
+        .await;
+    let tokens = session
+        .execute("return JSON.parse(localStorage.getItem('auth-tokens'));")
+        .await;
+    assert!(tokens["access_token"].is_string(), "{tokens}");
+    let shot = session.screenshot("node-red-signed-in").await;
+    eprintln!("screenshot: {}", shot.display());
+    let outcome =
+        |o: &str| format!("gaitkeeper_login_outcomes_total{{outcome=\"{o}\",route=\"editor\"}}");
+    eventually(
+        Duration::from_secs(5),
+        "one failed, one verified",
+        || async {
+            gk.metric(&outcome("failed")).await == 1.0
+                && gk.metric(&outcome("verified")).await == 1.0
+        },
+    )
+    .await;
+    session.quit().await;
+    // The editor's WebSocket (comms) went through gaitkeeper: its access line is written when
+    // it closes, with the browser.
+    eventually(
+        Duration::from_secs(15),
+        "the editor's WebSocket",
+        || async { gk.log().contains("\"path\":\"/comms\",\"status\":101") },
+    )
+    .await;
+}

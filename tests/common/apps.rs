@@ -1,5 +1,5 @@
-//! Real third-party apps behind gaitkeeper: Django's admin (from PyPI) and an Express app (from
-//! npm), installed by `scripts/test-apps.sh` (which `scripts/test.sh` runs). Each runs as its
+//! Real third-party apps behind gaitkeeper: Django's admin (from PyPI), an Express app and
+//! Node-RED's editor (from npm), installed by `scripts/test-apps.sh` (which `scripts/test.sh` runs). Each runs as its
 //! own process on 127.0.0.1 and is killed on drop.
 //!
 //! When they are not installed, tests that need them say so and skip, unless
@@ -24,11 +24,12 @@ fn root() -> PathBuf {
 pub fn installed(test: &str) -> bool {
     let django = root().join(".test-deps/python/django");
     let express = root().join("tests/apps/express-login/node_modules/express");
-    if django.exists() && express.exists() {
+    let node_red = root().join("tests/apps/node-red/node_modules/node-red");
+    if django.exists() && express.exists() && node_red.exists() {
         return true;
     }
     let hint =
-        "run scripts/test-apps.sh (scripts/test.sh does) to install Django and the Express app";
+        "run scripts/test-apps.sh (scripts/test.sh does) to install Django, the Express app and Node-RED";
     if std::env::var_os("GAITKEEPER_TEST_REQUIRE_APPS").is_some() {
         panic!("{test}: the real test apps are missing; {hint}");
     }
@@ -115,5 +116,22 @@ impl RealApp {
             command.args(["--user", &format!("{user}:{password}")]);
         }
         Self::spawn(command, addr, dir, "the Express app")
+    }
+
+    /// Node-RED's editor with credential logins for `users` (editor at `/`; its login dialog
+    /// posts `/auth/token` by XMLHttpRequest and keeps the token from the JSON answer).
+    pub fn node_red(users: &[(&str, &str)]) -> RealApp {
+        let dir = tempfile::tempdir().unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut command = Command::new("node");
+        command
+            .arg(root().join("tests/apps/node-red/run.js"))
+            .args(["--port", &addr.port().to_string()])
+            .arg("--dir")
+            .arg(dir.path());
+        for (user, password) in users {
+            command.args(["--user", &format!("{user}:{password}")]);
+        }
+        Self::spawn(command, addr, dir, "Node-RED")
     }
 }
