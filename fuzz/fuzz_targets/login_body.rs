@@ -17,7 +17,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let (boundary, body) = match rest.iter().position(|&b| b == 0xff) {
-        Some(i) => (String::from_utf8_lossy(&rest[..i]).into_owned(), &rest[i + 1..]),
+        Some(i) => (
+            String::from_utf8_lossy(&rest[..i]).into_owned(),
+            &rest[i + 1..],
+        ),
         None => ("XyZ".to_string(), rest),
     };
     let multipart = format!("multipart/form-data; boundary={boundary}");
@@ -46,7 +49,10 @@ fuzz_target!(|data: &[u8]| {
     };
     let read = login::read_submit(&submit, &source, "__gk", MAX_PAYLOAD, MAX_BODY);
     if let Some(app_body) = &read.app_body {
-        assert!(app_body.len() <= MAX_BODY, "the app's body outgrew the limit");
+        assert!(
+            app_body.len() <= MAX_BODY,
+            "the app's body outgrew the limit"
+        );
     }
     if let Some(Ok(payload)) = &read.telemetry {
         assert!(payload.len() <= MAX_PAYLOAD);
