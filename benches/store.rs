@@ -6,9 +6,9 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use gaitkeeper::admin::CacheMetrics;
 use gaitkeeper::cache::ModelCache;
 use gaitkeeper::config::{Secret, StoreConfig};
+use gaitkeeper::metrics::CacheMetrics;
 use gaitkeeper::store::{Decision, FeatureBlob, NewLogin, Outcome, Store, UserKey};
 
 #[global_allocator]

@@ -8,13 +8,13 @@ use common::receiver::Receiver;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gaitkeeper::admin::Metrics;
 use gaitkeeper::alert::{
     Alert, AlertConfig, AlertEvent, Alerter, WebhookConfig, WebhookUrl, SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
 };
 use gaitkeeper::audit::{AuditConfig, AuditStream, Auditor};
 use gaitkeeper::config::{HumanDuration, Secret, StoreConfig};
+use gaitkeeper::metrics::Metrics;
 use gaitkeeper::store::Store;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::db::TestDb;
-use gaitkeeper::admin::Metrics;
 use gaitkeeper::audit::{kind, new_incident, AuditConfig, AuditRecord, AuditStream, Auditor};
 use gaitkeeper::config::{HumanDuration, Secret, StoreConfig};
+use gaitkeeper::metrics::Metrics;
 use gaitkeeper::store::{Backend, Store};
 use sqlx::Row;
 

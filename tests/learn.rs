@@ -10,12 +10,12 @@ use std::time::{Duration, Instant, SystemTime};
 mod db;
 
 use db::{secret, TestDb, SECRET};
-use gaitkeeper::admin::Metrics;
 use gaitkeeper::config::{HumanDuration, StoreConfig};
 use gaitkeeper::features::{
     to_blob, FeatureVector, PasswordRhythm, Scale, F, FEATURE_VERSION, SCALES,
 };
 use gaitkeeper::learn::{LearnConfig, Learner};
+use gaitkeeper::metrics::Metrics;
 use gaitkeeper::model::{UserModel, MODEL_VERSION};
 use gaitkeeper::store::{Decision, FeatureBlob, NewLogin, Outcome, Store, UserKey};
 

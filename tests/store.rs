@@ -11,9 +11,9 @@ use std::time::{Duration, SystemTime};
 mod db;
 
 use db::{secret, TestDb};
-use gaitkeeper::admin::CacheMetrics;
 use gaitkeeper::cache::ModelCache;
 use gaitkeeper::config::{RetentionPeriod, Secret, StoreConfig};
+use gaitkeeper::metrics::CacheMetrics;
 use gaitkeeper::store::{
     Backend, Decision, Enrollment, FeatureBlob, NewLogin, Outcome, Store, StoreError, StoredModel,
     UserKey,
@@ -988,7 +988,7 @@ async fn idle_models_leave_the_cache() {
 
 #[test]
 fn cache_metrics_are_in_the_process_registry() {
-    let metrics = gaitkeeper::admin::Metrics::new();
+    let metrics = gaitkeeper::metrics::Metrics::new();
     metrics
         .model_cache
         .requests

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::features::{FeatureVector, F};
 use crate::policy::{self, Finding, Policy};
-use crate::proxy::LoginServices;
+use crate::services::LoginServices;
 
 /// Largest request body read.
 pub const MAX_BODY: usize = 16 * 1024;

@@ -1,4 +1,4 @@
-//! The admin listener: `/healthz`, `/readyz`, `/metrics` and the prototype-compatible
+//! The admin listener: `/healthz`, `/readyz`, `/metrics` (the registry is `crate::metrics`'s) and the prototype-compatible
 //! `POST /__gk/analyze`, on its own private address; and
 //! the operator's `gaitkeeper users` commands (`users`).
 //!
@@ -6,7 +6,6 @@
 //! config values or secrets.
 
 mod analyze;
-mod metrics;
 pub mod users;
 
 use std::sync::Arc;
@@ -16,11 +15,10 @@ use http::{Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
-pub use metrics::{CacheMetrics, LearnMetrics, Metrics};
-
 use crate::config::SharedConfig;
 use crate::login::TelemetryInbox;
-use crate::proxy::LoginServices;
+use crate::metrics::Metrics;
+use crate::services::LoginServices;
 
 /// Serves the admin endpoints.
 pub struct AdminApp {

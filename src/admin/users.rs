@@ -7,11 +7,12 @@
 //! meant for that user's authenticator, and never logs it.
 
 use std::io::Write;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use anyhow::Context;
 
 use crate::config::Config;
+use crate::runtime::utc;
 use crate::store::{Enrollment, Store, StoreError, UserKey};
 
 /// What `gaitkeeper users` can do.
@@ -269,49 +270,5 @@ fn state_long(enrollment: Enrollment) -> String {
             format!("enrolling ({verified} of {needed} verified logins)")
         }
         Enrollment::Enrolled { .. } => "enrolled".into(),
-    }
-}
-
-/// `2026-11-24 21:00:05 UTC`, without a date-time dependency.
-pub(crate) fn utc(at: SystemTime) -> String {
-    let secs = at
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Howard Hinnant's civil-from-days.
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn utc_formats_known_instants() {
-        assert_eq!(utc(UNIX_EPOCH), "1970-01-01 00:00:00 UTC");
-        assert_eq!(
-            utc(UNIX_EPOCH + Duration::from_secs(951_782_400)),
-            "2000-02-29 00:00:00 UTC"
-        );
-        assert_eq!(
-            utc(UNIX_EPOCH + Duration::from_secs(1_795_900_805)),
-            "2026-11-28 21:20:05 UTC"
-        );
     }
 }

@@ -11,14 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
-use schemars::JsonSchema;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::Serialize;
 use sha2::Sha256;
 use tokio::sync::{mpsc, Semaphore};
 
-use crate::admin::Metrics;
 use crate::audit::{kind, AuditRecord, Auditor};
-use crate::config::{HumanDuration, Secret};
+use crate::config::Secret;
+use crate::metrics::Metrics;
 
 /// The header carrying `sha256=<hex HMAC-SHA256(secret, timestamp + "." + body)>`.
 pub const SIGNATURE_HEADER: &str = "X-Gaitkeeper-Signature";
@@ -29,34 +28,12 @@ pub const TIMESTAMP_HEADER: &str = "X-Gaitkeeper-Timestamp";
 const MAX_IN_FLIGHT: usize = 16;
 /// Users (and client addresses) remembered for throttling.
 const MAX_THROTTLE_KEYS: usize = 10_000;
-/// Longest wait between two attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
+pub use crate::config::{AlertConfig, AlertEvent, WebhookConfig, WebhookUrl, MAX_BACKOFF};
+
 /// Longest value of a free-text field of an alert, in bytes.
 const MAX_FIELD_BYTES: usize = 128;
 /// Largest `reasons` document sent, in bytes of JSON; larger ones are left out.
 const MAX_REASONS_BYTES: usize = 4096;
-
-/// What an alert is about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum AlertEvent {
-    /// A login was blocked.
-    Block,
-    /// A user failed the MFA challenge.
-    ChallengeFailed,
-    /// Telemetry or a page token was replayed.
-    Replay,
-}
-
-impl AlertEvent {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AlertEvent::Block => "block",
-            AlertEvent::ChallengeFailed => "challenge_failed",
-            AlertEvent::Replay => "replay",
-        }
-    }
-}
 
 /// One alert, as the receiver gets it (plus a delivery `id`).
 #[derive(Clone, Debug, Serialize)]
@@ -134,138 +111,6 @@ impl Alert {
         let who = self.user_key.as_ref().or(self.client_ip.as_ref())?;
         Some((self.event, who.clone()))
     }
-}
-
-/// `alerts:` in the config file. Absent: no alerts are sent.
-#[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AlertConfig {
-    /// The security team's webhook.
-    pub webhook: WebhookConfig,
-}
-
-#[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookConfig {
-    /// Where alerts are POSTed: an `http://` or `https://` URL.
-    pub url: WebhookUrl,
-    /// Signs every request (HMAC-SHA256, header `X-Gaitkeeper-Signature`), so the receiver
-    /// can tell gaitkeeper's alerts from forgeries: `{ env: NAME }` or `{ file: PATH }`.
-    pub secret: Secret,
-    /// Which events are sent: `block`, `challenge_failed`, `replay` (default: all).
-    #[serde(default = "defaults::events")]
-    pub events: Vec<AlertEvent>,
-    /// Limit for one delivery attempt, connecting included (100ms to 60s).
-    #[serde(default = "defaults::timeout")]
-    pub timeout: HumanDuration,
-    /// Attempts per alert before it counts as failed (1 to 20).
-    #[serde(default = "defaults::max_attempts")]
-    pub max_attempts: u32,
-    /// Wait before the first retry; doubled for each further one (with jitter, at most 60s).
-    #[serde(default = "defaults::backoff")]
-    pub backoff: HumanDuration,
-    /// After an alert, the same event for the same user (or client address) is not sent again
-    /// for this long (`0s`: every alert is sent).
-    #[serde(default = "defaults::throttle")]
-    pub throttle: HumanDuration,
-    /// Alerts waiting for delivery (1 to 100000); beyond it they are dropped and counted.
-    #[serde(default = "defaults::queue")]
-    pub queue: usize,
-}
-
-mod defaults {
-    use super::*;
-
-    pub fn events() -> Vec<AlertEvent> {
-        vec![
-            AlertEvent::Block,
-            AlertEvent::ChallengeFailed,
-            AlertEvent::Replay,
-        ]
-    }
-    pub fn timeout() -> HumanDuration {
-        HumanDuration::secs(5)
-    }
-    pub fn max_attempts() -> u32 {
-        5
-    }
-    pub fn backoff() -> HumanDuration {
-        HumanDuration::secs(1)
-    }
-    pub fn throttle() -> HumanDuration {
-        HumanDuration::secs(300)
-    }
-    pub fn queue() -> usize {
-        1024
-    }
-}
-
-impl AlertConfig {
-    /// Checks the values serde cannot; returns the offending key (below `alerts.webhook.`)
-    /// and why.
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        let w = &self.webhook;
-        if w.events.is_empty() {
-            return Err((
-                "events",
-                "expected at least one of block, challenge_failed, replay (remove `alerts:` to send none)".into(),
-            ));
-        }
-        if w.timeout.0 < Duration::from_millis(100) || w.timeout.0 > Duration::from_secs(60) {
-            return Err(("timeout", "expected 100ms to 60s".into()));
-        }
-        if !(1..=20).contains(&w.max_attempts) {
-            return Err((
-                "max_attempts",
-                format!("expected 1 to 20 attempts, found {}", w.max_attempts),
-            ));
-        }
-        if w.backoff.0 < Duration::from_millis(10) || w.backoff.0 > MAX_BACKOFF {
-            return Err(("backoff", "expected 10ms to 60s".into()));
-        }
-        if !(1..=100_000).contains(&w.queue) {
-            return Err((
-                "queue",
-                format!("expected 1 to 100000 alerts, found {}", w.queue),
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// A webhook URL, checked when the config is loaded: http or https, a host, no password.
-#[derive(Clone, Debug, PartialEq, Eq, JsonSchema)]
-#[schemars(
-    with = "String",
-    description = "An http:// or https:// URL, e.g. \"https://siem.internal/hooks/gaitkeeper\"."
-)]
-pub struct WebhookUrl(pub url::Url);
-
-impl<'de> Deserialize<'de> for WebhookUrl {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        parse_webhook_url(&text)
-            .map(WebhookUrl)
-            .map_err(serde::de::Error::custom)
-    }
-}
-
-fn parse_webhook_url(text: &str) -> Result<url::Url, String> {
-    let shown: String = text.chars().take(80).collect();
-    let expected = || {
-        format!("expected an http:// or https:// URL such as \"https://siem.internal/hooks/gaitkeeper\", found {shown:?}")
-    };
-    if text.len() > 2048 {
-        return Err("the URL is longer than 2048 characters".into());
-    }
-    let url = url::Url::parse(text.trim()).map_err(|_| expected())?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
-        return Err(expected());
-    }
-    if url.password().is_some() {
-        return Err("the URL contains a password; secrets never go in this file: authenticate the receiver with `secret` (the signature header) instead".into());
-    }
-    Ok(url)
 }
 
 /// Why alerts could not start.
@@ -524,23 +369,6 @@ fn backoff(base: Duration, attempt: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn webhook_urls_are_checked() {
-        assert!(parse_webhook_url("https://siem.internal/hooks/gk?x=1").is_ok());
-        assert!(parse_webhook_url("http://127.0.0.1:9999/").is_ok());
-        for bad in [
-            "",
-            "siem.internal/hook",
-            "ftp://x/",
-            "https://",
-            "file:///etc/passwd",
-        ] {
-            assert!(parse_webhook_url(bad).is_err(), "{bad:?}");
-        }
-        let err = parse_webhook_url("https://u:pw@siem.internal/").unwrap_err();
-        assert!(err.contains("password") && !err.contains("pw@"), "{err}");
-    }
 
     #[test]
     fn backoff_doubles_with_jitter_and_is_capped() {

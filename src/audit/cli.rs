@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::admin::users::utc;
 use crate::config::Config;
+use crate::runtime::utc;
 use crate::store::{AuditEvent, Store};
 
 /// What `gaitkeeper audit` can do.

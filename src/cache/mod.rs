@@ -20,8 +20,8 @@ use moka::future::Cache;
 use moka::notification::RemovalCause;
 use prometheus::IntCounter;
 
-use crate::admin::CacheMetrics;
 use crate::config::StoreConfig;
+use crate::metrics::CacheMetrics;
 use crate::store::{Store, StoreError, StoredModel, UserKey};
 
 /// A model the cache can hold: decoded from its stored form once per load, weighed by the

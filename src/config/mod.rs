@@ -5,6 +5,11 @@
 //! must never silently turn a protection off. The rest of the code trusts a `Config` and never
 //! re-checks it. Never logs secret values (see [`Secret`]).
 
+mod alerts;
+mod audit;
+mod learning;
+mod mfa;
+mod regulation;
 mod reload;
 mod types;
 
@@ -15,6 +20,15 @@ use std::path::{Path, PathBuf};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+pub use crate::runtime::BackgroundPriority;
+pub use alerts::{AlertConfig, AlertEvent, WebhookConfig, WebhookUrl, MAX_BACKOFF};
+pub use audit::{AuditConfig, AuditStream};
+pub use learning::{LearnConfig, MAX_WINDOW};
+pub use mfa::{
+    AssertionAlgorithm, AssertionConfig, ExternalMfaConfig, KeyError, MfaConfig, ProviderUrl,
+    PublicKeyFile, TotpConfig,
+};
+pub use regulation::RegulationConfig;
 pub use reload::{ConfigWatcher, SharedConfig};
 pub use types::{
     Cidr, HumanDuration, ListenAddr, PathPrefix, RetentionPeriod, Secret, UpstreamAddr,
@@ -55,20 +69,20 @@ pub struct Config {
     pub policy: crate::policy::PolicyConfig,
     /// Brute-force protection: failed logins counted per user and per client address.
     #[serde(default)]
-    pub regulation: crate::decision::RegulationConfig,
+    pub regulation: RegulationConfig,
     /// Step-up MFA for logins policy wants confirmed: built-in TOTP and an external provider.
     #[serde(default)]
-    pub mfa: crate::challenge::MfaConfig,
+    pub mfa: MfaConfig,
     /// The audit trail: where its JSON lines go, and the spool that keeps records while the
     /// store is unavailable.
     #[serde(default)]
-    pub audit: crate::audit::AuditConfig,
+    pub audit: AuditConfig,
     /// Security alerts to a webhook (blocks, failed challenges, replays). Absent: none sent.
     #[serde(default)]
-    pub alerts: Option<crate::alert::AlertConfig>,
+    pub alerts: Option<AlertConfig>,
     /// Continuous learning: per-user model windows and refits, and the global model.
     #[serde(default)]
-    pub learning: crate::learn::LearnConfig,
+    pub learning: LearnConfig,
 }
 
 /// The profile store and the in-memory model cache in front of it (restart to change).
@@ -465,20 +479,6 @@ pub struct ServerConfig {
     /// writes): `idle` (default) or `low` (restart to change).
     #[serde(default)]
     pub background_priority: BackgroundPriority,
-}
-
-/// How the background threads share the CPU with the request threads.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum BackgroundPriority {
-    /// Linux's idle scheduling policy: a waking request thread preempts background work at
-    /// once (the lowest login latency); under saturating load the background gets almost no
-    /// CPU, so learning sheds its surplus and audit records wait in the spool.
-    #[default]
-    Idle,
-    /// nice +10: background work keeps about a tenth of a contended CPU, so it keeps up for
-    /// longer under overload, at the price of a longer latency tail at moderate load.
-    Low,
 }
 
 impl Default for ServerConfig {
@@ -945,7 +945,7 @@ impl Config {
                     && p.len() <= 512
                     && !p.contains(['?', '#', ' '])
                     && !p[..p.len().saturating_sub(1)].contains('*')
-                    && !crate::proxy::is_reserved_path(p.trim_end_matches('*'), prefix)
+                    && !crate::paths::is_reserved_path(p.trim_end_matches('*'), prefix)
             };
             if route.page.paths.is_empty() || route.page.paths.len() > 32 {
                 return Err(invalid(

@@ -12,7 +12,7 @@ use notify::Watcher;
 use tokio::sync::mpsc;
 
 use super::{Config, ConfigError};
-use crate::admin::Metrics;
+use crate::metrics::Metrics;
 
 /// The config every stage reads; swapped whole on reload.
 pub type SharedConfig = Arc<ArcSwap<Config>>;

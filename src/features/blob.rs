@@ -8,7 +8,14 @@
 //! corruption decode to `None`, and the login is then simply not learnt from.
 
 use super::{FeatureVector, PasswordRhythm, FEATURE_VERSION, MAX_PASSWORD, N, V1_NAMED};
-use crate::store::FeatureBlob;
+
+/// A login's features in their stored form: the bytes of [`to_blob`] and the feature version
+/// they were extracted with. Opaque to everything but this module.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FeatureBlob {
+    pub version: u32,
+    pub bytes: Vec<u8>,
+}
 
 /// Bumped if the byte layout changes while the features keep their meaning.
 const FORMAT: u8 = 1;

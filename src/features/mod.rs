@@ -15,7 +15,7 @@ use std::collections::HashMap;
 
 use crate::telemetry::{FocusMethod, KeyClass, KeyDir, MouseMove, Telemetry, KEY_REPEAT};
 
-pub use blob::{from_blob, to_blob};
+pub use blob::{from_blob, to_blob, FeatureBlob};
 
 /// Bumped whenever a feature's meaning or order changes; models fitted on another version are
 /// refitted, never mixed.

@@ -204,6 +204,19 @@ fn arb_payload() -> impl Strategy<Value = String> {
 }
 
 proptest! {
+    // What validation lets through from a mangled login, extraction takes without panicking.
+    #[test]
+    fn mutated_payloads_that_validate_extract_without_panics(pos in 0usize..crate::telemetry::tests::LOGIN.len(), len in 0usize..16, fill in "[-0-9.e,\\[\\]\"dulcfbo ]{0,16}") {
+        let mut s = crate::telemetry::tests::LOGIN.to_string();
+        let pos = (0..=pos).rev().find(|&p| s.is_char_boundary(p)).unwrap_or(0);
+        let end = (pos + len).min(s.len());
+        let end = (end..=s.len()).find(|&p| s.is_char_boundary(p)).unwrap_or(s.len());
+        s.replace_range(pos..end, &fill);
+        if let Ok(t) = crate::telemetry::validate(s.as_bytes(), &crate::telemetry::Limits::default()) {
+            let _ = extract(&t);
+        }
+    }
+
     #[test]
     fn arbitrary_valid_payloads_give_vectors_without_panics(json in arb_payload()) {
         let t = validate(complete(&json).as_bytes(), &Limits::default());

@@ -14,7 +14,7 @@ use std::sync::LazyLock;
 use sha2::{Digest, Sha256};
 
 use crate::config::{CaptureConfig, RouteConfig};
-use crate::proxy::normalize_path;
+use crate::paths::normalize_path;
 
 pub use rewrite::{Coding, PageRewriter, Placement, RewriteError};
 pub use token::{Client, PageClaims, PageTokens, TokenError};

@@ -17,7 +17,6 @@
 //! profile. Never logs features or login names. A refit or a training never blocks a login:
 //! they run in spawned tasks (the CPU part on the blocking pool).
 
-mod config;
 mod recorder;
 mod window;
 
@@ -25,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
@@ -33,14 +32,14 @@ use arc_swap::ArcSwap;
 use prometheus::IntCounter;
 use tokio::sync::{Notify, Semaphore};
 
-use crate::admin::{LearnMetrics, Metrics};
 use crate::cache::{CachedModel, LoadError, ModelCache};
 use crate::config::{Config, StoreConfig};
 use crate::features::{from_blob, FeatureVector, FEATURE_VERSION};
+use crate::metrics::{LearnMetrics, Metrics};
 use crate::model::{GlobalModel, TrainingUser, UserModel, MODEL_VERSION};
 use crate::store::{Store, StoreError, StoredModel, UserKey, MAX_PAGE};
 
-pub use config::LearnConfig;
+pub use crate::config::LearnConfig;
 pub use recorder::{Recorder, Settle};
 use window::Window;
 pub use window::MAX_WINDOW;
@@ -648,33 +647,15 @@ impl Learner {
     /// that interval. User refits are spawned as they
     /// are needed. The task ends when the last clone of this learner is dropped.
     pub fn spawn_background(&self) {
-        self.every(SAVE_DELAY, |learner, _| async move {
-            if let Err(e) = learner.save_unsaved().await {
+        let here = tokio::runtime::Handle::current();
+        crate::runtime::spawn_every(&here, &self.inner, SAVE_DELAY, |inner| async move {
+            if let Err(e) = (Learner { inner }).save_unsaved().await {
                 tracing::warn!(error = %e, "saving learnt user models failed; they stay in memory and are saved at the next attempt");
             }
         });
-        self.every(
-            self.inner.config.global_retrain.0,
-            |learner, period| async move { learner.scheduled(period).await },
-        );
-    }
-
-    /// Runs `job` at once and then every `period`, until the last clone of this learner is
-    /// dropped (the task holds only a weak reference).
-    fn every<F, Fut>(&self, period: Duration, job: F)
-    where
-        F: Fn(Learner, Duration) -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = ()> + Send,
-    {
-        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(period);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let Some(inner) = weak.upgrade() else { return };
-                job(Learner { inner }, period).await;
-            }
+        let period = self.inner.config.global_retrain.0;
+        crate::runtime::spawn_every(&here, &self.inner, period, move |inner| async move {
+            Learner { inner }.scheduled(period).await
         });
     }
 

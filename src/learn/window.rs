@@ -18,8 +18,7 @@ use crate::model::user::{MAX_KEPT, MIN_SPREAD, SHRINK_LOGINS};
 use crate::model::{Population, UserModel, MODEL_VERSION};
 use crate::store::StoredModel;
 
-/// Most logins a window holds (the config's upper bound for `learning.window`).
-pub const MAX_WINDOW: usize = 1000;
+pub use crate::config::MAX_WINDOW;
 
 /// One login in the window.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -10,7 +10,6 @@ use bytes::Bytes;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 
-use super::services::Settled;
 use super::{pages, GaitkeeperProxy, RequestCtx};
 use crate::audit::new_incident;
 use crate::decision::{self, HeldLogin};
@@ -18,6 +17,7 @@ use crate::features::{self, FeatureVector};
 use crate::login;
 use crate::model;
 use crate::policy::{self, Action, Finding, Policy, Verdict};
+use crate::services::Settled;
 use crate::store::UserKey;
 use crate::telemetry;
 

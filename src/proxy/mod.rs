@@ -10,7 +10,6 @@ mod challenge;
 mod forwarding;
 mod login;
 mod pages;
-mod services;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,13 +20,13 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::admin::Metrics;
 use crate::config::{Config, SharedConfig};
 use crate::inject::{self, PageTokens};
 use crate::login::TelemetryInbox;
+use crate::metrics::Metrics;
 
-pub use forwarding::{is_reserved_path, normalize_path};
-pub use services::{spawn_every, LoginServices, GAUGE_PERIOD};
+pub use crate::paths::{is_reserved_path, normalize_path};
+pub use crate::services::{LoginServices, GAUGE_PERIOD};
 
 /// Carries the one-time proof with which the capture script resumes a login whose challenge
 /// it showed inside the page.

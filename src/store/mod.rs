@@ -67,12 +67,9 @@ pub struct Store {
     retention: Duration,
 }
 
-/// An opaque blob with the version of the format it is in.
-#[derive(Clone, Debug, PartialEq)]
-pub struct FeatureBlob {
-    pub version: u32,
-    pub bytes: Vec<u8>,
-}
+/// A login's features as the store keeps them: encoded and decoded by `features` only; the
+/// store never looks inside.
+pub use crate::features::FeatureBlob;
 
 /// A user's fitted model as stored: opaque bytes, with the feature and model versions it was
 /// fitted for.

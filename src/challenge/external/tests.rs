@@ -2,8 +2,10 @@
 //! secret) and every refusal is checked for its reason code.
 
 use super::*;
+use crate::config::{HumanDuration, Secret};
 use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::{json, Value};
+use std::path::PathBuf;
 
 const NOW: u64 = 1_800_000_000;
 const REQUEST_SECRET: &[u8] = b"request-secret-0123456789abcdef-request";

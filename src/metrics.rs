@@ -370,7 +370,7 @@ impl Metrics {
     }
 }
 
-/// The model cache's families (see `crate::cache`). Cloning shares the counters.
+/// The model cache's families (the `cache` stage). Cloning shares the counters.
 #[derive(Clone)]
 pub struct CacheMetrics {
     /// Lookups by `result`: `hit` (in memory) or `miss` (went to the store, or waited for a
@@ -427,7 +427,7 @@ impl Default for CacheMetrics {
     }
 }
 
-/// The learning stage's families (see `crate::learn`). Cloning shares the counters.
+/// The learning stage's families (the `learn` stage). Cloning shares the counters.
 #[derive(Clone)]
 pub struct LearnMetrics {
     /// Verified logins learnt from, by `result`: `ok` or `error`.

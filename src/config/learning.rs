@@ -1,4 +1,4 @@
-//! The `learning:` section of the config file.
+//! The `learning:` section: per-user model windows and refits, and the global model (the learning itself is `learn`'s).
 
 use std::time::Duration;
 
@@ -6,6 +6,9 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::config::HumanDuration;
+
+/// Most logins a window holds (the upper bound for `learning.window`).
+pub const MAX_WINDOW: usize = 1000;
 
 /// Continuous learning: how much of each user's history their model follows, how often it
 /// is refitted, and when the global model is retrained (restart to change).
@@ -60,7 +63,7 @@ impl LearnConfig {
             "learning.window",
             self.window,
             2,
-            super::MAX_WINDOW as u32,
+            MAX_WINDOW as u32,
             "logins",
         )?;
         range("learning.refit_every", self.refit_every, 1, 1000, "logins")?;

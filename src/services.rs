@@ -1,8 +1,13 @@
-//! What the login path reaches beyond the request: the profile store and the stages behind it
-//! (learning, audit, alerts), the held logins and the regulation counters. Everything that
-//! touches the database runs on gaitkeeper's own background runtime (`bg`), so the proxy's
-//! worker threads never wait on a connection pool that belongs to another runtime, and work
-//! done after a response (recording, learning, auditing) never delays a request.
+//! The one place that builds the services from the config: the background runtime and the
+//! profile store on it, audit, alerts, learning, the held logins and the regulation counters,
+//! assembled into the [`LoginServices`] a login needs. `server` starts listeners around an
+//! [`Assembly`]; `proxy` and `admin` receive what they need from it and know nothing of each
+//! other.
+//!
+//! Everything that touches the database runs on gaitkeeper's own background runtime (`bg`),
+//! so the proxy's worker threads never wait on a connection pool that belongs to another
+//! runtime, and work done after a response (recording, learning, auditing) never delays a
+//! request.
 
 use std::sync::Arc;
 
@@ -11,11 +16,16 @@ use std::time::{Duration, SystemTime};
 use crate::alert::{Alert, AlertEvent, Alerter};
 use crate::audit::{self, AuditRecord, Auditor};
 use crate::challenge::{AssertionError, AssertionVerifier, ExternalMfaConfig, TotpVerifier};
+use crate::config::Config;
 use crate::decision::{HeldLogin, HeldLogins, Regulator};
 use crate::features::FeatureVector;
+use crate::inject::PageTokens;
 use crate::learn::{Learner, Recorder, Settle};
+use crate::login::TelemetryInbox;
+use crate::metrics::Metrics;
 use crate::model::UserModel;
 use crate::policy::Action;
+use crate::runtime::lower_thread_priority;
 use crate::store::{Decision, NewLogin, Outcome, Store, UserKey};
 
 /// One login whose result is known, to be recorded, learnt from and audited.
@@ -415,7 +425,7 @@ impl LoginServices {
 
         let verified = s.outcome == "verified";
         let features = s.features.as_ref().map(crate::features::to_blob).unwrap_or(
-            crate::store::FeatureBlob {
+            crate::features::FeatureBlob {
                 version: crate::features::FEATURE_VERSION,
                 bytes: Vec::new(),
             },
@@ -448,7 +458,7 @@ impl LoginServices {
     pub fn spawn_held_sweeper(
         self: &Arc<Self>,
         mut dropped: tokio::sync::mpsc::UnboundedReceiver<(Arc<HeldLogin>, &'static str)>,
-        metrics: Arc<crate::admin::Metrics>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) {
         let services = self.clone();
         self.bg.spawn(async move {
@@ -461,12 +471,13 @@ impl LoginServices {
                 services.settle_held(&held, outcome, why);
             }
         });
-        spawn_every(&self.bg, self, GAUGE_PERIOD, move |services| {
+        crate::runtime::spawn_every(&self.bg, self, GAUGE_PERIOD, move |services| {
             services.held.sweep();
             metrics.held_logins.set(services.held.len() as i64);
             metrics
                 .held_login_bytes
                 .set(services.held.weighted_bytes() as i64);
+            async {}
         });
     }
 
@@ -506,22 +517,176 @@ pub struct RouteAnswers {
 /// How often the gauges that need counting (held logins, the page-token replay memory) are set.
 pub const GAUGE_PERIOD: Duration = Duration::from_secs(5);
 
-/// Runs `work` on `owner` every `period` on the runtime `bg`, until `owner` is dropped.
-pub fn spawn_every<T: Send + Sync + 'static>(
-    bg: &tokio::runtime::Handle,
-    owner: &Arc<T>,
-    period: Duration,
-    work: impl Fn(&T) + Send + 'static,
-) {
-    let owner = Arc::downgrade(owner);
-    bg.spawn(async move {
-        let mut tick = tokio::time::interval(period);
-        loop {
-            tick.tick().await;
-            let Some(owner) = owner.upgrade() else {
-                return;
-            };
-            work(&owner);
+/// Logins remembered across all users for replay detection (a few hundred bytes each).
+const POPULATION_MEMORY: usize = 50_000;
+
+/// Why the services could not be built from the config.
+#[derive(Debug, thiserror::Error)]
+pub enum AssembleError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Audit(crate::audit::AuditError),
+    #[error(transparent)]
+    Alerts(crate::alert::AlertError),
+    #[error("cannot use the external MFA provider's key (mfa.external.assertion): {0}")]
+    Mfa(crate::challenge::KeyError),
+    #[error("cannot start the runtime that opens the profile store: {0}")]
+    StoreRuntime(std::io::Error),
+}
+
+/// The services of one running gaitkeeper, built from its config; the listeners borrow from it.
+pub struct Assembly {
+    /// gaitkeeper's own runtime: the store, learning, audit and alert workers run on it.
+    pub background: tokio::runtime::Runtime,
+    pub services: Arc<LoginServices>,
+    pub tokens: Arc<PageTokens>,
+    pub inbox: Arc<TelemetryInbox>,
+    recorder: Recorder,
+    auditor: Auditor,
+}
+
+impl Assembly {
+    /// Opens the store (creating or migrating it) and starts every background worker.
+    pub fn build(config: &Config, metrics: Arc<Metrics>) -> Result<Assembly, AssembleError> {
+        let (background, store) = open_store(config)?;
+        let inbox = Arc::new(TelemetryInbox::new(config.admin.debug_telemetry));
+        if config.admin.debug_telemetry {
+            tracing::warn!("admin.debug_telemetry is on: recent login telemetry is visible on the admin listener; turn it off in production");
         }
+        let tokens = Arc::new(PageTokens::new(config.secrets.key.expose()));
+        let mfa = &config.mfa;
+        let external = match &mfa.external {
+            Some(ext) => Some((
+                ext.clone(),
+                AssertionVerifier::new(ext, mfa.max_held).map_err(AssembleError::Mfa)?,
+            )),
+            None => None,
+        };
+        let auditor = Auditor::new(
+            &config.audit,
+            store.clone(),
+            &config.server.data_dir,
+            metrics.clone(),
+        )
+        .map_err(AssembleError::Audit)?;
+        let alerter = match &config.alerts {
+            Some(alerts) => Alerter::new(alerts, auditor.clone(), metrics.clone())
+                .map_err(AssembleError::Alerts)?,
+            None => Alerter::off(),
+        };
+        let (dropped_tx, dropped_rx) = tokio::sync::mpsc::unbounded_channel();
+        let learner = Learner::new(store.clone(), &config.learning, &config.store, &metrics);
+        // Load the newest global model now and keep retraining on schedule, on `bg`.
+        if let Err(e) = background.block_on(learner.load_global()) {
+            tracing::warn!(error = %e, "cannot load the global model; the per-user detectors decide alone until it loads");
+        }
+        {
+            let _inside = background.enter();
+            learner.spawn_background();
+        }
+        let recorder = Recorder::start(
+            store.clone(),
+            learner.clone(),
+            background.handle(),
+            metrics.settle_dropped.clone(),
+        );
+        let services = Arc::new(LoginServices {
+            store,
+            learner,
+            auditor: auditor.clone(),
+            alerter,
+            bg: background.handle().clone(),
+            held: HeldLogins::new(
+                mfa.max_held,
+                mfa.max_held_bytes as u64,
+                mfa.challenge_ttl.0,
+                move |held, why| {
+                    // Never blocks: the receiver drains on the background runtime.
+                    let _ = dropped_tx.send((held, why));
+                },
+            ),
+            regulator: Regulator::new(&config.regulation),
+            enrollment_logins: config.store.enrollment_logins,
+            csrf_key: derive_key(config.secrets.key.expose(), b"gaitkeeper challenge csrf"),
+            max_attempts: mfa.totp.max_attempts,
+            totp_enabled: mfa.totp.enabled,
+            factors: Default::default(),
+            totp: TotpVerifier::default(),
+            external,
+            challenge_ttl: mfa.challenge_ttl.0,
+            recorder: recorder.clone(),
+            devices: crate::challenge::DeviceCookies::new(derive_key(
+                config.secrets.key.expose(),
+                b"gaitkeeper device cookie",
+            )),
+            population: crate::model::replay::PopulationMemory::new(POPULATION_MEMORY),
+            answers: Default::default(),
+            no_success: metrics.route_without_success.clone(),
+            carried_over: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(std::time::Duration::from_secs(3600))
+                .build(),
+        });
+        services.spawn_held_sweeper(dropped_rx, metrics.clone());
+        let gauge = metrics.page_tokens_remembered.clone();
+        crate::runtime::spawn_every(background.handle(), &tokens, GAUGE_PERIOD, move |tokens| {
+            gauge.set(tokens.remembered() as i64);
+            async {}
+        });
+        Ok(Assembly {
+            background,
+            services,
+            tokens,
+            inbox,
+            recorder,
+            auditor,
+        })
+    }
+
+    /// Lets recording, learning and audit work already handed off finish, then stops the
+    /// background runtime (waiting at most `grace` for its tasks).
+    pub fn shutdown(self, grace: Duration) {
+        self.background.block_on(self.recorder.flush());
+        self.background.block_on(self.auditor.flush());
+        self.background.shutdown_timeout(grace);
+    }
+}
+
+/// Starts gaitkeeper's background runtime and opens the profile store on it: creates the
+/// embedded SQLite file with its schema on first start (or migrates PostgreSQL) and checks it
+/// was made with this server key, so a misconfigured store stops the start with a precise error
+/// instead of failing logins. Everything that touches the store later runs on this runtime.
+fn open_store(config: &Config) -> Result<(tokio::runtime::Runtime, Store), AssembleError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("gaitkeeper-bg")
+        .on_thread_start(lower_thread_priority)
+        .enable_all()
+        .build()
+        .map_err(AssembleError::StoreRuntime)?;
+    // Opened on one of the runtime's threads, not this one: SQLite connections run on threads
+    // of their own that inherit the opening thread's low priority.
+    let (store_config, data_dir, key) = (
+        config.store.clone(),
+        config.server.data_dir.clone(),
+        config.secrets.key.clone(),
+    );
+    let opening = runtime.spawn(async move {
+        let store = Store::open(&store_config, &data_dir, &key).await?;
+        tracing::info!(store = %store.url(), "profile store ready");
+        Ok::<Store, AssembleError>(store)
     });
+    let store = runtime
+        .block_on(opening)
+        .map_err(|e| AssembleError::StoreRuntime(std::io::Error::other(e.to_string())))??;
+    Ok((runtime, store))
+}
+
+/// A purpose-specific key derived from `secrets.key`.
+fn derive_key(secret: &[u8], purpose: &[u8]) -> Vec<u8> {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).expect("any key length");
+    mac.update(purpose);
+    mac.finalize().into_bytes().to_vec()
 }
