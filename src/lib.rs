@@ -42,3 +42,4 @@ pub mod server;
 pub mod services;
 pub mod store;
 pub mod telemetry;
+pub mod wire;

@@ -15,9 +15,13 @@ use std::time::{Duration, SystemTime};
 
 use crate::alert::{Alert, AlertEvent, Alerter};
 use crate::audit::{self, AuditRecord, Auditor};
-use crate::challenge::{AssertionError, AssertionVerifier, ExternalMfaConfig, TotpVerifier};
+use crate::challenge::{
+    AssertionError, AssertionVerifier, ExternalMfaConfig, TotpError, TotpVerifier,
+};
 use crate::config::Config;
-use crate::decision::{HeldLogin, HeldLogins, Regulator};
+use crate::decision::{
+    ChallengeResult, HeldDropped, HeldLogin, HeldLogins, LoginOutcome, Regulator,
+};
 use crate::features::FeatureVector;
 use crate::inject::PageTokens;
 use crate::learn::{Learner, Recorder, Settle};
@@ -39,11 +43,9 @@ pub struct Settled {
     pub decision: Action,
     pub rule: &'static str,
     pub mode: &'static str,
-    /// `verified` (the app confirmed it), `failed` (the app refused it), `blocked`,
-    /// `challenge_failed`, `challenge_expired`.
-    pub outcome: &'static str,
-    /// `passed`, `failed`, `expired`, or none when there was no challenge.
-    pub challenge: Option<&'static str>,
+    pub outcome: LoginOutcome,
+    /// How its challenge ended; none when there was no challenge.
+    pub challenge: Option<ChallengeResult>,
     pub incident: String,
     pub request_id: String,
     pub client_ip: String,
@@ -208,10 +210,9 @@ impl LoginServices {
         secret: &[u8],
         code: &str,
         sender: crate::challenge::totp::Sender<'_>,
-    ) -> Result<(), &'static str> {
+    ) -> Result<(), TotpError> {
         self.totp
             .verify(user, secret, code, SystemTime::now(), sender)
-            .map_err(|e| e.reason())
     }
 
     /// Whether the browser's device cookie (if any) vouches for `user`.
@@ -376,8 +377,8 @@ impl LoginServices {
         r.decision = Some(s.decision.as_str().to_string());
         r.policy = Some(s.rule.to_string());
         r.mode = Some(s.mode.to_string());
-        r.outcome = Some(s.outcome.to_string());
-        r.challenge = s.challenge.map(str::to_string);
+        r.outcome = Some(s.outcome.as_str().to_string());
+        r.challenge = s.challenge.map(|c| c.as_str().to_string());
         r.client_ip = Some(s.client_ip.clone());
         r
     }
@@ -406,16 +407,18 @@ impl LoginServices {
     /// the alert go to their own workers.
     pub fn settle(&self, s: Settled) {
         let kind = match s.outcome {
-            "blocked" => audit::kind::LOGIN_DECISION,
-            "challenge_failed" => audit::kind::CHALLENGE_FAILED,
-            "challenge_expired" | "challenge_evicted" => audit::kind::CHALLENGE_EXPIRED,
-            _ if s.challenge == Some("passed") => audit::kind::CHALLENGE_PASSED,
+            LoginOutcome::Blocked => audit::kind::LOGIN_DECISION,
+            LoginOutcome::ChallengeFailed => audit::kind::CHALLENGE_FAILED,
+            LoginOutcome::ChallengeExpired | LoginOutcome::ChallengeEvicted => {
+                audit::kind::CHALLENGE_EXPIRED
+            }
+            _ if s.challenge == Some(ChallengeResult::Passed) => audit::kind::CHALLENGE_PASSED,
             _ => audit::kind::LOGIN_OUTCOME,
         };
         let record = Self::record_of(&s, kind);
         let event = match s.outcome {
-            "blocked" => Some(AlertEvent::Block),
-            "challenge_failed" => Some(AlertEvent::ChallengeFailed),
+            LoginOutcome::Blocked => Some(AlertEvent::Block),
+            LoginOutcome::ChallengeFailed => Some(AlertEvent::ChallengeFailed),
             _ => None,
         };
         if let Some(event) = event {
@@ -423,7 +426,7 @@ impl LoginServices {
         }
         self.auditor.record(record);
 
-        let verified = s.outcome == "verified";
+        let verified = s.outcome == LoginOutcome::Verified;
         let features = s.features.as_ref().map(crate::features::to_blob).unwrap_or(
             crate::features::FeatureBlob {
                 version: crate::features::FEATURE_VERSION,
@@ -457,18 +460,14 @@ impl LoginServices {
     /// (moka expires lazily). The channel holds at most what the held-login bounds allow.
     pub fn spawn_held_sweeper(
         self: &Arc<Self>,
-        mut dropped: tokio::sync::mpsc::UnboundedReceiver<(Arc<HeldLogin>, &'static str)>,
+        mut dropped: tokio::sync::mpsc::UnboundedReceiver<(Arc<HeldLogin>, HeldDropped)>,
         metrics: Arc<crate::metrics::Metrics>,
     ) {
         let services = self.clone();
         self.bg.spawn(async move {
             while let Some((held, why)) = dropped.recv().await {
-                let outcome = if why == "expired" {
-                    "challenge_expired"
-                } else {
-                    "challenge_evicted"
-                };
-                services.settle_held(&held, outcome, why);
+                let (outcome, challenge) = why.outcome();
+                services.settle_held(&held, outcome, challenge);
             }
         });
         crate::runtime::spawn_every(&self.bg, self, GAUGE_PERIOD, move |services| {
@@ -482,7 +481,7 @@ impl LoginServices {
     }
 
     /// Settles a held login whose challenge was failed or expired.
-    pub fn settle_held(&self, held: &HeldLogin, outcome: &'static str, challenge: &'static str) {
+    pub fn settle_held(&self, held: &HeldLogin, outcome: LoginOutcome, challenge: ChallengeResult) {
         self.settle(Settled {
             route: held.route.clone(),
             login: held.login.clone(),

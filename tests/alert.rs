@@ -310,7 +310,11 @@ fn the_webhook_url_is_checked_when_the_config_loads() {
         err.starts_with("FILE:7:10: key `alerts.webhook.url`: expected an http:// or https:// URL"),
         "{err}"
     );
-    let text = text.replace("ftp://siem.internal/hook", "https://siem.internal/hook");
+    let text = common::edited(
+        text,
+        "ftp://siem.internal/hook",
+        "https://siem.internal/hook",
+    );
     let config = gaitkeeper::config::Config::parse(&text, "FILE").unwrap();
     let webhook = config.alerts.unwrap().webhook;
     assert_eq!(

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::behaviour::{payload, STEADY, STRANGER};
 use common::legacy::{login_page, set_cookie, submit};
-use common::{client, Gaitkeeper};
+use common::{b64, client, Gaitkeeper};
 use support::*;
 
 fn now() -> u64 {
@@ -19,21 +19,6 @@ fn now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs()
-}
-
-fn b64(bytes: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// What gaitkeeper recorded of the last login's telemetry (`ok` or a reason code).
-async fn last_outcome(gk: &Gaitkeeper) -> String {
-    gk.telemetry()
-        .await
-        .last()
-        .and_then(|t| t["outcome"].as_str())
-        .unwrap_or("")
-        .to_string()
 }
 
 #[tokio::test]
@@ -47,7 +32,7 @@ async fn a_replayed_payload_is_refused() {
     // The same bytes again, e.g. captured on the wire or from a browser's history.
     let r = submit(&gk, &page, ALICE.0, ALICE.1, Some(&p)).await;
     assert_eq!(r.status(), 403);
-    assert_eq!(last_outcome(&gk).await, "replayed");
+    assert_eq!(gk.last_telemetry_outcome().await, "replayed");
     assert!(set_cookie(&r, "legacy_session").is_none());
 }
 
@@ -70,7 +55,7 @@ async fn a_page_token_from_another_client_is_refused() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
-    assert_eq!(last_outcome(&gk).await, "wrong_client");
+    assert_eq!(gk.last_telemetry_outcome().await, "wrong_client");
     assert!(!app_logged_in(&app).await);
 }
 
@@ -174,7 +159,7 @@ async fn forged_page_tokens_are_refused() {
         let p = payload(&token, &STEADY, 5, 13, 1);
         let r = submit(&gk, &page, ALICE.0, ALICE.1, Some(&p)).await;
         assert_eq!(r.status(), 403, "{what}");
-        let outcome = last_outcome(&gk).await;
+        let outcome = gk.last_telemetry_outcome().await;
         assert!(reason.contains(&outcome.as_str()), "{what}: {outcome}");
         assert!(!app_logged_in(&app).await, "{what}");
     }
@@ -967,7 +952,11 @@ async fn replayed_genuine_telemetry_is_refused_and_never_learnt() {
         let copy = common::behaviour::replayed(&genuine, &page.gk_token, jitter, i as u64);
         let r = submit(&gk, &page, ALICE.0, ALICE.1, Some(&copy)).await;
         assert!(!allowed(&r), "replay {i} (jitter {jitter} ms) passed");
-        assert_eq!(last_outcome(&gk).await, "ok", "a fresh token each time");
+        assert_eq!(
+            gk.last_telemetry_outcome().await,
+            "ok",
+            "a fresh token each time"
+        );
     }
     assert!(
         app.last_login().await["status"] == 303,

@@ -771,7 +771,7 @@ async fn a_stranger_without_the_password_cannot_lock_the_user_out() {
     assert!(!log_in_as_alice(&usual, &gk, 0, None).await);
     // From now on every login is challenged, so each of alice's needs her code.
     let text = std::fs::read_to_string(&gk.config_path).unwrap();
-    let challenging = text.replace("enrolling: allow", "enrolling: challenge");
+    let challenging = common::edited(&text, "enrolling: allow", "enrolling: challenge");
     assert_ne!(text, challenging, "the policy line is in the config");
     gk.rewrite_config(&challenging);
     common::eventually(Duration::from_secs(10), "the reload", || async {

@@ -45,7 +45,11 @@ fn check_config_reports_a_bad_type_with_line_column_and_key() {
 
 #[test]
 fn check_config_reports_an_unknown_key() {
-    let (ok, _, stderr) = check_config(&VALID.replace("upstream:\n", "upstream:\n  adress: x\n"));
+    let (ok, _, stderr) = check_config(&common::edited(
+        VALID,
+        "upstream:\n",
+        "upstream:\n  adress: x\n",
+    ));
     assert!(!ok);
     assert!(
         stderr.contains("FILE:2:3: key `upstream.adress`: unknown field `adress`"),
@@ -65,7 +69,11 @@ fn check_config_reports_broken_yaml_with_a_position() {
 
 #[test]
 fn check_config_says_which_secret_is_missing_without_printing_any() {
-    let (ok, _, stderr) = check_config(&VALID.replace("GK_TEST_SECRET", "GK_NOT_SET_ANYWHERE"));
+    let (ok, _, stderr) = check_config(&common::edited(
+        VALID,
+        "GK_TEST_SECRET",
+        "GK_NOT_SET_ANYWHERE",
+    ));
     assert!(!ok);
     assert!(stderr.contains("key `secrets.key`"), "{stderr}");
     assert!(

@@ -76,9 +76,11 @@ async fn a_store_outage_gets_the_policys_fail_closed_or_fail_open_switched_live(
     assert_eq!(r.status(), 403, "fail-closed: a cold user cannot be scored");
 
     // The operator chooses fail-open; the reload applies to the next login.
-    let text = std::fs::read_to_string(&gk.config_path)
-        .unwrap()
-        .replace("on_store_error: block", "on_store_error: allow");
+    let text = common::edited(
+        &std::fs::read_to_string(&gk.config_path).unwrap(),
+        "on_store_error: block",
+        "on_store_error: allow",
+    );
     gk.rewrite_config(&text);
     eventually(Duration::from_secs(10), "the reload", || async {
         gk.metric("gaitkeeper_config_reloads_total{result=\"ok\"}")

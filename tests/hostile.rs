@@ -16,16 +16,6 @@ use tokio::io::AsyncWriteExt;
 
 const LIMIT: usize = 64 * 1024;
 
-/// The reason code gaitkeeper recorded for the last login's telemetry.
-async fn last_outcome(gk: &Gaitkeeper) -> String {
-    gk.telemetry()
-        .await
-        .last()
-        .and_then(|t| t["outcome"].as_str())
-        .unwrap_or("")
-        .to_string()
-}
-
 /// Gaitkeeper still answers ordinary requests.
 async fn still_serving(gk: &Gaitkeeper) {
     let r = client().get(gk.url("/login")).send().await.unwrap();
@@ -218,6 +208,53 @@ async fn a_trickled_body_gets_408_at_its_deadline_and_a_zip_bomb_413_while_login
     );
 }
 
+/// The challenge form is read under the same deadline as a login body: a client trickling
+/// it does not hold a worker.
+#[tokio::test]
+async fn a_trickled_challenge_form_gets_408_at_the_body_deadline() {
+    let (_app, gk) = start(&format!(
+        "{STRICT}capture:\n  body_timeout: 1s\n  timeline_slack: 1h\n"
+    ))
+    .await;
+    let body = "code=123456&csrf=x";
+    let head = format!(
+        "POST /__gk/challenge/some-id HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let (mut answer, mut slow) = tokio::net::TcpStream::connect(gk.addr)
+        .await
+        .unwrap()
+        .into_split();
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    tokio::spawn(async move {
+        for byte in body.as_bytes() {
+            if slow.write_all(&[*byte]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tokio::time::timeout(Duration::from_secs(10), answer.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("no answer within 10 s"),
+        }
+    }
+    let after = started.elapsed();
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(
+        after >= Duration::from_secs(1) && after < Duration::from_secs(4),
+        "answered after {after:?}"
+    );
+    still_serving(&gk).await;
+}
+
 #[tokio::test]
 async fn malformed_and_deeply_nested_json_is_refused_without_harm() {
     let (app, gk) = start(STRICT).await;
@@ -244,7 +281,7 @@ async fn malformed_and_deeply_nested_json_is_refused_without_harm() {
         let page = login_page(&gk).await;
         let r = submit(&gk, &page, ALICE.0, ALICE.1, Some(&payload)).await;
         assert_eq!(r.status(), 403, "{what}");
-        assert_eq!(last_outcome(&gk).await, reason, "{what}");
+        assert_eq!(gk.last_telemetry_outcome().await, reason, "{what}");
     }
     // The same shapes as a JSON login body: no login name is found in them, and the app
     // (which cannot parse them either) logs nobody in.
@@ -369,7 +406,7 @@ async fn a_million_tiny_events_are_refused_cheaply() {
     assert!(flood.len() < LIMIT);
     let r = submit(&gk, &page, ALICE.0, ALICE.1, Some(&flood)).await;
     assert_eq!(r.status(), 403);
-    let outcome = last_outcome(&gk).await;
+    let outcome = gk.last_telemetry_outcome().await;
     assert_eq!(outcome, "ok", "the envelope and token were fine");
     assert!(started.elapsed() < Duration::from_secs(20));
     assert!(!app_logged_in(&app).await);
@@ -393,7 +430,7 @@ async fn duplicate_and_conflicting_fields_are_not_guessed() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
-    assert_eq!(last_outcome(&gk).await, "duplicate");
+    assert_eq!(gk.last_telemetry_outcome().await, "duplicate");
     // In the form and in the header at once.
     let page = login_page(&gk).await;
     let p = payload(&page.gk_token, &STEADY, 5, 13, 1);
@@ -411,7 +448,7 @@ async fn duplicate_and_conflicting_fields_are_not_guessed() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
-    assert_eq!(last_outcome(&gk).await, "duplicate");
+    assert_eq!(gk.last_telemetry_outcome().await, "duplicate");
     // Two login names, in a form and in JSON.
     let page = login_page(&gk).await;
     let p = payload(&page.gk_token, &STEADY, 5, 13, 1);
@@ -442,7 +479,7 @@ async fn a_login_without_telemetry_gets_on_missing_telemetry() {
     let page = login_page(&gk).await;
     let r = submit(&gk, &page, ALICE.0, ALICE.1, None).await;
     assert_eq!(r.status(), 403);
-    assert_eq!(last_outcome(&gk).await, "missing");
+    assert_eq!(gk.last_telemetry_outcome().await, "missing");
     assert!(app.last_login().await.is_null());
     // An empty field is not "no telemetry" that slips through either.
     let r = submit(&gk, &page, ALICE.0, ALICE.1, Some("")).await;
@@ -472,7 +509,7 @@ async fn telemetry_for_another_route_is_refused() {
     let p = payload(&token, &STEADY, 5, 13, 1);
     let r = submit(&gk, &page, ALICE.0, ALICE.1, Some(&p)).await;
     assert_eq!(r.status(), 403);
-    assert_eq!(last_outcome(&gk).await, "wrong_route");
+    assert_eq!(gk.last_telemetry_outcome().await, "wrong_route");
     assert!(app.last_login().await.is_null());
 }
 

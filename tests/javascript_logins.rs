@@ -15,7 +15,7 @@ use common::webdriver::{
     human_typing, move_and_click, press_enter, typing, ChromeDriver, Session, CODE_FIELD_FOCUSED,
     TAB,
 };
-use common::{client, eventually, Gaitkeeper};
+use common::{b64, client, eventually, Gaitkeeper};
 use serde_json::{json, Value};
 
 /// The portal's login: both pages, one submit path; success is an `access_token` in the
@@ -186,7 +186,7 @@ async fn a_challenged_xhr_login_is_finished_in_the_page_and_the_page_gets_its_to
 #[tokio::test]
 async fn where_the_apps_csp_forbids_frames_the_challenge_opens_in_a_popup() {
     let _one = ONE_BROWSER.lock().await;
-    let routes = PORTAL.replace("\"/app-xhr\"", "\"/app-xhr\", \"/app-strict\"");
+    let routes = common::edited(PORTAL, "\"/app-xhr\"", "\"/app-xhr\", \"/app-strict\"");
     let app = LegacyApp::start().await;
     let gk = Gaitkeeper::start_with(
         app.addr,
@@ -394,11 +394,6 @@ async fn portal_token(gk: &Gaitkeeper) -> String {
         .to_string()
 }
 
-fn b64(text: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text.as_bytes())
-}
-
 /// Posts the portal's JSON login of alice with a person's telemetry from a fresh page.
 async fn token_login(gk: &Gaitkeeper, password: &str, seed: u64) -> reqwest::Response {
     token_login_as(gk, ALICE.0, password, seed).await
@@ -432,7 +427,7 @@ async fn a_json_login_answered_200_is_told_by_its_body() {
             "value equals",
         ),
     ] {
-        let routes = PORTAL.replace("json_pointer_present: \"/access_token\"", success);
+        let routes = common::edited(PORTAL, "json_pointer_present: \"/access_token\"", success);
         let gk = Gaitkeeper::start_with(app.addr, "", &routes).await;
         let r = token_login(&gk, ALICE.1, 1).await;
         assert_eq!(r.status(), 200);

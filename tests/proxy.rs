@@ -303,7 +303,11 @@ async fn invalid_config_change_is_rejected_and_the_old_config_keeps_serving() {
     let http = client();
     let good = std::fs::read_to_string(&gk.config_path).unwrap();
 
-    gk.rewrite_config(&good.replace("upstream:\n", "upstream:\n  conect_timeout: 2s\n"));
+    gk.rewrite_config(&common::edited(
+        &good,
+        "upstream:\n",
+        "upstream:\n  conect_timeout: 2s\n",
+    ));
     eventually(
         Duration::from_secs(10),
         "the bad file is rejected",

@@ -12,6 +12,8 @@ use crate::services::LoginServices;
 
 /// Largest request body read.
 pub const MAX_BODY: usize = 16 * 1024;
+/// Longest wait for that body: the admin listener has one thread, a stalled client must not hold it.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Deserialize)]
 struct Request {

@@ -19,6 +19,7 @@ use crate::config::SharedConfig;
 use crate::login::TelemetryInbox;
 use crate::metrics::Metrics;
 use crate::services::LoginServices;
+use crate::wire::Body;
 
 /// Serves the admin endpoints.
 pub struct AdminApp {
@@ -45,17 +46,15 @@ impl AdminApp {
 
     /// `POST /__gk/analyze`: reads the (bounded) body and scores it.
     async fn analyze(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let mut body = Vec::new();
-        loop {
-            match session.read_request_body().await {
-                Ok(Some(chunk)) if body.len() + chunk.len() <= analyze::MAX_BODY => {
-                    body.extend_from_slice(&chunk)
-                }
-                Ok(Some(_)) => return plain(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n"),
-                Ok(None) => break,
-                Err(_) => return plain(StatusCode::BAD_REQUEST, "cannot read the body\n"),
+        let deadline = tokio::time::Instant::now() + analyze::BODY_TIMEOUT;
+        let body = match crate::wire::read_body(session, analyze::MAX_BODY, deadline).await {
+            Ok(Body::Whole(body)) => body,
+            Ok(Body::TooLarge) => return plain(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n"),
+            Ok(Body::TimedOut) => {
+                return plain(StatusCode::REQUEST_TIMEOUT, "the body took too long\n")
             }
-        }
+            Err(_) => return plain(StatusCode::BAD_REQUEST, "cannot read the body\n"),
+        };
         let config = self.config.load_full();
         let (status, json) = analyze::analyze(&body, &config, &self.services).await;
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -11,6 +11,8 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+use crate::wire::escape_html as escape;
+
 /// The Content-Security-Policy to send with [`challenge_page`] and [`message_page`].
 pub const CHALLENGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 /// The same, for a challenge shown inside the page's own overlay: framed by its own origin
@@ -156,22 +158,6 @@ input:focus,button:focus,a:focus{outline:3px solid #b3261e;outline-offset:2px}\
 .alt{margin-top:1.5rem}\
 @media (prefers-color-scheme:dark){body{color:#f0f0f0;background:#121212}.help{color:#ccc}input{background:#1e1e1e;color:#f0f0f0;border-color:#ccc}a{color:#8ab4f8}.error{color:#ffdad6;background:#410e0b}input:focus,button:focus,a:focus{outline-color:#ffb4ab}}";
 
-/// HTML-escapes text for element content and double- or single-quoted attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// The CSRF token for the challenge form: HMAC-SHA256 of the challenge id and the per-browser
 /// `binding` cookie value under `key`, base64url. A form posted from another site lacks the
 /// binding cookie's value; a token from another challenge or browser does not match.
@@ -246,13 +232,6 @@ mod tests {
             wrong_code: None,
             external: None,
         }
-    }
-
-    #[test]
-    fn escape_covers_the_five_html_specials() {
-        assert_eq!(escape(r#"<>&"'"#), "&lt;&gt;&amp;&quot;&#39;");
-        assert_eq!(escape("plain ünïcode"), "plain ünïcode");
-        assert_eq!(escape("&amp;"), "&amp;amp;");
     }
 
     #[test]

@@ -15,6 +15,8 @@ use crate::features::FeatureVector;
 use crate::policy::Verdict;
 use crate::store::UserKey;
 
+use super::HeldDropped;
+
 /// A login waiting for its second factor. Holds the password-bearing body: never logged,
 /// dropped at expiry.
 pub struct HeldLogin {
@@ -180,7 +182,7 @@ impl HeldLogins {
         max_count: usize,
         max_bytes: u64,
         ttl: Duration,
-        on_dropped: impl Fn(Arc<HeldLogin>, &'static str) + Send + Sync + 'static,
+        on_dropped: impl Fn(Arc<HeldLogin>, HeldDropped) + Send + Sync + 'static,
     ) -> HeldLogins {
         // Every entry weighs at least its share of the byte budget, which bounds the count.
         let floor = u32::try_from(max_bytes / max_count.max(1) as u64).unwrap_or(u32::MAX);
@@ -191,8 +193,8 @@ impl HeldLogins {
                 .time_to_live(ttl)
                 .eviction_listener(move |_id, login, cause| {
                     let why = match cause {
-                        RemovalCause::Expired => "expired",
-                        RemovalCause::Size => "evicted",
+                        RemovalCause::Expired => HeldDropped::Expired,
+                        RemovalCause::Size => HeldDropped::Evicted,
                         RemovalCause::Explicit | RemovalCause::Replaced => return,
                     };
                     on_dropped(login, why);
@@ -357,7 +359,7 @@ mod tests {
         assert_eq!(held.len(), 0);
         let dropped = dropped.lock().unwrap();
         assert_eq!(dropped.len(), 10);
-        assert!(dropped.iter().any(|(_, why)| *why == "expired"));
-        assert!(dropped.iter().any(|(_, why)| *why == "evicted"));
+        assert!(dropped.iter().any(|(_, why)| *why == HeldDropped::Expired));
+        assert!(dropped.iter().any(|(_, why)| *why == HeldDropped::Evicted));
     }
 }

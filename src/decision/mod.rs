@@ -6,11 +6,13 @@
 //! moves requests; this module keeps the state and the rules. Never logs bodies or names.
 
 mod held;
+mod outcome;
 mod regulation;
 
 use pingora::http::ResponseHeader;
 
 pub use held::{HeldLogin, HeldLogins, Inline};
+pub use outcome::{ChallengeResult, HeldDropped, LoginOutcome};
 pub use regulation::{RegulationConfig, Regulator};
 
 use crate::config::SuccessSignal;

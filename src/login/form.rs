@@ -54,7 +54,7 @@ fn decode_found(found: &[&[u8]], max_value: usize) -> Option<Result<Vec<u8>, Ext
 
 /// Decodes an `application/x-www-form-urlencoded` component (`+` is a space). `None` for a
 /// `%` not followed by two hex digits.
-pub(super) fn form_decode(component: &[u8]) -> Option<Vec<u8>> {
+pub fn form_decode(component: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(component.len());
     let mut rest = component;
     // Runs without escapes are copied whole: a telemetry payload is mostly such runs.

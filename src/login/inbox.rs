@@ -40,7 +40,7 @@ impl TelemetryInbox {
         let entry = serde_json::json!({
             "route": outcome.route,
             "transport": outcome.transport.map(|t| t.as_str()),
-            "outcome": outcome.outcome,
+            "outcome": outcome.status.code(),
             "payload": payload,
         });
         let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());

@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 use crate::config::UsernameSource;
 
-pub use form::strip_form_field;
+pub use form::{form_decode, strip_form_field};
 
 /// Undoes a body's `Content-Encoding` (gzip, deflate, br), bounded by its decoded size; `None`
 /// when it has none. Also used to read login answers.
@@ -263,13 +263,37 @@ pub struct StrippedForm {
 pub struct TelemetryOutcome {
     pub route: String,
     pub transport: Option<Transport>,
-    /// `ok`, or the rejection reason code.
-    pub outcome: &'static str,
+    pub status: TelemetryStatus,
     /// The decoded payload when its token verified, for the scoring stage.
     pub payload: Option<Vec<u8>>,
     /// When gaitkeeper issued the page the payload came from (its verified token), in
     /// milliseconds since the epoch.
     pub issued_ms: Option<u64>,
+}
+
+/// Whether a submit's telemetry can be scored; if not, why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TelemetryStatus {
+    /// Present, readable, and its page token verified.
+    Ok,
+    /// The submit carried none.
+    Missing,
+    /// Its page token had been used before: a replay, alerted on.
+    Replayed,
+    /// Unusable for another reason, by its reason code (`bad_signature`, `expired`, …).
+    Refused(&'static str),
+}
+
+impl TelemetryStatus {
+    /// The reason code in metrics, audit reasons and the debug inbox.
+    pub fn code(self) -> &'static str {
+        match self {
+            TelemetryStatus::Ok => "ok",
+            TelemetryStatus::Missing => "missing",
+            TelemetryStatus::Replayed => "replayed",
+            TelemetryStatus::Refused(reason) => reason,
+        }
+    }
 }
 
 /// How the telemetry reached gaitkeeper.

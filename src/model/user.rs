@@ -42,19 +42,23 @@ pub struct Population {
     pub dwell: f64,
 }
 
+/// The within-user spread assumed for a dimension nobody's logins have shown yet (model
+/// space): the prior before any population data exists.
+const PRIOR_SPREAD: f64 = 0.25;
+
 impl Population {
     /// A neutral prior (used before any population data exists).
     pub fn neutral() -> Self {
         Population {
-            named: vec![0.25; N],
-            press_press: 0.25,
-            dwell: 0.25,
+            named: vec![PRIOR_SPREAD; N],
+            press_press: PRIOR_SPREAD,
+            dwell: PRIOR_SPREAD,
         }
     }
 
     pub fn spread(&self, d: Dim) -> f64 {
         match d {
-            Dim::Named(i) => self.named.get(i).copied().unwrap_or(0.25),
+            Dim::Named(i) => self.named.get(i).copied().unwrap_or(PRIOR_SPREAD),
             Dim::PressPress(_) => self.press_press,
             Dim::Dwell(_) => self.dwell,
         }
@@ -82,7 +86,7 @@ impl Population {
         }
         let med = |v: &mut Vec<f64>| {
             if v.is_empty() {
-                0.25
+                PRIOR_SPREAD
             } else {
                 v.sort_by(f64::total_cmp);
                 v[v.len() / 2].max(MIN_SPREAD)
@@ -126,7 +130,7 @@ pub const CONTRAST_DEPTH: u16 = 10;
 pub const CONTRAST_OWN: usize = 600;
 pub const CONTRAST_NEGATIVES: usize = 1200;
 
-/// The three per-user detector scores of one login (higher = less like the user).
+/// The four per-user detector scores of one login (higher = less like the user).
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct UserScores {
     pub manhattan: f64,

@@ -10,8 +10,9 @@ use pingora::proxy::Session;
 
 use super::{pages, GaitkeeperProxy, RequestCtx};
 use crate::config::RouteConfig;
-use crate::inject::{self, Client, Coding, PageRewriter, Placement};
-use crate::login::{self, TelemetryOutcome, Transport};
+use crate::inject::{self, Client, Coding, PageRewriter, Placement, TokenError};
+use crate::login::{self, TelemetryOutcome, TelemetryStatus, Transport};
+use crate::wire;
 
 /// The header carrying a page token: fresh ones on login answers, the current one to renew.
 pub(super) const TOKEN_HEADER: &str = "x-gaitkeeper-token";
@@ -42,11 +43,7 @@ pub struct CaptureCtx {
 }
 
 fn client<'a>(session: &'a Session, ip: &'a mut String) -> Client<'a> {
-    *ip = session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default();
+    *ip = crate::wire::client_ip_text(session);
     let user_agent = session
         .req_header()
         .headers
@@ -214,23 +211,18 @@ impl GaitkeeperProxy {
         }
         session.enable_retry_buffering();
         let deadline = tokio::time::Instant::now() + capture.body_timeout.0;
-        let mut body = Vec::new();
-        loop {
-            let chunk = match tokio::time::timeout_at(deadline, session.read_request_body()).await {
-                Ok(chunk) => chunk?,
-                // A body trickled in slower than the deadline: never forwarded.
-                Err(_) => {
-                    self.unread(ctx, session, login::Unreadable::BodyTimeout);
-                    return Ok(());
-                }
-            };
-            let Some(chunk) = chunk else { break };
-            if body.len() + chunk.len() > limit {
+        let body = match wire::read_body(session, limit, deadline).await? {
+            wire::Body::Whole(body) => body,
+            wire::Body::TooLarge => {
                 self.unread(ctx, session, login::Unreadable::TooLarge);
                 return Ok(());
             }
-            body.extend_from_slice(&chunk);
-        }
+            // A body trickled in slower than the deadline: never forwarded.
+            wire::Body::TimedOut => {
+                self.unread(ctx, session, login::Unreadable::BodyTimeout);
+                return Ok(());
+            }
+        };
 
         let headers = &session.req_header().headers;
         let header_values = |name: http::header::HeaderName| -> Vec<&str> {
@@ -284,12 +276,12 @@ impl GaitkeeperProxy {
         }
 
         let mut issued_ms = None;
-        let (transport, outcome, payload) = match found.len() {
-            0 => (None, "missing", None),
+        let (transport, status, payload) = match found.len() {
+            0 => (None, TelemetryStatus::Missing, None),
             1 => {
                 let (transport, result) = found.pop().expect("one element");
                 match result.and_then(|p| login::read_envelope(&p).map(|e| (p, e))) {
-                    Err(e) => (Some(transport), e.reason(), None),
+                    Err(e) => (Some(transport), TelemetryStatus::Refused(e.reason()), None),
                     Ok((payload, envelope)) => {
                         let mut ip = String::new();
                         let client = client(session, &mut ip);
@@ -310,25 +302,35 @@ impl GaitkeeperProxy {
                                         .or(claims.iatms)
                                         .unwrap_or(claims.iat * 1000 + 999),
                                 );
-                                (Some(transport), "ok", Some(payload))
+                                (Some(transport), TelemetryStatus::Ok, Some(payload))
                             }
-                            Err(e) => (Some(transport), e.reason(), None),
+                            Err(TokenError::Replayed) => {
+                                (Some(transport), TelemetryStatus::Replayed, None)
+                            }
+                            Err(e) => (Some(transport), TelemetryStatus::Refused(e.reason()), None),
                         }
                     }
                 }
             }
             // Telemetry in both the form and a header: conflicting, trust neither.
-            _ => (None, login::ExtractError::Duplicate.reason(), None),
+            _ => (
+                None,
+                TelemetryStatus::Refused(login::ExtractError::Duplicate.reason()),
+                None,
+            ),
         };
         self.metrics
             .telemetry
-            .with_label_values(&[outcome, transport.map(Transport::as_str).unwrap_or("none")])
+            .with_label_values(&[
+                status.code(),
+                transport.map(Transport::as_str).unwrap_or("none"),
+            ])
             .inc();
         ctx.capture.page_ms = issued_ms;
         let record = TelemetryOutcome {
             route: route.name.clone(),
             transport,
-            outcome,
+            status,
             payload,
             issued_ms,
         };

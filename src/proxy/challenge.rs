@@ -10,13 +10,14 @@ use bytes::Bytes;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 
-use super::login::{client_ip, PendingLogin};
+use super::login::PendingLogin;
 use super::{pages, GaitkeeperProxy, RequestCtx};
 use crate::challenge::{
-    challenge_page, check_csrf, csrf_token, message_page, ChallengePage, ExternalLink,
+    challenge_page, check_csrf, csrf_token, message_page, ChallengePage, ExternalLink, TotpError,
     CHALLENGE_CSP, CHALLENGE_CSP_INLINE, CODE_FIELD,
 };
-use crate::decision::{HeldLogin, Inline};
+use crate::decision::{ChallengeResult, HeldLogin, Inline, LoginOutcome};
+use crate::wire::{self, client_ip_text as client_ip};
 
 /// The cookie binding a challenge to the browser it was issued to.
 pub const BINDING_COOKIE: &str = "__gk_challenge";
@@ -61,9 +62,9 @@ impl GaitkeeperProxy {
             .await?;
             return Ok((true, 405));
         }
-        let Some(form) = read_form(session).await? else {
-            pages::write_error_page(session, 413, &ctx.request_id).await?;
-            return Ok((true, 413));
+        let form = match read_form(session, ctx).await? {
+            wire::Body::Whole(form) => form,
+            refused => return unreadable_form(session, ctx, refused).await,
         };
         let Some(held) = self.bound_held(session, &id) else {
             return self.expired(session, ctx).await;
@@ -118,15 +119,15 @@ impl GaitkeeperProxy {
             .verify_totp(&held.user, &secret, &code, sender)
         {
             Ok(()) => self.passed(session, ctx, &id, &held).await,
-            Err(reason) => {
-                tracing::info!(request_id = %ctx.request_id, incident = %held.incident, reason, "challenge code refused");
+            Err(refused) => {
+                tracing::info!(request_id = %ctx.request_id, incident = %held.incident, reason = refused.reason(), "challenge code refused");
                 self.metrics
                     .challenges
                     .with_label_values(&["wrong_code"])
                     .inc();
                 let attempts = held.failed_attempt();
                 let max = self.services.max_attempts();
-                if attempts >= max || reason == "rate_limited" {
+                if attempts >= max || refused == TotpError::RateLimited {
                     return self.challenge_failed(session, ctx, &id).await;
                 }
                 let status = self
@@ -258,8 +259,11 @@ impl GaitkeeperProxy {
         self.services
             .regulator
             .failed_address(&ctx.config.regulation, &client_ip(session));
-        self.services
-            .settle_held(&held, "challenge_failed", "failed");
+        self.services.settle_held(
+            &held,
+            LoginOutcome::ChallengeFailed,
+            ChallengeResult::Failed,
+        );
         pages::respond_blocked(
             session,
             &ctx.config.server.app_name,
@@ -283,7 +287,8 @@ impl GaitkeeperProxy {
     ) -> Result<(bool, u16)> {
         let Some(route) = ctx.config.routes.iter().position(|r| r.name == held.route) else {
             // The route was removed by a reload while the login waited.
-            self.services.settle_held(&held, "failed", "passed");
+            self.services
+                .settle_held(&held, LoginOutcome::Failed, ChallengeResult::Passed);
             return self.expired(session, ctx).await;
         };
         self.metrics.challenges.with_label_values(&["passed"]).inc();
@@ -308,7 +313,7 @@ impl GaitkeeperProxy {
             mode: crate::policy::Mode::Enforce,
             incident: held.incident.clone(),
             client_ip: held.client_ip.clone(),
-            challenge: Some("passed"),
+            challenge: Some(ChallengeResult::Passed),
             succeeded: None,
             device_cookie: cookie(session, crate::challenge::device::COOKIE),
             answer: None,
@@ -332,12 +337,9 @@ impl GaitkeeperProxy {
     ) -> Result<(bool, u16)> {
         let method = session.req_header().method.clone();
         let params = if method == http::Method::POST {
-            match read_form(session).await? {
-                Some(form) => form,
-                None => {
-                    pages::write_error_page(session, 413, &ctx.request_id).await?;
-                    return Ok((true, 413));
-                }
+            match read_form(session, ctx).await? {
+                wire::Body::Whole(form) => form,
+                refused => return unreadable_form(session, ctx, refused).await,
             }
         } else {
             session
@@ -477,18 +479,28 @@ fn inline_mode(session: &Session) -> Option<Inline> {
     })
 }
 
-/// Reads an urlencoded form body of at most [`MAX_FORM_BYTES`]; `None` when larger. Retry
-/// buffering keeps the body for pingora, which must see it to send a replayed login's body.
-async fn read_form(session: &mut Session) -> Result<Option<Vec<u8>>> {
+/// Reads an urlencoded form body of at most [`MAX_FORM_BYTES`], within the login body
+/// deadline (`capture.body_timeout`). Retry buffering keeps the body for pingora, which must
+/// see it to send a replayed login's body.
+async fn read_form(session: &mut Session, ctx: &RequestCtx) -> Result<wire::Body> {
     session.enable_retry_buffering();
-    let mut body = Vec::new();
-    while let Some(chunk) = session.read_request_body().await? {
-        if body.len() + chunk.len() > MAX_FORM_BYTES {
-            return Ok(None);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Some(body))
+    let deadline = tokio::time::Instant::now() + ctx.config.capture.body_timeout.0;
+    wire::read_body(session, MAX_FORM_BYTES, deadline).await
+}
+
+/// Answers a challenge form that was too large (413) or too slow (408).
+async fn unreadable_form(
+    session: &mut Session,
+    ctx: &RequestCtx,
+    refused: wire::Body,
+) -> Result<(bool, u16)> {
+    let status = if refused == wire::Body::TimedOut {
+        408
+    } else {
+        413
+    };
+    pages::write_error_page(session, status, &ctx.request_id).await?;
+    Ok((true, status))
 }
 
 /// One field of an urlencoded body (the first one; these forms are gaitkeeper's own).
@@ -501,14 +513,7 @@ fn field(form: &[u8], name: &str) -> Option<String> {
         if k != name.as_bytes() {
             return None;
         }
-        let v: Vec<u8> = v
-            .iter()
-            .map(|&b| if b == b'+' { b' ' } else { b })
-            .collect();
-        percent_encoding::percent_decode(&v)
-            .decode_utf8()
-            .ok()
-            .map(|s| s.into_owned())
+        String::from_utf8(crate::login::form_decode(v)?).ok()
     })
 }
 

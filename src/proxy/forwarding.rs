@@ -62,8 +62,8 @@ pub(super) fn add_forwarding_headers(
             .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
     });
 
-    if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
-        let ip = client.ip().to_string();
+    if let Some(ip) = crate::wire::client_ip(session) {
+        let ip = ip.to_string();
         let forwarded_for = match upstream_request.headers.get("x-forwarded-for") {
             Some(previous) => match previous.to_str() {
                 Ok(previous) if !previous.trim().is_empty() => {

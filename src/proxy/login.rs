@@ -12,9 +12,9 @@ use pingora::proxy::Session;
 
 use super::{pages, GaitkeeperProxy, RequestCtx};
 use crate::audit::new_incident;
-use crate::decision::{self, HeldLogin};
+use crate::decision::{self, ChallengeResult, HeldLogin, LoginOutcome};
 use crate::features::{self, FeatureVector};
-use crate::login;
+use crate::login::{self, TelemetryStatus};
 use crate::model;
 use crate::policy::{self, Action, Finding, Policy, Verdict};
 use crate::services::Settled;
@@ -34,8 +34,8 @@ pub struct PendingLogin {
     pub mode: policy::Mode,
     pub incident: String,
     pub client_ip: String,
-    /// `passed` when this is a held login replayed after its challenge.
-    pub challenge: Option<&'static str>,
+    /// `Passed` when this is a held login replayed after its challenge.
+    pub challenge: Option<ChallengeResult>,
     /// The app's verdict, once its response header arrived.
     pub succeeded: Option<bool>,
     /// The browser's device cookie as it came, renewed for this user on success.
@@ -59,16 +59,7 @@ pub struct AnswerBody {
     coding: Vec<String>,
 }
 
-/// The client's IP address as text (empty when unknown).
-pub(super) fn client_ip(session: &Session) -> String {
-    session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default()
-}
-
-/// 128 random bits, URL-safe.
+/// 144 random bits (18 bytes), URL-safe base64.
 pub(super) fn random_token() -> String {
     use base64::Engine;
     let bytes: [u8; 18] = rand::random();
@@ -106,7 +97,7 @@ impl GaitkeeperProxy {
         let route = &config.routes[route_index];
         let policy = Policy::resolve(&config.policy, &route.policy);
         let body = ctx.capture.app_body.clone().unwrap_or_default();
-        let ip = client_ip(session);
+        let ip = crate::wire::client_ip_text(session);
         let name = ctx
             .capture
             .name
@@ -191,7 +182,7 @@ impl GaitkeeperProxy {
             self.metrics.risk.observe(risk);
         }
         let incident = new_incident();
-        let settled = |outcome: &'static str, features: Option<FeatureVector>| Settled {
+        let settled = |outcome: LoginOutcome, features: Option<FeatureVector>| Settled {
             route: route.name.clone(),
             login: login.clone(),
             user,
@@ -208,7 +199,8 @@ impl GaitkeeperProxy {
             client_ip: ip.clone(),
         };
         if scored.finding == Finding::ReplayedToken {
-            self.services.alert_replay(&settled("replayed", None));
+            self.services
+                .alert_replay(&settled(LoginOutcome::Replayed, None));
         }
         match verdict.action {
             Action::Allow => {
@@ -235,7 +227,7 @@ impl GaitkeeperProxy {
             }
             Action::Block => {
                 self.services
-                    .settle(settled("blocked", scored.features.clone()));
+                    .settle(settled(LoginOutcome::Blocked, scored.features.clone()));
                 let fresh = self.fresh_token(session, ctx);
                 let json = wants_json(session, ctx);
                 pages::respond_blocked(
@@ -252,7 +244,8 @@ impl GaitkeeperProxy {
                 Ok(true)
             }
             Action::Challenge => {
-                self.services.audit_decision(&settled("challenged", None));
+                self.services
+                    .audit_decision(&settled(LoginOutcome::Challenged, None));
                 let xhr = wants_json(session, ctx);
                 let id = crate::challenge::new_challenge_id();
                 let binding = random_token();
@@ -410,11 +403,17 @@ impl GaitkeeperProxy {
         let Some(outcome) = ctx.capture.telemetry.take() else {
             return unscored(Finding::MissingTelemetry, "missing_telemetry");
         };
-        let payload = match (outcome.outcome, outcome.payload) {
-            ("ok", Some(payload)) => payload,
-            ("missing", _) => return unscored(Finding::MissingTelemetry, "missing_telemetry"),
-            ("replayed", _) => return unscored(Finding::ReplayedToken, "replayed_token"),
-            (reason, _) => return unscored(Finding::InvalidTelemetry, reason),
+        let payload = match (outcome.status, outcome.payload) {
+            (TelemetryStatus::Ok, Some(payload)) => payload,
+            (TelemetryStatus::Ok | TelemetryStatus::Missing, _) => {
+                return unscored(Finding::MissingTelemetry, "missing_telemetry")
+            }
+            (TelemetryStatus::Replayed, _) => {
+                return unscored(Finding::ReplayedToken, "replayed_token")
+            }
+            (TelemetryStatus::Refused(reason), _) => {
+                return unscored(Finding::InvalidTelemetry, reason)
+            }
         };
         let limits = telemetry::Limits {
             max_bytes: ctx.config.capture.max_payload_bytes,
@@ -670,12 +669,14 @@ impl GaitkeeperProxy {
                 &p.client_ip,
             );
         }
+        let outcome = if succeeded {
+            LoginOutcome::Verified
+        } else {
+            LoginOutcome::Failed
+        };
         self.metrics
             .login_outcomes
-            .with_label_values(&[
-                p.route_name.as_str(),
-                if succeeded { "verified" } else { "failed" },
-            ])
+            .with_label_values(&[p.route_name.as_str(), outcome.as_str()])
             .inc();
         self.services.settle(Settled {
             route: p.route_name,
@@ -687,7 +688,7 @@ impl GaitkeeperProxy {
             decision: p.verdict.decision,
             rule: p.verdict.rule,
             mode: p.mode.as_str(),
-            outcome: if succeeded { "verified" } else { "failed" },
+            outcome,
             challenge: p.challenge,
             incident: p.incident,
             request_id: ctx.request_id.clone(),

@@ -284,11 +284,7 @@ impl ProxyHttp for GaitkeeperProxy {
         }
         let req = session.req_header();
         let upstream_ms = ctx.upstream_time.map(millis);
-        let client = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string())
-            .unwrap_or_default();
+        let client = crate::wire::client_ip_text(session);
         tracing::info!(
             target: "gaitkeeper::access",
             method = %req.method,

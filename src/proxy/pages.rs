@@ -6,6 +6,8 @@ use pingora::prelude::*;
 use pingora::proxy::Session;
 use pingora::{ErrorSource, ErrorType};
 
+use crate::wire::escape_html;
+
 /// How a proxying failure is answered and counted.
 pub(super) struct Failure {
     /// Status sent to the client; 0 when the client is gone and nothing can be sent.
@@ -198,7 +200,7 @@ pub(super) async fn respond_unreadable(
         )
         .await;
     }
-    let app = html_escape(app_name);
+    let app = escape_html(app_name);
     let body = Bytes::from(format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>Sign-in refused - {app}</title></head>\n<body style=\"font-family:sans-serif;max-width:40em;margin:3em auto;padding:0 1em;line-height:1.5\">\n<h1>Sign-in refused</h1>\n<p>This sign-in request to {app} could not be read, so it was refused. Please sign in again from the sign-in page.</p>\n<p>If this keeps happening, contact support and give them this reference:</p>\n<p><strong>{incident}</strong></p>\n</body></html>\n"
     ));
@@ -216,26 +218,10 @@ pub(super) async fn respond_unreadable(
 /// The page a blocked login gets: a refusal and the incident reference the support team can
 /// look up (`gaitkeeper audit show`), nothing about why. `incident` is a plain token.
 fn blocked_page(app_name: &str, incident: &str) -> Bytes {
-    let app = html_escape(app_name);
+    let app = escape_html(app_name);
     Bytes::from(format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>Sign-in refused - {app}</title></head>\n<body style=\"font-family:sans-serif;max-width:40em;margin:3em auto;padding:0 1em;line-height:1.5\">\n<h1>Sign-in refused</h1>\n<p>This sign-in attempt to {app} was refused for your protection.</p>\n<p>If this was you, contact support and give them this reference:</p>\n<p><strong>{incident}</strong></p>\n</body></html>\n"
     ))
-}
-
-/// Escapes text for HTML element content and quoted attribute values.
-pub(super) fn html_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// Writes a complete response with extra headers (redirects, cookies); body left out for HEAD.

@@ -549,15 +549,23 @@ impl Gaitkeeper {
     }
 
     /// The value of one metric sample line, e.g. `gaitkeeper_config_reloads_total{result="ok"}`.
+    /// A sample of a labelled metric that has not happened yet is 0; a metric or label that
+    /// gaitkeeper does not define, or a value that does not parse, fails the test (a renamed
+    /// metric must not read as a quiet 0).
     pub async fn metric(&self, sample: &str) -> f64 {
-        self.metrics()
-            .await
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(sample)
-                    .map(|v| v.trim().parse().unwrap_or(0.0))
-            })
-            .unwrap_or(0.0)
+        assert_defined_metric(sample);
+        let text = self.metrics().await;
+        let found = text.lines().find_map(|l| {
+            let value = l.strip_prefix(sample)?.strip_prefix(' ')?;
+            Some(value.trim().parse::<f64>().unwrap_or_else(|e| {
+                panic!("metric sample {sample}: {value:?} is not a number: {e}")
+            }))
+        });
+        match found {
+            Some(value) => value,
+            None if sample.contains('{') => 0.0,
+            None => panic!("no sample {sample} on the admin listener:\n{text}"),
+        }
     }
 }
 
@@ -641,8 +649,65 @@ impl Gaitkeeper {
             .await
             .unwrap()
     }
+
+    /// What gaitkeeper recorded of the last login's telemetry (`ok` or a reason code).
+    pub async fn last_telemetry_outcome(&self) -> String {
+        self.telemetry()
+            .await
+            .last()
+            .and_then(|t| t["outcome"].as_str())
+            .unwrap_or("")
+            .to_string()
+    }
+}
+
+/// URL-safe base64 without padding (page tokens, the telemetry header).
+pub fn b64(bytes: impl AsRef<[u8]>) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// Routes for the echo app's `/page/*` login pages, submitting to `/login` (form) and
 /// `/api/login` (fetch); in shadow mode, so every login reaches the app whatever its telemetry.
 pub const ROUTES: &str = "routes:\n  - name: login\n    page: { paths: [\"/page/*\"], methods: [GET, HEAD] }\n    submit: { path: \"/login\" }\n  - name: api\n    page: { paths: [\"/spa\"] }\n    submit: { path: \"/api/login\" }\npolicy:\n  mode: shadow\n";
+
+/// Fails unless `sample` names a metric, and labels, that `src/metrics.rs` defines.
+pub fn assert_defined_metric(sample: &str) {
+    const DEFINED: &str = include_str!("../../src/metrics.rs");
+    let (family, labels) = sample.split_once('{').unwrap_or((sample, ""));
+    let base = family
+        .strip_prefix("gaitkeeper_")
+        .unwrap_or_else(|| panic!("{sample}: gaitkeeper's metrics start with gaitkeeper_"));
+    let base = ["_count", "_sum", "_bucket"]
+        .iter()
+        .find_map(|suffix| {
+            base.strip_suffix(suffix)
+                .filter(|b| DEFINED.contains(&format!("\"{b}\"")))
+        })
+        .unwrap_or(base);
+    assert!(
+        DEFINED.contains(&format!("\"{base}\"")),
+        "{sample}: src/metrics.rs defines no metric {base:?}"
+    );
+    for pair in labels
+        .trim_end_matches('}')
+        .split(',')
+        .filter(|p| !p.is_empty())
+    {
+        let key = pair.split('=').next().unwrap_or("");
+        assert!(
+            DEFINED.contains(&format!("\"{key}\"")),
+            "{sample}: src/metrics.rs defines no label {key:?}"
+        );
+    }
+}
+
+/// `text` with every `from` replaced by `to`. Fails the test when `from` is not there: an edit
+/// that silently did nothing would test the unedited config.
+pub fn edited(text: &str, from: &str, to: &str) -> String {
+    assert!(
+        text.contains(from),
+        "the text to edit has no {from:?}:\n{text}"
+    );
+    text.replace(from, to)
+}
