@@ -20,9 +20,8 @@ use crate::challenge::{
 };
 use crate::config::Config;
 use crate::decision::{
-    ChallengeResult, HeldDropped, HeldLogin, HeldLogins, LoginOutcome, Regulator,
+    ChallengeResult, HeldDropped, HeldLogin, HeldLogins, LoginAttempt, LoginOutcome, Regulator,
 };
-use crate::features::FeatureVector;
 use crate::inject::PageTokens;
 use crate::learn::{Learner, Recorder, Settle};
 use crate::login::TelemetryInbox;
@@ -34,21 +33,10 @@ use crate::store::{Decision, NewLogin, Outcome, Store, UserKey};
 
 /// One login whose result is known, to be recorded, learnt from and audited.
 pub struct Settled {
-    pub route: String,
-    pub login: String,
-    pub user: UserKey,
-    pub features: Option<FeatureVector>,
-    pub risk: Option<f64>,
-    pub reasons: serde_json::Value,
-    pub decision: Action,
-    pub rule: &'static str,
-    pub mode: &'static str,
+    pub attempt: LoginAttempt,
     pub outcome: LoginOutcome,
     /// How its challenge ended; none when there was no challenge.
     pub challenge: Option<ChallengeResult>,
-    pub incident: String,
-    pub request_id: String,
-    pub client_ip: String,
 }
 
 /// Whether users have a TOTP factor, as read from the store in the last
@@ -368,18 +356,19 @@ impl LoginServices {
 
     /// The audit record of a login decision or outcome.
     pub fn record_of(s: &Settled, kind: &str) -> AuditRecord {
-        let mut r = AuditRecord::new(kind, &s.incident);
-        r.request_id = Some(s.request_id.clone());
-        r.route = Some(s.route.clone());
-        r.user_key = Some(s.user.to_string());
-        r.risk = s.risk;
-        r.reasons = s.reasons.clone();
-        r.decision = Some(s.decision.as_str().to_string());
-        r.policy = Some(s.rule.to_string());
-        r.mode = Some(s.mode.to_string());
+        let a = &s.attempt;
+        let mut r = AuditRecord::new(kind, &a.incident);
+        r.request_id = Some(a.request_id.clone());
+        r.route = Some(a.route.clone());
+        r.user_key = Some(a.user.to_string());
+        r.risk = a.risk;
+        r.reasons = a.reasons.clone();
+        r.decision = Some(a.verdict.decision.as_str().to_string());
+        r.policy = Some(a.verdict.rule.to_string());
+        r.mode = Some(a.mode.as_str().to_string());
         r.outcome = Some(s.outcome.as_str().to_string());
         r.challenge = s.challenge.map(|c| c.as_str().to_string());
-        r.client_ip = Some(s.client_ip.clone());
+        r.client_ip = Some(a.client_ip.clone());
         r
     }
 
@@ -427,7 +416,8 @@ impl LoginServices {
         self.auditor.record(record);
 
         let verified = s.outcome == LoginOutcome::Verified;
-        let features = s.features.as_ref().map(crate::features::to_blob).unwrap_or(
+        let a = s.attempt;
+        let features = a.features.as_ref().map(crate::features::to_blob).unwrap_or(
             crate::features::FeatureBlob {
                 version: crate::features::FEATURE_VERSION,
                 bytes: Vec::new(),
@@ -437,9 +427,9 @@ impl LoginServices {
             new: NewLogin {
                 at: SystemTime::now(),
                 features,
-                risk: s.risk.unwrap_or(0.0),
-                reasons: s.reasons,
-                decision: match s.decision {
+                risk: a.risk.unwrap_or(0.0),
+                reasons: a.reasons,
+                decision: match a.verdict.decision {
                     Action::Allow => Decision::Allow,
                     Action::Challenge => Decision::Challenge,
                     Action::Block => Decision::Block,
@@ -450,9 +440,9 @@ impl LoginServices {
                     Outcome::Failed
                 },
             },
-            login: s.login,
-            features: s.features,
-            request_id: s.request_id,
+            login: a.login,
+            features: a.features,
+            request_id: a.request_id,
         });
     }
 
@@ -483,20 +473,9 @@ impl LoginServices {
     /// Settles a held login whose challenge was failed or expired.
     pub fn settle_held(&self, held: &HeldLogin, outcome: LoginOutcome, challenge: ChallengeResult) {
         self.settle(Settled {
-            route: held.route.clone(),
-            login: held.login.clone(),
-            user: held.user,
-            features: held.features.clone(),
-            risk: held.risk,
-            reasons: held.reasons.clone(),
-            decision: held.verdict.decision,
-            rule: held.verdict.rule,
-            mode: "enforce",
+            attempt: held.attempt.clone(),
             outcome,
             challenge: Some(challenge),
-            incident: held.incident.clone(),
-            request_id: held.request_id.clone(),
-            client_ip: held.client_ip.clone(),
         });
     }
 }

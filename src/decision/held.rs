@@ -11,39 +11,25 @@ use bytes::Bytes;
 use moka::notification::RemovalCause;
 use moka::sync::Cache;
 
-use crate::features::FeatureVector;
-use crate::policy::Verdict;
-use crate::store::UserKey;
-
-use super::HeldDropped;
+use super::{HeldDropped, LoginAttempt};
 
 /// A login waiting for its second factor. Holds the password-bearing body: never logged,
 /// dropped at expiry.
 pub struct HeldLogin {
-    /// The route's name (the config may be reloaded while the login waits).
-    pub route: String,
+    /// The login as judged (its login name is needed to record it and to name the user to
+    /// an external MFA provider).
+    pub attempt: LoginAttempt,
     pub method: http::Method,
     pub uri: http::Uri,
     /// The request headers to replay, in order (hop-by-hop ones already dropped).
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// The body the app receives (telemetry already taken out).
     pub body: Bytes,
-    /// The login name as submitted; needed to record the login and to name the user to an
-    /// external MFA provider.
-    pub login: String,
-    pub user: UserKey,
-    pub features: Option<FeatureVector>,
-    pub risk: Option<f64>,
-    pub reasons: serde_json::Value,
-    pub verdict: Verdict,
     /// The value of the per-browser cookie set with the challenge redirect; the challenge is
     /// only answered from the browser that holds it.
     pub binding: String,
-    pub client_ip: String,
     /// The login was sent with fetch/XHR: challenged with JSON, not a redirect.
     pub xhr: bool,
-    pub incident: String,
-    pub request_id: String,
     attempts: AtomicU32,
     /// Where the challenge is shown inside the page ([`Inline`] as a number; 0: not inline).
     /// Once an inline challenge is passed, the page's script resumes the login itself
@@ -63,22 +49,14 @@ pub enum Inline {
 }
 
 impl HeldLogin {
-    #[allow(clippy::too_many_arguments)]
+    /// Holds `attempt`'s request (its head and the body the app is to receive) for the browser
+    /// holding `binding`.
     pub fn new(
-        route: String,
+        attempt: LoginAttempt,
         request: &http::request::Parts,
         body: Bytes,
-        login: String,
-        user: UserKey,
-        features: Option<FeatureVector>,
-        risk: Option<f64>,
-        reasons: serde_json::Value,
-        verdict: Verdict,
         binding: String,
-        client_ip: String,
         xhr: bool,
-        incident: String,
-        request_id: String,
     ) -> HeldLogin {
         let headers = request
             .headers
@@ -87,22 +65,13 @@ impl HeldLogin {
             .map(|(n, v)| (n.clone(), v.clone()))
             .collect();
         HeldLogin {
-            route,
+            attempt,
             method: request.method.clone(),
             uri: request.uri.clone(),
             headers,
             body,
-            login,
-            user,
-            features,
-            risk,
-            reasons,
-            verdict,
             binding,
-            client_ip,
             xhr,
-            incident,
-            request_id,
             attempts: AtomicU32::new(0),
             inline: AtomicU8::new(0),
             released: AtomicBool::new(false),
@@ -148,7 +117,8 @@ impl HeldLogin {
             .iter()
             .map(|(n, v)| n.as_str().len() + v.len() + 32)
             .sum();
-        let total = 512 + headers + self.body.len() + self.login.len() + self.uri.to_string().len();
+        let total =
+            512 + headers + self.body.len() + self.attempt.login.len() + self.uri.to_string().len();
         u32::try_from(total).unwrap_or(u32::MAX)
     }
 }
@@ -299,6 +269,7 @@ fn plausible_id(id: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::UserKey;
     use std::sync::Mutex;
 
     fn login(body: &[u8]) -> HeldLogin {
@@ -308,24 +279,28 @@ mod tests {
             .body(())
             .unwrap()
             .into_parts();
-        HeldLogin::new(
-            "login".into(),
-            &parts,
-            Bytes::copy_from_slice(body),
-            "alice".into(),
-            UserKey([7; 32]),
-            None,
-            None,
-            serde_json::Value::Null,
-            crate::policy::decide(
+        let attempt = LoginAttempt {
+            route: "login".into(),
+            login: "alice".into(),
+            user: UserKey([7; 32]),
+            client_ip: "127.0.0.1".into(),
+            incident: "GK-TEST".into(),
+            request_id: "req".into(),
+            features: None,
+            risk: None,
+            reasons: serde_json::Value::Null,
+            verdict: crate::policy::decide(
                 &crate::policy::DEFAULT_POLICY,
                 crate::policy::Finding::MissingTelemetry,
             ),
+            mode: crate::policy::Mode::Enforce,
+        };
+        HeldLogin::new(
+            attempt,
+            &parts,
+            Bytes::copy_from_slice(body),
             "binding".into(),
-            "127.0.0.1".into(),
             false,
-            "GK-TEST".into(),
-            "req".into(),
         )
     }
 
@@ -347,7 +322,7 @@ mod tests {
         let dropped = Arc::new(Mutex::new(Vec::new()));
         let seen = dropped.clone();
         let held = HeldLogins::new(4, 1 << 20, Duration::from_millis(50), move |l, why| {
-            seen.lock().unwrap().push((l.incident.clone(), why));
+            seen.lock().unwrap().push((l.attempt.incident.clone(), why));
         });
         for i in 0..10 {
             held.hold(format!("{i:0>24}"), login(b"x"));

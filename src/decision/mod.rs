@@ -5,12 +5,14 @@
 //! failed one (`login_succeeded`). The proxy glue in `proxy::login` and `proxy::challenge`
 //! moves requests; this module keeps the state and the rules. Never logs bodies or names.
 
+mod attempt;
 mod held;
 mod outcome;
 mod regulation;
 
 use pingora::http::ResponseHeader;
 
+pub use attempt::LoginAttempt;
 pub use held::{HeldLogin, HeldLogins, Inline};
 pub use outcome::{ChallengeResult, HeldDropped, LoginOutcome};
 pub use regulation::{RegulationConfig, Regulator};

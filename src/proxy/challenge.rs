@@ -11,7 +11,7 @@ use pingora::prelude::*;
 use pingora::proxy::Session;
 
 use super::login::PendingLogin;
-use super::{pages, GaitkeeperProxy, RequestCtx};
+use super::{pages, GaitkeeperProxy, Handled, RequestCtx};
 use crate::challenge::{
     challenge_page, check_csrf, csrf_token, message_page, ChallengePage, ExternalLink, TotpError,
     CHALLENGE_CSP, CHALLENGE_CSP_INLINE, CODE_FIELD,
@@ -26,14 +26,14 @@ const MAX_FORM_BYTES: usize = 4096;
 const CSRF_FIELD: &str = "csrf";
 
 impl GaitkeeperProxy {
-    /// Answers `{prefix}challenge/{rest}`. `Ok(true)`: answered here; `Ok(false)`: the held
-    /// login was put in place of this request and is to be proxied to the app.
+    /// Answers `{prefix}challenge/{rest}`, or puts the held login in place of this request
+    /// (`Handled::Forward`) to be proxied to the app.
     pub(super) async fn challenge_endpoint(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
         rest: &str,
-    ) -> Result<(bool, u16)> {
+    ) -> Result<Handled> {
         let method = session.req_header().method.clone();
         if rest == "callback" {
             return self.external_callback(session, ctx).await;
@@ -49,7 +49,7 @@ impl GaitkeeperProxy {
                 held.set_inline(how);
             }
             let status = self.show_challenge(session, ctx, &id, &held, None).await?;
-            return Ok((true, status));
+            return Ok(Handled::Answered(status));
         }
         if method != http::Method::POST {
             pages::respond(
@@ -60,7 +60,7 @@ impl GaitkeeperProxy {
                 &ctx.request_id,
             )
             .await?;
-            return Ok((true, 405));
+            return Ok(Handled::Answered(405));
         }
         let form = match read_form(session, ctx).await? {
             wire::Body::Whole(form) => form,
@@ -83,7 +83,7 @@ impl GaitkeeperProxy {
                 .await;
         }
         let code = field(&form, CODE_FIELD).unwrap_or_default();
-        let secret = match self.services.totp_secret(&held.user).await {
+        let secret = match self.services.totp_secret(&held.attempt.user).await {
             Ok(Some(secret)) => secret,
             Ok(None) => {
                 return self
@@ -112,15 +112,17 @@ impl GaitkeeperProxy {
         let device = cookie(session, crate::challenge::device::COOKIE);
         let sender = crate::challenge::totp::Sender {
             address: &address,
-            trusted_device: self.services.trusted_device(device.as_deref(), &held.user),
+            trusted_device: self
+                .services
+                .trusted_device(device.as_deref(), &held.attempt.user),
         };
         match self
             .services
-            .verify_totp(&held.user, &secret, &code, sender)
+            .verify_totp(&held.attempt.user, &secret, &code, sender)
         {
             Ok(()) => self.passed(session, ctx, &id, &held).await,
             Err(refused) => {
-                tracing::info!(request_id = %ctx.request_id, incident = %held.incident, reason = refused.reason(), "challenge code refused");
+                tracing::info!(request_id = %ctx.request_id, incident = %held.attempt.incident, reason = refused.reason(), "challenge code refused");
                 self.metrics
                     .challenges
                     .with_label_values(&["wrong_code"])
@@ -133,7 +135,7 @@ impl GaitkeeperProxy {
                 let status = self
                     .show_challenge(session, ctx, &id, &held, Some(max - attempts))
                     .await?;
-                Ok((true, status))
+                Ok(Handled::Answered(status))
             }
         }
     }
@@ -157,8 +159,14 @@ impl GaitkeeperProxy {
         attempts_left: Option<u32>,
     ) -> Result<u16> {
         let prefix = &ctx.config.server.reserved_prefix.0;
-        let external = self.services.external_url(&held.login, id, session, prefix);
-        let has_totp = self.services.has_totp(&held.user).await.unwrap_or(false);
+        let external = self
+            .services
+            .external_url(&held.attempt.login, id, session, prefix);
+        let has_totp = self
+            .services
+            .has_totp(&held.attempt.user)
+            .await
+            .unwrap_or(false);
         // In the overlay's frame the provider opens in a window of its own: providers refuse
         // to be framed, and the page stays as it is.
         let in_frame = held.inline() == Some(Inline::Frame);
@@ -211,7 +219,7 @@ impl GaitkeeperProxy {
         Ok(status)
     }
 
-    async fn expired(&self, session: &mut Session, ctx: &RequestCtx) -> Result<(bool, u16)> {
+    async fn expired(&self, session: &mut Session, ctx: &RequestCtx) -> Result<Handled> {
         self.message(
             session,
             ctx,
@@ -229,7 +237,7 @@ impl GaitkeeperProxy {
         status: u16,
         title: &str,
         text: &str,
-    ) -> Result<(bool, u16)> {
+    ) -> Result<Handled> {
         let html = message_page(title, text, &ctx.config.server.app_name);
         pages::respond_with(
             session,
@@ -240,7 +248,7 @@ impl GaitkeeperProxy {
             &ctx.request_id,
         )
         .await?;
-        Ok((true, status))
+        Ok(Handled::Answered(status))
     }
 
     /// Too many wrong codes: the held login is dropped, blocked, audited and alerted on.
@@ -249,7 +257,7 @@ impl GaitkeeperProxy {
         session: &mut Session,
         ctx: &RequestCtx,
         id: &str,
-    ) -> Result<(bool, u16)> {
+    ) -> Result<Handled> {
         let Some(held) = self.services.held.take(id) else {
             return self.expired(session, ctx).await;
         };
@@ -267,7 +275,7 @@ impl GaitkeeperProxy {
         pages::respond_blocked(
             session,
             &ctx.config.server.app_name,
-            &held.incident,
+            &held.attempt.incident,
             &ctx.request_id,
             pages::Refusal {
                 json: false,
@@ -275,7 +283,7 @@ impl GaitkeeperProxy {
             },
         )
         .await?;
-        Ok((true, 403))
+        Ok(Handled::Answered(403))
     }
 
     /// Puts the held login in place of this request, to be proxied to the app.
@@ -284,8 +292,13 @@ impl GaitkeeperProxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
         held: Arc<HeldLogin>,
-    ) -> Result<(bool, u16)> {
-        let Some(route) = ctx.config.routes.iter().position(|r| r.name == held.route) else {
+    ) -> Result<Handled> {
+        let Some(route) = ctx
+            .config
+            .routes
+            .iter()
+            .position(|r| r.name == held.attempt.route)
+        else {
             // The route was removed by a reload while the login waited.
             self.services
                 .settle_held(&held, LoginOutcome::Failed, ChallengeResult::Passed);
@@ -303,16 +316,7 @@ impl GaitkeeperProxy {
         ctx.capture.page_route = None;
         ctx.login = Some(PendingLogin {
             route,
-            route_name: held.route.clone(),
-            login: held.login.clone(),
-            user: held.user,
-            features: held.features.clone(),
-            risk: held.risk,
-            reasons: held.reasons.clone(),
-            verdict: held.verdict,
-            mode: crate::policy::Mode::Enforce,
-            incident: held.incident.clone(),
-            client_ip: held.client_ip.clone(),
+            attempt: held.attempt.clone(),
             challenge: Some(ChallengeResult::Passed),
             succeeded: None,
             device_cookie: cookie(session, crate::challenge::device::COOKIE),
@@ -325,7 +329,7 @@ impl GaitkeeperProxy {
                     .unwrap_or_else(|| return_path(&held))
             }),
         });
-        Ok((false, 0))
+        Ok(Handled::Forward)
     }
 
     /// `{prefix}challenge/callback?assertion=JWT` (GET or POST form): the external provider's
@@ -334,7 +338,7 @@ impl GaitkeeperProxy {
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-    ) -> Result<(bool, u16)> {
+    ) -> Result<Handled> {
         let method = session.req_header().method.clone();
         let params = if method == http::Method::POST {
             match read_form(session, ctx).await? {
@@ -380,7 +384,7 @@ impl GaitkeeperProxy {
         };
         // The provider confirmed somebody: it must be the user whose login is held.
         let same_user: bool =
-            subtle::ConstantTimeEq::ct_eq(user.as_bytes(), held.login.as_bytes()).into();
+            subtle::ConstantTimeEq::ct_eq(user.as_bytes(), held.attempt.login.as_bytes()).into();
         if !same_user {
             return self.challenge_failed(session, ctx, &id).await;
         }
@@ -395,7 +399,7 @@ impl GaitkeeperProxy {
         ctx: &mut RequestCtx,
         id: &str,
         held: &HeldLogin,
-    ) -> Result<(bool, u16)> {
+    ) -> Result<Handled> {
         if !held.is_inline() {
             return match self.services.held.take(id) {
                 Some(held) => self.replay(session, ctx, held).await,
@@ -424,24 +428,24 @@ impl GaitkeeperProxy {
             &ctx.request_id,
         )
         .await?;
-        Ok((true, 200))
+        Ok(Handled::Answered(200))
     }
 
     /// `X-Gaitkeeper-Resume: PROOF` on a login submit: the page's script resumes a login whose
     /// challenge it showed and that was passed. The held login takes this request's place and
     /// goes to the app, whose answer — its JSON, its cookies — reaches the page's own code.
-    /// `Ok(true)` when answered here (the proof is unknown, used or from another client).
+    /// Answered here (410) when the proof is unknown, used or from another client.
     pub(super) async fn resume_login(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
         proof: &str,
-    ) -> Result<bool> {
+    ) -> Result<Handled> {
         let held = self
             .services
             .held
             .resume(proof)
-            .filter(|held| held.client_ip == client_ip(session));
+            .filter(|held| held.attempt.client_ip == client_ip(session));
         let Some(held) = held else {
             self.metrics
                 .challenges
@@ -456,15 +460,15 @@ impl GaitkeeperProxy {
                 &ctx.request_id,
             )
             .await?;
-            return Ok(true);
+            return Ok(Handled::Answered(410));
         };
         // The request's own body (normally empty) is not read: the held one replaces it.
-        let (answered, _) = self.replay(session, ctx, held).await?;
+        let handled = self.replay(session, ctx, held).await?;
         if let Some(login) = ctx.login.as_mut() {
             // The page's own code receives the app's answer as it is.
             login.return_to = None;
         }
-        Ok(answered)
+        Ok(handled)
     }
 }
 
@@ -493,14 +497,14 @@ async fn unreadable_form(
     session: &mut Session,
     ctx: &RequestCtx,
     refused: wire::Body,
-) -> Result<(bool, u16)> {
+) -> Result<Handled> {
     let status = if refused == wire::Body::TimedOut {
         408
     } else {
         413
     };
     pages::write_error_page(session, status, &ctx.request_id).await?;
-    Ok((true, status))
+    Ok(Handled::Answered(status))
 }
 
 /// One field of an urlencoded body (the first one; these forms are gaitkeeper's own).

@@ -10,30 +10,22 @@ use bytes::Bytes;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 
-use super::{pages, GaitkeeperProxy, RequestCtx};
+use super::{pages, GaitkeeperProxy, Handled, RequestCtx};
 use crate::audit::new_incident;
-use crate::decision::{self, ChallengeResult, HeldLogin, LoginOutcome};
+use crate::decision::{self, ChallengeResult, HeldLogin, LoginAttempt, LoginOutcome};
 use crate::features::{self, FeatureVector};
 use crate::login::{self, TelemetryStatus};
 use crate::model;
-use crate::policy::{self, Action, Finding, Policy, Verdict};
+use crate::policy::{self, Action, Finding, Policy};
 use crate::services::Settled;
 use crate::store::UserKey;
 use crate::telemetry;
 
 /// A login on its way to the app, waiting for the app's answer to be settled.
 pub struct PendingLogin {
+    /// The route's index in the config snapshot of this request.
     pub route: usize,
-    pub route_name: String,
-    pub login: String,
-    pub user: UserKey,
-    pub features: Option<FeatureVector>,
-    pub risk: Option<f64>,
-    pub reasons: serde_json::Value,
-    pub verdict: Verdict,
-    pub mode: policy::Mode,
-    pub incident: String,
-    pub client_ip: String,
+    pub attempt: LoginAttempt,
     /// `Passed` when this is a held login replayed after its challenge.
     pub challenge: Option<ChallengeResult>,
     /// The app's verdict, once its response header arrived.
@@ -85,14 +77,14 @@ struct Scored {
 }
 
 impl GaitkeeperProxy {
-    /// Decides a login submit whose body capture has read. Returns `Ok(true)` when gaitkeeper
-    /// answered it (challenge or block), `Ok(false)` to forward it.
+    /// Decides a login submit whose body capture has read: answered here (challenge or block)
+    /// or forwarded to the app.
     pub(super) async fn decide_login(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
         route_index: usize,
-    ) -> Result<bool> {
+    ) -> Result<Handled> {
         let config = ctx.config.clone();
         let route = &config.routes[route_index];
         let policy = Policy::resolve(&config.policy, &route.policy);
@@ -182,40 +174,38 @@ impl GaitkeeperProxy {
             self.metrics.risk.observe(risk);
         }
         let incident = new_incident();
-        let settled = |outcome: LoginOutcome, features: Option<FeatureVector>| Settled {
+        let finding = scored.finding;
+        let attempt = LoginAttempt {
             route: route.name.clone(),
-            login: login.clone(),
+            login,
             user,
-            features,
-            risk: scored.risk,
-            reasons: scored.reasons.clone(),
-            decision: verdict.decision,
-            rule: verdict.rule,
-            mode: policy.mode.as_str(),
-            outcome,
-            challenge: None,
+            client_ip: ip,
             incident: incident.clone(),
             request_id: ctx.request_id.clone(),
-            client_ip: ip.clone(),
+            features: scored.features,
+            risk: scored.risk,
+            reasons: scored.reasons,
+            verdict,
+            mode: policy.mode,
         };
-        if scored.finding == Finding::ReplayedToken {
+        // Audited and alerted without the features: what is not learnt is not recorded.
+        let settled = |outcome: LoginOutcome, keep_features: bool| Settled {
+            attempt: LoginAttempt {
+                features: attempt.features.clone().filter(|_| keep_features),
+                ..attempt.clone()
+            },
+            outcome,
+            challenge: None,
+        };
+        if finding == Finding::ReplayedToken {
             self.services
-                .alert_replay(&settled(LoginOutcome::Replayed, None));
+                .alert_replay(&settled(LoginOutcome::Replayed, false));
         }
         match verdict.action {
             Action::Allow => {
                 ctx.login = Some(PendingLogin {
                     route: route_index,
-                    route_name: route.name.clone(),
-                    login,
-                    user,
-                    features: scored.features,
-                    risk: scored.risk,
-                    reasons: scored.reasons,
-                    verdict,
-                    mode: policy.mode,
-                    incident,
-                    client_ip: ip,
+                    attempt,
                     challenge: None,
                     succeeded: None,
                     device_cookie,
@@ -223,11 +213,10 @@ impl GaitkeeperProxy {
                     app_status: None,
                     return_to: None,
                 });
-                Ok(false)
+                Ok(Handled::Forward)
             }
             Action::Block => {
-                self.services
-                    .settle(settled(LoginOutcome::Blocked, scored.features.clone()));
+                self.services.settle(settled(LoginOutcome::Blocked, true));
                 let fresh = self.fresh_token(session, ctx);
                 let json = wants_json(session, ctx);
                 pages::respond_blocked(
@@ -241,29 +230,20 @@ impl GaitkeeperProxy {
                     },
                 )
                 .await?;
-                Ok(true)
+                Ok(Handled::Answered(403))
             }
             Action::Challenge => {
                 self.services
-                    .audit_decision(&settled(LoginOutcome::Challenged, None));
+                    .audit_decision(&settled(LoginOutcome::Challenged, false));
                 let xhr = wants_json(session, ctx);
                 let id = crate::challenge::new_challenge_id();
                 let binding = random_token();
                 let held = HeldLogin::new(
-                    route.name.clone(),
+                    attempt,
                     &session.req_header().as_owned_parts(),
                     body,
-                    login,
-                    user,
-                    scored.features,
-                    scored.risk,
-                    scored.reasons,
-                    verdict,
                     binding.clone(),
-                    ip,
                     xhr,
-                    incident,
-                    ctx.request_id.clone(),
                 );
                 self.services.held.hold(id.clone(), held);
                 self.metrics.challenges.with_label_values(&["issued"]).inc();
@@ -295,6 +275,7 @@ impl GaitkeeperProxy {
                         &ctx.request_id,
                     )
                     .await?;
+                    Ok(Handled::Answered(401))
                 } else {
                     pages::respond_with(
                         session,
@@ -305,8 +286,8 @@ impl GaitkeeperProxy {
                         &ctx.request_id,
                     )
                     .await?;
+                    Ok(Handled::Answered(303))
                 }
-                Ok(true)
             }
         }
     }
@@ -323,7 +304,7 @@ impl GaitkeeperProxy {
         policy: &Policy,
         why: login::Unreadable,
         ip: String,
-    ) -> Result<bool> {
+    ) -> Result<Handled> {
         let config = ctx.config.clone();
         let route = &config.routes[route_index];
         self.metrics
@@ -366,7 +347,7 @@ impl GaitkeeperProxy {
         record.client_ip = Some(ip);
         self.services.audit(record);
         if verdict.action == Action::Allow && why.forwardable() {
-            return Ok(false);
+            return Ok(Handled::Forward);
         }
         let status = if verdict.rule == "regulation" && why.forwardable() {
             403
@@ -387,7 +368,7 @@ impl GaitkeeperProxy {
             },
         )
         .await?;
-        Ok(true)
+        Ok(Handled::Answered(status))
     }
 
     /// Validates the telemetry, extracts features, checks them against the rules (evidence,
@@ -595,7 +576,7 @@ impl GaitkeeperProxy {
             // This browser logged in as the user: their user-wide limits no longer stop it.
             let cookie = self
                 .services
-                .device_cookie(pending.device_cookie.as_deref(), &pending.user);
+                .device_cookie(pending.device_cookie.as_deref(), &pending.attempt.user);
             response.append_header("set-cookie", cookie).ok();
         }
         if let Some(to) = &pending.return_to {
@@ -659,14 +640,15 @@ impl GaitkeeperProxy {
         };
         // No answer from the app (it failed or the client left): the login is not verified.
         let succeeded = p.succeeded.unwrap_or(false);
+        let mut attempt = p.attempt;
         if let Some(status) = p.app_status {
-            self.services.note_answer(&p.route_name, status, succeeded);
+            self.services.note_answer(&attempt.route, status, succeeded);
         }
         if !succeeded {
             self.services.regulator.failed(
                 &ctx.config.regulation,
-                &p.user.to_string(),
-                &p.client_ip,
+                &attempt.user.to_string(),
+                &attempt.client_ip,
             );
         }
         let outcome = if succeeded {
@@ -676,23 +658,14 @@ impl GaitkeeperProxy {
         };
         self.metrics
             .login_outcomes
-            .with_label_values(&[p.route_name.as_str(), outcome.as_str()])
+            .with_label_values(&[attempt.route.as_str(), outcome.as_str()])
             .inc();
+        // The request that reached the app: after a challenge, the replay, not the submit.
+        attempt.request_id = ctx.request_id.clone();
         self.services.settle(Settled {
-            route: p.route_name,
-            login: p.login,
-            user: p.user,
-            features: p.features,
-            risk: p.risk,
-            reasons: p.reasons,
-            decision: p.verdict.decision,
-            rule: p.verdict.rule,
-            mode: p.mode.as_str(),
+            attempt,
             outcome,
             challenge: p.challenge,
-            incident: p.incident,
-            request_id: ctx.request_id.clone(),
-            client_ip: p.client_ip,
         });
     }
 }

@@ -59,6 +59,15 @@ impl GaitkeeperProxy {
     }
 }
 
+/// What a step of the proxy did with a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Handled {
+    /// gaitkeeper answered it itself, with this status.
+    Answered(u16),
+    /// It goes on to the app: a login allowed, or a held login put in its place.
+    Forward,
+}
+
 /// What one request carries through the phases.
 pub struct RequestCtx {
     /// The config as it was when the request began; a reload mid-request does not affect it.
@@ -104,11 +113,10 @@ impl ProxyHttp for GaitkeeperProxy {
             } else if own == "token" {
                 self.renew_token(session, ctx).await?
             } else if let Some(rest) = own.strip_prefix("challenge/") {
-                let (answered, status) = self.challenge_endpoint(session, ctx, rest).await?;
-                if !answered {
-                    return Ok(false);
+                match self.challenge_endpoint(session, ctx, rest).await? {
+                    Handled::Answered(status) => status,
+                    Handled::Forward => return Ok(false),
                 }
-                status
             } else {
                 pages::own_endpoint_not_found(session, &ctx.request_id).await?
             };
@@ -131,11 +139,12 @@ impl ProxyHttp for GaitkeeperProxy {
                 .map(str::to_string);
             if let Some(proof) = resume {
                 // A login whose challenge the page showed, resumed by the page's script.
-                return self.resume_login(session, ctx, &proof).await;
+                let handled = self.resume_login(session, ctx, &proof).await?;
+                return Ok(handled != Handled::Forward);
             }
             self.intercept_login(session, ctx, &config.routes[submit])
                 .await?;
-            if self.decide_login(session, ctx, submit).await? {
+            if let Handled::Answered(_) = self.decide_login(session, ctx, submit).await? {
                 return Ok(true);
             }
         }
