@@ -15,7 +15,7 @@ use pingora::http::ResponseHeader;
 pub use attempt::LoginAttempt;
 pub use held::{HeldLogin, HeldLogins, Inline};
 pub use outcome::{ChallengeResult, HeldDropped, LoginOutcome};
-pub use regulation::{RegulationConfig, Regulator};
+pub use regulation::Regulator;
 
 use crate::config::SuccessSignal;
 

@@ -25,8 +25,8 @@ use crate::inject::{self, PageTokens};
 use crate::login::TelemetryInbox;
 use crate::metrics::Metrics;
 
-pub use crate::paths::{is_reserved_path, normalize_path};
-pub use crate::services::{LoginServices, GAUGE_PERIOD};
+pub use crate::paths::is_reserved_path;
+pub use crate::services::LoginServices;
 
 /// Carries the one-time proof with which the capture script resumes a login whose challenge
 /// it showed inside the page.
