@@ -20,7 +20,7 @@ enum Queued<T> {
 }
 
 /// The request threads' side: queues items, asks for flushes.
-pub struct BatchQueue<T> {
+pub(crate) struct BatchQueue<T> {
     sender: mpsc::Sender<Queued<T>>,
     flush_requested: Arc<Notify>,
 }
@@ -36,7 +36,7 @@ impl<T> Clone for BatchQueue<T> {
 }
 
 /// The worker's side: takes the queued items in batches.
-pub struct Gatherer<T> {
+pub(crate) struct Gatherer<T> {
     inbox: mpsc::Receiver<Queued<T>>,
     flush_requested: Arc<Notify>,
     window: Duration,
@@ -45,7 +45,7 @@ pub struct Gatherer<T> {
 }
 
 /// What a worker gets from [`Gatherer::next`].
-pub enum Next<T> {
+pub(crate) enum Next<T> {
     Batch(Batch<T>),
     /// Nothing arrived within the idle time.
     Idle,
@@ -54,19 +54,19 @@ pub enum Next<T> {
 }
 
 /// Items to handle together, and the flushes to answer once they are handled.
-pub struct Batch<T> {
+pub(crate) struct Batch<T> {
     pub items: Vec<T>,
     flushes: Vec<oneshot::Sender<()>>,
 }
 
 impl<T> Batch<T> {
     /// Whether anyone waits for this batch (a worker may want to finish more work first).
-    pub fn is_flush(&self) -> bool {
+    pub(crate) fn is_flush(&self) -> bool {
         !self.flushes.is_empty()
     }
 
     /// Tells every waiting [`BatchQueue::flush`] that the batch is handled.
-    pub fn answer_flushes(self) {
+    pub(crate) fn answer_flushes(self) {
         for done in self.flushes {
             let _ = done.send(());
         }
@@ -75,7 +75,7 @@ impl<T> Batch<T> {
 
 /// A queue of at most `capacity` items whose worker gathers each batch for up to `window`,
 /// and at most `max_batch` items.
-pub fn queue<T>(
+pub(crate) fn queue<T>(
     capacity: usize,
     window: Duration,
     max_batch: usize,
@@ -99,7 +99,7 @@ pub fn queue<T>(
 
 impl<T> BatchQueue<T> {
     /// Queues an item without waiting; gives it back when the queue is full or the worker gone.
-    pub fn try_push(&self, item: T) -> Result<(), T> {
+    pub(crate) fn try_push(&self, item: T) -> Result<(), T> {
         match self.sender.try_send(Queued::Item(item)) {
             Ok(()) => Ok(()),
             Err(
@@ -113,7 +113,7 @@ impl<T> BatchQueue<T> {
 
     /// Waits until every item queued before this call has been handled (returns at once if
     /// the worker is gone).
-    pub async fn flush(&self) {
+    pub(crate) async fn flush(&self) {
         let (done, wait) = oneshot::channel();
         if self.sender.send(Queued::Flush(done)).await.is_ok() {
             self.flush_requested.notify_one();
@@ -125,7 +125,7 @@ impl<T> BatchQueue<T> {
 impl<T> Gatherer<T> {
     /// The next batch: waits for a first item (at most `idle`, if given), then gathers. Nothing
     /// received is lost if the caller drops this future while it waits for the first item.
-    pub async fn next(&mut self, idle: Option<Duration>) -> Next<T> {
+    pub(crate) async fn next(&mut self, idle: Option<Duration>) -> Next<T> {
         let first = match idle {
             Some(idle) => match tokio::time::timeout(idle, self.inbox.recv()).await {
                 Ok(first) => first,

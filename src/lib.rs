@@ -1,7 +1,8 @@
 //! gaitkeeper: a reverse proxy that adds behavioural biometrics to the login of an existing
 //! web app without touching the app's code.
 //!
-//! The modules follow a request through the product:
+//! The modules follow a request through the product, and each imports only the layers below
+//! it (docs/architecture.md, "Layers"; `tests/layers.rs` checks it):
 //! `config` (what the operator asked for) → `proxy` (pingora phases, delegating to stages) →
 //! `inject` (capture script into login pages, page tokens) → `login` (telemetry taken out of
 //! the login submit) → `telemetry` (validate the payload) → `features` (one vector per login)
@@ -12,9 +13,14 @@
 //! `alert` (signed webhooks to the security team) → `store` (per-user profiles on disk) and
 //! `cache` (fitted models in memory), kept up to date by `learn` (verified logins → model
 //! updates and refits, the global model) → `admin` (health, metrics, the `users` commands).
-//! `batch` is the queue the background workers (audit, learn) take their work from in batches.
-//! `files` keeps what gaitkeeper writes private to its user. `server` wires them into a
-//! process; `eval` runs the scoring stages on public data.
+//! Below them all: `metrics` (the Prometheus registry), `runtime` (background threads and
+//! timers), `paths` and `wire` (how a request is read), `batch` and `files`. `services`
+//! assembles the stages from the config; `server` starts the listeners around them; `eval`
+//! runs the scoring stages on public data.
+//!
+//! The public modules are what the `gaitkeeper` binary, the integration tests, the
+//! benchmarks and the fuzz targets use; the proxy glue, the assembly and the helpers under
+//! it are crate-private.
 
 pub mod admin;
 pub mod alert;

@@ -7,7 +7,7 @@
 /// Apps differ in how they read a path: some decode `%5F` to `_`, merge `//`, resolve `/./`
 /// and `/../`, treat `\` as `/` or ignore case. Any spelling that some app could read as a
 /// reserved path counts as reserved, so it is answered by gaitkeeper and never forwarded.
-pub fn is_reserved_path(path: &str, prefix: &str) -> bool {
+pub(crate) fn is_reserved_path(path: &str, prefix: &str) -> bool {
     let bare_prefix = &prefix[..prefix.len() - 1];
     let plain = !path.contains(['%', '\\']) && !path.contains("//") && !path.contains("/.");
     if plain {
@@ -24,7 +24,7 @@ fn starts_with_ignore_case(text: &str, prefix: &str) -> bool {
 
 /// Decodes percent-escapes (repeatedly, against double encoding), maps `\` to `/`, and
 /// resolves empty, `.` and `..` segments.
-pub fn normalize_path(path: &str) -> String {
+pub(crate) fn normalize_path(path: &str) -> String {
     let mut decoded = path.to_string();
     for _ in 0..3 {
         let next = percent_encoding::percent_decode_str(&decoded)

@@ -30,7 +30,7 @@ pub enum BackgroundPriority {
 static BACKGROUND_PRIORITY: AtomicU8 = AtomicU8::new(BackgroundPriority::Idle as u8);
 
 /// Sets the priority [`lower_thread_priority`] applies from now on.
-pub fn set_background_priority(priority: BackgroundPriority) {
+pub(crate) fn set_background_priority(priority: BackgroundPriority) {
     BACKGROUND_PRIORITY.store(priority as u8, Ordering::Relaxed);
 }
 
@@ -44,7 +44,7 @@ pub fn set_background_priority(priority: BackgroundPriority) {
 /// fell from ~1.3–1.4 ms to ~0.65–0.8 ms. Any thread may lower itself to `SCHED_IDLE` without
 /// privileges; should the kernel refuse anyway (a seccomp filter), nice +10 is the fallback.
 /// `low`: nice +10 only, which keeps background work going under overload.
-pub fn lower_thread_priority() {
+pub(crate) fn lower_thread_priority() {
     let idle = BACKGROUND_PRIORITY.load(Ordering::Relaxed) == BackgroundPriority::Idle as u8;
     // SAFETY: plain syscalls on the calling thread (pid 0 / its own tid); failure only leaves
     // the priority as it was.
@@ -60,8 +60,12 @@ pub fn lower_thread_priority() {
 /// Runs `job` on `owner` at once and then every `period` on the runtime `on`, until the last
 /// strong reference to `owner` is dropped (the task holds only a weak one). A tick missed
 /// while a job ran is not made up for.
-pub fn spawn_every<T, F, Fut>(on: &tokio::runtime::Handle, owner: &Arc<T>, period: Duration, job: F)
-where
+pub(crate) fn spawn_every<T, F, Fut>(
+    on: &tokio::runtime::Handle,
+    owner: &Arc<T>,
+    period: Duration,
+    job: F,
+) where
     T: Send + Sync + 'static,
     F: Fn(Arc<T>) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send,
@@ -81,7 +85,7 @@ where
 }
 
 /// `2026-11-24 21:00:05 UTC`, without a date-time dependency.
-pub fn utc(at: SystemTime) -> String {
+pub(crate) fn utc(at: SystemTime) -> String {
     let secs = at
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -481,7 +481,7 @@ impl LoginServices {
 }
 
 /// Answered logins of a route without any success after which gaitkeeper warns.
-pub const NO_SUCCESS_AFTER: u64 = 20;
+pub(crate) const NO_SUCCESS_AFTER: u64 = 20;
 
 /// What one route's login answers looked like.
 #[derive(Default)]
@@ -493,7 +493,7 @@ pub struct RouteAnswers {
 }
 
 /// How often the gauges that need counting (held logins, the page-token replay memory) are set.
-pub const GAUGE_PERIOD: Duration = Duration::from_secs(5);
+pub(crate) const GAUGE_PERIOD: Duration = Duration::from_secs(5);
 
 /// Logins remembered across all users for replay detection (a few hundred bytes each).
 const POPULATION_MEMORY: usize = 50_000;
@@ -514,7 +514,7 @@ pub enum AssembleError {
 }
 
 /// The services of one running gaitkeeper, built from its config; the listeners borrow from it.
-pub struct Assembly {
+pub(crate) struct Assembly {
     /// gaitkeeper's own runtime: the store, learning, audit and alert workers run on it.
     pub background: tokio::runtime::Runtime,
     pub services: Arc<LoginServices>,
@@ -526,7 +526,7 @@ pub struct Assembly {
 
 impl Assembly {
     /// Opens the store (creating or migrating it) and starts every background worker.
-    pub fn build(config: &Config, metrics: Arc<Metrics>) -> Result<Assembly, AssembleError> {
+    pub(crate) fn build(config: &Config, metrics: Arc<Metrics>) -> Result<Assembly, AssembleError> {
         let (background, store) = open_store(config)?;
         let inbox = Arc::new(TelemetryInbox::new(config.admin.debug_telemetry));
         if config.admin.debug_telemetry {
@@ -624,7 +624,7 @@ impl Assembly {
 
     /// Lets recording, learning and audit work already handed off finish, then stops the
     /// background runtime (waiting at most `grace` for its tasks).
-    pub fn shutdown(self, grace: Duration) {
+    pub(crate) fn shutdown(self, grace: Duration) {
         self.background.block_on(self.recorder.flush());
         self.background.block_on(self.auditor.flush());
         self.background.shutdown_timeout(grace);

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use pingora::protocols::http::ServerSession;
 
 /// The address of the connection's peer (the client, or the load balancer in front).
-pub fn client_ip(session: &ServerSession) -> Option<IpAddr> {
+pub(crate) fn client_ip(session: &ServerSession) -> Option<IpAddr> {
     session
         .client_addr()
         .and_then(|a| a.as_inet())
@@ -15,7 +15,7 @@ pub fn client_ip(session: &ServerSession) -> Option<IpAddr> {
 }
 
 /// [`client_ip`] as text, empty when unknown (a Unix socket).
-pub fn client_ip_text(session: &ServerSession) -> String {
+pub(crate) fn client_ip_text(session: &ServerSession) -> String {
     client_ip(session)
         .map(|ip| ip.to_string())
         .unwrap_or_default()
@@ -23,7 +23,7 @@ pub fn client_ip_text(session: &ServerSession) -> String {
 
 /// A request body, read as far as its bounds allow.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Body {
+pub(crate) enum Body {
     Whole(Vec<u8>),
     /// More than the limit was sent; what was read is dropped.
     TooLarge,
@@ -32,7 +32,7 @@ pub enum Body {
 }
 
 /// Reads the request body whole: at most `max` bytes, all of it before `deadline`.
-pub async fn read_body(
+pub(crate) async fn read_body(
     session: &mut ServerSession,
     max: usize,
     deadline: tokio::time::Instant,
@@ -54,7 +54,7 @@ pub async fn read_body(
 }
 
 /// HTML-escapes text for element content and double- or single-quoted attribute values.
-pub fn escape_html(text: &str) -> String {
+pub(crate) fn escape_html(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

@@ -11,9 +11,9 @@ use crate::policy::{self, Finding, Policy};
 use crate::services::LoginServices;
 
 /// Largest request body read.
-pub const MAX_BODY: usize = 16 * 1024;
+pub(super) const MAX_BODY: usize = 16 * 1024;
 /// Longest wait for that body: the admin listener has one thread, a stalled client must not hold it.
-pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub(super) const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Deserialize)]
 struct Request {
@@ -25,7 +25,7 @@ struct Request {
 }
 
 /// Answers one analyze request: (HTTP status, JSON body).
-pub async fn analyze(
+pub(super) async fn analyze(
     body: &[u8],
     config: &crate::config::Config,
     services: &LoginServices,

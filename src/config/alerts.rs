@@ -72,26 +72,26 @@ pub struct WebhookConfig {
 mod defaults {
     use super::*;
 
-    pub fn events() -> Vec<AlertEvent> {
+    pub(super) fn events() -> Vec<AlertEvent> {
         vec![
             AlertEvent::Block,
             AlertEvent::ChallengeFailed,
             AlertEvent::Replay,
         ]
     }
-    pub fn timeout() -> HumanDuration {
+    pub(super) fn timeout() -> HumanDuration {
         HumanDuration::secs(5)
     }
-    pub fn max_attempts() -> u32 {
+    pub(super) fn max_attempts() -> u32 {
         5
     }
-    pub fn backoff() -> HumanDuration {
+    pub(super) fn backoff() -> HumanDuration {
         HumanDuration::secs(1)
     }
-    pub fn throttle() -> HumanDuration {
+    pub(super) fn throttle() -> HumanDuration {
         HumanDuration::secs(300)
     }
-    pub fn queue() -> usize {
+    pub(super) fn queue() -> usize {
         1024
     }
 }

@@ -60,13 +60,13 @@ pub enum AuditStream {
 mod defaults {
     use super::*;
 
-    pub fn max_spool_mb() -> u32 {
+    pub(super) fn max_spool_mb() -> u32 {
         256
     }
-    pub fn queue() -> usize {
+    pub(super) fn queue() -> usize {
         4096
     }
-    pub fn retry() -> HumanDuration {
+    pub(super) fn retry() -> HumanDuration {
         HumanDuration::secs(2)
     }
 }

@@ -91,19 +91,19 @@ impl LearnConfig {
 mod defaults {
     use crate::config::HumanDuration;
 
-    pub fn window() -> u32 {
+    pub(super) fn window() -> u32 {
         50
     }
-    pub fn refit_every() -> u32 {
+    pub(super) fn refit_every() -> u32 {
         50
     }
-    pub fn global_retrain() -> HumanDuration {
+    pub(super) fn global_retrain() -> HumanDuration {
         HumanDuration::secs(60 * 60)
     }
-    pub fn global_min_users() -> u32 {
+    pub(super) fn global_min_users() -> u32 {
         10
     }
-    pub fn global_min_logins_per_user() -> u32 {
+    pub(super) fn global_min_logins_per_user() -> u32 {
         10
     }
 }

@@ -77,28 +77,28 @@ impl Default for TotpConfig {
 mod defaults {
     use super::*;
 
-    pub fn yes() -> bool {
+    pub(super) fn yes() -> bool {
         true
     }
-    pub fn max_attempts() -> u32 {
+    pub(super) fn max_attempts() -> u32 {
         5
     }
-    pub fn challenge_ttl() -> HumanDuration {
+    pub(super) fn challenge_ttl() -> HumanDuration {
         HumanDuration::secs(5 * 60)
     }
-    pub fn max_held() -> usize {
+    pub(super) fn max_held() -> usize {
         10_000
     }
-    pub fn max_held_bytes() -> usize {
+    pub(super) fn max_held_bytes() -> usize {
         64 << 20
     }
-    pub fn name() -> String {
+    pub(super) fn name() -> String {
         "your organisation's sign-in".to_string()
     }
-    pub fn audience() -> String {
+    pub(super) fn audience() -> String {
         "gaitkeeper".to_string()
     }
-    pub fn leeway() -> HumanDuration {
+    pub(super) fn leeway() -> HumanDuration {
         HumanDuration::secs(30)
     }
 }

@@ -99,99 +99,99 @@ pub struct Config {
 mod defaults {
     use super::*;
 
-    pub fn listen() -> Vec<ListenAddr> {
+    pub(super) fn listen() -> Vec<ListenAddr> {
         vec![ListenAddr("0.0.0.0:8080".parse().expect("valid literal"))]
     }
-    pub fn admin_listen() -> ListenAddr {
+    pub(super) fn admin_listen() -> ListenAddr {
         ListenAddr("127.0.0.1:9090".parse().expect("valid literal"))
     }
-    pub fn yes() -> bool {
+    pub(super) fn yes() -> bool {
         true
     }
-    pub fn connect_timeout() -> HumanDuration {
+    pub(super) fn connect_timeout() -> HumanDuration {
         HumanDuration::secs(3)
     }
-    pub fn read_timeout() -> HumanDuration {
+    pub(super) fn read_timeout() -> HumanDuration {
         HumanDuration::secs(30)
     }
-    pub fn write_timeout() -> HumanDuration {
+    pub(super) fn write_timeout() -> HumanDuration {
         HumanDuration::secs(30)
     }
-    pub fn idle_timeout() -> HumanDuration {
+    pub(super) fn idle_timeout() -> HumanDuration {
         HumanDuration::secs(60)
     }
-    pub fn grace_period() -> HumanDuration {
+    pub(super) fn grace_period() -> HumanDuration {
         HumanDuration::secs(10)
     }
-    pub fn threads() -> usize {
+    pub(super) fn threads() -> usize {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
     }
-    pub fn reserved_prefix() -> PathPrefix {
+    pub(super) fn reserved_prefix() -> PathPrefix {
         PathPrefix("/__gk/".to_string())
     }
-    pub fn data_dir() -> PathBuf {
+    pub(super) fn data_dir() -> PathBuf {
         PathBuf::from("gaitkeeper-data")
     }
-    pub fn app_name() -> String {
+    pub(super) fn app_name() -> String {
         "this application".to_string()
     }
-    pub fn page_methods() -> Vec<String> {
+    pub(super) fn page_methods() -> Vec<String> {
         vec!["GET".to_string()]
     }
-    pub fn page_content_types() -> Vec<String> {
+    pub(super) fn page_content_types() -> Vec<String> {
         vec!["text/html".to_string(), "application/xhtml+xml".to_string()]
     }
-    pub fn username_field() -> String {
+    pub(super) fn username_field() -> String {
         "username".into()
     }
-    pub fn success_status() -> Vec<u16> {
+    pub(super) fn success_status() -> Vec<u16> {
         vec![301, 302, 303, 307, 308]
     }
-    pub fn submit_method() -> String {
+    pub(super) fn submit_method() -> String {
         "POST".to_string()
     }
-    pub fn capture_field() -> String {
+    pub(super) fn capture_field() -> String {
         "__gk".to_string()
     }
-    pub fn capture_header() -> String {
+    pub(super) fn capture_header() -> String {
         "X-Gaitkeeper-Telemetry".to_string()
     }
-    pub fn token_ttl() -> HumanDuration {
+    pub(super) fn token_ttl() -> HumanDuration {
         HumanDuration::secs(600)
     }
-    pub fn max_payload_bytes() -> usize {
+    pub(super) fn max_payload_bytes() -> usize {
         64 * 1024
     }
-    pub fn max_login_body_bytes() -> usize {
+    pub(super) fn max_login_body_bytes() -> usize {
         64 * 1024
     }
-    pub fn body_timeout() -> HumanDuration {
+    pub(super) fn body_timeout() -> HumanDuration {
         HumanDuration::secs(10)
     }
-    pub fn timeline_slack() -> HumanDuration {
+    pub(super) fn timeline_slack() -> HumanDuration {
         HumanDuration::secs(1)
     }
-    pub fn normalize() -> Vec<NameNormalization> {
+    pub(super) fn normalize() -> Vec<NameNormalization> {
         vec![NameNormalization::Trim, NameNormalization::Nfkc]
     }
-    pub fn enrollment_logins() -> u32 {
+    pub(super) fn enrollment_logins() -> u32 {
         5
     }
-    pub fn retention() -> RetentionPeriod {
+    pub(super) fn retention() -> RetentionPeriod {
         RetentionPeriod::days(90)
     }
-    pub fn cache_mb() -> u32 {
+    pub(super) fn cache_mb() -> u32 {
         64
     }
-    pub fn cache_idle() -> HumanDuration {
+    pub(super) fn cache_idle() -> HumanDuration {
         HumanDuration::secs(30 * 60)
     }
-    pub fn store_max_connections() -> u32 {
+    pub(super) fn store_max_connections() -> u32 {
         8
     }
-    pub fn busy_timeout() -> HumanDuration {
+    pub(super) fn busy_timeout() -> HumanDuration {
         HumanDuration::secs(5)
     }
 }

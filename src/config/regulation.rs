@@ -33,22 +33,22 @@ pub struct RegulationConfig {
 
 mod defaults {
     use super::*;
-    pub fn max_failures_per_user() -> u32 {
+    pub(super) fn max_failures_per_user() -> u32 {
         5
     }
-    pub fn max_failures_per_ip() -> u32 {
+    pub(super) fn max_failures_per_ip() -> u32 {
         20
     }
-    pub fn window() -> HumanDuration {
+    pub(super) fn window() -> HumanDuration {
         HumanDuration(std::time::Duration::from_secs(600))
     }
-    pub fn ban() -> HumanDuration {
+    pub(super) fn ban() -> HumanDuration {
         HumanDuration(std::time::Duration::from_secs(900))
     }
-    pub fn action() -> Action {
+    pub(super) fn action() -> Action {
         Action::Challenge
     }
-    pub fn max_tracked() -> u64 {
+    pub(super) fn max_tracked() -> u64 {
         100_000
     }
 }

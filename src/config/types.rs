@@ -228,7 +228,7 @@ pub struct Secret(Vec<u8>);
 /// Where a secret's value is read from.
 #[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum SecretSource {
+pub(super) enum SecretSource {
     /// The name of an environment variable holding the secret.
     Env(String),
     /// A file holding the secret (surrounding whitespace is ignored).
@@ -236,7 +236,7 @@ pub enum SecretSource {
 }
 
 /// Secrets shorter than this are rejected: they sign tokens and key user identifiers.
-pub const MIN_SECRET_BYTES: usize = 32;
+pub(super) const MIN_SECRET_BYTES: usize = 32;
 const MAX_SECRET_BYTES: usize = 4096;
 
 impl Secret {

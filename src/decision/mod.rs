@@ -12,16 +12,16 @@ mod regulation;
 
 use pingora::http::ResponseHeader;
 
-pub use attempt::LoginAttempt;
-pub use held::{HeldLogin, HeldLogins, Inline};
-pub use outcome::{ChallengeResult, HeldDropped, LoginOutcome};
-pub use regulation::Regulator;
+pub(crate) use attempt::LoginAttempt;
+pub(crate) use held::{HeldLogin, HeldLogins, Inline};
+pub(crate) use outcome::{ChallengeResult, HeldDropped, LoginOutcome};
+pub(crate) use regulation::Regulator;
 
 use crate::config::SuccessSignal;
 
 /// Whether a JSON answer body meets the signal's body conditions (`json_pointer_present`,
 /// `json_equals`). A body that is not JSON meets none.
-pub fn body_succeeded(signal: &SuccessSignal, body: &[u8]) -> bool {
+pub(crate) fn body_succeeded(signal: &SuccessSignal, body: &[u8]) -> bool {
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
         return false;
     };
@@ -39,7 +39,7 @@ pub fn body_succeeded(signal: &SuccessSignal, body: &[u8]) -> bool {
 /// Whether the app's response to a login submit shows a successful login, by the route's
 /// `success` signal: every configured condition on the header (status, `Location`, cookie)
 /// must hold; conditions on the body are [`body_succeeded`]'s.
-pub fn login_succeeded(signal: &SuccessSignal, response: &ResponseHeader) -> bool {
+pub(crate) fn login_succeeded(signal: &SuccessSignal, response: &ResponseHeader) -> bool {
     if !signal.status.contains(&response.status.as_u16()) {
         return false;
     }

@@ -12,7 +12,7 @@ use moka::sync::Cache;
 
 use crate::policy::Action;
 
-pub use crate::config::RegulationConfig;
+pub(super) use crate::config::RegulationConfig;
 
 /// Failure counters and bans. Cheap to share behind an `Arc`.
 pub struct Regulator {

@@ -14,16 +14,16 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 
 /// The raw 16 random bytes of a token id.
-pub type TokenId = [u8; 16];
+pub(super) type TokenId = [u8; 16];
 
 /// Most token ids remembered at once. At the default 10-minute token lifetime this covers
 /// about 1,600 logins per second.
-pub const CAPACITY: usize = 1_000_000;
+pub(super) const CAPACITY: usize = 1_000_000;
 /// Ids are grouped by expiry in buckets this many seconds wide.
 const BUCKET_SECS: u64 = 10;
 const SHARDS: usize = 16;
 
-pub struct UsedIds {
+pub(super) struct UsedIds {
     shards: Vec<Mutex<Shard>>,
     per_shard: usize,
 }
@@ -36,7 +36,7 @@ struct Shard {
 }
 
 impl UsedIds {
-    pub fn new(capacity: usize) -> UsedIds {
+    pub(super) fn new(capacity: usize) -> UsedIds {
         UsedIds {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             per_shard: capacity.div_ceil(SHARDS).max(1),
@@ -45,7 +45,7 @@ impl UsedIds {
 
     /// Marks `id` used until `forget_after` (seconds since the epoch; it must already include
     /// any leeway). Returns false if it was used before: a replay. `now` is the current time.
-    pub fn first_use(&self, id: TokenId, forget_after: u64, now: u64) -> bool {
+    pub(super) fn first_use(&self, id: TokenId, forget_after: u64, now: u64) -> bool {
         let mut shard = self.shards[usize::from(id[0]) % SHARDS]
             .lock()
             .unwrap_or_else(|p| p.into_inner());
@@ -66,7 +66,7 @@ impl UsedIds {
     }
 
     /// Whether `id` was used (and is still remembered) at `now`, without marking it.
-    pub fn was_used(&self, id: TokenId, now: u64) -> bool {
+    pub(super) fn was_used(&self, id: TokenId, now: u64) -> bool {
         let mut shard = self.shards[usize::from(id[0]) % SHARDS]
             .lock()
             .unwrap_or_else(|p| p.into_inner());
@@ -76,7 +76,7 @@ impl UsedIds {
 
     /// How many ids are remembered at `now` (forgetting those expired in every shard: a shard
     /// nobody used for a while still holds them).
-    pub fn count(&self, now: u64) -> usize {
+    pub(super) fn count(&self, now: u64) -> usize {
         self.shards
             .iter()
             .map(|s| {

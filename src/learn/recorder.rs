@@ -17,11 +17,11 @@ use crate::learn::Learner;
 use crate::store::{NewLogin, Outcome, Store};
 
 /// Most logins waiting to be recorded.
-pub const MAX_QUEUED: usize = 10_000;
+pub(super) const MAX_QUEUED: usize = 10_000;
 /// Most logins recorded in one transaction.
-pub const MAX_BATCH: usize = 512;
+pub(super) const MAX_BATCH: usize = 512;
 /// How long the worker gathers logins into a batch before writing it.
-pub const GATHER: std::time::Duration = std::time::Duration::from_millis(200);
+pub(super) const GATHER: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// A login whose outcome is known, to be recorded (and learnt from, if verified).
 pub struct Settle {

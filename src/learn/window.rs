@@ -32,7 +32,7 @@ struct Row {
 
 /// Running statistics over the last logins of one user.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Window {
+pub(super) struct Window {
     layout: Layout,
     /// Oldest first.
     rows: VecDeque<Row>,
@@ -47,7 +47,7 @@ pub struct Window {
 
 impl Window {
     /// An empty window for `layout`.
-    pub fn new(layout: Layout) -> Window {
+    pub(super) fn new(layout: Layout) -> Window {
         let dims = layout.dims();
         Window {
             layout,
@@ -60,7 +60,7 @@ impl Window {
     }
 
     /// The window a full refit gives: `logins` (oldest first), the last `window` of them.
-    pub fn fit(logins: &[FeatureVector], window: usize) -> Window {
+    pub(super) fn fit(logins: &[FeatureVector], window: usize) -> Window {
         let logins = &logins[logins.len().saturating_sub(window)..];
         let mut w = Window::new(Layout::fit(logins));
         for fv in logins {
@@ -71,7 +71,7 @@ impl Window {
     }
 
     /// The window a user's first login starts.
-    pub fn first(fv: &FeatureVector) -> Window {
+    pub(super) fn first(fv: &FeatureVector) -> Window {
         Window::new(Layout {
             password_len: usize::from(clean_len(fv)),
         })
@@ -80,7 +80,7 @@ impl Window {
     /// Whether a login with exactly these features (bit for bit, in this layout) is already in
     /// the window: then a refit that ran between the caller recording the login and learning
     /// from it took it in already, and it must not count twice.
-    pub fn contains(&self, fv: &FeatureVector) -> bool {
+    pub(super) fn contains(&self, fv: &FeatureVector) -> bool {
         let x = input::of(fv, &self.layout);
         let bits = |v: f64| (v as f32).to_bits();
         self.rows.iter().rev().any(|r| {
@@ -91,7 +91,7 @@ impl Window {
     /// Adds a login, dropping the oldest beyond `window`. Returns false when the logins now in
     /// the window call for another layout (the user's usual password length changed): only a
     /// refit can rebuild the rows then.
-    pub fn push(&mut self, fv: &FeatureVector, window: usize) -> bool {
+    pub(super) fn push(&mut self, fv: &FeatureVector, window: usize) -> bool {
         let clean_len = clean_len(fv);
         let x: Vec<f32> = input::of(fv, &self.layout)
             .into_iter()
@@ -150,7 +150,7 @@ impl Window {
 
     /// The user's detectors from the window, with `population`'s spreads as the prior: the
     /// same arithmetic as [`UserModel::fit`], from the running statistics.
-    pub fn model(&self, population: &Population) -> UserModel {
+    pub(super) fn model(&self, population: &Population) -> UserModel {
         let dims = self.layout.dims();
         let (mut mean, mut mad, mut spread) =
             (vec![f32::NAN; dims], vec![0f32; dims], vec![0f32; dims]);
@@ -197,7 +197,7 @@ impl Window {
     }
 
     /// Approximate memory of the window (for cache weights).
-    pub fn approx_bytes(&self) -> usize {
+    pub(super) fn approx_bytes(&self) -> usize {
         128 + self.layout.dims() * (20 + 4 * self.rows.len())
     }
 
@@ -249,7 +249,10 @@ const HEADER: usize = MAGIC.len() + 1 + 4;
 
 /// The stored form: header, the model's length, the model, then the window. The model comes
 /// first so that loading it for scoring never decodes the window.
-pub fn encode(model: &UserModel, window: &Window) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+pub(super) fn encode(
+    model: &UserModel,
+    window: &Window,
+) -> Result<Vec<u8>, rmp_serde::encode::Error> {
     let model = rmp_serde::to_vec(model)?;
     let window = rmp_serde::to_vec(window)?;
     let mut blob = Vec::with_capacity(HEADER + model.len() + window.len());
@@ -280,7 +283,7 @@ fn split(stored: &StoredModel) -> Option<(&[u8], &[u8])> {
 
 /// The model to score with, if the stored model is one this gaitkeeper can use as it is (not
 /// one of features version 1: its window is, see [`decode_window`]).
-pub fn decode_model(stored: &StoredModel) -> Option<UserModel> {
+pub(super) fn decode_model(stored: &StoredModel) -> Option<UserModel> {
     if stored.feature_version != FEATURE_VERSION {
         return None;
     }
@@ -291,7 +294,7 @@ pub fn decode_model(stored: &StoredModel) -> Option<UserModel> {
 
 /// The learning state, if the stored model is one this gaitkeeper can continue (one of
 /// features version 1 is widened to today's model space).
-pub fn decode_window(stored: &StoredModel) -> Option<Window> {
+pub(super) fn decode_window(stored: &StoredModel) -> Option<Window> {
     let (_, window) = split(stored)?;
     let mut window: Window = rmp_serde::from_slice(window).ok()?;
     if stored.feature_version != FEATURE_VERSION {

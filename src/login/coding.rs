@@ -11,7 +11,11 @@ const MAX_LAYERS: usize = 2;
 
 /// The body with every listed coding undone, or `None` when it has none (or only
 /// `identity`). `values` are the `Content-Encoding` header values in order.
-pub fn decode(values: &[&str], body: &[u8], limit: usize) -> Result<Option<Vec<u8>>, Unreadable> {
+pub(super) fn decode(
+    values: &[&str],
+    body: &[u8],
+    limit: usize,
+) -> Result<Option<Vec<u8>>, Unreadable> {
     let codings: Vec<String> = values
         .iter()
         .flat_map(|v| v.split(','))

@@ -7,11 +7,11 @@ use super::Unreadable;
 
 /// Longest multipart boundary read. RFC 2046 allows 70 characters; Django accepts 201 and
 /// other frameworks have no limit, so a long boundary is read rather than refused.
-pub const MAX_BOUNDARY: usize = 256;
+pub(super) const MAX_BOUNDARY: usize = 256;
 
 /// How a login body is encoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BodyFormat {
+pub(super) enum BodyFormat {
     /// `application/x-www-form-urlencoded`
     Form,
     /// `multipart/form-data` with its boundary.
@@ -21,7 +21,7 @@ pub enum BodyFormat {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MediaType {
+pub(super) struct MediaType {
     pub format: BodyFormat,
     /// The `charset` parameter, lower-cased, when given.
     pub charset: Option<String>,
@@ -30,7 +30,7 @@ pub struct MediaType {
 impl MediaType {
     /// Whether the declared charset reads ASCII-only bytes as UTF-8 does not necessarily read
     /// other bytes the same way: then only an ASCII name is unambiguous.
-    pub fn charset_is_utf8(&self) -> bool {
+    pub(super) fn charset_is_utf8(&self) -> bool {
         self.charset
             .as_deref()
             .is_none_or(|c| matches!(c, "utf-8" | "utf8" | "us-ascii" | "ascii"))
@@ -38,7 +38,7 @@ impl MediaType {
 }
 
 /// Reads a `Content-Type` header value.
-pub fn parse(content_type: &str) -> Result<MediaType, Unreadable> {
+pub(super) fn parse(content_type: &str) -> Result<MediaType, Unreadable> {
     let (essence, params) = content_type.split_once(';').unwrap_or((content_type, ""));
     let essence = essence.trim().to_ascii_lowercase();
     let careful = careful_params(params).ok_or(Unreadable::AmbiguousContentType)?;

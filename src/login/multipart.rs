@@ -23,7 +23,7 @@ use super::Unreadable;
 
 /// One part of a multipart body, as byte ranges of the body.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Part {
+pub(super) struct Part {
     /// From its delimiter line to the start of the next delimiter line (CRLF included), so
     /// that removing it leaves a well-formed body.
     pub span: Range<usize>,
@@ -40,13 +40,13 @@ pub struct Part {
 }
 
 impl Part {
-    pub fn is_named(&self, field: &[u8]) -> bool {
+    pub(super) fn is_named(&self, field: &[u8]) -> bool {
         self.names.iter().any(|n| n == field)
     }
 }
 
 /// The parts of `body`, or why it cannot be read unambiguously.
-pub fn parse(body: &[u8], boundary: &str) -> Result<Vec<Part>, Unreadable> {
+pub(super) fn parse(body: &[u8], boundary: &str) -> Result<Vec<Part>, Unreadable> {
     let dash_boundary = [b"--", boundary.as_bytes()].concat();
     // Every occurrence of the boundary is a delimiter: at the very start or after CRLF,
     // followed by optional padding and CRLF, or by `--` (the close delimiter).

@@ -21,7 +21,7 @@ pub(super) const TOKEN_RESET_HEADER: &str = "x-gaitkeeper-token-reset";
 
 /// Per-request state of the capture stages.
 #[derive(Default)]
-pub struct CaptureCtx {
+pub(super) struct CaptureCtx {
     /// Set when the request is for a login page: the route's index in the request's config.
     pub page_route: Option<usize>,
     /// The streaming rewriter for a login page's body (Mutex only to make the ctx Sync).

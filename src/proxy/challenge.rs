@@ -20,7 +20,7 @@ use crate::decision::{ChallengeResult, HeldLogin, Inline, LoginOutcome};
 use crate::wire::{self, client_ip_text as client_ip};
 
 /// The cookie binding a challenge to the browser it was issued to.
-pub const BINDING_COOKIE: &str = "__gk_challenge";
+pub(super) const BINDING_COOKIE: &str = "__gk_challenge";
 /// Largest challenge form body read (a code and a CSRF token).
 const MAX_FORM_BYTES: usize = 4096;
 const CSRF_FIELD: &str = "csrf";

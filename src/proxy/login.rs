@@ -22,7 +22,7 @@ use crate::store::UserKey;
 use crate::telemetry;
 
 /// A login on its way to the app, waiting for the app's answer to be settled.
-pub struct PendingLogin {
+pub(super) struct PendingLogin {
     /// The route's index in the config snapshot of this request.
     pub route: usize,
     pub attempt: LoginAttempt,
@@ -46,7 +46,7 @@ pub struct PendingLogin {
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 /// A login answer's body being read, and how it is coded.
-pub struct AnswerBody {
+pub(super) struct AnswerBody {
     bytes: Vec<u8>,
     coding: Vec<String>,
 }

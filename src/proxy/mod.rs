@@ -25,15 +25,15 @@ use crate::inject::{self, PageTokens};
 use crate::login::TelemetryInbox;
 use crate::metrics::Metrics;
 
-pub use crate::paths::is_reserved_path;
-pub use crate::services::LoginServices;
+pub(crate) use crate::paths::is_reserved_path;
+pub(crate) use crate::services::LoginServices;
 
 /// Carries the one-time proof with which the capture script resumes a login whose challenge
 /// it showed inside the page.
 const RESUME_HEADER: &str = "x-gaitkeeper-resume";
 
 /// The proxy service: one value shared by every worker thread.
-pub struct GaitkeeperProxy {
+pub(crate) struct GaitkeeperProxy {
     config: SharedConfig,
     metrics: Arc<Metrics>,
     tokens: Arc<PageTokens>,
@@ -42,7 +42,7 @@ pub struct GaitkeeperProxy {
 }
 
 impl GaitkeeperProxy {
-    pub fn new(
+    pub(crate) fn new(
         config: SharedConfig,
         metrics: Arc<Metrics>,
         tokens: Arc<PageTokens>,
@@ -69,7 +69,7 @@ pub(crate) enum Handled {
 }
 
 /// What one request carries through the phases.
-pub struct RequestCtx {
+pub(crate) struct RequestCtx {
     /// The config as it was when the request began; a reload mid-request does not affect it.
     config: Arc<Config>,
     request_id: String,
