@@ -12,7 +12,7 @@
 //! Prints one JSON line: posts, seconds, posts per second, POST latency p50/p90/p99 (µs), and
 //! the response statuses seen.
 
-#[path = "../tests/common/behaviour.rs"]
+#[path = "../tests/integration/common/behaviour.rs"]
 mod behaviour;
 
 use std::collections::BTreeMap;

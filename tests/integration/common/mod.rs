@@ -673,7 +673,7 @@ pub const ROUTES: &str = "routes:\n  - name: login\n    page: { paths: [\"/page/
 
 /// Fails unless `sample` names a metric, and labels, that `src/metrics.rs` defines.
 pub fn assert_defined_metric(sample: &str) {
-    const DEFINED: &str = include_str!("../../src/metrics.rs");
+    const DEFINED: &str = include_str!("../../../src/metrics.rs");
     let (family, labels) = sample.split_once('{').unwrap_or((sample, ""));
     let base = family
         .strip_prefix("gaitkeeper_")

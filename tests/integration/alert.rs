@@ -1,7 +1,7 @@
 //! Security alerts against a real HTTP receiver on 127.0.0.1: signed deliveries, retries when
 //! the receiver is down or failing, throttling per user, and a full queue that drops and counts.
 
-mod common;
+use crate::common;
 
 use common::receiver::Receiver;
 

@@ -1,6 +1,6 @@
 //! The `gaitkeeper` command line, run as a new operator would.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

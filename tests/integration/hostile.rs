@@ -3,8 +3,8 @@
 //! methods on gaitkeeper's own paths. Each test checks that gaitkeeper stays up, bounded and
 //! correct: the app never sees what it should not, and the login is decided as configured.
 
-mod common;
-mod support;
+use crate::common;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

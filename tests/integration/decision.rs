@@ -1,8 +1,8 @@
 //! The decision at login, end to end: the real gaitkeeper binary in front of the bundled legacy
-//! app, logins with generated telemetry (tests/common/behaviour.rs), a real SQLite store, TOTP
+//! app, logins with generated telemetry (tests/integration/common/behaviour.rs), a real SQLite store, TOTP
 //! codes computed from the secret `users enroll-totp` printed.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

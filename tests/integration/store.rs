@@ -7,8 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-#[path = "common/db.rs"]
-mod db;
+use crate::common::db;
 
 use db::{secret, TestDb};
 use gaitkeeper::cache::ModelCache;

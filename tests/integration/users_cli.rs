@@ -2,7 +2,7 @@
 //! to at the same time, as the running proxy would: a temp SQLite file, and PostgreSQL (a fresh
 //! schema) when `GAITKEEPER_TEST_POSTGRES_URL` is set.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -5,7 +5,7 @@
 //! reload; a page outlives its token; a block shows its reference; success is told by the JSON
 //! answer; machine clients have their own way through.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! not slowed), and the app going down while a login is held for its second factor (a clean
 //! 502, and the held login is not left behind).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant, SystemTime};
 

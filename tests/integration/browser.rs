@@ -2,7 +2,7 @@
 //! loads the bundled legacy app's login page through gaitkeeper, a person's input is played
 //! with known timings, and the test checks what gaitkeeper received and what the app saw.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! and a process killed with SIGKILL mid-write loses nothing it had acknowledged.
 //! SQLite always; PostgreSQL too for the round trip when `GAITKEEPER_TEST_POSTGRES_URL` is set.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
 //! The proxy core against a real app on 127.0.0.1, through the real `gaitkeeper` binary.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

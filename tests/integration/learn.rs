@@ -6,8 +6,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-#[path = "common/db.rs"]
-mod db;
+use crate::common::db;
 
 use db::{secret, TestDb, SECRET};
 use gaitkeeper::config::{HumanDuration, StoreConfig};

@@ -4,8 +4,8 @@
 //! or reused token or assertion accepted, a held login replayed for the wrong person, a
 //! redirect off the site. docs/threat-model.md maps each claim to its test here.
 
-mod common;
-mod support;
+use crate::common;
+use crate::support;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -4,7 +4,7 @@
 //! the user it logs in or refused as unreadable. None reaches the app undecided; every one is
 //! audited and counted by regulation.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::time::Duration;

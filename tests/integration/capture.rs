@@ -1,7 +1,7 @@
 //! Capture at the HTTP level: the script injected into login pages of every coding and
 //! framing, pages that must stay untouched, and telemetry taken out of login submits.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
