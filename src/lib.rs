@@ -2,7 +2,7 @@
 //! web app without touching the app's code.
 //!
 //! The modules follow a request through the product, and each imports only the layers below
-//! it (docs/architecture.md, "Layers"; `tests/layers.rs` checks it):
+//! it (docs/architecture.md, "Layers"; `tests/integration/layers.rs` checks it):
 //! `config` (what the operator asked for) → `proxy` (pingora phases, delegating to stages) →
 //! `inject` (capture script into login pages, page tokens) → `login` (telemetry taken out of
 //! the login submit) → `telemetry` (validate the payload) → `features` (one vector per login)

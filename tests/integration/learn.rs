@@ -612,7 +612,11 @@ async fn kill_during_learning_leaves_a_consistent_store() {
     for db in backends().await {
         let store = db.open().await;
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["crash_child_learns_until_killed", "--exact", "--nocapture"])
+            .args([
+                &crate::common::test_path(module_path!(), "crash_child_learns_until_killed"),
+                "--exact",
+                "--nocapture",
+            ])
             .env(CHILD_ENV, db.url())
             .stdout(std::process::Stdio::null())
             .spawn()

@@ -742,7 +742,7 @@ async fn crash_during_writes_leaves_a_consistent_store() {
         for round in 0..3 {
             let mut child = std::process::Command::new(std::env::current_exe().unwrap())
                 .args([
-                    "crash_writer_child",
+                    &crate::common::test_path(module_path!(), "crash_writer_child"),
                     "--exact",
                     "--include-ignored",
                     "--nocapture",

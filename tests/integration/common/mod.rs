@@ -711,3 +711,14 @@ pub fn edited(text: &str, from: &str, to: &str) -> String {
     );
     text.replace(from, to)
 }
+
+/// The name libtest knows a test of this binary by, for re-running it in a child process:
+/// `test_path(module_path!(), "crash_child")` is `audit::crash_child` inside `audit`.
+pub fn test_path(module: &str, test: &str) -> String {
+    let module = module.split_once("::").map_or("", |(_crate, path)| path);
+    if module.is_empty() {
+        test.to_string()
+    } else {
+        format!("{module}::{test}")
+    }
+}
