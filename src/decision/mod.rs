@@ -9,6 +9,7 @@ mod attempt;
 mod held;
 mod outcome;
 mod regulation;
+pub(crate) mod scored;
 
 use pingora::http::ResponseHeader;
 
@@ -16,6 +17,7 @@ pub(crate) use attempt::LoginAttempt;
 pub(crate) use held::{HeldLogin, HeldLogins, Inline};
 pub(crate) use outcome::{ChallengeResult, HeldDropped, LoginOutcome};
 pub(crate) use regulation::Regulator;
+pub(crate) use scored::Scored;
 
 use crate::config::SuccessSignal;
 

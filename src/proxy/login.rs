@@ -12,8 +12,10 @@ use pingora::proxy::Session;
 
 use super::{pages, GaitkeeperProxy, Handled, RequestCtx};
 use crate::audit::new_incident;
-use crate::decision::{self, ChallengeResult, HeldLogin, LoginAttempt, LoginOutcome};
-use crate::features::{self, FeatureVector};
+use crate::decision::{
+    self, scored, ChallengeResult, HeldLogin, LoginAttempt, LoginOutcome, Scored,
+};
+use crate::features;
 use crate::login::{self, TelemetryStatus};
 use crate::model;
 use crate::policy::{self, Action, Finding, Policy};
@@ -56,24 +58,6 @@ pub(super) fn random_token() -> String {
     use base64::Engine;
     let bytes: [u8; 18] = rand::random();
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// Rules whose logins are never learnt from: what they flag was not typed by the user.
-const NEVER_LEARNT: &[&str] = &[
-    "insufficient_evidence",
-    "synthetic_input",
-    "no_input",
-    "timeline_mismatch",
-    "replayed_pattern",
-];
-
-/// What scoring produced for a login. `features` is `None` when the login must not be
-/// learnt from (not scored, or flagged by a rule).
-struct Scored {
-    finding: Finding,
-    features: Option<FeatureVector>,
-    risk: Option<f64>,
-    reasons: serde_json::Value,
 }
 
 impl GaitkeeperProxy {
@@ -160,9 +144,7 @@ impl GaitkeeperProxy {
                 // fail-closed choice decides, not `on_no_factor`.
                 Err(()) => {
                     verdict = policy::decide(&policy, Finding::StoreError);
-                    if let serde_json::Value::Array(items) = &mut scored.reasons {
-                        items.push(serde_json::json!({"code": "store_unavailable"}));
-                    }
+                    scored.add_reason("store_unavailable");
                 }
             }
         }
@@ -375,12 +357,7 @@ impl GaitkeeperProxy {
     /// timeline, bots, replays) and scores them with the user's model. A login a rule flags
     /// scores at least the rule's floor and is never learnt from (its features are dropped).
     async fn score(&self, ctx: &mut RequestCtx, user: &UserKey, policy: &Policy) -> Scored {
-        let unscored = |finding, code: &str| Scored {
-            finding,
-            features: None,
-            risk: None,
-            reasons: serde_json::json!([{ "code": code }]),
-        };
+        let unscored = Scored::unscored;
         let Some(outcome) = ctx.capture.telemetry.take() else {
             return unscored(Finding::MissingTelemetry, "missing_telemetry");
         };
@@ -419,7 +396,7 @@ impl GaitkeeperProxy {
                 slack_ms: ctx.config.capture.timeline_slack.0.as_millis() as f64,
             }
         });
-        let mut flags: Vec<(&'static str, &'static str)> = features::evidence::check(&parsed, page)
+        let mut flags: Vec<scored::Flag> = features::evidence::check(&parsed, page)
             .iter()
             .map(|f| (f.rule.code(), f.detail))
             .collect();
@@ -431,56 +408,20 @@ impl GaitkeeperProxy {
         {
             flags.push(("replayed_pattern", "seen_recently"));
         }
-        for (rule, detail) in &flags {
-            self.metrics
-                .rule_flags
-                .with_label_values(&[rule, detail])
-                .inc();
-        }
-        let flag_reasons = |flags: &[(&str, &str)]| -> Vec<serde_json::Value> {
-            flags
-                .iter()
-                .map(|(code, detail)| serde_json::json!({"code": code, "detail": detail}))
-                .collect()
-        };
+        self.count_flags(&flags);
         let model = match self.services.user_model(user).await {
             Ok(m) => m,
-            Err(_) => {
-                let mut reasons = flag_reasons(&flags);
-                reasons.push(serde_json::json!({"code": "store_unavailable"}));
-                return Scored {
-                    finding: Finding::StoreError,
-                    features: flags.is_empty().then_some(fv),
-                    risk: None,
-                    reasons: reasons.into(),
-                };
-            }
+            Err(_) => return Scored::store_unavailable(&flags, fv),
         };
-        let enrolled = model
-            .as_ref()
-            .filter(|m| m.logins >= self.services.enrollment_logins);
-        let Some(model) = enrolled else {
-            // A replay of one of the few logins learnt so far.
-            if model.as_ref().is_some_and(|m| m.copies(&fv)) {
-                flags.push(("replayed_pattern", "own_earlier_login"));
-                self.metrics
-                    .rule_flags
-                    .with_label_values(&["replayed_pattern", "own_earlier_login"])
-                    .inc();
+        let model = match scored::enrolment(model.as_deref(), self.services.enrollment_logins) {
+            scored::Enrolment::Enrolled(model) => model,
+            scored::Enrolment::Enrolling => {
+                if let Some(flag) = scored::copies_an_earlier_login(model.as_deref(), &fv) {
+                    self.count_flags(&[flag]);
+                    flags.push(flag);
+                }
+                return scored::enrolling(&flags, fv);
             }
-            let mut reasons = flag_reasons(&flags);
-            reasons.push(serde_json::json!({"code": "enrolling"}));
-            // A flagged login neither enrols the user nor is let through as enrolling.
-            return Scored {
-                finding: if flags.is_empty() {
-                    Finding::Enrolling
-                } else {
-                    Finding::EnrollingFlagged
-                },
-                features: flags.is_empty().then_some(fv),
-                risk: None,
-                reasons: reasons.into(),
-            };
         };
         let global = self.services.global();
         let started = std::time::Instant::now();
@@ -491,46 +432,29 @@ impl GaitkeeperProxy {
         self.metrics
             .scoring_latency
             .observe(started.elapsed().as_secs_f64());
-        match assessed {
-            Ok(a) if a.risk.is_finite() => {
-                let codes: Vec<&str> = flags
-                    .iter()
-                    .map(|f| f.0)
-                    .chain(a.reasons.iter().map(|r| r.code))
-                    .collect();
-                for r in &a.reasons {
-                    if matches!(r.code, "replayed_pattern" | "missing_usual_input") {
-                        self.metrics
-                            .rule_flags
-                            .with_label_values(&[r.code, "profile"])
-                            .inc();
-                    }
-                }
-                let risk = policy::floored(&policy.floors, a.risk, codes.iter().copied());
-                let learnable = !codes.iter().any(|c| NEVER_LEARNT.contains(c));
-                let mut reasons = flag_reasons(&flags);
-                // The model's own reasons, but not a rule the evidence check already named.
-                for r in &a.reasons {
-                    if !flags.iter().any(|f| f.0 == r.code) {
-                        reasons.push(serde_json::to_value(r).unwrap_or_default());
-                    }
-                }
-                if !self.services.global_trained() {
-                    reasons.push(serde_json::json!({"code": "per_user_detectors_only"}));
-                }
-                Scored {
-                    finding: Finding::Scored { risk },
-                    reasons: reasons.into(),
-                    risk: Some(risk),
-                    features: learnable.then_some(fv),
-                }
+        let Ok(assessment) = assessed else {
+            return Scored::scoring_failed();
+        };
+        for r in &assessment.reasons {
+            if matches!(r.code, "replayed_pattern" | "missing_usual_input") {
+                self.count_flags(&[(r.code, "profile")]);
             }
-            _ => Scored {
-                finding: Finding::ScoringError,
-                features: None,
-                risk: None,
-                reasons: serde_json::json!([{"code": "scoring_failed"}]),
-            },
+        }
+        scored::assessed(
+            &flags,
+            &assessment,
+            fv,
+            policy,
+            self.services.global_trained(),
+        )
+    }
+
+    fn count_flags(&self, flags: &[scored::Flag]) {
+        for (rule, detail) in flags {
+            self.metrics
+                .rule_flags
+                .with_label_values(&[rule, detail])
+                .inc();
         }
     }
 
