@@ -60,21 +60,35 @@ pub struct Metrics {
     pub held_login_bytes: IntGauge,
     /// Used page-token ids remembered to refuse replays (bounded; updated every 5 s).
     pub page_tokens_remembered: IntGauge,
-    /// Audit records by where they went: `stored`, `spooled` (store unavailable; delivered
-    /// later), `rejected` (the store refused the record itself), `lost` (the spool was full
-    /// or unwritable).
-    pub audit_records: IntCounterVec,
-    /// Bytes waiting in the audit spool for the store to return.
-    pub audit_spool_bytes: IntGauge,
-    /// Security alerts by result: `delivered`, `failed` (every attempt failed), `throttled`
-    /// (the same event for the same user within `alerts.webhook.throttle`), `dropped` (the
-    /// alert queue was full).
-    pub alert_deliveries: IntCounterVec,
+    /// The audit trail's (handed to `audit`).
+    pub audit: AuditMetrics,
+    /// The alert webhook's (handed to `alert`).
+    pub alerts: AlertMetrics,
     /// Continuous learning and the global model.
     pub learning: LearnMetrics,
     /// One resolved counter per status code, so the hot path neither hashes labels nor
     /// allocates. Index 0 stands for "no response was written".
     by_status: Box<[OnceLock<IntCounter>]>,
+}
+
+/// What the audit trail reports.
+#[derive(Clone)]
+pub struct AuditMetrics {
+    /// Audit records by where they went: `stored`, `spooled` (store unavailable; delivered
+    /// later), `rejected` (the store refused the record itself), `lost` (the spool was full
+    /// or unwritable).
+    pub records: IntCounterVec,
+    /// Bytes waiting in the audit spool for the store to return.
+    pub spool_bytes: IntGauge,
+}
+
+/// What the alert webhook reports.
+#[derive(Clone)]
+pub struct AlertMetrics {
+    /// Security alerts by result: `delivered`, `failed` (every attempt failed), `throttled`
+    /// (the same event for the same user within `alerts.webhook.throttle`), `dropped` (the
+    /// alert queue was full).
+    pub deliveries: IntCounterVec,
 }
 
 impl Metrics {
@@ -329,9 +343,13 @@ impl Metrics {
             route_without_success,
             telemetry,
             model_cache,
-            audit_records,
-            audit_spool_bytes,
-            alert_deliveries,
+            audit: AuditMetrics {
+                records: audit_records,
+                spool_bytes: audit_spool_bytes,
+            },
+            alerts: AlertMetrics {
+                deliveries: alert_deliveries,
+            },
             learning,
             by_status: (0..600).map(|_| OnceLock::new()).collect(),
         }

@@ -70,7 +70,7 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
     let assembly = Assembly::build(&config, metrics.clone())?;
     let shared = Arc::new(ArcSwap::from_pointee(config.clone()));
     metrics.config_loaded.set(1);
-    ConfigWatcher::new(config_path, shared.clone(), metrics.clone())
+    ConfigWatcher::new(config_path, shared.clone(), metrics.config_reloads.clone())
         .spawn()
         .map_err(StartError::Watch)?;
 

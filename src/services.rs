@@ -545,16 +545,22 @@ impl Assembly {
             &config.audit,
             store.clone(),
             &config.server.data_dir,
-            metrics.clone(),
+            metrics.audit.clone(),
         )
         .map_err(AssembleError::Audit)?;
         let alerter = match &config.alerts {
-            Some(alerts) => Alerter::new(alerts, auditor.clone(), metrics.clone())
+            Some(alerts) => Alerter::new(alerts, auditor.clone(), metrics.alerts.clone())
                 .map_err(AssembleError::Alerts)?,
             None => Alerter::off(),
         };
         let (dropped_tx, dropped_rx) = tokio::sync::mpsc::unbounded_channel();
-        let learner = Learner::new(store.clone(), &config.learning, &config.store, &metrics);
+        let learner = Learner::new(
+            store.clone(),
+            &config.learning,
+            &config.store,
+            &metrics.learning,
+            &metrics.model_cache,
+        );
         // Load the newest global model now and keep retraining on schedule, on `bg`.
         if let Err(e) = background.block_on(learner.load_global()) {
             tracing::warn!(error = %e, "cannot load the global model; the per-user detectors decide alone until it loads");

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, Semaphore};
 
 use crate::audit::{kind, AuditRecord, Auditor};
 use crate::config::Secret;
-use crate::metrics::Metrics;
+use crate::metrics::AlertMetrics;
 
 /// The header carrying `sha256=<hex HMAC-SHA256(secret, timestamp + "." + body)>`.
 pub const SIGNATURE_HEADER: &str = "X-Gaitkeeper-Signature";
@@ -133,7 +133,7 @@ struct Inner {
     queue: mpsc::Sender<Alert>,
     events: Vec<AlertEvent>,
     auditor: Auditor,
-    metrics: Arc<Metrics>,
+    metrics: AlertMetrics,
 }
 
 impl Alerter {
@@ -142,7 +142,7 @@ impl Alerter {
     pub fn new(
         config: &AlertConfig,
         auditor: Auditor,
-        metrics: Arc<Metrics>,
+        metrics: AlertMetrics,
     ) -> Result<Alerter, AlertError> {
         let w = &config.webhook;
         let client = reqwest::Client::builder()
@@ -201,7 +201,7 @@ impl Alerter {
             };
             inner
                 .metrics
-                .alert_deliveries
+                .deliveries
                 .with_label_values(&["dropped"])
                 .inc();
             inner.auditor.record(audit_record(
@@ -237,7 +237,7 @@ async fn run(mut inbox: mpsc::Receiver<Alert>, sender: Arc<Sender>, throttle: Du
                 {
                     sender
                         .metrics
-                        .alert_deliveries
+                        .deliveries
                         .with_label_values(&["throttled"])
                         .inc();
                     continue;
@@ -272,7 +272,7 @@ struct Sender {
     max_attempts: u32,
     backoff: Duration,
     auditor: Auditor,
-    metrics: Arc<Metrics>,
+    metrics: AlertMetrics,
 }
 
 impl Sender {
@@ -290,7 +290,7 @@ impl Sender {
             match self.post(&body).await {
                 Ok(()) => {
                     self.metrics
-                        .alert_deliveries
+                        .deliveries
                         .with_label_values(&["delivered"])
                         .inc();
                     return;
@@ -303,10 +303,7 @@ impl Sender {
                 }
             }
         }
-        self.metrics
-            .alert_deliveries
-            .with_label_values(&["failed"])
-            .inc();
+        self.metrics.deliveries.with_label_values(&["failed"]).inc();
         tracing::warn!(event = alert.event.as_str(), incident = %alert.incident, error = %last_error, "security alert not delivered");
         self.auditor.record(audit_record(
             kind::ALERT_DELIVERY_FAILED,

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::batch::{self, BatchQueue, Gatherer, Next};
-use crate::metrics::Metrics;
+use crate::metrics::AuditMetrics;
 use crate::store::{NewAuditRecord, Store, StoreError, UserKey};
 
 use spool::{Spool, SpoolFull};
@@ -240,7 +240,7 @@ struct Spooled {
 /// What the caller's side and the worker share.
 struct Shared {
     spool: Mutex<Spool>,
-    metrics: Arc<Metrics>,
+    metrics: AuditMetrics,
 }
 
 impl Shared {
@@ -257,21 +257,18 @@ impl Shared {
         }
         let mut spool = self.spool.lock().unwrap_or_else(|e| e.into_inner());
         let result = spool.append_unsynced(&lines);
-        self.metrics.audit_spool_bytes.set(spool.pending() as i64);
+        self.metrics.spool_bytes.set(spool.pending() as i64);
         drop(spool);
         let n = entries.len() as u64;
         match result {
             Ok(()) => {
                 self.metrics
-                    .audit_records
+                    .records
                     .with_label_values(&["spooled"])
                     .inc_by(n);
             }
             Err(e) => {
-                self.metrics
-                    .audit_records
-                    .with_label_values(&["lost"])
-                    .inc_by(n);
+                self.metrics.records.with_label_values(&["lost"]).inc_by(n);
                 match e {
                     SpoolFull::Full => tracing::error!(records = n, "audit records lost: the store is unavailable and the spool is at `audit.max_spool_mb`"),
                     SpoolFull::Io(error) => tracing::error!(records = n, %error, "audit records lost: the store is unavailable and the spool cannot be written"),
@@ -307,7 +304,7 @@ impl Auditor {
         config: &AuditConfig,
         store: Store,
         data_dir: &Path,
-        metrics: Arc<Metrics>,
+        metrics: AuditMetrics,
     ) -> Result<Auditor, AuditError> {
         let stream: Option<Box<dyn Write + Send>> = match &config.stream {
             AuditStream::Stdout => Some(Box::new(std::io::stdout())),
@@ -336,7 +333,7 @@ impl Auditor {
                 source,
             }
         })?;
-        metrics.audit_spool_bytes.set(0);
+        metrics.spool_bytes.set(0);
         let spool_path = spool.path().to_path_buf();
         let shared = Arc::new(Shared {
             spool: Mutex::new(spool),
@@ -505,7 +502,7 @@ impl Worker {
                 let stored = batch.len() - refused.len();
                 self.shared
                     .metrics
-                    .audit_records
+                    .records
                     .with_label_values(&["stored"])
                     .inc_by(stored as u64);
                 for (i, e) in refused {
@@ -557,7 +554,7 @@ impl Worker {
             Ok(_) => {
                 self.shared
                     .metrics
-                    .audit_records
+                    .records
                     .with_label_values(&["stored"])
                     .inc();
                 self.store_answers();
@@ -571,7 +568,7 @@ impl Worker {
     fn count_refused(&self, record: &AuditRecord, error: &StoreError) {
         self.shared
             .metrics
-            .audit_records
+            .records
             .with_label_values(&["rejected"])
             .inc();
         tracing::error!(kind = %record.kind, incident = %record.incident, %error, "the store refused an audit record");
@@ -602,10 +599,7 @@ impl Worker {
             };
             let mut spool = self.shared.spool.lock().unwrap_or_else(|e| e.into_inner());
             let consumed = spool.consume(delivered);
-            self.shared
-                .metrics
-                .audit_spool_bytes
-                .set(spool.pending() as i64);
+            self.shared.metrics.spool_bytes.set(spool.pending() as i64);
             drop(spool);
             if let Err(error) = consumed {
                 // The lines stay and are delivered again; the store ignores the duplicates.

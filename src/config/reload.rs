@@ -12,7 +12,7 @@ use notify::Watcher;
 use tokio::sync::mpsc;
 
 use super::{Config, ConfigError};
-use crate::metrics::Metrics;
+use prometheus::IntCounterVec;
 
 /// The config every stage reads; swapped whole on reload.
 pub type SharedConfig = Arc<ArcSwap<Config>>;
@@ -21,18 +21,20 @@ pub type SharedConfig = Arc<ArcSwap<Config>>;
 pub struct ConfigWatcher {
     path: PathBuf,
     shared: SharedConfig,
-    metrics: Arc<Metrics>,
+    /// `gaitkeeper_config_reloads_total`, by result.
+    reloads: IntCounterVec,
 }
 
 /// Editors save in bursts (truncate, write, rename); wait this long for the burst to settle.
 const SETTLE: Duration = Duration::from_millis(150);
 
 impl ConfigWatcher {
-    pub fn new(path: &Path, shared: SharedConfig, metrics: Arc<Metrics>) -> Self {
+    /// Reports each reload into `reloads` (labelled `ok` or `error`).
+    pub fn new(path: &Path, shared: SharedConfig, reloads: IntCounterVec) -> Self {
         ConfigWatcher {
             path: path.to_path_buf(),
             shared,
-            metrics,
+            reloads,
         }
     }
 
@@ -48,15 +50,12 @@ impl ConfigWatcher {
                     );
                 }
                 self.shared.store(Arc::new(new));
-                self.metrics.config_reloads.with_label_values(&["ok"]).inc();
+                self.reloads.with_label_values(&["ok"]).inc();
                 tracing::info!(file = %self.path.display(), "config reloaded");
                 Ok(())
             }
             Err(e) => {
-                self.metrics
-                    .config_reloads
-                    .with_label_values(&["error"])
-                    .inc();
+                self.reloads.with_label_values(&["error"]).inc();
                 tracing::error!(error = %e, "config reload rejected; the running config stays in force");
                 Err(e)
             }

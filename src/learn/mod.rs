@@ -35,7 +35,7 @@ use tokio::sync::{Notify, Semaphore};
 use crate::cache::{CachedModel, LoadError, ModelCache};
 use crate::config::{Config, StoreConfig};
 use crate::features::{from_blob, FeatureVector, FEATURE_VERSION};
-use crate::metrics::{LearnMetrics, Metrics};
+use crate::metrics::{CacheMetrics, LearnMetrics};
 use crate::model::{GlobalModel, TrainingUser, UserModel, MODEL_VERSION};
 use crate::store::{Store, StoreError, StoredModel, UserKey, MAX_PAGE};
 
@@ -184,20 +184,21 @@ impl fmt::Display for TrainReport {
 
 impl Learner {
     /// A learner over `store`, with an empty model cache sized by `store_config`, reporting
-    /// into `metrics.model_cache` and `metrics.learning`. The global model starts untrained:
+    /// into `learning` and `cache`. The global model starts untrained:
     /// [`Learner::spawn_background`] (or [`Learner::load_global`]) loads the stored one.
     pub fn new(
         store: Store,
         config: &LearnConfig,
         store_config: &StoreConfig,
-        metrics: &Metrics,
+        learning: &LearnMetrics,
+        cache: &CacheMetrics,
     ) -> Learner {
-        let learning = metrics.learning.clone();
+        let learning = learning.clone();
         learning.global_trained.set(0);
         Learner {
             inner: Arc::new(Inner {
                 store,
-                cache: ModelCache::new(store_config, metrics.model_cache.clone()),
+                cache: ModelCache::new(store_config, cache.clone()),
                 config: config.clone(),
                 global: ArcSwap::from_pointee(GlobalModel::untrained()),
                 global_meta: Mutex::new(None),
@@ -775,7 +776,8 @@ pub fn run_train(config: &Config, out: &mut dyn Write) -> anyhow::Result<()> {
             store.clone(),
             &config.learning,
             &config.store,
-            &Metrics::new(),
+            &LearnMetrics::new(),
+            &CacheMetrics::new(),
         );
         let result = learner.train_global().await;
         store.close().await;

@@ -33,7 +33,8 @@ struct Setup {
 impl Setup {
     fn deliveries(&self, result: &str) -> u64 {
         self.metrics
-            .alert_deliveries
+            .alerts
+            .deliveries
             .with_label_values(&[result])
             .get()
     }
@@ -65,8 +66,13 @@ async fn setup(webhook: WebhookConfig) -> Setup {
         stream: AuditStream::Off,
         ..AuditConfig::default()
     };
-    let auditor = Auditor::new(&audit, store.clone(), dir.path(), metrics.clone()).unwrap();
-    let alerter = Alerter::new(&AlertConfig { webhook }, auditor.clone(), metrics.clone()).unwrap();
+    let auditor = Auditor::new(&audit, store.clone(), dir.path(), metrics.audit.clone()).unwrap();
+    let alerter = Alerter::new(
+        &AlertConfig { webhook },
+        auditor.clone(),
+        metrics.alerts.clone(),
+    )
+    .unwrap();
     Setup {
         alerter,
         auditor,

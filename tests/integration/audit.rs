@@ -81,7 +81,7 @@ async fn records_reach_the_store_and_the_jsonl_stream_and_forget_anonymises_them
             &audit_config(dir.path()),
             store.clone(),
             dir.path(),
-            metrics.clone(),
+            metrics.audit.clone(),
         )
         .unwrap();
         let alice = store.ensure_user("alice").await.unwrap();
@@ -118,7 +118,7 @@ async fn records_reach_the_store_and_the_jsonl_stream_and_forget_anonymises_them
             [events[1].id]
         );
         assert_eq!(
-            metrics.audit_records.with_label_values(&["stored"]).get(),
+            metrics.audit.records.with_label_values(&["stored"]).get(),
             2
         );
 
@@ -183,7 +183,7 @@ async fn audit_show_finds_an_incident_and_fails_clearly_on_an_unknown_one() {
         &config.audit,
         store.clone(),
         dir.path(),
-        Arc::new(Metrics::new()),
+        Metrics::new().audit,
     )
     .unwrap();
     let key = store.user_key("bob").unwrap().to_string();
@@ -323,7 +323,7 @@ async fn a_locked_store_spools_records_and_delivers_them_in_order_once() {
     let store = open_store(&store_config(), dir.path()).await;
     let metrics = Arc::new(Metrics::new());
     let config = audit_config(dir.path());
-    let auditor = Auditor::new(&config, store.clone(), dir.path(), metrics.clone()).unwrap();
+    let auditor = Auditor::new(&config, store.clone(), dir.path(), metrics.audit.clone()).unwrap();
 
     let mut lock = lock_database(dir.path()).await;
     let incidents: Vec<String> = (0..20).map(|i| format!("GK-LOCK{i:04}")).collect();
@@ -332,11 +332,11 @@ async fn a_locked_store_spools_records_and_delivers_them_in_order_once() {
     }
     auditor.flush().await;
     assert_eq!(
-        metrics.audit_records.with_label_values(&["spooled"]).get(),
+        metrics.audit.records.with_label_values(&["spooled"]).get(),
         20
     );
     assert_eq!(
-        metrics.audit_records.with_label_values(&["stored"]).get(),
+        metrics.audit.records.with_label_values(&["stored"]).get(),
         0
     );
     let spools = spool_files(dir.path());
@@ -381,7 +381,7 @@ async fn a_locked_store_spools_records_and_delivers_them_in_order_once() {
     );
     // The worker empties the file, then sets the gauge: both are waited for.
     common::eventually(Duration::from_secs(5), "the spool is emptied", || async {
-        spool_bytes(dir.path()) == 0 && metrics.audit_spool_bytes.get() == 0
+        spool_bytes(dir.path()) == 0 && metrics.audit.spool_bytes.get() == 0
     })
     .await;
 
@@ -390,7 +390,8 @@ async fn a_locked_store_spools_records_and_delivers_them_in_order_once() {
     drop(auditor);
     let dead = dir.path().join("audit-spool-999999-dead.jsonl");
     std::fs::write(&dead, &spooled).unwrap();
-    let restarted = Auditor::new(&config, store.clone(), dir.path(), metrics.clone()).unwrap();
+    let restarted =
+        Auditor::new(&config, store.clone(), dir.path(), metrics.audit.clone()).unwrap();
     restarted.flush().await;
     common::eventually(
         Duration::from_secs(5),
@@ -419,7 +420,7 @@ async fn a_full_queue_sends_records_to_the_spool_instead_of_dropping_them() {
         queue: 1,
         ..audit_config(dir.path())
     };
-    let auditor = Auditor::new(&config, store.clone(), dir.path(), metrics.clone()).unwrap();
+    let auditor = Auditor::new(&config, store.clone(), dir.path(), metrics.audit.clone()).unwrap();
     // The worker waits on the locked store while the caller records on.
     let mut lock = lock_database(dir.path()).await;
     for i in 0..200 {
@@ -456,7 +457,7 @@ async fn a_full_queue_sends_records_to_the_spool_instead_of_dropping_them() {
         (200, 200),
         "each record streamed once"
     );
-    assert_eq!(metrics.audit_records.with_label_values(&["lost"]).get(), 0);
+    assert_eq!(metrics.audit.records.with_label_values(&["lost"]).get(), 0);
     store.close().await;
 }
 
@@ -491,7 +492,7 @@ async fn crash_child() {
     };
     let dir = PathBuf::from(dir);
     let store = open_store(&store_config(), &dir).await;
-    let auditor = Auditor::new(&audit_config(&dir), store, &dir, Arc::new(Metrics::new())).unwrap();
+    let auditor = Auditor::new(&audit_config(&dir), store, &dir, Metrics::new().audit).unwrap();
     let mut lock = None;
     for i in 0u32.. {
         auditor.record(decision(&format!("GK-CRASH{i:06}"), None));
@@ -562,7 +563,7 @@ async fn a_process_killed_mid_write_keeps_every_acknowledged_record() {
         &audit_config(dir.path()),
         store.clone(),
         dir.path(),
-        Arc::new(Metrics::new()),
+        Metrics::new().audit,
     )
     .unwrap();
     auditor.flush().await;

@@ -44,7 +44,16 @@ fn config(window: u32, refit_every: u32) -> LearnConfig {
 }
 
 fn learner(store: &Store, config: &LearnConfig) -> Learner {
-    Learner::new(store.clone(), config, &store_config(), &Metrics::new())
+    {
+        let metrics = Metrics::new();
+        Learner::new(
+            store.clone(),
+            config,
+            &store_config(),
+            &metrics.learning,
+            &metrics.model_cache,
+        )
+    }
 }
 
 /// One sample of the rendered metrics, e.g. `gaitkeeper_global_model_trained`.
@@ -460,7 +469,13 @@ async fn global_model_is_trained_from_the_store_and_shared() {
     for db in backends().await {
         let store = db.open().await;
         let metrics = Metrics::new();
-        let learner = Learner::new(store.clone(), &config(50, 1000), &store_config(), &metrics);
+        let learner = Learner::new(
+            store.clone(),
+            &config(50, 1000),
+            &store_config(),
+            &metrics.learning,
+            &metrics.model_cache,
+        );
         population(&learner, 7, 10).await;
         assert!(!learner.global_trained());
         assert_eq!(metric(&metrics, "gaitkeeper_global_model_trained"), 0.0);
@@ -533,7 +548,13 @@ async fn too_small_population_leaves_the_global_model_untrained() {
     for db in backends().await {
         let store = db.open().await;
         let metrics = Metrics::new();
-        let learner = Learner::new(store.clone(), &config(50, 1000), &store_config(), &metrics);
+        let learner = Learner::new(
+            store.clone(),
+            &config(50, 1000),
+            &store_config(),
+            &metrics.learning,
+            &metrics.model_cache,
+        );
         // Three users with enough logins and two with too few: 3 of the 6 needed.
         population(&learner, 3, 10).await;
         for i in 0..5 {
