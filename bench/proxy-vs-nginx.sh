@@ -33,7 +33,7 @@ nginx_proxy_conf proxy "$NG" "$UP" "$THREADS"
 
 "$NGINX" -c "$WORK/upstream/nginx.conf" & PIDS+=($!)
 "$NGINX" -c "$WORK/proxy/nginx.conf" & PIDS+=($!); NG_PID=$!
-head -c 32 /dev/urandom | base64 > "$WORK/secret"
+new_secret "$WORK/secret"
 cat > "$WORK/gk.yaml" <<CONF
 listen: ["127.0.0.1:$GKP"]
 upstream: { address: "127.0.0.1:$UP" }

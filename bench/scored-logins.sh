@@ -51,7 +51,7 @@ nginx_conf up "server {
   }"
 "$NGINX" -c "$WORK/up/nginx.conf" & PIDS+=($!)
 wait_port "$UP"
-head -c 32 /dev/urandom | base64 > "$WORK/secret"
+new_secret "$WORK/secret"
 
 analyze() { # $1 = admin port: wrk on /__gk/analyze, each request for another enrolled user
   cat > "$WORK/analyze.lua" <<LUA

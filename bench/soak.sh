@@ -34,8 +34,8 @@ nginx_conf up "server {
   }"
 "$NGINX" -c "$WORK/up/nginx.conf" & PIDS+=($!)
 wait_port "$UP"
-head -c 32 /dev/urandom | base64 > "$WORK/secret"
-head -c 32 /dev/urandom | base64 > "$WORK/mfa-request.key"
+new_secret "$WORK/secret"
+new_secret "$WORK/mfa-request.key"
 cat > "$WORK/gk.yaml" <<CONF
 listen: ["127.0.0.1:$PORT"]
 upstream: { address: "127.0.0.1:$UP" }
