@@ -11,6 +11,8 @@ pub enum LoginOutcome {
     Failed,
     /// Refused by policy before it reached the app.
     Blocked,
+    /// Its login name could not be read, and `policy.on_unreadable_login` let it through.
+    ForwardedUnscored,
     /// Held for a second factor; how it ends is recorded later.
     Challenged,
     /// Its telemetry or page token had been used before (a replay).
@@ -30,6 +32,7 @@ impl LoginOutcome {
             LoginOutcome::Verified => "verified",
             LoginOutcome::Failed => "failed",
             LoginOutcome::Blocked => "blocked",
+            LoginOutcome::ForwardedUnscored => "forwarded_unscored",
             LoginOutcome::Challenged => "challenged",
             LoginOutcome::Replayed => "replayed",
             LoginOutcome::ChallengeFailed => "challenge_failed",

@@ -10,13 +10,13 @@ use bytes::Bytes;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 
-use super::login::PendingLogin;
+use super::login::{random_token, wants_json, PendingLogin};
 use super::{pages, GaitkeeperProxy, Handled, RequestCtx};
 use crate::challenge::{
     challenge_page, check_csrf, csrf_token, message_page, ChallengePage, ExternalLink, TotpError,
     CHALLENGE_CSP, CHALLENGE_CSP_INLINE, CODE_FIELD,
 };
-use crate::decision::{ChallengeResult, HeldLogin, Inline, LoginOutcome};
+use crate::decision::{ChallengeResult, HeldLogin, Inline, LoginAttempt, LoginOutcome};
 use crate::wire::{self, client_ip_text as client_ip};
 
 /// The cookie binding a challenge to the browser it was issued to.
@@ -26,6 +26,72 @@ const MAX_FORM_BYTES: usize = 4096;
 const CSRF_FIELD: &str = "csrf";
 
 impl GaitkeeperProxy {
+    /// Holds `attempt`'s login for a second factor and sends the browser to its challenge: a
+    /// 303 to the challenge page, or for a fetch/XHR login a 401 with the challenge's URL in
+    /// JSON for the capture script to show in the page. The per-browser binding cookie ties
+    /// the challenge to this browser.
+    pub(super) async fn hold_for_challenge(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        attempt: LoginAttempt,
+        body: Bytes,
+    ) -> Result<Handled> {
+        let config = ctx.config.clone();
+        let xhr = wants_json(session, ctx);
+        let id = crate::challenge::new_challenge_id();
+        let binding = random_token();
+        let held = HeldLogin::new(
+            attempt,
+            &session.req_header().as_owned_parts(),
+            body,
+            binding.clone(),
+            xhr,
+        );
+        self.services.held.hold(id.clone(), held);
+        self.metrics.challenges.with_label_values(&["issued"]).inc();
+        let prefix = &config.server.reserved_prefix.0;
+        let location = format!("{prefix}challenge/{id}");
+        let cookie = format!(
+            "{BINDING_COOKIE}={binding}; Path={prefix}challenge/; HttpOnly; SameSite=Lax; Max-Age={}",
+            config.mfa.challenge_ttl.0.as_secs()
+        );
+        if xhr {
+            // The shape the capture script shows in the page (docs/telemetry.md §1.3).
+            let body = serde_json::json!({
+                "gaitkeeper": { "challenge_url": location },
+            })
+            .to_string();
+            let fresh = self.fresh_token(session, ctx);
+            let mut headers: Vec<(&str, &str)> = vec![
+                ("set-cookie", &cookie),
+                ("x-gaitkeeper-challenge", &location),
+            ];
+            headers.extend(fresh.iter().map(|(n, v)| (*n, v.as_str())));
+            pages::respond_with(
+                session,
+                401,
+                &headers,
+                "application/json",
+                Bytes::from(body),
+                &ctx.request_id,
+            )
+            .await?;
+            Ok(Handled::Answered(401))
+        } else {
+            pages::respond_with(
+                session,
+                303,
+                &[("location", &location), ("set-cookie", &cookie)],
+                "text/plain; charset=utf-8",
+                Bytes::from_static(b"A second step is needed to sign in.\n"),
+                &ctx.request_id,
+            )
+            .await?;
+            Ok(Handled::Answered(303))
+        }
+    }
+
     /// Answers `{prefix}challenge/{rest}`, or puts the held login in place of this request
     /// (`Handled::Forward`) to be proxied to the app.
     pub(super) async fn challenge_endpoint(

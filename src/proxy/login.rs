@@ -13,7 +13,7 @@ use pingora::proxy::Session;
 use super::{pages, GaitkeeperProxy, Handled, RequestCtx};
 use crate::audit::new_incident;
 use crate::decision::{
-    self, scored, ChallengeResult, HeldLogin, LoginAttempt, LoginOutcome, Scored,
+    self, scored, ChallengeResult, LoginAttempt, LoginOutcome, Scored,
 };
 use crate::features;
 use crate::login::{self, TelemetryStatus};
@@ -217,59 +217,7 @@ impl GaitkeeperProxy {
             Action::Challenge => {
                 self.services
                     .audit_decision(&settled(LoginOutcome::Challenged, false));
-                let xhr = wants_json(session, ctx);
-                let id = crate::challenge::new_challenge_id();
-                let binding = random_token();
-                let held = HeldLogin::new(
-                    attempt,
-                    &session.req_header().as_owned_parts(),
-                    body,
-                    binding.clone(),
-                    xhr,
-                );
-                self.services.held.hold(id.clone(), held);
-                self.metrics.challenges.with_label_values(&["issued"]).inc();
-                let prefix = &config.server.reserved_prefix.0;
-                let location = format!("{prefix}challenge/{id}");
-                let cookie = format!(
-                    "{}={binding}; Path={prefix}challenge/; HttpOnly; SameSite=Lax; Max-Age={}",
-                    super::challenge::BINDING_COOKIE,
-                    config.mfa.challenge_ttl.0.as_secs()
-                );
-                if xhr {
-                    // The shape the capture script shows in the page (docs/telemetry.md §1.3).
-                    let body = serde_json::json!({
-                        "gaitkeeper": { "challenge_url": location },
-                    })
-                    .to_string();
-                    let fresh = self.fresh_token(session, ctx);
-                    let mut headers: Vec<(&str, &str)> = vec![
-                        ("set-cookie", &cookie),
-                        ("x-gaitkeeper-challenge", &location),
-                    ];
-                    headers.extend(fresh.iter().map(|(n, v)| (*n, v.as_str())));
-                    pages::respond_with(
-                        session,
-                        401,
-                        &headers,
-                        "application/json",
-                        Bytes::from(body),
-                        &ctx.request_id,
-                    )
-                    .await?;
-                    Ok(Handled::Answered(401))
-                } else {
-                    pages::respond_with(
-                        session,
-                        303,
-                        &[("location", &location), ("set-cookie", &cookie)],
-                        "text/plain; charset=utf-8",
-                        Bytes::from_static(b"A second step is needed to sign in.\n"),
-                        &ctx.request_id,
-                    )
-                    .await?;
-                    Ok(Handled::Answered(303))
-                }
+                self.hold_for_challenge(session, ctx, attempt, body).await
             }
         }
     }
@@ -318,17 +266,15 @@ impl GaitkeeperProxy {
         record.decision = Some(verdict.decision.as_str().to_string());
         record.policy = Some(verdict.rule.to_string());
         record.mode = Some(policy.mode.as_str().to_string());
-        record.outcome = Some(
-            if verdict.action == Action::Allow && why.forwardable() {
-                "forwarded_unscored"
-            } else {
-                "blocked"
-            }
-            .into(),
-        );
+        let outcome = if verdict.action == Action::Allow && why.forwardable() {
+            LoginOutcome::ForwardedUnscored
+        } else {
+            LoginOutcome::Blocked
+        };
+        record.outcome = Some(outcome.as_str().to_string());
         record.client_ip = Some(ip);
         self.services.audit(record);
-        if verdict.action == Action::Allow && why.forwardable() {
+        if outcome == LoginOutcome::ForwardedUnscored {
             return Ok(Handled::Forward);
         }
         let status = if verdict.rule == "regulation" && why.forwardable() {
@@ -595,7 +541,7 @@ impl GaitkeeperProxy {
 }
 
 /// A fetch/XHR login gets a JSON challenge instead of a redirect it could not follow visibly.
-fn wants_json(session: &Session, ctx: &RequestCtx) -> bool {
+pub(super) fn wants_json(session: &Session, ctx: &RequestCtx) -> bool {
     let headers = &session.req_header().headers;
     if headers.contains_key(ctx.config.capture.header.as_str()) {
         return true;
