@@ -48,7 +48,7 @@ pub fn make_private(path: &Path) -> io::Result<Vec<PathBuf>> {
 }
 
 /// Why a secret file may not be used: it can be read by users other than its owner.
-pub fn check_secret_file(path: &Path) -> Result<(), String> {
+pub(crate) fn check_secret_file(path: &Path) -> Result<(), String> {
     let meta = std::fs::metadata(path)
         .map_err(|e| format!("cannot read secret file {:?}: {e}", path.display()))?;
     let mode = meta.permissions().mode() & 0o777;

@@ -356,7 +356,7 @@ impl Metrics {
     }
 
     /// Counts one response sent to a client.
-    pub fn count_response(&self, status: u16) {
+    pub(crate) fn count_response(&self, status: u16) {
         let index = if (100..600).contains(&status) {
             status as usize
         } else {

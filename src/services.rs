@@ -47,7 +47,7 @@ pub struct Settled {
 pub struct FactorCache(moka::sync::Cache<UserKey, bool>);
 
 impl FactorCache {
-    pub const TTL: Duration = Duration::from_secs(10);
+    pub(crate) const TTL: Duration = Duration::from_secs(10);
     const MAX_USERS: u64 = 100_000;
 
     pub fn new() -> FactorCache {
@@ -129,7 +129,7 @@ impl LoginServices {
         self.learner.global_trained()
     }
 
-    pub fn csrf_key(&self) -> Vec<u8> {
+    pub(crate) fn csrf_key(&self) -> Vec<u8> {
         self.csrf_key.clone()
     }
 
@@ -138,14 +138,14 @@ impl LoginServices {
     }
 
     /// Whether an external MFA provider is configured.
-    pub fn external_mfa(&self) -> bool {
+    pub(crate) fn external_mfa(&self) -> bool {
         self.external.is_some()
     }
 
     /// The external provider's URL for challenge `id` of `login`, when one is configured. The
     /// provider sends its answer back to `{prefix}challenge/callback` on the host the browser
     /// used.
-    pub fn external_url(
+    pub(crate) fn external_url(
         &self,
         login: &str,
         id: &str,
@@ -176,7 +176,7 @@ impl LoginServices {
 
     /// Verifies an external provider's assertion: (challenge id, login name) it confirms, or
     /// `Err(Some(challenge id))` when it is genuine but says the user failed.
-    pub fn verify_assertion(&self, token: &str) -> Result<(String, String), Option<String>> {
+    pub(crate) fn verify_assertion(&self, token: &str) -> Result<(String, String), Option<String>> {
         let Some((_, verifier)) = &self.external else {
             return Err(None);
         };
@@ -192,7 +192,7 @@ impl LoginServices {
 
     /// Checks a TOTP code: `Err` carries the reason code (`wrong_code`, `reused`, `malformed`,
     /// `rate_limited`, …).
-    pub fn verify_totp(
+    pub(crate) fn verify_totp(
         &self,
         user: &UserKey,
         secret: &[u8],
@@ -204,7 +204,7 @@ impl LoginServices {
     }
 
     /// Whether the browser's device cookie (if any) vouches for `user`.
-    pub fn trusted_device(&self, cookie: Option<&str>, user: &UserKey) -> bool {
+    pub(crate) fn trusted_device(&self, cookie: Option<&str>, user: &UserKey) -> bool {
         cookie.is_some_and(|c| {
             self.devices
                 .vouches(c, user, crate::challenge::device::day(SystemTime::now()))
@@ -212,7 +212,7 @@ impl LoginServices {
     }
 
     /// The `Set-Cookie` value that marks this browser as `user`'s (after a verified login).
-    pub fn device_cookie(&self, existing: Option<&str>, user: &UserKey) -> String {
+    pub(crate) fn device_cookie(&self, existing: Option<&str>, user: &UserKey) -> String {
         let value = self.devices.issue(
             existing,
             user,
@@ -230,7 +230,7 @@ impl LoginServices {
     /// profile yet (`Store::rekey_user`). Tried once per spelling an hour, so spellings an
     /// attacker makes up cost one store write each at most; a store error is logged and the
     /// login goes on with the normalised name.
-    pub async fn carry_over_profile(&self, as_sent: &str, name: &str) {
+    pub(crate) async fn carry_over_profile(&self, as_sent: &str, name: &str) {
         let Ok(key) = self.store.user_key(as_sent) else {
             return;
         };
@@ -271,7 +271,7 @@ impl LoginServices {
     /// single success, warns once (a log line naming the likely fix, and
     /// `gaitkeeper_route_without_success{route}` set to 1): the success signal probably does
     /// not match what the app answers, so users never enrol and are regulated.
-    pub fn note_answer(&self, route: &str, status: u16, succeeded: bool) {
+    pub(crate) fn note_answer(&self, route: &str, status: u16, succeeded: bool) {
         let mut answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
         if answers.len() >= 1024 && !answers.contains_key(route) {
             return;
@@ -313,7 +313,7 @@ impl LoginServices {
     }
 
     /// Whether the store answers within a second (for `/readyz`).
-    pub async fn store_ready(&self) -> bool {
+    pub(crate) async fn store_ready(&self) -> bool {
         let store = self.store.clone();
         let ping = self
             .bg
@@ -355,7 +355,7 @@ impl LoginServices {
     }
 
     /// The audit record of a login decision or outcome.
-    pub fn record_of(s: &Settled, kind: &str) -> AuditRecord {
+    pub(crate) fn record_of(s: &Settled, kind: &str) -> AuditRecord {
         let a = &s.attempt;
         let mut r = AuditRecord::new(kind, &a.incident);
         r.request_id = Some(a.request_id.clone());
@@ -373,13 +373,13 @@ impl LoginServices {
     }
 
     /// Audits a decision whose outcome comes later (a challenge issued).
-    pub fn audit_decision(&self, s: &Settled) {
+    pub(crate) fn audit_decision(&self, s: &Settled) {
         self.auditor
             .record(Self::record_of(s, audit::kind::LOGIN_DECISION));
     }
 
     /// Alerts the security team to a replayed page token (whatever the policy did with it).
-    pub fn alert_replay(&self, s: &Settled) {
+    pub(crate) fn alert_replay(&self, s: &Settled) {
         let record = Self::record_of(s, audit::kind::TELEMETRY_REPLAYED);
         self.alerter
             .notify(Alert::for_record(AlertEvent::Replay, &record));
@@ -394,7 +394,7 @@ impl LoginServices {
     /// Records, learns from (when verified), audits and alerts on a settled login. Never on
     /// the request path: the store work runs on the background runtime, the audit record and
     /// the alert go to their own workers.
-    pub fn settle(&self, s: Settled) {
+    pub(crate) fn settle(&self, s: Settled) {
         let kind = match s.outcome {
             LoginOutcome::Blocked => audit::kind::LOGIN_DECISION,
             LoginOutcome::ChallengeFailed => audit::kind::CHALLENGE_FAILED,
@@ -448,7 +448,7 @@ impl LoginServices {
 
     /// Settles held logins that expired or were evicted, and sweeps expiry every few seconds
     /// (moka expires lazily). The channel holds at most what the held-login bounds allow.
-    pub fn spawn_held_sweeper(
+    pub(crate) fn spawn_held_sweeper(
         self: &Arc<Self>,
         mut dropped: tokio::sync::mpsc::UnboundedReceiver<(Arc<HeldLogin>, HeldDropped)>,
         metrics: Arc<crate::metrics::Metrics>,
@@ -471,7 +471,12 @@ impl LoginServices {
     }
 
     /// Settles a held login whose challenge was failed or expired.
-    pub fn settle_held(&self, held: &HeldLogin, outcome: LoginOutcome, challenge: ChallengeResult) {
+    pub(crate) fn settle_held(
+        &self,
+        held: &HeldLogin,
+        outcome: LoginOutcome,
+        challenge: ChallengeResult,
+    ) {
         self.settle(Settled {
             attempt: held.attempt.clone(),
             outcome,

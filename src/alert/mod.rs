@@ -76,7 +76,7 @@ impl Alert {
 
     /// The alert about what an audit record describes (same incident, user, route, risk,
     /// reasons, client address and time).
-    pub fn for_record(event: AlertEvent, record: &AuditRecord) -> Alert {
+    pub(crate) fn for_record(event: AlertEvent, record: &AuditRecord) -> Alert {
         Alert {
             event,
             incident: record.incident.clone(),

@@ -31,16 +31,16 @@ pub mod kind {
     /// The policy's decision on a scored login (risk, reasons, rule, mode).
     pub const LOGIN_DECISION: &str = "login.decision";
     /// What became of the login (the app's answer, or the block).
-    pub const LOGIN_OUTCOME: &str = "login.outcome";
-    pub const CHALLENGE_PASSED: &str = "challenge.passed";
+    pub(crate) const LOGIN_OUTCOME: &str = "login.outcome";
+    pub(crate) const CHALLENGE_PASSED: &str = "challenge.passed";
     pub const CHALLENGE_FAILED: &str = "challenge.failed";
-    pub const CHALLENGE_EXPIRED: &str = "challenge.expired";
+    pub(crate) const CHALLENGE_EXPIRED: &str = "challenge.expired";
     /// A telemetry payload or page token seen before.
-    pub const TELEMETRY_REPLAYED: &str = "telemetry.replayed";
+    pub(crate) const TELEMETRY_REPLAYED: &str = "telemetry.replayed";
     /// A security alert whose every delivery attempt failed.
-    pub const ALERT_DELIVERY_FAILED: &str = "alert.delivery_failed";
+    pub(crate) const ALERT_DELIVERY_FAILED: &str = "alert.delivery_failed";
     /// A security alert dropped because the alert queue was full.
-    pub const ALERT_DROPPED: &str = "alert.dropped";
+    pub(crate) const ALERT_DROPPED: &str = "alert.dropped";
 }
 
 /// Most records stored in one transaction.

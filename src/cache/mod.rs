@@ -146,7 +146,7 @@ impl<M: CachedModel> ModelCache<M> {
 
     /// The user's entry if it is in memory (counted as a hit), without ever loading: the
     /// scoring path's fast lane, which needs no store and no other runtime.
-    pub async fn peek(&self, user: &UserKey) -> Option<Option<Arc<M>>> {
+    pub(crate) async fn peek(&self, user: &UserKey) -> Option<Option<Arc<M>>> {
         let entry = self.cache.get(user).await?;
         self.hits.inc();
         Some(entry)

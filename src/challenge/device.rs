@@ -17,11 +17,11 @@ use subtle::ConstantTimeEq;
 use crate::store::UserKey;
 
 /// The cookie's name.
-pub const COOKIE: &str = "__gk_device";
+pub(crate) const COOKIE: &str = "__gk_device";
 /// How long an entry vouches for its browser (each login renews it).
-pub const LIFETIME_DAYS: u64 = 180;
+pub(crate) const LIFETIME_DAYS: u64 = 180;
 /// Users one browser is remembered for (a shared family computer, test accounts).
-pub const MAX_USERS: usize = 5;
+pub(crate) const MAX_USERS: usize = 5;
 
 const TAG: usize = 8;
 const ENTRY: usize = TAG + 4;
@@ -77,7 +77,7 @@ impl DeviceCookies {
     }
 
     /// Whether the cookie value vouches for `user` on day `today` (days since the epoch).
-    pub fn vouches(&self, value: &str, user: &UserKey, today: u64) -> bool {
+    pub(crate) fn vouches(&self, value: &str, user: &UserKey, today: u64) -> bool {
         let tag = self.tag(user);
         self.entries(value).iter().any(|(t, day)| {
             bool::from(t.ct_eq(&tag)) && today.saturating_sub(u64::from(*day)) <= LIFETIME_DAYS

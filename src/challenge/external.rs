@@ -24,10 +24,10 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 /// Longest assertion looked at; a real one is well under 2 KiB.
-pub const MAX_ASSERTION_BYTES: usize = 8 * 1024;
+pub(crate) const MAX_ASSERTION_BYTES: usize = 8 * 1024;
 /// Longest lifetime an assertion may claim (`exp` beyond `now` + this is refused), which also
 /// bounds how long its `jti` must be remembered.
-pub const MAX_ASSERTION_LIFETIME: Duration = Duration::from_secs(15 * 60);
+pub(crate) const MAX_ASSERTION_LIFETIME: Duration = Duration::from_secs(15 * 60);
 
 pub use crate::config::{
     AssertionAlgorithm, AssertionConfig, ExternalMfaConfig, KeyError, ProviderUrl, PublicKeyFile,
@@ -37,7 +37,7 @@ impl ExternalMfaConfig {
     /// The provider URL to redirect the browser to: `url` plus `request=<JWT>` (HS256,
     /// `request_secret`) naming the challenge, the user and where to send the answer, valid for
     /// `ttl` from `now`.
-    pub fn request_url(
+    pub(crate) fn request_url(
         &self,
         challenge_id: &str,
         user_login_name: &str,

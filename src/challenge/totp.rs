@@ -29,28 +29,28 @@ use subtle::{ConditionallySelectable, ConstantTimeEq};
 use crate::store::UserKey;
 
 /// Digits in a code (as enrolled by `users enroll-totp`).
-pub const DIGITS: usize = 6;
+pub(crate) const DIGITS: usize = 6;
 /// Seconds per TOTP step (as enrolled by `users enroll-totp`).
-pub const STEP_SECS: u64 = 30;
+pub(crate) const STEP_SECS: u64 = 30;
 /// Steps accepted either side of the current one.
-pub const SKEW_STEPS: u64 = 1;
+pub(crate) const SKEW_STEPS: u64 = 1;
 
 /// Longest input looked at; anything longer is malformed without further work.
 const MAX_INPUT_BYTES: usize = 32;
 /// Users remembered at once by default (an entry matters for at most 15 minutes).
-pub const DEFAULT_REMEMBERED_USERS: usize = 100_000;
+pub(crate) const DEFAULT_REMEMBERED_USERS: usize = 100_000;
 /// Wrong codes checked per user and client address per [`FAILURE_WINDOW_SECS`], over all
 /// their challenges. Ten guesses in fifteen minutes give one address about one chance in
 /// 33,000 per window.
-pub const MAX_FAILURES: u32 = 10;
+pub(crate) const MAX_FAILURES: u32 = 10;
 /// Wrong codes for a user (from all addresses) in the window after which each address gets
 /// only [`SLOW_CLIENT_FAILURES`].
-pub const USER_SLOWDOWN: u32 = 10;
-pub const SLOW_CLIENT_FAILURES: u32 = 3;
+pub(crate) const USER_SLOWDOWN: u32 = 10;
+pub(crate) const SLOW_CLIENT_FAILURES: u32 = 3;
 /// Client addresses remembered per user (the oldest forgotten first).
 const MAX_CLIENTS: usize = 16;
 /// The window wrong codes are counted in.
-pub const FAILURE_WINDOW_SECS: u64 = 15 * 60;
+pub(crate) const FAILURE_WINDOW_SECS: u64 = 15 * 60;
 
 /// Why a code was not accepted. The `reason` codes are metric labels and audit codes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -79,11 +79,11 @@ impl HeldLogin {
     }
 
     /// Marks the challenge as shown inside the page, in a frame or a popup.
-    pub fn set_inline(&self, how: Inline) {
+    pub(crate) fn set_inline(&self, how: Inline) {
         self.inline.store(how as u8, Ordering::Relaxed);
     }
 
-    pub fn is_inline(&self) -> bool {
+    pub(crate) fn is_inline(&self) -> bool {
         self.inline().is_some()
     }
 
@@ -97,12 +97,12 @@ impl HeldLogin {
     }
 
     /// Passed and waiting under a resume proof (no longer a challenge).
-    pub fn is_released(&self) -> bool {
+    pub(crate) fn is_released(&self) -> bool {
         self.released.load(Ordering::Relaxed)
     }
 
     /// Counts one failed attempt; returns how many there have been.
-    pub fn failed_attempt(&self) -> u32 {
+    pub(crate) fn failed_attempt(&self) -> u32 {
         self.attempts.fetch_add(1, Ordering::Relaxed) + 1
     }
 
@@ -175,7 +175,7 @@ impl HeldLogins {
 
     /// Runs expiry now (moka expires lazily); called periodically so expired challenges are
     /// settled and audited even when nobody touches the cache.
-    pub fn sweep(&self) {
+    pub(crate) fn sweep(&self) {
         self.logins.run_pending_tasks();
     }
 

@@ -54,7 +54,7 @@ impl Regulator {
 
     /// The action for a login from `ip` whose user is unknown (its name could not be read),
     /// if the address is regulated.
-    pub fn check_address(&self, config: &RegulationConfig, ip: &str) -> Option<Action> {
+    pub(crate) fn check_address(&self, config: &RegulationConfig, ip: &str) -> Option<Action> {
         (config.max_failures_per_ip > 0 && self.banned.contains_key(&ip_slot(ip)))
             .then_some(config.action)
     }
@@ -70,7 +70,7 @@ impl Regulator {
 
     /// Counts a failure against the client address only (a login whose name could not be
     /// read: there is no user to count it against).
-    pub fn failed_address(&self, config: &RegulationConfig, ip: &str) -> bool {
+    pub(crate) fn failed_address(&self, config: &RegulationConfig, ip: &str) -> bool {
         self.count(&[(ip_slot(ip), config.max_failures_per_ip)])
     }
 

@@ -30,7 +30,7 @@ pub struct Scored {
 
 impl Scored {
     /// A login there is nothing to score of, for the reason `code`.
-    pub fn unscored(finding: Finding, code: &str) -> Scored {
+    pub(crate) fn unscored(finding: Finding, code: &str) -> Scored {
         Scored {
             finding,
             features: None,
@@ -41,7 +41,7 @@ impl Scored {
 
     /// The user's model could not be read: the operator's `on_store_error` decides. The
     /// features are kept (to be learnt once the store is back) unless a rule flagged them.
-    pub fn store_unavailable(flags: &[Flag], fv: FeatureVector) -> Scored {
+    pub(crate) fn store_unavailable(flags: &[Flag], fv: FeatureVector) -> Scored {
         let mut reasons = flag_reasons(flags);
         reasons.push(serde_json::json!({"code": "store_unavailable"}));
         Scored {
@@ -53,12 +53,12 @@ impl Scored {
     }
 
     /// Scoring itself failed (it never should): `on_scoring_error` decides.
-    pub fn scoring_failed() -> Scored {
+    pub(crate) fn scoring_failed() -> Scored {
         Scored::unscored(Finding::ScoringError, "scoring_failed")
     }
 
     /// Adds a reason (e.g. `store_unavailable` when the user's factors cannot be read).
-    pub fn add_reason(&mut self, code: &str) {
+    pub(crate) fn add_reason(&mut self, code: &str) {
         if let serde_json::Value::Array(items) = &mut self.reasons {
             items.push(serde_json::json!({ "code": code }));
         }
@@ -82,7 +82,10 @@ pub fn enrolment(model: Option<&UserModel>, enrollment_logins: u32) -> Enrolment
 }
 
 /// The flag for an enrolling user's login that copies one of the few logins learnt so far.
-pub fn copies_an_earlier_login(model: Option<&UserModel>, fv: &FeatureVector) -> Option<Flag> {
+pub(crate) fn copies_an_earlier_login(
+    model: Option<&UserModel>,
+    fv: &FeatureVector,
+) -> Option<Flag> {
     model
         .is_some_and(|m| m.copies(fv))
         .then_some(("replayed_pattern", "own_earlier_login"))
@@ -108,7 +111,7 @@ pub fn enrolling(flags: &[Flag], fv: FeatureVector) -> Scored {
 /// An enrolled user's login as their model assessed it: the risk raised to the floor of every
 /// rule that fired (the evidence rules' and the model's own), and learnable only when none of
 /// the rules that mean "not typed by the user" fired.
-pub fn assessed(
+pub(crate) fn assessed(
     flags: &[Flag],
     assessment: &Assessment,
     fv: FeatureVector,

@@ -36,7 +36,7 @@ pub struct Protocol {
 }
 
 impl Protocol {
-    pub const KEYSTROKE100: Protocol = Protocol {
+    pub(crate) const KEYSTROKE100: Protocol = Protocol {
         train: 5,
         impostor: 5,
         folds: 5,
@@ -49,7 +49,7 @@ impl Protocol {
 }
 
 /// The adapter: a fixed-text sample as a login's feature vector.
-pub fn sample_vector(press_press: &[f64], dwell: Option<&[f64]>) -> FeatureVector {
+pub(crate) fn sample_vector(press_press: &[f64], dwell: Option<&[f64]>) -> FeatureVector {
     let mut fv = FeatureVector::empty();
     let len = press_press.len() + 1;
     fv.password = PasswordRhythm {
@@ -80,7 +80,7 @@ fn parse_row(line: &str, sep: char, what: &str) -> anyhow::Result<Vec<f64>> {
 }
 
 /// Loads `DIR/userN/latency.txt` (tab-separated latencies in ms), users in numeric order.
-pub fn load_keystroke100(dir: &Path) -> anyhow::Result<Vec<Subject>> {
+pub(crate) fn load_keystroke100(dir: &Path) -> anyhow::Result<Vec<Subject>> {
     let mut users: Vec<(u32, String)> = std::fs::read_dir(dir)
         .with_context(|| format!("reading {} (pass --data DIR)", dir.display()))?
         .filter_map(|e| e.ok())
@@ -116,7 +116,7 @@ pub fn load_keystroke100(dir: &Path) -> anyhow::Result<Vec<Subject>> {
 
 /// Loads the CMU layout: `subject,sessionIndex,rep,H.k,DD.k.l,UD.k.l,…,H.Return`; hold times
 /// become per-position dwell, DD columns press-to-press latencies (seconds → ms).
-pub fn load_cmu(file: &Path) -> anyhow::Result<Vec<Subject>> {
+pub(crate) fn load_cmu(file: &Path) -> anyhow::Result<Vec<Subject>> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let mut lines = text.lines();
@@ -165,7 +165,11 @@ pub fn load_cmu(file: &Path) -> anyhow::Result<Vec<Subject>> {
 }
 
 /// Scores every genuine and impostor sample of the protocol with every detector.
-pub fn evaluate(subjects: &[Subject], p: Protocol, seed: u64) -> anyhow::Result<Vec<Scored>> {
+pub(crate) fn evaluate(
+    subjects: &[Subject],
+    p: Protocol,
+    seed: u64,
+) -> anyhow::Result<Vec<Scored>> {
     if subjects.len() < 3 {
         bail!("at least 3 subjects are needed (found {})", subjects.len());
     }
@@ -228,7 +232,7 @@ pub fn evaluate(subjects: &[Subject], p: Protocol, seed: u64) -> anyhow::Result<
 }
 
 /// Mean over subjects of each detector's per-subject EER (order of [`DETECTORS`]).
-pub fn mean_eer(rows: &[Scored]) -> [f64; 6] {
+pub(crate) fn mean_eer(rows: &[Scored]) -> [f64; 6] {
     let mut subjects: Vec<&str> = rows.iter().map(|r| r.subject.as_str()).collect();
     subjects.dedup();
     let mut sum = [0.0; 6];
@@ -254,12 +258,12 @@ pub fn split<'a>(rows: impl Iterator<Item = &'a Scored>, d: usize) -> (Vec<f64>,
 }
 
 /// A detector that produced no score at all (e.g. the contrast forest without negatives).
-pub fn unused(rows: &[Scored], d: usize) -> bool {
+pub(crate) fn unused(rows: &[Scored], d: usize) -> bool {
     rows.iter().all(|r| r.scores[d].is_nan())
 }
 
 /// The summary table.
-pub fn summary(name: &str, subjects: usize, rows: &[Scored]) -> String {
+pub(crate) fn summary(name: &str, subjects: usize, rows: &[Scored]) -> String {
     let eers = mean_eer(rows);
     let mut s = format!("{name}: {subjects} subjects, mean per-subject EER\n");
     s.push_str(&format!("{:<12} {:>8}\n", "detector", "EER"));

@@ -11,7 +11,7 @@ fn clean(v: f64) -> f64 {
 
 /// (false accept rate, false reject rate) at every distinct threshold, starting from "accept
 /// nothing risky" (FAR 0, FRR 1). A sample is accepted when its score is ≤ the threshold.
-pub fn roc(genuine: &[f64], impostor: &[f64]) -> Vec<(f64, f64)> {
+pub(crate) fn roc(genuine: &[f64], impostor: &[f64]) -> Vec<(f64, f64)> {
     let mut all: Vec<(f64, bool)> = genuine
         .iter()
         .map(|&g| (clean(g), true))
@@ -38,7 +38,7 @@ pub fn roc(genuine: &[f64], impostor: &[f64]) -> Vec<(f64, f64)> {
 }
 
 /// Equal error rate: where FAR and FRR cross, interpolated between adjacent thresholds.
-pub fn eer(genuine: &[f64], impostor: &[f64]) -> f64 {
+pub(crate) fn eer(genuine: &[f64], impostor: &[f64]) -> f64 {
     let pts = roc(genuine, impostor);
     for w in pts.windows(2) {
         let (far0, frr0) = w[0];
@@ -54,7 +54,7 @@ pub fn eer(genuine: &[f64], impostor: &[f64]) -> f64 {
 
 /// Area under the ROC curve: the probability that an impostor scores riskier than a genuine
 /// sample (ties count half).
-pub fn auc(genuine: &[f64], impostor: &[f64]) -> f64 {
+pub(crate) fn auc(genuine: &[f64], impostor: &[f64]) -> f64 {
     let mut g: Vec<f64> = genuine.iter().map(|&v| clean(v)).collect();
     g.sort_by(f64::total_cmp);
     let mut wins = 0.0;

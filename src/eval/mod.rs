@@ -36,7 +36,7 @@ impl Label {
 }
 
 /// The detectors every evaluation reports, in table order.
-pub const DETECTORS: &[&str] = &[
+pub(crate) const DETECTORS: &[&str] = &[
     "manhattan",
     "shrunk_z",
     "nearest",
@@ -56,7 +56,7 @@ pub struct Scored {
 }
 
 impl Scored {
-    pub fn from_assessment(
+    pub(crate) fn from_assessment(
         subject: String,
         sample: String,
         label: Label,
@@ -93,7 +93,7 @@ pub fn risk(a: &crate::model::Assessment) -> f64 {
 }
 
 /// Writes `subject,sample,label,score` files, one per detector: `<out>/<prefix>-<detector>.csv`.
-pub fn write_scores(out: &Path, prefix: &str, rows: &[Scored]) -> anyhow::Result<()> {
+pub(crate) fn write_scores(out: &Path, prefix: &str, rows: &[Scored]) -> anyhow::Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     for (i, det) in DETECTORS.iter().enumerate() {
         let path = out.join(format!("{prefix}-{det}.csv"));
@@ -198,7 +198,7 @@ fn tempdir_for(path: &Path) -> anyhow::Result<std::path::PathBuf> {
 }
 
 /// The K values `eval mouse` reports.
-pub const MOUSE_KS: &[usize] = &[5, 20];
+pub(crate) const MOUSE_KS: &[usize] = &[5, 20];
 
 /// Runs the Balabit evaluation, writes score files (`balabit-k<K>-<detector>.csv`) and the ROC
 /// plot into `out`, and returns the summary table.

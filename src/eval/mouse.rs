@@ -25,14 +25,14 @@ use crate::model::{assess, GlobalModel, TrainingUser, UserModel};
 use crate::telemetry::{Click, ClickTarget, MouseMove, Telemetry, MAX_CLICKS, MAX_MOVES};
 
 /// A pause longer than this ends an action (seconds).
-pub const PAUSE_S: f64 = 1.0;
+pub(crate) const PAUSE_S: f64 = 1.0;
 /// Fewest pointer positions for an action.
-pub const MIN_MOVES: usize = 4;
+pub(crate) const MIN_MOVES: usize = 4;
 /// Test segments kept per session (the largest K reported).
-pub const MAX_K: usize = 20;
+pub(crate) const MAX_K: usize = 20;
 /// Training segments per user used for the global model (enrol / later).
-pub const GLOBAL_ENROL: usize = 400;
-pub const GLOBAL_LATER: usize = 120;
+pub(crate) const GLOBAL_ENROL: usize = 400;
+pub(crate) const GLOBAL_LATER: usize = 120;
 
 /// One user's data.
 #[derive(Default)]
@@ -91,7 +91,10 @@ impl Segment {
 }
 
 /// Cuts one session file into actions and extracts each action's features (at most `limit`).
-pub fn session_features(reader: impl Read, limit: usize) -> anyhow::Result<Vec<FeatureVector>> {
+pub(crate) fn session_features(
+    reader: impl Read,
+    limit: usize,
+) -> anyhow::Result<Vec<FeatureVector>> {
     Ok(session_actions(reader, limit)?
         .iter()
         .map(features::extract)
@@ -100,7 +103,7 @@ pub fn session_features(reader: impl Read, limit: usize) -> anyhow::Result<Vec<F
 
 /// Cuts one session file into actions, each as the telemetry a login page would have captured
 /// (at most `limit`).
-pub fn session_actions(reader: impl Read, limit: usize) -> anyhow::Result<Vec<Telemetry>> {
+pub(crate) fn session_actions(reader: impl Read, limit: usize) -> anyhow::Result<Vec<Telemetry>> {
     let mut out = Vec::new();
     let mut seg = Segment::default();
     let mut prev_t = f64::NEG_INFINITY;
@@ -184,7 +187,7 @@ pub struct ActionsUser {
 }
 
 /// Training actions kept as telemetry per user.
-pub const KEPT_ACTIONS: usize = 50;
+pub(crate) const KEPT_ACTIONS: usize = 50;
 
 /// The dataset with actions as telemetry.
 pub struct ActionsDataset {
@@ -261,7 +264,7 @@ pub fn load(dir: &Path) -> anyhow::Result<Dataset> {
 
 /// Like [`load`], keeping actions as telemetry: the test sessions' and each user's most
 /// recent training actions.
-pub fn load_actions(dir: &Path) -> anyhow::Result<ActionsDataset> {
+pub(crate) fn load_actions(dir: &Path) -> anyhow::Result<ActionsDataset> {
     let mut users: HashMap<String, ActionsUser> = HashMap::new();
     let mut labels = HashMap::new();
     walk(dir, &mut |path, reader| {
@@ -344,7 +347,11 @@ fn walk(dir: &Path, take: &mut Take<'_>) -> anyhow::Result<()> {
 }
 
 /// Scores of every labelled test session at each K: `result[k_index]` for `ks`.
-pub fn evaluate(data: &Dataset, ks: &[usize], seed: u64) -> anyhow::Result<Vec<Vec<Scored>>> {
+pub(crate) fn evaluate(
+    data: &Dataset,
+    ks: &[usize],
+    seed: u64,
+) -> anyhow::Result<Vec<Vec<Scored>>> {
     let mut per_k: Vec<Vec<Scored>> = vec![Vec::new(); ks.len()];
     let bar = super::progress(data.users.len() as u64, "users");
     for (u, (name, user)) in data.users.iter().enumerate() {
@@ -416,7 +423,7 @@ pub fn evaluate(data: &Dataset, ks: &[usize], seed: u64) -> anyhow::Result<Vec<V
 }
 
 /// Pooled AUC and EER per detector at each K.
-pub fn summary(data: &Dataset, ks: &[usize], per_k: &[Vec<Scored>]) -> String {
+pub(crate) fn summary(data: &Dataset, ks: &[usize], per_k: &[Vec<Scored>]) -> String {
     let sessions = per_k.first().map_or(0, Vec::len);
     let mut s = format!(
         "balabit: {} users, {} labelled sessions; pooled over sessions, mean of the first K actions\n",

@@ -6,7 +6,7 @@ use std::fmt::Write;
 const COLOURS: &[&str] = &["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#d62728"];
 
 /// Renders `curves` (name, ROC points as (FAR, FRR)) into a standalone SVG document.
-pub fn roc_svg(title: &str, curves: &[(String, Vec<(f64, f64)>)]) -> String {
+pub(crate) fn roc_svg(title: &str, curves: &[(String, Vec<(f64, f64)>)]) -> String {
     let (w, h, m) = (480.0, 400.0, 50.0);
     let (pw, ph) = (w - 2.0 * m, h - 2.0 * m);
     let mut s = String::new();

@@ -40,23 +40,23 @@ impl Rule {
 
 /// Fewest keystrokes a typed password produces (shorter passwords are not accepted anywhere
 /// worth protecting, and a forger who sends fewer is caught here).
-pub const MIN_PASSWORD_KEYS: usize = 4;
+pub(crate) const MIN_PASSWORD_KEYS: usize = 4;
 /// Fewest intervals in a run of keys before its regularity is judged.
 const MIN_RUN: usize = 5;
 /// Coefficient of variation below which a run of key intervals, or the hold times, are a
 /// metronome: typists' intervals vary by 20–60 % (docs/detection.md has the measured range).
-pub const METRONOME_CV: f64 = 0.1;
+pub(crate) const METRONOME_CV: f64 = 0.1;
 /// Fewest mouse steps in one movement before its shape is judged.
 const MIN_MOVE_STEPS: usize = 8;
 /// A movement this straight after smoothing away a pixel of jitter is ruled, not drawn —
 /// or, now and then, a person's quick straight flick (Balabit: 0.1 % of real actions reach
 /// it). So it takes most of a login's movements being this straight.
-pub const RULER_STRAIGHTNESS: f64 = 0.9995;
+pub(crate) const RULER_STRAIGHTNESS: f64 = 0.9995;
 /// A movement whose speed varies less than this is driven at constant speed.
-pub const CONSTANT_SPEED_CV: f64 = 0.05;
+pub(crate) const CONSTANT_SPEED_CV: f64 = 0.05;
 /// Share of identical intervals between mouse samples that betrays a timer, not a hand and
 /// a display.
-pub const GRID_SHARE: f64 = 0.9;
+pub(crate) const GRID_SHARE: f64 = 0.9;
 /// How long the page was open, as gaitkeeper saw it: the payload's own timeline must fit in
 /// it, give or take `slack_ms` (timer coarsening and rounding; `capture.timeline_slack`).
 #[derive(Debug, Clone, Copy, PartialEq)]

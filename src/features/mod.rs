@@ -38,7 +38,7 @@ macro_rules! features {
         #[repr(usize)]
         pub enum F { $($idx),* }
         /// Feature names, in vector order.
-        pub const NAMES: &[&str] = &[$($name),*];
+        pub(crate) const NAMES: &[&str] = &[$($name),*];
         /// Feature scales, in vector order.
         pub const SCALES: &[Scale] = &[$(Scale::$scale),*];
     };
@@ -113,7 +113,7 @@ pub(crate) const V1_NAMED: usize = 44;
 /// Longest password whose per-position rhythm is kept.
 pub const MAX_PASSWORD: usize = 64;
 /// Mouse samples further apart than this are a pause, not a movement (ms).
-pub const PAUSE_MS: f64 = 1000.0;
+pub(crate) const PAUSE_MS: f64 = 1000.0;
 
 /// The password field's keystrokes, position by position (the fixed-text part). Only
 /// meaningful when the user typed it straight through: `clean` is false after a correction.

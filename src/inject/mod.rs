@@ -24,7 +24,7 @@ pub use token::{Client, PageClaims, PageTokens, TokenError};
 pub static CAPTURE_JS: &[u8] = include_bytes!("../../injector/capture.min.js");
 
 /// A strong ETag of the script, so browsers revalidate cheaply after an upgrade.
-pub static CAPTURE_JS_ETAG: LazyLock<String> = LazyLock::new(|| {
+pub(crate) static CAPTURE_JS_ETAG: LazyLock<String> = LazyLock::new(|| {
     let digest = Sha256::digest(CAPTURE_JS);
     let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
     format!("\"{hex}\"")
@@ -41,7 +41,7 @@ pub struct RouteMatch {
 
 /// Matches a request against the login routes. The path is normalised once; matching ignores
 /// case, so `/LOGIN`, `//login`, `/login/` or `/%6Cogin` cannot slip past a submit route.
-pub fn match_routes(routes: &[RouteConfig], method: &str, path: &str) -> RouteMatch {
+pub(crate) fn match_routes(routes: &[RouteConfig], method: &str, path: &str) -> RouteMatch {
     if routes.is_empty() {
         return RouteMatch::default();
     }
@@ -93,7 +93,7 @@ fn path_matches(pattern: &str, normal_path: &str) -> bool {
 }
 
 /// Whether a response with this `Content-Type` is one the route injects into.
-pub fn is_injectable(route: &RouteConfig, content_type: Option<&str>) -> bool {
+pub(crate) fn is_injectable(route: &RouteConfig, content_type: Option<&str>) -> bool {
     let Some(content_type) = content_type else {
         return false;
     };
@@ -117,7 +117,7 @@ pub fn charset(content_type: Option<&str>) -> Option<&str> {
 
 /// The nonce a page's Content-Security-Policy allows scripts with, so the injected tag can
 /// carry it. Only `script-src` (or `default-src` when there is none) is consulted.
-pub fn csp_nonce(policy: &str) -> Option<String> {
+pub(crate) fn csp_nonce(policy: &str) -> Option<String> {
     let directives: Vec<&str> = policy.split(';').map(str::trim).collect();
     let find = |name: &str| {
         directives.iter().find(|d| {
@@ -141,7 +141,7 @@ pub fn csp_nonce(policy: &str) -> Option<String> {
 }
 
 /// The `<script>` element injected into a login page.
-pub fn script_tag(
+pub(crate) fn script_tag(
     prefix: &str,
     token: &str,
     nonce: Option<&str>,

@@ -20,7 +20,7 @@ pub enum Coding {
 
 impl Coding {
     /// Parses a `Content-Encoding` value; `None` for codings we cannot undo (zstd, stacked).
-    pub fn from_header(value: Option<&str>) -> Option<Coding> {
+    pub(crate) fn from_header(value: Option<&str>) -> Option<Coding> {
         match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
             None | Some("") | Some("identity") => Some(Coding::Identity),
             Some("gzip") | Some("x-gzip") => Some(Coding::Gzip),

@@ -106,7 +106,7 @@ impl PageTokens {
 
     /// A new token for a page that is already open: served at `page_ms` (from an earlier
     /// token of the page), or, when that is unknown, starting a new page epoch now.
-    pub fn reissue(
+    pub(crate) fn reissue(
         &self,
         route: &str,
         client: &Client,
@@ -186,7 +186,7 @@ impl PageTokens {
     /// expired for at most [`RENEW_GRACE_SECS`] (a laptop that slept past its renewal), gets a
     /// new one for the same route and page. `reset` starts a new page epoch (the script
     /// cleared its telemetry). The old token stays usable until it expires.
-    pub fn renew(
+    pub(crate) fn renew(
         &self,
         token: &str,
         client: &Client,
@@ -282,7 +282,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// How long after expiry a page's token may still be renewed: a day, the longest a page's
 /// telemetry may span (`telemetry::MAX_PAGE_MS`).
-pub const RENEW_GRACE_SECS: u64 = 86_400;
+pub(crate) const RENEW_GRACE_SECS: u64 = 86_400;
 
 fn now_ms() -> u64 {
     SystemTime::now()

@@ -46,10 +46,10 @@ pub use window::MAX_WINDOW;
 
 /// Most users whose logins one global training reads (a sample, in key order, which is
 /// unrelated to who the users are): bounds its memory and time.
-pub const MAX_TRAINING_USERS: usize = 500;
+pub(crate) const MAX_TRAINING_USERS: usize = 500;
 /// Most user refits waiting or running at once; beyond it a refit is skipped and asked for
 /// again by the user's next login.
-pub const MAX_PENDING_REFITS: usize = 10_000;
+pub(crate) const MAX_PENDING_REFITS: usize = 10_000;
 /// Refits computing at the same time (they share the machine with the proxy).
 const REFIT_CONCURRENCY: usize = 2;
 /// Per-user locks, striped: a learn and a refit of the same user never interleave.
@@ -58,7 +58,7 @@ const LOCK_STRIPES: usize = 64;
 pub const SAVE_DELAY: Duration = Duration::from_secs(5);
 /// Most users whose learnt state waits to be saved (each up to `learning.window` rows); one
 /// more and they are all saved at once.
-pub const MAX_UNSAVED: usize = 1024;
+pub(crate) const MAX_UNSAVED: usize = 1024;
 
 /// What can go wrong while learning, worded for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -252,7 +252,7 @@ impl Learner {
     /// The user's model if the cache already holds a usable answer (a model, or "none
     /// yet"); `None` when the store must be asked ([`Learner::user_model`]). Touches no store
     /// and spawns nothing, so any runtime may call it.
-    pub async fn cached_user_model(&self, key: &UserKey) -> Option<Option<Arc<UserModel>>> {
+    pub(crate) async fn cached_user_model(&self, key: &UserKey) -> Option<Option<Arc<UserModel>>> {
         match self.inner.cache.peek(key).await?.as_deref() {
             Some(CachedUser::Ready(model)) => Some(Some(model.clone())),
             Some(CachedUser::Empty) | None => Some(None),
@@ -262,7 +262,7 @@ impl Learner {
 
     /// Drops the user's cached model, so that the next login reads it from the store (after
     /// their profile moved to another key).
-    pub async fn forget_cached(&self, key: &UserKey) {
+    pub(crate) async fn forget_cached(&self, key: &UserKey) {
         self.inner.cache.invalidate(key).await;
     }
 

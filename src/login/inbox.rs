@@ -51,7 +51,7 @@ impl TelemetryInbox {
     }
 
     /// The recent entries, oldest first, as a JSON array.
-    pub fn to_json(&self) -> Vec<u8> {
+    pub(crate) fn to_json(&self) -> Vec<u8> {
         let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         serde_json::to_vec(&*recent).unwrap_or_else(|_| b"[]".to_vec())
     }

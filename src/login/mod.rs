@@ -24,7 +24,7 @@ pub use form::{form_decode, strip_form_field};
 
 /// Undoes a body's `Content-Encoding` (gzip, deflate, br), bounded by its decoded size; `None`
 /// when it has none. Also used to read login answers.
-pub fn decode_body(
+pub(crate) fn decode_body(
     values: &[&str],
     body: &[u8],
     limit: usize,
@@ -95,7 +95,7 @@ impl Unreadable {
 
     /// Whether the request could be forwarded at all: a body over the limit or still on
     /// its way was never read whole, so whatever the policy says it cannot reach the app.
-    pub fn forwardable(&self) -> bool {
+    pub(crate) fn forwardable(&self) -> bool {
         !matches!(self, Unreadable::TooLarge | Unreadable::BodyTimeout)
     }
 }
@@ -360,7 +360,7 @@ pub struct Envelope {
 }
 
 /// The payload schema versions this gaitkeeper reads (see docs/telemetry.md).
-pub const SUPPORTED_VERSIONS: &[u64] = &[1];
+pub(crate) const SUPPORTED_VERSIONS: &[u64] = &[1];
 
 pub fn read_envelope(payload: &[u8]) -> Result<Envelope, ExtractError> {
     #[derive(Deserialize)]

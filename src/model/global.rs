@@ -28,9 +28,9 @@ use super::user::{Population, UserModel, UserScores, TERM_CAP};
 use crate::features::{FeatureVector, N};
 
 /// Length of a deviation vector.
-pub const DEVIATION_DIMS: usize = N + 9 + 2 * POSITIONS;
+pub(crate) const DEVIATION_DIMS: usize = N + 9 + 2 * POSITIONS;
 /// Password positions whose signed z enters the deviation vector one by one.
-pub const POSITIONS: usize = 12;
+pub(crate) const POSITIONS: usize = 12;
 
 /// Writes the user-normalised deviation vector of model-space input `x` into `out`.
 pub fn deviation(
@@ -92,7 +92,7 @@ pub struct Forest {
 
 /// Size of the global forest: enough for smooth vote fractions, few enough for microsecond
 /// scoring.
-pub const TREES: u16 = 40;
+pub(crate) const TREES: u16 = 40;
 
 impl Forest {
     /// Fits on `rows` (each `dims` long; NaN is read as -1, "not measured") with labels
@@ -127,7 +127,7 @@ impl Forest {
     }
 
     /// Fraction of trees voting impostor; 0.5 when `row` does not fit the forest.
-    pub fn vote(&self, row: &[f64]) -> f64 {
+    pub(crate) fn vote(&self, row: &[f64]) -> f64 {
         if row.len() != self.dims {
             return 0.5;
         }
@@ -148,7 +148,7 @@ impl Forest {
 }
 
 /// Inputs of the fusion.
-pub const FUSION_INPUTS: usize = 5;
+pub(crate) const FUSION_INPUTS: usize = 5;
 
 /// Logistic regression on standardised detector scores, with balanced class weights.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -161,7 +161,7 @@ pub struct Fusion {
 
 impl Fusion {
     /// Equal weights on standardised inputs of a neutral scale (before any training).
-    pub fn neutral() -> Self {
+    pub(crate) fn neutral() -> Self {
         Fusion {
             center: [1.0, 1.0, 1.0, 0.5, 0.5],
             scale: [1.0, 1.0, 1.0, 0.25, 0.25],
@@ -258,7 +258,7 @@ pub struct TrainingUser<'a> {
 }
 
 /// Impostor rows per genuine row when building training sets.
-pub const IMPOSTOR_RATIO: usize = 2;
+pub(crate) const IMPOSTOR_RATIO: usize = 2;
 
 impl GlobalModel {
     /// A model with no cross-user knowledge: neutral prior, no forest, equal-weight fusion.
@@ -281,7 +281,7 @@ impl GlobalModel {
     /// As [`GlobalModel::train`]; with `contrast`, the fusion also learns to weigh per-user
     /// contrast forests (fitted for the fusion half's users against the forest half's logins,
     /// so the impostors the fusion sees were never the forests' negatives).
-    pub fn train_with(users: &[TrainingUser<'_>], seed: u64, contrast: bool) -> GlobalModel {
+    pub(crate) fn train_with(users: &[TrainingUser<'_>], seed: u64, contrast: bool) -> GlobalModel {
         let enrol: Vec<&[FeatureVector]> = users.iter().map(|u| u.enrol).collect();
         let population = Population::fit(&enrol);
         let (a, b): (Vec<usize>, Vec<usize>) = if users.len() >= 4 {

@@ -22,7 +22,7 @@ impl Layout {
         N + self.password_dims()
     }
 
-    pub fn password_dims(&self) -> usize {
+    pub(crate) fn password_dims(&self) -> usize {
         if self.password_len == 0 {
             0
         } else {
@@ -91,7 +91,7 @@ pub enum Dim {
 }
 
 impl Layout {
-    pub fn dim(&self, d: usize) -> Dim {
+    pub(crate) fn dim(&self, d: usize) -> Dim {
         if d < N {
             Dim::Named(d)
         } else if d < N + self.password_len.saturating_sub(1) {
@@ -103,7 +103,7 @@ impl Layout {
 }
 
 /// Back from model space to the feature's own unit (for "usual range" in reasons).
-pub fn to_unit(d: Dim, v: f64) -> f64 {
+pub(crate) fn to_unit(d: Dim, v: f64) -> f64 {
     match d {
         Dim::Named(i) if SCALES[i] == Scale::Linear => v,
         _ => v.exp_m1(),

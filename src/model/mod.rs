@@ -57,15 +57,15 @@ pub struct Assessment {
     pub reasons: Vec<Reason>,
 }
 
-pub const MAX_REASONS: usize = 3;
+pub(crate) const MAX_REASONS: usize = 3;
 /// A deviation is a reason from this many (shrunk) spreads away.
-pub const REASON_Z: f64 = 2.0;
+pub(crate) const REASON_Z: f64 = 2.0;
 /// Rule threshold for "far outside the user's range".
-pub const RULE_Z: f64 = 3.0;
+pub(crate) const RULE_Z: f64 = 3.0;
 /// An input group (mouse, keys, password rhythm) is one the user always has when this share
 /// of their kept logins has it (and at least [`USUAL_MIN_LOGINS`] are kept).
-pub const USUAL_SHARE: f64 = 0.9;
-pub const USUAL_MIN_LOGINS: usize = 5;
+pub(crate) const USUAL_SHARE: f64 = 0.9;
+pub(crate) const USUAL_MIN_LOGINS: usize = 5;
 
 /// Scores one login of `user`. Allocation: the model-space input and the reasons.
 pub fn assess(user: &UserModel, global: &GlobalModel, fv: &FeatureVector) -> Assessment {

@@ -18,14 +18,14 @@ use crate::features::{FeatureVector, Scale, F, SCALES};
 /// Two durations are "the same" within this many milliseconds: a replay jittered by up to
 /// 5 ms stays inside, two logins of a person almost never do (browsers stamp events to
 /// 0.1 ms; a typist's intervals vary by tens of milliseconds).
-pub const CLOSE_MS: f64 = 6.0;
+pub(crate) const CLOSE_MS: f64 = 6.0;
 /// Other timings (speeds, distances, accelerations) are "the same" within this distance in
 /// `ln(1 + x)`: about 4 %.
-pub const CLOSE: f64 = 0.04;
+pub(crate) const CLOSE: f64 = 0.04;
 /// Fewest timing dimensions both logins must have before they can be called duplicates.
-pub const MIN_DIMS: usize = 6;
+pub(crate) const MIN_DIMS: usize = 6;
 /// Share of those dimensions that must be close.
-pub const MIN_SHARE: f64 = 0.9;
+pub(crate) const MIN_SHARE: f64 = 0.9;
 
 /// Named features not compared: counts and flags (equal across genuine logins) and the
 /// mouse trace's derivatives and spreads (a few milliseconds of jitter on 16 ms samples move
@@ -83,11 +83,11 @@ fn same_timing(layout: &Layout, d: usize, x: f64, y: f64) -> bool {
 /// Shapes of the mouse path that only its positions decide (a replay with shifted times keeps
 /// them exactly), compared within [`CLOSE_SHAPE`].
 const SHAPES: &[F] = &[F::MouseStraightness, F::MouseCircVar];
-pub const CLOSE_SHAPE: f64 = 0.005;
+pub(crate) const CLOSE_SHAPE: f64 = 0.005;
 
 /// Whether model-space dimension `d` of `layout` is compared: timings, distances and the
 /// path's shape.
-pub fn is_timing(layout: &Layout, d: usize) -> bool {
+pub(crate) fn is_timing(layout: &Layout, d: usize) -> bool {
     match layout.dim(d) {
         Dim::Named(i) => {
             (SCALES[i] == Scale::Log && !NOT_COMPARED.iter().any(|f| *f as usize == i))
@@ -98,7 +98,7 @@ pub fn is_timing(layout: &Layout, d: usize) -> bool {
 }
 
 /// Whether two model-space vectors under `layout` are the same login, give or take jitter.
-pub fn near_duplicate(layout: &Layout, a: &[f64], b: &[f32]) -> bool {
+pub(crate) fn near_duplicate(layout: &Layout, a: &[f64], b: &[f32]) -> bool {
     let (mut compared, mut close) = (0usize, 0usize);
     for d in 0..a.len().min(b.len()) {
         let (x, y) = (a[d], f64::from(b[d]));
@@ -178,7 +178,7 @@ impl PopulationMemory {
     }
 
     /// Whether `sig` duplicates a remembered login; remembers it either way.
-    pub fn check_and_remember(&self, sig: Signature) -> bool {
+    pub(crate) fn check_and_remember(&self, sig: Signature) -> bool {
         let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let (l, s, q) = sig.key;
         let x: Vec<f64> = sig.x.iter().map(|&v| f64::from(v)).collect();

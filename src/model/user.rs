@@ -25,13 +25,13 @@ use super::input::{self, Dim, Layout};
 use crate::features::{FeatureVector, N};
 
 /// Per-dimension deviation cap (in spreads).
-pub const TERM_CAP: f64 = 10.0;
+pub(crate) const TERM_CAP: f64 = 10.0;
 /// Logins kept for the nearest-neighbour detector.
-pub const MAX_KEPT: usize = 20;
+pub(crate) const MAX_KEPT: usize = 20;
 /// Weight of the population spread, in logins (empirical-Bayes style shrinkage).
-pub const SHRINK_LOGINS: f64 = 4.0;
+pub(crate) const SHRINK_LOGINS: f64 = 4.0;
 /// Smallest spread in model space (log units or fraction).
-pub const MIN_SPREAD: f64 = 0.01;
+pub(crate) const MIN_SPREAD: f64 = 0.01;
 
 /// The population's typical within-user spread per dimension (model space), learnt from other
 /// users' logins. Password positions share one value per kind, since passwords differ.
@@ -48,7 +48,7 @@ const PRIOR_SPREAD: f64 = 0.25;
 
 impl Population {
     /// A neutral prior (used before any population data exists).
-    pub fn neutral() -> Self {
+    pub(crate) fn neutral() -> Self {
         Population {
             named: vec![PRIOR_SPREAD; N],
             press_press: PRIOR_SPREAD,
@@ -124,11 +124,11 @@ pub struct UserModel {
 }
 
 /// Contrast forest size: small, it is stored per user.
-pub const CONTRAST_TREES: u16 = 40;
-pub const CONTRAST_DEPTH: u16 = 10;
+pub(crate) const CONTRAST_TREES: u16 = 40;
+pub(crate) const CONTRAST_DEPTH: u16 = 10;
 /// Caps on the contrast forest's training rows.
-pub const CONTRAST_OWN: usize = 600;
-pub const CONTRAST_NEGATIVES: usize = 1200;
+pub(crate) const CONTRAST_OWN: usize = 600;
+pub(crate) const CONTRAST_NEGATIVES: usize = 1200;
 
 /// The four per-user detector scores of one login (higher = less like the user).
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
@@ -287,7 +287,7 @@ impl UserModel {
     }
 
     /// The user's usual range of dimension `d` (mean ± 2 spreads) in the feature's own unit.
-    pub fn usual_range(&self, d: usize) -> (f64, f64) {
+    pub(crate) fn usual_range(&self, d: usize) -> (f64, f64) {
         let m = f64::from(self.mean[d]);
         let s = f64::from(self.spread[d]);
         let dim = self.layout.dim(d);
@@ -299,7 +299,7 @@ impl UserModel {
 }
 
 /// Dimension name for reasons.
-pub fn dim_name(layout: &Layout, d: usize) -> String {
+pub(crate) fn dim_name(layout: &Layout, d: usize) -> String {
     match layout.dim(d) {
         Dim::Named(i) => crate::features::NAMES[i].to_string(),
         Dim::PressPress(p) => format!("password_press_press_{}", p + 1),

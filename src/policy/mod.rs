@@ -149,7 +149,11 @@ impl Floors {
 }
 
 /// `risk` raised to the highest floor among the rules in `codes`.
-pub fn floored<'a>(floors: &Floors, risk: f64, codes: impl IntoIterator<Item = &'a str>) -> f64 {
+pub(crate) fn floored<'a>(
+    floors: &Floors,
+    risk: f64,
+    codes: impl IntoIterator<Item = &'a str>,
+) -> f64 {
     codes
         .into_iter()
         .filter_map(|c| floors.of(c))
@@ -176,7 +180,7 @@ pub struct Policy {
 
 /// The built-in defaults: challenge what cannot be scored, block replays, keep logins working
 /// when gaitkeeper's own store or scoring fails (fail-open), block a challenge nobody can answer.
-pub const DEFAULT_POLICY: Policy = Policy {
+pub(crate) const DEFAULT_POLICY: Policy = Policy {
     mode: Mode::Enforce,
     allow_below: 0.6,
     block_at: 0.95,
@@ -201,7 +205,7 @@ pub const DEFAULT_POLICY: Policy = Policy {
 
 impl Policy {
     /// The route's overrides on top of the top-level block on top of [`DEFAULT_POLICY`].
-    pub fn resolve(top: &PolicyConfig, route: &PolicyConfig) -> Policy {
+    pub(crate) fn resolve(top: &PolicyConfig, route: &PolicyConfig) -> Policy {
         let d = DEFAULT_POLICY;
         macro_rules! pick {
             ($f:ident) => {
@@ -348,7 +352,7 @@ pub fn decide(policy: &Policy, finding: Finding) -> Verdict {
 }
 
 /// What a challenge that nobody can answer (the user has no second factor) becomes.
-pub fn without_factor(policy: &Policy) -> Verdict {
+pub(crate) fn without_factor(policy: &Policy) -> Verdict {
     let decision = match policy.on_no_factor {
         Action::Allow => Action::Allow,
         Action::Challenge | Action::Block => Action::Block,

@@ -12,9 +12,7 @@ use pingora::proxy::Session;
 
 use super::{pages, GaitkeeperProxy, Handled, RequestCtx};
 use crate::audit::new_incident;
-use crate::decision::{
-    self, scored, ChallengeResult, LoginAttempt, LoginOutcome, Scored,
-};
+use crate::decision::{self, scored, ChallengeResult, LoginAttempt, LoginOutcome, Scored};
 use crate::features;
 use crate::login::{self, TelemetryStatus};
 use crate::model;

@@ -34,7 +34,7 @@ impl Store {
 
     /// Appends one audit record unless a record with the same `record_id` is already there
     /// (a redelivery after a crash). Returns whether it was new.
-    pub async fn append_audit_record(
+    pub(crate) async fn append_audit_record(
         &self,
         record: &NewAuditRecord<'_>,
     ) -> Result<bool, StoreError> {
@@ -58,7 +58,7 @@ impl Store {
     /// Appends many audit records in one transaction (one commit, however many records: what
     /// lets the audit trail keep up with a busy login path). Records the store refuses for
     /// themselves are left out and reported by index; `Err` means none was stored.
-    pub async fn append_audit_records(
+    pub(crate) async fn append_audit_records(
         &self,
         records: &[NewAuditRecord<'_>],
     ) -> Result<Vec<(usize, StoreError)>, StoreError> {

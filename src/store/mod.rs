@@ -43,27 +43,27 @@ use error::db;
 use keys::StoreKeys;
 
 /// Longest login name accepted, in bytes.
-pub const MAX_LOGIN_NAME_BYTES: usize = 512;
+pub(crate) const MAX_LOGIN_NAME_BYTES: usize = 512;
 /// Largest feature vector blob of one login.
 pub const MAX_FEATURE_BYTES: usize = 64 * 1024;
 /// Largest reasons document of one login (JSON).
-pub const MAX_REASONS_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_REASONS_BYTES: usize = 16 * 1024;
 /// Largest fitted model of one user.
-pub const MAX_MODEL_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_MODEL_BYTES: usize = 16 * 1024 * 1024;
 /// Largest global model (population prior, forest and fusion).
-pub const MAX_GLOBAL_MODEL_BYTES: usize = 64 * 1024 * 1024;
+pub(crate) const MAX_GLOBAL_MODEL_BYTES: usize = 64 * 1024 * 1024;
 /// Global models kept per store: the newest few, so an instance still running an older
 /// gaitkeeper finds one of its own versions for a while after an upgrade.
-pub const GLOBAL_MODELS_KEPT: i64 = 4;
+pub(crate) const GLOBAL_MODELS_KEPT: i64 = 4;
 /// Largest detail document of one audit event (JSON).
-pub const MAX_AUDIT_DETAIL_BYTES: usize = 4 * 1024;
+pub(crate) const MAX_AUDIT_DETAIL_BYTES: usize = 4 * 1024;
 /// Most login sessions kept per user, newest first, whatever their age (past it, the oldest
 /// are dropped, a few dozen at a time).
 pub const MAX_SESSIONS_PER_USER: i64 = 1000;
 /// Most rows any one listing returns.
-pub const MAX_PAGE: usize = 1000;
+pub(crate) const MAX_PAGE: usize = 1000;
 /// Accepted TOTP secret sizes, in bytes (RFC 4226 asks for at least 128 bits).
-pub const TOTP_SECRET_BYTES: std::ops::RangeInclusive<usize> = 16..=64;
+pub(crate) const TOTP_SECRET_BYTES: std::ops::RangeInclusive<usize> = 16..=64;
 
 /// The profile store. Cheap to clone; clones share one connection pool.
 #[derive(Clone)]
@@ -276,7 +276,7 @@ impl Store {
     }
 
     /// Whether the database answers a trivial query (readiness checks).
-    pub async fn ping(&self) -> Result<(), StoreError> {
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1")
             .execute(&self.pool)
             .await

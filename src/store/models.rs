@@ -113,7 +113,7 @@ impl Store {
 
     /// Saves a newly trained global model and trims the oldest beyond [`GLOBAL_MODELS_KEPT`];
     /// returns its id.
-    pub async fn save_global_model(
+    pub(crate) async fn save_global_model(
         &self,
         feature_version: u32,
         model_version: u32,

@@ -32,8 +32,8 @@ impl Carrier {
 }
 
 /// Largest payload in the form field and in the header (docs/telemetry.md §5).
-pub const MAX_FORM_BYTES: usize = 49_152;
-pub const MAX_HEADER_BYTES: usize = 24_576;
+pub(crate) const MAX_FORM_BYTES: usize = 49_152;
+pub(crate) const MAX_HEADER_BYTES: usize = 24_576;
 
 /// Limits applied before and during validation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,22 +53,22 @@ impl Default for Limits {
 }
 
 /// Per-stream maximum entries; the capture script's own caps (`MAX` in capture.js).
-pub const MAX_MOVES: usize = 600;
-pub const MAX_POINTER: usize = 400;
-pub const MAX_CLICKS: usize = 100;
-pub const MAX_KEYS: usize = 400;
-pub const MAX_FOCUS: usize = 64;
+pub(crate) const MAX_MOVES: usize = 600;
+pub(crate) const MAX_POINTER: usize = 400;
+pub(crate) const MAX_CLICKS: usize = 100;
+pub(crate) const MAX_KEYS: usize = 400;
+pub(crate) const MAX_FOCUS: usize = 64;
 pub const MAX_WINDOW: usize = 64;
-pub const MAX_FIELDS: usize = 32;
+pub(crate) const MAX_FIELDS: usize = 32;
 /// A click's release may land this far past `t1` (ms): press time and hold are each rounded to
 /// the 0.1 ms grid, so their sum can exceed the rounded hand-over time by one step.
-pub const HOLD_SLACK_MS: f64 = 0.1;
+pub(crate) const HOLD_SLACK_MS: f64 = 0.1;
 /// `vis` may exceed `t1 - t0` by this much (ms), for the same rounding.
-pub const VISIBLE_SLACK_MS: f64 = 0.05;
+pub(crate) const VISIBLE_SLACK_MS: f64 = 0.05;
 /// A page older than a day is not a login page any more.
-pub const MAX_PAGE_MS: f64 = 86_400_000.0;
+pub(crate) const MAX_PAGE_MS: f64 = 86_400_000.0;
 /// Coordinates are clamped to ±99 999 px by the capture script.
-pub const MAX_COORD: f64 = 99_999.0;
+pub(crate) const MAX_COORD: f64 = 99_999.0;
 
 /// The payload streams, for error messages and reason codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
