@@ -188,42 +188,11 @@ impl GaitkeeperProxy {
         ctx: &mut RequestCtx,
         route: &RouteConfig,
     ) -> Result<()> {
+        let Some(body) = self.read_login_body(session, ctx).await? else {
+            return Ok(());
+        };
         let capture = &ctx.config.capture;
         let limit = capture.max_login_body_bytes;
-        let declared = session
-            .req_header()
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit as u64) {
-            self.unread(ctx, session, login::Unreadable::TooLarge);
-            return Ok(());
-        }
-        let expects_continue = session
-            .req_header()
-            .headers
-            .get(http::header::EXPECT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
-        if expects_continue {
-            session.write_continue_response().await?;
-        }
-        session.enable_retry_buffering();
-        let deadline = tokio::time::Instant::now() + capture.body_timeout.0;
-        let body = match wire::read_body(session, limit, deadline).await? {
-            wire::Body::Whole(body) => body,
-            wire::Body::TooLarge => {
-                self.unread(ctx, session, login::Unreadable::TooLarge);
-                return Ok(());
-            }
-            // A body trickled in slower than the deadline: never forwarded.
-            wire::Body::TimedOut => {
-                self.unread(ctx, session, login::Unreadable::BodyTimeout);
-                return Ok(());
-            }
-        };
-
         let headers = &session.req_header().headers;
         let header_values = |name: http::header::HeaderName| -> Vec<&str> {
             headers
@@ -275,6 +244,88 @@ impl GaitkeeperProxy {
             _ => found.push((Transport::Header, Err(login::ExtractError::Duplicate))),
         }
 
+        let (transport, status, payload, issued_ms) =
+            self.verify_telemetry(session, ctx, route, found);
+        self.metrics
+            .telemetry
+            .with_label_values(&[
+                status.code(),
+                transport.map(Transport::as_str).unwrap_or("none"),
+            ])
+            .inc();
+        ctx.capture.page_ms = issued_ms;
+        let record = TelemetryOutcome {
+            route: route.name.clone(),
+            transport,
+            status,
+            payload,
+            issued_ms,
+        };
+        self.inbox.record(&record);
+        ctx.capture.telemetry = Some(record);
+        Ok(())
+    }
+
+    /// Reads a login submit's body whole, within `capture.max_login_body_bytes` and
+    /// `capture.body_timeout`; `None` when it was not (noted by [`Self::unread`]).
+    async fn read_login_body(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Vec<u8>>> {
+        let capture = &ctx.config.capture;
+        let limit = capture.max_login_body_bytes;
+        let declared = session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            self.unread(ctx, session, login::Unreadable::TooLarge);
+            return Ok(None);
+        }
+        let expects_continue = session
+            .req_header()
+            .headers
+            .get(http::header::EXPECT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+        if expects_continue {
+            session.write_continue_response().await?;
+        }
+        session.enable_retry_buffering();
+        let deadline = tokio::time::Instant::now() + capture.body_timeout.0;
+        match wire::read_body(session, limit, deadline).await? {
+            wire::Body::Whole(body) => Ok(Some(body)),
+            wire::Body::TooLarge => {
+                self.unread(ctx, session, login::Unreadable::TooLarge);
+                Ok(None)
+            }
+            // A body trickled in slower than the deadline: never forwarded.
+            wire::Body::TimedOut => {
+                self.unread(ctx, session, login::Unreadable::BodyTimeout);
+                Ok(None)
+            }
+        }
+    }
+
+    /// The telemetry a submit carried (`found`: from the form and from the header), its
+    /// envelope read and its page token verified once: where it came from, whether it can be
+    /// scored, the payload, and when its page was served.
+    fn verify_telemetry(
+        &self,
+        session: &Session,
+        ctx: &RequestCtx,
+        route: &RouteConfig,
+        mut found: Vec<(Transport, Result<Vec<u8>, login::ExtractError>)>,
+    ) -> (
+        Option<Transport>,
+        TelemetryStatus,
+        Option<Vec<u8>>,
+        Option<u64>,
+    ) {
+        let capture = &ctx.config.capture;
         let mut issued_ms = None;
         let (transport, status, payload) = match found.len() {
             0 => (None, TelemetryStatus::Missing, None),
@@ -319,24 +370,7 @@ impl GaitkeeperProxy {
                 None,
             ),
         };
-        self.metrics
-            .telemetry
-            .with_label_values(&[
-                status.code(),
-                transport.map(Transport::as_str).unwrap_or("none"),
-            ])
-            .inc();
-        ctx.capture.page_ms = issued_ms;
-        let record = TelemetryOutcome {
-            route: route.name.clone(),
-            transport,
-            status,
-            payload,
-            issued_ms,
-        };
-        self.inbox.record(&record);
-        ctx.capture.telemetry = Some(record);
-        Ok(())
+        (transport, status, payload, issued_ms)
     }
 
     /// Notes a body that was not read whole; its connection is not reused (the rest of the

@@ -12,6 +12,7 @@ use pingora::proxy::Session;
 
 use super::{pages, GaitkeeperProxy, Handled, RequestCtx};
 use crate::audit::new_incident;
+use crate::config::RouteConfig;
 use crate::decision::{self, scored, ChallengeResult, LoginAttempt, LoginOutcome, Scored};
 use crate::features;
 use crate::login::{self, TelemetryStatus};
@@ -102,50 +103,10 @@ impl GaitkeeperProxy {
         let trusted = self
             .services
             .trusted_device(device_cookie.as_deref(), &user);
-        let machine = route.machine_clients.as_ref().is_some_and(|m| {
-            let header = m
-                .header
-                .as_ref()
-                .and_then(|h| session.req_header().headers.get(h.as_str()))
-                .map(|v| v.as_bytes());
-            m.admits(ip.parse().ok(), header)
-        });
-        let mut scored = if let Some(action) =
-            self.services
-                .regulator
-                .check(&config.regulation, &user.to_string(), &ip, trusted)
-        {
-            Scored {
-                finding: Finding::Regulated { action },
-                features: None,
-                risk: None,
-                reasons: serde_json::json!([{"code": "too_many_failures"}]),
-            }
-        } else if machine {
-            // A CLI or script of the app's: no browser, no telemetry; audited, regulated.
-            Scored {
-                finding: Finding::MachineClient,
-                features: None,
-                risk: None,
-                reasons: serde_json::json!([{"code": "machine"}]),
-            }
-        } else {
-            self.score(ctx, &user, &policy).await
-        };
-
-        let mut verdict = policy::decide(&policy, scored.finding);
-        if verdict.decision == Action::Challenge {
-            match self.has_factor(&user).await {
-                Ok(true) => {}
-                Ok(false) => verdict = policy::without_factor(&policy),
-                // Whether the user has a factor is unknown: the operator's fail-open or
-                // fail-closed choice decides, not `on_no_factor`.
-                Err(()) => {
-                    verdict = policy::decide(&policy, Finding::StoreError);
-                    scored.add_reason("store_unavailable");
-                }
-            }
-        }
+        let mut scored = self
+            .findings(session, ctx, route, &policy, &user, &ip, trusted)
+            .await;
+        let verdict = self.verdict(&policy, &user, &mut scored).await;
         self.metrics
             .decisions
             .with_label_values(&[&route.name, verdict.decision.as_str()])
@@ -216,6 +177,76 @@ impl GaitkeeperProxy {
                 self.services
                     .audit_decision(&settled(LoginOutcome::Challenged, false));
                 self.hold_for_challenge(session, ctx, attempt, body).await
+            }
+        }
+    }
+
+    /// What is known of this login before the policy: a user or client address over its
+    /// failure limit, an admitted machine client (no browser, no telemetry), or the score of
+    /// its telemetry.
+    #[allow(clippy::too_many_arguments)]
+    async fn findings(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        route: &RouteConfig,
+        policy: &Policy,
+        user: &UserKey,
+        ip: &str,
+        trusted: bool,
+    ) -> Scored {
+        let config = ctx.config.clone();
+        let machine = route.machine_clients.as_ref().is_some_and(|m| {
+            let header = m
+                .header
+                .as_ref()
+                .and_then(|h| session.req_header().headers.get(h.as_str()))
+                .map(|v| v.as_bytes());
+            m.admits(ip.parse().ok(), header)
+        });
+        if let Some(action) =
+            self.services
+                .regulator
+                .check(&config.regulation, &user.to_string(), ip, trusted)
+        {
+            Scored {
+                finding: Finding::Regulated { action },
+                features: None,
+                risk: None,
+                reasons: serde_json::json!([{"code": "too_many_failures"}]),
+            }
+        } else if machine {
+            // A CLI or script of the app's: no browser, no telemetry; audited, regulated.
+            Scored {
+                finding: Finding::MachineClient,
+                features: None,
+                risk: None,
+                reasons: serde_json::json!([{"code": "machine"}]),
+            }
+        } else {
+            self.score(ctx, user, policy).await
+        }
+    }
+
+    /// The policy's verdict on `scored`; a challenge for a user who cannot answer one becomes
+    /// `on_no_factor`'s verdict, and when the store cannot tell, the operator's fail-open or
+    /// fail-closed choice decides, not `on_no_factor`.
+    async fn verdict(
+        &self,
+        policy: &Policy,
+        user: &UserKey,
+        scored: &mut Scored,
+    ) -> policy::Verdict {
+        let verdict = policy::decide(policy, scored.finding);
+        if verdict.decision != Action::Challenge {
+            return verdict;
+        }
+        match self.has_factor(user).await {
+            Ok(true) => verdict,
+            Ok(false) => policy::without_factor(policy),
+            Err(()) => {
+                scored.add_reason("store_unavailable");
+                policy::decide(policy, Finding::StoreError)
             }
         }
     }
