@@ -209,20 +209,10 @@ impl GaitkeeperProxy {
                 .regulator
                 .check(&config.regulation, &user.to_string(), ip, trusted)
         {
-            Scored {
-                finding: Finding::Regulated { action },
-                features: None,
-                risk: None,
-                reasons: serde_json::json!([{"code": "too_many_failures"}]),
-            }
+            Scored::unscored(Finding::Regulated { action }, "too_many_failures")
         } else if machine {
             // A CLI or script of the app's: no browser, no telemetry; audited, regulated.
-            Scored {
-                finding: Finding::MachineClient,
-                features: None,
-                risk: None,
-                reasons: serde_json::json!([{"code": "machine"}]),
-            }
+            Scored::unscored(Finding::MachineClient, "machine")
         } else {
             self.score(ctx, user, policy).await
         }
