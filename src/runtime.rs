@@ -84,6 +84,14 @@ pub(crate) fn spawn_every<T, F, Fut>(
     });
 }
 
+/// Milliseconds since the Unix epoch (0 before it, saturating far after it): the one way
+/// audit records, page tokens, alerts and the timeline check stamp a time.
+pub fn unix_millis(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis().min(u128::from(u64::MAX)) as u64)
+        .unwrap_or(0)
+}
+
 /// `2026-11-24 21:00:05 UTC`, without a date-time dependency.
 pub(crate) fn utc(at: SystemTime) -> String {
     let secs = at

@@ -67,10 +67,7 @@ impl Alert {
             risk: None,
             reasons: serde_json::Value::Null,
             client_ip: None,
-            at: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
+            at: crate::runtime::unix_millis(SystemTime::now()),
         }
     }
 

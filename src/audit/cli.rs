@@ -92,7 +92,7 @@ fn line(event: &AuditEvent) -> serde_json::Value {
     let mut value = match &event.detail {
         serde_json::Value::Object(detail) if detail.contains_key("kind") => event.detail.clone(),
         detail => serde_json::json!({
-            "at": event.at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+            "at": crate::runtime::unix_millis(event.at),
             "kind": event.kind,
             "detail": detail,
         }),

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::batch::{self, BatchQueue, Gatherer, Next};
 use crate::metrics::AuditMetrics;
+use crate::runtime::unix_millis;
 use crate::store::{NewAuditRecord, Store, StoreError, UserKey};
 
 use spool::{Spool, SpoolFull};
@@ -699,12 +700,6 @@ impl Worker {
             }
         }
     }
-}
-
-fn unix_millis(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis().min(u128::from(u64::MAX)) as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -285,10 +285,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub(crate) const RENEW_GRACE_SECS: u64 = 86_400;
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    crate::runtime::unix_millis(SystemTime::now())
 }
 
 fn now_secs() -> u64 {

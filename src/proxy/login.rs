@@ -352,10 +352,7 @@ impl GaitkeeperProxy {
         let fv = features::extract(&parsed);
         // How long the page was really open: from gaitkeeper issuing it to the submit arriving.
         let page = outcome.issued_ms.map(|issued| {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_millis() as f64;
+            let now = crate::runtime::unix_millis(std::time::SystemTime::now()) as f64;
             features::evidence::PageOpen {
                 ms: now - issued as f64,
                 slack_ms: ctx.config.capture.timeline_slack.0.as_millis() as f64,
