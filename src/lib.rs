@@ -31,6 +31,7 @@ pub mod challenge;
 pub mod config;
 pub(crate) mod decision;
 pub mod demo;
+pub mod edge;
 pub mod eval;
 pub mod features;
 pub mod files;

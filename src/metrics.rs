@@ -4,8 +4,8 @@
 use std::sync::OnceLock;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// All metric families, registered once at start.
@@ -23,6 +23,10 @@ pub struct Metrics {
     pub own_endpoint_requests: IntCounterVec,
     /// 1 while a valid config is serving.
     pub config_loaded: IntGauge,
+    /// Seconds until each listener certificate expires (negative once expired), by file.
+    pub tls_cert_expiry: IntGaugeVec,
+    /// Certificate reloads after their files changed or on SIGHUP, by result (`ok`, `error`).
+    pub tls_cert_reloads: IntCounterVec,
     /// Login pages the capture script was injected into, by where the tag went.
     pub pages_injected: IntCounterVec,
     /// Login-page responses left alone, by reason (`content_type`, `coding`, `charset`, `status`).
@@ -137,6 +141,22 @@ impl Metrics {
         .expect("valid metric");
         let config_loaded = IntGauge::new("config_loaded", "1 while a valid config is serving")
             .expect("valid metric");
+        let tls_cert_expiry = IntGaugeVec::new(
+            Opts::new(
+                "tls_cert_expiry_seconds",
+                "Seconds until a listener certificate expires (negative once expired)",
+            ),
+            &["cert"],
+        )
+        .expect("valid metric");
+        let tls_cert_reloads = IntCounterVec::new(
+            Opts::new(
+                "tls_cert_reloads_total",
+                "Listener certificate reloads by result (ok, error: the old one stays)",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
         let pages_injected = IntCounterVec::new(
             Opts::new(
                 "pages_injected_total",
@@ -313,6 +333,8 @@ impl Metrics {
             Box::new(config_reloads.clone()),
             Box::new(own_endpoint_requests.clone()),
             Box::new(config_loaded.clone()),
+            Box::new(tls_cert_expiry.clone()),
+            Box::new(tls_cert_reloads.clone()),
         ] {
             registry
                 .register(collector)
@@ -335,6 +357,8 @@ impl Metrics {
             config_reloads,
             own_endpoint_requests,
             config_loaded,
+            tls_cert_expiry,
+            tls_cert_reloads,
             pages_injected,
             injection_skipped,
             login_bodies_refused,

@@ -7,12 +7,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
 
 use crate::admin::AdminApp;
 use crate::config::{Config, ConfigWatcher};
+use crate::edge::{CertPool, ProxyProtocol, RedirectToHttps};
 use crate::metrics::Metrics;
 use crate::proxy::GaitkeeperProxy;
 use crate::runtime::set_background_priority;
@@ -39,6 +41,8 @@ pub enum StartError {
     Watch(std::io::Error),
     #[error(transparent)]
     Services(#[from] AssembleError),
+    #[error(transparent)]
+    Certificates(#[from] crate::edge::CertPoolError),
 }
 
 /// Loads `config_path`, starts every listener and serves until SIGINT/SIGTERM.
@@ -112,8 +116,53 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
         ),
         "gaitkeeper proxy",
     );
-    for address in &config.listen {
-        proxy.add_tcp(&address.to_string());
+    let certificates = CertPool::load(
+        &config
+            .listen
+            .iter()
+            .filter_map(|l| l.tls.clone())
+            .collect::<Vec<_>>(),
+        metrics.tls_cert_expiry.clone(),
+        metrics.tls_cert_reloads.clone(),
+    )?;
+    certificates.spawn_watcher()?;
+    let proxy_protocol: Vec<_> = config
+        .listen
+        .iter()
+        .filter(|l| l.proxy_protocol)
+        .map(|l| l.address.0)
+        .collect();
+    if !proxy_protocol.is_empty() {
+        proxy
+            .endpoints()
+            .set_pre_tls_callback(Arc::new(ProxyProtocol::new(shared.clone(), proxy_protocol)));
+    }
+    let https_port = config
+        .listen
+        .iter()
+        .find(|l| l.tls.is_some())
+        .map(|l| l.address.0.port());
+    let mut redirect = Service::new(
+        "gaitkeeper https redirect".to_string(),
+        RedirectToHttps::new(https_port.unwrap_or(443)),
+    );
+    redirect.threads = Some(1);
+    for listener in &config.listen {
+        let address = listener.address.to_string();
+        match &listener.tls {
+            _ if listener.redirect_to_https => redirect.add_tcp(&address),
+            None => proxy.add_tcp(&address),
+            Some(files) => {
+                let resolver = certificates
+                    .for_listener(files)
+                    .expect("every listener certificate is in the pool");
+                let mut settings =
+                    TlsSettings::intermediate("", "").expect("settings without files always build");
+                settings.set_cert_resolver(resolver);
+                settings.enable_h2();
+                proxy.add_tls_with_settings(&address, None, settings);
+            }
+        }
     }
     let mut admin = Service::new(
         "gaitkeeper admin".to_string(),
@@ -124,6 +173,9 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
 
     server.add_service(proxy);
     server.add_service(admin);
+    if config.listen.iter().any(|l| l.redirect_to_https) {
+        server.add_service(redirect);
+    }
     tracing::info!(
         listen = ?config.listen.iter().map(|l| l.to_string()).collect::<Vec<_>>(),
         admin = %config.admin.listen,
@@ -143,10 +195,10 @@ fn check_listeners_free(config: &Config) -> Result<(), StartError> {
     let public = config
         .listen
         .iter()
-        .map(|l| (l, "public listener", "listen"));
-    let admin = std::iter::once((&config.admin.listen, "admin listener", "admin.listen"));
+        .map(|l| (l.address.0, "public listener", "listen"));
+    let admin = std::iter::once((config.admin.listen.0, "admin listener", "admin.listen"));
     for (address, what, key) in public.chain(admin) {
-        TcpListener::bind(address.0).map_err(|reason| StartError::Listen {
+        TcpListener::bind(address).map_err(|reason| StartError::Listen {
             address: address.to_string(),
             what,
             key,

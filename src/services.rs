@@ -211,17 +211,24 @@ impl LoginServices {
         })
     }
 
-    /// The `Set-Cookie` value that marks this browser as `user`'s (after a verified login).
-    pub(crate) fn device_cookie(&self, existing: Option<&str>, user: &UserKey) -> String {
+    /// The `Set-Cookie` value that marks this browser as `user`'s (after a verified login);
+    /// `Secure` and `__Host-` when the client is on HTTPS.
+    pub(crate) fn device_cookie(
+        &self,
+        existing: Option<&str>,
+        user: &UserKey,
+        https: bool,
+    ) -> String {
         let value = self.devices.issue(
             existing,
             user,
             crate::challenge::device::day(SystemTime::now()),
         );
         format!(
-            "{}={value}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax",
-            crate::challenge::device::COOKIE,
-            crate::challenge::device::LIFETIME_DAYS * 86_400
+            "{}={value}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{}",
+            crate::challenge::device::cookie_name(https),
+            crate::challenge::device::LIFETIME_DAYS * 86_400,
+            if https { "; Secure" } else { "" }
         )
     }
 

@@ -6,19 +6,14 @@ use std::net::IpAddr;
 
 use pingora::protocols::http::ServerSession;
 
-/// The address of the connection's peer (the client, or the load balancer in front).
+/// The address of the connection's peer: the client, or the load balancer in front (see
+/// `edge::client_origin` for the client behind it), or the client a trusted balancer named
+/// in a PROXY protocol header.
 pub(crate) fn client_ip(session: &ServerSession) -> Option<IpAddr> {
     session
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip())
-}
-
-/// [`client_ip`] as text, empty when unknown (a Unix socket).
-pub(crate) fn client_ip_text(session: &ServerSession) -> String {
-    client_ip(session)
-        .map(|ip| ip.to_string())
-        .unwrap_or_default()
 }
 
 /// A request body, read as far as its bounds allow.

@@ -16,8 +16,30 @@ use subtle::ConstantTimeEq;
 
 use crate::store::UserKey;
 
-/// The cookie's name.
-pub(crate) const COOKIE: &str = "__gk_device";
+/// The cookie's name over plain HTTP.
+const COOKIE: &str = "__gk_device";
+/// Its name over HTTPS: `__Host-` makes browsers keep it `Secure`, host-only and on `/`, so
+/// no sibling subdomain or plain-HTTP page can plant or overwrite it.
+const COOKIE_HTTPS: &str = "__Host-gk_device";
+
+/// The cookie's name for a client on HTTPS or not.
+pub(crate) fn cookie_name(https: bool) -> &'static str {
+    if https {
+        COOKIE_HTTPS
+    } else {
+        COOKIE
+    }
+}
+
+/// The names a device cookie may arrive under, preferred first: over HTTPS a cookie set
+/// before the site moved to HTTPS still counts (its value is signed either way).
+pub(crate) fn cookie_names(https: bool) -> &'static [&'static str] {
+    if https {
+        &[COOKIE_HTTPS, COOKIE]
+    } else {
+        &[COOKIE]
+    }
+}
 /// How long an entry vouches for its browser (each login renews it).
 pub(crate) const LIFETIME_DAYS: u64 = 180;
 /// Users one browser is remembered for (a shared family computer, test accounts).

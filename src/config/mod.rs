@@ -7,6 +7,7 @@
 
 mod alerts;
 mod audit;
+mod edge;
 mod learning;
 mod mfa;
 mod process;
@@ -26,6 +27,7 @@ use serde::Deserialize;
 pub use crate::runtime::BackgroundPriority;
 pub use alerts::{AlertConfig, AlertEvent, WebhookConfig, WebhookUrl, MAX_BACKOFF};
 pub use audit::{AuditConfig, AuditStream};
+pub use edge::{read_chain, read_key, Listener, TlsFileError, TlsFiles};
 pub use learning::{LearnConfig, MAX_WINDOW};
 pub use mfa::{
     AssertionAlgorithm, AssertionConfig, ExternalMfaConfig, KeyError, MfaConfig, ProviderUrl,
@@ -49,9 +51,11 @@ pub use types::{
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Public addresses the proxy listens on.
+    /// Public listeners: `"ADDR:PORT"` for plain HTTP, or `{ address, tls: { cert_file,
+    /// key_file } }` for HTTPS (HTTP/2 and HTTP/1.1), `{ address, redirect_to_https: true }`
+    /// for a listener that only redirects, `proxy_protocol: true` behind a TCP balancer.
     #[serde(default = "defaults::listen")]
-    pub listen: Vec<ListenAddr>,
+    pub listen: Vec<Listener>,
     /// The one web app gaitkeeper protects.
     pub upstream: UpstreamConfig,
     /// The admin listener: health, readiness and metrics. Keep it private.
@@ -99,8 +103,10 @@ pub struct Config {
 mod defaults {
     use super::*;
 
-    pub(super) fn listen() -> Vec<ListenAddr> {
-        vec![ListenAddr("0.0.0.0:8080".parse().expect("valid literal"))]
+    pub(super) fn listen() -> Vec<Listener> {
+        vec![Listener::plain(ListenAddr(
+            "0.0.0.0:8080".parse().expect("valid literal"),
+        ))]
     }
     pub(super) fn admin_listen() -> ListenAddr {
         ListenAddr("127.0.0.1:9090".parse().expect("valid literal"))
@@ -301,10 +307,35 @@ impl Config {
             return Err(invalid("listen", "at most 16 listen addresses".into()));
         }
         let admin = self.admin.listen.0;
-        if let Some(public) = self.listen.iter().find(|l| overlaps(l.0, admin)) {
+        if let Some(public) = self.listen.iter().find(|l| overlaps(l.address.0, admin)) {
             return Err(invalid(
                 "admin.listen",
                 format!("the admin listener {admin} would share a port with the public listener {public}; give it its own (private) address such as 127.0.0.1:9090"),
+            ));
+        }
+        for (i, a) in self.listen.iter().enumerate() {
+            if let Some(b) = self.listen[..i]
+                .iter()
+                .find(|b| overlaps(a.address.0, b.address.0))
+            {
+                return Err(invalid(
+                    "listen",
+                    format!("{a} and {b} would share a port; give each listener its own"),
+                ));
+            }
+        }
+        if self.listen.iter().any(|l| l.redirect_to_https)
+            && !self.listen.iter().any(|l| l.tls.is_some())
+        {
+            return Err(invalid(
+                "listen",
+                "a listener redirects to HTTPS but no listener has `tls`; add one with a certificate".into(),
+            ));
+        }
+        if self.server.trusted_proxies.len() > 256 {
+            return Err(invalid(
+                "server.trusted_proxies",
+                "at most 256 networks; list whole networks (10.0.0.0/8) rather than hosts".into(),
             ));
         }
         if !(1..=256).contains(&self.server.threads) {

@@ -101,6 +101,11 @@ pub struct ServerConfig {
     /// writes): `idle` (default) or `low` (restart to change).
     #[serde(default)]
     pub background_priority: BackgroundPriority,
+    /// Load balancers and proxies in front of gaitkeeper whose `X-Forwarded-For`,
+    /// `X-Forwarded-Proto`, `Forwarded` and PROXY protocol headers are believed (CIDR or
+    /// address). Empty (default): trust nobody, the TCP peer is the client.
+    #[serde(default)]
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 impl Default for ServerConfig {
@@ -112,6 +117,7 @@ impl Default for ServerConfig {
             grace_period: defaults::grace_period(),
             app_name: defaults::app_name(),
             background_priority: BackgroundPriority::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 }

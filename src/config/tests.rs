@@ -30,7 +30,9 @@ fn error_of(text: &str) -> (u64, u64, String, String) {
 fn minimal_config_gets_sensible_defaults() {
     with_secret();
     let config = Config::parse(&minimal(), "test.yaml").unwrap();
-    assert_eq!(config.listen[0].to_string(), "0.0.0.0:8080");
+    assert_eq!(config.listen[0].address.to_string(), "0.0.0.0:8080");
+    assert!(config.listen[0].tls.is_none());
+    assert!(config.server.trusted_proxies.is_empty());
     assert_eq!(config.admin.listen.to_string(), "127.0.0.1:9090");
     assert_eq!(config.server.reserved_prefix.0, "/__gk/");
     assert_eq!(config.upstream.host_header, HostHeader::Preserve);
@@ -168,4 +170,119 @@ fn store_bounds_are_checked() {
         let (_line, _column, found, message) = error_of(&text);
         assert_eq!(found, key, "{setting}: {message}");
     }
+}
+
+/// A self-signed certificate and its key in `dir`, and a second key that is not its own.
+fn tls_files(dir: &std::path::Path) -> (String, String, String) {
+    let made = rcgen::generate_simple_self_signed(vec!["app.test".to_string()]).unwrap();
+    let other = rcgen::KeyPair::generate().unwrap();
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let wrong = dir.join("other-key.pem");
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.key_pair.serialize_pem()).unwrap();
+    std::fs::write(&wrong, other.serialize_pem()).unwrap();
+    let text = |p: std::path::PathBuf| p.display().to_string();
+    (text(cert), text(key), text(wrong))
+}
+
+#[test]
+fn listeners_are_addresses_or_tables_with_tls_redirect_and_proxy_protocol() {
+    with_secret();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, _) = tls_files(dir.path());
+    let text = format!(
+        "{}listen:\n  - \"127.0.0.1:8080\"\n  - address: \"127.0.0.1:8443\"\n    tls: {{ cert_file: \"{cert}\", key_file: \"{key}\" }}\n    proxy_protocol: true\n  - {{ address: \"127.0.0.1:8081\", redirect_to_https: true }}\nserver:\n  trusted_proxies: [\"10.0.0.0/8\", \"127.0.0.1\"]\n",
+        minimal()
+    );
+    let config = Config::parse(&text, "test.yaml").unwrap();
+    assert_eq!(config.listen.len(), 3);
+    assert!(config.listen[0].tls.is_none() && !config.listen[0].redirect_to_https);
+    let tls = config.listen[1].tls.as_ref().unwrap();
+    assert_eq!(tls.cert_file.display().to_string(), cert);
+    assert!(config.listen[1].proxy_protocol);
+    assert!(config.listen[2].redirect_to_https);
+    assert_eq!(config.server.trusted_proxies.len(), 2);
+    assert_eq!(
+        config.listen[1].to_string(),
+        "https://127.0.0.1:8443 (PROXY protocol)"
+    );
+}
+
+#[test]
+fn unusable_certificates_are_reported_where_they_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, wrong) = tls_files(dir.path());
+    let missing = dir.path().join("missing.pem").display().to_string();
+    let listener = |cert: &str, key: &str| {
+        format!(
+            "{}listen:\n  - address: \"127.0.0.1:8443\"\n    tls:\n      cert_file: \"{cert}\"\n      key_file: \"{key}\"\n",
+            minimal()
+        )
+    };
+    let (line, column, key_path, message) = error_of(&listener(&missing, &key));
+    assert_eq!(
+        (line, key_path.as_str()),
+        (8, "listen[0].tls.cert_file"),
+        "{message}"
+    );
+    assert!(column > 0);
+    assert!(
+        message.contains("cannot read") && message.contains("missing.pem"),
+        "{message}"
+    );
+
+    // A key file that holds a certificate, not a key.
+    let (line, _, key_path, message) = error_of(&listener(&cert, &cert));
+    assert_eq!(
+        (line, key_path.as_str()),
+        (9, "listen[0].tls.key_file"),
+        "{message}"
+    );
+    assert!(message.contains("no PEM private key"), "{message}");
+
+    let (_, _, _, message) = error_of(&listener(&cert, &wrong));
+    assert!(
+        message.contains("does not belong to the certificate"),
+        "{message}"
+    );
+}
+
+#[test]
+fn listener_mistakes_and_bad_networks_are_named() {
+    let text = format!(
+        "{}server:\n  trusted_proxies: [\"10.0.0.0/33\"]\n",
+        minimal()
+    );
+    let (line, column, key, message) = error_of(&text);
+    assert_eq!((line, key.as_str()), (6, "server.trusted_proxies[0]"));
+    assert!(column > 0);
+    assert!(message.contains("10.0.0.0/33"), "{message}");
+
+    let text = format!(
+        "{}listen:\n  - {{ address: \"127.0.0.1:8443\", proxy_protocol: true }}\n",
+        minimal()
+    );
+    let (line, _, _, message) = error_of(&text);
+    assert_eq!(line, 6);
+    assert!(
+        message.contains("`proxy_protocol` needs `tls`"),
+        "{message}"
+    );
+
+    let text = format!(
+        "{}listen:\n  - {{ address: \"127.0.0.1:8081\", redirect_to_https: true }}\n",
+        minimal()
+    );
+    let (_, _, key, message) = error_of(&text);
+    assert_eq!(key, "listen");
+    assert!(message.contains("no listener has `tls`"), "{message}");
+
+    let text = format!(
+        "{}listen: [\"127.0.0.1:8080\", \"0.0.0.0:8080\"]\n",
+        minimal()
+    );
+    let (_, _, key, message) = error_of(&text);
+    assert_eq!(key, "listen");
+    assert!(message.contains("share a port"), "{message}");
 }

@@ -42,8 +42,9 @@ pub(super) struct CaptureCtx {
     pub page_ms: Option<u64>,
 }
 
-fn client<'a>(session: &'a Session, ip: &'a mut String) -> Client<'a> {
-    *ip = crate::wire::client_ip_text(session);
+/// The client a page token is bound to: its real address ([`RequestCtx::client_ip`]) and
+/// user agent.
+fn client<'a>(session: &'a Session, ip: &'a str) -> Client<'a> {
     let user_agent = session
         .req_header()
         .headers
@@ -67,8 +68,8 @@ impl GaitkeeperProxy {
         let Some(route) = ctx.capture.submit_route.map(|i| &ctx.config.routes[i]) else {
             return Vec::new();
         };
-        let mut ip = String::new();
-        let client = client(session, &mut ip);
+        let ip = ctx.client_ip.clone();
+        let client = client(session, &ip);
         let capture = &ctx.config.capture;
         let token = self.tokens.reissue(
             &route.name,
@@ -93,7 +94,7 @@ impl GaitkeeperProxy {
                 405,
                 "text/plain; charset=utf-8",
                 Bytes::from_static(b"method not allowed\n"),
-                &ctx.request_id,
+                ctx.reply(),
             )
             .await?;
             return Ok(405);
@@ -107,8 +108,8 @@ impl GaitkeeperProxy {
         let reset = headers
             .get(TOKEN_RESET_HEADER)
             .is_some_and(|v| v.as_bytes() == b"1");
-        let mut ip = String::new();
-        let client = client(session, &mut ip);
+        let ip = ctx.client_ip.clone();
+        let client = client(session, &ip);
         let capture = &ctx.config.capture;
         let renewed = self.tokens.renew(
             &token,
@@ -126,7 +127,7 @@ impl GaitkeeperProxy {
             status,
             "application/json",
             Bytes::from(body.to_string()),
-            &ctx.request_id,
+            ctx.reply(),
         )
         .await?;
         Ok(status)
@@ -145,7 +146,7 @@ impl GaitkeeperProxy {
                 405,
                 "text/plain; charset=utf-8",
                 Bytes::from_static(b"method not allowed\n"),
-                &ctx.request_id,
+                ctx.reply(),
             )
             .await?;
             return Ok(405);
@@ -334,8 +335,8 @@ impl GaitkeeperProxy {
                 match result.and_then(|p| login::read_envelope(&p).map(|e| (p, e))) {
                     Err(e) => (Some(transport), TelemetryStatus::Refused(e.reason()), None),
                     Ok((payload, envelope)) => {
-                        let mut ip = String::new();
-                        let client = client(session, &mut ip);
+                        let ip = ctx.client_ip.clone();
+                        let client = client(session, &ip);
                         let verified = self.tokens.verify_once(
                             &envelope.token,
                             &route.name,
@@ -438,8 +439,8 @@ impl GaitkeeperProxy {
 
         let nonce = header_text(http::header::CONTENT_SECURITY_POLICY)
             .and_then(|csp| inject::csp_nonce(&csp));
-        let mut ip = String::new();
-        let client = client(session, &mut ip);
+        let ip = ctx.client_ip.clone();
+        let client = client(session, &ip);
         let capture = &ctx.config.capture;
         let token = self.tokens.issue(
             &route.name,

@@ -17,7 +17,7 @@ use crate::challenge::{
     CHALLENGE_CSP, CHALLENGE_CSP_INLINE, CODE_FIELD,
 };
 use crate::decision::{ChallengeResult, HeldLogin, Inline, LoginAttempt, LoginOutcome};
-use crate::wire::{self, client_ip_text as client_ip};
+use crate::wire;
 
 /// The cookie binding a challenge to the browser it was issued to.
 pub(super) const BINDING_COOKIE: &str = "__gk_challenge";
@@ -52,9 +52,11 @@ impl GaitkeeperProxy {
         self.metrics.challenges.with_label_values(&["issued"]).inc();
         let prefix = &config.server.reserved_prefix.0;
         let location = format!("{prefix}challenge/{id}");
+        // Not `__Host-`: that prefix needs `Path=/`, and this cookie is for the challenge only.
         let cookie = format!(
-            "{BINDING_COOKIE}={binding}; Path={prefix}challenge/; HttpOnly; SameSite=Lax; Max-Age={}",
-            config.mfa.challenge_ttl.0.as_secs()
+            "{BINDING_COOKIE}={binding}; Path={prefix}challenge/; HttpOnly; SameSite=Lax; Max-Age={}{}",
+            config.mfa.challenge_ttl.0.as_secs(),
+            if ctx.origin.https { "; Secure" } else { "" }
         );
         if xhr {
             // The shape the capture script shows in the page (docs/telemetry.md §1.3).
@@ -74,7 +76,7 @@ impl GaitkeeperProxy {
                 &headers,
                 "application/json",
                 Bytes::from(body),
-                &ctx.request_id,
+                ctx.reply(),
             )
             .await?;
             Ok(Handled::Answered(401))
@@ -85,7 +87,7 @@ impl GaitkeeperProxy {
                 &[("location", &location), ("set-cookie", &cookie)],
                 "text/plain; charset=utf-8",
                 Bytes::from_static(b"A second step is needed to sign in.\n"),
-                &ctx.request_id,
+                ctx.reply(),
             )
             .await?;
             Ok(Handled::Answered(303))
@@ -123,7 +125,7 @@ impl GaitkeeperProxy {
                 405,
                 "text/plain; charset=utf-8",
                 Bytes::from_static(b"method not allowed\n"),
-                &ctx.request_id,
+                ctx.reply(),
             )
             .await?;
             return Ok(Handled::Answered(405));
@@ -174,8 +176,8 @@ impl GaitkeeperProxy {
                     .await
             }
         };
-        let address = client_ip(session);
-        let device = cookie(session, crate::challenge::device::COOKIE);
+        let address = ctx.client_ip.clone();
+        let device = device_cookie(session, ctx);
         let sender = crate::challenge::totp::Sender {
             address: &address,
             trusted_device: self
@@ -244,7 +246,7 @@ impl GaitkeeperProxy {
                     &[("location", url)],
                     "text/plain; charset=utf-8",
                     Bytes::from_static(b"Continue with your sign-in provider.\n"),
-                    &ctx.request_id,
+                    ctx.reply(),
                 )
                 .await?;
                 return Ok(303);
@@ -279,7 +281,7 @@ impl GaitkeeperProxy {
             &[("content-security-policy", csp)],
             "text/html; charset=utf-8",
             Bytes::from(html),
-            &ctx.request_id,
+            ctx.reply(),
         )
         .await?;
         Ok(status)
@@ -311,7 +313,7 @@ impl GaitkeeperProxy {
             &[("content-security-policy", CHALLENGE_CSP_INLINE)],
             "text/html; charset=utf-8",
             Bytes::from(html),
-            &ctx.request_id,
+            ctx.reply(),
         )
         .await?;
         Ok(Handled::Answered(status))
@@ -332,7 +334,7 @@ impl GaitkeeperProxy {
         // password either, and must not be able to get the user banned.
         self.services
             .regulator
-            .failed_address(&ctx.config.regulation, &client_ip(session));
+            .failed_address(&ctx.config.regulation, &ctx.client_ip);
         self.services.settle_held(
             &held,
             LoginOutcome::ChallengeFailed,
@@ -342,7 +344,7 @@ impl GaitkeeperProxy {
             session,
             &ctx.config.server.app_name,
             &held.attempt.incident,
-            &ctx.request_id,
+            ctx.reply(),
             pages::Refusal {
                 json: false,
                 headers: &[],
@@ -385,7 +387,7 @@ impl GaitkeeperProxy {
             attempt: held.attempt.clone(),
             challenge: Some(ChallengeResult::Passed),
             succeeded: None,
-            device_cookie: cookie(session, crate::challenge::device::COOKIE),
+            device_cookie: device_cookie(session, ctx),
             answer: None,
             app_status: None,
             return_to: held.xhr.then(|| {
@@ -491,7 +493,7 @@ impl GaitkeeperProxy {
             &[("content-security-policy", &csp)],
             "text/html; charset=utf-8",
             Bytes::from(html),
-            &ctx.request_id,
+            ctx.reply(),
         )
         .await?;
         Ok(Handled::Answered(200))
@@ -511,7 +513,7 @@ impl GaitkeeperProxy {
             .services
             .held
             .resume(proof)
-            .filter(|held| held.attempt.client_ip == client_ip(session));
+            .filter(|held| held.attempt.client_ip == ctx.client_ip);
         let Some(held) = held else {
             self.metrics
                 .challenges
@@ -523,7 +525,7 @@ impl GaitkeeperProxy {
                 410,
                 "application/json",
                 Bytes::from(body),
-                &ctx.request_id,
+                ctx.reply(),
             )
             .await?;
             return Ok(Handled::Answered(410));
@@ -569,7 +571,7 @@ async fn unreadable_form(
     } else {
         413
     };
-    pages::write_error_page(session, status, &ctx.request_id).await?;
+    pages::write_error_page(session, status, ctx.reply()).await?;
     Ok(Handled::Answered(status))
 }
 
@@ -613,6 +615,14 @@ fn return_path(held: &HeldLogin) -> String {
             None => u.path().to_string(),
         })
         .unwrap_or_else(|| "/".to_string())
+}
+
+/// The device cookie the browser sent, under the name for its scheme (see
+/// `challenge::device::cookie_names`).
+pub(super) fn device_cookie(session: &Session, ctx: &RequestCtx) -> Option<String> {
+    crate::challenge::device::cookie_names(ctx.origin.https)
+        .iter()
+        .find_map(|name| cookie(session, name))
 }
 
 /// A cookie's value from the request's `Cookie` headers.

@@ -62,22 +62,16 @@ pub(super) fn add_forwarding_headers(
             .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
     });
 
-    if let Some(ip) = crate::wire::client_ip(session) {
-        let ip = ip.to_string();
-        let forwarded_for = match upstream_request.headers.get("x-forwarded-for") {
-            Some(previous) => match previous.to_str() {
-                Ok(previous) if !previous.trim().is_empty() => {
-                    Cow::Owned(format!("{previous}, {ip}"))
-                }
-                // Unreadable or empty earlier values are dropped rather than passed on.
-                _ => Cow::Borrowed(ip.as_str()),
-            },
-            None => Cow::Borrowed(ip.as_str()),
-        };
-        upstream_request.insert_header("x-forwarded-for", forwarded_for.as_ref())?;
+    // The client's own address and scheme, as `ClientOrigin` found them: what a trusted
+    // balancer in front said, or the TCP peer. What the client claimed is replaced, never
+    // passed on, so the app cannot be told a forged address or scheme.
+    if let Some(ip) = ctx.origin.ip {
+        upstream_request.insert_header("x-forwarded-for", ip.to_string())?;
+    } else {
+        upstream_request.remove_header("x-forwarded-for");
     }
-    // gaitkeeper terminates plain HTTP itself; a scheme claimed by the client is not trusted.
-    upstream_request.insert_header("x-forwarded-proto", "http")?;
+    upstream_request.remove_header("forwarded");
+    upstream_request.insert_header("x-forwarded-proto", ctx.origin.scheme())?;
     match &original_host {
         Some(host) => upstream_request.insert_header("x-forwarded-host", host.clone())?,
         None => {

@@ -72,7 +72,7 @@ impl GaitkeeperProxy {
         let route = &config.routes[route_index];
         let policy = Policy::resolve(&config.policy, &route.policy);
         let body = ctx.capture.app_body.clone().unwrap_or_default();
-        let ip = crate::wire::client_ip_text(session);
+        let ip = ctx.client_ip.clone();
         let name = ctx
             .capture
             .name
@@ -99,7 +99,7 @@ impl GaitkeeperProxy {
                     .await
             }
         };
-        let device_cookie = super::challenge::cookie(session, crate::challenge::device::COOKIE);
+        let device_cookie = super::challenge::device_cookie(session, ctx);
         let trusted = self
             .services
             .trusted_device(device_cookie.as_deref(), &user);
@@ -164,7 +164,7 @@ impl GaitkeeperProxy {
                     session,
                     &config.server.app_name,
                     &incident,
-                    &ctx.request_id,
+                    ctx.reply(),
                     pages::Refusal {
                         json,
                         headers: &fresh,
@@ -308,7 +308,7 @@ impl GaitkeeperProxy {
             status,
             &config.server.app_name,
             &incident,
-            &ctx.request_id,
+            ctx.reply(),
             pages::Refusal {
                 json,
                 headers: &fresh,
@@ -460,9 +460,11 @@ impl GaitkeeperProxy {
         // Known from the header alone (a body decides too late to set a cookie).
         if succeeded && !route.success.reads_body() {
             // This browser logged in as the user: their user-wide limits no longer stop it.
-            let cookie = self
-                .services
-                .device_cookie(pending.device_cookie.as_deref(), &pending.attempt.user);
+            let cookie = self.services.device_cookie(
+                pending.device_cookie.as_deref(),
+                &pending.attempt.user,
+                ctx.origin.https,
+            );
             response.append_header("set-cookie", cookie).ok();
         }
         if let Some(to) = &pending.return_to {

@@ -21,6 +21,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 
 use crate::config::{Config, SharedConfig};
+use crate::edge::{client_origin, ClientOrigin};
 use crate::inject::{self, PageTokens};
 use crate::login::TelemetryInbox;
 use crate::metrics::Metrics;
@@ -77,10 +78,28 @@ pub(crate) struct RequestCtx {
     upstream_sent: Option<Instant>,
     upstream_time: Option<Duration>,
     capture: capture::CaptureCtx,
+    /// Who sent the request and over which scheme (`server.trusted_proxies` decides whose
+    /// forwarding headers count); set first thing in `request_filter`.
+    origin: ClientOrigin,
+    /// `origin`'s address as text (empty for a Unix-socket peer): the one client address of
+    /// regulation, token binding, the audit trail, alerts and the access log.
+    client_ip: String,
+    /// The request came over HTTP/2.
+    http2: bool,
     /// A login forwarded to the app, settled once the app has answered.
     login: Option<login::PendingLogin>,
     /// The app's response body is replaced by nothing (see `PendingLogin::return_to`).
     drop_response_body: bool,
+}
+
+impl RequestCtx {
+    /// How gaitkeeper's own answers to this request are marked (see [`pages::Reply`]).
+    fn reply(&self) -> pages::Reply<'_> {
+        pages::Reply {
+            request_id: &self.request_id,
+            https: self.origin.https,
+        }
+    }
 }
 
 #[async_trait]
@@ -94,6 +113,9 @@ impl ProxyHttp for GaitkeeperProxy {
             started: Instant::now(),
             upstream_sent: None,
             upstream_time: None,
+            origin: ClientOrigin::default(),
+            client_ip: String::new(),
+            http2: false,
             capture: capture::CaptureCtx::default(),
             login: None,
             drop_response_body: false,
@@ -102,6 +124,15 @@ impl ProxyHttp for GaitkeeperProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.request_id = forwarding::request_id(session.req_header());
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        ctx.origin = client_origin(
+            crate::wire::client_ip(session),
+            tls,
+            &session.req_header().headers,
+            &ctx.config.server.trusted_proxies,
+        );
+        ctx.client_ip = ctx.origin.ip_text();
+        ctx.http2 = session.is_http2();
         let prefix = &ctx.config.server.reserved_prefix.0;
         let path = session.req_header().uri.path();
         if is_reserved_path(path, prefix) {
@@ -118,7 +149,7 @@ impl ProxyHttp for GaitkeeperProxy {
                     Handled::Forward => return Ok(false),
                 }
             } else {
-                pages::own_endpoint_not_found(session, &ctx.request_id).await?
+                pages::own_endpoint_not_found(session, ctx.reply()).await?
             };
             self.metrics
                 .own_endpoint_requests
@@ -270,7 +301,7 @@ impl ProxyHttp for GaitkeeperProxy {
         }
         if failure.status > 0 {
             if let Err(write_err) =
-                pages::write_error_page(session, failure.status, &ctx.request_id).await
+                pages::write_error_page(session, failure.status, ctx.reply()).await
             {
                 tracing::debug!(error = %write_err, "could not send the error page");
             }
@@ -293,7 +324,6 @@ impl ProxyHttp for GaitkeeperProxy {
         }
         let req = session.req_header();
         let upstream_ms = ctx.upstream_time.map(millis);
-        let client = crate::wire::client_ip_text(session);
         tracing::info!(
             target: "gaitkeeper::access",
             method = %req.method,
@@ -303,7 +333,9 @@ impl ProxyHttp for GaitkeeperProxy {
             upstream_ms,
             duration_ms = millis(ctx.started.elapsed()),
             request_id = %ctx.request_id,
-            client = %client,
+            client = %ctx.client_ip,
+            scheme = ctx.origin.scheme(),
+            http = if ctx.http2 { "2" } else { "1.1" },
             error = error.map(|e| e.etype().as_str()),
             "request"
         );

@@ -8,6 +8,46 @@ use pingora::{ErrorSource, ErrorType};
 
 use crate::wire::escape_html;
 
+/// What every answer of gaitkeeper's own carries besides its body: the request id, and
+/// whether the client came over HTTPS (HSTS is sent then, and only then).
+#[derive(Clone, Copy)]
+pub(super) struct Reply<'a> {
+    pub request_id: &'a str,
+    pub https: bool,
+}
+
+/// The Content-Security-Policy of gaitkeeper's pages that set none of their own: nothing
+/// loads, nothing frames them.
+const OWN_PAGE_CSP: &str =
+    "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+/// One year, the value HSTS preload lists ask for.
+const HSTS: &str = "max-age=31536000";
+
+/// The security headers of every page gaitkeeper writes itself (challenge, block, errors):
+/// a strict CSP unless the page brought its own, no framing by other sites (only the page's
+/// own origin, for the challenge shown in its overlay), no referrer, HSTS over HTTPS.
+fn add_security_headers(header: &mut ResponseHeader, reply: Reply<'_>) -> Result<()> {
+    let csp = match header.headers.get("content-security-policy") {
+        Some(own) => own.to_str().unwrap_or("").to_string(),
+        None => {
+            header.insert_header("content-security-policy", OWN_PAGE_CSP)?;
+            OWN_PAGE_CSP.to_string()
+        }
+    };
+    let frame = if csp.contains("frame-ancestors 'self'") {
+        "SAMEORIGIN"
+    } else {
+        "DENY"
+    };
+    header.insert_header("x-frame-options", frame)?;
+    header.insert_header("referrer-policy", "no-referrer")?;
+    header.insert_header("x-request-id", reply.request_id)?;
+    if reply.https {
+        header.insert_header("strict-transport-security", HSTS)?;
+    }
+    Ok(())
+}
+
 /// How a proxying failure is answered and counted.
 pub(super) struct Failure {
     /// Status sent to the client; 0 when the client is gone and nothing can be sent.
@@ -89,14 +129,14 @@ fn page(status: u16, request_id: &str) -> Bytes {
 pub(super) async fn write_error_page(
     session: &mut Session,
     status: u16,
-    request_id: &str,
+    reply: Reply<'_>,
 ) -> Result<()> {
-    let body = page(status, request_id);
-    let mut header = ResponseHeader::build(status, Some(4))?;
+    let body = page(status, reply.request_id);
+    let mut header = ResponseHeader::build(status, Some(8))?;
     header.insert_header("content-type", "text/html; charset=utf-8")?;
     header.insert_header("content-length", body.len().to_string())?;
     header.insert_header("cache-control", "no-store")?;
-    header.insert_header("x-request-id", request_id)?;
+    add_security_headers(&mut header, reply)?;
     let body = if session.req_header().method == http::Method::HEAD {
         Bytes::new()
     } else {
@@ -106,13 +146,13 @@ pub(super) async fn write_error_page(
 }
 
 /// Answers a request under the reserved prefix that no stage handles. Returns the status.
-pub(super) async fn own_endpoint_not_found(session: &mut Session, request_id: &str) -> Result<u16> {
+pub(super) async fn own_endpoint_not_found(session: &mut Session, reply: Reply<'_>) -> Result<u16> {
     respond(
         session,
         404,
         "text/html; charset=utf-8",
-        page(404, request_id),
-        request_id,
+        page(404, reply.request_id),
+        reply,
     )
     .await?;
     Ok(404)
@@ -124,14 +164,14 @@ pub(super) async fn respond(
     status: u16,
     content_type: &str,
     body: Bytes,
-    request_id: &str,
+    reply: Reply<'_>,
 ) -> Result<()> {
-    let mut header = ResponseHeader::build(status, Some(5))?;
+    let mut header = ResponseHeader::build(status, Some(10))?;
     header.insert_header("content-type", content_type)?;
     header.insert_header("content-length", body.len().to_string())?;
     header.insert_header("cache-control", "no-store")?;
     header.insert_header("x-content-type-options", "nosniff")?;
-    header.insert_header("x-request-id", request_id)?;
+    add_security_headers(&mut header, reply)?;
     let head_only = session.req_header().method == http::Method::HEAD || body.is_empty();
     session
         .write_response_header(Box::new(header), head_only)
@@ -155,7 +195,7 @@ pub(super) async fn respond_blocked(
     session: &mut Session,
     app_name: &str,
     incident: &str,
-    request_id: &str,
+    reply: Reply<'_>,
     how: Refusal<'_>,
 ) -> Result<()> {
     let (content_type, body) = if how.json {
@@ -164,7 +204,7 @@ pub(super) async fn respond_blocked(
         ("text/html; charset=utf-8", blocked_page(app_name, incident))
     };
     let headers = refusal_headers(incident, &how);
-    respond_with(session, 403, &headers, content_type, body, request_id).await
+    respond_with(session, 403, &headers, content_type, body, reply).await
 }
 
 fn refusal_json(kind: &str, incident: &str) -> Bytes {
@@ -184,21 +224,13 @@ pub(super) async fn respond_unreadable(
     status: u16,
     app_name: &str,
     incident: &str,
-    request_id: &str,
+    reply: Reply<'_>,
     how: Refusal<'_>,
 ) -> Result<()> {
     let headers = refusal_headers(incident, &how);
     if how.json {
         let body = refusal_json("refused", incident);
-        return respond_with(
-            session,
-            status,
-            &headers,
-            "application/json",
-            body,
-            request_id,
-        )
-        .await;
+        return respond_with(session, status, &headers, "application/json", body, reply).await;
     }
     let app = escape_html(app_name);
     let body = Bytes::from(format!(
@@ -210,7 +242,7 @@ pub(super) async fn respond_unreadable(
         &headers,
         "text/html; charset=utf-8",
         body,
-        request_id,
+        reply,
     )
     .await
 }
@@ -231,9 +263,9 @@ pub(super) async fn respond_with(
     headers: &[(&str, &str)],
     content_type: &str,
     body: Bytes,
-    request_id: &str,
+    reply: Reply<'_>,
 ) -> Result<()> {
-    let mut header = ResponseHeader::build(status, Some(6 + headers.len()))?;
+    let mut header = ResponseHeader::build(status, Some(11 + headers.len()))?;
     for (name, value) in headers {
         header.append_header(name.to_string(), *value)?;
     }
@@ -241,7 +273,7 @@ pub(super) async fn respond_with(
     header.insert_header("content-length", body.len().to_string())?;
     header.insert_header("cache-control", "no-store")?;
     header.insert_header("x-content-type-options", "nosniff")?;
-    header.insert_header("x-request-id", request_id)?;
+    add_security_headers(&mut header, reply)?;
     let head_only = session.req_header().method == http::Method::HEAD || body.is_empty();
     session
         .write_response_header(Box::new(header), head_only)

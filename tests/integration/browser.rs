@@ -420,15 +420,35 @@ async fn a_failing_capture_script_never_stops_the_login() {
 /// Logs alice in on `page` while every login is challenged (`enrolling: challenge`): a form
 /// login lands on the challenge page, a fetch login (`in_page`) shows it over the page; the
 /// TOTP code is typed, and the held login is replayed so the app's own session starts.
-async fn challenged_login(page: &str, username_css: &str, in_page: bool) {
+async fn challenged_login(page: &str, username_css: &str, in_page: bool) -> Gaitkeeper {
+    challenged_login_over(page, username_css, in_page, false).await
+}
+
+/// [`challenged_login`], over HTTPS on gaitkeeper's own TLS listener when `https` (Chromium
+/// told to accept the test certificate).
+async fn challenged_login_over(
+    page: &str,
+    username_css: &str,
+    in_page: bool,
+    https: bool,
+) -> Gaitkeeper {
     let _one = ONE_BROWSER.lock().await;
     let app = LegacyApp::start().await;
     let more = format!("{LEGACY_ROUTES}policy:\n  enrolling: challenge\n");
-    let gk = Gaitkeeper::start_with(app.addr, "", &more).await;
+    let gk = if https {
+        crate::edge::start_https(app.addr, &more).await.0
+    } else {
+        Gaitkeeper::start_with(app.addr, "", &more).await
+    };
     let totp = enroll_totp(&gk, USER);
     let driver = ChromeDriver::start().await;
     let profile = tempfile::tempdir().unwrap();
-    let session = driver.session(profile.path()).await;
+    let switches: &[&str] = if https {
+        &["--ignore-certificate-errors"]
+    } else {
+        &[]
+    };
+    let session = driver.session_with(profile.path(), switches).await;
 
     session.goto(&gk.url(page)).await;
     session
@@ -464,12 +484,41 @@ async fn challenged_login(page: &str, username_css: &str, in_page: bool) {
         "logged in by the replayed login"
     );
     assert_eq!(app.last_login().await["username"], "alice");
+    if https {
+        session.screenshot("https-h2-landed").await;
+    }
     session.quit().await;
+    gk
 }
 
 #[tokio::test]
 async fn a_challenged_form_login_is_finished_with_a_totp_code() {
     challenged_login("/login", "input[name=username]", false).await;
+}
+
+#[tokio::test]
+async fn over_https_and_http2_a_challenged_login_is_finished_and_replayed() {
+    let gk = challenged_login_over("/login", "input[name=username]", false, true).await;
+    // Every step went over HTTP/2 on TLS: the page, the held submit, the code, the replay.
+    let log = gk.log();
+    let h2 = |method: &str, path: &str| {
+        log.lines()
+            .filter(|l| {
+                l.contains(&format!("\"method\":\"{method}\""))
+                    && l.contains(&format!("\"path\":\"{path}"))
+                    && l.contains("\"http\":\"2\"")
+                    && l.contains("\"scheme\":\"https\"")
+            })
+            .count()
+    };
+    assert_eq!(h2("GET", "/login"), 1, "{log}");
+    assert_eq!(h2("GET", "/__gk/challenge/"), 1, "{log}");
+    // The held submit, then the code's POST, logged under the login it replayed.
+    assert_eq!(h2("POST", "/login"), 2, "{log}");
+    assert!(
+        !log.contains("\"http\":\"1.1\""),
+        "no request fell back to HTTP/1.1:\n{log}"
+    );
 }
 
 #[tokio::test]

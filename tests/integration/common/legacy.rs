@@ -89,7 +89,13 @@ pub fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
 }
 
 pub async fn login_page(gk: &Gaitkeeper) -> LoginPage {
-    let response = client().get(gk.url("/login")).send().await.unwrap();
+    login_page_at(&client(), &gk.url("")).await
+}
+
+/// The login page at `base` (a URL without a path: gaitkeeper, or a balancer in front of
+/// it) loaded with `http`.
+pub async fn login_page_at(http: &reqwest::Client, base: &str) -> LoginPage {
+    let response = http.get(format!("{base}/login")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let csrf_cookie = set_cookie(&response, "legacy_csrf").expect("the app sets its CSRF cookie");
     let page = response.text().await.unwrap();
@@ -108,9 +114,20 @@ pub async fn submit(
     password: &str,
     payload: Option<&str>,
 ) -> reqwest::Response {
+    submit_at(&client(), &gk.url(""), page, user, password, payload).await
+}
+
+/// [`submit`] to `base` with `http`.
+pub async fn submit_at(
+    http: &reqwest::Client,
+    base: &str,
+    page: &LoginPage,
+    user: &str,
+    password: &str,
+    payload: Option<&str>,
+) -> reqwest::Response {
     let body = form(page, user, password, payload);
-    client()
-        .post(gk.url("/login"))
+    http.post(format!("{base}/login"))
         .header("content-type", "application/x-www-form-urlencoded")
         .header("cookie", format!("legacy_csrf={}", page.csrf_cookie))
         .body(body)

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod apps;
+pub mod balancers;
 pub mod behaviour;
 pub mod db;
 pub mod legacy;
@@ -390,6 +391,8 @@ pub struct Gaitkeeper {
     pub config_path: PathBuf,
     pub addr: SocketAddr,
     pub admin: SocketAddr,
+    /// The first listener serves HTTPS.
+    pub https: bool,
     child: Child,
 }
 
@@ -430,7 +433,6 @@ impl Gaitkeeper {
         let dir = tempfile::tempdir().unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let config_path = dir.path().join("gaitkeeper.yaml");
         // Generated logins are posted the moment their page arrives, claiming seconds of
         // typing: the harness allows any timeline. A test that sets `capture:` itself must
         // say what it wants (the timeline tests set a real slack).
@@ -451,6 +453,20 @@ impl Gaitkeeper {
             upstream_extra,
         ) + capture
             + more;
+        Self::start_in(dir, addr, admin, false, &text).await
+    }
+
+    /// Starts gaitkeeper with the whole config `text`, which must listen on `addr` and
+    /// `admin`; its files may live in `dir`. Its URLs are https:// when `https` (`addr`'s
+    /// listener has `tls`).
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        addr: SocketAddr,
+        admin: SocketAddr,
+        https: bool,
+        text: &str,
+    ) -> Gaitkeeper {
+        let config_path = dir.path().join("gaitkeeper.yaml");
         std::fs::write(&config_path, text).unwrap();
         let log = std::fs::File::create(dir.path().join("gaitkeeper.log")).unwrap();
         let child = Command::new(binary())
@@ -466,6 +482,7 @@ impl Gaitkeeper {
             config_path,
             addr,
             admin,
+            https,
             child,
         };
         gk.wait_ready().await;
@@ -492,7 +509,8 @@ impl Gaitkeeper {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}{}", self.addr, path)
     }
 
     /// GETs `path` through gaitkeeper and returns the body as text.

@@ -75,18 +75,32 @@ impl ChromeDriver {
 
     /// A new headless Chromium session with a fresh profile.
     pub async fn session(&self, profile: &std::path::Path) -> Session {
+        self.session_with(profile, &[]).await
+    }
+
+    /// A new session with more command-line switches for Chromium (e.g. to accept a test
+    /// certificate).
+    pub async fn session_with(&self, profile: &std::path::Path, extra: &[&str]) -> Session {
+        let mut args = vec![
+            "--headless=new".to_string(),
+            "--no-sandbox".into(),
+            "--disable-gpu".into(),
+            "--disable-dev-shm-usage".into(),
+            "--disable-background-networking".into(),
+            "--disable-component-update".into(),
+            "--disable-sync".into(),
+            "--no-first-run".into(),
+            "--disable-quic".into(),
+            "--window-size=1200,900".into(),
+            format!("--user-data-dir={}", profile.display()),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
         let capabilities = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:loggingPrefs": {"browser": "ALL"},
             "goog:chromeOptions": {
                 "binary": CHROMIUM,
-                "args": [
-                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                    "--disable-background-networking", "--disable-component-update",
-                    "--disable-sync", "--no-first-run", "--disable-quic",
-                    "--window-size=1200,900",
-                    format!("--user-data-dir={}", profile.display()),
-                ]
+                "args": args,
             }
         }}});
         let response: Value = self
