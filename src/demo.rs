@@ -177,13 +177,13 @@ mod tests {
         };
         let text = demo_config(&options, dir.path(), &secret);
         let config = crate::config::Config::parse(&text, "demo.yaml").unwrap();
-        let submits: Vec<&str> = config
+        let submits: Vec<&str> = config.apps[0]
             .routes
             .iter()
             .map(|r| r.submit.path.as_str())
             .collect();
         assert_eq!(submits, ["/login", "/api/login", "/api/token"]);
-        let portal = &config.routes[2];
+        let portal = &config.apps[0].routes[2];
         assert_eq!(
             portal.success.json_pointer_present.as_deref(),
             Some("/access_token")

@@ -43,6 +43,9 @@ enum Command {
         /// The YAML config file (for `store:`, `server.data_dir` and `secrets.key`).
         #[arg(short, long, default_value = "config/gaitkeeper.yaml", global = true)]
         config: PathBuf,
+        /// Which app's users (`apps[].name`); needed when the config lists several apps.
+        #[arg(long, global = true)]
+        app: Option<String>,
         #[command(subcommand)]
         command: gaitkeeper::admin::users::UsersCommand,
     },
@@ -163,10 +166,19 @@ fn main() -> ExitCode {
             }
             Err(e) => Err(e.into()),
         },
-        Command::Users { config, command } => Config::load(&config)
+        Command::Users {
+            config,
+            app,
+            command,
+        } => Config::load(&config)
             .map_err(anyhow::Error::from)
             .and_then(|loaded| {
-                gaitkeeper::admin::users::run(&loaded, command, &mut std::io::stdout().lock())
+                gaitkeeper::admin::users::run(
+                    &loaded,
+                    app.as_deref(),
+                    command,
+                    &mut std::io::stdout().lock(),
+                )
             }),
         Command::Audit { config, command } => Config::load(&config)
             .map_err(anyhow::Error::from)

@@ -186,7 +186,7 @@ impl Metrics {
                 "unreadable_logins_total",
                 "Login submits whose login name could not be read exactly once, by route and reason",
             ),
-            &["route", "reason"],
+            &["app", "route", "reason"],
         )
         .expect("valid metric");
         let rule_flags = IntCounterVec::new(
@@ -202,7 +202,7 @@ impl Metrics {
                 "route_without_success",
                 "1 while a route's answered logins have shown no success at all (check its success signal)",
             ),
-            &["route"],
+            &["app", "route"],
         )
         .expect("valid metric");
         let telemetry = IntCounterVec::new(
@@ -219,7 +219,7 @@ impl Metrics {
                 "login_decisions_total",
                 "Login decisions by route and decision",
             ),
-            &["route", "decision"],
+            &["app", "route", "decision"],
         )
         .expect("valid metric");
         let risk = Histogram::with_opts(
@@ -247,7 +247,7 @@ impl Metrics {
                 "login_outcomes_total",
                 "Forwarded logins by route and the app's verdict",
             ),
-            &["route", "outcome"],
+            &["app", "route", "outcome"],
         )
         .expect("valid metric");
         let settle_dropped = IntCounter::new(

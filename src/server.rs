@@ -86,7 +86,8 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
         // Keep enough idle connections to the app for every worker under load.
         upstream_keepalive_pool_size: 1024,
         work_stealing: false,
-        ca_file: config
+        // One CA file for every app (checked when the config loads).
+        ca_file: config.apps[0]
             .upstream
             .ca_file
             .as_ref()
@@ -117,11 +118,7 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
         "gaitkeeper proxy",
     );
     let certificates = CertPool::load(
-        &config
-            .listen
-            .iter()
-            .filter_map(|l| l.tls.clone())
-            .collect::<Vec<_>>(),
+        shared.clone(),
         metrics.tls_cert_expiry.clone(),
         metrics.tls_cert_reloads.clone(),
     )?;
@@ -153,9 +150,7 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
             _ if listener.redirect_to_https => redirect.add_tcp(&address),
             None => proxy.add_tcp(&address),
             Some(files) => {
-                let resolver = certificates
-                    .for_listener(files)
-                    .expect("every listener certificate is in the pool");
+                let resolver = certificates.for_listener(files);
                 let mut settings =
                     TlsSettings::intermediate("", "").expect("settings without files always build");
                 settings.set_cert_resolver(resolver);
@@ -179,7 +174,11 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
     tracing::info!(
         listen = ?config.listen.iter().map(|l| l.to_string()).collect::<Vec<_>>(),
         admin = %config.admin.listen,
-        upstream = %format!("{}:{}", config.upstream.address.host, config.upstream.address.port),
+        apps = ?config
+            .apps
+            .iter()
+            .map(|a| format!("{} -> {}:{}", a.name, a.upstream.address.host, a.upstream.address.port))
+            .collect::<Vec<_>>(),
         threads = config.server.threads,
         "gaitkeeper starting"
     );

@@ -95,7 +95,7 @@ pub struct LoginServices {
     pub population: crate::model::replay::PopulationMemory,
     /// What each route's login answers looked like, to warn about a success signal that
     /// never matches ([`LoginServices::note_answer`]).
-    pub answers: std::sync::Mutex<std::collections::HashMap<String, RouteAnswers>>,
+    pub answers: std::sync::Mutex<std::collections::HashMap<(String, String), RouteAnswers>>,
     /// Set per route while its answers show no success at all.
     pub no_success: prometheus::IntGaugeVec,
     /// Login names as sent whose profile was already offered to their normalised name
@@ -276,20 +276,21 @@ impl LoginServices {
 
     /// Counts one answered login of `route`; after [`NO_SUCCESS_AFTER`] answers without a
     /// single success, warns once (a log line naming the likely fix, and
-    /// `gaitkeeper_route_without_success{route}` set to 1): the success signal probably does
+    /// `gaitkeeper_route_without_success{app,route}` set to 1): the success signal probably does
     /// not match what the app answers, so users never enrol and are regulated.
-    pub(crate) fn note_answer(&self, route: &str, status: u16, succeeded: bool) {
+    pub(crate) fn note_answer(&self, app: &str, route: &str, status: u16, succeeded: bool) {
         let mut answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
-        if answers.len() >= 1024 && !answers.contains_key(route) {
+        let slot = (app.to_string(), route.to_string());
+        if answers.len() >= 1024 && !answers.contains_key(&slot) {
             return;
         }
-        let r = answers.entry(route.to_string()).or_default();
+        let r = answers.entry(slot).or_default();
         r.answered += 1;
         if succeeded {
             r.succeeded += 1;
             if r.warned {
                 r.warned = false;
-                self.no_success.with_label_values(&[route]).set(0);
+                self.no_success.with_label_values(&[app, route]).set(0);
             }
             return;
         }
@@ -298,7 +299,7 @@ impl LoginServices {
         }
         if r.succeeded == 0 && r.answered >= NO_SUCCESS_AFTER && !r.warned {
             r.warned = true;
-            self.no_success.with_label_values(&[route]).set(1);
+            self.no_success.with_label_values(&[app, route]).set(1);
             let common = r
                 .statuses
                 .iter()
@@ -366,6 +367,7 @@ impl LoginServices {
         let a = &s.attempt;
         let mut r = AuditRecord::new(kind, &a.incident);
         r.request_id = Some(a.request_id.clone());
+        r.app = Some(a.app.clone());
         r.route = Some(a.route.clone());
         r.user_key = Some(a.user.to_string());
         r.risk = a.risk;

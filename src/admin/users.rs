@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use anyhow::Context;
 
-use crate::config::Config;
+use crate::config::{AppConfig, Config};
 use crate::runtime::utc;
 use crate::store::{Enrollment, Store, StoreError, UserKey};
 
@@ -57,8 +57,15 @@ pub enum UsersCommand {
     Prune,
 }
 
-/// Runs one `users` command against the store `config` names, writing to `out`.
-pub fn run(config: &Config, command: UsersCommand, out: &mut dyn Write) -> anyhow::Result<()> {
+/// Runs one `users` command against the store `config` names, for the users of `app` (the
+/// only app when the config has one), writing to `out`.
+pub fn run(
+    config: &Config,
+    app: Option<&str>,
+    command: UsersCommand,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let app = which_app(config, app)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -66,15 +73,50 @@ pub fn run(config: &Config, command: UsersCommand, out: &mut dyn Write) -> anyho
     runtime.block_on(async {
         let store =
             Store::open(&config.store, &config.server.data_dir, &config.secrets.key).await?;
-        let result = execute(&store, config, command, out).await;
+        let result = execute(&store, app, command, out).await;
         store.close().await;
         result
     })
 }
 
+/// The app `--app` names, or the only one.
+fn which_app<'a>(config: &'a Config, named: Option<&str>) -> anyhow::Result<&'a AppConfig> {
+    let names = || {
+        config
+            .apps
+            .iter()
+            .map(|a| a.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match named {
+        Some(name) => config.app_named(name).ok_or_else(|| {
+            anyhow::anyhow!("no app named {name:?} in the config; its apps are: {}", names())
+        }),
+        None if config.apps.len() == 1 => Ok(&config.apps[0]),
+        None => anyhow::bail!(
+            "the config lists {} apps ({}); say whose users with --app NAME (alice of one app is not alice of another)",
+            config.apps.len(),
+            names()
+        ),
+    }
+}
+
+/// A stored clear name as people read it: the login name, and its app when it is not the
+/// `default` app's (stored as `\0APP\0NAME`, see `AppConfig::user_scope`).
+fn readable_name(stored: &str) -> String {
+    match stored
+        .strip_prefix('\0')
+        .and_then(|rest| rest.split_once('\0'))
+    {
+        Some((app, name)) => format!("{name} (app {app})"),
+        None => stored.to_string(),
+    }
+}
+
 async fn execute(
     store: &Store,
-    config: &Config,
+    app: &AppConfig,
     command: UsersCommand,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
@@ -96,7 +138,10 @@ async fn execute(
                     out,
                     "key:{:<64} {:<24} {:<16} {:>8}  {}",
                     user.key,
-                    user.clear_name.as_deref().unwrap_or("-"),
+                    user.clear_name
+                        .as_deref()
+                        .map(readable_name)
+                        .unwrap_or_else(|| "-".into()),
                     state(user.enrollment),
                     user.verified_logins,
                     user.last_login_at
@@ -113,7 +158,7 @@ async fn execute(
             }
         }
         UsersCommand::Show { user, logins } => {
-            let key = user_key(store, &user)?;
+            let key = user_key(store, app, &user)?;
             let profile = store
                 .profile(&key, logins.into())
                 .await?
@@ -122,7 +167,10 @@ async fn execute(
             writeln!(
                 out,
                 "user:      {}",
-                u.clear_name.as_deref().unwrap_or(&user)
+                u.clear_name
+                    .as_deref()
+                    .map(readable_name)
+                    .unwrap_or_else(|| user.clone())
             )?;
             writeln!(out, "key:       key:{}", u.key)?;
             writeln!(out, "state:     {}", state_long(u.enrollment))?;
@@ -171,7 +219,7 @@ async fn execute(
             }
         }
         UsersCommand::Reset { user } => {
-            let key = user_key(store, &user)?;
+            let key = user_key(store, app, &user)?;
             store.reset(&key).await.map_err(|e| named(e, &user))?;
             writeln!(
                 out,
@@ -182,7 +230,7 @@ async fn execute(
             if !yes {
                 anyhow::bail!("`users forget` erases every trace of {user} and cannot be undone; run it again with --yes");
             }
-            let key = user_key(store, &user)?;
+            let key = user_key(store, app, &user)?;
             let gone = store.forget(&key).await.map_err(|e| named(e, &user))?;
             writeln!(
                 out,
@@ -205,11 +253,13 @@ async fn execute(
             let totp = totp_rs::Builder::new()
                 .with_secret(secret.clone())
                 .with_account_name(user.as_str())
-                .with_issuer(Some(config.server.app_name.as_str()))
+                .with_issuer(Some(app.app_name.as_str()))
                 .build()
                 .and_then(|t| t.to_url().map(|url| (t, url)))
                 .map_err(|e| anyhow::anyhow!("cannot make a TOTP URI for {user:?}: {e} (login names with ':' cannot be TOTP account names)"))?;
-            let key = store.set_totp_secret(&user, secret.as_bytes()).await?;
+            let key = store
+                .set_totp_secret(&app.user_scope(&user), secret.as_bytes())
+                .await?;
             store
                 .append_audit(Some(&key), "totp.enrolled", &serde_json::json!({}))
                 .await?;
@@ -234,10 +284,10 @@ async fn execute(
     Ok(())
 }
 
-fn user_key(store: &Store, user: &str) -> anyhow::Result<UserKey> {
+fn user_key(store: &Store, app: &AppConfig, user: &str) -> anyhow::Result<UserKey> {
     match user.strip_prefix("key:") {
         Some(hex) => parse_key(hex),
-        None => Ok(store.user_key(user)?),
+        None => Ok(store.user_key(&app.user_scope(user))?),
     }
 }
 

@@ -44,6 +44,9 @@ pub struct Alert {
     /// The user's store key in hex, never the login name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_key: Option<String>,
+    /// The app (`apps[].name`) the login was for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub route: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -63,6 +66,7 @@ impl Alert {
             event,
             incident: incident.to_string(),
             user_key: None,
+            app: None,
             route: None,
             risk: None,
             reasons: serde_json::Value::Null,
@@ -78,6 +82,7 @@ impl Alert {
             event,
             incident: record.incident.clone(),
             user_key: record.user_key.clone(),
+            app: record.app.clone(),
             route: record.route.clone(),
             risk: record.risk,
             reasons: record.reasons.clone(),
@@ -88,9 +93,14 @@ impl Alert {
 
     fn bounded(mut self) -> Alert {
         crate::audit::clip(&mut self.incident, 32);
-        for field in [&mut self.user_key, &mut self.route, &mut self.client_ip]
-            .into_iter()
-            .flatten()
+        for field in [
+            &mut self.user_key,
+            &mut self.app,
+            &mut self.route,
+            &mut self.client_ip,
+        ]
+        .into_iter()
+        .flatten()
         {
             crate::audit::clip(field, MAX_FIELD_BYTES);
         }
@@ -213,6 +223,7 @@ impl Alerter {
 fn audit_record(kind: &str, alert: &Alert, why: &str) -> AuditRecord {
     let mut record = AuditRecord::new(kind, &alert.incident);
     record.user_key = alert.user_key.clone();
+    record.app = alert.app.clone();
     record.route = alert.route.clone();
     record.client_ip = alert.client_ip.clone();
     record.outcome = Some(format!("{}: {why}", alert.event.as_str()));

@@ -69,6 +69,10 @@ pub struct AuditRecord {
     pub incident: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// The app's name (`apps[].name`); absent in records written before apps existed, which
+    /// are all the `default` app's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
     /// The login route's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route: Option<String>,
@@ -108,6 +112,7 @@ impl AuditRecord {
             kind: kind.to_string(),
             incident: incident.to_string(),
             request_id: None,
+            app: None,
             route: None,
             user_key: None,
             risk: None,
@@ -129,6 +134,7 @@ impl AuditRecord {
         clip(&mut self.incident, 32);
         for field in [
             &mut self.request_id,
+            &mut self.app,
             &mut self.route,
             &mut self.user_key,
             &mut self.decision,

@@ -6,6 +6,7 @@
 //! re-checks it. Never logs secret values (see [`Secret`]).
 
 mod alerts;
+mod apps;
 mod audit;
 mod edge;
 mod learning;
@@ -26,6 +27,7 @@ use serde::Deserialize;
 
 pub use crate::runtime::BackgroundPriority;
 pub use alerts::{AlertConfig, AlertEvent, WebhookConfig, WebhookUrl, MAX_BACKOFF};
+pub use apps::{app_scoped, request_host, AppConfig, DEFAULT_APP};
 pub use audit::{AuditConfig, AuditStream};
 pub use edge::{read_chain, read_key, Listener, TlsFileError, TlsFiles};
 pub use learning::{LearnConfig, MAX_WINDOW};
@@ -56,8 +58,9 @@ pub struct Config {
     /// for a listener that only redirects, `proxy_protocol: true` behind a TCP balancer.
     #[serde(default = "defaults::listen")]
     pub listen: Vec<Listener>,
-    /// The one web app gaitkeeper protects.
-    pub upstream: UpstreamConfig,
+    /// The one web app gaitkeeper protects (the single-app form; with `apps:` leave it out).
+    #[serde(default)]
+    upstream: Option<UpstreamConfig>,
     /// The admin listener: health, readiness and metrics. Keep it private.
     #[serde(default)]
     pub admin: AdminConfig,
@@ -69,9 +72,15 @@ pub struct Config {
     pub logging: LoggingConfig,
     /// Secrets, given as references to environment variables or files.
     pub secrets: SecretsConfig,
-    /// The app's login routes: where to inject the capture script, where logins are posted.
+    /// The app's login routes: where to inject the capture script, where logins are posted
+    /// (the single-app form; with `apps:` each app has its own).
     #[serde(default)]
-    pub routes: Vec<RouteConfig>,
+    routes: Vec<RouteConfig>,
+    /// Several apps in one process, each on its own host names with its own upstream, routes,
+    /// policy overrides and certificate. Without it, `upstream` and `routes` are one app
+    /// (named `default`) that answers every host. After loading, always at least one app.
+    #[serde(default)]
+    pub apps: Vec<AppConfig>,
     /// How the capture script hands its telemetry over, and the page token it carries.
     #[serde(default)]
     pub capture: CaptureConfig,
@@ -281,12 +290,13 @@ impl Config {
                 message: friendly_message(&plain_message(&e), text, line, column),
             }
         })?;
+        let mut config = config;
         config.validate(text, file)?;
         Ok(config)
     }
 
     /// Checks that span several keys, after every value parsed on its own.
-    fn validate(&self, text: &str, file: &str) -> Result<(), ConfigError> {
+    fn validate(&mut self, text: &str, file: &str) -> Result<(), ConfigError> {
         let invalid = |key: &str, message: String| {
             let (line, column) = locate_key(text, key);
             ConfigError::Invalid {
@@ -297,6 +307,7 @@ impl Config {
                 message,
             }
         };
+        self.settle_apps(&invalid)?;
         if self.listen.is_empty() {
             return Err(invalid(
                 "listen",
@@ -332,6 +343,14 @@ impl Config {
                 "a listener redirects to HTTPS but no listener has `tls`; add one with a certificate".into(),
             ));
         }
+        if let Some(app) = self.apps.iter().find(|a| a.tls.is_some()) {
+            if !self.listen.iter().any(|l| l.tls.is_some()) {
+                return Err(invalid(
+                    &app.key_of("tls"),
+                    format!("app {:?} has a certificate but no listener serves HTTPS; add a `listen` entry with `tls`", app.name),
+                ));
+            }
+        }
         if self.server.trusted_proxies.len() > 256 {
             return Err(invalid(
                 "server.trusted_proxies",
@@ -353,39 +372,51 @@ impl Config {
                 "expected a name of 1 to 100 characters".into(),
             ));
         }
-        if let Some(sni) = &self.upstream.sni {
-            if sni.is_empty() || sni.len() > 253 || sni.contains(|c: char| c.is_whitespace()) {
-                return Err(invalid(
-                    "upstream.sni",
-                    format!("expected a DNS name, found {sni:?}"),
-                ));
+        for app in &self.apps {
+            if let Some(sni) = &app.upstream.sni {
+                if sni.is_empty() || sni.len() > 253 || sni.contains(|c: char| c.is_whitespace()) {
+                    return Err(invalid(
+                        &app.key_of("upstream.sni"),
+                        format!("expected a DNS name, found {sni:?}"),
+                    ));
+                }
+            }
+            if let Some(ca_file) = &app.upstream.ca_file {
+                let readable = std::fs::read_to_string(ca_file)
+                    .map(|pem| pem.contains("-----BEGIN CERTIFICATE-----"))
+                    .unwrap_or(false);
+                if !readable {
+                    return Err(invalid(
+                        &app.key_of("upstream.ca_file"),
+                        format!(
+                            "{} is not a readable PEM file with at least one certificate",
+                            ca_file.display()
+                        ),
+                    ));
+                }
+            }
+            if let HostHeader::Set(host) = &app.upstream.host_header {
+                if host.is_empty()
+                    || host.len() > 255
+                    || http::HeaderValue::from_str(host).is_err()
+                    || host.contains(|c: char| c.is_whitespace() || c == '/')
+                {
+                    return Err(invalid(
+                        &app.key_of("upstream.host_header.set"),
+                        format!("expected a host name (and optional port), found {host:?}"),
+                    ));
+                }
             }
         }
-        if let Some(ca_file) = &self.upstream.ca_file {
-            let readable = std::fs::read_to_string(ca_file)
-                .map(|pem| pem.contains("-----BEGIN CERTIFICATE-----"))
-                .unwrap_or(false);
-            if !readable {
-                return Err(invalid(
-                    "upstream.ca_file",
-                    format!(
-                        "{} is not a readable PEM file with at least one certificate",
-                        ca_file.display()
-                    ),
-                ));
-            }
-        }
-        if let HostHeader::Set(host) = &self.upstream.host_header {
-            if host.is_empty()
-                || host.len() > 255
-                || http::HeaderValue::from_str(host).is_err()
-                || host.contains(|c: char| c.is_whitespace() || c == '/')
-            {
-                return Err(invalid(
-                    "upstream.host_header.set",
-                    format!("expected a host name (and optional port), found {host:?}"),
-                ));
-            }
+        if let Some(app) = self
+            .apps
+            .iter()
+            .find(|a| a.upstream.ca_file != self.apps[0].upstream.ca_file)
+        {
+            return Err(invalid(
+                &app.key_of("upstream.ca_file"),
+                "every app must name the same `upstream.ca_file` (one CA file is read per process); put every app's CA in one PEM file".into(),
+            ));
         }
         self.validate_routes(&invalid)?;
         crate::policy::Policy::resolve(&self.policy, &Default::default())
@@ -473,32 +504,84 @@ fn friendly_message(message: &str, text: &str, line: u64, column: u64) -> String
     format!("{expected}{}", found())
 }
 
-/// Finds the line and column of a dotted key (`admin.listen`) in the YAML text, for checks that
-/// run after parsing. Best effort: returns (0, 0) when the key is not written in the file
-/// (a default was used), and the message still names the key.
+/// Finds the line and column of a dotted key (`admin.listen`, `apps[1].hosts`) in the YAML
+/// text, for checks that run after parsing. Best effort: returns (0, 0) when the key is not
+/// written in the file (a default was used), and the message still names the key.
 fn locate_key(text: &str, dotted: &str) -> (u64, u64) {
-    let mut wanted = dotted.split('.').peekable();
-    let mut min_indent = 0usize;
-    for (index, line) in text.lines().enumerate() {
-        let Some(part) = wanted.peek() else { break };
+    let lines: Vec<&str> = text.lines().collect();
+    // A line's key and the column it starts at; a list item's first key is after its dash.
+    let key_of = |line: &str| -> Option<(usize, String, Option<usize>)> {
         let content = line.trim_start();
+        if content.is_empty() || content.starts_with('#') {
+            return None;
+        }
         let indent = line.len() - content.len();
-        if content.starts_with('#') || content.is_empty() {
-            continue;
-        }
-        if indent < min_indent {
-            break;
-        }
-        let key = content.split(':').next().unwrap_or("").trim();
-        if key == *part {
-            wanted.next();
-            if wanted.peek().is_none() {
-                return (index as u64 + 1, indent as u64 + 1);
+        let (key_indent, content, dash) = match content.strip_prefix('-') {
+            Some(rest) if rest.is_empty() || rest.starts_with(' ') => {
+                let inner = rest.trim_start();
+                (indent + 1 + (rest.len() - inner.len()), inner, Some(indent))
             }
-            min_indent = indent + 1;
+            _ => (indent, content, None),
+        };
+        let key = content.split(':').next().unwrap_or("").trim().to_string();
+        Some((key_indent, key, dash))
+    };
+    let (mut from, mut min_indent, mut found) = (0usize, 0usize, (0u64, 0u64));
+    // Inside a list item: its dash's column (the next item at that column ends it).
+    let mut in_item: Option<usize> = None;
+    for part in dotted.split('.') {
+        let (name, index) = match part.split_once('[') {
+            Some((n, rest)) => (n, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (part, None),
+        };
+        let mut hit = None;
+        for (i, line) in lines.iter().enumerate().skip(from) {
+            let Some((indent, key, dash)) = key_of(line) else {
+                continue;
+            };
+            let next_item = i != from && dash.is_some_and(|d| Some(d) <= in_item);
+            if indent < min_indent || next_item {
+                break;
+            }
+            if key == name {
+                hit = Some((i, indent));
+                break;
+            }
+        }
+        let Some((line, indent)) = hit else {
+            return (0, 0);
+        };
+        found = (line as u64 + 1, indent as u64 + 1);
+        from = line + 1;
+        min_indent = indent + 1;
+        in_item = None;
+        if let Some(wanted) = index {
+            // The items of the list under this key: lines starting with a dash at one indent.
+            let mut items = lines
+                .iter()
+                .enumerate()
+                .skip(line + 1)
+                .filter_map(|(i, l)| {
+                    let content = l.trim_start();
+                    let dash = l.len() - content.len();
+                    (content.starts_with('-') && dash >= indent).then_some((i, dash))
+                });
+            let Some((first, dash)) = items.next() else {
+                return found;
+            };
+            let item = std::iter::once((first, dash))
+                .chain(items.filter(|(_, d)| *d == dash))
+                .nth(wanted);
+            let Some((item_line, item_dash)) = item else {
+                return found;
+            };
+            found = (item_line as u64 + 1, item_dash as u64 + 1);
+            from = item_line;
+            min_indent = item_dash + 1;
+            in_item = Some(item_dash);
         }
     }
-    (0, 0)
+    found
 }
 
 impl fmt::Display for HostHeader {

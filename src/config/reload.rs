@@ -153,7 +153,8 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.logging.format != new.logging.format || old.logging.level != new.logging.level {
         changed.push("logging");
     }
-    if old.upstream.ca_file != new.upstream.ca_file {
+    let ca_file = |c: &Config| c.apps.first().and_then(|a| a.upstream.ca_file.clone());
+    if ca_file(old) != ca_file(new) {
         changed.push("upstream.ca_file");
     }
     if old.secrets.key != new.secrets.key {

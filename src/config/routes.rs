@@ -291,156 +291,159 @@ impl Config {
                 "expected at least 10s: people need time to type".into(),
             ));
         }
-        if self.routes.len() > 64 {
-            return Err(invalid("routes", "at most 64 routes".into()));
-        }
-        let prefix = &self.server.reserved_prefix.0;
-        let mut names = std::collections::HashSet::new();
-        for route in &self.routes {
-            if !token(&route.name) || !names.insert(route.name.as_str()) {
-                return Err(invalid("routes", format!("route names must be unique and made of letters, digits, '-' or '_'; found {:?}", route.name)));
+        for app in &self.apps {
+            let routes_key = app.key_of("routes");
+            if app.routes.len() > 64 {
+                return Err(invalid(&routes_key, "at most 64 routes".into()));
             }
-            let path_ok = |p: &str| {
-                p.starts_with('/')
-                    && p.len() <= 512
-                    && !p.contains(['?', '#', ' '])
-                    && !p[..p.len().saturating_sub(1)].contains('*')
-                    && !crate::paths::is_reserved_path(p.trim_end_matches('*'), prefix)
-            };
-            if route.page.paths.is_empty() || route.page.paths.len() > 32 {
-                return Err(invalid(
-                    "routes",
-                    format!("route {:?}: `page.paths` needs 1 to 32 paths", route.name),
-                ));
-            }
-            for p in route
-                .page
-                .paths
-                .iter()
-                .chain(std::iter::once(&route.submit.path))
-            {
-                if !path_ok(p) {
-                    return Err(invalid("routes", format!("route {:?}: {p:?} is not a usable path: it must start with '/', have no query, '*' only at the end, and lie outside {prefix}", route.name)));
+            let prefix = &self.server.reserved_prefix.0;
+            let mut names = std::collections::HashSet::new();
+            for route in &app.routes {
+                if !token(&route.name) || !names.insert(route.name.as_str()) {
+                    return Err(invalid(&routes_key, format!("route names must be unique and made of letters, digits, '-' or '_'; found {:?}", route.name)));
                 }
-            }
-            if route.submit.path.ends_with('*') {
-                return Err(invalid(
-                    "routes",
-                    format!(
-                        "route {:?}: `submit.path` must be one exact path",
-                        route.name
-                    ),
-                ));
-            }
-            let username = &route.username;
-            if !token(&username.field) {
-                return Err(invalid("routes", format!("route {:?}: `username.field` must be a form field name of letters, digits, '-' or '_', found {:?}", route.name, username.field)));
-            }
-            if let Some(pointer) = &username.json_pointer {
-                if !(pointer.starts_with('/') && pointer.len() <= 256) {
-                    return Err(invalid("routes", format!("route {:?}: `username.json_pointer` must be a JSON pointer such as \"/user/email\", found {pointer:?}", route.name)));
+                let path_ok = |p: &str| {
+                    p.starts_with('/')
+                        && p.len() <= 512
+                        && !p.contains(['?', '#', ' '])
+                        && !p[..p.len().saturating_sub(1)].contains('*')
+                        && !crate::paths::is_reserved_path(p.trim_end_matches('*'), prefix)
+                };
+                if route.page.paths.is_empty() || route.page.paths.len() > 32 {
+                    return Err(invalid(
+                        &routes_key,
+                        format!("route {:?}: `page.paths` needs 1 to 32 paths", route.name),
+                    ));
                 }
-            }
-            let steps = &username.normalize;
-            if steps.len() > 3 || (1..steps.len()).any(|i| steps[..i].contains(&steps[i])) {
-                return Err(invalid("routes", format!("route {:?}: `username.normalize` lists each of trim, nfkc, casefold at most once", route.name)));
-            }
-            if username.field == capture.field {
-                return Err(invalid("routes", format!("route {:?}: `username.field` is the telemetry field `capture.field` ({:?}); give the login name's field", route.name, capture.field)));
-            }
-            if let Some(machines) = &route.machine_clients {
-                if machines.addresses.is_empty() && machines.header.is_none() {
-                    return Err(invalid("routes", format!("route {:?}: `machine_clients` needs `addresses`, a `header` with its `secret`, or both", route.name)));
-                }
-                if machines.header.is_some() != machines.secret.is_some() {
-                    return Err(invalid("routes", format!("route {:?}: `machine_clients.header` and `machine_clients.secret` go together", route.name)));
-                }
-                if let Some(h) = &machines.header {
-                    if !token(h) || http::HeaderName::from_bytes(h.as_bytes()).is_err() {
-                        return Err(invalid("routes", format!("route {:?}: `machine_clients.header` must be a header name, found {h:?}", route.name)));
+                for p in route
+                    .page
+                    .paths
+                    .iter()
+                    .chain(std::iter::once(&route.submit.path))
+                {
+                    if !path_ok(p) {
+                        return Err(invalid(&routes_key, format!("route {:?}: {p:?} is not a usable path: it must start with '/', have no query, '*' only at the end, and lie outside {prefix}", route.name)));
                     }
                 }
-                if machines.addresses.len() > 256 {
+                if route.submit.path.ends_with('*') {
                     return Err(invalid(
-                        "routes",
+                        &routes_key,
                         format!(
-                            "route {:?}: at most 256 `machine_clients.addresses`",
+                            "route {:?}: `submit.path` must be one exact path",
                             route.name
                         ),
                     ));
                 }
-            }
-            if let Some(to) = &route.return_to {
-                if !to.starts_with('/')
-                    || to.starts_with("//")
-                    || to.contains(['\\', '\r', '\n'])
-                    || to.len() > 512
-                {
-                    return Err(invalid("routes", format!("route {:?}: `return_to` must be a path on this site such as \"/account\", found {to:?}", route.name)));
+                let username = &route.username;
+                if !token(&username.field) {
+                    return Err(invalid(&routes_key, format!("route {:?}: `username.field` must be a form field name of letters, digits, '-' or '_', found {:?}", route.name, username.field)));
                 }
-            }
-            let success = &route.success;
-            if success.status.is_empty()
-                || success.status.len() > 16
-                || success.status.iter().any(|s| !(100..=599).contains(s))
-            {
-                return Err(invalid(
-                    "routes",
-                    format!(
-                        "route {:?}: `success.status` needs 1 to 16 HTTP status codes (100 to 599)",
-                        route.name
-                    ),
-                ));
-            }
-            let pointers = success
-                .json_pointer_present
-                .iter()
-                .chain(success.json_equals.as_ref().map(|e| &e.pointer));
-            for pointer in pointers {
-                if !(pointer.starts_with('/') && pointer.len() <= 256) {
-                    return Err(invalid("routes", format!("route {:?}: a `success` JSON pointer must be like \"/access_token\", found {pointer:?}", route.name)));
+                if let Some(pointer) = &username.json_pointer {
+                    if !(pointer.starts_with('/') && pointer.len() <= 256) {
+                        return Err(invalid(&routes_key, format!("route {:?}: `username.json_pointer` must be a JSON pointer such as \"/user/email\", found {pointer:?}", route.name)));
+                    }
                 }
-            }
-            if let Some(cookie) = &success.set_cookie {
-                if !token(cookie) {
-                    return Err(invalid("routes", format!("route {:?}: `success.set_cookie` must be a cookie name, found {cookie:?}", route.name)));
+                let steps = &username.normalize;
+                if steps.len() > 3 || (1..steps.len()).any(|i| steps[..i].contains(&steps[i])) {
+                    return Err(invalid(&routes_key, format!("route {:?}: `username.normalize` lists each of trim, nfkc, casefold at most once", route.name)));
                 }
-            }
-            if let Some(prefix) = &success.location_prefix {
-                if prefix.is_empty() || prefix.len() > 512 {
-                    return Err(invalid(
-                        "routes",
-                        format!(
-                            "route {:?}: `success.location_prefix` must be 1 to 512 characters",
-                            route.name
-                        ),
-                    ));
+                if username.field == capture.field {
+                    return Err(invalid(&routes_key, format!("route {:?}: `username.field` is the telemetry field `capture.field` ({:?}); give the login name's field", route.name, capture.field)));
                 }
-            }
-            crate::policy::Policy::resolve(&self.policy, &route.policy)
-                .check()
-                .map_err(|(key, m)| {
-                    invalid(
-                        "routes",
-                        format!("route {:?}: `policy.{key}`: {m}", route.name),
-                    )
-                })?;
-            for m in route
-                .page
-                .methods
-                .iter()
-                .chain(std::iter::once(&route.submit.method))
-            {
-                if http::Method::from_bytes(m.as_bytes()).is_err()
-                    || m.chars().any(|c| c.is_ascii_lowercase())
+                if let Some(machines) = &route.machine_clients {
+                    if machines.addresses.is_empty() && machines.header.is_none() {
+                        return Err(invalid(&routes_key, format!("route {:?}: `machine_clients` needs `addresses`, a `header` with its `secret`, or both", route.name)));
+                    }
+                    if machines.header.is_some() != machines.secret.is_some() {
+                        return Err(invalid(&routes_key, format!("route {:?}: `machine_clients.header` and `machine_clients.secret` go together", route.name)));
+                    }
+                    if let Some(h) = &machines.header {
+                        if !token(h) || http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                            return Err(invalid(&routes_key, format!("route {:?}: `machine_clients.header` must be a header name, found {h:?}", route.name)));
+                        }
+                    }
+                    if machines.addresses.len() > 256 {
+                        return Err(invalid(
+                            &routes_key,
+                            format!(
+                                "route {:?}: at most 256 `machine_clients.addresses`",
+                                route.name
+                            ),
+                        ));
+                    }
+                }
+                if let Some(to) = &route.return_to {
+                    if !to.starts_with('/')
+                        || to.starts_with("//")
+                        || to.contains(['\\', '\r', '\n'])
+                        || to.len() > 512
+                    {
+                        return Err(invalid(&routes_key, format!("route {:?}: `return_to` must be a path on this site such as \"/account\", found {to:?}", route.name)));
+                    }
+                }
+                let success = &route.success;
+                if success.status.is_empty()
+                    || success.status.len() > 16
+                    || success.status.iter().any(|s| !(100..=599).contains(s))
                 {
                     return Err(invalid(
-                        "routes",
+                        &routes_key,
                         format!(
-                            "route {:?}: {m:?} is not an upper-case HTTP method",
+                            "route {:?}: `success.status` needs 1 to 16 HTTP status codes (100 to 599)",
                             route.name
                         ),
                     ));
+                }
+                let pointers = success
+                    .json_pointer_present
+                    .iter()
+                    .chain(success.json_equals.as_ref().map(|e| &e.pointer));
+                for pointer in pointers {
+                    if !(pointer.starts_with('/') && pointer.len() <= 256) {
+                        return Err(invalid(&routes_key, format!("route {:?}: a `success` JSON pointer must be like \"/access_token\", found {pointer:?}", route.name)));
+                    }
+                }
+                if let Some(cookie) = &success.set_cookie {
+                    if !token(cookie) {
+                        return Err(invalid(&routes_key, format!("route {:?}: `success.set_cookie` must be a cookie name, found {cookie:?}", route.name)));
+                    }
+                }
+                if let Some(prefix) = &success.location_prefix {
+                    if prefix.is_empty() || prefix.len() > 512 {
+                        return Err(invalid(
+                            &routes_key,
+                            format!(
+                                "route {:?}: `success.location_prefix` must be 1 to 512 characters",
+                                route.name
+                            ),
+                        ));
+                    }
+                }
+                crate::policy::Policy::resolve(&app.policy, &route.policy)
+                    .check()
+                    .map_err(|(key, m)| {
+                        invalid(
+                            &routes_key,
+                            format!("route {:?}: `policy.{key}`: {m}", route.name),
+                        )
+                    })?;
+                for m in route
+                    .page
+                    .methods
+                    .iter()
+                    .chain(std::iter::once(&route.submit.method))
+                {
+                    if http::Method::from_bytes(m.as_bytes()).is_err()
+                        || m.chars().any(|c| c.is_ascii_lowercase())
+                    {
+                        return Err(invalid(
+                            &routes_key,
+                            format!(
+                                "route {:?}: {m:?} is not an upper-case HTTP method",
+                                route.name
+                            ),
+                        ));
+                    }
                 }
             }
         }

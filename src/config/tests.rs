@@ -35,8 +35,11 @@ fn minimal_config_gets_sensible_defaults() {
     assert!(config.server.trusted_proxies.is_empty());
     assert_eq!(config.admin.listen.to_string(), "127.0.0.1:9090");
     assert_eq!(config.server.reserved_prefix.0, "/__gk/");
-    assert_eq!(config.upstream.host_header, HostHeader::Preserve);
-    assert_eq!(config.upstream.connect_timeout, HumanDuration::secs(3));
+    assert_eq!(config.apps[0].upstream.host_header, HostHeader::Preserve);
+    assert_eq!(
+        config.apps[0].upstream.connect_timeout,
+        HumanDuration::secs(3)
+    );
     assert!(config.logging.access_log);
 }
 
@@ -285,4 +288,64 @@ fn listener_mistakes_and_bad_networks_are_named() {
     let (_, _, key, message) = error_of(&text);
     assert_eq!(key, "listen");
     assert!(message.contains("share a port"), "{message}");
+}
+
+fn two_apps(second_hosts: &str) -> String {
+    format!(
+        "apps:\n  - name: intranet\n    hosts: [\"intranet.test\"]\n    upstream: {{ address: \"127.0.0.1:3001\" }}\n    routes:\n      - name: login\n        page: {{ paths: [\"/login\"] }}\n        submit: {{ path: \"/login\" }}\n    policy: {{ allow_below: 0.3 }}\n    app_name: \"Acme Intranet\"\n  - name: wiki\n    hosts: {second_hosts}\n    upstream: {{ address: \"127.0.0.1:3002\" }}\n    default: true\npolicy:\n  allow_below: 0.5\n  block_at: 0.9\nsecrets:\n  key: {{ env: {SECRET_ENV} }}\n"
+    )
+}
+
+#[test]
+fn several_apps_each_with_hosts_upstream_routes_and_policy() {
+    with_secret();
+    let config = Config::parse(&two_apps("[\"wiki.test\", \"*.wiki.test\"]"), "test.yaml").unwrap();
+    assert_eq!(config.apps.len(), 2);
+    let (intranet, wiki) = (&config.apps[0], &config.apps[1]);
+    assert_eq!(intranet.app_name, "Acme Intranet");
+    assert_eq!(wiki.app_name, "this application");
+    // The app's policy over the top level's; the rest from the top level.
+    assert_eq!(intranet.policy.allow_below, Some(0.3));
+    assert_eq!(intranet.policy.block_at, Some(0.9));
+    assert_eq!(wiki.policy.allow_below, Some(0.5));
+    assert_eq!(config.app_for_host("intranet.test"), Some(0));
+    assert_eq!(config.app_for_host("a.wiki.test"), Some(1));
+    // Nobody claims it: the default app takes it.
+    assert_eq!(config.app_for_host("elsewhere.test"), Some(1));
+    assert_eq!(intranet.user_scope("alice"), "\0intranet\0alice");
+    assert_eq!(intranet.token_route("login"), "intranet/login");
+
+    // The single-app form is one app, `default`, for every host, keyed as before.
+    let single = Config::parse(&minimal(), "test.yaml").unwrap();
+    assert_eq!(single.apps.len(), 1);
+    assert_eq!(single.apps[0].name, "default");
+    assert_eq!(single.app_for_host("anything.test"), Some(0));
+    assert_eq!(single.apps[0].user_scope("alice"), "alice");
+    assert_eq!(single.apps[0].token_route("login"), "login");
+}
+
+#[test]
+fn app_mistakes_are_reported_where_they_are() {
+    let (line, column, key, message) = error_of(&two_apps("[\"intranet.test\"]"));
+    assert_eq!(key, "apps[1].hosts");
+    assert_eq!((line, column), (12, 5));
+    assert!(message.contains("claimed by two apps"), "{message}");
+
+    let both = format!(
+        "{}upstream: {{ address: \"127.0.0.1:3000\" }}\n",
+        two_apps("[\"wiki.test\"]")
+    );
+    let (_, _, key, message) = error_of(&both);
+    assert_eq!(key, "upstream");
+    assert!(message.contains("with `apps:`"), "{message}");
+
+    let nothing = format!("secrets:\n  key: {{ env: {SECRET_ENV} }}\n");
+    let (_, _, key, message) = error_of(&nothing);
+    assert_eq!(key, "upstream");
+    assert!(message.contains("missing"), "{message}");
+
+    let unreachable = two_apps("[]").replace("    default: true\n", "");
+    let (line, _, key, message) = error_of(&unreachable);
+    assert_eq!((line, key.as_str()), (12, "apps[1].hosts"));
+    assert!(message.contains("no request would reach it"), "{message}");
 }

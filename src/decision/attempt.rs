@@ -8,6 +8,8 @@ use crate::store::UserKey;
 
 #[derive(Clone, Debug)]
 pub struct LoginAttempt {
+    /// The app's name (`apps[].name`; `default` in the single-app form).
+    pub app: String,
     /// The route's name (the config may be reloaded while the login waits).
     pub route: String,
     /// The login name as the app reads it (normalised); never logged.

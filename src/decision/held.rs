@@ -280,6 +280,7 @@ mod tests {
             .unwrap()
             .into_parts();
         let attempt = LoginAttempt {
+            app: "default".into(),
             route: "login".into(),
             login: "alice".into(),
             user: UserKey([7; 32]),

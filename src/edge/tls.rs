@@ -15,7 +15,7 @@ use prometheus::{IntCounterVec, IntGaugeVec};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
-use crate::config::{TlsFileError, TlsFiles};
+use crate::config::{Config, SharedConfig, TlsFileError, TlsFiles};
 
 /// Certificates expiring within this long are warned about.
 const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
@@ -43,10 +43,29 @@ struct Loaded {
     serial: String,
 }
 
-/// The files of one certificate and how they looked when last read.
-struct Source {
+/// A certificate the config names: a listener's own, or an app's (offered for its hosts).
+struct Entry {
     files: TlsFiles,
+    /// The hosts of the apps that name it: SNI names it is chosen for besides its own.
+    hosts: Vec<String>,
     stamp: Mutex<Option<FileStamp>>,
+    loaded: ArcSwap<Loaded>,
+}
+
+impl Entry {
+    fn serves(&self, name: &str) -> bool {
+        let loaded = self.loaded.load();
+        loaded.names.iter().chain(&self.hosts).any(|n| n == name)
+    }
+
+    fn serves_by_wildcard(&self, name: &str) -> bool {
+        let loaded = self.loaded.load();
+        loaded
+            .names
+            .iter()
+            .chain(&self.hosts)
+            .any(|n| wildcard_matches(n, name))
+    }
 }
 
 /// Enough of two files' metadata to notice a replacement (rename or rewrite).
@@ -62,92 +81,87 @@ fn stamp(files: &TlsFiles) -> Option<FileStamp> {
     Some(FileStamp([one(&files.cert_file)?, one(&files.key_file)?]))
 }
 
-/// Every listener certificate of the process.
+/// The certificates the config names, each once: the listeners' own first, then the apps'
+/// with the hosts they are for.
+fn wanted(config: &Config) -> Vec<(TlsFiles, Vec<String>)> {
+    let mut list: Vec<(TlsFiles, Vec<String>)> = Vec::new();
+    let listeners = config.listen.iter().filter_map(|l| l.tls.clone());
+    let apps = config
+        .apps
+        .iter()
+        .filter_map(|a| a.tls.clone().map(|t| (t, a.hosts.clone())));
+    for (files, hosts) in listeners.map(|t| (t, Vec::new())).chain(apps) {
+        match list.iter_mut().find(|(f, _)| *f == files) {
+            Some((_, known)) => known.extend(hosts),
+            None => list.push((files, hosts)),
+        }
+    }
+    list
+}
+
+/// Every certificate of the process.
 pub struct CertPool {
-    sources: Vec<Source>,
-    current: ArcSwap<Vec<Arc<Loaded>>>,
+    config: SharedConfig,
+    entries: ArcSwap<Vec<Arc<Entry>>>,
     expiry: IntGaugeVec,
     reloads: IntCounterVec,
-    last_warned: Mutex<HashMap<usize, SystemTime>>,
+    last_warned: Mutex<HashMap<std::path::PathBuf, SystemTime>>,
 }
 
 impl CertPool {
-    /// Loads every distinct certificate of `files`; the pool's index of a file is its position
-    /// among the distinct ones ([`CertPool::index_of`]).
+    /// Loads every certificate the running config names; an unusable one stops the start.
     pub fn load(
-        files: &[TlsFiles],
+        config: SharedConfig,
         expiry: IntGaugeVec,
         reloads: IntCounterVec,
     ) -> Result<Arc<CertPool>, CertPoolError> {
-        let mut sources: Vec<Source> = Vec::new();
-        let mut loaded = Vec::new();
-        for f in files {
-            if sources.iter().any(|s| s.files == *f) {
-                continue;
-            }
-            let before = stamp(f);
-            loaded.push(Arc::new(read(f)?));
-            sources.push(Source {
-                files: f.clone(),
-                stamp: Mutex::new(before),
-            });
+        let mut entries = Vec::new();
+        for (files, hosts) in wanted(&config.load()) {
+            let entry = new_entry(files, hosts)?;
+            log_loaded(&entry, "listener certificate loaded");
+            entries.push(Arc::new(entry));
         }
         let pool = Arc::new(CertPool {
-            sources,
-            current: ArcSwap::from_pointee(loaded),
+            config,
+            entries: ArcSwap::from_pointee(entries),
             expiry,
             reloads,
             last_warned: Mutex::new(HashMap::new()),
         });
-        for (i, cert) in pool.current.load().iter().enumerate() {
-            tracing::info!(
-                cert = %pool.sources[i].files.cert_file.display(),
-                serial = %cert.serial,
-                names = ?cert.names,
-                "listener certificate loaded"
-            );
-        }
         pool.watch_expiry();
         Ok(pool)
     }
 
-    /// The pool index of `files`, as loaded.
-    pub fn index_of(&self, files: &TlsFiles) -> Option<usize> {
-        self.sources.iter().position(|s| s.files == *files)
-    }
-
     /// The resolver of a listener whose own certificate is `files`.
-    pub fn for_listener(self: &Arc<Self>, files: &TlsFiles) -> Option<Arc<ListenerCerts>> {
-        let default = self.index_of(files)?;
-        Some(Arc::new(ListenerCerts {
+    pub fn for_listener(self: &Arc<Self>, files: &TlsFiles) -> Arc<ListenerCerts> {
+        Arc::new(ListenerCerts {
             pool: self.clone(),
-            default,
-        }))
+            default: files.clone(),
+        })
     }
 
-    /// Reloads certificates whose files changed (every one when `force`, as on SIGHUP).
+    /// Takes in the certificates a reloaded config adds or drops, and reloads certificates
+    /// whose files changed (every one when `force`, as on SIGHUP).
     pub fn check(&self, force: bool) {
-        let mut next: Option<Vec<Arc<Loaded>>> = None;
-        for (i, source) in self.sources.iter().enumerate() {
-            let now = stamp(&source.files);
-            let mut last = source.stamp.lock().unwrap_or_else(|p| p.into_inner());
+        self.sync_with_config();
+        for entry in self.entries.load().iter() {
+            let now = stamp(&entry.files);
+            let mut last = entry.stamp.lock().unwrap_or_else(|p| p.into_inner());
             if !force && (now.is_none() || now == *last) {
                 // Unchanged, or mid-replacement (a file missing for a moment).
                 continue;
             }
             *last = now;
             drop(last);
-            match read(&source.files) {
+            match read(&entry.files) {
                 Ok(fresh) => {
-                    tracing::info!(
-                        cert = %source.files.cert_file.display(),
-                        serial = %fresh.serial,
-                        names = ?fresh.names,
-                        "listener certificate reloaded"
-                    );
+                    entry.loaded.store(Arc::new(fresh));
                     self.reloads.with_label_values(&["ok"]).inc();
-                    let list = next.get_or_insert_with(|| self.current.load().to_vec());
-                    list[i] = Arc::new(fresh);
+                    log_loaded(entry, "listener certificate reloaded");
+                    self.last_warned
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&entry.files.cert_file);
                 }
                 Err(e) => {
                     self.reloads.with_label_values(&["error"]).inc();
@@ -158,14 +172,54 @@ impl CertPool {
                 }
             }
         }
-        if let Some(list) = next {
-            self.current.store(Arc::new(list));
-            self.last_warned
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clear();
-        }
         self.watch_expiry();
+    }
+
+    /// Makes the pool hold what the running config names: an app added by a reload gets its
+    /// certificate, a removed one's goes. (An unusable new certificate was refused with the
+    /// config itself, so this only fails if the files changed since.)
+    fn sync_with_config(&self) {
+        let wanted = wanted(&self.config.load());
+        let current = self.entries.load();
+        let same = wanted.len() == current.len()
+            && wanted
+                .iter()
+                .zip(current.iter())
+                .all(|((f, h), e)| *f == e.files && *h == e.hosts);
+        if same {
+            return;
+        }
+        let mut next = Vec::with_capacity(wanted.len());
+        for (files, hosts) in wanted {
+            let known = current.iter().find(|e| e.files == files);
+            match known {
+                Some(e) if e.hosts == hosts => next.push(e.clone()),
+                Some(e) => next.push(Arc::new(Entry {
+                    files,
+                    hosts,
+                    stamp: Mutex::new(*e.stamp.lock().unwrap_or_else(|p| p.into_inner())),
+                    loaded: ArcSwap::new(e.loaded.load_full()),
+                })),
+                None => match new_entry(files, hosts) {
+                    Ok(entry) => {
+                        log_loaded(&entry, "certificate of a new app loaded");
+                        next.push(Arc::new(entry));
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "certificate of an app not loaded; its hosts get the listener's certificate")
+                    }
+                },
+            }
+        }
+        for gone in current
+            .iter()
+            .filter(|e| !next.iter().any(|n| n.files == e.files))
+        {
+            let _ = self
+                .expiry
+                .remove_label_values(&[&gone.files.cert_file.display().to_string()]);
+        }
+        self.entries.store(Arc::new(next));
     }
 
     /// Exports each certificate's time left and warns (daily) about those close to expiry.
@@ -176,18 +230,19 @@ impl CertPool {
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
         let mut warned = self.last_warned.lock().unwrap_or_else(|p| p.into_inner());
-        for (i, cert) in self.current.load().iter().enumerate() {
-            let file = self.sources[i].files.cert_file.display().to_string();
+        for entry in self.entries.load().iter() {
+            let cert = entry.loaded.load();
+            let file = entry.files.cert_file.display().to_string();
             let left = cert.not_after - unix_now;
             self.expiry.with_label_values(&[&file]).set(left);
             if left > EXPIRY_WARNING.as_secs() as i64 {
                 continue;
             }
             let due = warned
-                .get(&i)
+                .get(&entry.files.cert_file)
                 .is_none_or(|at| now.duration_since(*at).unwrap_or_default() >= WARN_EVERY);
             if due {
-                warned.insert(i, now);
+                warned.insert(entry.files.cert_file.clone(), now);
                 tracing::warn!(
                     cert = %file,
                     serial = %cert.serial,
@@ -198,11 +253,9 @@ impl CertPool {
         }
     }
 
-    /// Checks the files every second and on SIGHUP, on a thread of its own.
+    /// Checks the files (and the config's list) every second and on SIGHUP, on a thread of
+    /// its own.
     pub fn spawn_watcher(self: &Arc<Self>) -> Result<(), CertPoolError> {
-        if self.sources.is_empty() {
-            return Ok(());
-        }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -231,6 +284,28 @@ impl CertPool {
             .map_err(CertPoolError::Watch)?;
         Ok(())
     }
+}
+
+fn new_entry(files: TlsFiles, hosts: Vec<String>) -> Result<Entry, TlsFileError> {
+    let before = stamp(&files);
+    let loaded = read(&files)?;
+    Ok(Entry {
+        files,
+        hosts,
+        stamp: Mutex::new(before),
+        loaded: ArcSwap::from_pointee(loaded),
+    })
+}
+
+fn log_loaded(entry: &Entry, what: &'static str) {
+    let loaded = entry.loaded.load();
+    tracing::info!(
+        cert = %entry.files.cert_file.display(),
+        serial = %loaded.serial,
+        names = ?loaded.names,
+        hosts = ?entry.hosts,
+        "{what}"
+    );
 }
 
 fn read(files: &TlsFiles) -> Result<Loaded, TlsFileError> {
@@ -280,40 +355,35 @@ fn read(files: &TlsFiles) -> Result<Loaded, TlsFileError> {
     })
 }
 
-/// The certificate resolver of one TLS listener: the certificate whose names match the SNI
-/// host name, else the listener's own.
+/// The certificate resolver of one TLS listener: the certificate whose names (or whose
+/// apps' hosts) match the SNI host name, else the listener's own.
 #[derive(Debug)]
 pub struct ListenerCerts {
     pool: Arc<CertPool>,
-    default: usize,
+    default: TlsFiles,
 }
 
 impl std::fmt::Debug for CertPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CertPool")
-            .field("certificates", &self.sources.len())
+            .field("certificates", &self.entries.load().len())
             .finish()
     }
 }
 
 impl ListenerCerts {
     fn choose(&self, server_name: Option<&str>) -> Option<Arc<CertifiedKey>> {
-        let current = self.pool.current.load();
-        if let Some(name) = server_name {
+        let entries = self.pool.entries.load();
+        let by_name = server_name.and_then(|name| {
             let name = name.to_ascii_lowercase();
-            let matching = current
+            entries
                 .iter()
-                .find(|c| c.names.iter().any(|n| n == &name))
-                .or_else(|| {
-                    current
-                        .iter()
-                        .find(|c| c.names.iter().any(|n| wildcard_matches(n, &name)))
-                });
-            if let Some(cert) = matching {
-                return Some(cert.key.clone());
-            }
-        }
-        current.get(self.default).map(|c| c.key.clone())
+                .find(|e| e.serves(&name))
+                .or_else(|| entries.iter().find(|e| e.serves_by_wildcard(&name)))
+        });
+        by_name
+            .or_else(|| entries.iter().find(|e| e.files == self.default))
+            .map(|e| e.loaded.load().key.clone())
     }
 }
 

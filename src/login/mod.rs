@@ -62,6 +62,8 @@ pub enum Unreadable {
     NameTooLong,
     #[error("the login name is empty once normalised")]
     EmptyName,
+    #[error("the login name holds a control character (such as NUL), which apps read differently")]
+    ControlCharacter,
 }
 
 impl Unreadable {
@@ -78,6 +80,7 @@ impl Unreadable {
             Unreadable::RepeatedName => "repeated_name",
             Unreadable::BadNameEncoding => "bad_name_encoding",
             Unreadable::NameTooLong => "name_too_long",
+            Unreadable::ControlCharacter => "name_control_character",
             Unreadable::EmptyName => "empty_name",
         }
     }

@@ -89,6 +89,11 @@ pub(super) fn read(
     if name.len() > MAX_NAME_BYTES {
         return Err(Unreadable::NameTooLong);
     }
+    // A C-based app stops at a NUL, another keeps it: one name, two users. (It also keeps
+    // app-scoped store names, which start with NUL, apart from any name a client can send.)
+    if name.chars().any(char::is_control) {
+        return Err(Unreadable::ControlCharacter);
+    }
     Ok(LoginName { name, as_sent: raw })
 }
 

@@ -203,13 +203,52 @@ pub(crate) const DEFAULT_POLICY: Policy = Policy {
     },
 };
 
+impl PolicyConfig {
+    /// These keys over `under`'s: what an app's `policy:` makes of the top-level block (its
+    /// routes then override the result).
+    pub fn over(&self, under: &PolicyConfig) -> PolicyConfig {
+        macro_rules! pick {
+            ($f:ident) => {
+                self.$f.or(under.$f)
+            };
+        }
+        let floors = match (&self.floors, &under.floors) {
+            (Some(o), Some(u)) => Some(FloorsConfig {
+                insufficient_evidence: o.insufficient_evidence.or(u.insufficient_evidence),
+                synthetic_input: o.synthetic_input.or(u.synthetic_input),
+                no_input: o.no_input.or(u.no_input),
+                timeline_mismatch: o.timeline_mismatch.or(u.timeline_mismatch),
+                replayed_pattern: o.replayed_pattern.or(u.replayed_pattern),
+                missing_usual_input: o.missing_usual_input.or(u.missing_usual_input),
+            }),
+            (o, u) => o.clone().or_else(|| u.clone()),
+        };
+        PolicyConfig {
+            mode: pick!(mode),
+            allow_below: pick!(allow_below),
+            block_at: pick!(block_at),
+            enrolling: pick!(enrolling),
+            on_missing_telemetry: pick!(on_missing_telemetry),
+            on_invalid_telemetry: pick!(on_invalid_telemetry),
+            on_replayed_token: pick!(on_replayed_token),
+            on_store_error: pick!(on_store_error),
+            on_scoring_error: pick!(on_scoring_error),
+            on_no_factor: pick!(on_no_factor),
+            on_unreadable_login: pick!(on_unreadable_login),
+            enrolling_bot: pick!(enrolling_bot),
+            floors,
+        }
+    }
+}
+
 impl Policy {
     /// The route's overrides on top of the top-level block on top of [`DEFAULT_POLICY`].
     pub(crate) fn resolve(top: &PolicyConfig, route: &PolicyConfig) -> Policy {
         let d = DEFAULT_POLICY;
+        let set = route.over(top);
         macro_rules! pick {
             ($f:ident) => {
-                route.$f.or(top.$f).unwrap_or(d.$f)
+                set.$f.unwrap_or(d.$f)
             };
         }
         Policy {
@@ -226,14 +265,11 @@ impl Policy {
             on_unreadable_login: pick!(on_unreadable_login),
             enrolling_bot: pick!(enrolling_bot),
             floors: {
-                let (r, t) = (
-                    route.floors.clone().unwrap_or_default(),
-                    top.floors.clone().unwrap_or_default(),
-                );
+                let set = set.floors.clone().unwrap_or_default();
                 let f = d.floors;
                 macro_rules! floor {
                     ($k:ident) => {
-                        r.$k.or(t.$k).unwrap_or(f.$k)
+                        set.$k.unwrap_or(f.$k)
                     };
                 }
                 Floors {

@@ -65,14 +65,14 @@ impl GaitkeeperProxy {
         session: &Session,
         ctx: &RequestCtx,
     ) -> Vec<(&'static str, String)> {
-        let Some(route) = ctx.capture.submit_route.map(|i| &ctx.config.routes[i]) else {
+        let Some(route) = ctx.capture.submit_route.map(|i| &ctx.app().routes[i]) else {
             return Vec::new();
         };
         let ip = ctx.client_ip.clone();
         let client = client(session, &ip);
         let capture = &ctx.config.capture;
         let token = self.tokens.reissue(
-            &route.name,
+            &ctx.app().token_route(&route.name),
             &client,
             capture.bind_token_to_ip,
             capture.token_ttl.0,
@@ -339,7 +339,7 @@ impl GaitkeeperProxy {
                         let client = client(session, &ip);
                         let verified = self.tokens.verify_once(
                             &envelope.token,
-                            &route.name,
+                            &ctx.app().token_route(&route.name),
                             &client,
                             capture.bind_token_to_ip,
                         );
@@ -393,7 +393,7 @@ impl GaitkeeperProxy {
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let Some(route) = ctx.capture.page_route.map(|i| &ctx.config.routes[i]) else {
+        let Some(route) = ctx.capture.page_route.map(|i| &ctx.app().routes[i]) else {
             return Ok(());
         };
         let status = response.status.as_u16();
@@ -443,7 +443,7 @@ impl GaitkeeperProxy {
         let client = client(session, &ip);
         let capture = &ctx.config.capture;
         let token = self.tokens.issue(
-            &route.name,
+            &ctx.app().token_route(&route.name),
             &client,
             capture.bind_token_to_ip,
             capture.token_ttl.0,

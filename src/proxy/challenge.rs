@@ -108,7 +108,7 @@ impl GaitkeeperProxy {
         }
         let id = rest.to_string();
         if method == http::Method::GET || method == http::Method::HEAD {
-            let Some(held) = self.bound_held(session, &id) else {
+            let Some(held) = self.bound_held(session, ctx, &id) else {
                 return self.expired(session, ctx).await;
             };
             // Shown inside the page (the capture script's overlay frame or popup): once
@@ -134,7 +134,7 @@ impl GaitkeeperProxy {
             wire::Body::Whole(form) => form,
             refused => return unreadable_form(session, ctx, refused).await,
         };
-        let Some(held) = self.bound_held(session, &id) else {
+        let Some(held) = self.bound_held(session, ctx, &id) else {
             return self.expired(session, ctx).await;
         };
         let key = self.services.csrf_key();
@@ -208,9 +208,14 @@ impl GaitkeeperProxy {
         }
     }
 
-    /// The held login `id`, if it exists and this browser holds its binding cookie.
-    fn bound_held(&self, session: &Session, id: &str) -> Option<Arc<HeldLogin>> {
-        let held = self.services.held.get(id)?;
+    /// The held login `id`, if it exists, is a login of this request's app and this browser
+    /// holds its binding cookie.
+    fn bound_held(&self, session: &Session, ctx: &RequestCtx, id: &str) -> Option<Arc<HeldLogin>> {
+        let held = self
+            .services
+            .held
+            .get(id)
+            .filter(|held| held.attempt.app == ctx.app().name)?;
         let presented = cookie(session, BINDING_COOKIE)?;
         let same: bool =
             subtle::ConstantTimeEq::ct_eq(presented.as_bytes(), held.binding.as_bytes()).into();
@@ -256,7 +261,7 @@ impl GaitkeeperProxy {
         let csrf = csrf_token(&key, id, &held.binding);
         let action = format!("{prefix}challenge/{id}");
         let html = challenge_page(&ChallengePage {
-            app_name: &ctx.config.server.app_name,
+            app_name: &ctx.app().app_name,
             action: &action,
             csrf_field: CSRF_FIELD,
             csrf_token: &csrf,
@@ -306,7 +311,7 @@ impl GaitkeeperProxy {
         title: &str,
         text: &str,
     ) -> Result<Handled> {
-        let html = message_page(title, text, &ctx.config.server.app_name);
+        let html = message_page(title, text, &ctx.app().app_name);
         pages::respond_with(
             session,
             status,
@@ -334,7 +339,7 @@ impl GaitkeeperProxy {
         // password either, and must not be able to get the user banned.
         self.services
             .regulator
-            .failed_address(&ctx.config.regulation, &ctx.client_ip);
+            .failed_address(&ctx.config.regulation, &ctx.regulated_as);
         self.services.settle_held(
             &held,
             LoginOutcome::ChallengeFailed,
@@ -342,7 +347,7 @@ impl GaitkeeperProxy {
         );
         pages::respond_blocked(
             session,
-            &ctx.config.server.app_name,
+            &ctx.app().app_name,
             &held.attempt.incident,
             ctx.reply(),
             pages::Refusal {
@@ -362,7 +367,7 @@ impl GaitkeeperProxy {
         held: Arc<HeldLogin>,
     ) -> Result<Handled> {
         let Some(route) = ctx
-            .config
+            .app()
             .routes
             .iter()
             .position(|r| r.name == held.attempt.route)
@@ -391,7 +396,7 @@ impl GaitkeeperProxy {
             answer: None,
             app_status: None,
             return_to: held.xhr.then(|| {
-                ctx.config.routes[route]
+                ctx.app().routes[route]
                     .return_to
                     .clone()
                     .unwrap_or_else(|| return_path(&held))
@@ -432,7 +437,7 @@ impl GaitkeeperProxy {
                     .inc();
                 if let Some(id) = failed_id {
                     // A genuine "did not pass" from the provider ends the challenge.
-                    if self.bound_held(session, &id).is_some() {
+                    if self.bound_held(session, ctx, &id).is_some() {
                         return self.challenge_failed(session, ctx, &id).await;
                     }
                 }
@@ -447,7 +452,7 @@ impl GaitkeeperProxy {
                     .await;
             }
         };
-        let Some(held) = self.bound_held(session, &id) else {
+        let Some(held) = self.bound_held(session, ctx, &id) else {
             return self.expired(session, ctx).await;
         };
         // The provider confirmed somebody: it must be the user whose login is held.
@@ -483,7 +488,7 @@ impl GaitkeeperProxy {
             .with_label_values(&["released"])
             .inc();
         let nonce = super::login::random_token();
-        let html = crate::challenge::resume_page(&ctx.config.server.app_name, &proof, &nonce);
+        let html = crate::challenge::resume_page(&ctx.app().app_name, &proof, &nonce);
         let csp = format!(
             "default-src 'none'; style-src 'unsafe-inline'; script-src 'nonce-{nonce}'; frame-ancestors 'self'; base-uri 'none'"
         );
@@ -509,11 +514,9 @@ impl GaitkeeperProxy {
         ctx: &mut RequestCtx,
         proof: &str,
     ) -> Result<Handled> {
-        let held = self
-            .services
-            .held
-            .resume(proof)
-            .filter(|held| held.attempt.client_ip == ctx.client_ip);
+        let held = self.services.held.resume(proof).filter(|held| {
+            held.attempt.client_ip == ctx.client_ip && held.attempt.app == ctx.app().name
+        });
         let Some(held) = held else {
             self.metrics
                 .challenges

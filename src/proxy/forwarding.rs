@@ -80,7 +80,7 @@ pub(super) fn add_forwarding_headers(
     }
     upstream_request.insert_header("x-request-id", ctx.request_id.as_str())?;
 
-    let upstream = &ctx.config.upstream;
+    let upstream = &ctx.app().upstream;
     match &upstream.host_header {
         HostHeader::Preserve => {}
         HostHeader::Upstream => {
@@ -102,6 +102,17 @@ fn format_host(host: &str, port: u16, tls: bool) -> String {
         (false, 80) | (true, 443) => host.into_owned(),
         _ => format!("{host}:{port}"),
     }
+}
+
+/// The host the request names: its Host header, or the authority of its URI (HTTP/2's
+/// `:authority`, absolute-form requests); empty when it names none.
+pub(super) fn request_authority(req: &RequestHeader) -> String {
+    req.headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri.authority().map(|a| a.as_str().to_string()))
+        .unwrap_or_default()
 }
 
 /// The request id: the client's `X-Request-Id` when it is a short plain token (so ids from a

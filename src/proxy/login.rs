@@ -69,8 +69,9 @@ impl GaitkeeperProxy {
         route_index: usize,
     ) -> Result<Handled> {
         let config = ctx.config.clone();
-        let route = &config.routes[route_index];
-        let policy = Policy::resolve(&config.policy, &route.policy);
+        let app = &config.apps[ctx.app];
+        let route = &app.routes[route_index];
+        let policy = Policy::resolve(&app.policy, &route.policy);
         let body = ctx.capture.app_body.clone().unwrap_or_default();
         let ip = ctx.client_ip.clone();
         let name = ctx
@@ -79,6 +80,11 @@ impl GaitkeeperProxy {
             .take()
             .unwrap_or(Err(login::Unreadable::MissingName));
         let (login, user) = match name.and_then(|login::LoginName { name, as_sent }| {
+            // One name is one user per app: the store keys the name with the app's scope.
+            let (name, as_sent) = (
+                app.user_scope(&name).into_owned(),
+                app.user_scope(&as_sent).into_owned(),
+            );
             // The name is normalised and bounded, so the store accepts it.
             let key = self
                 .services
@@ -109,7 +115,7 @@ impl GaitkeeperProxy {
         let verdict = self.verdict(&policy, &user, &mut scored).await;
         self.metrics
             .decisions
-            .with_label_values(&[&route.name, verdict.decision.as_str()])
+            .with_label_values(&[&app.name, &route.name, verdict.decision.as_str()])
             .inc();
         if let Some(risk) = scored.risk {
             self.metrics.risk.observe(risk);
@@ -117,6 +123,7 @@ impl GaitkeeperProxy {
         let incident = new_incident();
         let finding = scored.finding;
         let attempt = LoginAttempt {
+            app: app.name.clone(),
             route: route.name.clone(),
             login,
             user,
@@ -162,7 +169,7 @@ impl GaitkeeperProxy {
                 let json = wants_json(session, ctx);
                 pages::respond_blocked(
                     session,
-                    &config.server.app_name,
+                    &config.apps[ctx.app].app_name,
                     &incident,
                     ctx.reply(),
                     pages::Refusal {
@@ -204,11 +211,12 @@ impl GaitkeeperProxy {
                 .map(|v| v.as_bytes());
             m.admits(ip.parse().ok(), header)
         });
-        if let Some(action) =
-            self.services
-                .regulator
-                .check(&config.regulation, &user.to_string(), ip, trusted)
-        {
+        if let Some(action) = self.services.regulator.check(
+            &config.regulation,
+            &user.to_string(),
+            &ctx.regulated_as,
+            trusted,
+        ) {
             Scored::unscored(Finding::Regulated { action }, "too_many_failures")
         } else if machine {
             // A CLI or script of the app's: no browser, no telemetry; audited, regulated.
@@ -255,15 +263,16 @@ impl GaitkeeperProxy {
         ip: String,
     ) -> Result<Handled> {
         let config = ctx.config.clone();
-        let route = &config.routes[route_index];
+        let app = &config.apps[ctx.app];
+        let route = &app.routes[route_index];
         self.metrics
             .unreadable_logins
-            .with_label_values(&[&route.name, why.reason()])
+            .with_label_values(&[&app.name, &route.name, why.reason()])
             .inc();
         let finding = match self
             .services
             .regulator
-            .check_address(&config.regulation, &ip)
+            .check_address(&config.regulation, &ctx.regulated_as)
         {
             Some(action) => Finding::Regulated { action },
             None => Finding::UnreadableLogin,
@@ -271,15 +280,16 @@ impl GaitkeeperProxy {
         let verdict = policy::decide(policy, finding);
         self.metrics
             .decisions
-            .with_label_values(&[&route.name, verdict.decision.as_str()])
+            .with_label_values(&[&app.name, &route.name, verdict.decision.as_str()])
             .inc();
         self.services
             .regulator
-            .failed_address(&config.regulation, &ip);
+            .failed_address(&config.regulation, &ctx.regulated_as);
         let incident = new_incident();
         let mut record =
             crate::audit::AuditRecord::new(crate::audit::kind::LOGIN_DECISION, &incident);
         record.request_id = Some(ctx.request_id.clone());
+        record.app = Some(app.name.clone());
         record.route = Some(route.name.clone());
         record.reasons = serde_json::json!([{"code": "unreadable_login", "detail": why.reason()}]);
         record.decision = Some(verdict.decision.as_str().to_string());
@@ -306,7 +316,7 @@ impl GaitkeeperProxy {
         pages::respond_unreadable(
             session,
             status,
-            &config.server.app_name,
+            &config.apps[ctx.app].app_name,
             &incident,
             ctx.reply(),
             pages::Refusal {
@@ -439,7 +449,7 @@ impl GaitkeeperProxy {
         let Some(pending) = ctx.login.as_mut() else {
             return;
         };
-        let route = &ctx.config.routes[pending.route];
+        let route = &ctx.config.apps[ctx.app].routes[pending.route];
         pending.app_status = Some(response.status.as_u16());
         let succeeded = decision::login_succeeded(&route.success, response);
         if succeeded && route.success.reads_body() {
@@ -510,7 +520,7 @@ impl GaitkeeperProxy {
         if end_of_stream {
             let coding: Vec<&str> = answer.coding.iter().map(String::as_str).collect();
             let decoded = login::decode_body(&coding, &answer.bytes, MAX_ANSWER_BYTES);
-            let route = &ctx.config.routes[pending.route];
+            let route = &ctx.config.apps[ctx.app].routes[pending.route];
             let succeeded = match decoded {
                 Ok(Some(plain)) => decision::body_succeeded(&route.success, &plain),
                 Ok(None) => decision::body_succeeded(&route.success, &answer.bytes),
@@ -530,13 +540,14 @@ impl GaitkeeperProxy {
         let succeeded = p.succeeded.unwrap_or(false);
         let mut attempt = p.attempt;
         if let Some(status) = p.app_status {
-            self.services.note_answer(&attempt.route, status, succeeded);
+            self.services
+                .note_answer(&attempt.app, &attempt.route, status, succeeded);
         }
         if !succeeded {
             self.services.regulator.failed(
                 &ctx.config.regulation,
                 &attempt.user.to_string(),
-                &attempt.client_ip,
+                &crate::config::app_scoped(&attempt.app, &attempt.client_ip),
             );
         }
         let outcome = if succeeded {
@@ -546,7 +557,7 @@ impl GaitkeeperProxy {
         };
         self.metrics
             .login_outcomes
-            .with_label_values(&[attempt.route.as_str(), outcome.as_str()])
+            .with_label_values(&[&attempt.app, &attempt.route, outcome.as_str()])
             .inc();
         // The request that reached the app: after a challenge, the replay, not the submit.
         attempt.request_id = ctx.request_id.clone();

@@ -86,6 +86,10 @@ pub(crate) struct RequestCtx {
     client_ip: String,
     /// The request came over HTTP/2.
     http2: bool,
+    /// The app the request's host names (an index into `config.apps`).
+    app: usize,
+    /// The client address as regulation counts it: per app (see `AppConfig::user_scope`).
+    regulated_as: String,
     /// A login forwarded to the app, settled once the app has answered.
     login: Option<login::PendingLogin>,
     /// The app's response body is replaced by nothing (see `PendingLogin::return_to`).
@@ -93,6 +97,11 @@ pub(crate) struct RequestCtx {
 }
 
 impl RequestCtx {
+    /// The app this request is for.
+    fn app(&self) -> &crate::config::AppConfig {
+        &self.config.apps[self.app]
+    }
+
     /// How gaitkeeper's own answers to this request are marked (see [`pages::Reply`]).
     fn reply(&self) -> pages::Reply<'_> {
         pages::Reply {
@@ -116,6 +125,8 @@ impl ProxyHttp for GaitkeeperProxy {
             origin: ClientOrigin::default(),
             client_ip: String::new(),
             http2: false,
+            app: 0,
+            regulated_as: String::new(),
             capture: capture::CaptureCtx::default(),
             login: None,
             drop_response_body: false,
@@ -133,6 +144,16 @@ impl ProxyHttp for GaitkeeperProxy {
         );
         ctx.client_ip = ctx.origin.ip_text();
         ctx.http2 = session.is_http2();
+        let host = forwarding::request_authority(session.req_header());
+        match ctx.config.app_for_host(&crate::config::request_host(&host)) {
+            Some(app) => ctx.app = app,
+            None => {
+                let status = pages::respond_misdirected(session, ctx.reply()).await?;
+                self.metrics.count_response(status);
+                return Ok(true);
+            }
+        }
+        ctx.regulated_as = ctx.app().user_scope(&ctx.client_ip).into_owned();
         let prefix = &ctx.config.server.reserved_prefix.0;
         let path = session.req_header().uri.path();
         if is_reserved_path(path, prefix) {
@@ -159,7 +180,8 @@ impl ProxyHttp for GaitkeeperProxy {
         }
         let config = ctx.config.clone();
         let method = session.req_header().method.as_str();
-        let routes = inject::match_routes(&config.routes, method, path);
+        let app = &config.apps[ctx.app];
+        let routes = inject::match_routes(&app.routes, method, path);
         if let Some(submit) = routes.submit {
             ctx.capture.submit_route = Some(submit);
             let resume = session
@@ -173,7 +195,7 @@ impl ProxyHttp for GaitkeeperProxy {
                 let handled = self.resume_login(session, ctx, &proof).await?;
                 return Ok(handled != Handled::Forward);
             }
-            self.intercept_login(session, ctx, &config.routes[submit])
+            self.intercept_login(session, ctx, &app.routes[submit])
                 .await?;
             if let Handled::Answered(_) = self.decide_login(session, ctx, submit).await? {
                 return Ok(true);
@@ -189,7 +211,7 @@ impl ProxyHttp for GaitkeeperProxy {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        Ok(Box::new(forwarding::upstream_peer(&ctx.config.upstream)))
+        Ok(Box::new(forwarding::upstream_peer(&ctx.app().upstream)))
     }
 
     async fn upstream_request_filter(
@@ -205,7 +227,7 @@ impl ProxyHttp for GaitkeeperProxy {
         if let Some(header) = ctx
             .capture
             .submit_route
-            .and_then(|i| ctx.config.routes[i].machine_clients.as_ref())
+            .and_then(|i| ctx.app().routes[i].machine_clients.as_ref())
             .and_then(|m| m.header.as_ref())
         {
             upstream_request.remove_header(header.as_str());
@@ -213,7 +235,7 @@ impl ProxyHttp for GaitkeeperProxy {
         let reads_answer = ctx
             .login
             .as_ref()
-            .is_some_and(|l| ctx.config.routes[l.route].success.reads_body());
+            .is_some_and(|l| ctx.app().routes[l.route].success.reads_body());
         if ctx.capture.page_route.is_some() || reads_answer {
             // Ask for an uncompressed login page (rewritten as it streams) or login answer
             // (read to tell success) so neither needs decoding.

@@ -98,6 +98,10 @@ fn explanation(status: u16) -> (&'static str, &'static str) {
     match status {
         400 => ("Bad Request", "The request could not be understood."),
         404 => ("Not Found", "There is nothing here."),
+        421 => (
+            "Misdirected Request",
+            "This server does not serve this site. Check the address.",
+        ),
         405 => ("Method Not Allowed", "This method is not allowed here."),
         408 => ("Request Timeout", "The request took too long to arrive."),
         413 => ("Payload Too Large", "The request body is too large."),
@@ -143,6 +147,20 @@ pub(super) async fn write_error_page(
         body
     };
     session.write_error_response(header, body).await
+}
+
+/// Answers a request for a host that no app claims (and no app is `default: true`): 421,
+/// as for a request sent to the wrong server. Returns the status.
+pub(super) async fn respond_misdirected(session: &mut Session, reply: Reply<'_>) -> Result<u16> {
+    respond(
+        session,
+        421,
+        "text/html; charset=utf-8",
+        page(421, reply.request_id),
+        reply,
+    )
+    .await?;
+    Ok(421)
 }
 
 /// Answers a request under the reserved prefix that no stage handles. Returns the status.

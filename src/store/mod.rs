@@ -43,7 +43,9 @@ use error::db;
 use keys::StoreKeys;
 
 /// Longest login name accepted, in bytes.
-pub(crate) const MAX_LOGIN_NAME_BYTES: usize = 512;
+/// A login name (512 bytes at most) with the scope of its app (`\0APP\0`, an app name has
+/// at most 64 bytes).
+pub(crate) const MAX_LOGIN_NAME_BYTES: usize = 512 + 66;
 /// Largest feature vector blob of one login.
 pub const MAX_FEATURE_BYTES: usize = 64 * 1024;
 /// Largest reasons document of one login (JSON).

@@ -388,7 +388,7 @@ async fn every_login_body_django_reads_is_judged_or_refused_never_passed_undecid
     assert!(lines.contains("\"unreadable_login\""), "{lines}");
     assert!(!lines.contains(ALICE.1), "no password in the audit trail");
     assert!(
-        gk.metric("gaitkeeper_unreadable_logins_total{reason=\"ambiguous_body\",route=\"admin\"}")
+        gk.metric("gaitkeeper_unreadable_logins_total{app=\"default\",reason=\"ambiguous_body\",route=\"admin\"}")
             .await
             >= 3.0
     );
@@ -418,8 +418,10 @@ async fn wrong_passwords_in_any_spelling_count_against_the_user_and_the_address(
         );
     }
     eventually(Duration::from_secs(10), "the failures counted", || async {
-        gk.metric("gaitkeeper_login_outcomes_total{outcome=\"failed\",route=\"admin\"}")
-            .await
+        gk.metric(
+            "gaitkeeper_login_outcomes_total{app=\"default\",outcome=\"failed\",route=\"admin\"}",
+        )
+        .await
             >= 5.0
     })
     .await;

@@ -994,8 +994,10 @@ async fn replays_let_through_in_shadow_mode_are_still_not_learnt() {
     }
     // The replays were verified by the app and settled, but not learnt.
     common::eventually(Duration::from_secs(10), "the replays settled", || async {
-        gk.metric("gaitkeeper_login_outcomes_total{outcome=\"verified\",route=\"login\"}")
-            .await
+        gk.metric(
+            "gaitkeeper_login_outcomes_total{app=\"default\",outcome=\"verified\",route=\"login\"}",
+        )
+        .await
             >= 10.0
     })
     .await;

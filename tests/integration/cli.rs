@@ -109,11 +109,13 @@ fn config_schema_is_json_schema_of_the_file() {
         "https://json-schema.org/draft/2020-12/schema"
     );
     assert!(schema["properties"]["upstream"].is_object());
+    assert!(schema["properties"]["apps"].is_object());
+    // `upstream` (one app) or `apps` (several): neither is required on its own.
     assert!(schema["required"]
         .as_array()
         .unwrap()
         .iter()
-        .any(|k| k == "upstream"));
+        .any(|k| k == "secrets"));
 }
 
 #[test]

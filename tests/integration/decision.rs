@@ -40,7 +40,7 @@ async fn wait_verified(gk: &Gaitkeeper, n: u64) {
         Duration::from_secs(10),
         "logins settled and learnt",
         || async {
-            gk.metric("gaitkeeper_login_outcomes_total{outcome=\"verified\",route=\"login\"}")
+            gk.metric("gaitkeeper_login_outcomes_total{app=\"default\",outcome=\"verified\",route=\"login\"}")
                 .await
                 >= n as f64
                 && gk
@@ -351,7 +351,7 @@ async fn missing_invalid_and_replayed_telemetry_each_get_their_configured_decisi
     );
     for (decision, n) in [("block", 1.0), ("allow", 2.0), ("challenge", 1.0)] {
         let sample =
-            format!("gaitkeeper_login_decisions_total{{decision=\"{decision}\",route=\"login\"}}");
+            format!("gaitkeeper_login_decisions_total{{app=\"default\",decision=\"{decision}\",route=\"login\"}}");
         assert_eq!(gk.metric(&sample).await, n, "{sample}");
     }
 }
@@ -373,8 +373,10 @@ async fn shadow_mode_forwards_what_it_would_have_blocked_and_still_audits_and_le
         );
     }
     assert_eq!(
-        gk.metric("gaitkeeper_login_decisions_total{decision=\"block\",route=\"login\"}")
-            .await,
+        gk.metric(
+            "gaitkeeper_login_decisions_total{app=\"default\",decision=\"block\",route=\"login\"}"
+        )
+        .await,
         4.0,
         "the decisions are still recorded"
     );
@@ -382,7 +384,7 @@ async fn shadow_mode_forwards_what_it_would_have_blocked_and_still_audits_and_le
         Duration::from_secs(10),
         "the logins settled and learnt",
         || async {
-            gk.metric("gaitkeeper_login_outcomes_total{outcome=\"verified\",route=\"login\"}")
+            gk.metric("gaitkeeper_login_outcomes_total{app=\"default\",outcome=\"verified\",route=\"login\"}")
                 .await
                 == 4.0
                 && gk
@@ -563,8 +565,10 @@ async fn repeated_failed_logins_are_regulated() {
         );
     }
     eventually(Duration::from_secs(10), "failures counted", || async {
-        gk.metric("gaitkeeper_login_outcomes_total{outcome=\"failed\",route=\"login\"}")
-            .await
+        gk.metric(
+            "gaitkeeper_login_outcomes_total{app=\"default\",outcome=\"failed\",route=\"login\"}",
+        )
+        .await
             >= 3.0
     })
     .await;

@@ -202,7 +202,7 @@ async fn a_trickled_body_gets_408_at_its_deadline_and_a_zip_bomb_413_while_login
             >= 1.0
     );
     assert!(
-        gk.metric("gaitkeeper_unreadable_logins_total{reason=\"too_large\",route=\"login\"}")
+        gk.metric("gaitkeeper_unreadable_logins_total{app=\"default\",reason=\"too_large\",route=\"login\"}")
             .await
             >= 3.0
     );

@@ -111,7 +111,7 @@ impl Stack {
 
 async fn outcomes(gk: &Gaitkeeper, outcome: &str) -> f64 {
     gk.metric(&format!(
-        "gaitkeeper_login_outcomes_total{{outcome=\"{outcome}\",route=\"portal\"}}"
+        "gaitkeeper_login_outcomes_total{{app=\"default\",outcome=\"{outcome}\",route=\"portal\"}}"
     ))
     .await
 }
@@ -463,7 +463,7 @@ async fn a_route_whose_success_signal_never_matches_is_reported() {
         "{routes}regulation:\n  max_failures_per_user: 1000\n  max_failures_per_ip: 1000\n"
     );
     let gk = Gaitkeeper::start_with(app.addr, "", &more).await;
-    let gauge = "gaitkeeper_route_without_success{route=\"portal\"}";
+    let gauge = "gaitkeeper_route_without_success{app=\"default\",route=\"portal\"}";
     for seed in 0..19 {
         let r = token_login(&gk, ALICE.1, seed).await;
         let status = r.status();
@@ -527,8 +527,10 @@ async fn a_machine_client_logs_in_without_telemetry_from_its_address_only() {
     assert!(r.json::<Value>().await.unwrap()["access_token"].is_string());
     assert_eq!(app.last_login().await["username"], "alice");
     eventually(Duration::from_secs(5), "audited as machine", || async {
-        gk.metric("gaitkeeper_login_decisions_total{decision=\"allow\",route=\"portal\"}")
-            .await
+        gk.metric(
+            "gaitkeeper_login_decisions_total{app=\"default\",decision=\"allow\",route=\"portal\"}",
+        )
+        .await
             == 1.0
     })
     .await;
@@ -938,8 +940,11 @@ async fn node_reds_editor_logs_in_through_an_in_page_challenge() {
     assert!(tokens["access_token"].is_string(), "{tokens}");
     let shot = session.screenshot("node-red-signed-in").await;
     eprintln!("screenshot: {}", shot.display());
-    let outcome =
-        |o: &str| format!("gaitkeeper_login_outcomes_total{{outcome=\"{o}\",route=\"editor\"}}");
+    let outcome = |o: &str| {
+        format!(
+            "gaitkeeper_login_outcomes_total{{app=\"default\",outcome=\"{o}\",route=\"editor\"}}"
+        )
+    };
     eventually(
         Duration::from_secs(5),
         "one failed, one verified",
