@@ -38,6 +38,17 @@ enum Command {
     },
     /// Print the JSON Schema of the config file (for editors).
     ConfigSchema,
+    /// Print the nginx `location` blocks that send each app's login pages, login submits and
+    /// gaitkeeper's own paths to gaitkeeper (the "login routes only" topology,
+    /// docs/deployment.md).
+    EdgeLocations {
+        /// The YAML config file.
+        #[arg(short, long, default_value = "config/gaitkeeper.yaml")]
+        config: PathBuf,
+        /// The name of the nginx `upstream` block that reaches gaitkeeper.
+        #[arg(long, default_value = "gaitkeeper")]
+        upstream: String,
+    },
     /// Inspect and manage user profiles in the store (works while the proxy runs).
     Users {
         /// The YAML config file (for `store:`, `server.data_dir` and `secrets.key`).
@@ -196,6 +207,14 @@ fn main() -> ExitCode {
             println!("{}", Config::json_schema());
             Ok(())
         }
+        Command::EdgeLocations { config, upstream } => Config::load(&config)
+            .map(|loaded| {
+                print!(
+                    "{}",
+                    gaitkeeper::admin::edge_locations::nginx_locations(&loaded, &upstream)
+                )
+            })
+            .map_err(anyhow::Error::from),
         Command::Demo {
             data_dir,
             port,

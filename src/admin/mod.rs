@@ -6,6 +6,7 @@
 //! config values or secrets.
 
 mod analyze;
+pub mod edge_locations;
 pub mod users;
 
 use std::sync::Arc;

@@ -2,7 +2,8 @@
 //! certificates rotated under load, a redirect-only listener, security headers on
 //! gaitkeeper's pages, and the real client behind Debian's nginx (TLS terminated, forwarding
 //! headers) and HAProxy (TLS passed through, PROXY protocol v2) — and forged forwarding
-//! headers from a peer nobody trusts changing nothing; several apps on their own host names.
+//! headers from a peer nobody trusts changing nothing. (Several apps on their host names:
+//! `deploy`.)
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -11,11 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::balancers::Balancer;
-use crate::common::behaviour::{payload, STEADY};
-use crate::common::legacy::{
-    location, login_page_at, set_cookie, submit_at, LegacyApp, ALICE, LEGACY_ROUTES,
-};
-use crate::common::{eventually, free_port, EchoApp, Gaitkeeper, SECRET, USER_AGENT};
+use crate::common::legacy::{location, login_page_at, submit_at, LegacyApp, ALICE, LEGACY_ROUTES};
+use crate::common::{eventually, free_port, EchoApp, Gaitkeeper, USER_AGENT};
 
 /// A certificate and key written as PEM files, and the certificate's DER.
 pub struct Cert {
@@ -102,12 +100,12 @@ async fn served_certificate(addr: SocketAddr, roots: &[&Cert]) -> Vec<u8> {
 }
 
 /// The certificate a new TLS connection to `addr` asking for `sni` is given.
-async fn served_certificate_for(addr: SocketAddr, roots: &[&Cert], sni: &str) -> Vec<u8> {
+pub async fn served_certificate_for(addr: SocketAddr, roots: &[&Cert], sni: &str) -> Vec<u8> {
     try_served_certificate(addr, roots, sni).await.unwrap()
 }
 
 /// [`served_certificate_for`], or why the handshake failed (a certificate for another name).
-async fn try_served_certificate(
+pub async fn try_served_certificate(
     addr: SocketAddr,
     roots: &[&Cert],
     sni: &str,
@@ -229,6 +227,44 @@ async fn https_serves_http2_and_http1_with_the_real_scheme_and_security_headers(
         !app.seen().iter().any(|s| s.target.starts_with("/login")),
         "nothing sent to the redirect listener reaches the app"
     );
+}
+
+#[tokio::test]
+async fn websockets_pass_through_the_tls_listener() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_rustls::rustls;
+    use tokio_tungstenite::tungstenite::Message;
+    let app = EchoApp::start("app").await;
+    let (gk, cert) = start_https(app.addr, "").await;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(cert.der.clone()))
+        .unwrap();
+    // A browser opens WebSockets over HTTP/1.1 (gaitkeeper offers no RFC 8441 over h2).
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(gk.addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    let url = format!("wss://localhost:{}/ws", gk.addr.port());
+    let (mut ws, response) = tokio_tungstenite::client_async(url, tls)
+        .await
+        .expect("the WebSocket handshake passes through the TLS listener");
+    assert_eq!(response.status(), 101);
+    for text in ["over tls", &"y".repeat(70_000)] {
+        ws.send(Message::text(text)).await.unwrap();
+        let echoed = ws.next().await.unwrap().unwrap();
+        assert_eq!(echoed.into_text().unwrap().as_str(), text);
+    }
+    assert_eq!(app.last().header("x-forwarded-proto"), Some("https"));
 }
 
 #[tokio::test]
@@ -418,20 +454,36 @@ async fn behind_nginx_terminating_tls_the_client_is_the_one_nginx_names() {
     let dir = tempfile::tempdir().unwrap();
     let gk_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let text = config(
-        &format!("  - \"{gk_addr}\"\n"),
-        admin,
+    // The documented topology's own files (config/deploy/), with the test's addresses.
+    let text = crate::deploy::test_yaml(
+        "behind-nginx.yaml",
         dir.path(),
-        app.addr,
-        "  trusted_proxies: [\"127.0.0.1/32\"]\n",
-        &format!("{LEGACY_ROUTES}{REGULATED}"),
+        &[
+            ("127.0.0.1:8080", gk_addr.to_string()),
+            ("127.0.0.1:8001", app.addr.to_string()),
+        ],
+        admin,
+        REGULATED,
     );
     let cert = make_cert(dir.path(), "nginx", &["localhost"], 90);
+    let conf = crate::deploy::deploy_file(
+        "nginx-tls-terminator.conf",
+        &[
+            ("server 127.0.0.1:8080;", format!("server {gk_addr};")),
+            (
+                "/etc/nginx/tls/intranet.pem",
+                cert.cert.display().to_string(),
+            ),
+            (
+                "/etc/nginx/tls/intranet.key",
+                cert.key.display().to_string(),
+            ),
+        ],
+    );
     let nginx = Balancer::nginx(dir.path(), |port| {
-        format!(
-            "    listen 127.0.0.1:{port} ssl http2;\n    ssl_certificate {};\n    ssl_certificate_key {};\n    location / {{\n      proxy_pass http://{gk_addr};\n      proxy_set_header Host $host;\n      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n      proxy_set_header X-Forwarded-Proto $scheme;\n    }}",
-            cert.cert.display(),
-            cert.key.display()
+        conf.replace(
+            "listen 443 ssl http2;",
+            &format!("listen 127.0.0.1:{port} ssl http2;"),
         )
     })
     .await;
@@ -552,212 +604,4 @@ async fn haproxy_proxy_protocol_v2_names_the_client_over_tls() {
         "{}",
         gk.log()
     );
-}
-
-#[tokio::test]
-async fn two_apps_on_two_host_names_each_with_its_certificate_routes_policy_and_users() {
-    let (intranet_app, wiki_app) = (LegacyApp::start().await, LegacyApp::start().await);
-    let dir = tempfile::tempdir().unwrap();
-    let site = make_cert(dir.path(), "site", &["localhost"], 90);
-    let intranet = make_cert(dir.path(), "intranet", &["intranet.test"], 90);
-    let wiki = make_cert(dir.path(), "wiki", &["wiki.test"], 90);
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let files = |c: &Cert| {
-        format!(
-            "{{ cert_file: {:?}, key_file: {:?} }}",
-            c.cert.display().to_string(),
-            c.key.display().to_string()
-        )
-    };
-    // The form login on one app, the fetch login on the other: two login paths.
-    let text = format!(
-        "listen:\n  - address: \"{addr}\"\n    tls: {site}\napps:\n  - name: intranet\n    hosts: [\"intranet.test\"]\n    upstream: {{ address: \"{a}\" }}\n    tls: {intranet}\n    app_name: \"Acme Intranet\"\n    policy: {{ on_missing_telemetry: block }}\n    routes:\n      - name: login\n        page: {{ paths: [\"/login\"], methods: [GET, POST] }}\n        submit: {{ path: \"/login\" }}\n        success: {{ status: [303], location_prefix: \"/account\", set_cookie: legacy_session }}\n  - name: wiki\n    hosts: [\"wiki.test\"]\n    upstream: {{ address: \"{b}\" }}\n    tls: {wiki}\n    policy: {{ on_missing_telemetry: allow }}\n    routes:\n      - name: login\n        page: {{ paths: [\"/spa-login\"] }}\n        submit: {{ path: \"/api/login\" }}\n        username: {{ json_pointer: \"/username\" }}\n        success: {{ status: [200], set_cookie: legacy_session }}\nadmin:\n  listen: \"{admin}\"\nserver:\n  threads: 2\n  data_dir: {data:?}\nstore:\n  enrollment_logins: 2\nlogging:\n  format: json\nsecrets:\n  key: {{ env: GK_TEST_SECRET }}\ncapture:\n  timeline_slack: 1h\n",
-        site = files(&site),
-        intranet = files(&intranet),
-        wiki = files(&wiki),
-        a = intranet_app.addr,
-        b = wiki_app.addr,
-        data = dir.path().join("data").display().to_string(),
-    );
-    let gk = Gaitkeeper::start_in(dir, addr, admin, true, &text).await;
-    let roots = [&site, &intranet, &wiki];
-
-    // Each host name gets its app's certificate by SNI; any other name the listener's own.
-    assert_eq!(
-        served_certificate_for(addr, &roots, "intranet.test").await,
-        intranet.der
-    );
-    assert_eq!(
-        served_certificate_for(addr, &roots, "wiki.test").await,
-        wiki.der
-    );
-    assert_eq!(
-        served_certificate_for(addr, &roots, "localhost").await,
-        site.der
-    );
-
-    let mut builder = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(USER_AGENT);
-    for host in ["intranet.test", "wiki.test", "localhost"] {
-        builder = builder.resolve(host, addr);
-    }
-    for root in roots {
-        builder = builder
-            .add_root_certificate(reqwest::Certificate::from_pem(root.pem.as_bytes()).unwrap());
-    }
-    let http = builder.build().unwrap();
-    let port = addr.port();
-    let (intranet_url, wiki_url) = (
-        format!("https://intranet.test:{port}"),
-        format!("https://wiki.test:{port}"),
-    );
-    let page = |url: String| {
-        let http = http.clone();
-        async move { http.get(url).send().await.unwrap().text().await.unwrap() }
-    };
-
-    // Each app's own routes get the capture script; the other app's do not.
-    assert!(page(format!("{intranet_url}/login"))
-        .await
-        .contains("data-gk-token"));
-    assert!(!page(format!("{wiki_url}/login"))
-        .await
-        .contains("data-gk-token"));
-    assert!(page(format!("{wiki_url}/spa-login"))
-        .await
-        .contains("data-gk-token"));
-    assert!(!page(format!("{intranet_url}/spa-login"))
-        .await
-        .contains("data-gk-token"));
-
-    // Each app's own policy: a login without telemetry is blocked on one, let through on
-    // the other.
-    let login = login_page_at(&http, &intranet_url).await;
-    let r = submit_at(&http, &intranet_url, &login, ALICE.0, ALICE.1, None).await;
-    assert_eq!(
-        r.status(),
-        403,
-        "on_missing_telemetry: block on the intranet"
-    );
-    let r = http
-        .post(format!("{wiki_url}/api/login"))
-        .json(&serde_json::json!({"username": ALICE.0, "password": ALICE.1}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "on_missing_telemetry: allow on the wiki");
-    assert!(set_cookie(&r, "legacy_session").is_some());
-
-    // alice enrols on the intranet with two verified logins...
-    for seed in 0..2 {
-        let login = login_page_at(&http, &intranet_url).await;
-        let p = payload(&login.gk_token, &STEADY, ALICE.0.len(), ALICE.1.len(), seed);
-        let r = submit_at(&http, &intranet_url, &login, ALICE.0, ALICE.1, Some(&p)).await;
-        assert_eq!(location(&r), "/account");
-    }
-    eventually(Duration::from_secs(10), "two verified intranet logins learnt", || async {
-        gk.metric("gaitkeeper_login_outcomes_total{app=\"intranet\",outcome=\"verified\",route=\"login\"}")
-            .await
-            >= 2.0
-            && gk.metric("gaitkeeper_learn_logins_total{result=\"ok\"}").await >= 2.0
-    })
-    .await;
-    // ...and is someone else on the wiki: alice of one app is not alice of another.
-    let show = |app: &str| {
-        let out = std::process::Command::new(crate::common::binary())
-            .args(["users", "--config"])
-            .arg(&gk.config_path)
-            .args(["--app", app, "show", "alice"])
-            .env("GK_TEST_SECRET", SECRET)
-            .output()
-            .unwrap();
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    };
-    let on_intranet = show("intranet");
-    assert!(on_intranet.contains("state:     enrolled"), "{on_intranet}");
-    let on_wiki = show("wiki");
-    assert!(!on_wiki.contains("state:     enrolled"), "{on_wiki}");
-    let key_line = |text: &str| {
-        text.lines()
-            .find(|l| l.starts_with("key:"))
-            .map(str::to_string)
-    };
-    assert_ne!(
-        key_line(&on_intranet),
-        key_line(&on_wiki),
-        "{on_intranet}\n{on_wiki}"
-    );
-    // Without --app, a config of several apps asks which.
-    let ambiguous = std::process::Command::new(crate::common::binary())
-        .args(["users", "--config"])
-        .arg(&gk.config_path)
-        .args(["show", "alice"])
-        .env("GK_TEST_SECRET", SECRET)
-        .output()
-        .unwrap();
-    assert!(!ambiguous.status.success());
-    assert!(String::from_utf8_lossy(&ambiguous.stderr).contains("--app"));
-
-    // The audit trail says which app each login was for.
-    eventually(
-        Duration::from_secs(10),
-        "both apps in the audit trail",
-        || async {
-            let (_, trail) = gk.audit(&["tail", "--lines", "50"]);
-            trail.contains("\"app\":\"intranet\"") && trail.contains("\"app\":\"wiki\"")
-        },
-    )
-    .await;
-
-    // A host no app claims, with no default app: 421.
-    let r = http
-        .get(format!("https://localhost:{port}/"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 421);
-
-    // A reload removes the wiki and adds a docs app with its own certificate.
-    let docs = make_cert(gk.dir.path(), "docs", &["docs.test"], 90);
-    let wiki_start = text.find("  - name: wiki").unwrap();
-    let wiki_end = text.find("admin:\n").unwrap();
-    let docs_app = format!(
-        "  - name: docs\n    hosts: [\"docs.test\"]\n    upstream: {{ address: \"{}\" }}\n    tls: {}\n",
-        wiki_app.addr,
-        files(&docs)
-    );
-    gk.rewrite_config(&format!(
-        "{}{docs_app}{}",
-        &text[..wiki_start],
-        &text[wiki_end..]
-    ));
-    eventually(Duration::from_secs(10), "the reload applied", || async {
-        gk.metric("gaitkeeper_config_reloads_total{result=\"ok\"}")
-            .await
-            >= 1.0
-    })
-    .await;
-    let r = http
-        .get(format!("{wiki_url}/spa-login"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 421, "the removed app is gone");
-    let roots = [&site, &intranet, &wiki, &docs];
-    eventually(
-        Duration::from_secs(10),
-        "the new app's certificate served",
-        || async {
-            try_served_certificate(addr, &roots, "docs.test")
-                .await
-                .is_ok_and(|der| der == docs.der)
-        },
-    )
-    .await;
 }

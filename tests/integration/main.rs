@@ -17,6 +17,7 @@ mod browser;
 mod capture;
 mod cli;
 mod decision;
+mod deploy;
 mod edge;
 mod faults;
 mod hostile;

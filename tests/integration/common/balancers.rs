@@ -35,9 +35,9 @@ fn find(name: &str) -> String {
 }
 
 impl Balancer {
-    /// nginx with `server_body` as its one `server { … }` block (it must `listen` on the
-    /// `{port}` it is given).
-    pub async fn nginx(dir: &Path, server_body: impl FnOnce(u16) -> String) -> Balancer {
+    /// nginx with `http_body` in its `http { … }` block (a `server` that listens on the
+    /// `{port}` it is given, and any `upstream`s).
+    pub async fn nginx(dir: &Path, http_body: impl FnOnce(u16) -> String) -> Balancer {
         let port = free_port();
         let root = dir.join("nginx");
         std::fs::create_dir_all(&root).unwrap();
@@ -46,8 +46,8 @@ impl Balancer {
         // temp directory.
         let user = if is_root() { "user root;" } else { "" };
         let conf = format!(
-            "{user}\nworker_processes 1;\ndaemon off;\npid {p}/nginx.pid;\nerror_log {p}/error.log info;\nevents {{ worker_connections 256; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {p}/body; proxy_temp_path {p}/proxy;\n  fastcgi_temp_path {p}/fcgi; uwsgi_temp_path {p}/uwsgi; scgi_temp_path {p}/scgi;\n  server {{\n{}\n  }}\n}}\n",
-            server_body(port)
+            "{user}\nworker_processes 1;\ndaemon off;\npid {p}/nginx.pid;\nerror_log {p}/error.log info;\nevents {{ worker_connections 256; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {p}/body; proxy_temp_path {p}/proxy;\n  fastcgi_temp_path {p}/fcgi; uwsgi_temp_path {p}/uwsgi; scgi_temp_path {p}/scgi;\n{}\n}}\n",
+            http_body(port)
         );
         std::fs::write(root.join("nginx.conf"), conf).unwrap();
         let child = Command::new(find("nginx"))
