@@ -44,6 +44,20 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# bench_options ARGS...: --threads N --duration SECONDS --connections C --rounds R into THREADS,
+# DURATION, CONNECTIONS and ROUNDS (whose defaults the script set before sourcing this).
+bench_options() {
+  while [[ $# -gt 0 ]]; do
+    case "$1" in
+      --threads) THREADS=$2; shift 2 ;;
+      --duration) DURATION=$2; shift 2 ;;
+      --connections) CONNECTIONS=$2; shift 2 ;;
+      --rounds) ROUNDS=$2; shift 2 ;;
+      *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+  done
+}
+
 # A random key file readable by its owner only (gaitkeeper refuses secret files others can read).
 new_secret() { (umask 077 && head -c 32 /dev/urandom | base64 > "$1"); }
 
@@ -97,3 +111,36 @@ LOGIN_LOCATION='location = /login {
       default_type text/html;
       return 200 '"'"'<!doctype html><html><head><title>Sign in</title></head><body><form method="post" action="/login"><input name="username"><input type="password" name="password"><button>Sign in</button></form></body></html>'"'"';
     }'
+# wrk_measure URL PID [WRK ARGS...] → "rps p50 p99 cpu_us_per_request status": wrk with
+# $CONNECTIONS connections for $DURATION seconds
+wrk_measure() {
+  # (latencies in ms; CPU of the proxy alone, not of wrk or the upstream); a run wrk could not
+  # measure (no percentiles: every connection failed) is printed as "- - - - FAILED" with
+  # wrk's output on stderr, and left out of the medians.
+  local url=$1 pid=$2 before after
+  shift 2
+  before=$(cpu_ticks "$pid")
+  wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "$url" > "$WORK/wrk.out" || true
+  after=$(cpu_ticks "$pid")
+  python3 - "$WORK/wrk.out" "$(( after - before ))" "$(getconf CLK_TCK)" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+def ms(v):
+    n, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", v).groups()
+    return float(n) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}[unit]
+try:
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    requests = int(re.search(r"(\d+) requests in", text).group(1))
+    # Anchored: the "+/- Stdev" column can end in "50%" too (e.g. "72.50%").
+    p50 = ms(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1))
+    p99 = ms(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
+except (AttributeError, ValueError):
+    print("- - - - FAILED")
+    print(f"wrk output not understood:\n{text}", file=sys.stderr)
+    sys.exit(0)
+cpu_us = int(sys.argv[2]) / int(sys.argv[3]) * 1e6 / max(requests, 1)
+errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", text)
+print(f"{rps:.0f} {p50:.3f} {p99:.3f} {cpu_us:.1f} {'ERRORS' if errors else 'ok'}")
+PY
+}
+

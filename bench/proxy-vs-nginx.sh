@@ -8,17 +8,8 @@
 set -euo pipefail
 
 THREADS=1 DURATION=15 CONNECTIONS=64 ROUNDS=3
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    --threads) THREADS=$2; shift 2 ;;
-    --duration) DURATION=$2; shift 2 ;;
-    --connections) CONNECTIONS=$2; shift 2 ;;
-    --rounds) ROUNDS=$2; shift 2 ;;
-    *) echo "unknown option $1" >&2; exit 2 ;;
-  esac
-done
-
 source "$(dirname "$0")/common.sh"
+bench_options "$@"
 need_tools nginx wrk
 build_release --bin gaitkeeper --example bare_proxy
 GK="${GAITKEEPER_BIN:-$TARGET/release/gaitkeeper}" # another build, for before/after runs
@@ -51,35 +42,7 @@ wait_port "$UP"; wait_port "$NG"; wait_port "$GKP"; wait_port "$BP"
 curl -sf "http://127.0.0.1:$NG/" | grep -q "hello from the app"
 curl -sf "http://127.0.0.1:$GKP/" | grep -q "hello from the app"
 
-run_wrk() { # $1 = port, $2 = the proxy's pid → "rps p50 p99 cpu_us_per_request status"
-  # (latencies in ms; CPU of the proxy alone, not of wrk or the upstream); a run wrk could not
-  # measure (no percentiles: every connection failed) is printed as "- - - - FAILED" with
-  # wrk's output on stderr, and left out of the medians.
-  local before after
-  before=$(cpu_ticks "$2")
-  wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$1/" > "$WORK/wrk.out" || true
-  after=$(cpu_ticks "$2")
-  python3 - "$WORK/wrk.out" "$(( after - before ))" "$(getconf CLK_TCK)" <<'PY'
-import re, sys
-text = open(sys.argv[1]).read()
-def ms(v):
-    n, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", v).groups()
-    return float(n) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}[unit]
-try:
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-    requests = int(re.search(r"(\d+) requests in", text).group(1))
-    # Anchored: the "+/- Stdev" column can end in "50%" too (e.g. "72.50%").
-    p50 = ms(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1))
-    p99 = ms(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
-except (AttributeError, ValueError):
-    print("- - - - FAILED")
-    print(f"wrk output not understood:\n{text}", file=sys.stderr)
-    sys.exit(0)
-cpu_us = int(sys.argv[2]) / int(sys.argv[3]) * 1e6 / max(requests, 1)
-errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", text)
-print(f"{rps:.0f} {p50:.3f} {p99:.3f} {cpu_us:.1f} {'ERRORS' if errors else 'ok'}")
-PY
-}
+run_wrk() { wrk_measure "http://127.0.0.1:$1/" "$2"; }  # $1 = port, $2 = the proxy's pid
 
 # Warm both up, then alternate rounds so drift hits both alike.
 wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$NG/" >/dev/null

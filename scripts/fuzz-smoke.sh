@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The CI fuzz smoke run: builds the five fuzz targets in fuzz/ and runs each for a short,
+# The CI fuzz smoke run: builds the six fuzz targets in fuzz/ and runs each for a short,
 # fixed time (FUZZ_SECONDS, default 25 s). Exits non-zero when any target finds a crash,
 # a timeout or a leak; the input that did it is left in fuzz/artifacts/<target>/.
 #
@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 
 seconds="${FUZZ_SECONDS:-25}"
 target_dir="${FUZZ_TARGET_DIR:-$PWD/target/fuzz}"
-targets=(telemetry login_body page_token assertion config)
+targets=(telemetry login_body page_token assertion config edge)
 export RUSTC_BOOTSTRAP=1
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

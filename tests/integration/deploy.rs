@@ -35,7 +35,10 @@ pub fn test_yaml(
     more: &str,
 ) -> String {
     let mut all = vec![
-        ("127.0.0.1:9090", admin.to_string()),
+        (
+            "127.0.0.1:9090\"",
+            format!("{admin}\"\n  debug_telemetry: true"),
+        ),
         (
             "/var/lib/gaitkeeper",
             dir.join("data").display().to_string(),
@@ -206,6 +209,18 @@ async fn at_the_edge_two_apps_on_their_host_names_with_certificates_routes_polic
             && gk.metric("gaitkeeper_learn_logins_total{result=\"ok\"}").await >= 2.0
     })
     .await;
+    // A page token of one app is refused at the other's login.
+    let wiki_page = page(format!("{wiki_url}/spa-login")).await;
+    let wiki_token = wiki_page
+        .split("data-gk-token=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_string();
+    let login = login_page_at(&http, &intranet_url).await;
+    let p = payload(&wiki_token, &STEADY, ALICE.0.len(), ALICE.1.len(), 7);
+    submit_at(&http, &intranet_url, &login, ALICE.0, ALICE.1, Some(&p)).await;
+    assert_eq!(gk.last_telemetry_outcome().await, "wrong_route");
     // ...and is someone else on the wiki: alice of one app is not alice of another.
     let show = |app: &str| {
         let out = std::process::Command::new(crate::common::binary())
