@@ -47,6 +47,7 @@ pub(crate) mod proxy;
 pub(crate) mod runtime;
 pub mod server;
 pub(crate) mod services;
+pub mod shared;
 pub mod store;
 pub mod telemetry;
 pub(crate) mod wire;

@@ -27,6 +27,10 @@ pub struct Metrics {
     pub tls_cert_expiry: IntGaugeVec,
     /// Certificate reloads after their files changed or on SIGHUP, by result (`ok`, `error`).
     pub tls_cert_reloads: IntCounterVec,
+    /// Operations on the shared state (`server.shared_state: store`) that failed.
+    pub state_errors: IntCounter,
+    /// Failed logins counted by regulation (in memory, or in the shared state).
+    pub regulation_failures: IntCounter,
     /// Login pages the capture script was injected into, by where the tag went.
     pub pages_injected: IntCounterVec,
     /// Login-page responses left alone, by reason (`content_type`, `coding`, `charset`, `status`).
@@ -147,6 +151,16 @@ impl Metrics {
                 "Seconds until a listener certificate expires (negative once expired)",
             ),
             &["cert"],
+        )
+        .expect("valid metric");
+        let state_errors = IntCounter::new(
+            "shared_state_errors_total",
+            "Operations on the state instances share that failed (policy.on_state_error decided)",
+        )
+        .expect("valid metric");
+        let regulation_failures = IntCounter::new(
+            "regulation_failures_total",
+            "Failed logins counted by regulation (per user and per client address)",
         )
         .expect("valid metric");
         let tls_cert_reloads = IntCounterVec::new(
@@ -335,6 +349,8 @@ impl Metrics {
             Box::new(config_loaded.clone()),
             Box::new(tls_cert_expiry.clone()),
             Box::new(tls_cert_reloads.clone()),
+            Box::new(state_errors.clone()),
+            Box::new(regulation_failures.clone()),
         ] {
             registry
                 .register(collector)
@@ -359,6 +375,8 @@ impl Metrics {
             config_loaded,
             tls_cert_expiry,
             tls_cert_reloads,
+            state_errors,
+            regulation_failures,
             pages_injected,
             injection_skipped,
             login_bodies_refused,

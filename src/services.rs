@@ -68,6 +68,9 @@ impl Default for FactorCache {
 
 pub struct LoginServices {
     pub store: Store,
+    /// The state several instances share (`server.shared_state: store`); `None`: this
+    /// process's memory (one instance).
+    pub shared: Option<Arc<dyn crate::shared::SharedState>>,
     pub learner: Learner,
     pub auditor: Auditor,
     pub alerter: Alerter,
@@ -589,8 +592,27 @@ impl Assembly {
             background.handle(),
             metrics.settle_dropped.clone(),
         );
+        let shared: Option<Arc<dyn crate::shared::SharedState>> = match config.shared_state_mode() {
+            crate::config::SharedStateMode::Store => Some(Arc::new(store.clone())),
+            crate::config::SharedStateMode::Local => None,
+        };
+        if shared.is_some() {
+            tracing::info!(store = %store.url(), "shared state in the store: instances using it act as one");
+            let sweeper = store.clone();
+            background.spawn(async move {
+                let mut tick = tokio::time::interval(SHARED_SWEEP_PERIOD);
+                loop {
+                    tick.tick().await;
+                    let now = crate::runtime::unix_millis(std::time::SystemTime::now()) / 1000;
+                    if let Err(e) = sweeper.sweep_shared(now, 20).await {
+                        tracing::warn!(error = %e, "cannot sweep expired shared state; it is ignored until the next sweep");
+                    }
+                }
+            });
+        }
         let services = Arc::new(LoginServices {
             store,
+            shared: shared.clone(),
             learner,
             auditor: auditor.clone(),
             alerter,
@@ -604,7 +626,9 @@ impl Assembly {
                     let _ = dropped_tx.send((held, why));
                 },
             ),
-            regulator: Regulator::new(&config.regulation),
+            regulator: Regulator::new(&config.regulation)
+                .shared_in(shared.clone())
+                .counting(metrics.regulation_failures.clone()),
             enrollment_logins: config.store.enrollment_logins,
             csrf_key: derive_key(config.secrets.key.expose(), b"gaitkeeper challenge csrf"),
             max_attempts: mfa.totp.max_attempts,
@@ -650,6 +674,9 @@ impl Assembly {
         self.background.shutdown_timeout(grace);
     }
 }
+
+/// How often expired shared-state rows are deleted (they are ignored from their deadline on).
+const SHARED_SWEEP_PERIOD: Duration = Duration::from_secs(60);
 
 /// Starts gaitkeeper's background runtime and opens the profile store on it: creates the
 /// embedded SQLite file with its schema on first start (or migrates PostgreSQL) and checks it

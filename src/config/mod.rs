@@ -36,7 +36,8 @@ pub use mfa::{
     PublicKeyFile, TotpConfig,
 };
 pub use process::{
-    AdminConfig, HostHeader, LogFormat, LoggingConfig, SecretsConfig, ServerConfig, UpstreamConfig,
+    AdminConfig, HostHeader, LogFormat, LoggingConfig, SecretsConfig, ServerConfig,
+    SharedStateMode, UpstreamConfig,
 };
 pub use regulation::RegulationConfig;
 pub use reload::{ConfigWatcher, SharedConfig};
@@ -351,6 +352,12 @@ impl Config {
                 ));
             }
         }
+        if self.server.shared_state == Some(SharedStateMode::Store) && !self.store_is_postgres() {
+            return Err(invalid(
+                "server.shared_state",
+                "`store` keeps the shared state in a PostgreSQL store; set `store.url` to postgres://… (several instances need one database), or use `local`".into(),
+            ));
+        }
         if self.server.trusted_proxies.len() > 256 {
             return Err(invalid(
                 "server.trusted_proxies",
@@ -447,6 +454,26 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Whether the store is PostgreSQL (else the embedded SQLite file).
+    pub fn store_is_postgres(&self) -> bool {
+        self.store
+            .url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"))
+    }
+
+    /// Where the state instances share lives: as configured, else in the store when it is
+    /// PostgreSQL (several instances may use it), else in memory.
+    pub fn shared_state_mode(&self) -> SharedStateMode {
+        self.server
+            .shared_state
+            .unwrap_or(if self.store_is_postgres() {
+                SharedStateMode::Store
+            } else {
+                SharedStateMode::Local
+            })
     }
 
     /// The JSON Schema of the file, for editors.

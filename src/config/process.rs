@@ -106,6 +106,22 @@ pub struct ServerConfig {
     /// address). Empty (default): trust nobody, the TCP peer is the client.
     #[serde(default)]
     pub trusted_proxies: Vec<Cidr>,
+    /// Where the state instances must agree on lives (used page tokens; more to come):
+    /// `local` (this process's memory: one instance) or `store` (the PostgreSQL store, shared
+    /// by every instance using it). Default: `store` when `store.url` is PostgreSQL, else
+    /// `local` (restart to change).
+    #[serde(default)]
+    pub shared_state: Option<SharedStateMode>,
+}
+
+/// Where the state instances share lives (`server.shared_state`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SharedStateMode {
+    /// This process's memory: right for one instance.
+    Local,
+    /// The PostgreSQL store: several instances behind one load balancer act as one.
+    Store,
 }
 
 impl Default for ServerConfig {
@@ -118,6 +134,7 @@ impl Default for ServerConfig {
             app_name: defaults::app_name(),
             background_priority: BackgroundPriority::default(),
             trusted_proxies: Vec::new(),
+            shared_state: None,
         }
     }
 }

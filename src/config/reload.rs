@@ -147,6 +147,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.server.data_dir != new.server.data_dir {
         changed.push("server.data_dir");
     }
+    if old.server.shared_state != new.server.shared_state {
+        changed.push("server.shared_state");
+    }
     if old.server.background_priority != new.server.background_priority {
         changed.push("server.background_priority");
     }

@@ -11,13 +11,20 @@ use std::sync::Arc;
 use moka::sync::Cache;
 
 use crate::policy::Action;
+use crate::shared::{address_slot as ip_slot, user_slot};
+use crate::shared::{SharedState, StateError};
 
 pub(super) use crate::config::RegulationConfig;
 
-/// Failure counters and bans. Cheap to share behind an `Arc`.
+/// Failure counters and bans: in this process's memory, or in the state several instances
+/// share (`server.shared_state: store`), so that failures spread over instances count as on
+/// one. Cheap to share behind an `Arc`.
 pub struct Regulator {
     failures: Cache<String, Arc<AtomicU32>>,
     banned: Cache<String, ()>,
+    shared: Option<Arc<dyn SharedState>>,
+    /// `gaitkeeper_regulation_failures_total`: failures counted (where they are kept).
+    counted: Option<prometheus::IntCounter>,
 }
 
 impl Regulator {
@@ -31,7 +38,109 @@ impl Regulator {
                 .max_capacity(config.max_tracked * 2)
                 .time_to_live(config.ban.0)
                 .build(),
+            shared: None,
+            counted: None,
         }
+    }
+
+    /// Keeps the counters and bans in `shared` instead of memory (several instances).
+    pub(crate) fn shared_in(mut self, shared: Option<Arc<dyn SharedState>>) -> Regulator {
+        self.shared = shared;
+        self
+    }
+
+    /// Counts every failure recorded into `counter`.
+    pub(crate) fn counting(mut self, counter: prometheus::IntCounter) -> Regulator {
+        self.counted = Some(counter);
+        self
+    }
+
+    /// Whether failures are counted in the shared state (a round trip: the caller may count
+    /// them off the request path).
+    pub(crate) fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// [`Regulator::check`] where the counters are kept: the action for a login of `user`
+    /// from `ip`, if either is regulated; an error when the shared state cannot be read.
+    pub(crate) async fn regulated(
+        &self,
+        config: &RegulationConfig,
+        user: &str,
+        ip: &str,
+        trusted_device: bool,
+    ) -> Result<Option<Action>, StateError> {
+        let Some(shared) = &self.shared else {
+            return Ok(self.check(config, user, ip, trusted_device));
+        };
+        let mut slots = Vec::with_capacity(2);
+        if config.max_failures_per_user > 0 && !trusted_device {
+            slots.push(user_slot(user));
+        }
+        if config.max_failures_per_ip > 0 {
+            slots.push(ip_slot(ip));
+        }
+        let banned = shared.banned(&slots).await?;
+        Ok((!banned.is_empty()).then_some(config.action))
+    }
+
+    /// [`Regulator::check_address`] where the counters are kept.
+    pub(crate) async fn regulated_address(
+        &self,
+        config: &RegulationConfig,
+        ip: &str,
+    ) -> Result<Option<Action>, StateError> {
+        match &self.shared {
+            None => Ok(self.check_address(config, ip)),
+            Some(shared) if config.max_failures_per_ip > 0 => {
+                Ok((!shared.banned(&[ip_slot(ip)]).await?.is_empty()).then_some(config.action))
+            }
+            Some(_) => Ok(None),
+        }
+    }
+
+    /// Counts one failed login of `user` (when known) from `ip` where the counters are kept;
+    /// true when it put one over its limit.
+    pub(crate) async fn count_failure(
+        &self,
+        config: &RegulationConfig,
+        user: Option<&str>,
+        ip: &str,
+    ) -> Result<bool, StateError> {
+        let newly = match (&self.shared, user) {
+            (None, _) => return Ok(self.count_failure_in_memory(config, user, ip)),
+            (Some(shared), _) => {
+                let mut slots = vec![(ip_slot(ip), config.max_failures_per_ip)];
+                if let Some(user) = user {
+                    slots.push((user_slot(user), config.max_failures_per_user));
+                }
+                shared
+                    .count_failures(&slots, config.window.0, config.ban.0)
+                    .await?
+            }
+        };
+        if let Some(counted) = &self.counted {
+            counted.inc();
+        }
+        Ok(newly)
+    }
+
+    /// Counts one failed login in memory at once (a single instance); true when it put one
+    /// over its limit.
+    pub(crate) fn count_failure_in_memory(
+        &self,
+        config: &RegulationConfig,
+        user: Option<&str>,
+        ip: &str,
+    ) -> bool {
+        let newly = match user {
+            Some(user) => self.failed(config, user, ip),
+            None => self.failed_address(config, ip),
+        };
+        if let Some(counted) = &self.counted {
+            counted.inc();
+        }
+        newly
     }
 
     /// The action for a login of `user` (a store user key in hex) from `ip`, if either is
@@ -92,14 +201,6 @@ impl Regulator {
         }
         newly_banned
     }
-}
-
-fn user_slot(user: &str) -> String {
-    format!("u:{user}")
-}
-
-fn ip_slot(ip: &str) -> String {
-    format!("ip:{ip}")
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::config::{CaptureConfig, RouteConfig};
 use crate::paths::normalize_path;
 
+pub(crate) use replay::TokenId;
 pub use rewrite::{Coding, PageRewriter, Placement, RewriteError};
 pub use token::{Client, PageClaims, PageTokens, TokenError};
 

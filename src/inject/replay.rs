@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 
 /// The raw 16 random bytes of a token id.
-pub(super) type TokenId = [u8; 16];
+pub(crate) type TokenId = [u8; 16];
 
 /// Most token ids remembered at once. At the default 10-minute token lifetime this covers
 /// about 1,600 logins per second.

@@ -163,6 +163,23 @@ impl PageTokens {
         client: &Client,
         bind_ip: bool,
     ) -> Result<PageClaims, TokenError> {
+        let (claims, id, until) = self.verify_unused(token, route, client, bind_ip)?;
+        if !self.first_use(id, until) {
+            return Err(TokenError::Replayed);
+        }
+        Ok(claims)
+    }
+
+    /// Verifies a token for `route` and `client` without marking it used: its claims, its id
+    /// and until when its use must be remembered. The caller marks it used, here
+    /// ([`PageTokens::first_use`]) or in the state several instances share.
+    pub(crate) fn verify_unused(
+        &self,
+        token: &str,
+        route: &str,
+        client: &Client,
+        bind_ip: bool,
+    ) -> Result<(PageClaims, TokenId, u64), TokenError> {
         let claims = self.verify_signed(token, client, bind_ip, false)?;
         if claims.rt != route {
             return Err(TokenError::WrongRoute);
@@ -172,14 +189,14 @@ impl PageTokens {
             .ok()
             .and_then(|bytes| bytes.try_into().ok())
             .ok_or(TokenError::Malformed)?;
-        // Atomic check-and-mark: of two concurrent uses, exactly one is fresh.
-        if !self
-            .used
-            .first_use(id, claims.exp.saturating_add(LEEWAY_SECS), now_secs())
-        {
-            return Err(TokenError::Replayed);
-        }
-        Ok(claims)
+        let until = claims.exp.saturating_add(LEEWAY_SECS);
+        Ok((claims, id, until))
+    }
+
+    /// Marks a verified token id used in this process until `until`; false when it was used
+    /// before (a replay). Atomic: of two concurrent uses, exactly one is fresh.
+    pub(crate) fn first_use(&self, id: TokenId, until: u64) -> bool {
+        self.used.first_use(id, until, now_secs())
     }
 
     /// Renews a page's token (`/__gk/token`): a token of ours for this client, unused, and

@@ -285,6 +285,9 @@ pub enum TelemetryStatus {
     Replayed,
     /// Unusable for another reason, by its reason code (`bad_signature`, `expired`, …).
     Refused(&'static str),
+    /// Whether its page token was used before is unknown: the shared state (several
+    /// instances) could not be reached.
+    StateError,
 }
 
 impl TelemetryStatus {
@@ -295,6 +298,7 @@ impl TelemetryStatus {
             TelemetryStatus::Missing => "missing",
             TelemetryStatus::Replayed => "replayed",
             TelemetryStatus::Refused(reason) => reason,
+            TelemetryStatus::StateError => "state_error",
         }
     }
 }

@@ -74,6 +74,9 @@ pub struct PolicyConfig {
     pub on_store_error: Option<Action>,
     /// Scoring failed (fail-open `allow`, or fail-closed).
     pub on_scoring_error: Option<Action>,
+    /// The state instances share (`server.shared_state: store`) could not be read or
+    /// written, so whether the page token was used before is unknown.
+    pub on_state_error: Option<Action>,
     /// A login that should be challenged, from a user with no second factor: `allow` or
     /// `block` (`challenge` is read as `block`).
     pub on_no_factor: Option<Action>,
@@ -172,6 +175,7 @@ pub struct Policy {
     pub on_replayed_token: Action,
     pub on_store_error: Action,
     pub on_scoring_error: Action,
+    pub on_state_error: Action,
     pub on_no_factor: Action,
     pub on_unreadable_login: Action,
     pub enrolling_bot: Action,
@@ -190,6 +194,9 @@ pub(crate) const DEFAULT_POLICY: Policy = Policy {
     on_replayed_token: Action::Block,
     on_store_error: Action::Allow,
     on_scoring_error: Action::Allow,
+    // Unknown whether the page token was used before: neither let a possible replay in nor
+    // lock everyone out while the database is away.
+    on_state_error: Action::Challenge,
     on_no_factor: Action::Block,
     on_unreadable_login: Action::Block,
     enrolling_bot: Action::Challenge,
@@ -233,6 +240,7 @@ impl PolicyConfig {
             on_replayed_token: pick!(on_replayed_token),
             on_store_error: pick!(on_store_error),
             on_scoring_error: pick!(on_scoring_error),
+            on_state_error: pick!(on_state_error),
             on_no_factor: pick!(on_no_factor),
             on_unreadable_login: pick!(on_unreadable_login),
             enrolling_bot: pick!(enrolling_bot),
@@ -261,6 +269,7 @@ impl Policy {
             on_replayed_token: pick!(on_replayed_token),
             on_store_error: pick!(on_store_error),
             on_scoring_error: pick!(on_scoring_error),
+            on_state_error: pick!(on_state_error),
             on_no_factor: pick!(on_no_factor),
             on_unreadable_login: pick!(on_unreadable_login),
             enrolling_bot: pick!(enrolling_bot),
@@ -337,6 +346,8 @@ pub enum Finding {
     ReplayedToken,
     StoreError,
     ScoringError,
+    /// The shared state (several instances) could not be read or written.
+    StateError,
     /// The login name cannot be read exactly once (`login::Unreadable`).
     UnreadableLogin,
     /// A route's `machine_clients` (a CLI, a deploy script): forwarded without telemetry.
@@ -372,6 +383,7 @@ pub fn decide(policy: &Policy, finding: Finding) -> Verdict {
         Finding::ReplayedToken => (policy.on_replayed_token, "on_replayed_token"),
         Finding::StoreError => (policy.on_store_error, "on_store_error"),
         Finding::ScoringError => (policy.on_scoring_error, "on_scoring_error"),
+        Finding::StateError => (policy.on_state_error, "on_state_error"),
         Finding::UnreadableLogin => (policy.on_unreadable_login, "on_unreadable_login"),
         Finding::MachineClient => (Action::Allow, "machine"),
         Finding::Regulated { action } => (action, "regulation"),
@@ -439,6 +451,7 @@ mod tests {
             on_replayed_token: Action::Challenge,
             on_store_error: Action::Block,
             on_scoring_error: Action::Challenge,
+            on_state_error: Action::Block,
             enrolling: Action::Challenge,
             ..policy()
         };
@@ -460,6 +473,7 @@ mod tests {
             ),
             (Finding::StoreError, Action::Block, "on_store_error"),
             (Finding::ScoringError, Action::Challenge, "on_scoring_error"),
+            (Finding::StateError, Action::Block, "on_state_error"),
             (Finding::Enrolling, Action::Challenge, "enrolling"),
         ];
         for (finding, action, rule) in cases {

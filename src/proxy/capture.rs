@@ -246,7 +246,7 @@ impl GaitkeeperProxy {
         }
 
         let (transport, status, payload, issued_ms) =
-            self.verify_telemetry(session, ctx, route, found);
+            self.verify_telemetry(session, ctx, route, found).await;
         self.metrics
             .telemetry
             .with_label_values(&[
@@ -314,7 +314,7 @@ impl GaitkeeperProxy {
     /// The telemetry a submit carried (`found`: from the form and from the header), its
     /// envelope read and its page token verified once: where it came from, whether it can be
     /// scored, the payload, and when its page was served.
-    fn verify_telemetry(
+    async fn verify_telemetry(
         &self,
         session: &Session,
         ctx: &RequestCtx,
@@ -337,29 +337,46 @@ impl GaitkeeperProxy {
                     Ok((payload, envelope)) => {
                         let ip = ctx.client_ip.clone();
                         let client = client(session, &ip);
-                        let verified = self.tokens.verify_once(
+                        let unused = self.tokens.verify_unused(
                             &envelope.token,
                             &ctx.app().token_route(&route.name),
                             &client,
                             capture.bind_token_to_ip,
                         );
+                        let verified = match unused {
+                            Ok((claims, id, until)) => {
+                                self.first_use(id, until).await.map(|fresh| {
+                                    if fresh {
+                                        Ok(claims)
+                                    } else {
+                                        Err(TokenError::Replayed)
+                                    }
+                                })
+                            }
+                            Err(e) => Ok(Err(e)),
+                        };
                         match verified {
-                            Ok(claims) => {
-                                // The page's own serving time (carried through renewals);
-                                // tokens of older versions carry seconds only: their page may
-                                // have been served up to a second later than `iat`.
-                                issued_ms = Some(
-                                    claims
-                                        .pgms
-                                        .or(claims.iatms)
-                                        .unwrap_or(claims.iat * 1000 + 999),
-                                );
-                                (Some(transport), TelemetryStatus::Ok, Some(payload))
-                            }
-                            Err(TokenError::Replayed) => {
-                                (Some(transport), TelemetryStatus::Replayed, None)
-                            }
-                            Err(e) => (Some(transport), TelemetryStatus::Refused(e.reason()), None),
+                            Err(_) => (Some(transport), TelemetryStatus::StateError, None),
+                            Ok(verified) => match verified {
+                                Ok(claims) => {
+                                    // The page's own serving time (carried through renewals);
+                                    // tokens of older versions carry seconds only: their page may
+                                    // have been served up to a second later than `iat`.
+                                    issued_ms = Some(
+                                        claims
+                                            .pgms
+                                            .or(claims.iatms)
+                                            .unwrap_or(claims.iat * 1000 + 999),
+                                    );
+                                    (Some(transport), TelemetryStatus::Ok, Some(payload))
+                                }
+                                Err(TokenError::Replayed) => {
+                                    (Some(transport), TelemetryStatus::Replayed, None)
+                                }
+                                Err(e) => {
+                                    (Some(transport), TelemetryStatus::Refused(e.reason()), None)
+                                }
+                            },
                         }
                     }
                 }
@@ -372,6 +389,25 @@ impl GaitkeeperProxy {
             ),
         };
         (transport, status, payload, issued_ms)
+    }
+
+    /// Marks a verified page token used: in this process, or in the state several instances
+    /// share (`server.shared_state: store`), where an error (the database away) is counted,
+    /// logged, and left to `policy.on_state_error`.
+    async fn first_use(
+        &self,
+        id: crate::inject::TokenId,
+        until: u64,
+    ) -> Result<bool, crate::shared::StateError> {
+        let Some(shared) = &self.services.shared else {
+            return Ok(self.tokens.first_use(id, until));
+        };
+        let used = shared.first_use("page_token", &id, until).await;
+        if let Err(e) = &used {
+            self.metrics.state_errors.inc();
+            tracing::warn!(error = %e, "cannot check the page token against the shared state; policy.on_state_error decides");
+        }
+        used
     }
 
     /// Notes a body that was not read whole; its connection is not reused (the rest of the

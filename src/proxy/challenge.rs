@@ -337,9 +337,7 @@ impl GaitkeeperProxy {
         self.metrics.challenges.with_label_values(&["failed"]).inc();
         // Against the address only: whoever failed the second factor may not know the
         // password either, and must not be able to get the user banned.
-        self.services
-            .regulator
-            .failed_address(&ctx.config.regulation, &ctx.regulated_as);
+        self.count_failure(ctx, None, &ctx.regulated_as);
         self.services.settle_held(
             &held,
             LoginOutcome::ChallengeFailed,

@@ -211,13 +211,24 @@ impl GaitkeeperProxy {
                 .map(|v| v.as_bytes());
             m.admits(ip.parse().ok(), header)
         });
-        if let Some(action) = self.services.regulator.check(
-            &config.regulation,
-            &user.to_string(),
-            &ctx.regulated_as,
-            trusted,
-        ) {
+        let regulated = self
+            .services
+            .regulator
+            .regulated(
+                &config.regulation,
+                &user.to_string(),
+                &ctx.regulated_as,
+                trusted,
+            )
+            .await;
+        if let Err(e) = &regulated {
+            self.metrics.state_errors.inc();
+            tracing::warn!(error = %e, "cannot read regulation from the shared state; policy.on_state_error decides");
+        }
+        if let Ok(Some(action)) = regulated {
             Scored::unscored(Finding::Regulated { action }, "too_many_failures")
+        } else if regulated.is_err() {
+            Scored::unscored(Finding::StateError, "state_error")
         } else if machine {
             // A CLI or script of the app's: no browser, no telemetry; audited, regulated.
             Scored::unscored(Finding::MachineClient, "machine")
@@ -269,11 +280,18 @@ impl GaitkeeperProxy {
             .unreadable_logins
             .with_label_values(&[&app.name, &route.name, why.reason()])
             .inc();
-        let finding = match self
+        // Refused or decided whatever regulation says; it only picks the stronger action.
+        let regulated = self
             .services
             .regulator
-            .check_address(&config.regulation, &ctx.regulated_as)
-        {
+            .regulated_address(&config.regulation, &ctx.regulated_as)
+            .await
+            .unwrap_or_else(|e| {
+                self.metrics.state_errors.inc();
+                tracing::warn!(error = %e, "cannot read regulation from the shared state");
+                None
+            });
+        let finding = match regulated {
             Some(action) => Finding::Regulated { action },
             None => Finding::UnreadableLogin,
         };
@@ -282,9 +300,7 @@ impl GaitkeeperProxy {
             .decisions
             .with_label_values(&[&app.name, &route.name, verdict.decision.as_str()])
             .inc();
-        self.services
-            .regulator
-            .failed_address(&config.regulation, &ctx.regulated_as);
+        self.count_failure(ctx, None, &ctx.regulated_as);
         let incident = new_incident();
         let mut record =
             crate::audit::AuditRecord::new(crate::audit::kind::LOGIN_DECISION, &incident);
@@ -346,6 +362,9 @@ impl GaitkeeperProxy {
             }
             (TelemetryStatus::Refused(reason), _) => {
                 return unscored(Finding::InvalidTelemetry, reason)
+            }
+            (TelemetryStatus::StateError, _) => {
+                return unscored(Finding::StateError, "state_error")
             }
         };
         let limits = telemetry::Limits {
@@ -544,11 +563,8 @@ impl GaitkeeperProxy {
                 .note_answer(&attempt.app, &attempt.route, status, succeeded);
         }
         if !succeeded {
-            self.services.regulator.failed(
-                &ctx.config.regulation,
-                &attempt.user.to_string(),
-                &crate::config::app_scoped(&attempt.app, &attempt.client_ip),
-            );
+            let ip = crate::config::app_scoped(&attempt.app, &attempt.client_ip).into_owned();
+            self.count_failure(ctx, Some(attempt.user.to_string()), &ip);
         }
         let outcome = if succeeded {
             LoginOutcome::Verified
@@ -584,4 +600,28 @@ pub(super) fn wants_json(session: &Session, ctx: &RequestCtx) -> bool {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     !accept.contains("text/html") && (accept.contains("json") || content_type.contains("json"))
+}
+
+impl GaitkeeperProxy {
+    /// Counts a failed login for regulation: at once in memory, or in the shared state off the
+    /// request path (on the background runtime; an error is counted and logged).
+    pub(super) fn count_failure(&self, ctx: &RequestCtx, user: Option<String>, ip: &str) {
+        let regulator = &self.services.regulator;
+        if !regulator.is_shared() {
+            regulator.count_failure_in_memory(&ctx.config.regulation, user.as_deref(), ip);
+            return;
+        }
+        let (services, config, ip) = (self.services.clone(), ctx.config.clone(), ip.to_string());
+        let errors = self.metrics.state_errors.clone();
+        self.services.bg.spawn(async move {
+            let counted = services
+                .regulator
+                .count_failure(&config.regulation, user.as_deref(), &ip)
+                .await;
+            if let Err(e) = counted {
+                errors.inc();
+                tracing::warn!(error = %e, "cannot count a failed login in the shared state");
+            }
+        });
+    }
 }

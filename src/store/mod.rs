@@ -23,6 +23,7 @@ mod logins;
 mod models;
 mod profiles;
 mod schema;
+mod shared;
 mod users;
 
 use std::collections::HashMap;

@@ -138,6 +138,18 @@ impl Store {
         }
         [forgotten.sessions, forgotten.models, forgotten.totp_secrets] =
             [deleted[1], deleted[2], deleted[3]];
+        // The user's failed-login count and ban in the state instances share (keyed by the
+        // user key, so identifying for as long as they live).
+        for sql in [
+            "DELETE FROM shared_counters WHERE slot = $1",
+            "DELETE FROM shared_bans WHERE slot = $1",
+        ] {
+            sqlx::query(sql)
+                .bind(crate::shared::user_slot(&key.to_string()))
+                .execute(&mut *tx)
+                .await
+                .map_err(db("forget user"))?;
+        }
         append_audit(
             &mut *tx,
             None,

@@ -59,6 +59,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "session counts",
         include_str!("../../migrations/sqlite/0004_session_counts.sql"),
     ),
+    (
+        5,
+        "shared state",
+        include_str!("../../migrations/sqlite/0005_shared_state.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -80,6 +85,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         4,
         "session counts",
         include_str!("../../migrations/postgres/0004_session_counts.sql"),
+    ),
+    (
+        5,
+        "shared state",
+        include_str!("../../migrations/postgres/0005_shared_state.sql"),
     ),
 ];
 

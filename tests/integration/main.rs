@@ -21,6 +21,7 @@ mod deploy;
 mod edge;
 mod faults;
 mod hostile;
+mod instances;
 mod javascript_logins;
 mod layers;
 mod learn;

@@ -321,6 +321,18 @@ async fn forget_leaves_nothing_identifiable() {
             )
             .await
             .unwrap();
+        // Failed logins counted (and a ban) in the state several instances share.
+        use gaitkeeper::shared::SharedState;
+        let slot = gaitkeeper::shared::user_slot(&key.to_string());
+        let minute = std::time::Duration::from_secs(60);
+        store
+            .count_failures(&[(slot.clone(), 5)], minute, minute)
+            .await
+            .unwrap();
+        store
+            .count_failures(&[(slot.clone(), 1)], minute, minute)
+            .await
+            .unwrap();
         let bob = store
             .record_login("bob", login(Outcome::Verified, 0.1))
             .await
@@ -347,6 +359,11 @@ async fn forget_leaves_nothing_identifiable() {
                 "global_models",
                 "login_sessions",
                 "models",
+                // What several instances share: used ids (random, anonymous), counters and
+                // bans (keyed by user key: erased by `forget`).
+                "shared_bans",
+                "shared_counters",
+                "shared_once",
                 "store_meta",
                 "totp_secrets",
                 "users"

@@ -86,14 +86,21 @@ impl Drop for PgSchema {
 /// The backends this run tests, each configured as `base`; PostgreSQL schemas are named
 /// `{prefix}_{pid}_{time}_{n}`.
 pub async fn backends(base: StoreConfig, prefix: &str) -> Vec<TestDb> {
-    static DRIVERS: Once = Once::new();
-    DRIVERS.call_once(sqlx::any::install_default_drivers);
     let mut dbs = vec![TestDb {
         backend: Backend::Sqlite,
         config: base.clone(),
         dir: tempfile::tempdir().unwrap(),
         _schema: None,
     }];
+    dbs.extend(postgres(base, prefix).await);
+    dbs
+}
+
+/// A fresh PostgreSQL schema configured as `base`, when `GAITKEEPER_TEST_POSTGRES_URL` is set
+/// (said once per run when it is not).
+pub async fn postgres(base: StoreConfig, prefix: &str) -> Option<TestDb> {
+    static DRIVERS: Once = Once::new();
+    DRIVERS.call_once(sqlx::any::install_default_drivers);
     match std::env::var("GAITKEEPER_TEST_POSTGRES_URL") {
         Ok(url) if !url.is_empty() => {
             static SEQ: AtomicUsize = AtomicUsize::new(0);
@@ -115,7 +122,7 @@ pub async fn backends(base: StoreConfig, prefix: &str) -> Vec<TestDb> {
                 .unwrap();
             pool.close().await;
             let sep = if url.contains('?') { '&' } else { '?' };
-            dbs.push(TestDb {
+            Some(TestDb {
                 backend: Backend::Postgres,
                 config: StoreConfig {
                     url: Some(format!("{url}{sep}options=-c%20search_path%3D{name}")),
@@ -126,14 +133,14 @@ pub async fn backends(base: StoreConfig, prefix: &str) -> Vec<TestDb> {
                     base_url: url,
                     name,
                 }),
-            });
+            })
         }
         _ => {
             static SAID: Once = Once::new();
             SAID.call_once(|| {
                 println!("skipping PostgreSQL: GAITKEEPER_TEST_POSTGRES_URL not set");
             });
+            None
         }
     }
-    dbs
 }

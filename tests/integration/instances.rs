@@ -1,0 +1,234 @@
+//! Several instances acting as one (issue #21): two gaitkeeper processes with the same config
+//! and one PostgreSQL store (`server.shared_state: store`, the default with PostgreSQL) behind
+//! Debian's nginx balancing round-robin without stickiness; and the shared state's database
+//! going away and coming back. Skipped, saying so, without `GAITKEEPER_TEST_POSTGRES_URL`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::common::balancers::Balancer;
+use crate::common::behaviour::{payload, STEADY};
+use crate::common::db::{postgres, TestDb};
+use crate::common::legacy::{
+    location, login_page, login_page_at, submit, submit_at, LegacyApp, ALICE, LEGACY_ROUTES,
+};
+use crate::common::{client, config_text, eventually, free_port, Gaitkeeper, HARNESS_CAPTURE};
+
+fn addr() -> SocketAddr {
+    format!("127.0.0.1:{}", free_port()).parse().unwrap()
+}
+
+/// One gaitkeeper in front of `app` with the store at `store_url`; `more` is appended.
+async fn instance(app: &LegacyApp, store_url: &str, more: &str) -> Gaitkeeper {
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy, admin) = (addr(), addr());
+    let text = config_text(proxy, admin, &dir.path().join("data"), app.addr, "")
+        + HARNESS_CAPTURE
+        + &format!("store:\n  url: \"{store_url}\"\n{LEGACY_ROUTES}{more}");
+    Gaitkeeper::start_in(dir, proxy, admin, false, &text).await
+}
+
+async fn shared_db(prefix: &str) -> Option<TestDb> {
+    let db = postgres(Default::default(), prefix).await;
+    if db.is_none() {
+        println!("skipped: the shared state needs PostgreSQL (GAITKEEPER_TEST_POSTGRES_URL)");
+    }
+    db
+}
+
+#[tokio::test]
+async fn a_page_token_used_through_one_instance_is_a_replay_through_the_other() {
+    let Some(db) = shared_db("gk_shared_replay").await else {
+        return;
+    };
+    let app = LegacyApp::start().await;
+    let url = db.url();
+    let (a, b) = (
+        instance(&app, &url, "").await,
+        instance(&app, &url, "").await,
+    );
+    let nginx = Balancer::nginx(db.dir.path(), |port| {
+        format!(
+            "upstream pair {{ server {}; server {}; }}\nserver {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://pair; proxy_set_header Host $host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; }} }}",
+            a.addr, b.addr
+        )
+    })
+    .await;
+
+    // Through A: the login is scored and let in.
+    let page = login_page(&a).await;
+    let p = payload(&page.gk_token, &STEADY, ALICE.0.len(), ALICE.1.len(), 1);
+    let r = submit(&a, &page, ALICE.0, ALICE.1, Some(&p)).await;
+    assert_eq!(location(&r), "/account");
+    // The same page token and telemetry through B: a replay, refused.
+    let r = submit(&b, &page, ALICE.0, ALICE.1, Some(&p)).await;
+    assert_eq!(r.status(), 403, "the replay is blocked (on_replayed_token)");
+    assert_eq!(b.last_telemetry_outcome().await, "replayed");
+
+    // Through the balancer, alternating instances: each page's token works once, and its
+    // replay is refused whichever instance it reaches.
+    let base = format!("http://{}", nginx.addr);
+    for seed in 2..6 {
+        let page = login_page_at(&client(), &base).await;
+        let p = payload(&page.gk_token, &STEADY, ALICE.0.len(), ALICE.1.len(), seed);
+        let r = submit_at(&client(), &base, &page, ALICE.0, ALICE.1, Some(&p)).await;
+        assert_eq!(location(&r), "/account", "login {seed}");
+        let again = submit_at(&client(), &base, &page, ALICE.0, ALICE.1, Some(&p)).await;
+        assert_eq!(again.status(), 403, "replay of login {seed}");
+    }
+}
+
+/// A TCP forwarder to PostgreSQL that the test can cut (every connection dropped, new ones
+/// refused) and restore: the database "going away" without stopping the shared server.
+struct Cuttable {
+    addr: SocketAddr,
+    down: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Cuttable {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Cuttable {
+    async fn start(target: String) -> Cuttable {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let down = Arc::new(AtomicBool::new(false));
+        let flag = down.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if flag.load(Ordering::SeqCst) {
+                    continue; // dropped: the connection is refused
+                }
+                let (flag, target) = (flag.clone(), target.clone());
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let copy = tokio::io::copy_bidirectional(&mut inbound, &mut outbound);
+                    let cut = async {
+                        while !flag.load(Ordering::SeqCst) {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    };
+                    tokio::select! { _ = copy => {}, _ = cut => {} }
+                });
+            }
+        });
+        Cuttable { addr, down, task }
+    }
+
+    fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn the_shared_state_away_decides_by_on_state_error_and_recovers() {
+    let Some(db) = shared_db("gk_shared_away").await else {
+        return;
+    };
+    let url = db.url();
+    let target = url
+        .split('@')
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap()
+        .to_string();
+    let cut = Cuttable::start(target.clone()).await;
+    let via_cut = url.replacen(&target, &cut.addr.to_string(), 1);
+    let app = LegacyApp::start().await;
+    let gk = instance(
+        &app,
+        &via_cut,
+        // The shared state is in the store by default with PostgreSQL.
+        "policy:\n  on_state_error: block\n",
+    )
+    .await;
+
+    let login = |seed: u64| {
+        let gk = &gk;
+        async move {
+            let page = login_page(gk).await;
+            let p = payload(&page.gk_token, &STEADY, ALICE.0.len(), ALICE.1.len(), seed);
+            submit(gk, &page, ALICE.0, ALICE.1, Some(&p)).await
+        }
+    };
+    assert_eq!(location(&login(1).await), "/account");
+
+    // The database away: whether a token was used is unknown, so on_state_error decides.
+    cut.set_down(true);
+    let r = login(2).await;
+    assert_eq!(r.status(), 403, "on_state_error: block");
+    assert_eq!(gk.last_telemetry_outcome().await, "state_error");
+    assert!(gk.metric("gaitkeeper_shared_state_errors_total").await >= 1.0);
+    assert!(gk.log().contains("policy.on_state_error decides"));
+
+    // Back: gaitkeeper recovers by itself.
+    cut.set_down(false);
+    eventually(Duration::from_secs(20), "logins work again", || async {
+        location(&login(3).await) == "/account"
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn failed_logins_spread_over_instances_reach_the_limit_as_on_one() {
+    let Some(db) = shared_db("gk_shared_regulation").await else {
+        return;
+    };
+    let app = LegacyApp::start().await;
+    let url = db.url();
+    let more = "policy:\n  on_missing_telemetry: allow\nregulation:\n  max_failures_per_user: 1000\n  max_failures_per_ip: 3\n  action: block\n";
+    let (a, b) = (
+        instance(&app, &url, more).await,
+        instance(&app, &url, more).await,
+    );
+    let from = |ip: &str| {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(crate::common::USER_AGENT)
+            .local_address(Some(ip.parse().unwrap()))
+            .build()
+            .unwrap()
+    };
+    let attacker = from("127.0.0.2");
+    // Three failures, alternating instances: the limit of one instance.
+    for gk in [&a, &b, &a] {
+        let base = gk.url("");
+        let page = login_page_at(&attacker, &base).await;
+        let r = submit_at(&attacker, &base, &page, ALICE.0, "not-her-password", None).await;
+        assert_ne!(location(&r), "/account");
+    }
+    eventually(
+        Duration::from_secs(10),
+        "three failures counted",
+        || async {
+            a.metric("gaitkeeper_regulation_failures_total").await
+                + b.metric("gaitkeeper_regulation_failures_total").await
+                >= 3.0
+        },
+    )
+    .await;
+    // Banned on both instances, even with the right password.
+    for gk in [&b, &a] {
+        let base = gk.url("");
+        let page = login_page_at(&attacker, &base).await;
+        let r = submit_at(&attacker, &base, &page, ALICE.0, ALICE.1, None).await;
+        assert_eq!(r.status(), 403, "banned through {}", gk.addr);
+    }
+    // Another client is not.
+    let user = from("127.0.0.3");
+    let base = b.url("");
+    let page = login_page_at(&user, &base).await;
+    let r = submit_at(&user, &base, &page, ALICE.0, ALICE.1, None).await;
+    assert_eq!(location(&r), "/account");
+}
