@@ -434,10 +434,18 @@ async fn challenged_login_over(
 ) -> Gaitkeeper {
     let _one = ONE_BROWSER.lock().await;
     let app = LegacyApp::start().await;
-    let more = format!("{LEGACY_ROUTES}policy:\n  enrolling: challenge\n");
     let gk = if https {
-        crate::edge::start_https(app.addr, &more).await.0
+        // Over HTTPS the user is enrolled first, and her login in Chromium is scored against
+        // her model; every scored risk is challenged (allow_below near 0), so the challenge
+        // comes from the scoring path, not from enrolment.
+        let more = format!(
+            "{LEGACY_ROUTES}store:\n  enrollment_logins: 3\npolicy:\n  allow_below: 0.0001\n  block_at: 1.0\n"
+        );
+        let (gk, cert) = crate::edge::start_https(app.addr, &more).await;
+        enrol_over_https(&gk, &cert, 3).await;
+        gk
     } else {
+        let more = format!("{LEGACY_ROUTES}policy:\n  enrolling: challenge\n");
         Gaitkeeper::start_with(app.addr, "", &more).await
     };
     let totp = enroll_totp(&gk, USER);
@@ -450,6 +458,8 @@ async fn challenged_login_over(
     };
     let session = driver.session_with(profile.path(), switches).await;
 
+    // What the app saw last before this login (null, or the enrolment's last login).
+    let before = app.last_login().await;
     session.goto(&gk.url(page)).await;
     session
         .wait_for("window.__gaitkeeper", "the capture script")
@@ -469,8 +479,8 @@ async fn challenged_login_over(
         .await;
     }
     assert_eq!(
-        app.last_login().await["username"],
-        Value::Null,
+        app.last_login().await,
+        before,
         "the login is held, not sent to the app"
     );
     let code = totp.generate_current().to_string();
@@ -496,6 +506,30 @@ async fn a_challenged_form_login_is_finished_with_a_totp_code() {
     challenged_login("/login", "input[name=username]", false).await;
 }
 
+/// `logins` verified logins of alice over HTTPS with generated telemetry, learnt.
+async fn enrol_over_https(gk: &Gaitkeeper, cert: &crate::edge::Cert, logins: u64) {
+    use common::behaviour::{payload, STEADY};
+    use common::legacy::{location, login_page_at, submit_at, ALICE};
+    let web = crate::edge::https_client(&[cert], gk.addr, None);
+    let base = format!("https://localhost:{}", gk.addr.port());
+    for seed in 0..logins {
+        let page = login_page_at(&web, &base).await;
+        let p = payload(&page.gk_token, &STEADY, ALICE.0.len(), ALICE.1.len(), seed);
+        let r = submit_at(&web, &base, &page, ALICE.0, ALICE.1, Some(&p)).await;
+        assert_eq!(location(&r), "/account", "enrolment login {seed}");
+    }
+    common::eventually(
+        Duration::from_secs(15),
+        "the enrolment logins learnt",
+        || async {
+            gk.metric("gaitkeeper_learn_logins_total{result=\"ok\"}")
+                .await
+                >= logins as f64
+        },
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn over_https_and_http2_a_challenged_login_is_finished_and_replayed() {
     let gk = challenged_login_over("/login", "input[name=username]", false, true).await;
@@ -511,10 +545,11 @@ async fn over_https_and_http2_a_challenged_login_is_finished_and_replayed() {
             })
             .count()
     };
-    assert_eq!(h2("GET", "/login"), 1, "{log}");
+    // Three enrolment logins first (reqwest, h2 too), then Chromium's page, its held submit,
+    // the challenge page and the code's POST, logged under the login it replayed.
+    assert_eq!(h2("GET", "/login"), 4, "{log}");
     assert_eq!(h2("GET", "/__gk/challenge/"), 1, "{log}");
-    // The held submit, then the code's POST, logged under the login it replayed.
-    assert_eq!(h2("POST", "/login"), 2, "{log}");
+    assert_eq!(h2("POST", "/login"), 5, "{log}");
     assert!(
         !log.contains("\"http\":\"1.1\""),
         "no request fell back to HTTP/1.1:\n{log}"
