@@ -179,12 +179,36 @@ impl LoginServices {
 
     /// Verifies an external provider's assertion: (challenge id, login name) it confirms, or
     /// `Err(Some(challenge id))` when it is genuine but says the user failed.
-    pub(crate) fn verify_assertion(&self, token: &str) -> Result<(String, String), Option<String>> {
+    /// Several instances also agree that each assertion is used once across all of them.
+    pub(crate) async fn verify_assertion(
+        &self,
+        token: &str,
+    ) -> Result<(String, String), Option<String>> {
         let Some((_, verifier)) = &self.external else {
             return Err(None);
         };
         match verifier.verify(token, SystemTime::now()) {
-            Ok(a) => Ok((a.challenge_id, a.user)),
+            Ok(a) => {
+                if let Some(shared) = &self.shared {
+                    let until = a
+                        .expires_at
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs() + 60)
+                        .unwrap_or(0);
+                    match shared.first_use("assertion", a.id.as_bytes(), until).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::info!(reason = "reused", "external MFA assertion refused");
+                            return Err(None);
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot check an assertion against the shared state; refused");
+                            return Err(None);
+                        }
+                    }
+                }
+                Ok((a.challenge_id, a.user))
+            }
             Err(AssertionError::Failed { challenge_id }) => Err(Some(challenge_id)),
             Err(e) => {
                 tracing::info!(reason = e.reason(), "external MFA assertion refused");
@@ -195,15 +219,32 @@ impl LoginServices {
 
     /// Checks a TOTP code: `Err` carries the reason code (`wrong_code`, `reused`, `malformed`,
     /// `rate_limited`, …).
-    pub(crate) fn verify_totp(
+    /// Several instances (`server.shared_state: store`) also agree that each step's code is
+    /// used once across all of them (`unavailable` when that cannot be checked).
+    pub(crate) async fn verify_totp(
         &self,
         user: &UserKey,
         secret: &[u8],
         code: &str,
         sender: crate::challenge::totp::Sender<'_>,
     ) -> Result<(), TotpError> {
-        self.totp
-            .verify(user, secret, code, SystemTime::now(), sender)
+        let step = self
+            .totp
+            .verify_step(user, secret, code, SystemTime::now(), sender)?;
+        let Some(shared) = &self.shared else {
+            return Ok(());
+        };
+        let mut id = user.0.to_vec();
+        id.extend_from_slice(&step.to_be_bytes());
+        let until = crate::challenge::totp::accepted_until(step);
+        match shared.first_use("totp_step", &id, until).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(TotpError::Reused),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check a TOTP code against the shared state");
+                Err(TotpError::Unavailable)
+            }
+        }
     }
 
     /// Whether the browser's device cookie (if any) vouches for `user`.
@@ -545,6 +586,27 @@ impl Assembly {
     /// Opens the store (creating or migrating it) and starts every background worker.
     pub(crate) fn build(config: &Config, metrics: Arc<Metrics>) -> Result<Assembly, AssembleError> {
         let (background, store) = open_store(config)?;
+        let shared: Option<Arc<dyn crate::shared::SharedState>> = match config.shared_state_mode() {
+            crate::config::SharedStateMode::Store => Some(Arc::new(OnBackground {
+                store: store.clone(),
+                bg: background.handle().clone(),
+            })),
+            crate::config::SharedStateMode::Local => None,
+        };
+        if shared.is_some() {
+            tracing::info!(store = %store.url(), "shared state in the store: instances using it act as one");
+            let sweeper = store.clone();
+            background.spawn(async move {
+                let mut tick = tokio::time::interval(SHARED_SWEEP_PERIOD);
+                loop {
+                    tick.tick().await;
+                    let now = crate::runtime::unix_millis(std::time::SystemTime::now()) / 1000;
+                    if let Err(e) = sweeper.sweep_shared(now, 20).await {
+                        tracing::warn!(error = %e, "cannot sweep expired shared state; it is ignored until the next sweep");
+                    }
+                }
+            });
+        }
         let inbox = Arc::new(TelemetryInbox::new(config.admin.debug_telemetry));
         if config.admin.debug_telemetry {
             tracing::warn!("admin.debug_telemetry is on: recent login telemetry is visible on the admin listener; turn it off in production");
@@ -566,8 +628,13 @@ impl Assembly {
         )
         .map_err(AssembleError::Audit)?;
         let alerter = match &config.alerts {
-            Some(alerts) => Alerter::new(alerts, auditor.clone(), metrics.alerts.clone())
-                .map_err(AssembleError::Alerts)?,
+            Some(alerts) => Alerter::throttled_across(
+                alerts,
+                auditor.clone(),
+                metrics.alerts.clone(),
+                shared.clone(),
+            )
+            .map_err(AssembleError::Alerts)?,
             None => Alerter::off(),
         };
         let (dropped_tx, dropped_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -592,24 +659,6 @@ impl Assembly {
             background.handle(),
             metrics.settle_dropped.clone(),
         );
-        let shared: Option<Arc<dyn crate::shared::SharedState>> = match config.shared_state_mode() {
-            crate::config::SharedStateMode::Store => Some(Arc::new(store.clone())),
-            crate::config::SharedStateMode::Local => None,
-        };
-        if shared.is_some() {
-            tracing::info!(store = %store.url(), "shared state in the store: instances using it act as one");
-            let sweeper = store.clone();
-            background.spawn(async move {
-                let mut tick = tokio::time::interval(SHARED_SWEEP_PERIOD);
-                loop {
-                    tick.tick().await;
-                    let now = crate::runtime::unix_millis(std::time::SystemTime::now()) / 1000;
-                    if let Err(e) = sweeper.sweep_shared(now, 20).await {
-                        tracing::warn!(error = %e, "cannot sweep expired shared state; it is ignored until the next sweep");
-                    }
-                }
-            });
-        }
         let services = Arc::new(LoginServices {
             store,
             shared: shared.clone(),
@@ -672,6 +721,59 @@ impl Assembly {
         self.background.block_on(self.recorder.flush());
         self.background.block_on(self.auditor.flush());
         self.background.shutdown_timeout(grace);
+    }
+}
+
+/// The shared state in the store, each call run on the background runtime where the store's
+/// connections live (as every store access is), whichever thread asks.
+struct OnBackground {
+    store: Store,
+    bg: tokio::runtime::Handle,
+}
+
+fn joined<T>(
+    result: Result<Result<T, crate::shared::StateError>, tokio::task::JoinError>,
+) -> Result<T, crate::shared::StateError> {
+    result.map_err(|e| crate::shared::StateError(e.to_string()))?
+}
+
+#[async_trait::async_trait]
+impl crate::shared::SharedState for OnBackground {
+    async fn first_use(
+        &self,
+        kind: &'static str,
+        id: &[u8],
+        until: u64,
+    ) -> Result<bool, crate::shared::StateError> {
+        let (store, id) = (self.store.clone(), id.to_vec());
+        joined(
+            self.bg
+                .spawn(async move { store.first_use(kind, &id, until).await })
+                .await,
+        )
+    }
+
+    async fn count_failures(
+        &self,
+        slots: &[(String, u32)],
+        window: Duration,
+        ban: Duration,
+    ) -> Result<bool, crate::shared::StateError> {
+        let (store, slots) = (self.store.clone(), slots.to_vec());
+        joined(
+            self.bg
+                .spawn(async move { store.count_failures(&slots, window, ban).await })
+                .await,
+        )
+    }
+
+    async fn banned(&self, slots: &[String]) -> Result<Vec<String>, crate::shared::StateError> {
+        let (store, slots) = (self.store.clone(), slots.to_vec());
+        joined(
+            self.bg
+                .spawn(async move { store.banned(&slots).await })
+                .await,
+        )
     }
 }
 

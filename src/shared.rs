@@ -1,6 +1,6 @@
 //! State that several gaitkeeper instances must agree on, as the stages see it: "has this id
-//! been used before?" for page tokens, and the failed-login counters and bans of regulation
-//! (as the seam grows: held logins and the rest of issue #21). One process keeps it in memory (the stages' own structures, the
+//! been used before?" (page tokens, TOTP steps, provider assertions, the alert throttle), and
+//! the failed-login counters and bans of regulation (as the seam grows: held logins). One process keeps it in memory (the stages' own structures, the
 //! default); instances behind one load balancer keep it in their PostgreSQL store
 //! (`server.shared_state: store`), implemented by `store::SharedTables`. This trait is the
 //! seam between the two, so the stages never know which they have.

@@ -29,6 +29,7 @@ const MAX_IN_FLIGHT: usize = 16;
 /// Users (and client addresses) remembered for throttling.
 const MAX_THROTTLE_KEYS: usize = 10_000;
 pub use crate::config::{AlertConfig, AlertEvent, WebhookConfig, WebhookUrl, MAX_BACKOFF};
+use crate::shared::SharedState;
 
 /// Longest value of a free-text field of an alert, in bytes.
 const MAX_FIELD_BYTES: usize = 128;
@@ -151,6 +152,17 @@ impl Alerter {
         auditor: Auditor,
         metrics: AlertMetrics,
     ) -> Result<Alerter, AlertError> {
+        Alerter::throttled_across(config, auditor, metrics, None)
+    }
+
+    /// [`Alerter::new`], with the throttle kept in `shared` as well, so several instances
+    /// send one alert per user and event per throttle period between them.
+    pub(crate) fn throttled_across(
+        config: &AlertConfig,
+        auditor: Auditor,
+        metrics: AlertMetrics,
+        shared: Option<Arc<dyn SharedState>>,
+    ) -> Result<Alerter, AlertError> {
         let w = &config.webhook;
         let client = reqwest::Client::builder()
             .timeout(w.timeout.0)
@@ -178,7 +190,7 @@ impl Alerter {
             .map_err(AlertError::Thread)?;
         std::thread::Builder::new()
             .name("gk-alert".into())
-            .spawn(move || runtime.block_on(run(inbox, sender, throttle)))
+            .spawn(move || runtime.block_on(run(inbox, sender, throttle, shared)))
             .map_err(AlertError::Thread)?;
         Ok(Alerter {
             inner: Some(Arc::new(Inner {
@@ -230,35 +242,65 @@ fn audit_record(kind: &str, alert: &Alert, why: &str) -> AuditRecord {
     record
 }
 
+/// Whether an alert for `key` was sent within `throttle`: by this instance (`last_sent`,
+/// bounded), or by another (`shared`; an error there sends the alert: better twice than
+/// never). Not throttled: it is remembered as sent now.
+async fn throttled(
+    last_sent: &mut HashMap<(AlertEvent, String), Instant>,
+    key: (AlertEvent, String),
+    throttle: Duration,
+    shared: Option<&dyn SharedState>,
+) -> bool {
+    let now = Instant::now();
+    if last_sent
+        .get(&key)
+        .is_some_and(|at| now.duration_since(*at) < throttle)
+    {
+        return true;
+    }
+    if last_sent.len() >= MAX_THROTTLE_KEYS {
+        last_sent.retain(|_, at| now.duration_since(*at) < throttle);
+        if last_sent.len() >= MAX_THROTTLE_KEYS {
+            // Under a flood of distinct users, alert rather than stay silent.
+            last_sent.clear();
+        }
+    }
+    let id = format!("{}\0{}", key.0.as_str(), key.1);
+    last_sent.insert(key, now);
+    let Some(shared) = shared else {
+        return false;
+    };
+    let until = crate::runtime::unix_millis(SystemTime::now()) / 1000 + throttle.as_secs().max(1);
+    matches!(
+        shared.first_use("alert", id.as_bytes(), until).await,
+        Ok(false)
+    )
+}
+
 /// The worker: throttles, then hands each alert to a delivery task (at most
 /// [`MAX_IN_FLIGHT`] at once).
-async fn run(mut inbox: mpsc::Receiver<Alert>, sender: Arc<Sender>, throttle: Duration) {
+async fn run(
+    mut inbox: mpsc::Receiver<Alert>,
+    sender: Arc<Sender>,
+    throttle: Duration,
+    shared: Option<Arc<dyn SharedState>>,
+) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut last_sent: HashMap<(AlertEvent, String), Instant> = HashMap::new();
     while let Some(alert) = inbox.recv().await {
-        if !throttle.is_zero() {
-            if let Some(key) = alert.throttle_key() {
-                let now = Instant::now();
-                if last_sent
-                    .get(&key)
-                    .is_some_and(|at| now.duration_since(*at) < throttle)
-                {
-                    sender
-                        .metrics
-                        .deliveries
-                        .with_label_values(&["throttled"])
-                        .inc();
-                    continue;
-                }
-                if last_sent.len() >= MAX_THROTTLE_KEYS {
-                    last_sent.retain(|_, at| now.duration_since(*at) < throttle);
-                    if last_sent.len() >= MAX_THROTTLE_KEYS {
-                        // Under a flood of distinct users, alert rather than stay silent.
-                        last_sent.clear();
-                    }
-                }
-                last_sent.insert(key, now);
+        let throttled = match alert.throttle_key() {
+            Some(key) if !throttle.is_zero() => {
+                throttled(&mut last_sent, key, throttle, shared.as_deref()).await
             }
+            _ => false,
+        };
+        if throttled {
+            sender
+                .metrics
+                .deliveries
+                .with_label_values(&["throttled"])
+                .inc();
+            continue;
         }
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;

@@ -69,6 +69,8 @@ pub enum TotpError {
         "too many users answering TOTP challenges at once to remember them all; try again shortly"
     )]
     Busy,
+    #[error("whether the code was used on another instance cannot be checked (the shared state is unavailable)")]
+    Unavailable,
 }
 
 impl TotpError {
@@ -80,6 +82,7 @@ impl TotpError {
             TotpError::UnusableSecret => "unusable_secret",
             TotpError::RateLimited => "rate_limited",
             TotpError::Busy => "busy",
+            TotpError::Unavailable => "unavailable",
         }
     }
 }
@@ -177,6 +180,20 @@ impl TotpVerifier {
         now: SystemTime,
         sender: Sender<'_>,
     ) -> Result<(), TotpError> {
+        self.verify_step(user, secret, code, now, sender)
+            .map(|_| ())
+    }
+
+    /// [`TotpVerifier::verify`], saying which step's code it was (several instances also
+    /// check that step against their shared state).
+    pub(crate) fn verify_step(
+        &self,
+        user: &UserKey,
+        secret: &[u8],
+        code: &str,
+        now: SystemTime,
+        sender: Sender<'_>,
+    ) -> Result<u64, TotpError> {
         let code = normalise(code)?;
         let totp = totp_rs::Builder::new()
             .with_secret(secret.to_vec())
@@ -244,8 +261,15 @@ impl TotpVerifier {
         state.last_step = Some(matched_step);
         // This address proved itself; the user-wide count stays (an attack may go on).
         state.clients[client].1.failures = 0;
-        Ok(())
+        Ok(matched_step)
     }
+}
+
+/// Until when (Unix seconds) a code of `step` could still be accepted: past it, its use need
+/// not be remembered.
+pub(crate) fn accepted_until(step: u64) -> u64 {
+    step.saturating_add(SKEW_STEPS + 1)
+        .saturating_mul(STEP_SECS)
 }
 
 /// The code's digits, or `Malformed`. Never panics, whatever the input.

@@ -164,17 +164,7 @@ impl GaitkeeperProxy {
                     )
                     .await
             }
-            Err(_) => {
-                return self
-                    .message(
-                        session,
-                        ctx,
-                        503,
-                        "Try again in a moment",
-                        "The code cannot be checked right now.",
-                    )
-                    .await
-            }
+            Err(_) => return self.cannot_check_now(session, ctx).await,
         };
         let address = ctx.client_ip.clone();
         let device = device_cookie(session, ctx);
@@ -187,8 +177,14 @@ impl GaitkeeperProxy {
         match self
             .services
             .verify_totp(&held.attempt.user, &secret, &code, sender)
+            .await
         {
             Ok(()) => self.passed(session, ctx, &id, &held).await,
+            // Not the user's fault: no attempt is counted.
+            Err(TotpError::Unavailable) => {
+                self.metrics.state_errors.inc();
+                self.cannot_check_now(session, ctx).await
+            }
             Err(refused) => {
                 tracing::info!(request_id = %ctx.request_id, incident = %held.attempt.incident, reason = refused.reason(), "challenge code refused");
                 self.metrics
@@ -206,6 +202,19 @@ impl GaitkeeperProxy {
                 Ok(Handled::Answered(status))
             }
         }
+    }
+
+    /// 503: the code cannot be checked now (the store or the shared state is away); no
+    /// attempt is counted against the user.
+    async fn cannot_check_now(&self, session: &mut Session, ctx: &RequestCtx) -> Result<Handled> {
+        self.message(
+            session,
+            ctx,
+            503,
+            "Try again in a moment",
+            "The code cannot be checked right now.",
+        )
+        .await
     }
 
     /// The held login `id`, if it exists, is a login of this request's app and this browser
@@ -426,7 +435,7 @@ impl GaitkeeperProxy {
                 .to_vec()
         };
         let assertion = field(&params, "assertion").unwrap_or_default();
-        let (id, user) = match self.services.verify_assertion(&assertion) {
+        let (id, user) = match self.services.verify_assertion(&assertion).await {
             Ok(answer) => answer,
             Err(failed_id) => {
                 self.metrics

@@ -232,3 +232,97 @@ async fn failed_logins_spread_over_instances_reach_the_limit_as_on_one() {
     let r = submit_at(&user, &base, &page, ALICE.0, ALICE.1, None).await;
     assert_eq!(location(&r), "/account");
 }
+
+#[tokio::test]
+async fn a_totp_code_used_through_one_instance_is_refused_through_the_other() {
+    use crate::common::legacy::{enroll_totp, post_code};
+    let Some(db) = shared_db("gk_shared_totp").await else {
+        return;
+    };
+    let app = LegacyApp::start().await;
+    let url = db.url();
+    let more = "policy:\n  enrolling: challenge\n";
+    let (a, b) = (
+        instance(&app, &url, more).await,
+        instance(&app, &url, more).await,
+    );
+    // One store: the secret enrolled through either is everybody's.
+    let totp = enroll_totp(&a, ALICE.0);
+    let code = totp.generate_current().to_string();
+
+    let on_a = challenged(&a, 1).await;
+    let r = post_code(&a, &on_a, &code).await;
+    assert_eq!(
+        location(&r),
+        "/account",
+        "the code passes on A, the login is replayed"
+    );
+    // Another held login of alice, on B, with the same code: reused, not accepted.
+    let on_b = challenged(&b, 2).await;
+    let r = post_code(&b, &on_b, &code).await;
+    assert_ne!(location(&r), "/account", "the code was used on A");
+    assert_eq!(r.status(), 401, "the code page again, with attempts left");
+    assert!(b.log().contains("\"reason\":\"reused\""), "{}", b.log());
+}
+
+/// A login of alice through `gk`, challenged: its challenge page.
+async fn challenged(gk: &Gaitkeeper, seed: u64) -> crate::common::legacy::Challenge {
+    let page = login_page(gk).await;
+    let p = payload(&page.gk_token, &STEADY, ALICE.0.len(), ALICE.1.len(), seed);
+    let r = submit(gk, &page, ALICE.0, ALICE.1, Some(&p)).await;
+    crate::common::legacy::challenge_from(gk, &r).await
+}
+
+#[tokio::test]
+async fn the_alert_throttle_holds_across_instances() {
+    use crate::common::receiver::Receiver;
+    let Some(db) = shared_db("gk_shared_alerts").await else {
+        return;
+    };
+    let (receiver, port) = Receiver::start(&[], false).await;
+    let secret = db.dir.path().join("webhook.key");
+    crate::common::write_secret(&secret, "webhook-secret-0123456789abcdef0123");
+    let more = format!(
+        "policy:\n  on_missing_telemetry: block\nalerts:\n  webhook:\n    url: \"http://127.0.0.1:{port}/hook\"\n    secret: {{ file: {:?} }}\n    throttle: 1h\n    backoff: 100ms\n",
+        secret.display().to_string()
+    );
+    let app = LegacyApp::start().await;
+    let url = db.url();
+    let (a, b) = (
+        instance(&app, &url, &more).await,
+        instance(&app, &url, &more).await,
+    );
+    // alice blocked through A: alerted.
+    let page = login_page(&a).await;
+    assert_eq!(
+        submit(&a, &page, ALICE.0, ALICE.1, None).await.status(),
+        403
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the first alert delivered",
+        || async { !receiver.received().is_empty() },
+    )
+    .await;
+    // alice blocked through B within the throttle period: not alerted again.
+    let page = login_page(&b).await;
+    assert_eq!(
+        submit(&b, &page, ALICE.0, ALICE.1, None).await.status(),
+        403
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the second alert throttled",
+        || async {
+            b.metric("gaitkeeper_alert_deliveries_total{result=\"throttled\"}")
+                .await
+                >= 1.0
+        },
+    )
+    .await;
+    assert_eq!(
+        receiver.received().len(),
+        1,
+        "one alert between the two instances"
+    );
+}
