@@ -248,6 +248,34 @@ mod tests {
     }
 
     #[test]
+    fn names_with_control_characters_are_unreadable() {
+        let source = UsernameSource::default();
+        for body in [
+            &b"username=alice%00admin"[..],
+            b"username=%00intranet%00alice",
+            b"username=ali%1Bce",
+            b"username=alice%0Abob",
+        ] {
+            assert_eq!(
+                read(&source, BodyName::Form(body), true, None).map(|n| n.name),
+                Err(Unreadable::ControlCharacter),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        // Trailing whitespace controls are trimmed first, as the app trims them.
+        let tabbed = read(&source, BodyName::Form(b"username=alice%09"), true, None);
+        assert_eq!(tabbed.map(|n| n.name), Ok("alice".to_string()));
+        let json = read(
+            &source,
+            BodyName::Json(br#"{"username":"a\u0000b"}"#),
+            true,
+            None,
+        );
+        assert_eq!(json.map(|n| n.name), Err(Unreadable::ControlCharacter));
+    }
+
+    #[test]
     fn the_pointer_and_its_form_spelling() {
         let source = UsernameSource {
             json_pointer: Some("/user/email".into()),
