@@ -84,8 +84,6 @@ pub(crate) struct RequestCtx {
     /// `origin`'s address as text (empty for a Unix-socket peer): the one client address of
     /// regulation, token binding, the audit trail, alerts and the access log.
     client_ip: String,
-    /// The request came over HTTP/2.
-    http2: bool,
     /// The app the request's host names (an index into `config.apps`).
     app: usize,
     /// The client address as regulation counts it: per app (see `AppConfig::user_scope`).
@@ -124,7 +122,6 @@ impl ProxyHttp for GaitkeeperProxy {
             upstream_time: None,
             origin: ClientOrigin::default(),
             client_ip: String::new(),
-            http2: false,
             app: 0,
             regulated_as: String::new(),
             capture: capture::CaptureCtx::default(),
@@ -143,7 +140,6 @@ impl ProxyHttp for GaitkeeperProxy {
             &ctx.config.server.trusted_proxies,
         );
         ctx.client_ip = ctx.origin.ip_text();
-        ctx.http2 = session.is_http2();
         let host = forwarding::request_authority(session.req_header());
         match ctx.config.app_for_host(&crate::config::request_host(&host)) {
             Some(app) => ctx.app = app,
@@ -357,7 +353,12 @@ impl ProxyHttp for GaitkeeperProxy {
             request_id = %ctx.request_id,
             client = %ctx.client_ip,
             scheme = ctx.origin.scheme(),
-            http = if ctx.http2 { "2" } else { "1.1" },
+            http = match req.version {
+                http::Version::HTTP_2 => "2",
+                http::Version::HTTP_10 => "1.0",
+                http::Version::HTTP_09 => "0.9",
+                _ => "1.1",
+            },
             error = error.map(|e| e.etype().as_str()),
             "request"
         );
