@@ -353,11 +353,14 @@ impl ProxyHttp for GaitkeeperProxy {
             request_id = %ctx.request_id,
             client = %ctx.client_ip,
             scheme = ctx.origin.scheme(),
-            http = match req.version {
-                http::Version::HTTP_2 => "2",
-                http::Version::HTTP_10 => "1.0",
-                http::Version::HTTP_09 => "0.9",
-                _ => "1.1",
+            // The connection's protocol: a replayed held login carries the request head it was
+            // held with, so its version is not the one the client is speaking now.
+            http = if session.is_http2() {
+                "2"
+            } else if req.version == http::Version::HTTP_10 {
+                "1.0"
+            } else {
+                "1.1"
             },
             error = error.map(|e| e.etype().as_str()),
             "request"
