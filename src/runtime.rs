@@ -92,6 +92,14 @@ pub fn unix_millis(at: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
+/// Whole seconds since the Unix epoch (0 before it): deadlines of tokens, TOTP steps,
+/// assertions and shared-state rows.
+pub fn unix_secs(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 /// `2026-11-24 21:00:05 UTC`, without a date-time dependency.
 pub(crate) fn utc(at: SystemTime) -> String {
     let secs = at

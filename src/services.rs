@@ -190,11 +190,7 @@ impl LoginServices {
         match verifier.verify(token, SystemTime::now()) {
             Ok(a) => {
                 if let Some(shared) = &self.shared {
-                    let until = a
-                        .expires_at
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_secs() + 60)
-                        .unwrap_or(0);
+                    let until = crate::runtime::unix_secs(a.expires_at) + 60;
                     match shared.first_use("assertion", a.id.as_bytes(), until).await {
                         Ok(true) => {}
                         Ok(false) => {
@@ -600,7 +596,7 @@ impl Assembly {
                 let mut tick = tokio::time::interval(SHARED_SWEEP_PERIOD);
                 loop {
                     tick.tick().await;
-                    let now = crate::runtime::unix_millis(std::time::SystemTime::now()) / 1000;
+                    let now = crate::runtime::unix_secs(SystemTime::now());
                     if let Err(e) = sweeper.sweep_shared(now, 20).await {
                         tracing::warn!(error = %e, "cannot sweep expired shared state; it is ignored until the next sweep");
                     }

@@ -270,7 +270,7 @@ async fn throttled(
     let Some(shared) = shared else {
         return false;
     };
-    let until = crate::runtime::unix_millis(SystemTime::now()) / 1000 + throttle.as_secs().max(1);
+    let until = crate::runtime::unix_secs(SystemTime::now()) + throttle.as_secs().max(1);
     matches!(
         shared.first_use("alert", id.as_bytes(), until).await,
         Ok(false)

@@ -14,6 +14,7 @@
 //! remembered until it expires). Owns only these checks: matching `cid` and `sub` to a held
 //! login is the caller's. Never logs tokens, secrets or keys.
 
+use crate::runtime::unix_secs;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -315,12 +316,6 @@ fn required(
         Some(v) if !v.is_empty() => Ok(v),
         _ => Err(AssertionError::MissingClaim(claim)),
     }
-}
-
-fn unix_secs(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// 128 random bits, base64url.

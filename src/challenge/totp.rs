@@ -22,7 +22,9 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
+
+use crate::runtime::unix_secs;
 
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 
@@ -287,17 +289,12 @@ fn normalise(code: &str) -> Result<Vec<u8>, TotpError> {
     Ok(digits)
 }
 
-fn unix_secs(now: SystemTime) -> u64 {
-    now.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::time::Duration;
+    use std::time::UNIX_EPOCH;
 
     const SECRET: &[u8] = b"12345678901234567890"; // RFC 6238's SHA-1 test secret
     /// A sender without a device cookie, from one address.

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use prometheus::{IntCounterVec, IntGaugeVec};
@@ -225,10 +225,7 @@ impl CertPool {
     /// Exports each certificate's time left and warns (daily) about those close to expiry.
     fn watch_expiry(&self) {
         let now = SystemTime::now();
-        let unix_now = now
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
+        let unix_now = crate::runtime::unix_secs(now) as i64;
         let mut warned = self.last_warned.lock().unwrap_or_else(|p| p.into_inner());
         for entry in self.entries.load().iter() {
             let cert = entry.loaded.load();

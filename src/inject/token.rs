@@ -5,7 +5,7 @@
 //! The algorithm is fixed to HS256 with a key derived from the server secret; a token that
 //! names any other algorithm is rejected. Never logs tokens or keys.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -306,10 +306,7 @@ fn now_ms() -> u64 {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    crate::runtime::unix_secs(SystemTime::now())
 }
 
 #[cfg(test)]

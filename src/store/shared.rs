@@ -103,7 +103,7 @@ impl SharedState for Store {
 }
 
 fn now_secs() -> u64 {
-    crate::runtime::unix_millis(std::time::SystemTime::now()) / 1000
+    crate::runtime::unix_secs(std::time::SystemTime::now())
 }
 
 impl Store {
