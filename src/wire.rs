@@ -16,6 +16,17 @@ pub(crate) fn client_ip(session: &ServerSession) -> Option<IpAddr> {
         .map(|a| a.ip())
 }
 
+/// The host the request names: its Host header, or the authority of its URI (HTTP/2's
+/// `:authority`, absolute-form requests); empty when it names none.
+pub(crate) fn request_authority(req: &pingora::http::RequestHeader) -> String {
+    req.headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri.authority().map(|a| a.as_str().to_string()))
+        .unwrap_or_default()
+}
+
 /// A request body, read as far as its bounds allow.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Body {

@@ -116,8 +116,9 @@ pub fn app_scoped<'a>(app: &str, value: &'a str) -> std::borrow::Cow<'a, str> {
     }
 }
 
-/// `*.example.com` covers one more label; anything else must be equal (both lower-case).
-fn host_matches(pattern: &str, host: &str) -> bool {
+/// `*.example.com` covers one more label; anything else must be equal (both lower-case). App
+/// hosts and certificate names are matched the same way.
+pub fn host_matches(pattern: &str, host: &str) -> bool {
     match pattern.strip_prefix("*.") {
         Some(suffix) => host
             .split_once('.')

@@ -27,7 +27,7 @@ use serde::Deserialize;
 
 pub use crate::runtime::BackgroundPriority;
 pub use alerts::{AlertConfig, AlertEvent, WebhookConfig, WebhookUrl, MAX_BACKOFF};
-pub use apps::{app_scoped, request_host, AppConfig, DEFAULT_APP};
+pub use apps::{app_scoped, host_matches, request_host, AppConfig, DEFAULT_APP};
 pub use audit::{AuditConfig, AuditStream};
 pub use edge::{read_chain, read_key, Listener, TlsFileError, TlsFiles};
 pub use learning::{LearnConfig, MAX_WINDOW};

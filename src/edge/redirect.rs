@@ -19,15 +19,17 @@ impl RedirectToHttps {
     /// Where `host` + `path_and_query` lives over HTTPS; `None` for a host that is not a
     /// plain name or address (a redirect never carries a forged value into `Location`).
     pub fn location(&self, host: &str, path_and_query: &str) -> Option<String> {
-        let name = match host.strip_prefix('[') {
-            // An IPv6 literal keeps its brackets.
-            Some(rest) => format!("[{}]", rest.split_once(']')?.0),
-            None => host.rsplit_once(':').map_or(host, |(h, _)| h).to_string(),
-        };
-        let plain = |c: char| c.is_ascii_alphanumeric() || "-.[]:".contains(c);
-        if name.is_empty() || name.len() > 255 || !name.chars().all(plain) {
+        let host = crate::config::request_host(host);
+        let plain = |c: char| c.is_ascii_alphanumeric() || "-.:".contains(c);
+        if host.is_empty() || host.len() > 255 || !host.chars().all(plain) {
             return None;
         }
+        let name = if host.contains(':') {
+            // An IPv6 literal keeps its brackets in a URL.
+            format!("[{host}]")
+        } else {
+            host
+        };
         let port = match self.https_port {
             443 => String::new(),
             p => format!(":{p}"),
@@ -45,13 +47,7 @@ impl RedirectToHttps {
 impl ServeHttp for RedirectToHttps {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
-        let host = req
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_string)
-            .or_else(|| req.uri.authority().map(|a| a.to_string()))
-            .unwrap_or_default();
+        let host = crate::wire::request_authority(req);
         let path = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         let builder = Response::builder()
             .header("content-type", "text/plain; charset=utf-8")

@@ -15,7 +15,7 @@ use prometheus::{IntCounterVec, IntGaugeVec};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
-use crate::config::{Config, SharedConfig, TlsFileError, TlsFiles};
+use crate::config::{host_matches, Config, SharedConfig, TlsFileError, TlsFiles};
 
 /// Certificates expiring within this long are warned about.
 const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
@@ -390,14 +390,10 @@ impl ResolvesServerCert for ListenerCerts {
     }
 }
 
-/// `*.example.com` covers `a.example.com`, not `example.com` nor `a.b.example.com`.
+/// `*.example.com` covers `a.example.com`, not `example.com` nor `a.b.example.com`; a name
+/// without a wildcard is no wildcard (exact names are matched first, on their own).
 fn wildcard_matches(pattern: &str, name: &str) -> bool {
-    match pattern.strip_prefix("*.") {
-        Some(suffix) => name
-            .split_once('.')
-            .is_some_and(|(label, rest)| !label.is_empty() && rest == suffix),
-        None => false,
-    }
+    pattern.starts_with("*.") && host_matches(pattern, name)
 }
 
 #[cfg(test)]

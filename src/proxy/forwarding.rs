@@ -104,17 +104,6 @@ fn format_host(host: &str, port: u16, tls: bool) -> String {
     }
 }
 
-/// The host the request names: its Host header, or the authority of its URI (HTTP/2's
-/// `:authority`, absolute-form requests); empty when it names none.
-pub(super) fn request_authority(req: &RequestHeader) -> String {
-    req.headers
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| req.uri.authority().map(|a| a.as_str().to_string()))
-        .unwrap_or_default()
-}
-
 /// The request id: the client's `X-Request-Id` when it is a short plain token (so ids from a
 /// load balancer in front survive), otherwise a fresh random one.
 pub(super) fn request_id(req: &RequestHeader) -> String {

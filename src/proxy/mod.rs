@@ -140,7 +140,7 @@ impl ProxyHttp for GaitkeeperProxy {
             &ctx.config.server.trusted_proxies,
         );
         ctx.client_ip = ctx.origin.ip_text();
-        let host = forwarding::request_authority(session.req_header());
+        let host = crate::wire::request_authority(session.req_header());
         match ctx.config.app_for_host(&crate::config::request_host(&host)) {
             Some(app) => ctx.app = app,
             None => {
