@@ -30,6 +30,20 @@ async fn instance(app: &LegacyApp, store_url: &str, more: &str) -> Gaitkeeper {
     Gaitkeeper::start_in(dir, proxy, admin, false, &text).await
 }
 
+/// Two instances in front of one bundled app with one PostgreSQL store (`more` appended to
+/// both configs); `None` (said) without PostgreSQL. The database lives as long as the
+/// returned `TestDb`.
+async fn pair(prefix: &str, more: &str) -> Option<(TestDb, LegacyApp, Gaitkeeper, Gaitkeeper)> {
+    let db = shared_db(prefix).await?;
+    let app = LegacyApp::start().await;
+    let url = db.url();
+    let (a, b) = (
+        instance(&app, &url, more).await,
+        instance(&app, &url, more).await,
+    );
+    Some((db, app, a, b))
+}
+
 async fn shared_db(prefix: &str) -> Option<TestDb> {
     let db = postgres(Default::default(), prefix).await;
     if db.is_none() {
@@ -40,15 +54,9 @@ async fn shared_db(prefix: &str) -> Option<TestDb> {
 
 #[tokio::test]
 async fn a_page_token_used_through_one_instance_is_a_replay_through_the_other() {
-    let Some(db) = shared_db("gk_shared_replay").await else {
+    let Some((db, _app, a, b)) = pair("gk_shared_replay", "").await else {
         return;
     };
-    let app = LegacyApp::start().await;
-    let url = db.url();
-    let (a, b) = (
-        instance(&app, &url, "").await,
-        instance(&app, &url, "").await,
-    );
     let nginx = Balancer::nginx(db.dir.path(), |port| {
         format!(
             "upstream pair {{ server {}; server {}; }}\nserver {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://pair; proxy_set_header Host $host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; }} }}",
@@ -182,16 +190,10 @@ async fn the_shared_state_away_decides_by_on_state_error_and_recovers() {
 
 #[tokio::test]
 async fn failed_logins_spread_over_instances_reach_the_limit_as_on_one() {
-    let Some(db) = shared_db("gk_shared_regulation").await else {
+    let more = "policy:\n  on_missing_telemetry: allow\nregulation:\n  max_failures_per_user: 1000\n  max_failures_per_ip: 3\n  action: block\n";
+    let Some((_db, _app, a, b)) = pair("gk_shared_regulation", more).await else {
         return;
     };
-    let app = LegacyApp::start().await;
-    let url = db.url();
-    let more = "policy:\n  on_missing_telemetry: allow\nregulation:\n  max_failures_per_user: 1000\n  max_failures_per_ip: 3\n  action: block\n";
-    let (a, b) = (
-        instance(&app, &url, more).await,
-        instance(&app, &url, more).await,
-    );
     let from = |ip: &str| {
         reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -236,16 +238,10 @@ async fn failed_logins_spread_over_instances_reach_the_limit_as_on_one() {
 #[tokio::test]
 async fn a_totp_code_used_through_one_instance_is_refused_through_the_other() {
     use crate::common::legacy::{enroll_totp, post_code};
-    let Some(db) = shared_db("gk_shared_totp").await else {
+    let more = "policy:\n  enrolling: challenge\n";
+    let Some((_db, _app, a, b)) = pair("gk_shared_totp", more).await else {
         return;
     };
-    let app = LegacyApp::start().await;
-    let url = db.url();
-    let more = "policy:\n  enrolling: challenge\n";
-    let (a, b) = (
-        instance(&app, &url, more).await,
-        instance(&app, &url, more).await,
-    );
     // One store: the secret enrolled through either is everybody's.
     let totp = enroll_totp(&a, ALICE.0);
     let code = totp.generate_current().to_string();
@@ -276,22 +272,17 @@ async fn challenged(gk: &Gaitkeeper, seed: u64) -> crate::common::legacy::Challe
 #[tokio::test]
 async fn the_alert_throttle_holds_across_instances() {
     use crate::common::receiver::Receiver;
-    let Some(db) = shared_db("gk_shared_alerts").await else {
-        return;
-    };
     let (receiver, port) = Receiver::start(&[], false).await;
-    let secret = db.dir.path().join("webhook.key");
+    let keys = tempfile::tempdir().unwrap();
+    let secret = keys.path().join("webhook.key");
     crate::common::write_secret(&secret, "webhook-secret-0123456789abcdef0123");
     let more = format!(
         "policy:\n  on_missing_telemetry: block\nalerts:\n  webhook:\n    url: \"http://127.0.0.1:{port}/hook\"\n    secret: {{ file: {:?} }}\n    throttle: 1h\n    backoff: 100ms\n",
         secret.display().to_string()
     );
-    let app = LegacyApp::start().await;
-    let url = db.url();
-    let (a, b) = (
-        instance(&app, &url, &more).await,
-        instance(&app, &url, &more).await,
-    );
+    let Some((_db, _app, a, b)) = pair("gk_shared_alerts", &more).await else {
+        return;
+    };
     // alice blocked through A: alerted.
     let page = login_page(&a).await;
     assert_eq!(
