@@ -58,6 +58,21 @@ bench_options() {
   done
 }
 
+# start_passthrough_gaitkeeper "LISTEN YAML": gaitkeeper ($GK) with no routes in front of the
+# upstream on $UP, admin on $GKA, $THREADS threads, access log off; sets GK_PID.
+start_passthrough_gaitkeeper() {
+  new_secret "$WORK/secret"
+  cat > "$WORK/gk.yaml" <<CONF
+listen: $1
+upstream: { address: "127.0.0.1:$UP" }
+admin: { listen: "127.0.0.1:$GKA" }
+server: { threads: $THREADS, data_dir: "$WORK/gkdata" }
+logging: { access_log: false, format: json, level: warn }
+secrets: { key: { file: "$WORK/secret" } }
+CONF
+  "$GK" run -c "$WORK/gk.yaml" 2>"$WORK/gk.log" & PIDS+=($!); GK_PID=$!
+}
+
 # A random key file readable by its owner only (gaitkeeper refuses secret files others can read).
 new_secret() { (umask 077 && head -c 32 /dev/urandom | base64 > "$1"); }
 

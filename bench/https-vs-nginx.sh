@@ -36,18 +36,7 @@ nginx_conf proxy "upstream app { server 127.0.0.1:$UP; keepalive 256; }
 
 "$NGINX" -c "$WORK/upstream/nginx.conf" & PIDS+=($!)
 "$NGINX" -c "$WORK/proxy/nginx.conf" & PIDS+=($!); NG_PID=$!
-new_secret "$WORK/secret"
-cat > "$WORK/gk.yaml" <<CONF
-listen:
-  - address: "127.0.0.1:$GKP"
-    tls: { cert_file: "$WORK/cert.pem", key_file: "$WORK/key.pem" }
-upstream: { address: "127.0.0.1:$UP" }
-admin: { listen: "127.0.0.1:$GKA" }
-server: { threads: $THREADS, data_dir: "$WORK/gkdata" }
-logging: { access_log: false, format: json, level: warn }
-secrets: { key: { file: "$WORK/secret" } }
-CONF
-"$GK" run -c "$WORK/gk.yaml" 2>"$WORK/gk.log" & PIDS+=($!); GK_PID=$!
+start_passthrough_gaitkeeper "[{ address: \"127.0.0.1:$GKP\", tls: { cert_file: \"$WORK/cert.pem\", key_file: \"$WORK/key.pem\" } }]"
 wait_port "$UP"; wait_port "$NG"; wait_port "$GKP"
 
 # Sanity: both answer over HTTPS, and negotiate the same protocol and cipher with wrk's

@@ -24,16 +24,7 @@ nginx_proxy_conf proxy "$NG" "$UP" "$THREADS"
 
 "$NGINX" -c "$WORK/upstream/nginx.conf" & PIDS+=($!)
 "$NGINX" -c "$WORK/proxy/nginx.conf" & PIDS+=($!); NG_PID=$!
-new_secret "$WORK/secret"
-cat > "$WORK/gk.yaml" <<CONF
-listen: ["127.0.0.1:$GKP"]
-upstream: { address: "127.0.0.1:$UP" }
-admin: { listen: "127.0.0.1:$GKA" }
-server: { threads: $THREADS, data_dir: "$WORK/gkdata" }
-logging: { access_log: false, format: json, level: warn }
-secrets: { key: { file: "$WORK/secret" } }
-CONF
-"$GK" run -c "$WORK/gk.yaml" 2>"$WORK/gk.log" & PIDS+=($!); GK_PID=$!
+start_passthrough_gaitkeeper "[\"127.0.0.1:$GKP\"]"
 # pingora itself, with no gaitkeeper logic: shows which part of the cost is pingora's.
 "$BARE" "127.0.0.1:$BP" "127.0.0.1:$UP" "$THREADS" 2>/dev/null & PIDS+=($!); BP_PID=$!
 wait_port "$UP"; wait_port "$NG"; wait_port "$GKP"; wait_port "$BP"
