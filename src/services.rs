@@ -29,6 +29,7 @@ use crate::metrics::Metrics;
 use crate::model::UserModel;
 use crate::policy::Action;
 use crate::runtime::lower_thread_priority;
+use crate::shared::{HeldRow, HeldTotals, SharedState, StateError};
 use crate::store::{Decision, NewLogin, Outcome, Store, UserKey};
 
 /// One login whose result is known, to be recorded, learnt from and audited.
@@ -496,7 +497,9 @@ impl LoginServices {
     }
 
     /// Settles held logins that expired or were evicted, and sweeps expiry every few seconds
-    /// (moka expires lazily). The channel holds at most what the held-login bounds allow.
+    /// (moka expires lazily; shared rows only carry their deadline, and the instance that
+    /// sweeps one first settles it). The channel holds at most what the held-login bounds
+    /// allow.
     pub(crate) fn spawn_held_sweeper(
         self: &Arc<Self>,
         mut dropped: tokio::sync::mpsc::UnboundedReceiver<(Arc<HeldLogin>, HeldDropped)>,
@@ -510,12 +513,17 @@ impl LoginServices {
             }
         });
         crate::runtime::spawn_every(&self.bg, self, GAUGE_PERIOD, move |services| {
-            services.held.sweep();
-            metrics.held_logins.set(services.held.len() as i64);
-            metrics
-                .held_login_bytes
-                .set(services.held.weighted_bytes() as i64);
-            async {}
+            let metrics = metrics.clone();
+            async move {
+                let swept = services.held.sweep().await;
+                if let Err(e) = swept.and(services.held.totals().await.map(|totals| {
+                    metrics.held_logins.set(totals.count as i64);
+                    metrics.held_login_bytes.set(totals.bytes as i64);
+                })) {
+                    metrics.state_errors.inc();
+                    tracing::warn!(error = %e, "cannot settle expired held logins in the shared state; they are settled at a later sweep");
+                }
+            }
         });
     }
 
@@ -662,15 +670,25 @@ impl Assembly {
             auditor: auditor.clone(),
             alerter,
             bg: background.handle().clone(),
-            held: HeldLogins::new(
-                mfa.max_held,
-                mfa.max_held_bytes as u64,
-                mfa.challenge_ttl.0,
-                move |held, why| {
-                    // Never blocks: the receiver drains on the background runtime.
+            held: {
+                // Never blocks: the receiver drains on the background runtime.
+                let on_dropped = move |held, why| {
                     let _ = dropped_tx.send((held, why));
-                },
-            ),
+                };
+                let (count, bytes, ttl) =
+                    (mfa.max_held, mfa.max_held_bytes as u64, mfa.challenge_ttl.0);
+                match &shared {
+                    Some(state) => HeldLogins::shared(
+                        state.clone(),
+                        config.secrets.key.expose(),
+                        count,
+                        bytes,
+                        ttl,
+                        on_dropped,
+                    ),
+                    None => HeldLogins::new(count, bytes, ttl, on_dropped),
+                }
+            },
             regulator: Regulator::new(&config.regulation)
                 .shared_in(shared.clone())
                 .counting(metrics.regulation_failures.clone()),
@@ -727,26 +745,31 @@ struct OnBackground {
     bg: tokio::runtime::Handle,
 }
 
-fn joined<T>(
-    result: Result<Result<T, crate::shared::StateError>, tokio::task::JoinError>,
-) -> Result<T, crate::shared::StateError> {
-    result.map_err(|e| crate::shared::StateError(e.to_string()))?
+impl OnBackground {
+    /// Runs `job` on the store's runtime.
+    async fn run<T, Fut>(&self, job: impl FnOnce(Store) -> Fut) -> Result<T, StateError>
+    where
+        Fut: std::future::Future<Output = Result<T, StateError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.bg
+            .spawn(job(self.store.clone()))
+            .await
+            .map_err(|e| StateError(e.to_string()))?
+    }
 }
 
 #[async_trait::async_trait]
-impl crate::shared::SharedState for OnBackground {
+impl SharedState for OnBackground {
     async fn first_use(
         &self,
         kind: &'static str,
         id: &[u8],
         until: u64,
-    ) -> Result<bool, crate::shared::StateError> {
-        let (store, id) = (self.store.clone(), id.to_vec());
-        joined(
-            self.bg
-                .spawn(async move { store.first_use(kind, &id, until).await })
-                .await,
-        )
+    ) -> Result<bool, StateError> {
+        let id = id.to_vec();
+        self.run(move |store| async move { store.first_use(kind, &id, until).await })
+            .await
     }
 
     async fn count_failures(
@@ -754,22 +777,71 @@ impl crate::shared::SharedState for OnBackground {
         slots: &[(String, u32)],
         window: Duration,
         ban: Duration,
-    ) -> Result<bool, crate::shared::StateError> {
-        let (store, slots) = (self.store.clone(), slots.to_vec());
-        joined(
-            self.bg
-                .spawn(async move { store.count_failures(&slots, window, ban).await })
-                .await,
-        )
+    ) -> Result<bool, StateError> {
+        let slots = slots.to_vec();
+        self.run(move |store| async move { store.count_failures(&slots, window, ban).await })
+            .await
     }
 
-    async fn banned(&self, slots: &[String]) -> Result<Vec<String>, crate::shared::StateError> {
-        let (store, slots) = (self.store.clone(), slots.to_vec());
-        joined(
-            self.bg
-                .spawn(async move { store.banned(&slots).await })
-                .await,
-        )
+    async fn banned(&self, slots: &[String]) -> Result<Vec<String>, StateError> {
+        let slots = slots.to_vec();
+        self.run(move |store| async move { store.banned(&slots).await })
+            .await
+    }
+
+    async fn hold(&self, row: &HeldRow) -> Result<HeldTotals, StateError> {
+        let row = row.clone();
+        self.run(move |store| async move { store.hold(&row).await })
+            .await
+    }
+
+    async fn held(&self, key: &[u8; 32], released: bool) -> Result<Option<HeldRow>, StateError> {
+        let key = *key;
+        self.run(move |store| async move { store.held(&key, released).await })
+            .await
+    }
+
+    async fn take_held(
+        &self,
+        key: &[u8; 32],
+        released: bool,
+    ) -> Result<Option<HeldRow>, StateError> {
+        let key = *key;
+        self.run(move |store| async move { store.take_held(&key, released).await })
+            .await
+    }
+
+    async fn count_held_attempt(&self, key: &[u8; 32]) -> Result<Option<u32>, StateError> {
+        let key = *key;
+        self.run(move |store| async move { store.count_held_attempt(&key).await })
+            .await
+    }
+
+    async fn set_held_inline(&self, key: &[u8; 32], inline: u8) -> Result<(), StateError> {
+        let key = *key;
+        self.run(move |store| async move { store.set_held_inline(&key, inline).await })
+            .await
+    }
+
+    async fn release_held(&self, key: &[u8; 32], released: &HeldRow) -> Result<bool, StateError> {
+        let (key, released) = (*key, released.clone());
+        self.run(move |store| async move { store.release_held(&key, &released).await })
+            .await
+    }
+
+    async fn evict_held(&self, max_count: u64, max_bytes: u64) -> Result<Vec<HeldRow>, StateError> {
+        self.run(move |store| async move { store.evict_held(max_count, max_bytes).await })
+            .await
+    }
+
+    async fn expired_held(&self, limit: u32) -> Result<Vec<HeldRow>, StateError> {
+        self.run(move |store| async move { store.expired_held(limit).await })
+            .await
+    }
+
+    async fn held_totals(&self) -> Result<HeldTotals, StateError> {
+        self.run(|store| async move { store.held_totals().await })
+            .await
     }
 }
 

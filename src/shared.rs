@@ -1,9 +1,10 @@
 //! State that several gaitkeeper instances must agree on, as the stages see it: "has this id
-//! been used before?" (page tokens, TOTP steps, provider assertions, the alert throttle), and
-//! the failed-login counters and bans of regulation (as the seam grows: held logins). One process keeps it in memory (the stages' own structures, the
-//! default); instances behind one load balancer keep it in their PostgreSQL store
-//! (`server.shared_state: store`), implemented by `store::SharedTables`. This trait is the
-//! seam between the two, so the stages never know which they have.
+//! been used before?" (page tokens, TOTP steps, provider assertions, the alert throttle), the
+//! failed-login counters and bans of regulation, and the held logins of open challenges
+//! (sealed by `decision::held` before they get here). One process keeps it in memory (the
+//! stages' own structures, the default); instances behind one load balancer keep it in their
+//! PostgreSQL store (`server.shared_state: store`, implemented in `store::shared`). This trait
+//! is the seam between the two, so the stages never know which they have.
 
 use std::time::Duration;
 
@@ -40,6 +41,68 @@ pub trait SharedState: Send + Sync {
 
     /// Which of `slots` are banned now.
     async fn banned(&self, slots: &[String]) -> Result<Vec<String>, StateError>;
+
+    /// Keeps a held login until `row.expires_ms`; returns how many held logins, and how many
+    /// bytes of them, every instance held just before (expired ones not counted).
+    async fn hold(&self, row: &HeldRow) -> Result<HeldTotals, StateError>;
+
+    /// The live held login under `key` (released or not, as asked), left in place.
+    async fn held(&self, key: &[u8; 32], released: bool) -> Result<Option<HeldRow>, StateError>;
+
+    /// Removes and returns the live held login under `key` (released or not, as asked): of
+    /// concurrent calls on any instances, at most one gets it.
+    async fn take_held(
+        &self,
+        key: &[u8; 32],
+        released: bool,
+    ) -> Result<Option<HeldRow>, StateError>;
+
+    /// Counts one failed attempt on a live, unreleased held login; its attempts so far, or
+    /// `None` when it is gone.
+    async fn count_held_attempt(&self, key: &[u8; 32]) -> Result<Option<u32>, StateError>;
+
+    /// Records how the challenge of a live held login is shown (`inline`, 0 for a page of its
+    /// own).
+    async fn set_held_inline(&self, key: &[u8; 32], inline: u8) -> Result<(), StateError>;
+
+    /// Moves a live, unreleased held login from `key` to `released` (its new key, sealed for
+    /// it, marked released). False when it was gone (another instance took it first).
+    async fn release_held(&self, key: &[u8; 32], released: &HeldRow) -> Result<bool, StateError>;
+
+    /// Removes the oldest live held logins until at most `max_count` of them, of at most
+    /// `max_bytes`, remain; returns the removed ones (to be settled as evicted).
+    async fn evict_held(&self, max_count: u64, max_bytes: u64) -> Result<Vec<HeldRow>, StateError>;
+
+    /// Removes at most `limit` expired held logins and returns them (to be settled as
+    /// expired); each goes to exactly one of the instances sweeping.
+    async fn expired_held(&self, limit: u32) -> Result<Vec<HeldRow>, StateError>;
+
+    /// Live held logins of every instance, and their bytes.
+    async fn held_totals(&self) -> Result<HeldTotals, StateError>;
+}
+
+/// A held login as the shared state keeps it: `sealed` is opaque here (authenticated
+/// encryption under a key the database never sees, bound to `key`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldRow {
+    /// SHA-256 of the challenge id (or, once released, of the resume proof): the id itself,
+    /// which lets a browser answer the challenge, is never stored.
+    pub key: [u8; 32],
+    pub sealed: Vec<u8>,
+    /// What it counts against `mfa.max_held_bytes`.
+    pub bytes: u64,
+    pub attempts: u32,
+    pub inline: u8,
+    pub released: bool,
+    /// Unix milliseconds.
+    pub expires_ms: u64,
+}
+
+/// How many held logins there are, and their bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeldTotals {
+    pub count: u64,
+    pub bytes: u64,
 }
 
 /// The regulation slot of a user (their store key in hex): the same name in memory and in the

@@ -399,9 +399,46 @@ pub fn decide(policy: &Policy, finding: Finding) -> Verdict {
     }
 }
 
+/// Every rule a [`Verdict`] can name.
+const RULES: &[&str] = &[
+    "on_scoring_error",
+    "block_at",
+    "allow_below",
+    "between_thresholds",
+    "enrolling",
+    "enrolling_bot",
+    "on_missing_telemetry",
+    "on_invalid_telemetry",
+    "on_replayed_token",
+    "on_store_error",
+    "on_state_error",
+    "on_unreadable_login",
+    "machine",
+    "regulation",
+    "on_no_factor",
+];
+
+/// The rule called `name`, for a verdict read back from where it was kept (a held login in
+/// the shared state); `None` for a name no verdict has.
+pub(crate) fn rule_named(name: &str) -> Option<&'static str> {
+    RULES.iter().find(|rule| **rule == name).copied()
+}
+
 /// What a challenge that nobody can answer (the user has no second factor) becomes.
 pub(crate) fn without_factor(policy: &Policy) -> Verdict {
-    let decision = match policy.on_no_factor {
+    instead_of_challenge(policy, policy.on_no_factor, "on_no_factor")
+}
+
+/// What a challenge becomes when its login cannot be held for it (the shared state is
+/// unreachable): forwarded when `on_state_error` allows, else refused.
+pub(crate) fn without_state(policy: &Policy) -> Verdict {
+    instead_of_challenge(policy, policy.on_state_error, "on_state_error")
+}
+
+/// `choice` where a challenge cannot be made: there is nothing to challenge with, so a
+/// challenge is refused.
+fn instead_of_challenge(policy: &Policy, choice: Action, rule: &'static str) -> Verdict {
+    let decision = match choice {
         Action::Allow => Action::Allow,
         Action::Challenge | Action::Block => Action::Block,
     };
@@ -411,7 +448,7 @@ pub(crate) fn without_factor(policy: &Policy) -> Verdict {
             Mode::Enforce => decision,
             Mode::Shadow => Action::Allow,
         },
-        rule: "on_no_factor",
+        rule,
     }
 }
 
@@ -480,6 +517,36 @@ mod tests {
             let v = decide(&p, finding);
             assert_eq!((v.decision, v.action, v.rule), (action, action, rule));
         }
+    }
+
+    #[test]
+    fn every_rule_a_verdict_names_can_be_read_back() {
+        let p = policy();
+        let findings = [
+            Finding::Scored { risk: f64::NAN },
+            Finding::Scored { risk: 1.0 },
+            Finding::Scored { risk: 0.0 },
+            Finding::Scored { risk: 0.7 },
+            Finding::Enrolling,
+            Finding::EnrollingFlagged,
+            Finding::MissingTelemetry,
+            Finding::InvalidTelemetry,
+            Finding::ReplayedToken,
+            Finding::StoreError,
+            Finding::ScoringError,
+            Finding::StateError,
+            Finding::UnreadableLogin,
+            Finding::MachineClient,
+            Finding::Regulated {
+                action: Action::Block,
+            },
+        ];
+        for finding in findings {
+            let rule = decide(&p, finding).rule;
+            assert_eq!(rule_named(rule), Some(rule), "{finding:?}");
+        }
+        assert_eq!(rule_named(without_factor(&p).rule), Some("on_no_factor"));
+        assert_eq!(rule_named("made_up"), None);
     }
 
     #[test]

@@ -29,14 +29,15 @@ impl GaitkeeperProxy {
     /// Holds `attempt`'s login for a second factor and sends the browser to its challenge: a
     /// 303 to the challenge page, or for a fetch/XHR login a 401 with the challenge's URL in
     /// JSON for the capture script to show in the page. The per-browser binding cookie ties
-    /// the challenge to this browser.
+    /// the challenge to this browser. `None`, with nothing answered, when the login cannot be
+    /// held (the shared state is unreachable; counted and logged here).
     pub(super) async fn hold_for_challenge(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
         attempt: LoginAttempt,
         body: Bytes,
-    ) -> Result<Handled> {
+    ) -> Result<Option<Handled>> {
         let config = ctx.config.clone();
         let xhr = wants_json(session, ctx);
         let id = crate::challenge::new_challenge_id();
@@ -48,7 +49,11 @@ impl GaitkeeperProxy {
             binding.clone(),
             xhr,
         );
-        self.services.held.hold(id.clone(), held);
+        if let Err(e) = self.services.held.hold(id.clone(), held).await {
+            self.metrics.state_errors.inc();
+            tracing::warn!(request_id = %ctx.request_id, error = %e, "cannot hold a challenged login in the shared state; policy.on_state_error decides");
+            return Ok(None);
+        }
         self.metrics.challenges.with_label_values(&["issued"]).inc();
         let prefix = &config.server.reserved_prefix.0;
         let location = format!("{prefix}challenge/{id}");
@@ -79,7 +84,7 @@ impl GaitkeeperProxy {
                 ctx.reply(),
             )
             .await?;
-            Ok(Handled::Answered(401))
+            Ok(Some(Handled::Answered(401)))
         } else {
             pages::respond_with(
                 session,
@@ -90,7 +95,7 @@ impl GaitkeeperProxy {
                 ctx.reply(),
             )
             .await?;
-            Ok(Handled::Answered(303))
+            Ok(Some(Handled::Answered(303)))
         }
     }
 
@@ -108,13 +113,17 @@ impl GaitkeeperProxy {
         }
         let id = rest.to_string();
         if method == http::Method::GET || method == http::Method::HEAD {
-            let Some(held) = self.bound_held(session, ctx, &id) else {
-                return self.expired(session, ctx).await;
+            let held = match self.bound_held(session, ctx, &id).await {
+                Ok(Some(held)) => held,
+                Ok(None) => return self.expired(session, ctx).await,
+                Err(()) => return self.cannot_check_now(session, ctx).await,
             };
             // Shown inside the page (the capture script's overlay frame or popup): once
             // passed, the page resumes the login itself.
             if let Some(how) = inline_mode(session).filter(|_| held.xhr) {
-                held.set_inline(how);
+                if let Err(e) = self.services.held.set_inline(&id, &held, how).await {
+                    return self.state_unavailable(session, ctx, e).await;
+                }
             }
             let status = self.show_challenge(session, ctx, &id, &held, None).await?;
             return Ok(Handled::Answered(status));
@@ -134,8 +143,10 @@ impl GaitkeeperProxy {
             wire::Body::Whole(form) => form,
             refused => return unreadable_form(session, ctx, refused).await,
         };
-        let Some(held) = self.bound_held(session, ctx, &id) else {
-            return self.expired(session, ctx).await;
+        let held = match self.bound_held(session, ctx, &id).await {
+            Ok(Some(held)) => held,
+            Ok(None) => return self.expired(session, ctx).await,
+            Err(()) => return self.cannot_check_now(session, ctx).await,
         };
         let key = self.services.csrf_key();
         let csrf = field(&form, CSRF_FIELD).unwrap_or_default();
@@ -191,7 +202,12 @@ impl GaitkeeperProxy {
                     .challenges
                     .with_label_values(&["wrong_code"])
                     .inc();
-                let attempts = held.failed_attempt();
+                let attempts = match self.services.held.failed_attempt(&id, &held).await {
+                    Ok(Some(attempts)) => attempts,
+                    // Taken meanwhile (passed, failed or expired through another request).
+                    Ok(None) => return self.expired(session, ctx).await,
+                    Err(e) => return self.state_unavailable(session, ctx, e).await,
+                };
                 let max = self.services.max_attempts();
                 if attempts >= max || refused == TotpError::RateLimited {
                     return self.challenge_failed(session, ctx, &id).await;
@@ -217,18 +233,45 @@ impl GaitkeeperProxy {
         .await
     }
 
+    /// 503 after a failed operation on the shared state (counted and logged).
+    async fn state_unavailable(
+        &self,
+        session: &mut Session,
+        ctx: &RequestCtx,
+        error: crate::shared::StateError,
+    ) -> Result<Handled> {
+        self.metrics.state_errors.inc();
+        tracing::warn!(request_id = %ctx.request_id, error = %error, "cannot reach the shared state for a challenge");
+        self.cannot_check_now(session, ctx).await
+    }
+
     /// The held login `id`, if it exists, is a login of this request's app and this browser
-    /// holds its binding cookie.
-    fn bound_held(&self, session: &Session, ctx: &RequestCtx, id: &str) -> Option<Arc<HeldLogin>> {
-        let held = self
-            .services
-            .held
-            .get(id)
-            .filter(|held| held.attempt.app == ctx.app().name)?;
-        let presented = cookie(session, BINDING_COOKIE)?;
+    /// holds its binding cookie. `Err` when the shared state cannot be read (counted and
+    /// logged).
+    async fn bound_held(
+        &self,
+        session: &Session,
+        ctx: &RequestCtx,
+        id: &str,
+    ) -> std::result::Result<Option<Arc<HeldLogin>>, ()> {
+        // The cookie first: a request without one costs no lookup.
+        let Some(presented) = cookie(session, BINDING_COOKIE) else {
+            return Ok(None);
+        };
+        let held = match self.services.held.get(id).await {
+            Ok(held) => held,
+            Err(e) => {
+                self.metrics.state_errors.inc();
+                tracing::warn!(request_id = %ctx.request_id, error = %e, "cannot read a held login from the shared state");
+                return Err(());
+            }
+        };
+        let Some(held) = held.filter(|held| held.attempt.app == ctx.app().name) else {
+            return Ok(None);
+        };
         let same: bool =
             subtle::ConstantTimeEq::ct_eq(presented.as_bytes(), held.binding.as_bytes()).into();
-        same.then_some(held)
+        Ok(same.then_some(held))
     }
 
     /// The code form, or straight to the external provider when the user has no TOTP.
@@ -340,8 +383,10 @@ impl GaitkeeperProxy {
         ctx: &RequestCtx,
         id: &str,
     ) -> Result<Handled> {
-        let Some(held) = self.services.held.take(id) else {
-            return self.expired(session, ctx).await;
+        let held = match self.services.held.take(id).await {
+            Ok(Some(held)) => held,
+            Ok(None) => return self.expired(session, ctx).await,
+            Err(e) => return self.state_unavailable(session, ctx, e).await,
         };
         self.metrics.challenges.with_label_values(&["failed"]).inc();
         // Against the address only: whoever failed the second factor may not know the
@@ -444,7 +489,7 @@ impl GaitkeeperProxy {
                     .inc();
                 if let Some(id) = failed_id {
                     // A genuine "did not pass" from the provider ends the challenge.
-                    if self.bound_held(session, ctx, &id).is_some() {
+                    if let Ok(Some(_)) = self.bound_held(session, ctx, &id).await {
                         return self.challenge_failed(session, ctx, &id).await;
                     }
                 }
@@ -459,8 +504,10 @@ impl GaitkeeperProxy {
                     .await;
             }
         };
-        let Some(held) = self.bound_held(session, ctx, &id) else {
-            return self.expired(session, ctx).await;
+        let held = match self.bound_held(session, ctx, &id).await {
+            Ok(Some(held)) => held,
+            Ok(None) => return self.expired(session, ctx).await,
+            Err(()) => return self.cannot_check_now(session, ctx).await,
         };
         // The provider confirmed somebody: it must be the user whose login is held.
         let same_user: bool =
@@ -481,14 +528,17 @@ impl GaitkeeperProxy {
         held: &HeldLogin,
     ) -> Result<Handled> {
         if !held.is_inline() {
-            return match self.services.held.take(id) {
-                Some(held) => self.replay(session, ctx, held).await,
+            return match self.services.held.take(id).await {
+                Ok(Some(held)) => self.replay(session, ctx, held).await,
                 // Another request completed this challenge first: single use.
-                None => self.expired(session, ctx).await,
+                Ok(None) => self.expired(session, ctx).await,
+                Err(e) => self.state_unavailable(session, ctx, e).await,
             };
         }
-        let Some(proof) = self.services.held.release(id) else {
-            return self.expired(session, ctx).await;
+        let proof = match self.services.held.release(id, held).await {
+            Ok(Some(proof)) => proof,
+            Ok(None) => return self.expired(session, ctx).await,
+            Err(e) => return self.state_unavailable(session, ctx, e).await,
         };
         self.metrics
             .challenges
@@ -521,9 +571,12 @@ impl GaitkeeperProxy {
         ctx: &mut RequestCtx,
         proof: &str,
     ) -> Result<Handled> {
-        let held = self.services.held.resume(proof).filter(|held| {
-            held.attempt.client_ip == ctx.client_ip && held.attempt.app == ctx.app().name
-        });
+        let held = match self.services.held.resume(proof).await {
+            Ok(held) => held.filter(|held| {
+                held.attempt.client_ip == ctx.client_ip && held.attempt.app == ctx.app().name
+            }),
+            Err(e) => return self.state_unavailable(session, ctx, e).await,
+        };
         let Some(held) = held else {
             self.metrics
                 .challenges

@@ -137,53 +137,76 @@ impl GaitkeeperProxy {
             mode: policy.mode,
         };
         // Audited and alerted without the features: what is not learnt is not recorded.
-        let settled = |outcome: LoginOutcome, keep_features: bool| Settled {
-            attempt: LoginAttempt {
-                features: attempt.features.clone().filter(|_| keep_features),
-                ..attempt.clone()
-            },
-            outcome,
-            challenge: None,
-        };
+        let settled =
+            |attempt: &LoginAttempt, outcome: LoginOutcome, keep_features: bool| Settled {
+                attempt: LoginAttempt {
+                    features: attempt.features.clone().filter(|_| keep_features),
+                    ..attempt.clone()
+                },
+                outcome,
+                challenge: None,
+            };
         if finding == Finding::ReplayedToken {
             self.services
-                .alert_replay(&settled(LoginOutcome::Replayed, false));
+                .alert_replay(&settled(&attempt, LoginOutcome::Replayed, false));
         }
-        match verdict.action {
-            Action::Allow => {
-                ctx.login = Some(PendingLogin {
-                    route: route_index,
-                    attempt,
-                    challenge: None,
-                    succeeded: None,
-                    device_cookie,
-                    answer: None,
-                    app_status: None,
-                    return_to: None,
-                });
-                Ok(Handled::Forward)
-            }
-            Action::Block => {
-                self.services.settle(settled(LoginOutcome::Blocked, true));
-                let fresh = self.fresh_token(session, ctx);
-                let json = wants_json(session, ctx);
-                pages::respond_blocked(
-                    session,
-                    &config.apps[ctx.app].app_name,
-                    &incident,
-                    ctx.reply(),
-                    pages::Refusal {
-                        json,
-                        headers: &fresh,
-                    },
-                )
-                .await?;
-                Ok(Handled::Answered(403))
-            }
-            Action::Challenge => {
-                self.services
-                    .audit_decision(&settled(LoginOutcome::Challenged, false));
-                self.hold_for_challenge(session, ctx, attempt, body).await
+        let mut attempt = attempt;
+        loop {
+            match attempt.verdict.action {
+                Action::Allow => {
+                    ctx.login = Some(PendingLogin {
+                        route: route_index,
+                        attempt,
+                        challenge: None,
+                        succeeded: None,
+                        device_cookie,
+                        answer: None,
+                        app_status: None,
+                        return_to: None,
+                    });
+                    return Ok(Handled::Forward);
+                }
+                Action::Block => {
+                    self.services
+                        .settle(settled(&attempt, LoginOutcome::Blocked, true));
+                    let fresh = self.fresh_token(session, ctx);
+                    let json = wants_json(session, ctx);
+                    pages::respond_blocked(
+                        session,
+                        &config.apps[ctx.app].app_name,
+                        &incident,
+                        ctx.reply(),
+                        pages::Refusal {
+                            json,
+                            headers: &fresh,
+                        },
+                    )
+                    .await?;
+                    return Ok(Handled::Answered(403));
+                }
+                Action::Challenge => {
+                    match self
+                        .hold_for_challenge(session, ctx, attempt.clone(), body.clone())
+                        .await?
+                    {
+                        Some(handled) => {
+                            self.services.audit_decision(&settled(
+                                &attempt,
+                                LoginOutcome::Challenged,
+                                false,
+                            ));
+                            return Ok(handled);
+                        }
+                        // The login cannot be held (the shared state is away): forwarded or
+                        // refused as `policy.on_state_error` says; never left hanging.
+                        None => {
+                            attempt.verdict = policy::without_state(&policy);
+                            if let serde_json::Value::Array(reasons) = &mut attempt.reasons {
+                                reasons.push(serde_json::json!({ "code": "state_error" }));
+                            }
+                        }
+                    }
+                }
             }
         }
     }

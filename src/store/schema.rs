@@ -64,6 +64,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "shared state",
         include_str!("../../migrations/sqlite/0005_shared_state.sql"),
     ),
+    (
+        6,
+        "shared held logins",
+        include_str!("../../migrations/sqlite/0006_shared_held.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -90,6 +95,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         5,
         "shared state",
         include_str!("../../migrations/postgres/0005_shared_state.sql"),
+    ),
+    (
+        6,
+        "shared held logins",
+        include_str!("../../migrations/postgres/0006_shared_held.sql"),
     ),
 ];
 

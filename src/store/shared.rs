@@ -1,6 +1,7 @@
 //! The shared state of several instances (`server.shared_state: store`) in the store's
 //! PostgreSQL database: `shared_once`, ids used once across every instance; `shared_counters`
-//! and `shared_bans`, regulation's failed-login counts and bans. Rows carry their
+//! and `shared_bans`, regulation's failed-login counts and bans; `shared_held`, the sealed held
+//! logins of open challenges (single use by `DELETE … RETURNING`). Rows carry their
 //! deadline; a lookup ignores expired rows, and [`Store::sweep_shared`] deletes them in bounded
 //! batches (no cron).
 
@@ -9,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::*;
-use crate::shared::{SharedState, StateError};
+use crate::shared::{HeldRow, HeldTotals, SharedState, StateError};
 
 /// Rows deleted per sweep statement, so a sweep never holds long locks.
 const SWEEP_BATCH: i64 = 5_000;
@@ -100,6 +101,236 @@ impl SharedState for Store {
             .await
             .map_err(|e| StateError(format!("reading regulation bans: {e}")))
     }
+
+    async fn hold(&self, row: &HeldRow) -> Result<HeldTotals, StateError> {
+        let insert = "INSERT INTO shared_held \
+             (held_key, released, sealed, weight, attempts, shown_inline, created_ms, expires_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+        let totals = "SELECT CAST(COUNT(*) AS BIGINT) AS held, \
+             CAST(COALESCE(SUM(weight), 0) AS BIGINT) AS bytes FROM shared_held WHERE expires_ms > $7";
+        let now = clamp(now_ms());
+        let bind = |sql| {
+            sqlx::query(sql)
+                .bind(row.key.to_vec())
+                .bind(row.released)
+                .bind(row.sealed.clone())
+                .bind(clamp(row.bytes))
+                .bind(row.attempts as i32)
+                .bind(i32::from(row.inline))
+                .bind(now)
+                .bind(clamp(row.expires_ms))
+        };
+        let read = held_error("holding a login");
+        let (count, bytes) = if self.backend == Backend::Postgres {
+            // One round trip: the insert, and the totals as they were before it (a
+            // statement's parts share one snapshot).
+            let sql = format!("WITH inserted AS ({insert} RETURNING 1) {totals}");
+            let totals = bind(sqlx::AssertSqlSafe(sql))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(&read)?;
+            (
+                totals.try_get::<i64, _>("held").map_err(&read)?,
+                totals.try_get::<i64, _>("bytes").map_err(&read)?,
+            )
+        } else {
+            // SQLite has no data-modifying CTE (and serves one instance anyway).
+            bind(sqlx::AssertSqlSafe(insert.to_string()))
+                .execute(&self.pool)
+                .await
+                .map_err(&read)?;
+            let sql = totals.replace("$7", "$1");
+            let totals = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(&read)?;
+            (
+                totals.try_get::<i64, _>("held").map_err(&read)? - 1,
+                totals.try_get::<i64, _>("bytes").map_err(&read)? - clamp(row.bytes),
+            )
+        };
+        Ok(HeldTotals {
+            count: count.max(0) as u64,
+            bytes: bytes.max(0) as u64,
+        })
+    }
+
+    async fn held(&self, key: &[u8; 32], released: bool) -> Result<Option<HeldRow>, StateError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {HELD_COLUMNS} FROM shared_held \
+             WHERE held_key = $1 AND released = $2 AND expires_ms > $3"
+        )))
+        .bind(key.to_vec())
+        .bind(released)
+        .bind(clamp(now_ms()))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(held_error("reading a held login"))?;
+        row.map(|r| held_row(&r)).transpose()
+    }
+
+    async fn take_held(
+        &self,
+        key: &[u8; 32],
+        released: bool,
+    ) -> Result<Option<HeldRow>, StateError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM shared_held \
+             WHERE held_key = $1 AND released = $2 AND expires_ms > $3 RETURNING {HELD_COLUMNS}"
+        )))
+        .bind(key.to_vec())
+        .bind(released)
+        .bind(clamp(now_ms()))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(held_error("taking a held login"))?;
+        row.map(|r| held_row(&r)).transpose()
+    }
+
+    async fn count_held_attempt(&self, key: &[u8; 32]) -> Result<Option<u32>, StateError> {
+        let attempts: Option<i32> = sqlx::query_scalar(
+            "UPDATE shared_held SET attempts = attempts + 1 \
+             WHERE held_key = $1 AND NOT released AND expires_ms > $2 \
+             RETURNING CAST(attempts AS INTEGER)",
+        )
+        .bind(key.to_vec())
+        .bind(clamp(now_ms()))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(held_error("counting a challenge attempt"))?;
+        Ok(attempts.map(|a| a.max(0) as u32))
+    }
+
+    async fn set_held_inline(&self, key: &[u8; 32], inline: u8) -> Result<(), StateError> {
+        sqlx::query(
+            "UPDATE shared_held SET shown_inline = $2 \
+             WHERE held_key = $1 AND NOT released AND expires_ms > $3",
+        )
+        .bind(key.to_vec())
+        .bind(i32::from(inline))
+        .bind(clamp(now_ms()))
+        .execute(&self.pool)
+        .await
+        .map_err(held_error("marking a challenge as shown in the page"))?;
+        Ok(())
+    }
+
+    async fn release_held(&self, key: &[u8; 32], released: &HeldRow) -> Result<bool, StateError> {
+        // One statement: of two instances releasing the same challenge, one moves the row.
+        let moved = sqlx::query(
+            "UPDATE shared_held SET held_key = $2, released = TRUE, sealed = $3 \
+             WHERE held_key = $1 AND NOT released AND expires_ms > $4",
+        )
+        .bind(key.to_vec())
+        .bind(released.key.to_vec())
+        .bind(released.sealed.clone())
+        .bind(clamp(now_ms()))
+        .execute(&self.pool)
+        .await
+        .map_err(held_error("releasing a passed challenge"))?
+        .rows_affected();
+        Ok(moved == 1)
+    }
+
+    async fn evict_held(&self, max_count: u64, max_bytes: u64) -> Result<Vec<HeldRow>, StateError> {
+        // The newest are kept: a row goes when more rows, or more bytes, are newer than it.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM shared_held WHERE held_key IN (SELECT held_key FROM ( \
+               SELECT held_key, \
+                 ROW_NUMBER() OVER (ORDER BY created_ms DESC, held_key) AS newer, \
+                 SUM(weight) OVER (ORDER BY created_ms DESC, held_key) AS newer_bytes \
+               FROM shared_held WHERE expires_ms > $1) ranked \
+             WHERE newer > $2 OR newer_bytes > $3) RETURNING {HELD_COLUMNS}"
+        )))
+        .bind(clamp(now_ms()))
+        .bind(clamp(max_count))
+        .bind(clamp(max_bytes))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(held_error("evicting held logins over mfa.max_held"))?;
+        rows.iter().map(held_row).collect()
+    }
+
+    async fn expired_held(&self, limit: u32) -> Result<Vec<HeldRow>, StateError> {
+        // SKIP LOCKED: instances sweeping at once each get their own rows.
+        let lock = if self.backend == Backend::Postgres {
+            " FOR UPDATE SKIP LOCKED"
+        } else {
+            ""
+        };
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM shared_held WHERE held_key IN (SELECT held_key FROM shared_held \
+             WHERE expires_ms <= $1 LIMIT $2{lock}) RETURNING {HELD_COLUMNS}"
+        )))
+        .bind(clamp(now_ms()))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(held_error("settling expired held logins"))?;
+        rows.iter().map(held_row).collect()
+    }
+
+    async fn held_totals(&self) -> Result<HeldTotals, StateError> {
+        let totals = sqlx::query(
+            "SELECT CAST(COUNT(*) AS BIGINT) AS held, CAST(COALESCE(SUM(weight), 0) AS BIGINT) AS bytes \
+             FROM shared_held WHERE expires_ms > $1",
+        )
+        .bind(clamp(now_ms()))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(held_error("counting held logins"))?;
+        let count: i64 = totals
+            .try_get("held")
+            .map_err(held_error("counting held logins"))?;
+        let bytes: i64 = totals
+            .try_get("bytes")
+            .map_err(held_error("counting held logins"))?;
+        Ok(HeldTotals {
+            count: count.max(0) as u64,
+            bytes: bytes.max(0) as u64,
+        })
+    }
+}
+
+/// The columns a [`HeldRow`] is read from.
+const HELD_COLUMNS: &str = "held_key, CAST(CASE WHEN released THEN 1 ELSE 0 END AS INTEGER) AS released, sealed, CAST(weight AS BIGINT) AS weight, \
+    CAST(attempts AS INTEGER) AS attempts, CAST(shown_inline AS INTEGER) AS shown_inline, \
+    CAST(expires_ms AS BIGINT) AS expires_ms";
+
+fn held_row(row: &sqlx::any::AnyRow) -> Result<HeldRow, StateError> {
+    let read = held_error("reading a held login");
+    let key: Vec<u8> = row.try_get("held_key").map_err(read)?;
+    let read = held_error("reading a held login");
+    Ok(HeldRow {
+        key: key
+            .try_into()
+            .map_err(|_| StateError("a held login's key is not 32 bytes".into()))?,
+        released: row.try_get::<i32, _>("released").map_err(&read)? != 0,
+        sealed: row.try_get("sealed").map_err(&read)?,
+        bytes: row.try_get::<i64, _>("weight").map_err(&read)?.max(0) as u64,
+        attempts: row.try_get::<i32, _>("attempts").map_err(&read)?.max(0) as u32,
+        inline: row
+            .try_get::<i32, _>("shown_inline")
+            .map_err(&read)?
+            .clamp(0, 255) as u8,
+        expires_ms: row.try_get::<i64, _>("expires_ms").map_err(&read)?.max(0) as u64,
+    })
+}
+
+fn held_error(what: &'static str) -> impl Fn(sqlx::Error) -> StateError {
+    move |e| StateError(format!("{what}: {e}"))
+}
+
+/// A count or time as the database's BIGINT.
+fn clamp(value: u64) -> i64 {
+    value.min(i64::MAX as u64) as i64
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn now_secs() -> u64 {

@@ -317,3 +317,153 @@ async fn the_alert_throttle_holds_across_instances() {
         "one alert between the two instances"
     );
 }
+
+/// A TOTP code for `step` steps of 30 s from now (0: the current one). Codes of the current
+/// and the next step stay accepted across a step boundary, so a test using them cannot fail
+/// by the clock.
+fn code(totp: &totp_rs::Totp, step: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    totp.generate(now + 30 * step).to_string()
+}
+
+/// nginx balancing round-robin over `a` and `b`, with no stickiness.
+async fn round_robin(db: &TestDb, a: &Gaitkeeper, b: &Gaitkeeper) -> Balancer {
+    Balancer::nginx(db.dir.path(), |port| {
+        format!(
+            "upstream pair {{ server {}; server {}; }}\nserver {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://pair; proxy_set_header Host $host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; }} }}",
+            a.addr, b.addr
+        )
+    })
+    .await
+}
+
+async fn passed(gk: &Gaitkeeper) -> f64 {
+    gk.metric("gaitkeeper_challenges_total{event=\"passed\"}")
+        .await
+}
+
+#[tokio::test]
+async fn a_challenge_taken_by_one_instance_is_passed_through_the_other() {
+    use crate::common::legacy::{challenge_at, enroll_totp, post_code, post_code_at};
+    let Some((db, _app, a, b)) = pair("gk_shared_held", "policy:\n  enrolling: challenge\n").await
+    else {
+        return;
+    };
+    let totp = enroll_totp(&a, ALICE.0);
+
+    // Held by A, answered through B: replayed, alice lands logged in.
+    let on_a = challenged(&a, 1).await;
+    let r = post_code(&b, &on_a, code(&totp, 0)).await;
+    assert_eq!(location(&r), "/account", "passed through B");
+    assert!(r.headers().get("set-cookie").is_some(), "the app's session");
+    assert_eq!((passed(&a).await, passed(&b).await), (0.0, 1.0));
+    // Used: gone for both.
+    let again = post_code(&a, &on_a, code(&totp, 1)).await;
+    assert_eq!(again.status(), 404, "single use across instances");
+
+    // Through nginx with no stickiness: the login page, the submit, the challenge page and
+    // the code each reach the next instance.
+    let nginx = round_robin(&db, &a, &b).await;
+    let base = format!("http://{}", nginx.addr);
+    let page = login_page_at(&client(), &base).await;
+    let p = payload(&page.gk_token, &STEADY, ALICE.0.len(), ALICE.1.len(), 2);
+    let r = submit_at(&client(), &base, &page, ALICE.0, ALICE.1, Some(&p)).await;
+    let challenge = challenge_at(&base, &r).await;
+    let r = post_code_at(&base, &challenge, code(&totp, 1)).await;
+    assert_eq!(location(&r), "/account", "passed through the balancer");
+    assert_eq!(passed(&a).await + passed(&b).await, 2.0);
+    eventually(Duration::from_secs(10), "both replays audited", || async {
+        let (_, trail) = b.audit(&["tail", "--lines", "20"]);
+        trail.matches("\"challenge\":\"passed\"").count() >= 2
+    })
+    .await;
+    let (_, trail) = b.audit(&["tail", "--lines", "20"]);
+    assert_eq!(
+        trail.matches("\"challenge\":\"passed\"").count(),
+        2,
+        "{trail}"
+    );
+}
+
+#[tokio::test]
+async fn a_challenge_passed_on_both_instances_at_once_is_replayed_once() {
+    use crate::common::legacy::{enroll_totp, post_code};
+    let Some((_db, _app, a, b)) = pair("gk_shared_race", "policy:\n  enrolling: challenge\n").await
+    else {
+        return;
+    };
+    let totp = enroll_totp(&a, ALICE.0);
+    let held = challenged(&a, 1).await;
+    // Two right codes (the current and the next step, so the used-step check lets both
+    // through): the held login itself must decide which request replays it.
+    let (first, second) = tokio::join!(
+        post_code(&a, &held, code(&totp, 0)),
+        post_code(&b, &held, code(&totp, 1))
+    );
+    let landed = [&first, &second]
+        .iter()
+        .filter(|r| location(r) == "/account")
+        .count();
+    assert_eq!(landed, 1, "{} / {}", first.status(), second.status());
+    let other = if location(&first) == "/account" {
+        &second
+    } else {
+        &first
+    };
+    assert_eq!(other.status(), 404, "the other finds it gone");
+    assert_eq!(passed(&a).await + passed(&b).await, 1.0);
+    eventually(Duration::from_secs(10), "the replay audited", || async {
+        let (_, trail) = b.audit(&["tail", "--lines", "20"]);
+        trail.contains("\"challenge\":\"passed\"")
+    })
+    .await;
+    let (_, trail) = b.audit(&["tail", "--lines", "20"]);
+    assert_eq!(
+        trail.matches("\"challenge\":\"passed\"").count(),
+        1,
+        "replayed to the app once: {trail}"
+    );
+}
+
+#[tokio::test]
+async fn after_kill_9_of_the_holding_instance_the_survivor_finishes_and_settles_its_challenges() {
+    use crate::common::legacy::{enroll_totp, post_code};
+    let more = "policy:\n  enrolling: challenge\nmfa:\n  challenge_ttl: 30s\n";
+    let Some((_db, _app, a, b)) = pair("gk_shared_kill", more).await else {
+        return;
+    };
+    let totp = enroll_totp(&a, ALICE.0);
+    let answered = challenged(&a, 1).await;
+    let abandoned = challenged(&a, 2).await;
+    let status = std::process::Command::new("kill")
+        .args(["-9", &a.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    eventually(Duration::from_secs(10), "A is gone", || async {
+        reqwest::get(a.url("/")).await.is_err()
+    })
+    .await;
+
+    let r = post_code(&b, &answered, code(&totp, 0)).await;
+    assert_eq!(
+        location(&r),
+        "/account",
+        "the survivor replays A's held login"
+    );
+
+    // The challenge nobody answers expires on B's watch, and B settles and audits it.
+    let _ = abandoned;
+    eventually(
+        Duration::from_secs(60),
+        "the abandoned challenge settled as expired",
+        || async {
+            let (_, trail) = b.audit(&["tail", "--lines", "20"]);
+            trail.contains("\"challenge_expired\"")
+        },
+    )
+    .await;
+}

@@ -210,13 +210,18 @@ pub struct Challenge {
 
 /// Reads the challenge from a 303 answer to a login, loading the page for its CSRF token.
 pub async fn challenge_from(gk: &Gaitkeeper, r: &reqwest::Response) -> Challenge {
+    challenge_at(&gk.url(""), r).await
+}
+
+/// [`challenge_from`] through `base` (`http://host:port`, e.g. a load balancer).
+pub async fn challenge_at(base: &str, r: &reqwest::Response) -> Challenge {
     assert_eq!(r.status(), 303, "the login was not challenged");
     let path = location(r);
     assert!(path.starts_with("/__gk/challenge/"), "{path}");
     let binding = set_cookie(r, "__gk_challenge").expect("binding");
     let cookie = format!("__gk_challenge={binding}");
     let page = client()
-        .get(gk.url(&path))
+        .get(format!("{}{path}", base.trim_end_matches('/')))
         .header("cookie", &cookie)
         .send()
         .await
@@ -239,8 +244,17 @@ pub async fn post_code(
     c: &Challenge,
     code: impl std::fmt::Display,
 ) -> reqwest::Response {
+    post_code_at(&gk.url(""), c, code).await
+}
+
+/// [`post_code`] through `base`.
+pub async fn post_code_at(
+    base: &str,
+    c: &Challenge,
+    code: impl std::fmt::Display,
+) -> reqwest::Response {
     client()
-        .post(gk.url(&c.path))
+        .post(format!("{}{}", base.trim_end_matches('/'), c.path))
         .header("cookie", &c.cookie)
         .header("content-type", "application/x-www-form-urlencoded")
         .body(format!("csrf={}&code={code}", c.csrf))
