@@ -225,23 +225,59 @@ impl LoginServices {
         code: &str,
         sender: crate::challenge::totp::Sender<'_>,
     ) -> Result<(), TotpError> {
-        let step = self
-            .totp
-            .verify_step(user, secret, code, SystemTime::now(), sender)?;
         let Some(shared) = &self.shared else {
-            return Ok(());
+            return self
+                .totp
+                .verify_step(user, secret, code, SystemTime::now(), sender)
+                .map(|_| ());
+        };
+        let unavailable = |e: StateError| {
+            tracing::warn!(error = %e, "cannot check a TOTP code against the shared state");
+            TotpError::Unavailable
+        };
+        // The guess budgets of every instance: this user's wrong codes from everywhere and
+        // from this address, read before the code is looked at (one round trip).
+        let slots = crate::shared::totp_slots(&user.to_string(), sender.address);
+        if !sender.trusted_device {
+            let counts = shared.failure_counts(&slots).await.map_err(unavailable)?;
+            crate::challenge::totp::within_budget(counts[0], counts[1])?;
+        }
+        let step = match self
+            .totp
+            .verify_step(user, secret, code, SystemTime::now(), sender)
+        {
+            Ok(step) => step,
+            Err(TotpError::WrongCode) => {
+                if !sender.trusted_device {
+                    let window = Duration::from_secs(crate::challenge::totp::FAILURE_WINDOW_SECS);
+                    let counted = slots
+                        .iter()
+                        .map(|s| (s.clone(), u32::MAX))
+                        .collect::<Vec<_>>();
+                    if let Err(e) = shared.count_failures(&counted, window, window).await {
+                        // The code was wrong either way; this instance still counted it.
+                        tracing::warn!(error = %e, "cannot count a wrong TOTP code in the shared state");
+                    }
+                }
+                return Err(TotpError::WrongCode);
+            }
+            Err(refused) => return Err(refused),
         };
         let mut id = user.0.to_vec();
         id.extend_from_slice(&step.to_be_bytes());
         let until = crate::challenge::totp::accepted_until(step);
-        match shared.first_use("totp_step", &id, until).await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(TotpError::Reused),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot check a TOTP code against the shared state");
-                Err(TotpError::Unavailable)
-            }
+        if !shared
+            .first_use("totp_step", &id, until)
+            .await
+            .map_err(unavailable)?
+        {
+            return Err(TotpError::Reused);
         }
+        // This address proved itself; the user-wide count stays (an attack may go on).
+        if let Err(e) = shared.clear_failures(&slots[1..]).await {
+            tracing::warn!(error = %e, "cannot clear an address's wrong TOTP codes in the shared state");
+        }
+        Ok(())
     }
 
     /// Whether the browser's device cookie (if any) vouches for `user`.
@@ -786,6 +822,18 @@ impl SharedState for OnBackground {
     async fn banned(&self, slots: &[String]) -> Result<Vec<String>, StateError> {
         let slots = slots.to_vec();
         self.run(move |store| async move { store.banned(&slots).await })
+            .await
+    }
+
+    async fn failure_counts(&self, slots: &[String]) -> Result<Vec<u32>, StateError> {
+        let slots = slots.to_vec();
+        self.run(move |store| async move { store.failure_counts(&slots).await })
+            .await
+    }
+
+    async fn clear_failures(&self, slots: &[String]) -> Result<(), StateError> {
+        let slots = slots.to_vec();
+        self.run(move |store| async move { store.clear_failures(&slots).await })
             .await
     }
 

@@ -42,6 +42,12 @@ pub trait SharedState: Send + Sync {
     /// Which of `slots` are banned now.
     async fn banned(&self, slots: &[String]) -> Result<Vec<String>, StateError>;
 
+    /// The live failure counts of `slots`, in order (0 for a slot with none in its window).
+    async fn failure_counts(&self, slots: &[String]) -> Result<Vec<u32>, StateError>;
+
+    /// Forgets the failure counts of `slots`.
+    async fn clear_failures(&self, slots: &[String]) -> Result<(), StateError>;
+
     /// Keeps a held login until `row.expires_ms`; returns how many held logins, and how many
     /// bytes of them, every instance held just before (expired ones not counted).
     async fn hold(&self, row: &HeldRow) -> Result<HeldTotals, StateError>;
@@ -109,6 +115,12 @@ pub struct HeldTotals {
 /// shared tables, which `store::Store::forget` erases with the user.
 pub fn user_slot(user: &str) -> String {
     format!("u:{user}")
+}
+
+/// The slots of a user's wrong TOTP codes: from everywhere, and from one client address.
+/// `store::Store::forget` erases every slot under the user's prefix.
+pub fn totp_slots(user: &str, address: &str) -> [String; 2] {
+    [format!("totp:{user}"), format!("totp:{user}:{address}")]
 }
 
 /// The regulation slot of a client address (scoped by app, see `AppConfig::user_scope`).

@@ -231,14 +231,7 @@ impl TotpVerifier {
         };
         let client_failures = state.clients[client].1.current(now_secs);
         if !sender.trusted_device {
-            let budget = if user_failures >= USER_SLOWDOWN {
-                SLOW_CLIENT_FAILURES
-            } else {
-                MAX_FAILURES
-            };
-            if client_failures >= budget {
-                return Err(TotpError::RateLimited);
-            }
+            within_budget(user_failures, client_failures)?;
         }
         // Compare against every candidate step, without an early exit, and keep the newest
         // that matches: which one matched must not show in the timing.
@@ -265,6 +258,20 @@ impl TotpVerifier {
         state.clients[client].1.failures = 0;
         Ok(matched_step)
     }
+}
+
+/// Whether an address with `client_failures` wrong codes for a user who has had
+/// `user_failures` from everywhere (both in the window) may have another code checked.
+pub(crate) fn within_budget(user_failures: u32, client_failures: u32) -> Result<(), TotpError> {
+    let budget = if user_failures >= USER_SLOWDOWN {
+        SLOW_CLIENT_FAILURES
+    } else {
+        MAX_FAILURES
+    };
+    if client_failures >= budget {
+        return Err(TotpError::RateLimited);
+    }
+    Ok(())
 }
 
 /// Until when (Unix seconds) a code of `step` could still be accepted: past it, its use need

@@ -150,6 +150,14 @@ impl Store {
                 .await
                 .map_err(db("forget user"))?;
         }
+        // Their wrong TOTP codes, from everywhere and per address (`shared::totp_slots`).
+        let [totp_slots, _] = crate::shared::totp_slots(&key.to_string(), "");
+        sqlx::query("DELETE FROM shared_counters WHERE slot = $1 OR slot LIKE $2")
+            .bind(totp_slots.clone())
+            .bind(format!("{totp_slots}:%"))
+            .execute(&mut *tx)
+            .await
+            .map_err(db("forget user"))?;
         append_audit(
             &mut *tx,
             None,

@@ -86,12 +86,10 @@ impl SharedState for Store {
         if slots.is_empty() {
             return Ok(Vec::new());
         }
-        let list = (0..slots.len())
-            .map(|i| format!("${}", i + 2))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql =
-            format!("SELECT slot FROM shared_bans WHERE expires_at >= $1 AND slot IN ({list})");
+        let sql = format!(
+            "SELECT slot FROM shared_bans WHERE expires_at >= $1 AND slot IN ({})",
+            slot_list(slots.len())
+        );
         let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(now_secs() as i64);
         for slot in slots {
             query = query.bind(slot.clone());
@@ -100,6 +98,54 @@ impl SharedState for Store {
             .fetch_all(&self.pool)
             .await
             .map_err(|e| StateError(format!("reading regulation bans: {e}")))
+    }
+
+    async fn failure_counts(&self, slots: &[String]) -> Result<Vec<u32>, StateError> {
+        if slots.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT slot, CAST(count AS BIGINT) AS count FROM shared_counters \
+             WHERE expires_at >= $1 AND slot IN ({})",
+            slot_list(slots.len())
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now_secs() as i64);
+        for slot in slots {
+            query = query.bind(slot.clone());
+        }
+        let read = |e: sqlx::Error| StateError(format!("reading failure counts: {e}"));
+        let rows = query.fetch_all(&self.pool).await.map_err(read)?;
+        let mut counts = vec![0; slots.len()];
+        for row in rows {
+            let slot: String = row.try_get("slot").map_err(read)?;
+            let count: i64 = row.try_get("count").map_err(read)?;
+            if let Some(i) = slots.iter().position(|s| *s == slot) {
+                counts[i] = count.clamp(0, i64::from(u32::MAX)) as u32;
+            }
+        }
+        Ok(counts)
+    }
+
+    async fn clear_failures(&self, slots: &[String]) -> Result<(), StateError> {
+        if slots.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "DELETE FROM shared_counters WHERE slot IN ({})",
+            (1..=slots.len())
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for slot in slots {
+            query = query.bind(slot.clone());
+        }
+        query
+            .execute(&self.pool)
+            .await
+            .map_err(|e| StateError(format!("clearing failure counts: {e}")))?;
+        Ok(())
     }
 
     async fn hold(&self, row: &HeldRow) -> Result<HeldTotals, StateError> {
@@ -291,6 +337,14 @@ impl SharedState for Store {
             bytes: bytes.max(0) as u64,
         })
     }
+}
+
+/// `$2, $3, …` for `n` slots bound after the time (`$1`).
+fn slot_list(n: usize) -> String {
+    (0..n)
+        .map(|i| format!("${}", i + 2))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The columns a [`HeldRow`] is read from.

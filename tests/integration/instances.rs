@@ -467,3 +467,28 @@ async fn after_kill_9_of_the_holding_instance_the_survivor_finishes_and_settles_
     )
     .await;
 }
+
+#[tokio::test]
+async fn wrong_codes_spread_over_instances_meet_one_guess_budget() {
+    use crate::common::legacy::{enroll_totp, post_code, wrong_code};
+    let more = "policy:\n  enrolling: challenge\nmfa:\n  totp:\n    max_attempts: 20\n";
+    let Some((_db, _app, a, b)) = pair("gk_shared_guesses", more).await else {
+        return;
+    };
+    let totp = enroll_totp(&a, ALICE.0);
+    let held = challenged(&a, 1).await;
+    // Ten wrong codes from one address (the budget of one instance), alternating: five on
+    // each, which neither would stop by its own count.
+    for (i, gk) in [&a, &b].into_iter().cycle().take(10).enumerate() {
+        let r = post_code(gk, &held, wrong_code(&totp)).await;
+        assert_eq!(r.status(), 401, "wrong code {i} checked");
+    }
+    // The budget is spent on both: even the right code is not looked at.
+    let r = post_code(&b, &held, code(&totp, 0)).await;
+    assert_eq!(r.status(), 403, "rate limited across instances");
+    assert!(
+        b.log().contains("\"reason\":\"rate_limited\""),
+        "{}",
+        b.log()
+    );
+}
