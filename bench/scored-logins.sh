@@ -11,12 +11,17 @@
 # Only the POST is timed (examples/login_load.rs). The three runs alternate for
 # --rounds rounds (fresh processes each time, so drift and noise hit all alike); prints every
 # run, and the medians of the extra latency over the rounds.
+# With --shared-state URL (a PostgreSQL server URL, e.g. postgres://postgres@127.0.0.1:5432/postgres)
+# each round adds two more runs of the scored config, both with their store in a fresh
+# PostgreSQL database made on that server: `pg-local` (server.shared_state: local, the page
+# tokens, regulation and held logins in memory) and `pg-shared` (shared_state: store, what
+# several instances need): the difference between them is the cost of the shared state alone.
 # Then, with the scored run's enrolled users still in place, wrk drives the prototype's API
 # (`POST /__gk/analyze` on the admin listener: scoring without the proxy, what the original
 # Flask prototype's /analyze figure measures) for the same number of seconds.
 #
 # Usage: bench/scored-logins.sh [--threads N] [--seconds S] [--concurrency C] [--users U]
-#                               [--rate R] [--rounds N]
+#                               [--rate R] [--rounds N] [--shared-state PG_URL]
 # Without --rate the load is closed-loop (as fast as gaitkeeper answers: throughput at
 # saturation); with --rate R both runs get R logins per second (latency at a given load).
 # (SCORED_EXTRA_YAML=... adds YAML to the scored run's config, for experiments;
@@ -24,7 +29,7 @@
 # Needs: nginx (installed with apt-get if missing), a release build (built if missing).
 set -euo pipefail
 
-THREADS=2 SECONDS_=10 CONCURRENCY=32 USERS=200 RATE=0 ROUNDS=1
+THREADS=2 SECONDS_=10 CONCURRENCY=32 USERS=200 RATE=0 ROUNDS=1 SHARED_PG=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --threads) THREADS=$2; shift 2 ;;
@@ -33,6 +38,7 @@ while [[ $# -gt 0 ]]; do
     --users) USERS=$2; shift 2 ;;
     --rate) RATE=$2; shift 2 ;;
     --rounds) ROUNDS=$2; shift 2 ;;
+    --shared-state) SHARED_PG=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -72,23 +78,29 @@ LUA
 drive() { # $1 = name, $2 = proxy port, $3 = proxy pid, $4 = round: runs the load, records the run
   "$LOAD" --target "http://127.0.0.1:$2" --users "$USERS" --concurrency "$CONCURRENCY" --seconds "$SECONDS_" --rate "$RATE" > "$WORK/$1.json" 2> "$WORK/$1.load" & local load=$!
   # The proxy's CPU time over the timed phase only (enrolment excluded).
-  local before=0 ticks posts cpu_us
+  local before=0 ticks posts cpu_us pg_before pg_us=0
   while kill -0 "$load" 2>/dev/null && ! grep -q 'timed phase' "$WORK/$1.load"; do sleep 0.05; done
   before=$(cpu_ticks "$3")
+  pg_before=$(postgres_ticks)
   wait "$load"
   ticks=$(( $(cpu_ticks "$3") - before ))
   posts=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["posts"])' "$WORK/$1.json")
   cpu_us=$(( ticks * 1000000 / $(getconf CLK_TCK) / posts ))
   echo "round $4 $1: $(cat "$WORK/$1.json")"
   echo "round $4 $1: proxy CPU $(( ticks * 1000 / $(getconf CLK_TCK) )) ms in the timed phase, $cpu_us us per POST"
-  python3 - "$WORK/$1.json" "$1" "$cpu_us" >> "$WORK/rounds.jsonl" <<'PY'
+  if [[ $1 == pg-* ]]; then
+    pg_us=$(( ($(postgres_ticks) - pg_before) * 1000000 / $(getconf CLK_TCK) / posts ))
+    echo "round $4 $1: PostgreSQL CPU $pg_us us per POST"
+  fi
+  python3 - "$WORK/$1.json" "$1" "$cpu_us" "$pg_us" >> "$WORK/rounds.jsonl" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1])); d["name"] = sys.argv[2]; d["cpu_us_per_post"] = int(sys.argv[3])
+d["pg_cpu_us_per_post"] = int(sys.argv[4])
 print(json.dumps(d))
 PY
 }
 
-run() { # $1 = name, $2 = extra YAML, $3 = round
+run() { # $1 = name, $2 = extra YAML, $3 = round, $4 = extra server keys
   local port admin
   port=$(free_port) admin=$(free_port)
   rm -rf "$WORK/$1-data"
@@ -96,7 +108,7 @@ run() { # $1 = name, $2 = extra YAML, $3 = round
 listen: ["127.0.0.1:$port"]
 upstream: { address: "127.0.0.1:$UP" }
 admin: { listen: "127.0.0.1:$admin" }
-server: { threads: $THREADS, data_dir: "$WORK/$1-data" }
+server: { threads: $THREADS, data_dir: "$WORK/$1-data"${4:-} }
 logging: { access_log: false, format: json, level: warn }
 secrets: { key: { file: "$WORK/secret" } }
 capture: { bind_token_to_ip: false }
@@ -122,17 +134,39 @@ run_nginx() { # $1 = round: nginx as the proxy (the same peer as in bench/proxy-
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 
-for r in $(seq 1 "$ROUNDS"); do
-  run_nginx "$r"
-  run plain "" "$r"
-  run scored 'routes:
+SCORED='routes:
   - name: login
     page: { paths: ["/login"] }
     submit: { path: "/login" }
     success: { status: [303], location_prefix: "/account", set_cookie: sid }
 policy: { allow_below: 0.9, block_at: 1.0, on_no_factor: allow }
 regulation: { max_failures_per_ip: 0 }
-'"${SCORED_EXTRA_YAML:-}" "$r"
+'"${SCORED_EXTRA_YAML:-}"
+
+postgres_ticks() { # CPU ticks of every PostgreSQL server process (its backends come and go)
+  local total=0 p
+  for p in $(pgrep -x postgres || true); do
+    total=$(( total + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0) ))
+  done
+  echo "$total"
+}
+
+fresh_pg() { # a new empty database on the --shared-state server; prints its URL
+  local db=gk_bench_$$
+  psql -q "$SHARED_PG" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" >&2
+  echo "${SHARED_PG%/*}/$db"
+}
+
+for r in $(seq 1 "$ROUNDS"); do
+  run_nginx "$r"
+  run plain "" "$r"
+  run scored "$SCORED" "$r"
+  if [[ -n $SHARED_PG ]]; then
+    run pg-local "$SCORED
+store: { url: \"$(fresh_pg)\" }" "$r" ", shared_state: local"
+    run pg-shared "$SCORED
+store: { url: \"$(fresh_pg)\" }" "$r" ", shared_state: store"
+  fi
 done
 
 echo "last scored run's decisions and scoring time:"; cat "$WORK/scored.metrics"
@@ -156,4 +190,18 @@ print(f"scored logins per second: {med(scored, 'posts_per_second'):.0f} (plain p
       f"nginx passing the same traffic: {med(nginx, 'posts_per_second'):.0f}, ratio {med(scored, 'posts_per_second') / med(nginx, 'posts_per_second'):.2f})")
 print(f"proxy CPU per POST (the login page GET + the POST, and for scored all settling): scored "
       f"{med(scored, 'cpu_us_per_post'):.0f} us, plain {med(plain, 'cpu_us_per_post'):.0f} us, nginx {med(nginx, 'cpu_us_per_post'):.0f} us")
+local = [r for r in runs if r["name"] == "pg-local"]
+shared = [r for r in runs if r["name"] == "pg-shared"]
+if local and shared:
+    for name, rows in (("pg-local", local), ("pg-shared", shared)):
+        print(f"  {name}: p50 {med(rows, 'p50_us'):.0f} us, p90 {med(rows, 'p90_us'):.0f} us, p99 {med(rows, 'p99_us'):.0f} us, "
+              f"{med(rows, 'posts_per_second'):.0f} POST/s, proxy CPU {med(rows, 'cpu_us_per_post'):.0f} us per POST")
+    diff = lambda key: [s[key] - l[key] for l, s in zip(local, shared)]
+    ratio = med(shared, 'posts_per_second') / med(local, 'posts_per_second')
+    print(f"shared state in PostgreSQL vs in memory (both stores in PostgreSQL): throughput ratio {ratio:.2f} "
+          f"(cost {100 * (1 - ratio):.0f} %), extra p50 {statistics.median(diff('p50_us')):.0f} us, "
+          f"extra p99 {statistics.median(diff('p99_us')):.0f} us (per round p99: {', '.join(str(x) for x in diff('p99_us'))}), "
+          f"proxy CPU per POST {med(shared, 'cpu_us_per_post'):.0f} vs {med(local, 'cpu_us_per_post'):.0f} us, "
+          f"PostgreSQL CPU per POST {med(shared, 'pg_cpu_us_per_post'):.0f} vs {med(local, 'pg_cpu_us_per_post'):.0f} us")
 PY
+if [[ -n $SHARED_PG ]]; then psql -q "$SHARED_PG" -c "DROP DATABASE IF EXISTS gk_bench_$$ WITH (FORCE)" >&2 || true; fi

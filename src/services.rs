@@ -618,6 +618,9 @@ pub(crate) struct Assembly {
     pub services: Arc<LoginServices>,
     pub tokens: Arc<PageTokens>,
     pub inbox: Arc<TelemetryInbox>,
+    /// The shared state's runtime (`server.shared_state: store`), at the request threads'
+    /// priority.
+    state_runtime: Option<tokio::runtime::Runtime>,
     recorder: Recorder,
     auditor: Auditor,
 }
@@ -626,13 +629,17 @@ impl Assembly {
     /// Opens the store (creating or migrating it) and starts every background worker.
     pub(crate) fn build(config: &Config, metrics: Arc<Metrics>) -> Result<Assembly, AssembleError> {
         let (background, store) = open_store(config)?;
-        let shared: Option<Arc<dyn crate::shared::SharedState>> = match config.shared_state_mode() {
-            crate::config::SharedStateMode::Store => Some(Arc::new(OnBackground {
-                store: store.clone(),
-                bg: background.handle().clone(),
-            })),
+        let state_runtime = match config.shared_state_mode() {
+            crate::config::SharedStateMode::Store => Some(open_shared_state(config)?),
             crate::config::SharedStateMode::Local => None,
         };
+        let shared: Option<Arc<dyn crate::shared::SharedState>> =
+            state_runtime.as_ref().map(|(runtime, store)| {
+                Arc::new(OnBackground {
+                    store: store.clone(),
+                    bg: runtime.handle().clone(),
+                }) as Arc<dyn crate::shared::SharedState>
+            });
         if shared.is_some() {
             tracing::info!(store = %store.url(), "shared state in the store: instances using it act as one");
             let sweeper = store.clone();
@@ -760,6 +767,7 @@ impl Assembly {
             services,
             tokens,
             inbox,
+            state_runtime: state_runtime.map(|(runtime, _)| runtime),
             recorder,
             auditor,
         })
@@ -771,11 +779,14 @@ impl Assembly {
         self.background.block_on(self.recorder.flush());
         self.background.block_on(self.auditor.flush());
         self.background.shutdown_timeout(grace);
+        if let Some(state) = self.state_runtime {
+            state.shutdown_timeout(grace);
+        }
     }
 }
 
-/// The shared state in the store, each call run on the background runtime where the store's
-/// connections live (as every store access is), whichever thread asks.
+/// The shared state in the store, each call run on the runtime where its connections live
+/// (`open_shared_state`), whichever thread asks.
 struct OnBackground {
     store: Store,
     bg: tokio::runtime::Handle,
@@ -823,6 +834,20 @@ impl SharedState for OnBackground {
         let slots = slots.to_vec();
         self.run(move |store| async move { store.banned(&slots).await })
             .await
+    }
+
+    async fn first_use_and_banned(
+        &self,
+        kind: &'static str,
+        id: &[u8],
+        until: u64,
+        slots: &[String],
+    ) -> Result<(bool, Vec<String>), StateError> {
+        let (id, slots) = (id.to_vec(), slots.to_vec());
+        self.run(
+            move |store| async move { store.first_use_and_banned(kind, &id, until, &slots).await },
+        )
+        .await
     }
 
     async fn failure_counts(&self, slots: &[String]) -> Result<Vec<u32>, StateError> {
@@ -901,15 +926,28 @@ const SHARED_SWEEP_PERIOD: Duration = Duration::from_secs(60);
 /// was made with this server key, so a misconfigured store stops the start with a precise error
 /// instead of failing logins. Everything that touches the store later runs on this runtime.
 fn open_store(config: &Config) -> Result<(tokio::runtime::Runtime, Store), AssembleError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("gaitkeeper-bg")
-        .on_thread_start(lower_thread_priority)
+    open_store_on(config, "gaitkeeper-bg", 2, true)
+}
+
+/// Opens the store on a runtime of its own with `threads` workers, at the background priority
+/// when `background` (else at the request threads' priority).
+fn open_store_on(
+    config: &Config,
+    name: &str,
+    threads: usize,
+    background: bool,
+) -> Result<(tokio::runtime::Runtime, Store), AssembleError> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(threads).thread_name(name);
+    if background {
+        builder.on_thread_start(lower_thread_priority);
+    }
+    let runtime = builder
         .enable_all()
         .build()
         .map_err(AssembleError::StoreRuntime)?;
     // Opened on one of the runtime's threads, not this one: SQLite connections run on threads
-    // of their own that inherit the opening thread's low priority.
+    // of their own that inherit the opening thread's priority.
     let (store_config, data_dir, key) = (
         config.store.clone(),
         config.server.data_dir.clone(),
@@ -924,6 +962,13 @@ fn open_store(config: &Config) -> Result<(tokio::runtime::Runtime, Store), Assem
         .block_on(opening)
         .map_err(|e| AssembleError::StoreRuntime(std::io::Error::other(e.to_string())))??;
     Ok((runtime, store))
+}
+
+/// The shared state's own connections, on a runtime of their own at the request threads'
+/// priority: a login waits on these calls, so they must not queue behind the background work
+/// (which runs at idle priority and starves, by design, when the proxy is busy).
+fn open_shared_state(config: &Config) -> Result<(tokio::runtime::Runtime, Store), AssembleError> {
+    open_store_on(config, "gaitkeeper-state", 1, false)
 }
 
 /// A purpose-specific key derived from `secrets.key`.

@@ -42,6 +42,16 @@ pub trait SharedState: Send + Sync {
     /// Which of `slots` are banned now.
     async fn banned(&self, slots: &[String]) -> Result<Vec<String>, StateError>;
 
+    /// [`SharedState::first_use`] and [`SharedState::banned`] in one round trip: a login's
+    /// page token and the bans of its user and client, read together on the login path.
+    async fn first_use_and_banned(
+        &self,
+        kind: &'static str,
+        id: &[u8],
+        until: u64,
+        slots: &[String],
+    ) -> Result<(bool, Vec<String>), StateError>;
+
     /// The live failure counts of `slots`, in order (0 for a slot with none in its window).
     async fn failure_counts(&self, slots: &[String]) -> Result<Vec<u32>, StateError>;
 
@@ -85,6 +95,14 @@ pub trait SharedState: Send + Sync {
 
     /// Live held logins of every instance, and their bytes.
     async fn held_totals(&self) -> Result<HeldTotals, StateError>;
+}
+
+/// The bans read for some slots (with a page token's first use), for a later stage to use
+/// instead of reading them again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BansRead {
+    pub slots: Vec<String>,
+    pub banned: Vec<String>,
 }
 
 /// A held login as the shared state keeps it: `sealed` is opaque here (authenticated

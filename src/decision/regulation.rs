@@ -12,7 +12,7 @@ use moka::sync::Cache;
 
 use crate::policy::Action;
 use crate::shared::{address_slot as ip_slot, user_slot};
-use crate::shared::{SharedState, StateError};
+use crate::shared::{BansRead, SharedState, StateError};
 
 pub(super) use crate::config::RegulationConfig;
 
@@ -61,26 +61,47 @@ impl Regulator {
         self.shared.is_some()
     }
 
-    /// [`Regulator::check`] where the counters are kept: the action for a login of `user`
-    /// from `ip`, if either is regulated; an error when the shared state cannot be read.
-    pub(crate) async fn regulated(
+    /// The shared-state slots whose bans decide a login of `user` from `ip` (none in memory).
+    pub(crate) fn slots(
         &self,
         config: &RegulationConfig,
         user: &str,
         ip: &str,
         trusted_device: bool,
-    ) -> Result<Option<Action>, StateError> {
-        let Some(shared) = &self.shared else {
-            return Ok(self.check(config, user, ip, trusted_device));
-        };
+    ) -> Vec<String> {
         let mut slots = Vec::with_capacity(2);
+        if self.shared.is_none() {
+            return slots;
+        }
         if config.max_failures_per_user > 0 && !trusted_device {
             slots.push(user_slot(user));
         }
         if config.max_failures_per_ip > 0 {
             slots.push(ip_slot(ip));
         }
-        let banned = shared.banned(&slots).await?;
+        slots
+    }
+
+    /// [`Regulator::check`] where the counters are kept: the action for a login of `user`
+    /// from `ip`, if either is regulated; an error when the shared state cannot be read.
+    /// `known`: bans already read for this login (with its page token), used when they are
+    /// the bans of the same slots instead of a second round trip.
+    pub(crate) async fn regulated(
+        &self,
+        config: &RegulationConfig,
+        user: &str,
+        ip: &str,
+        trusted_device: bool,
+        known: Option<BansRead>,
+    ) -> Result<Option<Action>, StateError> {
+        let Some(shared) = &self.shared else {
+            return Ok(self.check(config, user, ip, trusted_device));
+        };
+        let slots = self.slots(config, user, ip, trusted_device);
+        let banned = match known {
+            Some(known) if known.slots == slots => known.banned,
+            _ => shared.banned(&slots).await?,
+        };
         Ok((!banned.is_empty()).then_some(config.action))
     }
 

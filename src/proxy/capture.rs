@@ -40,6 +40,9 @@ pub(super) struct CaptureCtx {
     pub submit_route: Option<usize>,
     /// When the submitting page was served, from its verified token.
     pub page_ms: Option<u64>,
+    /// The bans of this login's user and client, read with its page token's first use
+    /// (shared state only), for regulation to use.
+    pub bans: Option<crate::shared::BansRead>,
 }
 
 /// The client a page token is bound to: its real address ([`RequestCtx::client_ip`]) and
@@ -245,8 +248,9 @@ impl GaitkeeperProxy {
             _ => found.push((Transport::Header, Err(login::ExtractError::Duplicate))),
         }
 
-        let (transport, status, payload, issued_ms) =
+        let (transport, status, payload, issued_ms, bans) =
             self.verify_telemetry(session, ctx, route, found).await;
+        ctx.capture.bans = bans;
         self.metrics
             .telemetry
             .with_label_values(&[
@@ -313,7 +317,8 @@ impl GaitkeeperProxy {
 
     /// The telemetry a submit carried (`found`: from the form and from the header), its
     /// envelope read and its page token verified once: where it came from, whether it can be
-    /// scored, the payload, and when its page was served.
+    /// scored, the payload, when its page was served, and (shared state) the bans read with
+    /// the token.
     async fn verify_telemetry(
         &self,
         session: &Session,
@@ -325,9 +330,11 @@ impl GaitkeeperProxy {
         TelemetryStatus,
         Option<Vec<u8>>,
         Option<u64>,
+        Option<crate::shared::BansRead>,
     ) {
         let capture = &ctx.config.capture;
         let mut issued_ms = None;
+        let mut bans = None;
         let (transport, status, payload) = match found.len() {
             0 => (None, TelemetryStatus::Missing, None),
             1 => {
@@ -344,15 +351,17 @@ impl GaitkeeperProxy {
                             capture.bind_token_to_ip,
                         );
                         let verified = match unused {
-                            Ok((claims, id, until)) => {
-                                self.first_use(id, until).await.map(|fresh| {
+                            Ok((claims, id, until)) => self
+                                .first_use(session, ctx, id, until)
+                                .await
+                                .map(|(fresh, read)| {
+                                    bans = read;
                                     if fresh {
                                         Ok(claims)
                                     } else {
                                         Err(TokenError::Replayed)
                                     }
-                                })
-                            }
+                                }),
                             Err(e) => Ok(Err(e)),
                         };
                         match verified {
@@ -388,26 +397,58 @@ impl GaitkeeperProxy {
                 None,
             ),
         };
-        (transport, status, payload, issued_ms)
+        (transport, status, payload, issued_ms, bans)
     }
 
     /// Marks a verified page token used: in this process, or in the state several instances
     /// share (`server.shared_state: store`), where an error (the database away) is counted,
-    /// logged, and left to `policy.on_state_error`.
+    /// logged, and left to `policy.on_state_error`. Shared, it also reads the bans of the
+    /// login's user and client in the same round trip (for regulation).
     async fn first_use(
         &self,
+        session: &Session,
+        ctx: &RequestCtx,
         id: crate::inject::TokenId,
         until: u64,
-    ) -> Result<bool, crate::shared::StateError> {
+    ) -> Result<(bool, Option<crate::shared::BansRead>), crate::shared::StateError> {
         let Some(shared) = &self.services.shared else {
-            return Ok(self.tokens.first_use(id, until));
+            return Ok((self.tokens.first_use(id, until), None));
         };
-        let used = shared.first_use("page_token", &id, until).await;
-        if let Err(e) = &used {
-            self.metrics.state_errors.inc();
-            tracing::warn!(error = %e, "cannot check the page token against the shared state; policy.on_state_error decides");
+        let slots = self.regulation_slots(session, ctx);
+        let used = shared
+            .first_use_and_banned("page_token", &id, until, &slots)
+            .await;
+        match used {
+            Ok((fresh, banned)) => Ok((fresh, Some(crate::shared::BansRead { slots, banned }))),
+            Err(e) => {
+                self.metrics.state_errors.inc();
+                tracing::warn!(error = %e, "cannot check the page token against the shared state; policy.on_state_error decides");
+                Err(e)
+            }
         }
-        used
+    }
+
+    /// The regulation slots of this submit's user (as `decide_login` keys them) and client,
+    /// to read their bans with the page token; none when the name cannot be read.
+    fn regulation_slots(&self, session: &Session, ctx: &RequestCtx) -> Vec<String> {
+        let Some(Ok(name)) = &ctx.capture.name else {
+            return Vec::new();
+        };
+        let Ok(user) = self
+            .services
+            .store
+            .user_key(&ctx.app().user_scope(&name.name))
+        else {
+            return Vec::new();
+        };
+        let device = super::challenge::device_cookie(session, ctx);
+        let trusted = self.services.trusted_device(device.as_deref(), &user);
+        self.services.regulator.slots(
+            &ctx.config.regulation,
+            &user.to_string(),
+            &ctx.regulated_as,
+            trusted,
+        )
     }
 
     /// Notes a body that was not read whole; its connection is not reused (the rest of the

@@ -242,6 +242,7 @@ impl GaitkeeperProxy {
                 &user.to_string(),
                 &ctx.regulated_as,
                 trusted,
+                ctx.capture.bans.take(),
             )
             .await;
         if let Err(e) = &regulated {

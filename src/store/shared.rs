@@ -100,6 +100,49 @@ impl SharedState for Store {
             .map_err(|e| StateError(format!("reading regulation bans: {e}")))
     }
 
+    async fn first_use_and_banned(
+        &self,
+        kind: &'static str,
+        id: &[u8],
+        until: u64,
+        slots: &[String],
+    ) -> Result<(bool, Vec<String>), StateError> {
+        if self.backend != Backend::Postgres {
+            // SQLite (one instance, never shared in production): the two statements.
+            let fresh = self.first_use(kind, id, until).await?;
+            return Ok((fresh, self.banned(slots).await?));
+        }
+        // One statement: an empty slot name (no slot has one) marks the token's first use.
+        let mut sql = "WITH used AS (INSERT INTO shared_once (kind, id, expires_at) \
+             VALUES ($2, $3, $4) ON CONFLICT (kind, id) DO UPDATE SET expires_at = excluded.expires_at \
+             WHERE shared_once.expires_at < $1 RETURNING 1) \
+             SELECT CAST('' AS TEXT) AS slot FROM used"
+            .to_string();
+        if !slots.is_empty() {
+            let list = (0..slots.len())
+                .map(|i| format!("${}", i + 5))
+                .collect::<Vec<_>>()
+                .join(", ");
+            sql.push_str(&format!(
+                " UNION ALL SELECT slot FROM shared_bans WHERE expires_at >= $1 AND slot IN ({list})"
+            ));
+        }
+        let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(now_secs() as i64)
+            .bind(kind)
+            .bind(id.to_vec())
+            .bind(until.min(i64::MAX as u64) as i64);
+        for slot in slots {
+            query = query.bind(slot.clone());
+        }
+        let rows: Vec<String> = query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| StateError(format!("recording a used {kind} and reading bans: {e}")))?;
+        let fresh = rows.iter().any(String::is_empty);
+        Ok((fresh, rows.into_iter().filter(|s| !s.is_empty()).collect()))
+    }
+
     async fn failure_counts(&self, slots: &[String]) -> Result<Vec<u32>, StateError> {
         if slots.is_empty() {
             return Ok(Vec::new());

@@ -220,12 +220,28 @@ async fn failed_logins_spread_over_instances_reach_the_limit_as_on_one() {
         },
     )
     .await;
-    // Banned on both instances, even with the right password.
-    for gk in [&b, &a] {
+    // Banned on both instances, even with the right password, with telemetry (the ban read
+    // with the page token, one round trip) or without.
+    for (seed, gk) in [&b, &a].into_iter().enumerate() {
         let base = gk.url("");
         let page = login_page_at(&attacker, &base).await;
         let r = submit_at(&attacker, &base, &page, ALICE.0, ALICE.1, None).await;
         assert_eq!(r.status(), 403, "banned through {}", gk.addr);
+        let page = login_page_at(&attacker, &base).await;
+        let p = payload(
+            &page.gk_token,
+            &STEADY,
+            ALICE.0.len(),
+            ALICE.1.len(),
+            seed as u64,
+        );
+        let r = submit_at(&attacker, &base, &page, ALICE.0, ALICE.1, Some(&p)).await;
+        assert_eq!(
+            r.status(),
+            403,
+            "banned through {}, with telemetry",
+            gk.addr
+        );
     }
     // Another client is not.
     let user = from("127.0.0.3");

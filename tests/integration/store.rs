@@ -1118,3 +1118,92 @@ async fn a_profile_moves_to_its_normalised_name_once() {
         assert_eq!(bob.verified_logins, 1);
     }
 }
+
+/// A held-login row for the shared-state tests (the sealing is `decision::held`'s; here the
+/// bytes are opaque).
+fn held_row(n: u8, expires_in_ms: i64) -> gaitkeeper::shared::HeldRow {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    gaitkeeper::shared::HeldRow {
+        key: [n; 32],
+        sealed: vec![n; 100],
+        bytes: 1000,
+        attempts: 0,
+        inline: 0,
+        released: false,
+        expires_ms: (now + expires_in_ms) as u64,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shared_held_logins_are_taken_once_bounded_and_each_expired_one_settled_once() {
+    use gaitkeeper::shared::SharedState;
+    for db in backends().await {
+        let store = Arc::new(db.open().await);
+        // Taken by one of many concurrent takers.
+        store.hold(&held_row(1, 60_000)).await.unwrap();
+        let takers = (0..8).map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.take_held(&[1; 32], false).await.unwrap() })
+        });
+        let mut got = 0;
+        for taker in takers {
+            got += usize::from(taker.await.unwrap().is_some());
+        }
+        assert_eq!(got, 1, "{:?}: one taker gets it", db.backend);
+
+        // Totals before each hold; eviction keeps the newest within both bounds.
+        for n in 10..16u8 {
+            let before = store.hold(&held_row(n, 60_000)).await.unwrap();
+            assert_eq!(before.count, u64::from(n - 10), "{:?}", db.backend);
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        let evicted = store.evict_held(4, 1_000_000).await.unwrap();
+        let mut keys: Vec<u8> = evicted.iter().map(|r| r.key[0]).collect();
+        keys.sort();
+        assert_eq!(keys, [10, 11], "{:?}: the oldest go", db.backend);
+        let evicted = store.evict_held(10, 2_500).await.unwrap();
+        assert_eq!(evicted.len(), 2, "{:?}: over the byte bound", db.backend);
+        assert_eq!(store.held_totals().await.unwrap().count, 2);
+
+        // Attempts count on the row; a released row is not a challenge.
+        assert_eq!(store.count_held_attempt(&[15; 32]).await.unwrap(), Some(1));
+        assert_eq!(store.count_held_attempt(&[15; 32]).await.unwrap(), Some(2));
+        let mut proof = held_row(99, 0);
+        proof.sealed = vec![7; 10];
+        assert!(store.release_held(&[15; 32], &proof).await.unwrap());
+        assert!(
+            !store.release_held(&[15; 32], &proof).await.unwrap(),
+            "once"
+        );
+        assert!(store.held(&[99; 32], false).await.unwrap().is_none());
+        let released = store.held(&[99; 32], true).await.unwrap().expect("moved");
+        assert_eq!((released.attempts, released.sealed.len()), (2, 10));
+        assert_eq!(store.count_held_attempt(&[99; 32]).await.unwrap(), None);
+
+        // Expired rows are invisible, and two sweepers at once settle each exactly once.
+        for n in 30..60u8 {
+            store.hold(&held_row(n, -1)).await.unwrap();
+        }
+        assert!(store.held(&[30; 32], false).await.unwrap().is_none());
+        let sweep = |store: Arc<Store>| async move {
+            let mut seen = Vec::new();
+            loop {
+                let rows = store.expired_held(7).await.unwrap();
+                if rows.is_empty() {
+                    return seen;
+                }
+                seen.extend(rows.iter().map(|r| r.key[0]));
+            }
+        };
+        let (a, b) = tokio::join!(
+            tokio::spawn(sweep(store.clone())),
+            tokio::spawn(sweep(store.clone()))
+        );
+        let mut settled: Vec<u8> = a.unwrap().into_iter().chain(b.unwrap()).collect();
+        settled.sort();
+        assert_eq!(settled, (30..60).collect::<Vec<u8>>(), "{:?}", db.backend);
+    }
+}
