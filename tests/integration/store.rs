@@ -333,6 +333,14 @@ async fn forget_leaves_nothing_identifiable() {
             .count_failures(&[(slot.clone(), 1)], minute, minute)
             .await
             .unwrap();
+        // And wrong TOTP codes, from everywhere and from one address.
+        let totp_slots = gaitkeeper::shared::totp_slots(&key.to_string(), "127.0.0.9");
+        let counted: Vec<_> = totp_slots.iter().map(|s| (s.clone(), u32::MAX)).collect();
+        store
+            .count_failures(&counted, minute, minute)
+            .await
+            .unwrap();
+        assert_eq!(store.failure_counts(&totp_slots).await.unwrap(), [1, 1]);
         let bob = store
             .record_login("bob", login(Outcome::Verified, 0.1))
             .await
@@ -363,6 +371,9 @@ async fn forget_leaves_nothing_identifiable() {
                 // bans (keyed by user key: erased by `forget`).
                 "shared_bans",
                 "shared_counters",
+                // Held logins of open challenges: sealed under the server key with nothing in
+                // clear, keyed by the hash of a random id, gone within `mfa.challenge_ttl`.
+                "shared_held",
                 "shared_once",
                 "store_meta",
                 "totp_secrets",
