@@ -439,6 +439,39 @@ impl LoginServices {
             .map_err(|e| e.to_string())
     }
 
+    /// Uses one of `user`'s recovery codes (`code` normalised): how many are left, `None` when
+    /// it is not one of theirs, `Err` when the store cannot tell.
+    pub(crate) async fn use_recovery_code(
+        &self,
+        user: &UserKey,
+        code: String,
+    ) -> Result<Option<u32>, String> {
+        let store = self.store.clone();
+        let user = *user;
+        self.bg
+            .spawn(async move { store.use_recovery_code(&user, &code).await })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    }
+
+    /// Audits and alerts a challenge passed with a recovery code (the user may have lost their
+    /// authenticator — or somebody has their codes), with how many are left.
+    pub(crate) fn recovery_code_used(&self, attempt: &LoginAttempt, left: u32) {
+        let mut record = Self::record_of(
+            &Settled {
+                attempt: attempt.clone(),
+                outcome: LoginOutcome::Challenged,
+                challenge: Some(ChallengeResult::Passed),
+            },
+            audit::kind::RECOVERY_CODE_USED,
+        );
+        record.reasons = serde_json::json!([{ "code": "recovery_code", "left": left }]);
+        self.alerter
+            .notify(Alert::for_record(AlertEvent::RecoveryCodeUsed, &record));
+        self.auditor.record(record);
+    }
+
     /// The audit record of a login decision or outcome.
     pub(crate) fn record_of(s: &Settled, kind: &str) -> AuditRecord {
         let a = &s.attempt;

@@ -48,9 +48,15 @@ pub enum UsersCommand {
         #[arg(long)]
         yes: bool,
     },
-    /// Give the user a new TOTP secret; prints an otpauth:// URI and a QR code to scan.
+    /// Give the user a new TOTP secret; prints an otpauth:// URI and a QR code to scan, and,
+    /// when it is their first factor (no recovery codes yet), ten recovery codes.
     EnrollTotp {
         /// The login name (the authenticator app shows it).
+        user: String,
+    },
+    /// Give the user ten new recovery codes (their unused ones stop working); printed once.
+    RecoveryCodes {
+        /// The login name, or `key:HEX`.
         user: String,
     },
     /// Delete raw login features older than `store.retention` now (models are kept).
@@ -201,6 +207,7 @@ async fn execute(
                     "not enrolled"
                 }
             )?;
+            writeln!(out, "recovery:  {} codes left", profile.recovery_codes)?;
             if profile.recent.is_empty() {
                 writeln!(out, "logins:    none stored")?;
             } else {
@@ -275,12 +282,58 @@ async fn execute(
             writeln!(out, "TOTP secret for {user} stored (sealed). Scan this with the user's authenticator app, or enter the URI:\n")?;
             writeln!(out, "{url}\n")?;
             writeln!(out, "{picture}")?;
+            if store.recovery_codes_left(&key).await? == 0 {
+                issue_recovery_codes(store, &key, &user, out).await?;
+            }
             writeln!(
                 out,
                 "Anyone who sees this screen can generate the user's codes: clear it when done."
             )?;
         }
+        UsersCommand::RecoveryCodes { user } => {
+            let key = user_key(store, app, &user)?;
+            store
+                .user(&key)
+                .await?
+                .ok_or_else(|| StoreError::UnknownUser { user: user.clone() })?;
+            issue_recovery_codes(store, &key, &user, out).await?;
+            writeln!(
+                out,
+                "Anyone who sees this screen can use these codes: clear it when done."
+            )?;
+        }
     }
+    Ok(())
+}
+
+/// Issues `user` ten new recovery codes (replacing any), audits it and prints them once.
+async fn issue_recovery_codes(
+    store: &Store,
+    key: &UserKey,
+    user: &str,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let codes = crate::challenge::recovery::generate();
+    let stored: Vec<String> = codes
+        .iter()
+        .filter_map(|c| crate::challenge::recovery::normalise(c))
+        .collect();
+    store.set_recovery_codes(key, &stored).await?;
+    store
+        .append_audit(
+            Some(key),
+            "recovery_codes.issued",
+            &serde_json::json!({ "count": stored.len() }),
+        )
+        .await?;
+    writeln!(
+        out,
+        "Recovery codes for {user} (each works once, instead of a code from the authenticator; give them to the user, they are not shown again):\n"
+    )?;
+    for code in &codes {
+        writeln!(out, "  {code}")?;
+    }
+    writeln!(out)?;
     Ok(())
 }
 

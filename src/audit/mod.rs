@@ -35,6 +35,8 @@ pub mod kind {
     pub(crate) const LOGIN_OUTCOME: &str = "login.outcome";
     pub(crate) const CHALLENGE_PASSED: &str = "challenge.passed";
     pub const CHALLENGE_FAILED: &str = "challenge.failed";
+    /// A challenge passed with a recovery code instead of the authenticator.
+    pub(crate) const RECOVERY_CODE_USED: &str = "challenge.recovery_code_used";
     pub(crate) const CHALLENGE_EXPIRED: &str = "challenge.expired";
     /// A telemetry payload or page token seen before.
     pub(crate) const TELEMETRY_REPLAYED: &str = "telemetry.replayed";

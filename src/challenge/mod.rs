@@ -1,6 +1,7 @@
 //! Step-up MFA: the pure pieces the proxy uses when policy decides a login must be confirmed.
 //!
-//! Owns: checking a built-in TOTP code ([`totp`]), device cookies ([`device`]), the signed JWTs exchanged with an operator's
+//! Owns: checking a built-in TOTP code ([`totp`]), recovery codes ([`recovery`]), device
+//! cookies ([`device`]), the signed JWTs exchanged with an operator's
 //! external MFA provider ([`external`]), the challenge page, its CSRF token and challenge ids
 //! ([`page`]), and the `mfa` section of the config ([`MfaConfig`]). The held-login store, the
 //! `/__gk/challenge/…` endpoints and the replay of a confirmed login live in the proxy.
@@ -11,6 +12,7 @@
 pub mod device;
 pub mod external;
 pub mod page;
+pub mod recovery;
 pub mod totp;
 
 pub use device::DeviceCookies;

@@ -52,6 +52,36 @@ pub struct ExternalLink<'a> {
     pub new_window: bool,
 }
 
+/// A form posting the code field (`input_id`, with `attributes`) and the CSRF token to the
+/// challenge; `help` is HTML.
+fn code_form(
+    p: &ChallengePage,
+    input_id: &str,
+    label: &str,
+    help: &str,
+    attributes: &str,
+) -> String {
+    format!(
+        concat!(
+            "<form method=\"post\" action=\"{action}\">\n",
+            "<input type=\"hidden\" name=\"{csrf_field}\" value=\"{csrf_token}\">\n",
+            "<label for=\"{id}\">{label}</label>\n",
+            "<p class=\"help\" id=\"{id}-help\">{help}</p>\n",
+            "<input id=\"{id}\" name=\"{code_field}\" {attributes}>\n",
+            "<button type=\"submit\">Confirm</button>\n",
+            "</form>\n"
+        ),
+        action = escape(p.action),
+        csrf_field = escape(p.csrf_field),
+        csrf_token = escape(p.csrf_token),
+        id = input_id,
+        label = label,
+        help = help,
+        code_field = CODE_FIELD,
+        attributes = attributes,
+    )
+}
+
 /// Renders the challenge page.
 pub fn challenge_page(p: &ChallengePage) -> String {
     let mut body = String::new();
@@ -74,25 +104,34 @@ pub fn challenge_page(p: &ChallengePage) -> String {
         } else {
             "code-help"
         };
-        body.push_str(&format!(
-            concat!(
-                "<form method=\"post\" action=\"{action}\">\n",
-                "<input type=\"hidden\" name=\"{csrf_field}\" value=\"{csrf_token}\">\n",
-                "<label for=\"code\">One-time code</label>\n",
-                "<p class=\"help\" id=\"code-help\">Open your authenticator app and enter the {digits}-digit code it shows for {app}.</p>\n",
-                "<input id=\"code\" name=\"{code_field}\" type=\"text\" autocomplete=\"one-time-code\" inputmode=\"numeric\" pattern=\"[0-9]*\" maxlength=\"{maxlength}\" aria-describedby=\"{described}\" autofocus required>\n",
-                "<button type=\"submit\">Confirm</button>\n",
-                "</form>\n"
-            ),
-            action = escape(p.action),
-            csrf_field = escape(p.csrf_field),
-            csrf_token = escape(p.csrf_token),
-            digits = super::totp::DIGITS,
-            app = escape(p.app_name),
-            code_field = CODE_FIELD,
-            maxlength = super::totp::DIGITS,
-            described = described,
+        let totp_help = format!(
+            "Open your authenticator app and enter the {}-digit code it shows for {}.",
+            super::totp::DIGITS,
+            escape(p.app_name)
+        );
+        let totp_input = format!(
+            "type=\"text\" autocomplete=\"one-time-code\" inputmode=\"numeric\" pattern=\"[0-9]*\" maxlength=\"{}\" aria-describedby=\"{described}\" autofocus required",
+            super::totp::DIGITS
+        );
+        body.push_str(&code_form(
+            p,
+            "code",
+            "One-time code",
+            &totp_help,
+            &totp_input,
         ));
+        // The recovery code has its own form: the code field above only takes digits.
+        body.push_str(
+            "<details class=\"alt\"><summary>Lost your authenticator? Use a recovery code</summary>\n",
+        );
+        body.push_str(&code_form(
+            p,
+            "recovery",
+            "Recovery code",
+            "One of the codes you were given with your authenticator, like <code>abcde-fghjk</code>. Each works once.",
+            "type=\"text\" autocomplete=\"off\" autocapitalize=\"none\" spellcheck=\"false\" maxlength=\"16\" aria-describedby=\"recovery-help\" required",
+        ));
+        body.push_str("</details>\n");
     }
     if let Some(link) = &p.external {
         let intro = if p.show_code_form {

@@ -20,6 +20,9 @@ pub enum AlertEvent {
     ChallengeFailed,
     /// Telemetry or a page token was replayed.
     Replay,
+    /// A challenge was passed with a recovery code (the authenticator lost, or the codes
+    /// in somebody else's hands).
+    RecoveryCodeUsed,
 }
 
 impl AlertEvent {
@@ -28,6 +31,7 @@ impl AlertEvent {
             AlertEvent::Block => "block",
             AlertEvent::ChallengeFailed => "challenge_failed",
             AlertEvent::Replay => "replay",
+            AlertEvent::RecoveryCodeUsed => "recovery_code_used",
         }
     }
 }
@@ -48,7 +52,8 @@ pub struct WebhookConfig {
     /// Signs every request (HMAC-SHA256, header `X-Gaitkeeper-Signature`), so the receiver
     /// can tell gaitkeeper's alerts from forgeries: `{ env: NAME }` or `{ file: PATH }`.
     pub secret: Secret,
-    /// Which events are sent: `block`, `challenge_failed`, `replay` (default: all).
+    /// Which events are sent: `block`, `challenge_failed`, `replay`, `recovery_code_used`
+    /// (default: all).
     #[serde(default = "defaults::events")]
     pub events: Vec<AlertEvent>,
     /// Limit for one delivery attempt, connecting included (100ms to 60s).
@@ -77,6 +82,7 @@ mod defaults {
             AlertEvent::Block,
             AlertEvent::ChallengeFailed,
             AlertEvent::Replay,
+            AlertEvent::RecoveryCodeUsed,
         ]
     }
     pub(super) fn timeout() -> HumanDuration {

@@ -162,6 +162,9 @@ impl GaitkeeperProxy {
                 .await;
         }
         let code = field(&form, CODE_FIELD).unwrap_or_default();
+        if let Some(recovery) = crate::challenge::recovery::normalise(&code) {
+            return self.recovery_code(session, ctx, &id, &held, recovery).await;
+        }
         let secret = match self.services.totp_secret(&held.attempt.user).await {
             Ok(Some(secret)) => secret,
             Ok(None) => {
@@ -197,26 +200,81 @@ impl GaitkeeperProxy {
                 self.cannot_check_now(session, ctx).await
             }
             Err(refused) => {
-                tracing::info!(request_id = %ctx.request_id, incident = %held.attempt.incident, reason = refused.reason(), "challenge code refused");
+                self.wrong_code(
+                    session,
+                    ctx,
+                    &id,
+                    &held,
+                    refused.reason(),
+                    refused == TotpError::RateLimited,
+                )
+                .await
+            }
+        }
+    }
+
+    /// A code that was not accepted: counted against the challenge (past
+    /// `mfa.totp.max_attempts`, or when `give_up`, the challenge fails), and the page shown
+    /// again with the attempts left.
+    async fn wrong_code(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        id: &str,
+        held: &HeldLogin,
+        reason: &'static str,
+        give_up: bool,
+    ) -> Result<Handled> {
+        tracing::info!(request_id = %ctx.request_id, incident = %held.attempt.incident, reason, "challenge code refused");
+        self.metrics
+            .challenges
+            .with_label_values(&["wrong_code"])
+            .inc();
+        let attempts = match self.services.held.failed_attempt(id, held).await {
+            Ok(Some(attempts)) => attempts,
+            // Taken meanwhile (passed, failed or expired through another request).
+            Ok(None) => return self.expired(session, ctx).await,
+            Err(e) => return self.state_unavailable(session, ctx, e).await,
+        };
+        let max = self.services.max_attempts();
+        if attempts >= max || give_up {
+            return self.challenge_failed(session, ctx, id).await;
+        }
+        let status = self
+            .show_challenge(session, ctx, id, held, Some(max - attempts))
+            .await?;
+        Ok(Handled::Answered(status))
+    }
+
+    /// A recovery code instead of the authenticator's: one of the user's unused ones passes the
+    /// challenge (and is gone; audited and alerted), anything else is a wrong code.
+    async fn recovery_code(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        id: &str,
+        held: &HeldLogin,
+        code: String,
+    ) -> Result<Handled> {
+        match self
+            .services
+            .use_recovery_code(&held.attempt.user, code)
+            .await
+        {
+            Ok(Some(left)) => {
+                tracing::info!(request_id = %ctx.request_id, incident = %held.attempt.incident, left, "challenge passed with a recovery code");
                 self.metrics
                     .challenges
-                    .with_label_values(&["wrong_code"])
+                    .with_label_values(&["recovery_code"])
                     .inc();
-                let attempts = match self.services.held.failed_attempt(&id, &held).await {
-                    Ok(Some(attempts)) => attempts,
-                    // Taken meanwhile (passed, failed or expired through another request).
-                    Ok(None) => return self.expired(session, ctx).await,
-                    Err(e) => return self.state_unavailable(session, ctx, e).await,
-                };
-                let max = self.services.max_attempts();
-                if attempts >= max || refused == TotpError::RateLimited {
-                    return self.challenge_failed(session, ctx, &id).await;
-                }
-                let status = self
-                    .show_challenge(session, ctx, &id, &held, Some(max - attempts))
-                    .await?;
-                Ok(Handled::Answered(status))
+                self.services.recovery_code_used(&held.attempt, left);
+                self.passed(session, ctx, id, held).await
             }
+            Ok(None) => {
+                self.wrong_code(session, ctx, id, held, "wrong_recovery_code", false)
+                    .await
+            }
+            Err(_) => self.cannot_check_now(session, ctx).await,
         }
     }
 

@@ -1,4 +1,5 @@
-//! Second factors: each user's TOTP secret, sealed at rest.
+//! Second factors: each user's TOTP secret, sealed at rest, and their recovery codes, of which
+//! only an HMAC is kept.
 
 use super::*;
 
@@ -49,5 +50,67 @@ impl Store {
             .ok_or_else(|| StoreError::Unseal {
                 user: format!("key:{key}"),
             })
+    }
+
+    /// Replaces the user's recovery codes with `codes` (normalised, see
+    /// `challenge::recovery`); only their HMACs are stored.
+    pub async fn set_recovery_codes(
+        &self,
+        key: &UserKey,
+        codes: &[String],
+    ) -> Result<(), StoreError> {
+        let what = "store recovery codes";
+        let mut tx = self.pool.begin().await.map_err(db(what))?;
+        sqlx::query("DELETE FROM recovery_codes WHERE user_key = $1")
+            .bind(key.0.to_vec())
+            .execute(&mut *tx)
+            .await
+            .map_err(db(what))?;
+        for code in codes {
+            sqlx::query(
+                "INSERT INTO recovery_codes (user_key, code_hash, created_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (user_key, code_hash) DO NOTHING",
+            )
+            .bind(key.0.to_vec())
+            .bind(self.keys.recovery_hash(key, code).to_vec())
+            .bind(millis(now()))
+            .execute(&mut *tx)
+            .await
+            .map_err(db(what))?;
+        }
+        tx.commit().await.map_err(db(what))
+    }
+
+    /// Uses one of the user's recovery codes: deleted in the same statement that finds it, so
+    /// of two concurrent uses (on any instances) one succeeds. How many are left after it, or
+    /// `None` when `code` is not one of theirs (or was used).
+    pub async fn use_recovery_code(
+        &self,
+        key: &UserKey,
+        code: &str,
+    ) -> Result<Option<u32>, StoreError> {
+        let used = sqlx::query("DELETE FROM recovery_codes WHERE user_key = $1 AND code_hash = $2")
+            .bind(key.0.to_vec())
+            .bind(self.keys.recovery_hash(key, code).to_vec())
+            .execute(&self.pool)
+            .await
+            .map_err(db("use a recovery code"))?
+            .rows_affected();
+        if used == 0 {
+            return Ok(None);
+        }
+        Ok(Some(self.recovery_codes_left(key).await?))
+    }
+
+    /// How many unused recovery codes the user has.
+    pub async fn recovery_codes_left(&self, key: &UserKey) -> Result<u32, StoreError> {
+        let left: i64 = sqlx::query_scalar(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM recovery_codes WHERE user_key = $1",
+        )
+        .bind(key.0.to_vec())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db("count recovery codes"))?;
+        Ok(left.clamp(0, i64::from(u32::MAX)) as u32)
     }
 }

@@ -49,6 +49,7 @@ impl fmt::Debug for UserKey {
 pub(crate) struct StoreKeys {
     user: Hmac<Sha256>,
     totp: XChaCha20Poly1305,
+    recovery: Hmac<Sha256>,
 }
 
 impl StoreKeys {
@@ -60,10 +61,24 @@ impl StoreKeys {
             .expect("32 bytes is a valid HKDF length");
         hkdf.expand(b"gaitkeeper/store/totp-seal/v1", &mut totp)
             .expect("32 bytes is a valid HKDF length");
+        let mut recovery = [0u8; 32];
+        hkdf.expand(b"gaitkeeper/store/recovery-code/v1", &mut recovery)
+            .expect("32 bytes is a valid HKDF length");
         StoreKeys {
             user: <Hmac<Sha256> as Mac>::new_from_slice(&user).expect("HMAC takes any key length"),
             totp: XChaCha20Poly1305::new(&totp.into()),
+            recovery: <Hmac<Sha256> as Mac>::new_from_slice(&recovery)
+                .expect("HMAC takes any key length"),
         }
+    }
+
+    /// What is kept of a recovery code: its HMAC, bound to the user (the same code of another
+    /// user is another hash).
+    pub(crate) fn recovery_hash(&self, user: &UserKey, code: &str) -> [u8; 32] {
+        let mut mac = self.recovery.clone();
+        mac.update(&user.0);
+        mac.update(code.as_bytes());
+        mac.finalize().into_bytes().into()
     }
 
     pub(crate) fn user_key(&self, login: &str) -> UserKey {

@@ -178,6 +178,8 @@ pub struct Profile {
     pub user: User,
     pub model: Option<ModelInfo>,
     pub has_totp: bool,
+    /// Unused recovery codes.
+    pub recovery_codes: u32,
     /// Newest first.
     pub recent: Vec<LoginSession>,
 }

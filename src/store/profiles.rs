@@ -38,6 +38,7 @@ impl Store {
             user,
             model,
             has_totp: totp > 0,
+            recovery_codes: self.recovery_codes_left(key).await?,
             recent: self.recent_logins(key, recent).await?,
         }))
     }
@@ -121,12 +122,13 @@ impl Store {
             .await
             .map_err(db("forget user"))?;
         }
-        let mut deleted = [0u64; 5];
+        let mut deleted = [0u64; 6];
         for (count, sql) in deleted.iter_mut().zip([
             "DELETE FROM audit_events WHERE user_key = $1",
             "DELETE FROM login_sessions WHERE user_key = $1",
             "DELETE FROM models WHERE user_key = $1",
             "DELETE FROM totp_secrets WHERE user_key = $1",
+            "DELETE FROM recovery_codes WHERE user_key = $1",
             "DELETE FROM users WHERE user_key = $1",
         ]) {
             *count = sqlx::query(sql)

@@ -69,6 +69,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "shared held logins",
         include_str!("../../migrations/sqlite/0006_shared_held.sql"),
     ),
+    (
+        7,
+        "recovery codes",
+        include_str!("../../migrations/sqlite/0007_recovery_codes.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -100,6 +105,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         6,
         "shared held logins",
         include_str!("../../migrations/postgres/0006_shared_held.sql"),
+    ),
+    (
+        7,
+        "recovery codes",
+        include_str!("../../migrations/postgres/0007_recovery_codes.sql"),
     ),
 ];
 

@@ -506,6 +506,54 @@ async fn a_challenged_form_login_is_finished_with_a_totp_code() {
     challenged_login("/login", "input[name=username]", false).await;
 }
 
+/// The end user who lost her authenticator: in Chromium, the challenge page's "Lost your
+/// authenticator?" form takes one of her recovery codes and she lands in her account.
+#[tokio::test]
+async fn a_challenged_login_is_finished_with_a_recovery_code() {
+    let _one = ONE_BROWSER.lock().await;
+    let app = LegacyApp::start().await;
+    let more = format!("{LEGACY_ROUTES}policy:\n  enrolling: challenge\n");
+    let gk = Gaitkeeper::start_with(app.addr, "", &more).await;
+    let (_, codes) = common::legacy::enroll_totp_with_codes(&gk, USER);
+    let driver = ChromeDriver::start().await;
+    let profile = tempfile::tempdir().unwrap();
+    let session = driver.session(profile.path()).await;
+    session.goto(&gk.url("/login")).await;
+    session
+        .wait_for("window.__gaitkeeper", "the capture script")
+        .await;
+    move_and_click(&session, "input[name=username]").await;
+    type_credentials(&session).await;
+    press_enter(&session).await;
+    wait_for_url_where(&session, "the challenge page", |url| {
+        url.contains("/__gk/challenge/")
+    })
+    .await;
+    move_and_click(&session, "details summary").await;
+    session
+        .wait_for(
+            "document.querySelector('details').open",
+            "the recovery form open",
+        )
+        .await;
+    move_and_click(&session, "#recovery").await;
+    session
+        .actions(json!([{"type": "key", "id": "keyboard", "actions": typing(&codes[3], 60, 80)}]))
+        .await;
+    let shot = session.screenshot("challenge-recovery-code").await;
+    assert!(shot.exists());
+    press_enter(&session).await;
+    wait_for_url(&session, "/account").await;
+    assert!(
+        session.source().await.contains("Welcome, alice"),
+        "logged in by the replayed login"
+    );
+    session.screenshot("recovery-code-landed").await;
+    session.quit().await;
+    let shown = common::legacy::users_cli(&gk, &["show", USER]);
+    assert!(shown.contains("recovery:  9 codes left"), "{shown}");
+}
+
 /// `logins` verified logins of alice over HTTPS with generated telemetry, learnt.
 async fn enrol_over_https(gk: &Gaitkeeper, cert: &crate::edge::Cert, logins: u64) {
     use common::behaviour::{payload, STEADY};

@@ -141,6 +141,7 @@ async fn a_challenged_login_is_replayed_after_the_right_totp_code() {
         path: challenge.clone(),
         cookie: format!("__gk_challenge={binding}"),
         csrf: csrf.clone(),
+        page: page.clone(),
     };
     let r = post_code(&gk, &held, totp.generate_current()).await;
     assert_eq!(r.status(), 303, "{}", gk.log());
@@ -619,4 +620,77 @@ async fn the_prototype_analyze_api_answers_on_the_admin_listener_only() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn a_recovery_code_passes_a_challenge_once_and_is_audited_and_alerted() {
+    use common::legacy::{enroll_totp_with_codes, recovery_codes_in, users_cli};
+    let (receiver, port) = Receiver::start(&[], false).await;
+    let keys = tempfile::tempdir().unwrap();
+    let secret = keys.path().join("webhook.key");
+    common::write_secret(&secret, "webhook-secret-0123456789abcdef0123");
+    let (_app, gk) = start(&format!(
+        "policy:\n  on_missing_telemetry: challenge\nalerts:\n  webhook:\n    url: \"http://127.0.0.1:{port}/hook\"\n    secret: {{ file: {:?} }}\n    backoff: 100ms\n",
+        secret.display().to_string()
+    ))
+    .await;
+    let (totp, codes) = enroll_totp_with_codes(&gk, ALICE.0);
+    assert_eq!(codes.len(), 10, "ten codes with the first factor");
+    let challenged = |gk: &Gaitkeeper| {
+        let gk = gk.url("");
+        async move {
+            let page = common::legacy::login_page_at(&client(), &gk).await;
+            let r = common::legacy::submit_at(&client(), &gk, &page, ALICE.0, ALICE.1, None).await;
+            common::legacy::challenge_at(&gk, &r).await
+        }
+    };
+
+    // The page offers it; typed in capitals with a space, it passes and the login lands.
+    let c = challenged(&gk).await;
+    assert!(c.page.contains("Use a recovery code"), "{}", c.page);
+    let typed = codes[0].to_uppercase().replace('-', " ");
+    let r = post_code(&gk, &c, &typed).await;
+    assert_eq!(location(&r), "/account", "passed with a recovery code");
+
+    // Used: refused the second time, as a wrong code (attempts left).
+    let c = challenged(&gk).await;
+    let r = post_code(&gk, &c, &codes[0]).await;
+    assert_eq!(r.status(), 401, "a used code is refused");
+    assert!(gk.log().contains("wrong_recovery_code"));
+    // Another of them still works on the same challenge.
+    let r = post_code(&gk, &c, &codes[1]).await;
+    assert_eq!(location(&r), "/account");
+
+    let shown = users_cli(&gk, &["show", ALICE.0]);
+    assert!(shown.contains("recovery:  8 codes left"), "{shown}");
+    eventually(Duration::from_secs(10), "both uses audited", || async {
+        let (_, trail) = gk.audit(&["tail", "--lines", "30"]);
+        trail.matches("challenge.recovery_code_used").count() == 2
+    })
+    .await;
+    eventually(Duration::from_secs(10), "the use alerted", || async {
+        receiver
+            .received()
+            .iter()
+            .any(|r| r.json()["alert"]["event"] == "recovery_code_used")
+    })
+    .await;
+    assert!(
+        !gk.log().contains(&codes[1]) && !gk.log().contains(&codes[1].replace('-', "")),
+        "codes are never logged"
+    );
+
+    // A new set replaces the old: an unused old code stops working, a new one works; enrolling
+    // TOTP again does not print codes while some are left.
+    let fresh = recovery_codes_in(&users_cli(&gk, &["recovery-codes", ALICE.0]));
+    assert_eq!(fresh.len(), 10);
+    let c = challenged(&gk).await;
+    assert_eq!(post_code(&gk, &c, &codes[2]).await.status(), 401);
+    assert_eq!(location(&post_code(&gk, &c, &fresh[0]).await), "/account");
+    let (_, again) = enroll_totp_with_codes(&gk, ALICE.0);
+    assert!(
+        again.is_empty(),
+        "codes are printed with the first factor only"
+    );
+    let _ = totp;
 }

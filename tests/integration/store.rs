@@ -333,6 +333,11 @@ async fn forget_leaves_nothing_identifiable() {
             .count_failures(&[(slot.clone(), 1)], minute, minute)
             .await
             .unwrap();
+        store
+            .set_recovery_codes(&key, &["abcdefghjk".to_string(), "mnpqrstuvw".to_string()])
+            .await
+            .unwrap();
+        assert_eq!(store.recovery_codes_left(&key).await.unwrap(), 2);
         // And wrong TOTP codes, from everywhere and from one address.
         let totp_slots = gaitkeeper::shared::totp_slots(&key.to_string(), "127.0.0.9");
         let counted: Vec<_> = totp_slots.iter().map(|s| (s.clone(), u32::MAX)).collect();
@@ -367,6 +372,7 @@ async fn forget_leaves_nothing_identifiable() {
                 "global_models",
                 "login_sessions",
                 "models",
+                "recovery_codes",
                 // What several instances share: used ids (random, anonymous), counters and
                 // bans (keyed by user key: erased by `forget`).
                 "shared_bans",
@@ -1216,5 +1222,51 @@ async fn shared_held_logins_are_taken_once_bounded_and_each_expired_one_settled_
         let mut settled: Vec<u8> = a.unwrap().into_iter().chain(b.unwrap()).collect();
         settled.sort();
         assert_eq!(settled, (30..60).collect::<Vec<u8>>(), "{:?}", db.backend);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_recovery_code_is_used_once_even_when_tried_at_once() {
+    for db in backends().await {
+        let store = Arc::new(db.open().await);
+        let key = store
+            .record_login("rita", login(Outcome::Verified, 0.1))
+            .await
+            .unwrap()
+            .user;
+        let other = store
+            .record_login("otto", login(Outcome::Verified, 0.1))
+            .await
+            .unwrap()
+            .user;
+        let codes = ["abcdefghjk".to_string(), "mnpqrstuvw".to_string()];
+        store.set_recovery_codes(&key, &codes).await.unwrap();
+        // Only its HMAC is kept.
+        let raw = db.raw().await;
+        assert!(occurrences(&db, &raw, b"abcdefghjk").await.is_empty());
+        raw.close().await;
+        assert_eq!(
+            store.use_recovery_code(&other, "abcdefghjk").await.unwrap(),
+            None,
+            "{:?}: another user's code is not theirs",
+            db.backend
+        );
+        let tries = (0..6).map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.use_recovery_code(&key, "abcdefghjk").await.unwrap() })
+        });
+        let mut used = Vec::new();
+        for t in tries {
+            used.extend(t.await.unwrap());
+        }
+        assert_eq!(used, [1], "{:?}: used once, one left", db.backend);
+        assert_eq!(
+            store.use_recovery_code(&key, "mnpqrstuvw").await.unwrap(),
+            Some(0)
+        );
+        assert_eq!(
+            store.use_recovery_code(&key, "mnpqrstuvw").await.unwrap(),
+            None
+        );
     }
 }

@@ -139,10 +139,27 @@ pub async fn submit_at(
 /// Enrolls a TOTP secret for `user` with `gaitkeeper users enroll-totp` (on the store the
 /// running proxy uses) and returns a code generator.
 pub fn enroll_totp(gk: &Gaitkeeper, user: &str) -> totp_rs::Totp {
+    enroll_totp_with_codes(gk, user).0
+}
+
+/// `users enroll-totp`: the user's authenticator, and the recovery codes printed with it
+/// (none when the user already had some).
+pub fn enroll_totp_with_codes(gk: &Gaitkeeper, user: &str) -> (totp_rs::Totp, Vec<String>) {
+    let stdout = users_cli(gk, &["enroll-totp", user]);
+    let uri = stdout
+        .lines()
+        .find(|l| l.starts_with("otpauth://"))
+        .expect("an otpauth URI");
+    let totp = totp_rs::Totp::from_url_unchecked(uri).expect("a valid otpauth URI");
+    (totp, recovery_codes_in(&stdout))
+}
+
+/// `gaitkeeper users ARGS…` on `gk`'s store; its standard output (the command must succeed).
+pub fn users_cli(gk: &Gaitkeeper, args: &[&str]) -> String {
     let out = Command::new(super::binary())
         .args(["users", "--config"])
         .arg(&gk.config_path)
-        .args(["enroll-totp", user])
+        .args(args)
         .env("GK_TEST_SECRET", super::SECRET)
         .output()
         .unwrap();
@@ -151,12 +168,21 @@ pub fn enroll_totp(gk: &Gaitkeeper, user: &str) -> totp_rs::Totp {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let uri = stdout
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The recovery codes (`xxxxx-xxxxx`) a `users` command printed.
+pub fn recovery_codes_in(stdout: &str) -> Vec<String> {
+    stdout
         .lines()
-        .find(|l| l.starts_with("otpauth://"))
-        .expect("an otpauth URI");
-    totp_rs::Totp::from_url_unchecked(uri).expect("a valid otpauth URI")
+        .map(str::trim)
+        .filter(|l| {
+            l.len() == 11
+                && l.as_bytes()[5] == b'-'
+                && l.bytes().all(|b| b == b'-' || b.is_ascii_alphanumeric())
+        })
+        .map(str::to_string)
+        .collect()
 }
 
 /// A six-digit code that is none of the codes accepted around now (previous, current, next
@@ -206,6 +232,8 @@ pub struct Challenge {
     pub path: String,
     pub cookie: String,
     pub csrf: String,
+    /// The challenge page as first shown.
+    pub page: String,
 }
 
 /// Reads the challenge from a 303 answer to a login, loading the page for its CSRF token.
@@ -235,7 +263,12 @@ pub async fn challenge_at(base: &str, r: &reqwest::Response) -> Challenge {
         .and_then(|s| s.split('"').next())
         .expect("a CSRF field")
         .to_string();
-    Challenge { path, cookie, csrf }
+    Challenge {
+        path,
+        cookie,
+        csrf,
+        page,
+    }
 }
 
 /// Posts a TOTP code to a challenge.
