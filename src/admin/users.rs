@@ -59,6 +59,18 @@ pub enum UsersCommand {
         /// The login name, or `key:HEX`.
         user: String,
     },
+    /// List the user's second factors.
+    Factors {
+        /// The login name, or `key:HEX`.
+        user: String,
+    },
+    /// Remove one of the user's second factors (audited).
+    RemoveFactor {
+        /// The login name, or `key:HEX`.
+        user: String,
+        /// Which: `totp` or `recovery-codes`.
+        factor: crate::store::Factor,
+    },
     /// Delete raw login features older than `store.retention` now (models are kept).
     Prune,
 }
@@ -290,12 +302,31 @@ async fn execute(
                 "Anyone who sees this screen can generate the user's codes: clear it when done."
             )?;
         }
-        UsersCommand::RecoveryCodes { user } => {
-            let key = user_key(store, app, &user)?;
+        UsersCommand::Factors { user } => {
+            let key = known_user(store, app, &user).await?;
+            let factors = store.factors(&key).await?;
+            match factors.totp_since {
+                Some(since) => writeln!(out, "totp:            since {}", utc(since))?,
+                None => writeln!(out, "totp:            none")?,
+            }
+            writeln!(out, "recovery codes:  {} left", factors.recovery_codes)?;
+        }
+        UsersCommand::RemoveFactor { user, factor } => {
+            let key = known_user(store, app, &user).await?;
+            if !store.remove_factor(&key, factor).await? {
+                anyhow::bail!("{user} has no {} to remove", factor.as_str());
+            }
             store
-                .user(&key)
-                .await?
-                .ok_or_else(|| StoreError::UnknownUser { user: user.clone() })?;
+                .append_audit(
+                    Some(&key),
+                    "factor.removed",
+                    &serde_json::json!({ "factor": factor.as_str() }),
+                )
+                .await?;
+            writeln!(out, "{user}: {} removed", factor.as_str())?;
+        }
+        UsersCommand::RecoveryCodes { user } => {
+            let key = known_user(store, app, &user).await?;
             issue_recovery_codes(store, &key, &user, out).await?;
             writeln!(
                 out,
@@ -335,6 +366,18 @@ async fn issue_recovery_codes(
     }
     writeln!(out)?;
     Ok(())
+}
+
+/// The key of a user the store knows (else an "unknown user" error naming them).
+async fn known_user(store: &Store, app: &AppConfig, user: &str) -> anyhow::Result<UserKey> {
+    let key = user_key(store, app, user)?;
+    store
+        .user(&key)
+        .await?
+        .ok_or_else(|| StoreError::UnknownUser {
+            user: user.to_string(),
+        })?;
+    Ok(key)
 }
 
 fn user_key(store: &Store, app: &AppConfig, user: &str) -> anyhow::Result<UserKey> {

@@ -113,4 +113,60 @@ impl Store {
         .map_err(db("count recovery codes"))?;
         Ok(left.clamp(0, i64::from(u32::MAX)) as u32)
     }
+
+    /// The user's second factors: when their TOTP secret was set (if they have one) and how
+    /// many recovery codes are left.
+    pub async fn factors(&self, key: &UserKey) -> Result<Factors, StoreError> {
+        let totp_since: Option<i64> =
+            sqlx::query_scalar("SELECT created_at FROM totp_secrets WHERE user_key = $1")
+                .bind(key.0.to_vec())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("read factors"))?;
+        Ok(Factors {
+            totp_since: totp_since.map(time),
+            recovery_codes: self.recovery_codes_left(key).await?,
+        })
+    }
+
+    /// Removes one of the user's factors; whether there was one to remove.
+    pub async fn remove_factor(&self, key: &UserKey, factor: Factor) -> Result<bool, StoreError> {
+        let sql = match factor {
+            Factor::Totp => "DELETE FROM totp_secrets WHERE user_key = $1",
+            Factor::RecoveryCodes => "DELETE FROM recovery_codes WHERE user_key = $1",
+        };
+        let gone = sqlx::query(sql)
+            .bind(key.0.to_vec())
+            .execute(&self.pool)
+            .await
+            .map_err(db("remove a factor"))?
+            .rows_affected();
+        Ok(gone > 0)
+    }
+}
+
+/// A user's second factors, as `users factors` lists them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Factors {
+    /// When their TOTP secret was set; `None`: no TOTP.
+    pub totp_since: Option<SystemTime>,
+    pub recovery_codes: u32,
+}
+
+/// A kind of second factor the store keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Factor {
+    /// The authenticator app's secret.
+    Totp,
+    /// Every unused recovery code.
+    RecoveryCodes,
+}
+
+impl Factor {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Factor::Totp => "totp",
+            Factor::RecoveryCodes => "recovery_codes",
+        }
+    }
 }

@@ -18,6 +18,7 @@
 mod audit;
 mod error;
 mod factors;
+pub use factors::{Factor, Factors};
 mod keys;
 mod logins;
 mod models;

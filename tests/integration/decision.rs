@@ -693,4 +693,17 @@ async fn a_recovery_code_passes_a_challenge_once_and_is_audited_and_alerted() {
         "codes are printed with the first factor only"
     );
     let _ = totp;
+
+    // The operator lists and removes factors; a removed code set stops working.
+    let listed = users_cli(&gk, &["factors", ALICE.0]);
+    assert!(listed.contains("totp:            since "), "{listed}");
+    assert!(listed.contains("recovery codes:  9 left"), "{listed}");
+    let removed = users_cli(&gk, &["remove-factor", ALICE.0, "recovery-codes"]);
+    assert!(removed.contains("recovery_codes removed"), "{removed}");
+    let c = challenged(&gk).await;
+    assert_eq!(post_code(&gk, &c, &fresh[1]).await.status(), 401);
+    let listed = users_cli(&gk, &["factors", ALICE.0]);
+    assert!(listed.contains("recovery codes:  0 left"), "{listed}");
+    let (_, trail) = gk.audit(&["tail", "--lines", "60"]);
+    assert!(trail.contains("factor.removed"), "{trail}");
 }
