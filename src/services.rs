@@ -81,6 +81,8 @@ pub struct LoginServices {
     pub enrollment_logins: u32,
     /// Key for challenge CSRF tokens (derived from `secrets.key`).
     pub csrf_key: Vec<u8>,
+    /// Key the enrolment secret of an invitation is derived under (from `secrets.key`).
+    pub enrol_key: Vec<u8>,
     pub max_attempts: u32,
     pub totp_enabled: bool,
     /// Recent answers of [`LoginServices::has_totp`] (see [`FactorCache`]).
@@ -472,6 +474,56 @@ impl LoginServices {
         self.auditor.record(record);
     }
 
+    /// The live invitation `id` (`users invite`), if any.
+    pub(crate) async fn invitation(
+        &self,
+        id: &str,
+    ) -> Result<Option<crate::store::Invitation>, String> {
+        let (store, id) = (self.store.clone(), id.to_string());
+        self.bg
+            .spawn(async move { store.invitation(&id).await })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    }
+
+    /// Enrols the user invited by `id` with `secret` (see `Store::enrol_invited`): the
+    /// recovery codes issued with it (empty when they had some), or `None` when the
+    /// invitation is used or expired. Audited and alerted.
+    pub(crate) async fn enrol_invited(
+        &self,
+        id: &str,
+        secret: Vec<u8>,
+        client_ip: &str,
+    ) -> Result<Option<Vec<String>>, String> {
+        let codes = crate::challenge::recovery::generate();
+        let stored: Vec<String> = codes
+            .iter()
+            .filter_map(|c| crate::challenge::recovery::normalise(c))
+            .collect();
+        let (store, id) = (self.store.clone(), id.to_string());
+        let enrolled = self
+            .bg
+            .spawn(async move { store.enrol_invited(&id, &secret, &stored).await })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let Some((invitation, issued)) = enrolled else {
+            return Ok(None);
+        };
+        // Challenges from now on offer the new factor.
+        self.factors.0.insert(invitation.user, true);
+        let mut record = AuditRecord::new(audit::kind::FACTOR_ADDED, &audit::new_incident());
+        record.user_key = Some(invitation.user.to_string());
+        record.app = Some(invitation.app.clone());
+        record.client_ip = Some(client_ip.to_string());
+        record.reasons = serde_json::json!([{ "code": "totp", "via": "invitation" }]);
+        self.alerter
+            .notify(Alert::for_record(AlertEvent::FactorAdded, &record));
+        self.auditor.record(record);
+        Ok(Some(if issued { codes } else { Vec::new() }))
+    }
+
     /// The audit record of a login decision or outcome.
     pub(crate) fn record_of(s: &Settled, kind: &str) -> AuditRecord {
         let a = &s.attempt;
@@ -770,6 +822,7 @@ impl Assembly {
                 .counting(metrics.regulation_failures.clone()),
             enrollment_logins: config.store.enrollment_logins,
             csrf_key: derive_key(config.secrets.key.expose(), b"gaitkeeper challenge csrf"),
+            enrol_key: derive_key(config.secrets.key.expose(), b"gaitkeeper enrolment"),
             max_attempts: mfa.totp.max_attempts,
             totp_enabled: mfa.totp.enabled,
             factors: Default::default(),

@@ -7,7 +7,7 @@
 //! meant for that user's authenticator, and never logs it.
 
 use std::io::Write;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 
@@ -59,6 +59,15 @@ pub enum UsersCommand {
         /// The login name, or `key:HEX`.
         user: String,
     },
+    /// A single-use link for the user to add an authenticator themselves (their first
+    /// factor), valid for `--ttl`.
+    Invite {
+        /// The login name (the user need not have logged in yet).
+        user: String,
+        /// How long the link works: a number and s, m, h or d (e.g. 30m, 72h, 7d; at most 30d).
+        #[arg(long, default_value = "72h", value_parser = invitation_ttl)]
+        ttl: Duration,
+    },
     /// List the user's second factors.
     Factors {
         /// The login name, or `key:HEX`.
@@ -91,7 +100,8 @@ pub fn run(
     runtime.block_on(async {
         let store =
             Store::open(&config.store, &config.server.data_dir, &config.secrets.key).await?;
-        let result = execute(&store, app, command, out).await;
+        let prefix = &config.server.reserved_prefix.0;
+        let result = execute(&store, app, prefix, command, out).await;
         store.close().await;
         result
     })
@@ -135,6 +145,7 @@ fn readable_name(stored: &str) -> String {
 async fn execute(
     store: &Store,
     app: &AppConfig,
+    prefix: &str,
     command: UsersCommand,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
@@ -302,6 +313,43 @@ async fn execute(
                 "Anyone who sees this screen can generate the user's codes: clear it when done."
             )?;
         }
+        UsersCommand::Invite { user, ttl } => {
+            if user.starts_with("key:") {
+                anyhow::bail!("invite needs the login name: the user is created if new");
+            }
+            let scoped = app.user_scope(&user);
+            let key = store.user_key(&scoped)?;
+            if store.factors(&key).await?.totp_since.is_some() {
+                anyhow::bail!("{user} already has an authenticator; to replace it, remove it first with `gaitkeeper users remove-factor {user} totp`");
+            }
+            let expires = SystemTime::now() + ttl;
+            let (key, id) = store.create_invitation(&scoped, &app.name, expires).await?;
+            store
+                .append_audit(
+                    Some(&key),
+                    "invitation.created",
+                    &serde_json::json!({ "app": app.name, "expires": utc(expires) }),
+                )
+                .await?;
+            let path = format!("{prefix}enrol/{id}");
+            writeln!(
+                out,
+                "Invitation for {user} to add an authenticator, once, until {}:",
+                utc(expires)
+            )?;
+            match app.hosts.first() {
+                Some(host) => writeln!(out, "\n  https://{host}{path}\n")?,
+                None => writeln!(
+                    out,
+                    "\n  {path}\n  (on the host the users reach {} at)\n",
+                    app.app_name
+                )?,
+            }
+            writeln!(
+                out,
+                "Send it to the user only: whoever opens it first adds their authenticator to this account."
+            )?;
+        }
         UsersCommand::Factors { user } => {
             let key = known_user(store, app, &user).await?;
             let factors = store.factors(&key).await?;
@@ -335,6 +383,31 @@ async fn execute(
         }
     }
     Ok(())
+}
+
+/// `--ttl` of `users invite`: a number and s, m, h or d, from 1s to 30 days.
+fn invitation_ttl(text: &str) -> Result<Duration, String> {
+    let expected =
+        || format!("expected a number and s, m, h or d (such as 72h or 7d), found {text:?}");
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(expected)?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| expected())?;
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(expected()),
+    };
+    let ttl = Duration::from_secs(number.saturating_mul(unit));
+    if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(30 * 86_400) {
+        return Err(format!(
+            "an invitation works from 1s to 30d, found {text:?}"
+        ));
+    }
+    Ok(ttl)
 }
 
 /// Issues `user` ten new recovery codes (replacing any), audits it and prints them once.
@@ -416,5 +489,29 @@ fn state_long(enrollment: Enrollment) -> String {
             format!("enrolling ({verified} of {needed} verified logins)")
         }
         Enrollment::Enrolled { .. } => "enrolled".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invitation_lifetimes_are_bounded_and_read_with_their_unit() {
+        assert_eq!(invitation_ttl("72h"), Ok(Duration::from_secs(72 * 3600)));
+        assert_eq!(invitation_ttl("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(invitation_ttl("1s"), Ok(Duration::from_secs(1)));
+        for bad in [
+            "0s",
+            "31d",
+            "72",
+            "h",
+            "1.5h",
+            "-1h",
+            "99999999999999999999d",
+            "",
+        ] {
+            assert!(invitation_ttl(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -10,6 +10,7 @@
 //! reuse are tested without waiting. Never logs codes, TOTP secrets, assertions or keys.
 
 pub mod device;
+pub mod enrol;
 pub mod external;
 pub mod page;
 pub mod recovery;

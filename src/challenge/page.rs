@@ -163,7 +163,7 @@ pub fn message_page(title: &str, text: &str, app_name: &str) -> String {
     document(app_name, title, &format!("<p>{}</p>\n", escape(text)))
 }
 
-fn document(app_name: &str, heading: &str, body: &str) -> String {
+pub(super) fn document(app_name: &str, heading: &str, body: &str) -> String {
     format!(
         concat!(
             "<!DOCTYPE html>\n",

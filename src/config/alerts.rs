@@ -23,6 +23,9 @@ pub enum AlertEvent {
     /// A challenge was passed with a recovery code (the authenticator lost, or the codes
     /// in somebody else's hands).
     RecoveryCodeUsed,
+    /// A user added a second factor (from an invitation): a security team wants to know when
+    /// an account gets a new way in.
+    FactorAdded,
 }
 
 impl AlertEvent {
@@ -32,6 +35,7 @@ impl AlertEvent {
             AlertEvent::ChallengeFailed => "challenge_failed",
             AlertEvent::Replay => "replay",
             AlertEvent::RecoveryCodeUsed => "recovery_code_used",
+            AlertEvent::FactorAdded => "factor_added",
         }
     }
 }
@@ -52,8 +56,8 @@ pub struct WebhookConfig {
     /// Signs every request (HMAC-SHA256, header `X-Gaitkeeper-Signature`), so the receiver
     /// can tell gaitkeeper's alerts from forgeries: `{ env: NAME }` or `{ file: PATH }`.
     pub secret: Secret,
-    /// Which events are sent: `block`, `challenge_failed`, `replay`, `recovery_code_used`
-    /// (default: all).
+    /// Which events are sent: `block`, `challenge_failed`, `replay`, `recovery_code_used`,
+    /// `factor_added` (default: all).
     #[serde(default = "defaults::events")]
     pub events: Vec<AlertEvent>,
     /// Limit for one delivery attempt, connecting included (100ms to 60s).
@@ -83,6 +87,7 @@ mod defaults {
             AlertEvent::ChallengeFailed,
             AlertEvent::Replay,
             AlertEvent::RecoveryCodeUsed,
+            AlertEvent::FactorAdded,
         ]
     }
     pub(super) fn timeout() -> HumanDuration {

@@ -421,16 +421,8 @@ impl GaitkeeperProxy {
         title: &str,
         text: &str,
     ) -> Result<Handled> {
-        let html = message_page(title, text, &ctx.app().app_name);
-        pages::respond_with(
-            session,
-            status,
-            &[("content-security-policy", CHALLENGE_CSP_INLINE)],
-            "text/html; charset=utf-8",
-            Bytes::from(html),
-            ctx.reply(),
-        )
-        .await?;
+        let headers = [("content-security-policy", CHALLENGE_CSP_INLINE)];
+        titled_message(session, ctx, status, title, text, &headers).await?;
         Ok(Handled::Answered(status))
     }
 
@@ -661,6 +653,28 @@ impl GaitkeeperProxy {
     }
 }
 
+/// A page of gaitkeeper's own with just a title and a sentence (expired, refused, try
+/// again), with `headers`.
+pub(super) async fn titled_message(
+    session: &mut Session,
+    ctx: &RequestCtx,
+    status: u16,
+    title: &str,
+    text: &str,
+    headers: &[(&str, &str)],
+) -> Result<()> {
+    let html = message_page(title, text, &ctx.app().app_name);
+    pages::respond_with(
+        session,
+        status,
+        headers,
+        "text/html; charset=utf-8",
+        Bytes::from(html),
+        ctx.reply(),
+    )
+    .await
+}
+
 /// `?inline=frame` or `?inline=popup` on a challenge URL: the capture script shows it inside
 /// the page.
 fn inline_mode(session: &Session) -> Option<Inline> {
@@ -675,14 +689,14 @@ fn inline_mode(session: &Session) -> Option<Inline> {
 /// Reads an urlencoded form body of at most [`MAX_FORM_BYTES`], within the login body
 /// deadline (`capture.body_timeout`). Retry buffering keeps the body for pingora, which must
 /// see it to send a replayed login's body.
-async fn read_form(session: &mut Session, ctx: &RequestCtx) -> Result<wire::Body> {
+pub(super) async fn read_form(session: &mut Session, ctx: &RequestCtx) -> Result<wire::Body> {
     session.enable_retry_buffering();
     let deadline = tokio::time::Instant::now() + ctx.config.capture.body_timeout.0;
     wire::read_body(session, MAX_FORM_BYTES, deadline).await
 }
 
 /// Answers a challenge form that was too large (413) or too slow (408).
-async fn unreadable_form(
+pub(super) async fn unreadable_form(
     session: &mut Session,
     ctx: &RequestCtx,
     refused: wire::Body,
@@ -697,7 +711,7 @@ async fn unreadable_form(
 }
 
 /// One field of an urlencoded body (the first one; these forms are gaitkeeper's own).
-fn field(form: &[u8], name: &str) -> Option<String> {
+pub(super) fn field(form: &[u8], name: &str) -> Option<String> {
     form.split(|&b| b == b'&').find_map(|pair| {
         let (k, v) = match pair.iter().position(|&b| b == b'=') {
             Some(i) => (&pair[..i], &pair[i + 1..]),

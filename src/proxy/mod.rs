@@ -7,6 +7,7 @@
 
 mod capture;
 mod challenge;
+mod enrol;
 mod forwarding;
 mod login;
 mod pages;
@@ -160,6 +161,9 @@ impl ProxyHttp for GaitkeeperProxy {
                 self.serve_capture_script(session, ctx).await?
             } else if own == "token" {
                 self.renew_token(session, ctx).await?
+            } else if let Some(id) = own.strip_prefix("enrol/") {
+                let id = id.to_string();
+                self.enrol_endpoint(session, ctx, &id).await?
             } else if let Some(rest) = own.strip_prefix("challenge/") {
                 match self.challenge_endpoint(session, ctx, rest).await? {
                     Handled::Answered(status) => status,

@@ -7,6 +7,23 @@ impl Store {
     /// Seals and stores the user's TOTP secret (creating the user if new), replacing any
     /// earlier one.
     pub async fn set_totp_secret(&self, login: &str, secret: &[u8]) -> Result<UserKey, StoreError> {
+        let key = self.user_key(login)?;
+        let mut tx = self.pool.begin().await.map_err(db("store TOTP secret"))?;
+        self.insert_user(&mut *tx, &key, login, now()).await?;
+        self.insert_totp(&mut *tx, &key, secret).await?;
+        tx.commit().await.map_err(db("store TOTP secret"))?;
+        Ok(key)
+    }
+
+    pub(super) async fn insert_totp<'e, E>(
+        &self,
+        executor: E,
+        key: &UserKey,
+        secret: &[u8],
+    ) -> Result<(), StoreError>
+    where
+        E: sqlx::Executor<'e, Database = sqlx::Any>,
+    {
         if !TOTP_SECRET_BYTES.contains(&secret.len()) {
             return Err(StoreError::Invalid(format!(
                 "a TOTP secret must be {} to {} bytes, found {}",
@@ -15,10 +32,7 @@ impl Store {
                 secret.len()
             )));
         }
-        let key = self.user_key(login)?;
-        let (nonce, sealed) = self.keys.seal(&key, secret);
-        let mut tx = self.pool.begin().await.map_err(db("store TOTP secret"))?;
-        self.insert_user(&mut *tx, &key, login, now()).await?;
+        let (nonce, sealed) = self.keys.seal(key, secret);
         sqlx::query(
             "INSERT INTO totp_secrets (user_key, nonce, sealed, created_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (user_key) DO UPDATE SET nonce = excluded.nonce, sealed = excluded.sealed, created_at = excluded.created_at",
@@ -27,11 +41,10 @@ impl Store {
         .bind(nonce)
         .bind(sealed)
         .bind(millis(now()))
-        .execute(&mut *tx)
+        .execute(executor)
         .await
         .map_err(db("store TOTP secret"))?;
-        tx.commit().await.map_err(db("store TOTP secret"))?;
-        Ok(key)
+        Ok(())
     }
 
     /// The user's TOTP secret, unsealed. Keep it in memory only as long as needed.
@@ -66,6 +79,17 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(db(what))?;
+        self.insert_recovery_codes(&mut tx, key, codes).await?;
+        tx.commit().await.map_err(db(what))
+    }
+
+    /// Adds the HMACs of `codes` to the user's recovery codes, in `tx`.
+    pub(super) async fn insert_recovery_codes(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        key: &UserKey,
+        codes: &[String],
+    ) -> Result<(), StoreError> {
         for code in codes {
             sqlx::query(
                 "INSERT INTO recovery_codes (user_key, code_hash, created_at) VALUES ($1, $2, $3) \
@@ -74,11 +98,11 @@ impl Store {
             .bind(key.0.to_vec())
             .bind(self.keys.recovery_hash(key, code).to_vec())
             .bind(millis(now()))
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
-            .map_err(db(what))?;
+            .map_err(db("store recovery codes"))?;
         }
-        tx.commit().await.map_err(db(what))
+        Ok(())
     }
 
     /// Uses one of the user's recovery codes: deleted in the same statement that finds it, so

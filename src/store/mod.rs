@@ -18,7 +18,9 @@
 mod audit;
 mod error;
 mod factors;
+mod invitations;
 pub use factors::{Factor, Factors};
+pub use invitations::Invitation;
 mod keys;
 mod logins;
 mod models;

@@ -74,6 +74,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "recovery codes",
         include_str!("../../migrations/sqlite/0007_recovery_codes.sql"),
     ),
+    (
+        8,
+        "invitations",
+        include_str!("../../migrations/sqlite/0008_invitations.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -110,6 +115,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         7,
         "recovery codes",
         include_str!("../../migrations/postgres/0007_recovery_codes.sql"),
+    ),
+    (
+        8,
+        "invitations",
+        include_str!("../../migrations/postgres/0008_invitations.sql"),
     ),
 ];
 

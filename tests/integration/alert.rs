@@ -327,5 +327,5 @@ fn the_webhook_url_is_checked_when_the_config_loads() {
         webhook.url,
         WebhookUrl("https://siem.internal/hook".parse().unwrap())
     );
-    assert_eq!(webhook.events.len(), 4, "every event by default");
+    assert_eq!(webhook.events.len(), 5, "every event by default");
 }

@@ -554,6 +554,53 @@ async fn a_challenged_login_is_finished_with_a_recovery_code() {
     assert!(shown.contains("recovery:  9 codes left"), "{shown}");
 }
 
+/// The invited user in Chromium: the operator's link shows a QR code and the key to type, the
+/// first code from the authenticator adds it, and the recovery codes are shown once.
+#[tokio::test]
+async fn an_invited_user_adds_an_authenticator_in_the_browser() {
+    let _one = ONE_BROWSER.lock().await;
+    let app = LegacyApp::start().await;
+    let gk = Gaitkeeper::start_with(app.addr, "", LEGACY_ROUTES).await;
+    let out = common::legacy::users_cli(&gk, &["invite", USER]);
+    let path = out
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("/__gk/enrol/"))
+        .expect("the link")
+        .to_string();
+    let driver = ChromeDriver::start().await;
+    let profile = tempfile::tempdir().unwrap();
+    let session = driver.session(profile.path()).await;
+    session.goto(&gk.url(&path)).await;
+    session
+        .wait_for("document.querySelector('svg') !== null", "the QR code")
+        .await;
+    let shot = session.screenshot("enrol-invitation").await;
+    assert!(shot.exists());
+    let key = session
+        .execute("return document.getElementById('secret').textContent")
+        .await;
+    let secret = totp_rs::Secret::try_from_base32(key.as_str().unwrap()).unwrap();
+    let totp = totp_rs::Builder::new().with_secret(secret).build().unwrap();
+    move_and_click(&session, "#code").await;
+    let code = totp.generate_current().to_string();
+    session
+        .actions(json!([{"type": "key", "id": "keyboard", "actions": typing(&code, 50, 60)}]))
+        .await;
+    press_enter(&session).await;
+    session
+        .wait_for(
+            "document.querySelectorAll('.codes li').length === 10",
+            "the recovery codes",
+        )
+        .await;
+    session.screenshot("enrol-recovery-codes").await;
+    assert!(session.console_errors().await.is_empty());
+    session.quit().await;
+    let factors = common::legacy::users_cli(&gk, &["factors", USER]);
+    assert!(factors.contains("totp:            since "), "{factors}");
+}
+
 /// `logins` verified logins of alice over HTTPS with generated telemetry, learnt.
 async fn enrol_over_https(gk: &Gaitkeeper, cert: &crate::edge::Cert, logins: u64) {
     use common::behaviour::{payload, STEADY};

@@ -707,3 +707,164 @@ async fn a_recovery_code_passes_a_challenge_once_and_is_audited_and_alerted() {
     let (_, trail) = gk.audit(&["tail", "--lines", "60"]);
     assert!(trail.contains("factor.removed"), "{trail}");
 }
+
+/// The enrolment page of an invitation link: (status, page).
+async fn open_invitation(gk: &Gaitkeeper, path: &str) -> (u16, String) {
+    let r = client().get(gk.url(path)).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap())
+}
+
+/// Posts `code` to an invitation's enrolment page: (status, page).
+async fn confirm_invitation(gk: &Gaitkeeper, path: &str, page: &str, code: &str) -> (u16, String) {
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("a CSRF field");
+    let r = client()
+        .post(gk.url(path))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={csrf}&code={code}"))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap())
+}
+
+/// The authenticator an enrolment page's secret makes.
+fn authenticator_of(page: &str) -> totp_rs::Totp {
+    let base32 = page
+        .split("<code id=\"secret\">")
+        .nth(1)
+        .and_then(|s| s.split('<').next())
+        .expect("the secret to type in");
+    let secret = totp_rs::Secret::try_from_base32(base32).unwrap();
+    totp_rs::Builder::new().with_secret(secret).build().unwrap()
+}
+
+#[tokio::test]
+async fn an_invitation_enrols_an_authenticator_once_for_its_user_only_until_it_expires() {
+    use common::legacy::{
+        challenge_at, login_page_at, submit_at, users_cli, users_cli_result, BOB,
+    };
+    let (receiver, port) = Receiver::start(&[], false).await;
+    let keys = tempfile::tempdir().unwrap();
+    let secret = keys.path().join("webhook.key");
+    common::write_secret(&secret, "webhook-secret-0123456789abcdef0123");
+    let (_app, gk) = start(&format!(
+        "policy:\n  on_missing_telemetry: challenge\n  on_no_factor: block\nalerts:\n  webhook:\n    url: \"http://127.0.0.1:{port}/hook\"\n    secret: {{ file: {:?} }}\n    backoff: 100ms\n",
+        secret.display().to_string()
+    ))
+    .await;
+    let link = |out: &str| {
+        out.lines()
+            .map(str::trim)
+            .find(|l| l.starts_with("/__gk/enrol/"))
+            .expect("the link's path")
+            .to_string()
+    };
+    let invited = link(&users_cli(&gk, &["invite", ALICE.0]));
+
+    // The page shows the secret (QR code, and typed); a wrong code stores nothing.
+    let (status, page) = open_invitation(&gk, &invited).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("<svg") && !page.contains("<script"), "{page}");
+    let totp = authenticator_of(&page);
+    let (status, again) = confirm_invitation(&gk, &invited, &page, "000000").await;
+    assert_eq!(status, 400, "{again}");
+    assert!(users_cli(&gk, &["factors", ALICE.0]).contains("totp:            none"));
+
+    // The right code: enrolled, ten recovery codes shown once.
+    let (status, done) =
+        confirm_invitation(&gk, &invited, &page, &totp.generate_current().to_string()).await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done.matches("<li><code>").count(), 10, "{done}");
+    let factors = users_cli(&gk, &["factors", ALICE.0]);
+    assert!(
+        factors.contains("totp:            since ") && factors.contains("10 left"),
+        "{factors}"
+    );
+    // Used: the link is gone, on GET and on POST.
+    assert_eq!(open_invitation(&gk, &invited).await.0, 404);
+    assert_eq!(
+        confirm_invitation(&gk, &invited, &page, "123456").await.0,
+        404
+    );
+    // She now has a factor: her challenged login passes with the authenticator.
+    let base = gk.url("");
+    let login = login_page_at(&client(), &base).await;
+    let r = submit_at(&client(), &base, &login, ALICE.0, ALICE.1, None).await;
+    let c = challenge_at(&base, &r).await;
+    let next = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs())
+        + 30;
+    let r = post_code(&gk, &c, totp.generate(next)).await;
+    assert_eq!(
+        location(&r),
+        "/account",
+        "passed with the enrolled authenticator"
+    );
+    // Audited and alerted; another invitation for her is refused (she has one).
+    eventually(
+        Duration::from_secs(10),
+        "the new factor alerted",
+        || async {
+            receiver
+                .received()
+                .iter()
+                .any(|r| r.json()["alert"]["event"] == "factor_added")
+        },
+    )
+    .await;
+    let (_, trail) = gk.audit(&["tail", "--lines", "30"]);
+    assert!(trail.contains("factor.added"), "{trail}");
+    let (ok, _, err) = users_cli_result(&gk, &["invite", ALICE.0]);
+    assert!(!ok && err.contains("already has an authenticator"), "{err}");
+
+    // For its user only: bob's link enrols bob, and alice's authenticator is not his.
+    let bobs = link(&users_cli(&gk, &["invite", BOB.0]));
+    let (_, page) = open_invitation(&gk, &bobs).await;
+    let bobs_totp = authenticator_of(&page);
+    assert_ne!(
+        bobs_totp.generate_current(),
+        totp.generate_current(),
+        "each invitation its own secret"
+    );
+    let login = login_page_at(&client(), &base).await;
+    let r = submit_at(&client(), &base, &login, BOB.0, BOB.1, None).await;
+    assert_eq!(
+        r.status(),
+        403,
+        "bob has no factor yet: on_no_factor blocks"
+    );
+    let (status, _) =
+        confirm_invitation(&gk, &bobs, &page, &bobs_totp.generate_current().to_string()).await;
+    assert_eq!(status, 200);
+    let login = login_page_at(&client(), &base).await;
+    let r = submit_at(&client(), &base, &login, BOB.0, BOB.1, None).await;
+    let c = challenge_at(&base, &r).await;
+    let r = post_code(&gk, &c, totp.generate(next)).await;
+    assert_ne!(
+        location(&r),
+        "/account",
+        "alice's authenticator does not pass bob's challenge"
+    );
+    let r = post_code(&gk, &c, bobs_totp.generate(next)).await;
+    assert_eq!(location(&r), "/account");
+
+    // Expired: a link past its time opens nothing.
+    let short = link(&users_cli(&gk, &["invite", "carol", "--ttl", "1s"]));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(open_invitation(&gk, &short).await.0, 404);
+    // A made-up or mangled id opens nothing either.
+    let mangled = format!("{}A", &short[..short.len() - 1]);
+    assert_eq!(open_invitation(&gk, &mangled).await.0, 404);
+    assert_eq!(
+        open_invitation(&gk, "/__gk/enrol/../../etc/passwd").await.0,
+        404
+    );
+}

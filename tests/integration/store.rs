@@ -338,6 +338,11 @@ async fn forget_leaves_nothing_identifiable() {
             .await
             .unwrap();
         assert_eq!(store.recovery_codes_left(&key).await.unwrap(), 2);
+        let (invited, _) = store
+            .create_invitation(NAME, "default", SystemTime::now() + Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(invited, key);
         // And wrong TOTP codes, from everywhere and from one address.
         let totp_slots = gaitkeeper::shared::totp_slots(&key.to_string(), "127.0.0.9");
         let counted: Vec<_> = totp_slots.iter().map(|s| (s.clone(), u32::MAX)).collect();
@@ -370,6 +375,7 @@ async fn forget_leaves_nothing_identifiable() {
                 // Aggregates over many users, holding no key, name or login of anyone
                 // (docs/learning.md): a forgotten user's influence leaves at the next training.
                 "global_models",
+                "invitations",
                 "login_sessions",
                 "models",
                 "recovery_codes",

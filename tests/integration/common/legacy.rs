@@ -156,6 +156,13 @@ pub fn enroll_totp_with_codes(gk: &Gaitkeeper, user: &str) -> (totp_rs::Totp, Ve
 
 /// `gaitkeeper users ARGS…` on `gk`'s store; its standard output (the command must succeed).
 pub fn users_cli(gk: &Gaitkeeper, args: &[&str]) -> String {
+    let (ok, stdout, stderr) = users_cli_result(gk, args);
+    assert!(ok, "{stderr}");
+    stdout
+}
+
+/// `gaitkeeper users ARGS…` on `gk`'s store: (success, standard output, standard error).
+pub fn users_cli_result(gk: &Gaitkeeper, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(super::binary())
         .args(["users", "--config"])
         .arg(&gk.config_path)
@@ -163,12 +170,11 @@ pub fn users_cli(gk: &Gaitkeeper, args: &[&str]) -> String {
         .env("GK_TEST_SECRET", super::SECRET)
         .output()
         .unwrap();
-    assert!(
+    (
         out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// The recovery codes (`xxxxx-xxxxx`) a `users` command printed.
