@@ -417,25 +417,31 @@ impl LoginServices {
         if let Some(known) = self.factors.0.get(user) {
             return Ok(known);
         }
-        let store = self.store.clone();
         let key = *user;
         let enrolled = self
-            .bg
-            .spawn(async move { store.totp_secret(&key).await })
-            .await
-            .map_err(|e| e.to_string())?
-            .map(|s| s.is_some())
-            .map_err(|e| e.to_string())?;
+            .in_store(move |store| async move { store.totp_secret(&key).await })
+            .await?
+            .is_some();
         self.factors.0.insert(*user, enrolled);
         Ok(enrolled)
     }
 
     /// The user's TOTP secret, if enrolled.
     pub async fn totp_secret(&self, user: &UserKey) -> Result<Option<Vec<u8>>, String> {
-        let store = self.store.clone();
         let user = *user;
+        self.in_store(move |store| async move { store.totp_secret(&user).await })
+            .await
+    }
+
+    /// Runs `job` on the store on the background runtime, where its connections live; errors
+    /// as text (the caller logs them and answers).
+    async fn in_store<T, Fut>(&self, job: impl FnOnce(Store) -> Fut) -> Result<T, String>
+    where
+        Fut: std::future::Future<Output = Result<T, crate::store::StoreError>> + Send + 'static,
+        T: Send + 'static,
+    {
         self.bg
-            .spawn(async move { store.totp_secret(&user).await })
+            .spawn(job(self.store.clone()))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())
@@ -448,13 +454,9 @@ impl LoginServices {
         user: &UserKey,
         code: String,
     ) -> Result<Option<u32>, String> {
-        let store = self.store.clone();
         let user = *user;
-        self.bg
-            .spawn(async move { store.use_recovery_code(&user, &code).await })
+        self.in_store(move |store| async move { store.use_recovery_code(&user, &code).await })
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
     }
 
     /// Audits and alerts a challenge passed with a recovery code (the user may have lost their
@@ -479,12 +481,9 @@ impl LoginServices {
         &self,
         id: &str,
     ) -> Result<Option<crate::store::Invitation>, String> {
-        let (store, id) = (self.store.clone(), id.to_string());
-        self.bg
-            .spawn(async move { store.invitation(&id).await })
+        let id = id.to_string();
+        self.in_store(move |store| async move { store.invitation(&id).await })
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
     }
 
     /// Enrols the user invited by `id` with `secret` (see `Store::enrol_invited`): the
@@ -497,17 +496,11 @@ impl LoginServices {
         client_ip: &str,
     ) -> Result<Option<Vec<String>>, String> {
         let codes = crate::challenge::recovery::generate();
-        let stored: Vec<String> = codes
-            .iter()
-            .filter_map(|c| crate::challenge::recovery::normalise(c))
-            .collect();
-        let (store, id) = (self.store.clone(), id.to_string());
+        let stored = crate::challenge::recovery::stored_form(&codes);
+        let id = id.to_string();
         let enrolled = self
-            .bg
-            .spawn(async move { store.enrol_invited(&id, &secret, &stored).await })
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+            .in_store(move |store| async move { store.enrol_invited(&id, &secret, &stored).await })
+            .await?;
         let Some((invitation, issued)) = enrolled else {
             return Ok(None);
         };

@@ -418,10 +418,7 @@ async fn issue_recovery_codes(
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let codes = crate::challenge::recovery::generate();
-    let stored: Vec<String> = codes
-        .iter()
-        .filter_map(|c| crate::challenge::recovery::normalise(c))
-        .collect();
+    let stored = crate::challenge::recovery::stored_form(&codes);
     store.set_recovery_codes(key, &stored).await?;
     store
         .append_audit(

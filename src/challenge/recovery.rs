@@ -25,6 +25,11 @@ pub fn generate() -> Vec<String> {
         .collect()
 }
 
+/// `codes` as [`generate`] shows them, in the form the store keeps (see [`normalise`]).
+pub fn stored_form(codes: &[String]) -> Vec<String> {
+    codes.iter().filter_map(|c| normalise(c)).collect()
+}
+
 /// The code as stored and compared (lower case, no spaces or dashes), if `input` has the
 /// shape of a recovery code; `None` for anything else (a TOTP code, a typo of length).
 pub fn normalise(input: &str) -> Option<String> {

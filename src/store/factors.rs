@@ -128,14 +128,7 @@ impl Store {
 
     /// How many unused recovery codes the user has.
     pub async fn recovery_codes_left(&self, key: &UserKey) -> Result<u32, StoreError> {
-        let left: i64 = sqlx::query_scalar(
-            "SELECT CAST(COUNT(*) AS BIGINT) FROM recovery_codes WHERE user_key = $1",
-        )
-        .bind(key.0.to_vec())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db("count recovery codes"))?;
-        Ok(left.clamp(0, i64::from(u32::MAX)) as u32)
+        count_recovery_codes(&self.pool, key).await
     }
 
     /// The user's second factors: when their TOTP secret was set (if they have one) and how
@@ -193,4 +186,23 @@ impl Factor {
             Factor::RecoveryCodes => "recovery_codes",
         }
     }
+}
+
+/// How many unused recovery codes the user has, read through `executor` (a pool or the
+/// transaction that is about to add some).
+pub(super) async fn count_recovery_codes<'e, E>(
+    executor: E,
+    key: &UserKey,
+) -> Result<u32, StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let left: i64 = sqlx::query_scalar(
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM recovery_codes WHERE user_key = $1",
+    )
+    .bind(key.0.to_vec())
+    .fetch_one(executor)
+    .await
+    .map_err(db("count recovery codes"))?;
+    Ok(left.clamp(0, i64::from(u32::MAX)) as u32)
 }

@@ -85,14 +85,7 @@ impl Store {
             return Ok(None);
         };
         self.insert_totp(&mut *tx, &invitation.user, secret).await?;
-        let existing: i64 = sqlx::query_scalar(
-            "SELECT CAST(COUNT(*) AS BIGINT) FROM recovery_codes WHERE user_key = $1",
-        )
-        .bind(invitation.user.0.to_vec())
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db(what))?;
-        let issue = existing == 0;
+        let issue = super::factors::count_recovery_codes(&mut *tx, &invitation.user).await? == 0;
         if issue {
             self.insert_recovery_codes(&mut tx, &invitation.user, codes)
                 .await?;

@@ -88,7 +88,7 @@ impl SharedState for Store {
         }
         let sql = format!(
             "SELECT slot FROM shared_bans WHERE expires_at >= $1 AND slot IN ({})",
-            slot_list(slots.len())
+            numbered(2, slots.len())
         );
         let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(now_secs() as i64);
         for slot in slots {
@@ -119,12 +119,9 @@ impl SharedState for Store {
              SELECT CAST('' AS TEXT) AS slot FROM used"
             .to_string();
         if !slots.is_empty() {
-            let list = (0..slots.len())
-                .map(|i| format!("${}", i + 5))
-                .collect::<Vec<_>>()
-                .join(", ");
             sql.push_str(&format!(
-                " UNION ALL SELECT slot FROM shared_bans WHERE expires_at >= $1 AND slot IN ({list})"
+                " UNION ALL SELECT slot FROM shared_bans WHERE expires_at >= $1 AND slot IN ({})",
+                numbered(5, slots.len())
             ));
         }
         let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
@@ -150,7 +147,7 @@ impl SharedState for Store {
         let sql = format!(
             "SELECT slot, CAST(count AS BIGINT) AS count FROM shared_counters \
              WHERE expires_at >= $1 AND slot IN ({})",
-            slot_list(slots.len())
+            numbered(2, slots.len())
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now_secs() as i64);
         for slot in slots {
@@ -175,10 +172,7 @@ impl SharedState for Store {
         }
         let sql = format!(
             "DELETE FROM shared_counters WHERE slot IN ({})",
-            (1..=slots.len())
-                .map(|i| format!("${i}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            numbered(1, slots.len())
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for slot in slots {
@@ -195,9 +189,6 @@ impl SharedState for Store {
         let insert = "INSERT INTO shared_held \
              (held_key, released, sealed, weight, attempts, shown_inline, created_ms, expires_ms) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
-        let totals = "SELECT CAST(COUNT(*) AS BIGINT) AS held, \
-             CAST(COALESCE(SUM(weight), 0) AS BIGINT) AS bytes FROM shared_held WHERE expires_ms > $7";
-        let now = clamp(now_ms());
         let bind = |sql| {
             sqlx::query(sql)
                 .bind(row.key.to_vec())
@@ -206,42 +197,33 @@ impl SharedState for Store {
                 .bind(clamp(row.bytes))
                 .bind(row.attempts as i32)
                 .bind(i32::from(row.inline))
-                .bind(now)
+                .bind(millis(now()))
                 .bind(clamp(row.expires_ms))
         };
         let read = held_error("holding a login");
-        let (count, bytes) = if self.backend == Backend::Postgres {
+        if self.backend == Backend::Postgres {
             // One round trip: the insert, and the totals as they were before it (a
             // statement's parts share one snapshot).
-            let sql = format!("WITH inserted AS ({insert} RETURNING 1) {totals}");
+            let sql = format!(
+                "WITH inserted AS ({insert} RETURNING 1) {}",
+                totals_sql("$7")
+            );
             let totals = bind(sqlx::AssertSqlSafe(sql))
                 .fetch_one(&self.pool)
                 .await
                 .map_err(&read)?;
-            (
-                totals.try_get::<i64, _>("held").map_err(&read)?,
-                totals.try_get::<i64, _>("bytes").map_err(&read)?,
-            )
-        } else {
-            // SQLite has no data-modifying CTE (and serves one instance anyway).
-            bind(sqlx::AssertSqlSafe(insert.to_string()))
-                .execute(&self.pool)
-                .await
-                .map_err(&read)?;
-            let sql = totals.replace("$7", "$1");
-            let totals = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(now)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(&read)?;
-            (
-                totals.try_get::<i64, _>("held").map_err(&read)? - 1,
-                totals.try_get::<i64, _>("bytes").map_err(&read)? - clamp(row.bytes),
-            )
-        };
+            return totals_of(&totals, "holding a login");
+        }
+        // SQLite has no data-modifying CTE (and serves one instance anyway): the insert, then
+        // the totals without the new row.
+        bind(sqlx::AssertSqlSafe(insert.to_string()))
+            .execute(&self.pool)
+            .await
+            .map_err(&read)?;
+        let after = self.held_totals().await?;
         Ok(HeldTotals {
-            count: count.max(0) as u64,
-            bytes: bytes.max(0) as u64,
+            count: after.count.saturating_sub(1),
+            bytes: after.bytes.saturating_sub(row.bytes),
         })
     }
 
@@ -252,7 +234,7 @@ impl SharedState for Store {
         )))
         .bind(key.to_vec())
         .bind(released)
-        .bind(clamp(now_ms()))
+        .bind(millis(now()))
         .fetch_optional(&self.pool)
         .await
         .map_err(held_error("reading a held login"))?;
@@ -270,7 +252,7 @@ impl SharedState for Store {
         )))
         .bind(key.to_vec())
         .bind(released)
-        .bind(clamp(now_ms()))
+        .bind(millis(now()))
         .fetch_optional(&self.pool)
         .await
         .map_err(held_error("taking a held login"))?;
@@ -284,7 +266,7 @@ impl SharedState for Store {
              RETURNING CAST(attempts AS INTEGER)",
         )
         .bind(key.to_vec())
-        .bind(clamp(now_ms()))
+        .bind(millis(now()))
         .fetch_optional(&self.pool)
         .await
         .map_err(held_error("counting a challenge attempt"))?;
@@ -298,7 +280,7 @@ impl SharedState for Store {
         )
         .bind(key.to_vec())
         .bind(i32::from(inline))
-        .bind(clamp(now_ms()))
+        .bind(millis(now()))
         .execute(&self.pool)
         .await
         .map_err(held_error("marking a challenge as shown in the page"))?;
@@ -314,7 +296,7 @@ impl SharedState for Store {
         .bind(key.to_vec())
         .bind(released.key.to_vec())
         .bind(released.sealed.clone())
-        .bind(clamp(now_ms()))
+        .bind(millis(now()))
         .execute(&self.pool)
         .await
         .map_err(held_error("releasing a passed challenge"))?
@@ -332,7 +314,7 @@ impl SharedState for Store {
                FROM shared_held WHERE expires_ms > $1) ranked \
              WHERE newer > $2 OR newer_bytes > $3) RETURNING {HELD_COLUMNS}"
         )))
-        .bind(clamp(now_ms()))
+        .bind(millis(now()))
         .bind(clamp(max_count))
         .bind(clamp(max_bytes))
         .fetch_all(&self.pool)
@@ -352,7 +334,7 @@ impl SharedState for Store {
             "DELETE FROM shared_held WHERE held_key IN (SELECT held_key FROM shared_held \
              WHERE expires_ms <= $1 LIMIT $2{lock}) RETURNING {HELD_COLUMNS}"
         )))
-        .bind(clamp(now_ms()))
+        .bind(millis(now()))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
@@ -361,31 +343,36 @@ impl SharedState for Store {
     }
 
     async fn held_totals(&self) -> Result<HeldTotals, StateError> {
-        let totals = sqlx::query(
-            "SELECT CAST(COUNT(*) AS BIGINT) AS held, CAST(COALESCE(SUM(weight), 0) AS BIGINT) AS bytes \
-             FROM shared_held WHERE expires_ms > $1",
-        )
-        .bind(clamp(now_ms()))
-        .fetch_one(&self.pool)
-        .await
-        .map_err(held_error("counting held logins"))?;
-        let count: i64 = totals
-            .try_get("held")
+        let totals = sqlx::query(sqlx::AssertSqlSafe(totals_sql("$1")))
+            .bind(millis(now()))
+            .fetch_one(&self.pool)
+            .await
             .map_err(held_error("counting held logins"))?;
-        let bytes: i64 = totals
-            .try_get("bytes")
-            .map_err(held_error("counting held logins"))?;
-        Ok(HeldTotals {
-            count: count.max(0) as u64,
-            bytes: bytes.max(0) as u64,
-        })
+        totals_of(&totals, "counting held logins")
     }
 }
 
-/// `$2, $3, …` for `n` slots bound after the time (`$1`).
-fn slot_list(n: usize) -> String {
-    (0..n)
-        .map(|i| format!("${}", i + 2))
+/// The live held logins and their bytes, with the time bound as `now_param`.
+fn totals_sql(now_param: &str) -> String {
+    format!(
+        "SELECT CAST(COUNT(*) AS BIGINT) AS held, CAST(COALESCE(SUM(weight), 0) AS BIGINT) AS bytes \
+         FROM shared_held WHERE expires_ms > {now_param}"
+    )
+}
+
+fn totals_of(row: &sqlx::any::AnyRow, what: &'static str) -> Result<HeldTotals, StateError> {
+    let count: i64 = row.try_get("held").map_err(held_error(what))?;
+    let bytes: i64 = row.try_get("bytes").map_err(held_error(what))?;
+    Ok(HeldTotals {
+        count: count.max(0) as u64,
+        bytes: bytes.max(0) as u64,
+    })
+}
+
+/// `n` numbered parameters from `$first` on (`$2, $3, …` for slots bound after the time).
+fn numbered(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -422,12 +409,6 @@ fn held_error(what: &'static str) -> impl Fn(sqlx::Error) -> StateError {
 /// A count or time as the database's BIGINT.
 fn clamp(value: u64) -> i64 {
     value.min(i64::MAX as u64) as i64
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn now_secs() -> u64 {

@@ -284,7 +284,8 @@ impl HeldLogins {
                     attempts: 0,
                     inline: 0,
                     released: false,
-                    expires_ms: unix_ms() + shared.ttl.as_millis() as u64,
+                    expires_ms: crate::runtime::unix_millis(std::time::SystemTime::now())
+                        + shared.ttl.as_millis() as u64,
                 };
                 let before = shared.state.hold(&row).await?;
                 if before.count + 1 > shared.max_count
@@ -485,12 +486,6 @@ impl SharedHeld {
 /// The least weight a held login counts for: its share of the byte budget.
 fn weight_floor(max_count: usize, max_bytes: u64) -> u64 {
     max_bytes / max_count.max(1) as u64
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// 192 random bits, URL-safe (like a challenge id).
