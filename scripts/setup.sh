@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Installs what building and testing gaitkeeper needs on Debian/Ubuntu, only where missing:
-# cmake and a C toolchain (pingora's zlib-ng), and with --test also Chromium and ChromeDriver
+# cmake and a C toolchain (pingora's zlib-ng), OpenSSL headers (webauthn-rs), and with --test also Chromium and ChromeDriver
 # (browser tests), curl, nginx and HAProxy (the load balancers of the edge tests), and
 # Node.js/npm and Python's pip where the machine has none (the real third-party apps of
 # tests/apps). Rust itself comes from rustup (https://rustup.rs).
 set -euo pipefail
 
-want=(cmake gcc g++ make pkg-config)
+want=(cmake gcc g++ make pkg-config libssl-dev)
 if [[ "${1:-}" == "--test" ]]; then
   want+=(chromium chromium-driver curl nginx haproxy)
   # A Node.js or Python installed another way (nodesource, pyenv) is used as it is.
