@@ -40,12 +40,19 @@ pub struct Settled {
     pub challenge: Option<ChallengeResult>,
 }
 
-/// Whether users have a TOTP factor, as read from the store in the last
+/// Which factors users have (TOTP, passkeys), as read from the store in the last
 /// [`FactorCache::TTL`]. Every challenged login asks; without it each one was a store read on
 /// the background runtime, the slowest step of a challenged login. Enrolment happens in
 /// another process (`gaitkeeper users enroll-totp`), so a new or removed factor counts for
 /// challenges within the TTL. Bounded.
-pub struct FactorCache(moka::sync::Cache<UserKey, bool>);
+pub struct FactorCache(moka::sync::Cache<UserKey, HasFactors>);
+
+/// Which factors a user has (what [`FactorCache`] remembers).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HasFactors {
+    pub totp: bool,
+    pub passkeys: bool,
+}
 
 impl FactorCache {
     pub(crate) const TTL: Duration = Duration::from_secs(10);
@@ -85,7 +92,10 @@ pub struct LoginServices {
     pub enrol_key: Vec<u8>,
     pub max_attempts: u32,
     pub totp_enabled: bool,
-    /// Recent answers of [`LoginServices::has_totp`] (see [`FactorCache`]).
+    pub passkeys_enabled: bool,
+    /// Passkey ceremonies (keys from `secrets.key`).
+    pub passkeys: crate::challenge::passkey::Ceremonies,
+    /// Recent answers of [`LoginServices::has_factors`] (see [`FactorCache`]).
     pub factors: FactorCache,
     pub totp: TotpVerifier,
     /// The external MFA provider, when configured.
@@ -408,22 +418,59 @@ impl LoginServices {
         matches!(ping.await, Ok(Ok(Ok(()))))
     }
 
-    /// Whether `user` has a TOTP second factor enrolled (and TOTP is on). Answered from
-    /// [`FactorCache`] when it knows; else read from the store on the background runtime.
+    /// Which factors `user` has (of those turned on). Answered from [`FactorCache`] when it
+    /// knows; else read from the store on the background runtime.
+    pub async fn has_factors(&self, user: &UserKey) -> Result<HasFactors, String> {
+        let known = match self.factors.0.get(user) {
+            Some(known) => known,
+            None => {
+                let key = *user;
+                let factors = self
+                    .in_store(move |store| async move { store.factors(&key).await })
+                    .await?;
+                let known = HasFactors {
+                    totp: factors.totp_since.is_some(),
+                    passkeys: !factors.passkeys.is_empty(),
+                };
+                self.factors.0.insert(*user, known);
+                known
+            }
+        };
+        Ok(HasFactors {
+            totp: known.totp && self.totp_enabled,
+            passkeys: known.passkeys && self.passkeys_enabled,
+        })
+    }
+
+    /// Whether `user` has a TOTP second factor enrolled (and TOTP is on).
     pub async fn has_totp(&self, user: &UserKey) -> Result<bool, String> {
-        if !self.totp_enabled {
-            return Ok(false);
-        }
-        if let Some(known) = self.factors.0.get(user) {
-            return Ok(known);
-        }
-        let key = *user;
-        let enrolled = self
-            .in_store(move |store| async move { store.totp_secret(&key).await })
-            .await?
-            .is_some();
-        self.factors.0.insert(*user, enrolled);
-        Ok(enrolled)
+        Ok(self.has_factors(user).await?.totp)
+    }
+
+    /// The user's passkeys, read now (a passkey removed a moment ago does not pass).
+    pub async fn user_passkeys(
+        &self,
+        user: &UserKey,
+    ) -> Result<Vec<crate::store::StoredPasskey>, String> {
+        let user = *user;
+        self.in_store(move |store| async move { store.passkeys(&user).await })
+            .await
+    }
+
+    /// Records a passkey's use (and its moved counter).
+    pub async fn passkey_used(
+        &self,
+        user: &UserKey,
+        credential_id: Vec<u8>,
+        updated: Option<String>,
+    ) -> Result<(), String> {
+        let user = *user;
+        self.in_store(move |store| async move {
+            store
+                .passkey_used(&user, &credential_id, updated.as_deref())
+                .await
+        })
+        .await
     }
 
     /// The user's TOTP secret, if enrolled.
@@ -476,6 +523,21 @@ impl LoginServices {
         self.auditor.record(record);
     }
 
+    /// Audits a challenge passed with `factor` (a passkey; TOTP passes are the
+    /// `challenge.passed` record alone).
+    pub(crate) fn factor_used(&self, attempt: &LoginAttempt, factor: &str) {
+        let mut record = Self::record_of(
+            &Settled {
+                attempt: attempt.clone(),
+                outcome: LoginOutcome::Challenged,
+                challenge: Some(ChallengeResult::Passed),
+            },
+            audit::kind::FACTOR_USED,
+        );
+        record.reasons = serde_json::json!([{ "code": factor }]);
+        self.auditor.record(record);
+    }
+
     /// The live invitation `id` (`users invite`), if any.
     pub(crate) async fn invitation(
         &self,
@@ -492,25 +554,29 @@ impl LoginServices {
     pub(crate) async fn enrol_invited(
         &self,
         id: &str,
-        secret: Vec<u8>,
+        factor: crate::store::NewFactor,
         client_ip: &str,
     ) -> Result<Option<Vec<String>>, String> {
         let codes = crate::challenge::recovery::generate();
         let stored = crate::challenge::recovery::stored_form(&codes);
         let id = id.to_string();
+        let code = match &factor {
+            crate::store::NewFactor::Totp(_) => "totp",
+            crate::store::NewFactor::Passkey(_) => "passkey",
+        };
         let enrolled = self
-            .in_store(move |store| async move { store.enrol_invited(&id, &secret, &stored).await })
+            .in_store(move |store| async move { store.enrol_invited(&id, &factor, &stored).await })
             .await?;
         let Some((invitation, issued)) = enrolled else {
             return Ok(None);
         };
         // Challenges from now on offer the new factor.
-        self.factors.0.insert(invitation.user, true);
+        self.factors.0.invalidate(&invitation.user);
         let mut record = AuditRecord::new(audit::kind::FACTOR_ADDED, &audit::new_incident());
         record.user_key = Some(invitation.user.to_string());
         record.app = Some(invitation.app.clone());
         record.client_ip = Some(client_ip.to_string());
-        record.reasons = serde_json::json!([{ "code": "totp", "via": "invitation" }]);
+        record.reasons = serde_json::json!([{ "code": code, "via": "invitation" }]);
         self.alerter
             .notify(Alert::for_record(AlertEvent::FactorAdded, &record));
         self.auditor.record(record);
@@ -818,6 +884,8 @@ impl Assembly {
             enrol_key: derive_key(config.secrets.key.expose(), b"gaitkeeper enrolment"),
             max_attempts: mfa.totp.max_attempts,
             totp_enabled: mfa.totp.enabled,
+            passkeys_enabled: mfa.passkeys.enabled,
+            passkeys: crate::challenge::passkey::Ceremonies::new(config.secrets.key.expose()),
             factors: Default::default(),
             totp: TotpVerifier::default(),
             external,

@@ -10,6 +10,7 @@ use std::io::Write;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
+use sha2::Digest;
 
 use crate::config::{AppConfig, Config};
 use crate::runtime::utc;
@@ -319,8 +320,14 @@ async fn execute(
             }
             let scoped = app.user_scope(&user);
             let key = store.user_key(&scoped)?;
-            if store.factors(&key).await?.totp_since.is_some() {
-                anyhow::bail!("{user} already has an authenticator; to replace it, remove it first with `gaitkeeper users remove-factor {user} totp`");
+            let factors = store.factors(&key).await?;
+            if factors.any() {
+                let which = if factors.totp_since.is_some() {
+                    "totp"
+                } else {
+                    "passkeys"
+                };
+                anyhow::bail!("{user} already has a second factor (see `gaitkeeper users factors {user}`); invitations are for a first one. To replace it, remove it first with `gaitkeeper users remove-factor {user} {which}`");
             }
             let expires = SystemTime::now() + ttl;
             let (key, id) = store.create_invitation(&scoped, &app.name, expires).await?;
@@ -358,6 +365,23 @@ async fn execute(
                 None => writeln!(out, "totp:            none")?,
             }
             writeln!(out, "recovery codes:  {} left", factors.recovery_codes)?;
+            if factors.passkeys.is_empty() {
+                writeln!(out, "passkeys:        none")?;
+            }
+            for passkey in &factors.passkeys {
+                let id = sha2::Sha256::digest(&passkey.credential_id);
+                writeln!(
+                    out,
+                    "passkey:         {} for {}, added {}, last used {}",
+                    &hex::encode(id)[..12],
+                    passkey.rp_id,
+                    utc(passkey.created),
+                    passkey
+                        .last_used
+                        .map(utc)
+                        .unwrap_or_else(|| "never".to_string())
+                )?;
+            }
         }
         UsersCommand::RemoveFactor { user, factor } => {
             let key = known_user(store, app, &user).await?;

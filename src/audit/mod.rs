@@ -37,6 +37,8 @@ pub mod kind {
     pub const CHALLENGE_FAILED: &str = "challenge.failed";
     /// A challenge passed with a recovery code instead of the authenticator.
     pub(crate) const RECOVERY_CODE_USED: &str = "challenge.recovery_code_used";
+    /// A challenge passed with a factor other than a TOTP code (a passkey).
+    pub(crate) const FACTOR_USED: &str = "challenge.factor_used";
     /// A user added a second factor (an authenticator, from an invitation).
     pub(crate) const FACTOR_ADDED: &str = "factor.added";
     pub(crate) const CHALLENGE_EXPIRED: &str = "challenge.expired";

@@ -62,14 +62,35 @@ pub struct EnrolPage<'a> {
     pub base32: &'a str,
     /// The code typed last was not right.
     pub wrong_code: bool,
+    /// The passkey button (HTML from `passkey::section` and its script), when passkeys can
+    /// be registered here.
+    pub passkey: Option<&'a str>,
+    /// The passkey offered last was not taken (why, for the user).
+    pub passkey_error: Option<&'a str>,
 }
 
-/// The page that enrols an authenticator: scan (or type) the secret, then confirm with a code.
+/// The page that enrols a factor: a passkey (one button), or an authenticator app (scan or
+/// type the secret, then confirm with a code).
 pub fn enrol_page(p: &EnrolPage) -> String {
-    let mut body = format!(
-        "<p>Protect your sign-in to {app}: add an authenticator app (Google Authenticator, Microsoft Authenticator, 1Password, …). It gives you a code when a sign-in needs one more step.</p>\n<p>1. Scan this code with the app:</p>\n",
-        app = escape(p.app_name)
-    );
+    let mut body = String::new();
+    if let Some(passkey) = p.passkey {
+        body.push_str(&format!(
+            "<p>Protect your sign-in to {app}: add a passkey. Your device (fingerprint, face or screen lock) or security key confirms it's you when a sign-in needs one more step.</p>\n",
+            app = escape(p.app_name)
+        ));
+        if let Some(error) = p.passkey_error {
+            body.push_str(&format!(
+                "<p class=\"error\" role=\"alert\">{}</p>\n",
+                escape(error)
+            ));
+        }
+        body.push_str(passkey);
+        body.push_str("<h2>Or add an authenticator app</h2>\n");
+    }
+    body.push_str(&format!(
+        "<p>{lead}add an authenticator app (Google Authenticator, Microsoft Authenticator, 1Password, …). It gives you a code when a sign-in needs one more step.</p>\n<p>1. Scan this code with the app:</p>\n",
+        lead = if p.passkey.is_some() { "Or ".to_string() } else { format!("Protect your sign-in to {}: ", escape(p.app_name)) },
+    ));
     if let Some(svg) = qr_svg(p.uri) {
         body.push_str(&format!("<p class=\"qr\">{svg}</p>\n"));
     }
@@ -93,14 +114,22 @@ pub fn enrol_page(p: &EnrolPage) -> String {
         csrf_field = escape(p.csrf_field),
         csrf_token = escape(p.csrf_token),
     ));
-    document(p.app_name, "Add an authenticator", &body)
+    let title = if p.passkey.is_some() {
+        "Protect your account"
+    } else {
+        "Add an authenticator"
+    };
+    document(p.app_name, title, &body)
 }
 
-/// The page after enrolling: the recovery codes, shown this once.
-pub fn enrolled_page(app_name: &str, codes: &[String]) -> String {
-    let mut body = String::from(
-        "<p>Your authenticator is set up. When a sign-in needs one more step, enter the code it shows.</p>\n",
-    );
+/// The page after enrolling a `passkey` (else an authenticator app): the recovery codes,
+/// shown this once, and `next` (HTML) — what to do now.
+pub fn enrolled_page(app_name: &str, passkey: bool, codes: &[String], next: &str) -> String {
+    let mut body = String::from(if passkey {
+        "<p>Your passkey is set up. When a sign-in needs one more step, you will be asked to use it.</p>\n"
+    } else {
+        "<p>Your authenticator is set up. When a sign-in needs one more step, enter the code it shows.</p>\n"
+    });
     if !codes.is_empty() {
         body.push_str("<p><strong>Keep these recovery codes somewhere safe</strong> (print them, or store them in your password manager). Each works once, if you lose the authenticator. They are not shown again.</p>\n<ul class=\"codes\">\n");
         for code in codes {
@@ -108,8 +137,16 @@ pub fn enrolled_page(app_name: &str, codes: &[String]) -> String {
         }
         body.push_str("</ul>\n");
     }
-    body.push_str("<p>You can close this page and sign in.</p>\n");
-    document(app_name, "Authenticator added", &body)
+    body.push_str(next);
+    document(
+        app_name,
+        if passkey {
+            "Passkey added"
+        } else {
+            "Authenticator added"
+        },
+        &body,
+    )
 }
 
 #[cfg(test)]
@@ -140,11 +177,18 @@ mod tests {
             uri: &uri,
             base32: &base32,
             wrong_code: false,
+            passkey: None,
+            passkey_error: None,
         });
         assert!(page.contains("Acme &lt;Payroll&gt;") && !page.contains("Acme <Payroll>"));
         assert!(page.contains("action=\"/__gk/enrol/x&quot;y\""));
         assert!(!page.contains("<script"), "works without JavaScript");
-        let done = enrolled_page("Acme", &["abcde-fghjk".to_string()]);
+        let done = enrolled_page(
+            "Acme",
+            false,
+            &["abcde-fghjk".to_string()],
+            "<p>You can close this page.</p>",
+        );
         assert!(done.contains("<code>abcde-fghjk</code>"));
     }
 }

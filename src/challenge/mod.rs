@@ -13,6 +13,7 @@ pub mod device;
 pub mod enrol;
 pub mod external;
 pub mod page;
+pub mod passkey;
 pub mod recovery;
 pub mod totp;
 

@@ -2,7 +2,8 @@
 //! unguessable challenge ids.
 //!
 //! The page is complete HTML5 with no JavaScript and no external resources (one inline style,
-//! allowed by [`CHALLENGE_CSP`]), so it works with scripts off, with a keyboard, in a screen
+//! allowed by [`CHALLENGE_CSP`]; a passkey button alone brings a script, under a nonce), so
+//! the code forms work with scripts off, with a keyboard, in a screen
 //! reader and at 320 px wide. Every interpolated value is HTML-escaped. Never puts a secret or a
 //! code into the page.
 
@@ -37,6 +38,9 @@ pub struct ChallengePage<'a> {
     pub csrf_token: &'a str,
     /// Show the TOTP code form (the user has a TOTP secret and `mfa.totp.enabled`).
     pub show_code_form: bool,
+    /// The passkey button (HTML from `passkey::section` and its script), when the user has
+    /// a passkey for this host.
+    pub passkey: Option<&'a str>,
     /// `Some(attempts left)` when the previous code was wrong.
     pub wrong_code: Option<u32>,
     /// A link to the external MFA provider, if one is configured.
@@ -98,6 +102,12 @@ pub fn challenge_page(p: &ChallengePage) -> String {
             "<p class=\"error\" role=\"alert\" id=\"code-error\">That code was not right. {attempts}</p>\n"
         ));
     }
+    if let Some(passkey) = p.passkey {
+        body.push_str(passkey);
+        if p.show_code_form {
+            body.push_str("<p class=\"alt\">Or enter a code instead:</p>\n");
+        }
+    }
     if p.show_code_form {
         let described = if p.wrong_code.is_some() {
             "code-help code-error"
@@ -120,9 +130,11 @@ pub fn challenge_page(p: &ChallengePage) -> String {
             &totp_help,
             &totp_input,
         ));
+    }
+    if p.show_code_form || p.passkey.is_some() {
         // The recovery code has its own form: the code field above only takes digits.
         body.push_str(
-            "<details class=\"alt\"><summary>Lost your authenticator? Use a recovery code</summary>\n",
+            "<details class=\"alt\"><summary>Lost your authenticator or passkey? Use a recovery code</summary>\n",
         );
         body.push_str(&code_form(
             p,
@@ -134,7 +146,7 @@ pub fn challenge_page(p: &ChallengePage) -> String {
         body.push_str("</details>\n");
     }
     if let Some(link) = &p.external {
-        let intro = if p.show_code_form {
+        let intro = if p.show_code_form || p.passkey.is_some() {
             "<p class=\"alt\">Or confirm another way: "
         } else {
             "<p class=\"alt\">"
@@ -152,7 +164,7 @@ pub fn challenge_page(p: &ChallengePage) -> String {
             escape(link.name)
         ));
     }
-    if !p.show_code_form && p.external.is_none() {
+    if !p.show_code_form && p.passkey.is_none() && p.external.is_none() {
         body.push_str("<p>No way to confirm this sign-in is set up for your account. Please contact your administrator.</p>\n");
     }
     document(p.app_name, "Confirm it's you", &body)
@@ -268,6 +280,7 @@ mod tests {
             csrf_field: "csrf",
             csrf_token: "tok\"en",
             show_code_form: true,
+            passkey: None,
             wrong_code: None,
             external: None,
         }

@@ -26,6 +26,9 @@ pub struct MfaConfig {
     /// `gaitkeeper users enroll-totp`).
     #[serde(default)]
     pub totp: TotpConfig,
+    /// Passkeys (WebAuthn): registered by users at a trusted moment, offered at challenges.
+    #[serde(default)]
+    pub passkeys: PasskeysConfig,
     /// An external MFA provider the browser is sent to, answering with a signed assertion.
     #[serde(default)]
     pub external: Option<ExternalMfaConfig>,
@@ -45,6 +48,7 @@ impl Default for MfaConfig {
     fn default() -> Self {
         MfaConfig {
             totp: TotpConfig::default(),
+            passkeys: PasskeysConfig::default(),
             external: None,
             challenge_ttl: defaults::challenge_ttl(),
             max_held: defaults::max_held(),
@@ -70,6 +74,30 @@ impl Default for TotpConfig {
         TotpConfig {
             enabled: true,
             max_attempts: defaults::max_attempts(),
+        }
+    }
+}
+
+/// Passkeys (`mfa.passkeys`).
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasskeysConfig {
+    /// Offer passkeys at challenges (to users who registered one) and on enrolment pages.
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    /// The relying party id passkeys are bound to: a host name that is the app's host or a
+    /// parent domain of it (`example.com` for `login.example.com`). Default: the host the
+    /// browser used. Set it when an app is reached under several names, or before moving it:
+    /// a passkey works only under the id it was registered for. Never an IP address.
+    #[serde(default)]
+    pub rp_id: Option<String>,
+}
+
+impl Default for PasskeysConfig {
+    fn default() -> Self {
+        PasskeysConfig {
+            enabled: true,
+            rp_id: None,
         }
     }
 }
@@ -139,6 +167,15 @@ impl MfaConfig {
                     self.max_held_bytes
                 ),
             ));
+        }
+        if let Some(rp_id) = &self.passkeys.rp_id {
+            let host = url::Host::parse(rp_id);
+            if !matches!(host, Ok(url::Host::Domain(_))) || rp_id.contains(':') {
+                return Err(invalid(
+                    "mfa.passkeys.rp_id",
+                    format!("expected a host name such as example.com (no scheme, port or IP address), found `{rp_id}`"),
+                ));
+            }
         }
         if let Some(external) = &self.external {
             external.validate(invalid)?;

@@ -32,8 +32,8 @@ pub use audit::{AuditConfig, AuditStream};
 pub use edge::{read_chain, read_key, Listener, TlsFileError, TlsFiles};
 pub use learning::{LearnConfig, MAX_WINDOW};
 pub use mfa::{
-    AssertionAlgorithm, AssertionConfig, ExternalMfaConfig, KeyError, MfaConfig, ProviderUrl,
-    PublicKeyFile, TotpConfig,
+    AssertionAlgorithm, AssertionConfig, ExternalMfaConfig, KeyError, MfaConfig, PasskeysConfig,
+    ProviderUrl, PublicKeyFile, TotpConfig,
 };
 pub use process::{
     AdminConfig, HostHeader, LogFormat, LoggingConfig, SecretsConfig, ServerConfig,

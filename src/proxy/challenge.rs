@@ -21,8 +21,9 @@ use crate::wire;
 
 /// The cookie binding a challenge to the browser it was issued to.
 pub(super) const BINDING_COOKIE: &str = "__gk_challenge";
-/// Largest challenge form body read (a code and a CSRF token).
-const MAX_FORM_BYTES: usize = 4096;
+/// Largest challenge or enrolment form body read: a code and a CSRF token, or a passkey's
+/// answer and its sealed ceremony (a few KiB, URL-encoded).
+const MAX_FORM_BYTES: usize = 32 * 1024;
 const CSRF_FIELD: &str = "csrf";
 
 impl GaitkeeperProxy {
@@ -161,6 +162,11 @@ impl GaitkeeperProxy {
                 )
                 .await;
         }
+        if let Some((state, credential)) = super::passkeys::answer(&form) {
+            return self
+                .passkey_answer(session, ctx, &id, &held, &state, &credential)
+                .await;
+        }
         let code = field(&form, CODE_FIELD).unwrap_or_default();
         if let Some(recovery) = crate::challenge::recovery::normalise(&code) {
             return self.recovery_code(session, ctx, &id, &held, recovery).await;
@@ -278,6 +284,60 @@ impl GaitkeeperProxy {
         }
     }
 
+    /// A passkey's answer: one of the user's passkeys (read now, so a removed one fails),
+    /// signing this challenge's ceremony, passes; anything else is a wrong code.
+    async fn passkey_answer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        id: &str,
+        held: &HeldLogin,
+        state: &str,
+        credential: &str,
+    ) -> Result<Handled> {
+        let user = held.attempt.user;
+        let stored = match self.services.user_passkeys(&user).await {
+            Ok(stored) => stored,
+            Err(_) => return self.cannot_check_now(session, ctx).await,
+        };
+        let rp = super::passkeys::relying_party(session, ctx);
+        let passkeys = match &rp {
+            Ok(rp) if self.services.passkeys_enabled => super::passkeys::usable(&stored, rp),
+            _ => Vec::new(),
+        };
+        let checked = self.services.passkeys.finish_authentication(
+            state,
+            id,
+            credential,
+            &passkeys,
+            crate::runtime::unix_secs(std::time::SystemTime::now()),
+        );
+        match checked {
+            Ok(used) => {
+                tracing::info!(request_id = %ctx.request_id, incident = %held.attempt.incident, "challenge passed with a passkey");
+                self.metrics
+                    .challenges
+                    .with_label_values(&["passkey"])
+                    .inc();
+                let updated = used.updated.and_then(|p| serde_json::to_string(&p).ok());
+                if let Err(e) = self
+                    .services
+                    .passkey_used(&user, used.credential_id, updated)
+                    .await
+                {
+                    // The pass stands; only the last-used time (and counter) is not kept.
+                    tracing::warn!(request_id = %ctx.request_id, error = %e, "cannot record a passkey's use");
+                }
+                self.services.factor_used(&held.attempt, "passkey");
+                self.passed(session, ctx, id, held).await
+            }
+            Err(refused) => {
+                self.wrong_code(session, ctx, id, held, refused.reason(), false)
+                    .await
+            }
+        }
+    }
+
     /// 503: the code cannot be checked now (the store or the shared state is away); no
     /// attempt is counted against the user.
     async fn cannot_check_now(&self, session: &mut Session, ctx: &RequestCtx) -> Result<Handled> {
@@ -345,15 +405,16 @@ impl GaitkeeperProxy {
         let external = self
             .services
             .external_url(&held.attempt.login, id, session, prefix);
-        let has_totp = self
+        let has = self
             .services
-            .has_totp(&held.attempt.user)
+            .has_factors(&held.attempt.user)
             .await
-            .unwrap_or(false);
+            .unwrap_or_default();
+        let has_totp = has.totp;
         // In the overlay's frame the provider opens in a window of its own: providers refuse
         // to be framed, and the page stays as it is.
         let in_frame = held.inline() == Some(Inline::Frame);
-        if !has_totp && !in_frame {
+        if !has_totp && !has.passkeys && !in_frame {
             if let Some((_, url)) = &external {
                 pages::respond_with(
                     session,
@@ -370,12 +431,19 @@ impl GaitkeeperProxy {
         let key = self.services.csrf_key();
         let csrf = csrf_token(&key, id, &held.binding);
         let action = format!("{prefix}challenge/{id}");
+        let passkey = if has.passkeys {
+            self.passkey_part(session, ctx, id, held, &action, &csrf)
+                .await
+        } else {
+            None
+        };
         let html = challenge_page(&ChallengePage {
             app_name: &ctx.app().app_name,
             action: &action,
             csrf_field: CSRF_FIELD,
             csrf_token: &csrf,
             show_code_form: has_totp,
+            passkey: passkey.as_ref().map(|p| p.html.as_str()),
             wrong_code: attempts_left,
             external: external.as_ref().map(|(name, href)| ExternalLink {
                 name,
@@ -390,16 +458,53 @@ impl GaitkeeperProxy {
         } else {
             CHALLENGE_CSP
         };
+        let csp = match &passkey {
+            Some(part) => part.csp(csp),
+            None => csp.to_string(),
+        };
         pages::respond_with(
             session,
             status,
-            &[("content-security-policy", csp)],
+            &[("content-security-policy", &csp)],
             "text/html; charset=utf-8",
             Bytes::from(html),
             ctx.reply(),
         )
         .await?;
         Ok(status)
+    }
+
+    /// The passkey button of challenge `id`, offering the user's passkeys registered for this
+    /// host; `None` when they have none here (or the store cannot say).
+    async fn passkey_part(
+        &self,
+        session: &Session,
+        ctx: &RequestCtx,
+        id: &str,
+        held: &HeldLogin,
+        action: &str,
+        csrf: &str,
+    ) -> Option<super::passkeys::PasskeyPart> {
+        let rp = super::passkeys::relying_party(session, ctx).ok()?;
+        let stored = self.services.user_passkeys(&held.attempt.user).await.ok()?;
+        let passkeys = super::passkeys::usable(&stored, &rp);
+        if passkeys.is_empty() {
+            return None;
+        }
+        let (options, state) = self
+            .services
+            .passkeys
+            .start_authentication(&rp, &passkeys, id, crate::runtime::unix_secs(std::time::SystemTime::now()))
+            .map_err(|e| tracing::warn!(request_id = %ctx.request_id, error = %e, "cannot begin a passkey ceremony"))
+            .ok()?;
+        Some(super::passkeys::part(
+            crate::challenge::passkey::Ceremony::Authenticate,
+            "Use a passkey",
+            action,
+            (CSRF_FIELD, csrf),
+            &options,
+            &state,
+        ))
     }
 
     async fn expired(&self, session: &mut Session, ctx: &RequestCtx) -> Result<Handled> {

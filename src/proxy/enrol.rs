@@ -76,7 +76,16 @@ impl GaitkeeperProxy {
         };
         let secret = secret_for(&self.services.enrol_key, id);
         let Some(form) = form else {
-            return self.show_enrol_page(session, ctx, id, &secret, false).await;
+            return self
+                .show_enrol_page(
+                    session,
+                    ctx,
+                    id,
+                    &invitation.user,
+                    &secret,
+                    EnrolError::None,
+                )
+                .await;
         };
         let csrf = field(&form, CSRF_FIELD).unwrap_or_default();
         if !check_csrf(&self.services.csrf_key(), id, CSRF_PURPOSE, &csrf) {
@@ -90,8 +99,38 @@ impl GaitkeeperProxy {
                 )
                 .await;
         }
-        let code = field(&form, "code").unwrap_or_default();
         let address = ctx.client_ip.clone();
+        if let Some((state, credential)) = super::passkeys::answer(&form) {
+            let registered = self.services.passkeys.finish_registration(
+                &state,
+                id,
+                &credential,
+                crate::runtime::unix_secs(std::time::SystemTime::now()),
+            );
+            let (passkey, rp) = match registered {
+                Ok(registered) => registered,
+                Err(refused) => {
+                    tracing::info!(request_id = %ctx.request_id, reason = refused.reason(), "passkey registration refused");
+                    return self
+                        .show_enrol_page(
+                            session,
+                            ctx,
+                            id,
+                            &invitation.user,
+                            &secret,
+                            EnrolError::Passkey,
+                        )
+                        .await;
+                }
+            };
+            let factor = crate::store::NewFactor::Passkey(crate::store::NewPasskey {
+                credential_id: passkey.cred_id().to_vec(),
+                rp_id: rp.id,
+                credential: serde_json::to_string(&passkey).unwrap_or_default(),
+            });
+            return self.enrolled(session, ctx, id, factor, &address).await;
+        }
+        let code = field(&form, "code").unwrap_or_default();
         let sender = crate::challenge::totp::Sender {
             address: &address,
             trusted_device: false,
@@ -120,14 +159,49 @@ impl GaitkeeperProxy {
             }
             Err(refused) => {
                 tracing::info!(request_id = %ctx.request_id, reason = refused.reason(), "enrolment code refused");
-                return self.show_enrol_page(session, ctx, id, &secret, true).await;
+                return self
+                    .show_enrol_page(
+                        session,
+                        ctx,
+                        id,
+                        &invitation.user,
+                        &secret,
+                        EnrolError::Code,
+                    )
+                    .await;
             }
         }
-        match self.services.enrol_invited(id, secret, &address).await {
+        self.enrolled(
+            session,
+            ctx,
+            id,
+            crate::store::NewFactor::Totp(secret),
+            &address,
+        )
+        .await
+    }
+
+    /// Stores `factor` for the invited user and uses the invitation (one transaction), then
+    /// shows the recovery codes.
+    async fn enrolled(
+        &self,
+        session: &mut Session,
+        ctx: &RequestCtx,
+        id: &str,
+        factor: crate::store::NewFactor,
+        address: &str,
+    ) -> Result<u16> {
+        let passkey = matches!(factor, crate::store::NewFactor::Passkey(_));
+        match self.services.enrol_invited(id, factor, address).await {
             Ok(Some(codes)) => {
-                tracing::info!(request_id = %ctx.request_id, user = %invitation.user, "authenticator enrolled from an invitation");
-                let html = enrolled_page(&ctx.app().app_name, &codes);
-                self.enrol_html(session, ctx, 200, html).await
+                tracing::info!(request_id = %ctx.request_id, passkey, "factor enrolled from an invitation");
+                let html = enrolled_page(
+                    &ctx.app().app_name,
+                    passkey,
+                    &codes,
+                    "<p>You can close this page and sign in.</p>\n",
+                );
+                self.enrol_html(session, ctx, 200, html, None).await
             }
             Ok(None) => self.used_or_expired(session, ctx).await,
             Err(e) => {
@@ -147,8 +221,9 @@ impl GaitkeeperProxy {
         session: &mut Session,
         ctx: &RequestCtx,
         id: &str,
+        user: &crate::store::UserKey,
         secret: &[u8],
-        wrong_code: bool,
+        error: EnrolError,
     ) -> Result<u16> {
         let app_name = ctx.app().app_name.clone();
         let Some((uri, base32)) = otpauth(secret, &app_name) else {
@@ -165,6 +240,7 @@ impl GaitkeeperProxy {
         let prefix = &ctx.config.server.reserved_prefix.0;
         let action = format!("{prefix}enrol/{id}");
         let csrf = csrf_token(&self.services.csrf_key(), id, CSRF_PURPOSE);
+        let passkey = self.registration_part(session, ctx, id, user, &action, &csrf, &app_name);
         let html = enrol_page(&EnrolPage {
             app_name: &app_name,
             action: &action,
@@ -172,10 +248,57 @@ impl GaitkeeperProxy {
             csrf_token: &csrf,
             uri: &uri,
             base32: &base32,
-            wrong_code,
+            wrong_code: error == EnrolError::Code,
+            passkey: passkey.as_ref().map(|p| p.html.as_str()),
+            passkey_error: (error == EnrolError::Passkey)
+                .then_some("The passkey was not added. Try again, or add an authenticator app."),
         });
-        self.enrol_html(session, ctx, if wrong_code { 400 } else { 200 }, html)
+        let status = if error == EnrolError::None { 200 } else { 400 };
+        self.enrol_html(session, ctx, status, html, passkey.as_ref())
             .await
+    }
+
+    /// The passkey button of an enrolment page for binding `id` (an invitation), when
+    /// passkeys are on and this host can have them. The authenticator shows the account as
+    /// `account` (the invitation does not keep the login name in clear).
+    #[allow(clippy::too_many_arguments)]
+    fn registration_part(
+        &self,
+        session: &Session,
+        ctx: &RequestCtx,
+        id: &str,
+        user: &crate::store::UserKey,
+        action: &str,
+        csrf: &str,
+        account: &str,
+    ) -> Option<super::passkeys::PasskeyPart> {
+        if !self.services.passkeys_enabled {
+            return None;
+        }
+        let rp = super::passkeys::relying_party(session, ctx).ok()?;
+        let handle = self.services.passkeys.user_handle(&user.0);
+        let (options, state) = self
+            .services
+            .passkeys
+            .start_registration(
+                &rp,
+                &ctx.app().app_name,
+                handle,
+                account,
+                &[],
+                id,
+                crate::runtime::unix_secs(std::time::SystemTime::now()),
+            )
+            .map_err(|e| tracing::warn!(request_id = %ctx.request_id, error = %e, "cannot begin a passkey registration"))
+            .ok()?;
+        Some(super::passkeys::part(
+            crate::challenge::passkey::Ceremony::Register,
+            "Add a passkey",
+            action,
+            (CSRF_FIELD, csrf),
+            &options,
+            &state,
+        ))
     }
 
     async fn used_or_expired(&self, session: &mut Session, ctx: &RequestCtx) -> Result<u16> {
@@ -215,11 +338,20 @@ impl GaitkeeperProxy {
         ctx: &RequestCtx,
         status: u16,
         html: String,
+        passkey: Option<&super::passkeys::PasskeyPart>,
     ) -> Result<u16> {
+        let csp = passkey.map(|p| p.csp(CHALLENGE_CSP));
+        let headers = match &csp {
+            Some(csp) => [
+                ("content-security-policy", csp.as_str()),
+                NOT_CACHED_OR_FRAMED[1],
+            ],
+            None => NOT_CACHED_OR_FRAMED,
+        };
         pages::respond_with(
             session,
             status,
-            &NOT_CACHED_OR_FRAMED,
+            &headers,
             "text/html; charset=utf-8",
             Bytes::from(html),
             ctx.reply(),
@@ -227,6 +359,16 @@ impl GaitkeeperProxy {
         .await?;
         Ok(status)
     }
+}
+
+/// What went wrong with the last try on an enrolment page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EnrolError {
+    None,
+    /// The code typed was not right.
+    Code,
+    /// The passkey was not registered.
+    Passkey,
 }
 
 /// Invitation ids are 32 characters of URL-safe base64; anything else is not looked up.

@@ -478,9 +478,13 @@ impl GaitkeeperProxy {
         if self.services.external_mfa() {
             return Ok(true);
         }
-        self.services.has_totp(user).await.map_err(|e| {
-            tracing::warn!(error = %e, "cannot read whether a challenged user has a second factor");
-        })
+        match self.services.has_factors(user).await {
+            Ok(has) => Ok(has.totp || has.passkeys),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read whether a challenged user has a second factor");
+                Err(())
+            }
+        }
     }
 
     /// Reads the app's answer to a forwarded login (upstream response header phase).

@@ -11,6 +11,7 @@ mod enrol;
 mod forwarding;
 mod login;
 mod pages;
+mod passkeys;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

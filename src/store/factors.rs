@@ -1,5 +1,6 @@
-//! Second factors: each user's TOTP secret, sealed at rest, and their recovery codes, of which
-//! only an HMAC is kept.
+//! Second factors: each user's TOTP secret, sealed at rest, their recovery codes, of which
+//! only an HMAC is kept, their passkeys (public keys, as the passkey stage serialises them),
+//! and when each was last offered to add one.
 
 use super::*;
 
@@ -131,8 +132,93 @@ impl Store {
         count_recovery_codes(&self.pool, key).await
     }
 
-    /// The user's second factors: when their TOTP secret was set (if they have one) and how
-    /// many recovery codes are left.
+    /// The user's passkeys, oldest first.
+    pub async fn passkeys(&self, key: &UserKey) -> Result<Vec<StoredPasskey>, StoreError> {
+        let what = "read passkeys";
+        let rows = sqlx::query(
+            "SELECT credential_id, rp_id, credential, created_at, last_used_at FROM passkeys \
+             WHERE user_key = $1 ORDER BY created_at, credential_id",
+        )
+        .bind(key.0.to_vec())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db(what))?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredPasskey {
+                    credential_id: r.try_get("credential_id").map_err(db(what))?,
+                    rp_id: r.try_get("rp_id").map_err(db(what))?,
+                    credential: r.try_get("credential").map_err(db(what))?,
+                    created: time(r.try_get("created_at").map_err(db(what))?),
+                    last_used: r
+                        .try_get::<Option<i64>, _>("last_used_at")
+                        .map_err(db(what))?
+                        .map(time),
+                })
+            })
+            .collect()
+    }
+
+    /// Adds a passkey for the user (creating the user if new). `Ok(false)`: they have
+    /// [`MAX_PASSKEYS`] already, or this credential is registered (to anyone) already.
+    pub async fn add_passkey(&self, login: &str, passkey: &NewPasskey) -> Result<bool, StoreError> {
+        let key = self.user_key(login)?;
+        let what = "store a passkey";
+        let mut tx = self.pool.begin().await.map_err(db(what))?;
+        self.insert_user(&mut *tx, &key, login, now()).await?;
+        let added = insert_passkey(&mut tx, &key, passkey).await?;
+        tx.commit().await.map_err(db(what))?;
+        Ok(added)
+    }
+
+    /// Records a passkey's use: when, and its credential anew when its counter moved.
+    pub async fn passkey_used(
+        &self,
+        key: &UserKey,
+        credential_id: &[u8],
+        updated: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE passkeys SET last_used_at = $3, credential = COALESCE($4, credential) \
+             WHERE user_key = $1 AND credential_id = $2",
+        )
+        .bind(key.0.to_vec())
+        .bind(credential_id.to_vec())
+        .bind(millis(now()))
+        .bind(updated.map(str::to_string))
+        .execute(&self.pool)
+        .await
+        .map_err(db("record a passkey's use"))?;
+        Ok(())
+    }
+
+    /// When the user was last offered to add a factor after a trusted login.
+    pub async fn factor_offered_at(&self, key: &UserKey) -> Result<Option<SystemTime>, StoreError> {
+        let at: Option<i64> =
+            sqlx::query_scalar("SELECT offered_at FROM factor_offers WHERE user_key = $1")
+                .bind(key.0.to_vec())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("read a factor offer"))?;
+        Ok(at.map(time))
+    }
+
+    /// Notes that the user is being offered to add a factor now.
+    pub async fn factor_offered(&self, key: &UserKey) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO factor_offers (user_key, offered_at) VALUES ($1, $2) \
+             ON CONFLICT (user_key) DO UPDATE SET offered_at = excluded.offered_at",
+        )
+        .bind(key.0.to_vec())
+        .bind(millis(now()))
+        .execute(&self.pool)
+        .await
+        .map_err(db("note a factor offer"))?;
+        Ok(())
+    }
+
+    /// The user's second factors: when their TOTP secret was set (if they have one), how
+    /// many recovery codes are left, and their passkeys.
     pub async fn factors(&self, key: &UserKey) -> Result<Factors, StoreError> {
         let totp_since: Option<i64> =
             sqlx::query_scalar("SELECT created_at FROM totp_secrets WHERE user_key = $1")
@@ -143,6 +229,7 @@ impl Store {
         Ok(Factors {
             totp_since: totp_since.map(time),
             recovery_codes: self.recovery_codes_left(key).await?,
+            passkeys: self.passkeys(key).await?,
         })
     }
 
@@ -151,6 +238,7 @@ impl Store {
         let sql = match factor {
             Factor::Totp => "DELETE FROM totp_secrets WHERE user_key = $1",
             Factor::RecoveryCodes => "DELETE FROM recovery_codes WHERE user_key = $1",
+            Factor::Passkeys => "DELETE FROM passkeys WHERE user_key = $1",
         };
         let gone = sqlx::query(sql)
             .bind(key.0.to_vec())
@@ -168,6 +256,78 @@ pub struct Factors {
     /// When their TOTP secret was set; `None`: no TOTP.
     pub totp_since: Option<SystemTime>,
     pub recovery_codes: u32,
+    pub passkeys: Vec<StoredPasskey>,
+}
+
+impl Factors {
+    /// Whether they have anything but recovery codes (which only stand in for another).
+    pub fn any(&self) -> bool {
+        self.totp_since.is_some() || !self.passkeys.is_empty()
+    }
+}
+
+/// Most passkeys one user may have.
+pub const MAX_PASSKEYS: usize = 10;
+
+/// A registered passkey as kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredPasskey {
+    pub credential_id: Vec<u8>,
+    /// The relying party id (host name) it was registered for.
+    pub rp_id: String,
+    /// The credential as the passkey stage serialised it (public key, counter).
+    pub credential: String,
+    pub created: SystemTime,
+    pub last_used: Option<SystemTime>,
+}
+
+/// A passkey to add.
+#[derive(Clone, Debug)]
+pub struct NewPasskey {
+    pub credential_id: Vec<u8>,
+    pub rp_id: String,
+    pub credential: String,
+}
+
+/// Adds `passkey` to the user's in `tx`, unless they have [`MAX_PASSKEYS`] or the credential
+/// is registered already (whether it was added).
+pub(super) async fn insert_passkey(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    key: &UserKey,
+    passkey: &NewPasskey,
+) -> Result<bool, StoreError> {
+    let what = "store a passkey";
+    let (have, taken): (i64, i64) = {
+        let row = sqlx::query(
+            "SELECT (SELECT CAST(COUNT(*) AS BIGINT) FROM passkeys WHERE user_key = $1) AS have, \
+                    (SELECT CAST(COUNT(*) AS BIGINT) FROM passkeys WHERE credential_id = $2) AS taken",
+        )
+        .bind(key.0.to_vec())
+        .bind(passkey.credential_id.clone())
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db(what))?;
+        (
+            row.try_get("have").map_err(db(what))?,
+            row.try_get("taken").map_err(db(what))?,
+        )
+    };
+    if have >= MAX_PASSKEYS as i64 || taken > 0 {
+        return Ok(false);
+    }
+    sqlx::query(
+        "INSERT INTO passkeys (user_key, credential_id, rp_id, credential, created_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(key.0.to_vec())
+    .bind(passkey.credential_id.clone())
+    .bind(passkey.rp_id.clone())
+    .bind(passkey.credential.clone())
+    .bind(millis(now()))
+    .execute(&mut **tx)
+    .await
+    .map_err(db(what))?;
+    Ok(true)
 }
 
 /// A kind of second factor the store keeps.
@@ -177,6 +337,8 @@ pub enum Factor {
     Totp,
     /// Every unused recovery code.
     RecoveryCodes,
+    /// Every registered passkey.
+    Passkeys,
 }
 
 impl Factor {
@@ -184,6 +346,7 @@ impl Factor {
         match self {
             Factor::Totp => "totp",
             Factor::RecoveryCodes => "recovery_codes",
+            Factor::Passkeys => "passkeys",
         }
     }
 }

@@ -63,12 +63,13 @@ impl Store {
 
 impl Store {
     /// Enrols the invited user in one transaction: the invitation `id` is used (once, on
-    /// any instance), `secret` becomes their TOTP secret, and `codes` their recovery codes
-    /// when they have none (`true` then). `None`: the invitation is used or expired.
+    /// any instance), `factor` becomes theirs, and `codes` their recovery codes when they
+    /// have none (`true` then). `None`: the invitation is used or expired, or the passkey
+    /// cannot be added (registered already, or they have the most).
     pub async fn enrol_invited(
         &self,
         id: &str,
-        secret: &[u8],
+        factor: &NewFactor,
         codes: &[String],
     ) -> Result<Option<(Invitation, bool)>, StoreError> {
         let what = "enrol an invited user";
@@ -84,7 +85,18 @@ impl Store {
         let Some(invitation) = row.map(|r| invitation_of(&r)).transpose()? else {
             return Ok(None);
         };
-        self.insert_totp(&mut *tx, &invitation.user, secret).await?;
+        let kind = match factor {
+            NewFactor::Totp(secret) => {
+                self.insert_totp(&mut *tx, &invitation.user, secret).await?;
+                "totp.enrolled"
+            }
+            NewFactor::Passkey(passkey) => {
+                if !super::factors::insert_passkey(&mut tx, &invitation.user, passkey).await? {
+                    return Ok(None);
+                }
+                "passkey.enrolled"
+            }
+        };
         let issue = super::factors::count_recovery_codes(&mut *tx, &invitation.user).await? == 0;
         if issue {
             self.insert_recovery_codes(&mut tx, &invitation.user, codes)
@@ -93,7 +105,7 @@ impl Store {
         super::audit::append_audit(
             &mut *tx,
             Some(&invitation.user),
-            "totp.enrolled",
+            kind,
             &serde_json::json!({ "via": "invitation", "app": invitation.app, "recovery_codes_issued": issue }),
             now(),
         )
@@ -101,6 +113,14 @@ impl Store {
         tx.commit().await.map_err(db(what))?;
         Ok(Some((invitation, issue)))
     }
+}
+
+/// A factor being added.
+#[derive(Clone, Debug)]
+pub enum NewFactor {
+    /// A TOTP secret (the authenticator app's).
+    Totp(Vec<u8>),
+    Passkey(super::NewPasskey),
 }
 
 fn invitation_of(row: &sqlx::any::AnyRow) -> Result<Invitation, StoreError> {

@@ -122,7 +122,7 @@ impl Store {
             .await
             .map_err(db("forget user"))?;
         }
-        let mut deleted = [0u64; 7];
+        let mut deleted = [0u64; 9];
         for (count, sql) in deleted.iter_mut().zip([
             "DELETE FROM audit_events WHERE user_key = $1",
             "DELETE FROM login_sessions WHERE user_key = $1",
@@ -130,6 +130,8 @@ impl Store {
             "DELETE FROM totp_secrets WHERE user_key = $1",
             "DELETE FROM recovery_codes WHERE user_key = $1",
             "DELETE FROM invitations WHERE user_key = $1",
+            "DELETE FROM passkeys WHERE user_key = $1",
+            "DELETE FROM factor_offers WHERE user_key = $1",
             "DELETE FROM users WHERE user_key = $1",
         ]) {
             *count = sqlx::query(sql)

@@ -79,6 +79,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "invitations",
         include_str!("../../migrations/sqlite/0008_invitations.sql"),
     ),
+    (
+        9,
+        "passkeys",
+        include_str!("../../migrations/sqlite/0009_passkeys.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -120,6 +125,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         8,
         "invitations",
         include_str!("../../migrations/postgres/0008_invitations.sql"),
+    ),
+    (
+        9,
+        "passkeys",
+        include_str!("../../migrations/postgres/0009_passkeys.sql"),
     ),
 ];
 

@@ -561,13 +561,7 @@ async fn an_invited_user_adds_an_authenticator_in_the_browser() {
     let _one = ONE_BROWSER.lock().await;
     let app = LegacyApp::start().await;
     let gk = Gaitkeeper::start_with(app.addr, "", LEGACY_ROUTES).await;
-    let out = common::legacy::users_cli(&gk, &["invite", USER]);
-    let path = out
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("/__gk/enrol/"))
-        .expect("the link")
-        .to_string();
+    let path = invitation_path(&gk);
     let driver = ChromeDriver::start().await;
     let profile = tempfile::tempdir().unwrap();
     let session = driver.session(profile.path()).await;
@@ -1082,5 +1076,150 @@ async fn a_genuine_user_enrols_in_chromium_and_then_logs_in_unchallenged() {
         gk.metric("gaitkeeper_login_risk_count").await >= 2.0,
         "{metrics}"
     );
+    session.quit().await;
+}
+
+/// The path of a new invitation for alice (`users invite`).
+fn invitation_path(gk: &Gaitkeeper) -> String {
+    let out = common::legacy::users_cli(gk, &["invite", USER]);
+    out.lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("/__gk/enrol/"))
+        .expect("the link")
+        .to_string()
+}
+
+/// Chromium on `http://localhost:PORT` (WebAuthn wants a host name), at `path`.
+fn localhost(gk: &Gaitkeeper, path: &str) -> String {
+    format!("http://localhost:{}{path}", gk.addr.port())
+}
+
+/// Types alice's credentials into the login page and submits; waits for the challenge page.
+async fn challenged_in_browser(session: &Session, gk: &Gaitkeeper) -> String {
+    session.goto(&localhost(gk, "/login")).await;
+    session
+        .wait_for("window.__gaitkeeper", "the capture script")
+        .await;
+    move_and_click(session, "input[name=username]").await;
+    type_credentials(session).await;
+    press_enter(session).await;
+    wait_for_url_where(session, "the challenge page", |url| {
+        url.contains("/__gk/challenge/")
+    })
+    .await;
+    session.current_url().await
+}
+
+/// The passkey user in Chromium with a virtual authenticator: the invitation's page registers
+/// a passkey (recovery codes shown), a challenged login passes with it and lands in the
+/// account; with the authenticator removed the passkey cannot be used and the held login
+/// stays held (a recovery code then finishes it).
+#[tokio::test]
+async fn a_passkey_from_an_invitation_passes_a_challenge_and_not_once_removed() {
+    let _one = ONE_BROWSER.lock().await;
+    let app = LegacyApp::start().await;
+    let more = format!("{LEGACY_ROUTES}policy:\n  enrolling: challenge\n");
+    let gk = Gaitkeeper::start_with(app.addr, "", &more).await;
+    let path = invitation_path(&gk);
+    let driver = ChromeDriver::start().await;
+    let profile = tempfile::tempdir().unwrap();
+    let session = driver.session(profile.path()).await;
+    let authenticator = session.add_virtual_authenticator().await;
+    session.goto(&localhost(&gk, &path)).await;
+    session
+        .wait_for(
+            "document.getElementById('passkey-button') !== null",
+            "the passkey button",
+        )
+        .await;
+    session.screenshot("enrol-passkey-offered").await;
+    move_and_click(&session, "#passkey-button").await;
+    session
+        .wait_for(
+            "document.querySelectorAll('.codes li').length === 10",
+            "the recovery codes after the passkey",
+        )
+        .await;
+    assert!(session.source().await.contains("Your passkey is set up"));
+    session.screenshot("enrol-passkey-added").await;
+    let codes: Vec<String> = session
+        .execute("return [...document.querySelectorAll('.codes code')].map(c => c.textContent)")
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(session.virtual_credentials(&authenticator).await.len(), 1);
+    let factors = common::legacy::users_cli(&gk, &["factors", USER]);
+    assert!(
+        factors.contains("for localhost, added ") && factors.contains("last used never"),
+        "{factors}"
+    );
+
+    // A challenged login: the passkey passes it and the held login lands in the account.
+    challenged_in_browser(&session, &gk).await;
+    session
+        .wait_for(
+            "document.getElementById('passkey-button') !== null",
+            "the passkey button on the challenge",
+        )
+        .await;
+    session.screenshot("challenge-passkey").await;
+    move_and_click(&session, "#passkey-button").await;
+    wait_for_url(&session, "/account").await;
+    assert!(
+        session.source().await.contains("Welcome, alice"),
+        "logged in by the replayed login"
+    );
+    session.screenshot("challenge-passkey-landed").await;
+    let factors = common::legacy::users_cli(&gk, &["factors", USER]);
+    assert!(!factors.contains("last used never"), "{factors}");
+    common::eventually(
+        Duration::from_secs(10),
+        "the passkey use audited",
+        || async {
+            gk.audit(&["tail", "--lines", "40"])
+                .1
+                .contains("challenge.factor_used")
+        },
+    )
+    .await;
+
+    // Without the authenticator (another one, holding no passkey of hers, in its place) the
+    // passkey cannot be used: the page says so and the login stays held, so a recovery code
+    // still finishes it.
+    let challenge = challenged_in_browser(&session, &gk).await;
+    session.remove_virtual_authenticator(&authenticator).await;
+    let other = session.add_virtual_authenticator().await;
+    move_and_click(&session, "#passkey-button").await;
+    session
+        .wait_for(
+            "!document.getElementById('passkey-error').hidden",
+            "the passkey error",
+        )
+        .await;
+    session.screenshot("challenge-passkey-gone").await;
+    assert_eq!(
+        session.current_url().await,
+        challenge,
+        "still on the challenge"
+    );
+    move_and_click(&session, "details summary").await;
+    move_and_click(&session, "#recovery").await;
+    session
+        .actions(json!([{"type": "key", "id": "keyboard", "actions": typing(&codes[0], 60, 80)}]))
+        .await;
+    press_enter(&session).await;
+    wait_for_url(&session, "/account").await;
+    assert!(session.virtual_credentials(&other).await.is_empty());
+    // The bundled app has no favicon; anything else logged is a fault of the pages.
+    let errors: Vec<String> = session
+        .console_errors()
+        .await
+        .into_iter()
+        .filter(|e| !e.contains("favicon.ico"))
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
     session.quit().await;
 }

@@ -146,6 +146,42 @@ impl Session {
         response["value"].clone()
     }
 
+    /// Adds a virtual platform authenticator (WebDriver's WebAuthn extension) that verifies
+    /// the user and consents at once; returns its id.
+    pub async fn add_virtual_authenticator(&self) -> String {
+        self.call(
+            reqwest::Method::POST,
+            "/webauthn/authenticator",
+            Some(json!({
+                "protocol": "ctap2",
+                "transport": "internal",
+                "hasResidentKey": true,
+                "hasUserVerification": true,
+                "isUserConsenting": true,
+                "isUserVerified": true
+            })),
+        )
+        .await
+        .as_str()
+        .expect("an authenticator id")
+        .to_string()
+    }
+
+    /// The credentials the virtual authenticator `id` holds.
+    pub async fn virtual_credentials(&self, id: &str) -> Vec<Value> {
+        let path = format!("/webauthn/authenticator/{id}/credentials");
+        match self.call(reqwest::Method::GET, &path, None).await {
+            Value::Array(credentials) => credentials,
+            _ => Vec::new(),
+        }
+    }
+
+    /// Removes the virtual authenticator `id` (its credentials go with it).
+    pub async fn remove_virtual_authenticator(&self, id: &str) {
+        let path = format!("/webauthn/authenticator/{id}");
+        self.call(reqwest::Method::DELETE, &path, None).await;
+    }
+
     pub async fn goto(&self, url: &str) {
         self.call(reqwest::Method::POST, "/url", Some(json!({"url": url})))
             .await;
