@@ -95,6 +95,8 @@ pub struct LoginServices {
     pub passkeys_enabled: bool,
     /// Passkey ceremonies (keys from `secrets.key`).
     pub passkeys: crate::challenge::passkey::Ceremonies,
+    /// Seals the app answers withheld during an offer to add a factor.
+    pub offers: crate::challenge::offer::OfferSeal,
     /// Recent answers of [`LoginServices::has_factors`] (see [`FactorCache`]).
     pub factors: FactorCache,
     pub totp: TotpVerifier,
@@ -570,17 +572,94 @@ impl LoginServices {
         let Some((invitation, issued)) = enrolled else {
             return Ok(None);
         };
-        // Challenges from now on offer the new factor.
-        self.factors.0.invalidate(&invitation.user);
+        self.factor_added(
+            &invitation.user,
+            &invitation.app,
+            client_ip,
+            code,
+            "invitation",
+        );
+        Ok(Some(if issued { codes } else { Vec::new() }))
+    }
+
+    /// Adds `factor` for the user of an offer after a trusted login (see `Store::add_factor`):
+    /// the recovery codes to show (empty when they had some), or `None` when it may not be
+    /// added.
+    pub(crate) async fn add_offered_factor(
+        &self,
+        withheld: &crate::challenge::offer::Withheld,
+        factor: crate::store::NewFactor,
+        client_ip: &str,
+    ) -> Result<Option<Vec<String>>, String> {
+        let codes = crate::challenge::recovery::generate();
+        let stored = crate::challenge::recovery::stored_form(&codes);
+        let code = match &factor {
+            crate::store::NewFactor::Totp(_) => "totp",
+            crate::store::NewFactor::Passkey(_) => "passkey",
+        };
+        let (login, app) = (withheld.scoped_login.clone(), withheld.app.clone());
+        let added = self
+            .in_store(move |store| async move {
+                store
+                    .add_factor(&login, &app, &factor, &stored, "offer")
+                    .await
+            })
+            .await?;
+        let Some((user, issued)) = added else {
+            return Ok(None);
+        };
+        self.factor_added(&user, &withheld.app, client_ip, code, "offer");
+        Ok(Some(if issued { codes } else { Vec::new() }))
+    }
+
+    /// Whether the user may be offered to add a factor now: always when `again_after` is
+    /// `None` (required), else when they were not offered within it; the offer is noted.
+    /// `false` when the store cannot tell (the login goes on unchanged).
+    pub(crate) async fn offer_due(&self, user: &UserKey, again_after: Option<Duration>) -> bool {
+        let key = *user;
+        let due = self
+            .in_store(move |store| async move {
+                if let Some(again_after) = again_after {
+                    if let Some(at) = store.factor_offered_at(&key).await? {
+                        if at + again_after > SystemTime::now() {
+                            return Ok(false);
+                        }
+                    }
+                }
+                store.factor_offered(&key).await?;
+                Ok(true)
+            })
+            .await;
+        due.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read or note a factor offer");
+            false
+        })
+    }
+
+    /// Audits that the user of `attempt` is being asked to add a factor.
+    pub(crate) fn factor_offered(&self, attempt: &LoginAttempt, required: bool) {
+        let mut record = AuditRecord::new(audit::kind::FACTOR_OFFERED, &attempt.incident);
+        record.user_key = Some(attempt.user.to_string());
+        record.app = Some(attempt.app.clone());
+        record.route = Some(attempt.route.clone());
+        record.request_id = Some(attempt.request_id.clone());
+        record.client_ip = Some(attempt.client_ip.clone());
+        record.reasons =
+            serde_json::json!([{ "code": if required { "required" } else { "offered" } }]);
+        self.auditor.record(record);
+    }
+
+    /// A factor was added: challenges offer it from now on; audited and alerted.
+    fn factor_added(&self, user: &UserKey, app: &str, client_ip: &str, code: &str, via: &str) {
+        self.factors.0.invalidate(user);
         let mut record = AuditRecord::new(audit::kind::FACTOR_ADDED, &audit::new_incident());
-        record.user_key = Some(invitation.user.to_string());
-        record.app = Some(invitation.app.clone());
+        record.user_key = Some(user.to_string());
+        record.app = Some(app.to_string());
         record.client_ip = Some(client_ip.to_string());
-        record.reasons = serde_json::json!([{ "code": code, "via": "invitation" }]);
+        record.reasons = serde_json::json!([{ "code": code, "via": via }]);
         self.alerter
             .notify(Alert::for_record(AlertEvent::FactorAdded, &record));
         self.auditor.record(record);
-        Ok(Some(if issued { codes } else { Vec::new() }))
     }
 
     /// The audit record of a login decision or outcome.
@@ -886,6 +965,7 @@ impl Assembly {
             totp_enabled: mfa.totp.enabled,
             passkeys_enabled: mfa.passkeys.enabled,
             passkeys: crate::challenge::passkey::Ceremonies::new(config.secrets.key.expose()),
+            offers: crate::challenge::offer::OfferSeal::new(config.secrets.key.expose()),
             factors: Default::default(),
             totp: TotpVerifier::default(),
             external,

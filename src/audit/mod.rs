@@ -39,7 +39,9 @@ pub mod kind {
     pub(crate) const RECOVERY_CODE_USED: &str = "challenge.recovery_code_used";
     /// A challenge passed with a factor other than a TOTP code (a passkey).
     pub(crate) const FACTOR_USED: &str = "challenge.factor_used";
-    /// A user added a second factor (an authenticator, from an invitation).
+    /// A user was asked to add a second factor after a trusted login.
+    pub(crate) const FACTOR_OFFERED: &str = "factor.offered";
+    /// A user added a second factor (from an invitation or an offer).
     pub(crate) const FACTOR_ADDED: &str = "factor.added";
     pub(crate) const CHALLENGE_EXPIRED: &str = "challenge.expired";
     /// A telemetry payload or page token seen before.

@@ -67,17 +67,24 @@ pub struct EnrolPage<'a> {
     pub passkey: Option<&'a str>,
     /// The passkey offered last was not taken (why, for the user).
     pub passkey_error: Option<&'a str>,
+    /// HTML shown first (an offer's: why the page is shown); `None` on an invitation's page.
+    pub lead: Option<&'a str>,
+    /// HTML shown last (an offer's "not now").
+    pub footer: Option<&'a str>,
 }
 
 /// The page that enrols a factor: a passkey (one button), or an authenticator app (scan or
 /// type the secret, then confirm with a code).
 pub fn enrol_page(p: &EnrolPage) -> String {
-    let mut body = String::new();
+    let mut body = String::from(p.lead.unwrap_or_default());
     if let Some(passkey) = p.passkey {
-        body.push_str(&format!(
-            "<p>Protect your sign-in to {app}: add a passkey. Your device (fingerprint, face or screen lock) or security key confirms it's you when a sign-in needs one more step.</p>\n",
-            app = escape(p.app_name)
-        ));
+        if p.lead.is_none() {
+            body.push_str(&format!(
+                "<p>Protect your sign-in to {app}: add a passkey.</p>\n",
+                app = escape(p.app_name)
+            ));
+        }
+        body.push_str("<p class=\"help\">With a passkey, your device (fingerprint, face or screen lock) or security key confirms it's you when a sign-in needs one more step.</p>\n");
         if let Some(error) = p.passkey_error {
             body.push_str(&format!(
                 "<p class=\"error\" role=\"alert\">{}</p>\n",
@@ -88,8 +95,15 @@ pub fn enrol_page(p: &EnrolPage) -> String {
         body.push_str("<h2>Or add an authenticator app</h2>\n");
     }
     body.push_str(&format!(
-        "<p>{lead}add an authenticator app (Google Authenticator, Microsoft Authenticator, 1Password, …). It gives you a code when a sign-in needs one more step.</p>\n<p>1. Scan this code with the app:</p>\n",
-        lead = if p.passkey.is_some() { "Or ".to_string() } else { format!("Protect your sign-in to {}: ", escape(p.app_name)) },
+        "<p>{lead}{add}an authenticator app (Google Authenticator, Microsoft Authenticator, 1Password, …). It gives you a code when a sign-in needs one more step.</p>\n<p>1. Scan this code with the app:</p>\n",
+        add = if p.lead.is_some() && p.passkey.is_none() { "" } else { "add " },
+        lead = if p.passkey.is_some() {
+            "Or ".to_string()
+        } else if p.lead.is_some() {
+            "Add ".to_string()
+        } else {
+            format!("Protect your sign-in to {}: ", escape(p.app_name))
+        },
     ));
     if let Some(svg) = qr_svg(p.uri) {
         body.push_str(&format!("<p class=\"qr\">{svg}</p>\n"));
@@ -114,7 +128,8 @@ pub fn enrol_page(p: &EnrolPage) -> String {
         csrf_field = escape(p.csrf_field),
         csrf_token = escape(p.csrf_token),
     ));
-    let title = if p.passkey.is_some() {
+    body.push_str(p.footer.unwrap_or_default());
+    let title = if p.passkey.is_some() || p.lead.is_some() {
         "Protect your account"
     } else {
         "Add an authenticator"
@@ -179,6 +194,8 @@ mod tests {
             wrong_code: false,
             passkey: None,
             passkey_error: None,
+            lead: None,
+            footer: None,
         });
         assert!(page.contains("Acme &lt;Payroll&gt;") && !page.contains("Acme <Payroll>"));
         assert!(page.contains("action=\"/__gk/enrol/x&quot;y\""));

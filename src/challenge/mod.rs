@@ -12,9 +12,11 @@
 pub mod device;
 pub mod enrol;
 pub mod external;
+pub mod offer;
 pub mod page;
 pub mod passkey;
 pub mod recovery;
+pub mod sealed;
 pub mod totp;
 
 pub use device::DeviceCookies;

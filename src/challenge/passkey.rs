@@ -12,9 +12,6 @@
 
 use std::time::Duration;
 
-use base64::Engine;
-use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -37,8 +34,6 @@ pub const MAX_PER_USER: usize = 10;
 pub const STATE_FIELD: &str = "passkey_state";
 /// Name of the form field carrying the browser's answer (JSON).
 pub const CREDENTIAL_FIELD: &str = "passkey_credential";
-
-const NONCE: usize = 24;
 
 /// Why a passkey was not accepted (or a ceremony cannot begin).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -164,21 +159,18 @@ pub struct Used {
 
 /// Begins and finishes ceremonies; one per process, keys derived from `secrets.key`.
 pub struct Ceremonies {
-    seal: XChaCha20Poly1305,
+    seal: super::sealed::Sealer,
     user_handles: Vec<u8>,
 }
 
 impl Ceremonies {
     pub fn new(secret: &[u8]) -> Ceremonies {
         let hkdf = hkdf::Hkdf::<Sha256>::new(Some(b"gaitkeeper passkeys"), secret);
-        let mut seal = [0u8; 32];
-        hkdf.expand(b"gaitkeeper/passkey-ceremony/v1", &mut seal)
-            .expect("32 bytes is a valid HKDF length");
         let mut handles = [0u8; 32];
         hkdf.expand(b"gaitkeeper/passkey-user-handle/v1", &mut handles)
             .expect("32 bytes is a valid HKDF length");
         Ceremonies {
-            seal: XChaCha20Poly1305::new(&seal.into()),
+            seal: super::sealed::Sealer::derive(secret, b"gaitkeeper/passkey-ceremony/v1"),
             user_handles: handles.to_vec(),
         }
     }
@@ -323,21 +315,7 @@ impl Ceremonies {
             state,
         })
         .expect("a ceremony state always serialises");
-        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
-        let aad = Self::aad(purpose, binding);
-        let sealed = self
-            .seal
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: &plain,
-                    aad: &aad,
-                },
-            )
-            .expect("encrypting a bounded buffer cannot fail");
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&sealed);
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(out)
+        self.seal.seal(&Self::aad(purpose, binding), &plain)
     }
 
     fn open(
@@ -347,27 +325,10 @@ impl Ceremonies {
         binding: &str,
         now: u64,
     ) -> Result<(RelyingParty, String), PasskeyError> {
-        if sealed.len() > MAX_FIELD_BYTES {
-            return Err(PasskeyError::NotThisCeremony);
-        }
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(sealed.trim())
-            .map_err(|_| PasskeyError::NotThisCeremony)?;
-        if bytes.len() <= NONCE {
-            return Err(PasskeyError::NotThisCeremony);
-        }
-        let (nonce, ciphertext) = bytes.split_at(NONCE);
-        let aad = Self::aad(purpose, binding);
         let plain = self
             .seal
-            .decrypt(
-                XNonce::from_slice(nonce),
-                Payload {
-                    msg: ciphertext,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| PasskeyError::NotThisCeremony)?;
+            .open(&Self::aad(purpose, binding), sealed, MAX_FIELD_BYTES)
+            .ok_or(PasskeyError::NotThisCeremony)?;
         let sealed: Sealed =
             rmp_serde::from_slice(&plain).map_err(|_| PasskeyError::NotThisCeremony)?;
         if now > sealed.expires {

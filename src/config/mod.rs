@@ -42,8 +42,8 @@ pub use process::{
 pub use regulation::RegulationConfig;
 pub use reload::{ConfigWatcher, SharedConfig};
 pub use routes::{
-    CaptureConfig, JsonEquals, MachineClients, NameNormalization, PageMatch, RouteConfig,
-    SubmitMatch, SuccessSignal, UsernameSource,
+    CaptureConfig, FactorOffer, JsonEquals, MachineClients, NameNormalization, OfferMode,
+    PageMatch, RouteConfig, SubmitMatch, SuccessSignal, UsernameSource,
 };
 pub use store::StoreConfig;
 pub use types::{

@@ -31,6 +31,53 @@ pub struct RouteConfig {
     /// forwarded without telemetry, audited as `machine_client`, and still regulated.
     #[serde(default)]
     pub machine_clients: Option<MachineClients>,
+    /// Asking users without a second factor to add one after a trusted login of this route
+    /// (docs/rolling-out-factors.md).
+    #[serde(default)]
+    pub enrol_factors: FactorOffer,
+}
+
+/// When users are asked to add a second factor (`routes[].enrol_factors`).
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FactorOffer {
+    /// `off` (default), `offer` (a skippable page after a trusted login, shown at most every
+    /// `reoffer_after`) or `require` (users without a factor must add one at their next
+    /// trusted login).
+    #[serde(default)]
+    pub mode: OfferMode,
+    /// How long after a skipped offer it is shown again (`offer` only), in hours or days.
+    #[serde(default = "default_reoffer_after")]
+    pub reoffer_after: RetentionPeriod,
+    /// Also ask during a user's enrolment period, when no profile can vouch for the login yet:
+    /// whoever first logs in with the password may then add a factor (trust on first use).
+    /// Only for apps whose passwords are not known to be in the wrong hands.
+    #[serde(default)]
+    pub trust_on_first_use: bool,
+}
+
+impl Default for FactorOffer {
+    fn default() -> Self {
+        FactorOffer {
+            mode: OfferMode::Off,
+            reoffer_after: default_reoffer_after(),
+            trust_on_first_use: false,
+        }
+    }
+}
+
+fn default_reoffer_after() -> RetentionPeriod {
+    RetentionPeriod(std::time::Duration::from_secs(30 * 24 * 3600))
+}
+
+/// See [`FactorOffer::mode`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OfferMode {
+    #[default]
+    Off,
+    Offer,
+    Require,
 }
 
 /// Who counts as a machine client of a route. Every condition given must hold.

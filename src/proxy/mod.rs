@@ -165,6 +165,9 @@ impl ProxyHttp for GaitkeeperProxy {
             } else if let Some(id) = own.strip_prefix("enrol/") {
                 let id = id.to_string();
                 self.enrol_endpoint(session, ctx, &id).await?
+            } else if let Some(id) = own.strip_prefix("protect/") {
+                let id = id.to_string();
+                self.offer_endpoint(session, ctx, &id).await?
             } else if let Some(rest) = own.strip_prefix("challenge/") {
                 match self.challenge_endpoint(session, ctx, rest).await? {
                     Handled::Answered(status) => status,
@@ -281,6 +284,7 @@ impl ProxyHttp for GaitkeeperProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         self.observe_login_response(upstream_response, ctx);
+        self.withhold_for_offer(upstream_response, ctx).await;
         for (name, value) in self.fresh_token(session, ctx) {
             upstream_response.insert_header(name, value)?;
         }

@@ -62,6 +62,79 @@ impl Store {
 }
 
 impl Store {
+    /// Adds `factor` to the user with login name `login` (created if new) at a trusted moment
+    /// (`via`, e.g. `offer`), and `codes` as their recovery codes when they have none (`true`
+    /// then). `None`: not added — a TOTP secret when they have one (never replaced from the
+    /// web), or a passkey registered already or beyond the most.
+    pub async fn add_factor(
+        &self,
+        login: &str,
+        app: &str,
+        factor: &NewFactor,
+        codes: &[String],
+        via: &str,
+    ) -> Result<Option<(UserKey, bool)>, StoreError> {
+        let key = self.user_key(login)?;
+        let what = "add a second factor";
+        let mut tx = self.pool.begin().await.map_err(db(what))?;
+        self.insert_user(&mut *tx, &key, login, now()).await?;
+        let Some(issue) = self
+            .insert_factor(&mut tx, &key, factor, codes, via, app)
+            .await?
+        else {
+            return Ok(None);
+        };
+        tx.commit().await.map_err(db(what))?;
+        Ok(Some((key, issue)))
+    }
+
+    /// Adds `factor` (and `codes` when the user has no recovery codes) in `tx`, audited; the
+    /// recovery codes were issued (`Some(true)`), or nothing may be added (`None`).
+    async fn insert_factor(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        key: &UserKey,
+        factor: &NewFactor,
+        codes: &[String],
+        via: &str,
+        app: &str,
+    ) -> Result<Option<bool>, StoreError> {
+        let kind = match factor {
+            NewFactor::Totp(secret) => {
+                let has: Option<i64> =
+                    sqlx::query_scalar("SELECT created_at FROM totp_secrets WHERE user_key = $1")
+                        .bind(key.0.to_vec())
+                        .fetch_optional(&mut **tx)
+                        .await
+                        .map_err(db("add a second factor"))?;
+                if has.is_some() {
+                    return Ok(None);
+                }
+                self.insert_totp(&mut **tx, key, secret).await?;
+                "totp.enrolled"
+            }
+            NewFactor::Passkey(passkey) => {
+                if !super::factors::insert_passkey(tx, key, passkey).await? {
+                    return Ok(None);
+                }
+                "passkey.enrolled"
+            }
+        };
+        let issue = super::factors::count_recovery_codes(&mut **tx, key).await? == 0;
+        if issue {
+            self.insert_recovery_codes(tx, key, codes).await?;
+        }
+        super::audit::append_audit(
+            &mut **tx,
+            Some(key),
+            kind,
+            &serde_json::json!({ "via": via, "app": app, "recovery_codes_issued": issue }),
+            now(),
+        )
+        .await?;
+        Ok(Some(issue))
+    }
+
     /// Enrols the invited user in one transaction: the invitation `id` is used (once, on
     /// any instance), `factor` becomes theirs, and `codes` their recovery codes when they
     /// have none (`true` then). `None`: the invitation is used or expired, or the passkey
@@ -85,31 +158,13 @@ impl Store {
         let Some(invitation) = row.map(|r| invitation_of(&r)).transpose()? else {
             return Ok(None);
         };
-        let kind = match factor {
-            NewFactor::Totp(secret) => {
-                self.insert_totp(&mut *tx, &invitation.user, secret).await?;
-                "totp.enrolled"
-            }
-            NewFactor::Passkey(passkey) => {
-                if !super::factors::insert_passkey(&mut tx, &invitation.user, passkey).await? {
-                    return Ok(None);
-                }
-                "passkey.enrolled"
-            }
+        let app = invitation.app.clone();
+        let Some(issue) = self
+            .insert_factor(&mut tx, &invitation.user, factor, codes, "invitation", &app)
+            .await?
+        else {
+            return Ok(None);
         };
-        let issue = super::factors::count_recovery_codes(&mut *tx, &invitation.user).await? == 0;
-        if issue {
-            self.insert_recovery_codes(&mut tx, &invitation.user, codes)
-                .await?;
-        }
-        super::audit::append_audit(
-            &mut *tx,
-            Some(&invitation.user),
-            kind,
-            &serde_json::json!({ "via": "invitation", "app": invitation.app, "recovery_codes_issued": issue }),
-            now(),
-        )
-        .await?;
         tx.commit().await.map_err(db(what))?;
         Ok(Some((invitation, issue)))
     }
