@@ -220,6 +220,15 @@ async fn at_provider(s: &Setup, b: &mut Browser, mut url: String) -> Result<Stri
         let r = b.get(&url).await;
         if r.status() == 200 {
             let page = r.text().await.unwrap();
+            if page.contains("document.forms[0].submit()") {
+                // A page a browser submits by itself (the provider ends the previous user's
+                // session before another signs in).
+                let (action, body) = self_submitting_form(&page);
+                let r = b.post_form(&action, body).await;
+                assert!(r.status().is_redirection(), "{action}: {}", r.status());
+                url = next_url(&action, &r);
+                continue;
+            }
             assert!(page.contains("name=\"password\""), "{page}");
             return Err(url);
         }
@@ -227,6 +236,32 @@ async fn at_provider(s: &Setup, b: &mut Browser, mut url: String) -> Result<Stri
         url = next_url(&url, &r);
     }
     panic!("too many redirects at the provider");
+}
+
+/// The action and the urlencoded hidden fields of a page's self-submitting form.
+fn self_submitting_form(page: &str) -> (String, String) {
+    let attr = |tag: &str, name: &str| -> String {
+        tag.split(&format!("{name}=\""))
+            .nth(1)
+            .and_then(|v| v.split('"').next())
+            .unwrap_or("")
+            .to_string()
+    };
+    let form = page.split("<form").nth(1).expect("a form");
+    let action = attr(form.split('>').next().unwrap(), "action");
+    let fields: Vec<String> = form
+        .split("<input")
+        .skip(1)
+        .map(|input| {
+            let tag = input.split('>').next().unwrap();
+            format!(
+                "{}={}",
+                common::behaviour::form_encode(&attr(tag, "name")),
+                common::behaviour::form_encode(&attr(tag, "value"))
+            )
+        })
+        .collect();
+    (action, fields.join("&"))
 }
 
 /// Signs in at the provider's form (at `form_url`) as `who`, with the one-time code when

@@ -69,7 +69,8 @@ const provider = new Provider(issuer, {
   cookies: { keys: [crypto.randomBytes(32).toString('hex')] },
   acrValues: [ACR_PWD, ACR_MFA],
   claims: {
-    openid: ['sub'],
+    // amr with every sign-in's ID token, as most providers do (acr comes with acr_values).
+    openid: ['sub', 'amr'],
     profile: ['preferred_username'],
     email: ['email', 'email_verified'],
   },
