@@ -16,7 +16,7 @@ const MAX_LIST: usize = 16;
 const MAX_VALUE: usize = 256;
 
 /// Step-up through an OpenID Connect provider (`mfa.oidc`).
-#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OidcConfig {
     /// Shown on the challenge page as "Continue with <display_name>".

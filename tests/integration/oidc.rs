@@ -37,6 +37,11 @@ struct Setup {
 }
 
 async fn start(test: &str, oidc_extra: &str) -> Option<Setup> {
+    start_with_store(test, oidc_extra, "").await
+}
+
+/// [`start`] with more YAML (a `store:` block).
+async fn start_with_store(test: &str, oidc_extra: &str, store: &str) -> Option<Setup> {
     if !oidc_provider_installed(test) {
         return None;
     }
@@ -46,12 +51,7 @@ async fn start(test: &str, oidc_extra: &str) -> Option<Setup> {
     common::write_secret(&secret, CLIENT_SECRET);
     let idp_port = free_port();
     let idp = format!("http://127.0.0.1:{idp_port}");
-    // Bob has no TOTP; `on_no_factor: block` shows the provider counts as his factor.
-    let more = format!(
-        "{LEGACY_ROUTES}policy:\n  on_missing_telemetry: challenge\n  on_no_factor: block\nmfa:\n  oidc:\n    display_name: \"Test IdP\"\n    issuer: \"{idp}\"\n    client_id: gaitkeeper\n    client_secret: {{ file: {:?} }}\n{oidc_extra}",
-        secret.display().to_string()
-    );
-    let gk = Gaitkeeper::start_with(app.addr, "", &more).await;
+    let gk = Gaitkeeper::start_with(app.addr, "", &config(&idp, &secret, oidc_extra, store)).await;
     let redirect = format!("http://{}/__gk/challenge/oidc/callback", gk.addr);
     let provider = RealApp::oidc_provider(
         idp_port,
@@ -68,6 +68,16 @@ async fn start(test: &str, oidc_extra: &str) -> Option<Setup> {
         provider: Some(provider),
         _keys: keys,
     })
+}
+
+/// The YAML gaitkeeper gets after the harness's: the legacy app's routes, a policy that
+/// challenges logins without telemetry, `mfa.oidc` for the provider at `idp`, and `store`.
+fn config(idp: &str, secret: &std::path::Path, oidc_extra: &str, store: &str) -> String {
+    // Bob has no TOTP; `on_no_factor: block` shows the provider counts as his factor.
+    format!(
+        "{LEGACY_ROUTES}{store}policy:\n  on_missing_telemetry: challenge\n  on_no_factor: block\nmfa:\n  oidc:\n    display_name: \"Test IdP\"\n    issuer: \"{idp}\"\n    client_id: gaitkeeper\n    client_secret: {{ file: {:?} }}\n{oidc_extra}",
+        secret.display().to_string()
+    )
 }
 
 /// A browser: follows nothing by itself, keeps cookies by name (every server here is on
@@ -116,6 +126,23 @@ impl Browser {
         let r = self
             .http
             .get(url)
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        self.keep(&r);
+        r
+    }
+
+    /// GET `url` from the server at `server` (another instance behind the same name).
+    async fn get_from(&mut self, url: &str, server: std::net::SocketAddr) -> reqwest::Response {
+        let mut parsed = url::Url::parse(url).unwrap();
+        let host = parsed.authority().to_string();
+        parsed.set_port(Some(server.port())).unwrap();
+        let r = self
+            .http
+            .get(parsed.as_str())
+            .header("host", host)
             .header("cookie", self.cookie_header())
             .send()
             .await
@@ -565,6 +592,38 @@ async fn an_unreachable_provider_leaves_the_login_held() {
     assert_eq!(r.status(), 503);
     assert!(r.text().await.unwrap().contains("cannot be reached"));
     assert_eq!(b.get(&s.gk.url(&challenge)).await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_flow_begun_through_one_instance_is_finished_through_another() {
+    let test = "oidc::a_flow_begun_through_one_instance_is_finished_through_another";
+    let Some(db) = common::db::postgres(Default::default(), "gk_oidc_pair").await else {
+        println!("skipped {test}: several instances share state in PostgreSQL (GAITKEEPER_TEST_POSTGRES_URL)");
+        return;
+    };
+    let store = format!("store:\n  url: \"{}\"\n", db.url());
+    let Some(s) = start_with_store(test, "", &store).await else {
+        return;
+    };
+    // A second instance: the same config (secrets.key, store, provider), its own port.
+    let secret = s._keys.path().join("oidc-client.key");
+    let other = Gaitkeeper::start_with(s._app.addr, "", &config(&s.idp, &secret, "", &store)).await;
+    let mut b = Browser::new();
+    let challenge = challenged_login(&s, &mut b).await;
+    let callback = through_provider(&s, &mut b, &challenge, BOB_IDP, false).await;
+    // The provider's answer reaches the other instance (behind the same name): the state,
+    // the PKCE verifier and the nonce are derived there, and the held login is shared.
+    let r = b.get_from(&callback, other.addr).await;
+    assert_eq!(
+        r.status(),
+        303,
+        "finished through the other; log:\n{}",
+        other.log()
+    );
+    assert_eq!(common::legacy::location(&r), "/account");
+    assert!(b.jar.contains_key("legacy_session"));
+    // And only once: the first instance no longer holds it either.
+    assert_eq!(b.get(&callback).await.status(), 404);
 }
 
 fn now_secs() -> u64 {
