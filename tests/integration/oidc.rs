@@ -493,6 +493,31 @@ async fn a_sign_in_as_another_user_is_refused() {
 }
 
 #[tokio::test]
+async fn refusals_count_like_wrong_codes_and_end_the_challenge_at_the_limit() {
+    // One attempt per challenge (`mfa.totp.max_attempts`, beside `oidc` under `mfa`).
+    let Some(s) = start(
+        "oidc::refusals_count_like_wrong_codes_and_end_the_challenge_at_the_limit",
+        "  totp:\n    max_attempts: 1\n",
+    )
+    .await
+    else {
+        return;
+    };
+    let mut b = Browser::new();
+    let challenge = challenged_login(&s, &mut b).await;
+    let callback = through_provider(&s, &mut b, &challenge, MALLORY_IDP, false).await;
+    let r = b.get(&callback).await;
+    assert_eq!(r.status(), 403);
+    assert!(
+        r.headers().contains_key("x-gaitkeeper-incident"),
+        "blocked with an incident"
+    );
+    audit_shows(&s.gk, &["challenge.failed", "other_user"]).await;
+    // The challenge is over.
+    assert_eq!(b.get(&s.gk.url(&challenge)).await.status(), 404);
+}
+
+#[tokio::test]
 async fn a_code_issued_to_another_client_is_refused() {
     let Some(s) = start("oidc::a_code_issued_to_another_client_is_refused", "").await else {
         return;
