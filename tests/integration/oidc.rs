@@ -415,6 +415,61 @@ async fn a_challenged_login_passes_through_the_provider_and_lands_logged_in() {
 }
 
 #[tokio::test]
+async fn a_login_sent_by_fetch_is_resumed_after_the_provider_in_a_popup() {
+    let Some(s) = start(
+        "oidc::a_login_sent_by_fetch_is_resumed_after_the_provider_in_a_popup",
+        "",
+    )
+    .await
+    else {
+        return;
+    };
+    let mut b = Browser::new();
+    let r = b
+        .http
+        .post(s.gk.url("/api/login"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json")
+        .body(format!(
+            r#"{{"username":"bob","password":"{BOB_APP_PASSWORD}"}}"#
+        ))
+        .send()
+        .await
+        .unwrap();
+    b.keep(&r);
+    assert_eq!(r.status(), 401, "challenged with JSON");
+    let url = r.headers()["x-gaitkeeper-challenge"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    // The capture script opens the challenge in a popup.
+    let r = b.get(&s.gk.url(&format!("{url}?inline=popup"))).await;
+    assert_eq!(r.status(), 200);
+    let callback = through_provider(&s, &mut b, &url, BOB_IDP, false).await;
+    // Passed: the popup's last page hands the page a one-time proof.
+    let r = b.get(&callback).await;
+    assert_eq!(r.status(), 200, "{}", s.gk.log());
+    let html = r.text().await.unwrap();
+    let proof = html
+        .split("resume: \"")
+        .nth(1)
+        .and_then(|p| p.split('"').next())
+        .unwrap_or_else(|| panic!("no proof in {html}"))
+        .to_string();
+    // The page's script resumes the login: the app's own answer.
+    let r = b
+        .http
+        .post(s.gk.url("/api/login"))
+        .header("content-type", "application/json")
+        .header("x-gaitkeeper-resume", &proof)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", s.gk.log());
+    assert!(common::legacy::set_cookie(&r, "legacy_session").is_some());
+}
+
+#[tokio::test]
 async fn a_wrong_state_is_refused_and_the_login_stays_held() {
     let Some(s) = start(
         "oidc::a_wrong_state_is_refused_and_the_login_stays_held",
