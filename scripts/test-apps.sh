@@ -38,3 +38,4 @@ npm_app() { # directory, a package its install must have
 }
 npm_app express-login express
 npm_app node-red node-red
+npm_app oidc-provider oidc-provider

@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::alert::{Alert, AlertEvent, Alerter};
 use crate::audit::{self, AuditRecord, Auditor};
+use crate::challenge::oidc::{FlowKeys, OidcError, OidcProvider, SignIn};
 use crate::challenge::{
     AssertionError, AssertionVerifier, ExternalMfaConfig, TotpError, TotpVerifier,
 };
@@ -31,6 +32,13 @@ use crate::policy::Action;
 use crate::runtime::lower_thread_priority;
 use crate::shared::{HeldRow, HeldTotals, SharedState, StateError};
 use crate::store::{Decision, NewLogin, Outcome, Store, UserKey};
+
+/// Step-up through the operator's OpenID Connect provider (`mfa.oidc`): the provider and the
+/// keys its flows' values are derived under.
+pub struct OidcStepUp {
+    pub provider: Arc<OidcProvider>,
+    pub keys: Arc<FlowKeys>,
+}
 
 /// One login whose result is known, to be recorded, learnt from and audited.
 pub struct Settled {
@@ -102,6 +110,8 @@ pub struct LoginServices {
     pub totp: TotpVerifier,
     /// The external MFA provider, when configured.
     pub external: Option<(ExternalMfaConfig, AssertionVerifier)>,
+    /// Step-up through the operator's OpenID Connect provider, when configured.
+    pub oidc: Option<OidcStepUp>,
     pub challenge_ttl: Duration,
     /// Records settled logins and learns from the verified ones (batched, in the background).
     pub recorder: Recorder,
@@ -226,6 +236,71 @@ impl LoginServices {
                 Err(None)
             }
         }
+    }
+
+    /// The OpenID Connect provider's name for the challenge page, when one is configured.
+    pub(crate) fn oidc_name(&self) -> Option<&str> {
+        self.oidc
+            .as_ref()
+            .map(|o| o.provider.config().display_name.as_str())
+    }
+
+    /// Where to send the browser to sign in at the OpenID Connect provider for challenge `id`
+    /// (discovery on the background runtime when the metadata is not cached).
+    pub(crate) async fn oidc_authorization_url(
+        &self,
+        id: &str,
+        redirect_uri: &str,
+    ) -> Result<String, OidcError> {
+        let step = self
+            .oidc
+            .as_ref()
+            .ok_or_else(|| OidcError::Unavailable("mfa.oidc is not configured".into()))?;
+        let (provider, keys) = (step.provider.clone(), step.keys.clone());
+        let (id, redirect_uri) = (id.to_string(), redirect_uri.to_string());
+        self.bg
+            .spawn(async move { provider.authorization_url(&keys, &id, &redirect_uri).await })
+            .await
+            .map_err(|e| OidcError::Unavailable(e.to_string()))?
+    }
+
+    /// The challenge id an OpenID Connect `state` names, if this deployment made it.
+    pub(crate) fn oidc_challenge_of(&self, state: &str) -> Option<String> {
+        self.oidc.as_ref()?.keys.challenge_of(state)
+    }
+
+    /// Exchanges the provider's `code` for challenge `id` and verifies its ID token, on the
+    /// background runtime: what the provider says about the sign-in.
+    pub(crate) async fn oidc_sign_in(
+        &self,
+        id: &str,
+        code: &str,
+        redirect_uri: &str,
+    ) -> Result<SignIn, OidcError> {
+        let step = self
+            .oidc
+            .as_ref()
+            .ok_or_else(|| OidcError::Unavailable("mfa.oidc is not configured".into()))?;
+        let (provider, keys) = (step.provider.clone(), step.keys.clone());
+        let (id, code, redirect_uri) = (id.to_string(), code.to_string(), redirect_uri.to_string());
+        self.bg
+            .spawn(async move { provider.sign_in(&keys, &id, &code, &redirect_uri).await })
+            .await
+            .map_err(|e| OidcError::Unavailable(e.to_string()))?
+    }
+
+    /// Audits a step-up through the OpenID Connect provider that was refused, with why.
+    pub(crate) fn oidc_refused(&self, attempt: &LoginAttempt, error: &OidcError) {
+        let mut record = Self::record_of(
+            &Settled {
+                attempt: attempt.clone(),
+                outcome: LoginOutcome::Challenged,
+                challenge: None,
+            },
+            audit::kind::OIDC_REFUSED,
+        );
+        record.reasons = serde_json::json!([{ "code": "oidc", "reason": error.reason() }]);
+        self.auditor.record(record);
     }
 
     /// Checks a TOTP code: `Err` carries the reason code (`wrong_code`, `reused`, `malformed`,
@@ -830,6 +905,8 @@ pub enum AssembleError {
     Alerts(crate::alert::AlertError),
     #[error("cannot use the external MFA provider's key (mfa.external.assertion): {0}")]
     Mfa(crate::challenge::KeyError),
+    #[error(transparent)]
+    Oidc(crate::challenge::oidc::OidcSetupError),
     #[error("cannot start the runtime that opens the profile store: {0}")]
     StoreRuntime(std::io::Error),
 }
@@ -888,6 +965,13 @@ impl Assembly {
                 ext.clone(),
                 AssertionVerifier::new(ext, mfa.max_held).map_err(AssembleError::Mfa)?,
             )),
+            None => None,
+        };
+        let oidc = match &mfa.oidc {
+            Some(oidc) => Some(OidcStepUp {
+                provider: Arc::new(OidcProvider::new(oidc).map_err(AssembleError::Oidc)?),
+                keys: Arc::new(FlowKeys::derive(config.secrets.key.expose())),
+            }),
             None => None,
         };
         let auditor = Auditor::new(
@@ -969,6 +1053,7 @@ impl Assembly {
             factors: Default::default(),
             totp: TotpVerifier::default(),
             external,
+            oidc,
             challenge_ttl: mfa.challenge_ttl.0,
             recorder: recorder.clone(),
             devices: crate::challenge::DeviceCookies::new(derive_key(

@@ -44,6 +44,8 @@ pub mod kind {
     /// A user added a second factor (from an invitation or an offer).
     pub(crate) const FACTOR_ADDED: &str = "factor.added";
     pub(crate) const CHALLENGE_EXPIRED: &str = "challenge.expired";
+    /// A step-up through the OpenID Connect provider that did not pass, with why.
+    pub(crate) const OIDC_REFUSED: &str = "challenge.oidc_refused";
     /// A telemetry payload or page token seen before.
     pub(crate) const TELEMETRY_REPLAYED: &str = "telemetry.replayed";
     /// A security alert whose every delivery attempt failed.

@@ -45,6 +45,8 @@ pub struct ChallengePage<'a> {
     pub wrong_code: Option<u32>,
     /// A link to the external MFA provider, if one is configured.
     pub external: Option<ExternalLink<'a>>,
+    /// "Continue with <name>": a new sign-in at the OpenID Connect provider (`mfa.oidc`).
+    pub oidc: Option<ExternalLink<'a>>,
 }
 
 /// "Use <name>": a link that starts the external MFA flow.
@@ -164,10 +166,28 @@ pub fn challenge_page(p: &ChallengePage) -> String {
             escape(link.name)
         ));
     }
-    if !p.show_code_form && p.passkey.is_none() && p.external.is_none() {
+    if let Some(link) = &p.oidc {
+        body.push_str(&oidc_button(link));
+    }
+    if !p.show_code_form && p.passkey.is_none() && p.external.is_none() && p.oidc.is_none() {
         body.push_str("<p>No way to confirm this sign-in is set up for your account. Please contact your administrator.</p>\n");
     }
     document(p.app_name, "Confirm it's you", &body)
+}
+
+/// The "Continue with <name>" button of step-up through the OpenID Connect provider: a link
+/// to `{prefix}challenge/{id}/oidc`, which sends the browser on to the provider.
+pub fn oidc_button(link: &ExternalLink) -> String {
+    let target = if link.new_window {
+        " target=\"_blank\" rel=\"opener\""
+    } else {
+        ""
+    };
+    format!(
+        "<p class=\"alt\"><a class=\"button\" href=\"{}\"{target}>Continue with {}</a></p>\n",
+        escape(link.href),
+        escape(link.name)
+    )
 }
 
 /// A page in the same look for outcomes without a form: expired, blocked, used up.
@@ -204,6 +224,7 @@ label{display:block;font-weight:600;margin-top:1rem}\
 input{width:100%;font:inherit;font-size:1.5rem;letter-spacing:.2em;padding:.5rem;border:2px solid #333;border-radius:4px}\
 button{margin-top:1rem;width:100%;font:inherit;font-weight:600;padding:.75rem;border:0;border-radius:4px;background:#0b57d0;color:#fff;cursor:pointer}\
 a{color:#0b57d0}\
+a.button{display:block;text-align:center;font-weight:600;padding:.75rem;border:2px solid #0b57d0;border-radius:4px;text-decoration:none}\
 input:focus,button:focus,a:focus{outline:3px solid #b3261e;outline-offset:2px}\
 .error{color:#8c1d18;background:#fdecea;border-left:4px solid #b3261e;padding:.5rem .75rem}\
 .alt{margin-top:1.5rem}\
@@ -283,6 +304,7 @@ mod tests {
             passkey: None,
             wrong_code: None,
             external: None,
+            oidc: None,
         }
     }
 
@@ -373,6 +395,28 @@ mod tests {
         assert!(html.contains(
             "<a href=\"/__gk/challenge/abc/external\" target=\"_blank\" rel=\"opener\">Use Duo</a>"
         ));
+    }
+
+    #[test]
+    fn the_oidc_button_is_offered_escaped_with_or_without_the_code_form() {
+        let mut p = page();
+        p.oidc = Some(ExternalLink {
+            name: "Acme <SSO>",
+            href: "/__gk/challenge/abc/oidc",
+            new_window: false,
+        });
+        let html = challenge_page(&p);
+        assert!(html.contains("<form"), "the code form stays");
+        assert!(html.contains(
+            "<a class=\"button\" href=\"/__gk/challenge/abc/oidc\">Continue with Acme &lt;SSO&gt;</a>"
+        ));
+        p.show_code_form = false;
+        let html = challenge_page(&p);
+        assert!(!html.contains("<form"));
+        assert!(html.contains("Continue with"));
+        assert!(!html.contains("No way to confirm"));
+        p.oidc.as_mut().unwrap().new_window = true;
+        assert!(challenge_page(&p).contains("target=\"_blank\" rel=\"opener\""));
     }
 
     #[test]

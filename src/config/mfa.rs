@@ -32,6 +32,10 @@ pub struct MfaConfig {
     /// An external MFA provider the browser is sent to, answering with a signed assertion.
     #[serde(default)]
     pub external: Option<ExternalMfaConfig>,
+    /// The operator's OpenID Connect provider: the user signs in there again (see
+    /// `config::oidc`).
+    #[serde(default)]
+    pub oidc: Option<super::OidcConfig>,
     /// How long a held login waits for its challenge to be answered (30s to 1h).
     #[serde(default = "defaults::challenge_ttl")]
     pub challenge_ttl: HumanDuration,
@@ -50,6 +54,7 @@ impl Default for MfaConfig {
             totp: TotpConfig::default(),
             passkeys: PasskeysConfig::default(),
             external: None,
+            oidc: None,
             challenge_ttl: defaults::challenge_ttl(),
             max_held: defaults::max_held(),
             max_held_bytes: defaults::max_held_bytes(),
@@ -179,6 +184,9 @@ impl MfaConfig {
         }
         if let Some(external) = &self.external {
             external.validate(invalid)?;
+        }
+        if let Some(oidc) = &self.oidc {
+            oidc.validate(invalid)?;
         }
         Ok(())
     }

@@ -11,6 +11,7 @@ mod audit;
 mod edge;
 mod learning;
 mod mfa;
+mod oidc;
 mod process;
 mod regulation;
 mod reload;
@@ -35,6 +36,7 @@ pub use mfa::{
     AssertionAlgorithm, AssertionConfig, ExternalMfaConfig, KeyError, MfaConfig, PasskeysConfig,
     ProviderUrl, PublicKeyFile, TotpConfig,
 };
+pub use oidc::{IssuerUrl, OidcConfig};
 pub use process::{
     AdminConfig, HostHeader, LogFormat, LoggingConfig, SecretsConfig, ServerConfig,
     SharedStateMode, UpstreamConfig,

@@ -175,5 +175,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.learning != new.learning {
         changed.push("learning");
     }
+    // The provider's client (and its discovered metadata) is built once at start.
+    if old.mfa.oidc != new.mfa.oidc {
+        changed.push("mfa.oidc");
+    }
     changed
 }

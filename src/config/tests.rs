@@ -349,3 +349,93 @@ fn app_mistakes_are_reported_where_they_are() {
     assert_eq!((line, key.as_str()), (12, "apps[1].hosts"));
     assert!(message.contains("no request would reach it"), "{message}");
 }
+
+/// `minimal()` with an `mfa.oidc` section of `keys` (each line indented by four spaces).
+fn with_oidc(keys: &str) -> String {
+    format!("{}mfa:\n  oidc:\n{keys}", minimal())
+}
+
+const OIDC_KEYS: &str = "    issuer: \"https://login.example.com/realms/staff\"\n    client_id: gaitkeeper\n    client_secret: { env: GK_UNIT_TEST_SECRET }\n";
+
+#[test]
+fn an_oidc_provider_gets_its_defaults() {
+    with_secret();
+    let config = Config::parse(&with_oidc(OIDC_KEYS), "test.yaml").unwrap();
+    let oidc = config.mfa.oidc.expect("mfa.oidc");
+    assert_eq!(oidc.issuer.0, "https://login.example.com/realms/staff");
+    assert_eq!(oidc.username_claim, "preferred_username");
+    assert_eq!(oidc.scopes(), ["openid", "profile"]);
+    assert_eq!(oidc.max_age, HumanDuration::secs(0));
+    assert_eq!(oidc.clock_skew, HumanDuration::secs(5));
+    assert!(oidc.required_acr.is_empty() && oidc.required_amr.is_empty());
+    assert_eq!(oidc.display_name, "single sign-on");
+    let email = Config::parse(
+        &with_oidc(&format!("{OIDC_KEYS}    username_claim: email\n")),
+        "test.yaml",
+    )
+    .unwrap();
+    assert_eq!(email.mfa.oidc.unwrap().scopes(), ["openid", "email"]);
+}
+
+#[test]
+fn an_oidc_issuer_over_plain_http_is_refused_unless_on_loopback() {
+    let text = with_oidc(&OIDC_KEYS.replace("https://login", "http://login"));
+    let (line, column, key, message) = error_of(&text);
+    assert_eq!(key, "mfa.oidc.issuer");
+    assert_eq!((line, column), (7, 13));
+    assert!(message.contains("https"), "{message}");
+    with_secret();
+    let local = with_oidc(&OIDC_KEYS.replace(
+        "https://login.example.com/realms/staff",
+        "http://127.0.0.1:8080",
+    ));
+    assert!(Config::parse(&local, "test.yaml").is_ok());
+}
+
+#[test]
+fn oidc_mistakes_are_reported_at_their_key() {
+    let cases = [
+        ("    scopes: [profile]\n", "mfa.oidc.scopes", "openid"),
+        (
+            "    username_claim: name\n",
+            "mfa.oidc.username_claim",
+            "does not name one account",
+        ),
+        (
+            "    username_claim: \"a b\"\n",
+            "mfa.oidc.username_claim",
+            "claim",
+        ),
+        ("    clock_skew: 5m\n", "mfa.oidc.clock_skew", "at most 60s"),
+        ("    timeout: 0s\n", "mfa.oidc.timeout", "1s to 30s"),
+        (
+            "    required_amr: [\"two words\"]\n",
+            "mfa.oidc.required_amr",
+            "without spaces",
+        ),
+        (
+            "    display_name: \"\"\n",
+            "mfa.oidc.display_name",
+            "1 to 60",
+        ),
+    ];
+    for (extra, want_key, want) in cases {
+        let text = with_oidc(&format!("{OIDC_KEYS}{extra}"));
+        let (line, _, key, message) = error_of(&text);
+        assert_eq!(key, want_key, "{extra}");
+        assert_eq!(line, 10, "{extra}: the line of the key");
+        assert!(message.contains(want), "{extra}: {message}");
+    }
+    let (_, _, key, message) = error_of(&with_oidc(&format!(
+        "{OIDC_KEYS}    client_secret_typo: 1\n"
+    )));
+    assert!(key.starts_with("mfa.oidc"), "{key}");
+    assert!(message.contains("client_secret_typo"), "{message}");
+    let (_, _, key, _) = error_of(&with_oidc(
+        "    client_id: gaitkeeper\n    client_secret: { env: GK_UNIT_TEST_SECRET }\n",
+    ));
+    assert!(
+        key.starts_with("mfa.oidc"),
+        "a missing issuer is named: {key}"
+    );
+}

@@ -112,6 +112,12 @@ impl GaitkeeperProxy {
         if rest == "callback" {
             return self.external_callback(session, ctx).await;
         }
+        if rest == "oidc/callback" {
+            return self.oidc_callback(session, ctx).await;
+        }
+        if let Some(id) = rest.strip_suffix("/oidc") {
+            return self.oidc_start(session, ctx, id).await;
+        }
         let id = rest.to_string();
         if method == http::Method::GET || method == http::Method::HEAD {
             let held = match self.bound_held(session, ctx, &id).await {
@@ -340,7 +346,11 @@ impl GaitkeeperProxy {
 
     /// 503: the code cannot be checked now (the store or the shared state is away); no
     /// attempt is counted against the user.
-    async fn cannot_check_now(&self, session: &mut Session, ctx: &RequestCtx) -> Result<Handled> {
+    pub(super) async fn cannot_check_now(
+        &self,
+        session: &mut Session,
+        ctx: &RequestCtx,
+    ) -> Result<Handled> {
         self.message(
             session,
             ctx,
@@ -352,7 +362,7 @@ impl GaitkeeperProxy {
     }
 
     /// 503 after a failed operation on the shared state (counted and logged).
-    async fn state_unavailable(
+    pub(super) async fn state_unavailable(
         &self,
         session: &mut Session,
         ctx: &RequestCtx,
@@ -366,7 +376,7 @@ impl GaitkeeperProxy {
     /// The held login `id`, if it exists, is a login of this request's app and this browser
     /// holds its binding cookie. `Err` when the shared state cannot be read (counted and
     /// logged).
-    async fn bound_held(
+    pub(super) async fn bound_held(
         &self,
         session: &Session,
         ctx: &RequestCtx,
@@ -414,7 +424,9 @@ impl GaitkeeperProxy {
         // In the overlay's frame the provider opens in a window of its own: providers refuse
         // to be framed, and the page stays as it is.
         let in_frame = held.inline() == Some(Inline::Frame);
-        if !has_totp && !has.passkeys && !in_frame {
+        // With OpenID Connect as well, the page offers both.
+        let oidc = self.services.oidc_name();
+        if !has_totp && !has.passkeys && !in_frame && oidc.is_none() {
             if let Some((_, url)) = &external {
                 pages::respond_with(
                     session,
@@ -437,6 +449,7 @@ impl GaitkeeperProxy {
         } else {
             None
         };
+        let oidc_href = format!("{prefix}challenge/{id}/oidc");
         let html = challenge_page(&ChallengePage {
             app_name: &ctx.app().app_name,
             action: &action,
@@ -448,6 +461,11 @@ impl GaitkeeperProxy {
             external: external.as_ref().map(|(name, href)| ExternalLink {
                 name,
                 href,
+                new_window: in_frame,
+            }),
+            oidc: oidc.map(|name| ExternalLink {
+                name,
+                href: &oidc_href,
                 new_window: in_frame,
             }),
         });
@@ -507,7 +525,7 @@ impl GaitkeeperProxy {
         ))
     }
 
-    async fn expired(&self, session: &mut Session, ctx: &RequestCtx) -> Result<Handled> {
+    pub(super) async fn expired(&self, session: &mut Session, ctx: &RequestCtx) -> Result<Handled> {
         self.message(
             session,
             ctx,
@@ -518,7 +536,7 @@ impl GaitkeeperProxy {
         .await
     }
 
-    async fn message(
+    pub(super) async fn message(
         &self,
         session: &mut Session,
         ctx: &RequestCtx,
@@ -532,7 +550,7 @@ impl GaitkeeperProxy {
     }
 
     /// Too many wrong codes: the held login is dropped, blocked, audited and alerted on.
-    async fn challenge_failed(
+    pub(super) async fn challenge_failed(
         &self,
         session: &mut Session,
         ctx: &RequestCtx,
@@ -675,7 +693,7 @@ impl GaitkeeperProxy {
 
     /// A passed challenge: replayed here (the browser navigated to the challenge), or, when it
     /// is shown inside the page, released to the page's script with a one-time proof.
-    async fn passed(
+    pub(super) async fn passed(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,

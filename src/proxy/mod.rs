@@ -10,6 +10,7 @@ mod challenge;
 mod enrol;
 mod forwarding;
 mod login;
+mod oidc;
 mod pages;
 mod passkeys;
 

@@ -25,6 +25,7 @@ mod instances;
 mod javascript_logins;
 mod layers;
 mod learn;
+mod oidc;
 mod proxy;
 mod store;
 mod users_cli;

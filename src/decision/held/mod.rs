@@ -10,7 +10,7 @@
 mod sealed;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use moka::notification::RemovalCause;
@@ -36,6 +36,9 @@ pub struct HeldLogin {
     pub binding: String,
     /// The login was sent with fetch/XHR: challenged with JSON, not a redirect.
     pub xhr: bool,
+    /// When the login was held: a second factor must be proven after it (an OpenID Connect
+    /// provider's `auth_time`).
+    pub held_at: SystemTime,
     attempts: AtomicU32,
     /// Where the challenge is shown inside the page ([`Inline`] as a number; 0: not inline).
     /// Once an inline challenge is passed, the page's script resumes the login itself
@@ -78,10 +81,12 @@ impl HeldLogin {
             body,
             binding,
             xhr,
+            SystemTime::now(),
         )
     }
 
     /// A held login from what was kept of it (headers already without hop-by-hop ones).
+    #[allow(clippy::too_many_arguments)]
     fn from_parts(
         attempt: LoginAttempt,
         method: http::Method,
@@ -90,6 +95,7 @@ impl HeldLogin {
         body: Bytes,
         binding: String,
         xhr: bool,
+        held_at: SystemTime,
     ) -> HeldLogin {
         HeldLogin {
             attempt,
@@ -99,6 +105,7 @@ impl HeldLogin {
             body,
             binding,
             xhr,
+            held_at,
             attempts: AtomicU32::new(0),
             inline: AtomicU8::new(0),
             released: AtomicBool::new(false),

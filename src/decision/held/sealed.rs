@@ -102,6 +102,9 @@ struct Kept {
     body: Bytes,
     binding: String,
     xhr: bool,
+    /// Unix milliseconds; absent in rows sealed before it was kept.
+    #[serde(default)]
+    held_at_ms: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -147,6 +150,7 @@ impl Kept {
             body: held.body.clone(),
             binding: held.binding.clone(),
             xhr: held.xhr,
+            held_at_ms: Some(crate::runtime::unix_millis(held.held_at)),
         }
     }
 
@@ -196,6 +200,11 @@ impl Kept {
             self.body,
             self.binding,
             self.xhr,
+            // A row sealed by an older version: "now" is the safe side, since a second factor
+            // must be proven after it (an older OpenID Connect sign-in is then refused).
+            self.held_at_ms
+                .map(|ms| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+                .unwrap_or_else(std::time::SystemTime::now),
         ))
     }
 }

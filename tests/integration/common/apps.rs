@@ -37,6 +37,24 @@ pub fn installed(test: &str) -> bool {
     false
 }
 
+/// Whether the OpenID Connect provider (`tests/apps/oidc-provider`, npm's oidc-provider 8.x)
+/// is installed; prints why a test skips when it is not (a failure under
+/// `GAITKEEPER_TEST_REQUIRE_APPS`).
+pub fn oidc_provider_installed(test: &str) -> bool {
+    if root()
+        .join("tests/apps/oidc-provider/node_modules/oidc-provider")
+        .exists()
+    {
+        return true;
+    }
+    let hint = "run scripts/test-apps.sh (scripts/test.sh does) to install the OpenID Connect provider (tests/apps/oidc-provider)";
+    if std::env::var_os("GAITKEEPER_TEST_REQUIRE_APPS").is_some() {
+        panic!("{test}: the OpenID Connect test provider is missing; {hint}");
+    }
+    eprintln!("SKIPPED {test}: the OpenID Connect test provider is not installed; {hint}");
+    false
+}
+
 /// A child process that prints `ready` once it listens.
 pub struct RealApp {
     child: Child,
@@ -133,5 +151,27 @@ impl RealApp {
             command.args(["--user", &format!("{user}:{password}")]);
         }
         Self::spawn(command, addr, dir, "Node-RED")
+    }
+
+    /// The OpenID Connect provider on `port` (issuer `http://127.0.0.1:PORT`) with `clients`
+    /// (id, secret, redirect URI) and `users` (name, password); see its `provider.js`.
+    pub fn oidc_provider(
+        port: u16,
+        clients: &[(&str, &str, &str)],
+        users: &[(&str, &str)],
+    ) -> RealApp {
+        let dir = tempfile::tempdir().unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut command = Command::new("node");
+        command
+            .arg(root().join("tests/apps/oidc-provider/provider.js"))
+            .args(["--port", &port.to_string()]);
+        for (id, secret, redirect) in clients {
+            command.args(["--client", &format!("{id}:{secret}:{redirect}")]);
+        }
+        for (user, password) in users {
+            command.args(["--user", &format!("{user}:{password}")]);
+        }
+        Self::spawn(command, addr, dir, "the OpenID Connect provider")
     }
 }
