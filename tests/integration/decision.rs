@@ -147,15 +147,7 @@ async fn a_challenged_login_is_replayed_after_the_right_totp_code() {
     assert_eq!(r.status(), 303, "{}", gk.log());
     assert_eq!(location(&r), "/account");
     let session = set_cookie(&r, "legacy_session").expect("the app's own session cookie");
-    let account = client()
-        .get(gk.url("/account"))
-        .header("cookie", format!("legacy_session={session}"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let account = common::legacy::account_page(&gk, &session).await;
     assert!(account.contains("alice"), "{account}");
     // The replayed login reached the app with its CSRF field and without the telemetry.
     let seen = app.last_login().await;
@@ -717,11 +709,7 @@ async fn open_invitation(gk: &Gaitkeeper, path: &str) -> (u16, String) {
 
 /// Posts `code` to an invitation's enrolment page: (status, page).
 async fn confirm_invitation(gk: &Gaitkeeper, path: &str, page: &str, code: &str) -> (u16, String) {
-    let csrf = page
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .expect("a CSRF field");
+    let csrf = common::legacy::csrf_of(page);
     let r = client()
         .post(gk.url(path))
         .header("content-type", "application/x-www-form-urlencoded")
@@ -731,17 +719,6 @@ async fn confirm_invitation(gk: &Gaitkeeper, path: &str, page: &str, code: &str)
         .unwrap();
     let status = r.status().as_u16();
     (status, r.text().await.unwrap())
-}
-
-/// The authenticator an enrolment page's secret makes.
-fn authenticator_of(page: &str) -> totp_rs::Totp {
-    let base32 = page
-        .split("<code id=\"secret\">")
-        .nth(1)
-        .and_then(|s| s.split('<').next())
-        .expect("the secret to type in");
-    let secret = totp_rs::Secret::try_from_base32(base32).unwrap();
-    totp_rs::Builder::new().with_secret(secret).build().unwrap()
 }
 
 #[tokio::test]
@@ -771,7 +748,7 @@ async fn an_invitation_enrols_an_authenticator_once_for_its_user_only_until_it_e
     let (status, page) = open_invitation(&gk, &invited).await;
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("<svg") && !page.contains("<script"), "{page}");
-    let totp = authenticator_of(&page);
+    let totp = common::legacy::authenticator_of(&page);
     let (status, again) = confirm_invitation(&gk, &invited, &page, "000000").await;
     assert_eq!(status, 400, "{again}");
     assert!(users_cli(&gk, &["factors", ALICE.0]).contains("totp:            none"));
@@ -828,7 +805,7 @@ async fn an_invitation_enrols_an_authenticator_once_for_its_user_only_until_it_e
     // For its user only: bob's link enrols bob, and alice's authenticator is not his.
     let bobs = link(&users_cli(&gk, &["invite", BOB.0]));
     let (_, page) = open_invitation(&gk, &bobs).await;
-    let bobs_totp = authenticator_of(&page);
+    let bobs_totp = common::legacy::authenticator_of(&page);
     assert_ne!(
         bobs_totp.generate_current(),
         totp.generate_current(),

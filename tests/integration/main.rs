@@ -19,6 +19,7 @@ mod cli;
 mod decision;
 mod deploy;
 mod edge;
+mod factors;
 mod faults;
 mod hostile;
 mod instances;

@@ -301,3 +301,35 @@ pub async fn post_code_at(
         .await
         .unwrap()
 }
+
+/// The authenticator an enrolment page's secret makes.
+pub fn authenticator_of(page: &str) -> totp_rs::Totp {
+    let base32 = page
+        .split("<code id=\"secret\">")
+        .nth(1)
+        .and_then(|s| s.split('<').next())
+        .expect("the secret to type in");
+    let secret = totp_rs::Secret::try_from_base32(base32).unwrap();
+    totp_rs::Builder::new().with_secret(secret).build().unwrap()
+}
+
+/// The CSRF token of one of gaitkeeper's pages (its hidden `csrf` field).
+pub fn csrf_of(page: &str) -> &str {
+    page.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("a CSRF field")
+}
+
+/// The bundled app's `/account` page as the holder of session cookie `session` sees it.
+pub async fn account_page(gk: &Gaitkeeper, session: &str) -> String {
+    crate::common::client()
+        .get(gk.url("/account"))
+        .header("cookie", format!("legacy_session={session}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
