@@ -92,19 +92,21 @@ pub fn enrol_page(p: &EnrolPage) -> String {
             ));
         }
         body.push_str(passkey);
-        body.push_str("<h2>Or add an authenticator app</h2>\n");
+        body.push_str("<h2>Or an authenticator app</h2>\n");
     }
-    body.push_str(&format!(
-        "<p>{lead}{add}an authenticator app (Google Authenticator, Microsoft Authenticator, 1Password, …). It gives you a code when a sign-in needs one more step.</p>\n<p>1. Scan this code with the app:</p>\n",
-        add = if p.lead.is_some() && p.passkey.is_none() { "" } else { "add " },
-        lead = if p.passkey.is_some() {
-            "Or ".to_string()
-        } else if p.lead.is_some() {
-            "Add ".to_string()
-        } else {
-            format!("Protect your sign-in to {}: ", escape(p.app_name))
-        },
-    ));
+    const APPS: &str = "an authenticator app (Google Authenticator, Microsoft Authenticator, 1Password, …). It gives you a code when a sign-in needs one more step.";
+    let about = if p.passkey.is_some() {
+        format!("<p>Or use {APPS}</p>\n")
+    } else if p.lead.is_some() {
+        format!("<p>Add {APPS}</p>\n")
+    } else {
+        format!(
+            "<p>Protect your sign-in to {}: add {APPS}</p>\n",
+            escape(p.app_name)
+        )
+    };
+    body.push_str(&about);
+    body.push_str("<p>1. Scan this code with the app:</p>\n");
     if let Some(svg) = qr_svg(p.uri) {
         body.push_str(&format!("<p class=\"qr\">{svg}</p>\n"));
     }
@@ -120,13 +122,15 @@ pub fn enrol_page(p: &EnrolPage) -> String {
             "<form method=\"post\" action=\"{action}\">\n",
             "<input type=\"hidden\" name=\"{csrf_field}\" value=\"{csrf_token}\">\n",
             "<label for=\"code\">2. Enter the 6-digit code the app shows</label>\n",
-            "<input id=\"code\" name=\"code\" type=\"text\" autocomplete=\"one-time-code\" inputmode=\"numeric\" pattern=\"[0-9]*\" maxlength=\"6\" autofocus required>\n",
+            "<input id=\"code\" name=\"code\" type=\"text\" autocomplete=\"one-time-code\" inputmode=\"numeric\" pattern=\"[0-9]*\" maxlength=\"6\"{autofocus} required>\n",
             "<button type=\"submit\">Add the authenticator</button>\n",
             "</form>\n"
         ),
         action = escape(p.action),
         csrf_field = escape(p.csrf_field),
         csrf_token = escape(p.csrf_token),
+        // The page opens at its top (the passkey, the simpler way) when there is one.
+        autofocus = if p.passkey.is_some() { "" } else { " autofocus" },
     ));
     body.push_str(p.footer.unwrap_or_default());
     let title = if p.passkey.is_some() || p.lead.is_some() {
@@ -146,7 +150,7 @@ pub fn enrolled_page(app_name: &str, passkey: bool, codes: &[String], next: &str
         "<p>Your authenticator is set up. When a sign-in needs one more step, enter the code it shows.</p>\n"
     });
     if !codes.is_empty() {
-        body.push_str("<p><strong>Keep these recovery codes somewhere safe</strong> (print them, or store them in your password manager). Each works once, if you lose the authenticator. They are not shown again.</p>\n<ul class=\"codes\">\n");
+        body.push_str("<p><strong>Keep these recovery codes somewhere safe</strong> (print them, or store them in your password manager). Each works once, if you lose your authenticator or passkey. They are not shown again.</p>\n<ul class=\"codes\">\n");
         for code in codes {
             body.push_str(&format!("<li><code>{}</code></li>\n", escape(code)));
         }

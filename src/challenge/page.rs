@@ -218,17 +218,18 @@ const STYLE: &str = "\
 *{box-sizing:border-box}\
 body{margin:0;font:1.125rem/1.5 system-ui,-apple-system,\"Segoe UI\",Roboto,sans-serif;color:#1a1a1a;background:#fff}\
 main{max-width:28rem;margin:0 auto;padding:2rem 1rem}\
-h1{font-size:1.5rem;margin:0 0 1rem}\
+h1{font-size:1.5rem;margin:0 0 1rem}h2{font-size:1.25rem;margin:2rem 0 .5rem}\
 label{display:block;font-weight:600;margin-top:1rem}\
 .help{color:#333;margin:.25rem 0 .5rem;font-size:1rem}\
 input{width:100%;font:inherit;font-size:1.5rem;letter-spacing:.2em;padding:.5rem;border:2px solid #333;border-radius:4px}\
 button{margin-top:1rem;width:100%;font:inherit;font-weight:600;padding:.75rem;border:0;border-radius:4px;background:#0b57d0;color:#fff;cursor:pointer}\
 a{color:#0b57d0}\
+button.secondary{background:#fff;color:#0b57d0;border:2px solid #0b57d0}\
 a.button{display:block;text-align:center;font-weight:600;padding:.75rem;border:2px solid #0b57d0;border-radius:4px;text-decoration:none}\
 input:focus,button:focus,a:focus{outline:3px solid #b3261e;outline-offset:2px}\
 .error{color:#8c1d18;background:#fdecea;border-left:4px solid #b3261e;padding:.5rem .75rem}\
 .alt{margin-top:1.5rem}\
-@media (prefers-color-scheme:dark){body{color:#f0f0f0;background:#121212}.help{color:#ccc}input{background:#1e1e1e;color:#f0f0f0;border-color:#ccc}a{color:#8ab4f8}.error{color:#ffdad6;background:#410e0b}input:focus,button:focus,a:focus{outline-color:#ffb4ab}}";
+@media (prefers-color-scheme:dark){body{color:#f0f0f0;background:#121212}.help{color:#ccc}input{background:#1e1e1e;color:#f0f0f0;border-color:#ccc}a{color:#8ab4f8}button.secondary{background:#121212;color:#8ab4f8;border-color:#8ab4f8}.error{color:#ffdad6;background:#410e0b}input:focus,button:focus,a:focus{outline-color:#ffb4ab}}";
 
 /// The CSRF token for the challenge form: HMAC-SHA256 of the challenge id and the per-browser
 /// `binding` cookie value under `key`, base64url. A form posted from another site lacks the

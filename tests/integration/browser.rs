@@ -868,18 +868,7 @@ async fn log_in_as_alice(
     variation: usize,
     code: Option<(&totp_rs::Totp, i64)>,
 ) -> bool {
-    session.goto(&gk.url("/login")).await;
-    session
-        .wait_for("window.__gaitkeeper", "the capture script")
-        .await;
-    move_and_click(session, "input[name=username]").await;
-    let (mut keys, _, _) = human_typing(USER, USER_DWELL, USER_FLIGHT, variation);
-    keys.extend(typing(TAB, 60 + variation as u64 * 3, 150));
-    keys.extend(human_typing(PASSWORD, PASSWORD_DWELL, PASSWORD_FLIGHT, variation + 5).0);
-    session
-        .actions(json!([{"type": "key", "id": "keyboard", "actions": keys}]))
-        .await;
-    press_enter(session).await;
+    submit_as_alice(session, &gk.url("/login"), variation).await;
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let url = session.current_url().await;
@@ -918,6 +907,23 @@ async fn log_in_as_alice(
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     true
+}
+
+/// Types alice's credentials into the login page at `url` with her rhythm (varied by
+/// `variation`) and submits.
+async fn submit_as_alice(session: &Session, url: &str, variation: usize) {
+    session.goto(url).await;
+    session
+        .wait_for("window.__gaitkeeper", "the capture script")
+        .await;
+    move_and_click(session, "input[name=username]").await;
+    let (mut keys, _, _) = human_typing(USER, USER_DWELL, USER_FLIGHT, variation);
+    keys.extend(typing(TAB, 60 + variation as u64 * 3, 150));
+    keys.extend(human_typing(PASSWORD, PASSWORD_DWELL, PASSWORD_FLIGHT, variation + 5).0);
+    session
+        .actions(json!([{"type": "key", "id": "keyboard", "actions": keys}]))
+        .await;
+    press_enter(session).await;
 }
 
 /// The code of alice's authenticator `steps` steps (of 30 s) from now: a later login uses a
@@ -1110,6 +1116,29 @@ async fn challenged_in_browser(session: &Session, gk: &Gaitkeeper) -> String {
     session.current_url().await
 }
 
+/// On a challenge page: with `authenticator` removed (another, holding no passkey of hers, in
+/// its place; returned) the passkey button fails, says so, and the page stays (screenshot
+/// `shot`).
+async fn passkey_refused_without(session: &Session, authenticator: &str, shot: &str) -> String {
+    let challenge = session.current_url().await;
+    session.remove_virtual_authenticator(authenticator).await;
+    let other = session.add_virtual_authenticator().await;
+    move_and_click(session, "#passkey-button").await;
+    session
+        .wait_for(
+            "!document.getElementById('passkey-error').hidden",
+            "the passkey error",
+        )
+        .await;
+    session.screenshot(shot).await;
+    assert_eq!(
+        session.current_url().await,
+        challenge,
+        "still on the challenge"
+    );
+    other
+}
+
 /// The passkey user in Chromium with a virtual authenticator: the invitation's page registers
 /// a passkey (recovery codes shown), a challenged login passes with it and lands in the
 /// account; with the authenticator removed the passkey cannot be used and the held login
@@ -1189,22 +1218,8 @@ async fn a_passkey_from_an_invitation_passes_a_challenge_and_not_once_removed() 
     // Without the authenticator (another one, holding no passkey of hers, in its place) the
     // passkey cannot be used: the page says so and the login stays held, so a recovery code
     // still finishes it.
-    let challenge = challenged_in_browser(&session, &gk).await;
-    session.remove_virtual_authenticator(&authenticator).await;
-    let other = session.add_virtual_authenticator().await;
-    move_and_click(&session, "#passkey-button").await;
-    session
-        .wait_for(
-            "!document.getElementById('passkey-error').hidden",
-            "the passkey error",
-        )
-        .await;
-    session.screenshot("challenge-passkey-gone").await;
-    assert_eq!(
-        session.current_url().await,
-        challenge,
-        "still on the challenge"
-    );
+    challenged_in_browser(&session, &gk).await;
+    let other = passkey_refused_without(&session, &authenticator, "challenge-passkey-gone").await;
     move_and_click(&session, "details summary").await;
     move_and_click(&session, "#recovery").await;
     session
@@ -1221,5 +1236,106 @@ async fn a_passkey_from_an_invitation_passes_a_challenge_and_not_once_removed() 
         .filter(|e| !e.contains("favicon.ico"))
         .collect();
     assert!(errors.is_empty(), "{errors:?}");
+    session.quit().await;
+}
+
+/// The whole passkey journey in Chromium, as the issue tells it: alice enrols over five usual
+/// logins, the next (trusted) one offers her to protect her account, she adds a passkey with
+/// her device (a virtual authenticator) and lands in the app; a later login that must be
+/// confirmed passes with the passkey; without her authenticator it cannot, and the login
+/// stays held.
+#[tokio::test]
+async fn alice_is_offered_a_passkey_after_a_trusted_login_and_later_passes_a_challenge_with_it() {
+    let _one = ONE_BROWSER.lock().await;
+    let app = LegacyApp::start().await;
+    let routes = LEGACY_ROUTES.replacen(
+        "set_cookie: legacy_session }\n  - name: spa-login",
+        "set_cookie: legacy_session }\n    enrol_factors: { mode: offer }\n  - name: spa-login",
+        1,
+    );
+    let more = format!("{routes}store:\n  enrollment_logins: 5\npolicy:\n  allow_below: 0.6\n");
+    let gk = Gaitkeeper::start_with(app.addr, "", &more).await;
+    let driver = ChromeDriver::start().await;
+    let profile = tempfile::tempdir().unwrap();
+    let session = driver.session(profile.path()).await;
+    let login_url = localhost(&gk, "/login");
+    for login in 0..5usize {
+        submit_as_alice(&session, &login_url, login * 2).await;
+        wait_for_url(&session, "/account").await;
+        common::eventually(Duration::from_secs(10), "the login learnt", || async {
+            gk.metric("gaitkeeper_learn_logins_total{result=\"ok\"}")
+                .await
+                >= (login + 1) as f64
+        })
+        .await;
+    }
+    // Her sixth login is scored against her profile and let through: a trusted moment.
+    submit_as_alice(&session, &login_url, 10).await;
+    wait_for_url_where(&session, "the offer", |url| url.contains("/__gk/protect/")).await;
+    session
+        .wait_for(
+            "document.getElementById('passkey-button') !== null",
+            "the passkey button",
+        )
+        .await;
+    assert!(session.source().await.contains("Protect your account"));
+    session.screenshot("offer-protect-your-account").await;
+    let authenticator = session.add_virtual_authenticator().await;
+    move_and_click(&session, "#passkey-button").await;
+    session
+        .wait_for(
+            "document.getElementById('continue') !== null",
+            "the passkey added",
+        )
+        .await;
+    session.screenshot("offer-passkey-added").await;
+    move_and_click(&session, "#continue").await;
+    wait_for_url(&session, "/account").await;
+    assert!(
+        session.source().await.contains("Welcome, alice"),
+        "the app's withheld answer delivered"
+    );
+    let factors = common::legacy::users_cli(&gk, &["factors", USER]);
+    assert!(factors.contains("for localhost, added "), "{factors}");
+
+    // From now on every scored login must be confirmed (as an unusual one would be).
+    let text = std::fs::read_to_string(&gk.config_path).unwrap();
+    gk.rewrite_config(&common::edited(
+        &text,
+        "allow_below: 0.6",
+        "allow_below: 0.0001",
+    ));
+    common::eventually(Duration::from_secs(10), "the reload", || async {
+        gk.metric("gaitkeeper_config_reloads_total{result=\"ok\"}")
+            .await
+            >= 1.0
+    })
+    .await;
+    submit_as_alice(&session, &login_url, 12).await;
+    wait_for_url_where(&session, "the challenge", |url| {
+        url.contains("/__gk/challenge/")
+    })
+    .await;
+    move_and_click(&session, "#passkey-button").await;
+    wait_for_url(&session, "/account").await;
+    assert!(session.source().await.contains("Welcome, alice"));
+
+    // Her authenticator gone (another device in its place): the passkey cannot be used and
+    // the login stays held.
+    submit_as_alice(&session, &login_url, 14).await;
+    wait_for_url_where(&session, "the challenge", |url| {
+        url.contains("/__gk/challenge/")
+    })
+    .await;
+    let challenge = session.current_url().await;
+    passkey_refused_without(&session, &authenticator, "offer-challenge-passkey-gone").await;
+    // Still held: its challenge page answers anew.
+    session.goto(&challenge).await;
+    session
+        .wait_for(
+            "document.getElementById('passkey-button') !== null",
+            "the challenge of the login still held",
+        )
+        .await;
     session.quit().await;
 }

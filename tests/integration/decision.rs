@@ -800,7 +800,7 @@ async fn an_invitation_enrols_an_authenticator_once_for_its_user_only_until_it_e
     let (_, trail) = gk.audit(&["tail", "--lines", "30"]);
     assert!(trail.contains("factor.added"), "{trail}");
     let (ok, _, err) = users_cli_result(&gk, &["invite", ALICE.0]);
-    assert!(!ok && err.contains("already has an authenticator"), "{err}");
+    assert!(!ok && err.contains("already has a second factor"), "{err}");
 
     // For its user only: bob's link enrols bob, and alice's authenticator is not his.
     let bobs = link(&users_cli(&gk, &["invite", BOB.0]));

@@ -98,7 +98,7 @@ impl Offer {
 #[tokio::test]
 async fn a_trusted_login_without_a_factor_is_offered_one_and_not_now_delivers_the_app_answer() {
     let (_app, gk) = start("{ mode: offer, reoffer_after: 24h }", "").await;
-    enrol(&gk, 8).await;
+    enrol(&gk, 5).await;
     // A usual login: the app accepted it, and its answer (redirect, session cookie) waits
     // behind the offer.
     let r = login(&gk, &STEADY, 100).await;
@@ -145,7 +145,7 @@ async fn a_trusted_login_without_a_factor_is_offered_one_and_not_now_delivers_th
 #[tokio::test]
 async fn a_required_factor_must_be_added_before_the_app_answer_is_delivered() {
     let (_app, gk) = start("{ mode: require }", "").await;
-    enrol(&gk, 8).await;
+    enrol(&gk, 5).await;
     let offer = Offer::of(&login(&gk, &STEADY, 100).await);
     let (status, page) = offer.get(&gk).await;
     assert_eq!(status, 200);
@@ -213,14 +213,14 @@ async fn an_unusual_login_of_a_user_without_a_factor_never_reaches_an_enrolment_
     // within reoffer_after.
     let r = login(&gk, &STEADY, 0).await;
     assert!(location(&r).starts_with("/__gk/protect/"));
-    enrol(&gk, 8).await;
+    enrol(&gk, 5).await;
     let r = login(&gk, &STRANGER, 200).await;
     assert_eq!(location(&r), "/account", "let through by on_no_factor");
     assert!(set_cookie(&r, "__gk_offer").is_none(), "never an offer");
 
     let (_app, gk) = start("{ mode: require }", "policy:\n  on_no_factor: allow\n").await;
     // Without trust on first use, enrolling logins are not offered.
-    enrol(&gk, 8).await;
+    enrol(&gk, 5).await;
     let r = login(&gk, &STRANGER, 200).await;
     assert_eq!(location(&r), "/account", "let through by on_no_factor");
     assert!(set_cookie(&r, "__gk_offer").is_none(), "never required");
