@@ -231,6 +231,7 @@ async fn execute(
                     "not enrolled"
                 }
             )?;
+            writeln!(out, "passkeys:  {}", profile.passkeys)?;
             writeln!(out, "recovery:  {} codes left", profile.recovery_codes)?;
             if profile.recent.is_empty() {
                 writeln!(out, "logins:    none stored")?;

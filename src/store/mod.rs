@@ -183,6 +183,8 @@ pub struct Profile {
     pub has_totp: bool,
     /// Unused recovery codes.
     pub recovery_codes: u32,
+    /// Registered passkeys.
+    pub passkeys: usize,
     /// Newest first.
     pub recent: Vec<LoginSession>,
 }

@@ -39,6 +39,7 @@ impl Store {
             model,
             has_totp: totp > 0,
             recovery_codes: self.recovery_codes_left(key).await?,
+            passkeys: self.passkeys(key).await?.len(),
             recent: self.recent_logins(key, recent).await?,
         }))
     }

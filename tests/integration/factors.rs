@@ -228,3 +228,34 @@ async fn an_unusual_login_of_a_user_without_a_factor_never_reaches_an_enrolment_
     let r = login(&gk, &STEADY, 100).await;
     assert!(location(&r).starts_with("/__gk/protect/"));
 }
+
+#[tokio::test]
+async fn forged_passkey_answers_count_as_wrong_codes_and_the_login_stays_held() {
+    use common::legacy::{challenge_from, enroll_totp, post_code, post_form};
+    let (_app, gk) = start("{ mode: off }", "policy:\n  enrolling: challenge\n").await;
+    let totp = enroll_totp(&gk, ALICE.0);
+    let held = challenge_from(&gk, &login(&gk, &STEADY, 0).await).await;
+    // What an attacker without her authenticator can send: no ceremony of this challenge, a
+    // made-up credential, a huge one.
+    let credential = "%7B%22id%22%3A%22AAAA%22%2C%22rawId%22%3A%22AAAA%22%2C%22type%22%3A%22public-key%22%2C%22response%22%3A%7B%22clientDataJSON%22%3A%22AAAA%22%2C%22authenticatorData%22%3A%22AAAA%22%2C%22signature%22%3A%22AAAA%22%7D%2C%22extensions%22%3A%7B%7D%7D";
+    let huge = "A".repeat(20_000);
+    for (i, fields) in [
+        format!("passkey_state=AAAA&passkey_credential={credential}"),
+        format!("passkey_state={huge}&passkey_credential={credential}"),
+        "passkey_state=&passkey_credential=".to_string(),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let r = post_form(&gk, &held, fields).await;
+        assert_eq!(r.status(), 401, "forgery {i} counted as a wrong code");
+        let page = r.text().await.unwrap();
+        assert!(
+            page.contains(&format!("{} attempts are left", 4 - i)),
+            "{page}"
+        );
+    }
+    // Still held: her code passes it.
+    let r = post_code(&gk, &held, totp.generate_current()).await;
+    assert_eq!(location(&r), "/account");
+}

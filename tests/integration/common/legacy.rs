@@ -263,12 +263,7 @@ pub async fn challenge_at(base: &str, r: &reqwest::Response) -> Challenge {
         .text()
         .await
         .unwrap();
-    let csrf = page
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .expect("a CSRF field")
-        .to_string();
+    let csrf = csrf_of(&page).to_string();
     Challenge {
         path,
         cookie,
@@ -297,6 +292,18 @@ pub async fn post_code_at(
         .header("cookie", &c.cookie)
         .header("content-type", "application/x-www-form-urlencoded")
         .body(format!("csrf={}&code={code}", c.csrf))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Posts `fields` (urlencoded, after the CSRF token) to a challenge.
+pub async fn post_form(gk: &Gaitkeeper, c: &Challenge, fields: &str) -> reqwest::Response {
+    client()
+        .post(gk.url(&c.path))
+        .header("cookie", &c.cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={}&{fields}", c.csrf))
         .send()
         .await
         .unwrap()
