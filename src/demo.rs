@@ -111,7 +111,7 @@ fn demo_config(options: &DemoOptions, data_dir: &Path, secret_file: &Path) -> St
          logging:\n  format: human\n\
          secrets:\n  key: {{ file: {secret:?} }}\n\
          routes:\n\
-         \x20 - name: login\n    page: {{ paths: [\"/login\"], methods: [GET, POST] }}\n    submit: {{ path: \"/login\" }}\n    username: {{ field: username }}\n    success: {{ status: [303], location_prefix: \"/account\", set_cookie: legacy_session }}\n\
+         \x20 - name: login\n    page: {{ paths: [\"/login\"], methods: [GET, POST] }}\n    submit: {{ path: \"/login\" }}\n    username: {{ field: username }}\n    success: {{ status: [303], location_prefix: \"/account\", set_cookie: legacy_session }}\n    # After a trusted login, users without a second factor are offered to add one.\n    enrol_factors: {{ mode: offer }}\n\
          \x20 - name: spa-login\n    page: {{ paths: [\"/spa-login\"] }}\n    submit: {{ path: \"/api/login\" }}\n    username: {{ json_pointer: \"/username\" }}\n    success: {{ status: [200], set_cookie: legacy_session }}\n    return_to: \"/account\"\n\
          \x20 - name: portal\n    page: {{ paths: [\"/app\", \"/app-xhr\"] }}\n    submit: {{ path: \"/api/token\" }}\n    # Answers 200 either way: success is the token in the JSON answer.\n    success: {{ status: [200], json_pointer_present: \"/access_token\" }}\n\
          # The demo shows what gaitkeeper received at http://127.0.0.1:{admin_port}/debug/telemetry\n\
