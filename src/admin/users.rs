@@ -68,6 +68,10 @@ pub enum UsersCommand {
         /// How long the link works: a number and s, m, h or d (e.g. 30m, 72h, 7d; at most 30d).
         #[arg(long, default_value = "72h", value_parser = invitation_ttl)]
         ttl: Duration,
+        /// For a user who has a factor already: add another (a second passkey, say for a new
+        /// phone; an authenticator app when they have none).
+        #[arg(long)]
+        another: bool,
     },
     /// List the user's second factors.
     Factors {
@@ -315,20 +319,20 @@ async fn execute(
                 "Anyone who sees this screen can generate the user's codes: clear it when done."
             )?;
         }
-        UsersCommand::Invite { user, ttl } => {
+        UsersCommand::Invite { user, ttl, another } => {
             if user.starts_with("key:") {
                 anyhow::bail!("invite needs the login name: the user is created if new");
             }
             let scoped = app.user_scope(&user);
             let key = store.user_key(&scoped)?;
             let factors = store.factors(&key).await?;
-            if factors.any() {
+            if factors.any() && !another {
                 let which = if factors.totp_since.is_some() {
                     "totp"
                 } else {
                     "passkeys"
                 };
-                anyhow::bail!("{user} already has a second factor (see `gaitkeeper users factors {user}`); invitations are for a first one. To replace it, remove it first with `gaitkeeper users remove-factor {user} {which}`");
+                anyhow::bail!("{user} already has a second factor (see `gaitkeeper users factors {user}`); invitations are for a first one. To add another, invite with --another; to replace it, remove it first with `gaitkeeper users remove-factor {user} {which}`");
             }
             let expires = SystemTime::now() + ttl;
             let (key, id) = store.create_invitation(&scoped, &app.name, expires).await?;

@@ -71,6 +71,8 @@ pub struct EnrolPage<'a> {
     pub lead: Option<&'a str>,
     /// HTML shown last (an offer's "not now").
     pub footer: Option<&'a str>,
+    /// Offer an authenticator app (not to a user who has one: it is never replaced here).
+    pub totp: bool,
 }
 
 /// The page that enrols a factor: a passkey (one button), or an authenticator app (scan or
@@ -92,8 +94,28 @@ pub fn enrol_page(p: &EnrolPage) -> String {
             ));
         }
         body.push_str(passkey);
-        body.push_str("<h2>Or an authenticator app</h2>\n");
+        if p.totp {
+            body.push_str("<h2>Or an authenticator app</h2>\n");
+        }
     }
+    if p.totp {
+        totp_part(p, &mut body);
+    }
+    if p.passkey.is_none() && !p.totp {
+        body.push_str("<p>There is nothing to add here: passkeys cannot be used at this address. Ask your administrator.</p>\n");
+    }
+    body.push_str(p.footer.unwrap_or_default());
+    let title = if p.passkey.is_some() || p.lead.is_some() {
+        "Protect your account"
+    } else {
+        "Add an authenticator"
+    };
+    document(p.app_name, title, &body)
+}
+
+/// The authenticator-app part of an enrolment page: scan (or type) the secret, then confirm
+/// it with a code.
+fn totp_part(p: &EnrolPage, body: &mut String) {
     const APPS: &str = "an authenticator app (Google Authenticator, Microsoft Authenticator, 1Password, …). It gives you a code when a sign-in needs one more step.";
     let about = if p.passkey.is_some() {
         format!("<p>Or use {APPS}</p>\n")
@@ -132,13 +154,6 @@ pub fn enrol_page(p: &EnrolPage) -> String {
         // The page opens at its top (the passkey, the simpler way) when there is one.
         autofocus = if p.passkey.is_some() { "" } else { " autofocus" },
     ));
-    body.push_str(p.footer.unwrap_or_default());
-    let title = if p.passkey.is_some() || p.lead.is_some() {
-        "Protect your account"
-    } else {
-        "Add an authenticator"
-    };
-    document(p.app_name, title, &body)
 }
 
 /// The page after enrolling a `passkey` (else an authenticator app): the recovery codes,
@@ -200,6 +215,7 @@ mod tests {
             passkey_error: None,
             lead: None,
             footer: None,
+            totp: true,
         });
         assert!(page.contains("Acme &lt;Payroll&gt;") && !page.contains("Acme <Payroll>"));
         assert!(page.contains("action=\"/__gk/enrol/x&quot;y\""));

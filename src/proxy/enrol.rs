@@ -415,7 +415,21 @@ impl GaitkeeperProxy {
             &enrolling.id,
             enrolling.csrf_purpose(),
         );
-        let passkey = self.registration_part(session, ctx, enrolling, &csrf, &app_name);
+        // A user invited to add another factor keeps what they have: their passkeys are
+        // excluded (an authenticator holds one per account) and a TOTP secret is not offered
+        // over theirs.
+        let stored = self
+            .services
+            .user_passkeys(&enrolling.user)
+            .await
+            .unwrap_or_default();
+        let has_totp = self
+            .services
+            .has_factors(&enrolling.user)
+            .await
+            .map(|h| h.totp)
+            .unwrap_or(false);
+        let passkey = self.registration_part(session, ctx, enrolling, &stored, &csrf, &app_name);
         let (lead, footer) = match &enrolling.source {
             Source::Invitation => (None, None),
             Source::Offer(withheld) => (
@@ -437,6 +451,7 @@ impl GaitkeeperProxy {
                 .then_some("The passkey was not added. Try again, or add an authenticator app."),
             lead: lead.as_deref(),
             footer: footer.as_deref(),
+            totp: !has_totp,
         });
         let status = if error == EnrolError::None { 200 } else { 400 };
         self.enrol_html(session, ctx, status, html, passkey.as_ref())
@@ -450,6 +465,7 @@ impl GaitkeeperProxy {
         session: &Session,
         ctx: &RequestCtx,
         enrolling: &Enrolling,
+        stored: &[crate::store::StoredPasskey],
         csrf: &str,
         app_name: &str,
     ) -> Option<super::passkeys::PasskeyPart> {
@@ -458,6 +474,7 @@ impl GaitkeeperProxy {
         }
         let rp = super::passkeys::relying_party(session, ctx).ok()?;
         let handle = self.services.passkeys.user_handle(&enrolling.user.0);
+        let existing = super::passkeys::usable(stored, &rp);
         let (options, state) = self
             .services
             .passkeys
@@ -466,7 +483,7 @@ impl GaitkeeperProxy {
                 app_name,
                 handle,
                 enrolling.account(app_name),
-                &[],
+                &existing,
                 &enrolling.id,
                 crate::runtime::unix_secs(std::time::SystemTime::now()),
             )

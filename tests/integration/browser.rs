@@ -1228,6 +1228,36 @@ async fn a_passkey_from_an_invitation_passes_a_challenge_and_not_once_removed() 
     press_enter(&session).await;
     wait_for_url(&session, "/account").await;
     assert!(session.virtual_credentials(&other).await.is_empty());
+
+    // Her new device: the operator invites her to add another passkey, and it passes too.
+    let (ok, _, err) = common::legacy::users_cli_result(&gk, &["invite", USER]);
+    assert!(!ok && err.contains("--another"), "{err}");
+    let out = common::legacy::users_cli(&gk, &["invite", USER, "--another"]);
+    let path = out
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("/__gk/enrol/"))
+        .expect("the link");
+    session.goto(&localhost(&gk, path)).await;
+    session
+        .wait_for(
+            "document.getElementById('passkey-button') !== null",
+            "the passkey button",
+        )
+        .await;
+    move_and_click(&session, "#passkey-button").await;
+    session
+        .wait_for(
+            "document.body.textContent.includes('Your passkey is set up')",
+            "the second passkey",
+        )
+        .await;
+    assert_eq!(session.virtual_credentials(&other).await.len(), 1);
+    let factors = common::legacy::users_cli(&gk, &["factors", USER]);
+    assert_eq!(factors.matches("passkey:  ").count(), 2, "{factors}");
+    challenged_in_browser(&session, &gk).await;
+    move_and_click(&session, "#passkey-button").await;
+    wait_for_url(&session, "/account").await;
     // The bundled app has no favicon; anything else logged is a fault of the pages.
     let errors: Vec<String> = session
         .console_errors()

@@ -94,6 +94,8 @@ struct Cuttable {
     addr: SocketAddr,
     down: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
+    /// The forwarded connections, closed by [`Cuttable::close`].
+    connections: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 impl Drop for Cuttable {
@@ -108,6 +110,8 @@ impl Cuttable {
         let addr = listener.local_addr().unwrap();
         let down = Arc::new(AtomicBool::new(false));
         let flag = down.clone();
+        let connections = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let live = connections.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((mut inbound, _)) = listener.accept().await else {
@@ -117,7 +121,7 @@ impl Cuttable {
                     continue; // dropped: the connection is refused
                 }
                 let (flag, target) = (flag.clone(), target.clone());
-                tokio::spawn(async move {
+                let connection = tokio::spawn(async move {
                     let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
                         return;
                     };
@@ -129,9 +133,28 @@ impl Cuttable {
                     };
                     tokio::select! { _ = copy => {}, _ = cut => {} }
                 });
+                live.lock().unwrap().push(connection);
             }
         });
-        Cuttable { addr, down, task }
+        Cuttable {
+            addr,
+            down,
+            task,
+            connections,
+        }
+    }
+
+    /// Closes every forwarded connection and waits until they are: the database then sees its
+    /// clients gone (and rolls back what they left open) before the test drops its schema —
+    /// which would otherwise wait for them while the forwarding tasks cannot run.
+    async fn close(self) {
+        self.set_down(true);
+        self.task.abort();
+        let connections = std::mem::take(&mut *self.connections.lock().unwrap());
+        for connection in connections {
+            connection.abort();
+            let _ = connection.await;
+        }
     }
 
     fn set_down(&self, down: bool) {
@@ -186,6 +209,8 @@ async fn the_shared_state_away_decides_by_on_state_error_and_recovers() {
         location(&login(3).await) == "/account"
     })
     .await;
+    drop(gk);
+    cut.close().await;
 }
 
 #[tokio::test]

@@ -343,6 +343,18 @@ async fn forget_leaves_nothing_identifiable() {
             .await
             .unwrap();
         assert_eq!(invited, key);
+        // A passkey, and when she was last offered to add a factor.
+        let passkey = gaitkeeper::store::NewPasskey {
+            credential_id: b"frieda-credential".to_vec(),
+            rp_id: "localhost".into(),
+            credential: "{\"cred\":\"frieda\"}".into(),
+        };
+        assert!(store.add_passkey(NAME, &passkey).await.unwrap());
+        assert!(
+            !store.add_passkey("bob", &passkey).await.unwrap(),
+            "one user's only"
+        );
+        store.factor_offered(&key).await.unwrap();
         // And wrong TOTP codes, from everywhere and from one address.
         let totp_slots = gaitkeeper::shared::totp_slots(&key.to_string(), "127.0.0.9");
         let counted: Vec<_> = totp_slots.iter().map(|s| (s.clone(), u32::MAX)).collect();
@@ -372,12 +384,14 @@ async fn forget_leaves_nothing_identifiable() {
             [
                 "audit_events",
                 "audit_forgotten",
+                "factor_offers",
                 // Aggregates over many users, holding no key, name or login of anyone
                 // (docs/learning.md): a forgotten user's influence leaves at the next training.
                 "global_models",
                 "invitations",
                 "login_sessions",
                 "models",
+                "passkeys",
                 "recovery_codes",
                 // What several instances share: used ids (random, anonymous), counters and
                 // bans (keyed by user key: erased by `forget`).
