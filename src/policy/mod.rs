@@ -743,6 +743,110 @@ mod tests {
     }
 
     #[test]
+    fn every_finding_reads_back_from_its_code() {
+        let findings = [
+            Finding::Scored { risk: 0.25 },
+            Finding::Enrolling,
+            Finding::EnrollingFlagged,
+            Finding::MissingTelemetry,
+            Finding::InvalidTelemetry,
+            Finding::ReplayedToken,
+            Finding::StoreError,
+            Finding::ScoringError,
+            Finding::StateError,
+            Finding::UnreadableLogin,
+            Finding::MachineClient,
+            Finding::Regulated {
+                action: Action::Challenge,
+            },
+        ];
+        for finding in findings {
+            let back = Finding::from_code(finding.code(), Some(0.25), Some(Action::Challenge));
+            assert_eq!(back, Some(finding));
+        }
+        assert_eq!(Finding::from_code("scored", None, None), None);
+        assert_eq!(Finding::from_code("regulated", None, None), None);
+        assert_eq!(Finding::from_code("made_up", None, None), None);
+        for check in [FactorCheck::Has, FactorCheck::None, FactorCheck::Unknown] {
+            assert_eq!(FactorCheck::named(check.as_str()), Some(check));
+        }
+    }
+
+    #[test]
+    fn replay_retraces_floors_factor_and_holding_as_the_proxy_does() {
+        let p = policy();
+        let scored = |model_risk| Inputs {
+            finding: Finding::Scored { risk: 0.9 },
+            model_risk: Some(model_risk),
+            factor: Some(FactorCheck::Has),
+            unheld: false,
+        };
+        // The model said 0.1, the no_input floor (0.9) made it a challenge.
+        let v = replay(&p, &scored(0.1), ["no_input"]).verdict;
+        assert_eq!(
+            (v.decision, v.rule),
+            (Action::Challenge, "between_thresholds")
+        );
+        // A tried floor below allow_below lets it through.
+        let lower = Policy {
+            floors: Floors {
+                no_input: 0.3,
+                ..p.floors
+            },
+            ..p
+        };
+        let v = replay(&lower, &scored(0.1), ["no_input"]).verdict;
+        assert_eq!(v.decision, Action::Allow);
+        // A challenge for a user without a factor is on_no_factor's; a store error asking is
+        // on_store_error's; one that could not be held is on_state_error's.
+        let no_factor = Inputs {
+            factor: Some(FactorCheck::None),
+            ..scored(0.7)
+        };
+        assert_eq!(replay(&p, &no_factor, []).verdict, without_factor(&p));
+        let unknown = Inputs {
+            factor: Some(FactorCheck::Unknown),
+            ..scored(0.7)
+        };
+        assert_eq!(replay(&p, &unknown, []).verdict.rule, "on_store_error");
+        let unheld = Inputs {
+            unheld: true,
+            ..scored(0.7)
+        };
+        assert_eq!(replay(&p, &unheld, []).verdict, without_state(&p));
+        // Nobody asked about a factor: taken that there is one, and said so.
+        let unasked = Inputs {
+            factor: None,
+            ..scored(0.7)
+        };
+        let r = replay(&p, &unasked, []);
+        assert_eq!(
+            (r.verdict.decision, r.factor_assumed),
+            (Action::Challenge, true)
+        );
+        let r = replay(&p, &unasked, []);
+        assert!(r.factor_assumed);
+        let r = replay(
+            &p,
+            &Inputs {
+                factor: None,
+                ..scored(0.1)
+            },
+            [],
+        );
+        assert_eq!(
+            (r.verdict.decision, r.factor_assumed),
+            (Action::Allow, false)
+        );
+        // Without the model's risk (an older record), the recorded risk is replayed.
+        let old = Inputs {
+            model_risk: None,
+            ..scored(0.1)
+        };
+        assert_eq!(replay(&p, &old, []).verdict.decision, Action::Challenge);
+    }
+
+    #[test]
     fn inverted_or_out_of_range_thresholds_are_rejected() {
         let p = Policy {
             allow_below: 0.9,
