@@ -464,11 +464,14 @@ fn inputs_of(r: &LoginRecord<'_>) -> Option<(Inputs, bool)> {
     ))
 }
 
+/// One app's resolved policies by route, and whether the config has the route.
+type RoutePolicies = HashMap<Option<String>, (Policy, bool)>;
+
 /// The counts, as logins are replayed.
 struct Tally<'a> {
     tried: &'a PolicyOverrides,
     /// Resolved policies by app, then route (a few of each: resolved once).
-    policies: HashMap<Option<String>, HashMap<Option<String>, (Policy, bool)>>,
+    policies: HashMap<Option<String>, RoutePolicies>,
     records: u64,
     report: WhatIf,
     transitions: [[u64; 3]; 3],

@@ -29,3 +29,4 @@ mod oidc;
 mod proxy;
 mod store;
 mod users_cli;
+mod whatif;
