@@ -561,3 +561,60 @@ fn the_command_explains_what_to_fix() {
     fails(&["--try", typo.to_str().unwrap()], "typo.yaml:");
     fails(&["--try", "/nonexistent/tried.yaml"], "cannot read");
 }
+
+/// The proxy itself records every input of the decision: logins through the real binary are
+/// replayed exactly, and a tried key changes what it should.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_through_the_proxy_are_replayed_exactly() {
+    use common::behaviour::{payload, STEADY};
+    use common::legacy::{login_page, submit, LegacyApp, ALICE, LEGACY_ROUTES};
+    let app = LegacyApp::start().await;
+    let gk = common::Gaitkeeper::start_with(app.addr, "", LEGACY_ROUTES).await;
+    for seed in 0..2 {
+        let page = login_page(&gk).await;
+        let p = payload(&page.gk_token, &STEADY, ALICE.0.len(), ALICE.1.len(), seed);
+        let r = submit(&gk, &page, ALICE.0, ALICE.1, Some(&p)).await;
+        assert_eq!(r.status(), 303, "an enrolling login is let through");
+    }
+    // No telemetry: challenged, and alice has no factor, so on_no_factor blocks it.
+    let page = login_page(&gk).await;
+    let r = submit(&gk, &page, ALICE.0, ALICE.1, None).await;
+    assert_eq!(r.status(), 403);
+    let config = gk.config_path.to_str().unwrap().to_string();
+    let what_if = |extra: &[&str]| {
+        let mut args = vec!["policy", "what-if", "--config", &config, "--format", "json"];
+        args.extend(extra);
+        let (ok, out, err) = common::run_cli(args);
+        assert!(ok, "{err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    common::eventually(
+        Duration::from_secs(10),
+        "the three logins audited",
+        || async { what_if(&[])["logins"] == 3 },
+    )
+    .await;
+    let same = what_if(&[]);
+    assert_eq!(same["fidelity"]["exact"], 3, "{same}");
+    assert_eq!(same["decisions"]["then"], same["decisions"]["now"]);
+    assert_eq!(same["decisions"]["then"]["block"], 1);
+    assert_eq!(
+        same["genuine"]["logins"], 2,
+        "the app accepted both enrolling logins"
+    );
+
+    let tried = what_if(&["--on-no-factor", "allow", "--enrolling", "challenge"]);
+    let cell = |from: &str, to: &str| {
+        tried["transitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["from"] == from && t["to"] == to)
+            .unwrap()["logins"]
+            .clone()
+    };
+    assert_eq!(cell("block", "allow"), 1, "{tried}");
+    assert_eq!(cell("allow", "challenge"), 2, "{tried}");
+    assert_eq!(tried["fidelity"]["factor_assumed"], 2, "{tried}");
+    assert_eq!(tried["genuine"]["newly_stopped"], 2, "{tried}");
+}
