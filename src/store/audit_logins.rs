@@ -204,10 +204,22 @@ impl Store {
     where
         E: From<StoreError>,
     {
-        let mut sql = String::from(
-            "SELECT at, kind, incident, user_key, app, route, finding, regulation, risk, \
-             model_risk, floors, factor, unheld, decision, rule, mode, outcome, challenge \
-             FROM audit_logins WHERE at >= $1 AND at < $2",
+        // The text fields travel as one value, separated by the unit separator (which no
+        // audit field holds: records are cut of control characters): a value is a conversion
+        // and an allocation per row in the driver, and a week of a busy trail is a million
+        // rows. The incident only matters to a challenged login's two records.
+        let sep = match self.backend {
+            Backend::Sqlite => "char(31)",
+            Backend::Postgres => "chr(31)",
+        };
+        let packed = PACKED_FIELDS
+            .iter()
+            .map(|f| format!("COALESCE({f}, '')"))
+            .collect::<Vec<_>>()
+            .join(&format!(" || {sep} || "));
+        let mut sql = format!(
+            "SELECT at, user_key, risk, model_risk, {packed} AS packed \
+             FROM audit_logins WHERE at >= $1 AND at < $2"
         );
         if query.app.is_some() {
             sql.push_str(" AND app = $3");
@@ -243,25 +255,60 @@ impl Store {
     }
 }
 
+/// The text fields of [`LoginRecord`], in the order they are packed.
+const PACKED_FIELDS: [&str; 13] = [
+    "kind",
+    "CASE WHEN outcome = 'challenged' OR kind LIKE 'challenge.%' THEN incident END",
+    "app",
+    "route",
+    "finding",
+    "regulation",
+    "floors",
+    "factor",
+    "CASE WHEN unheld <> 0 THEN 'unheld' END",
+    "decision",
+    "rule",
+    "mode",
+    "outcome || CASE WHEN challenge IS NULL THEN '' ELSE '/' || challenge END",
+];
+
 fn login_record(r: &AnyRow) -> Result<LoginRecord<'_>, sqlx::Error> {
+    let packed: &str = r.try_get(4)?;
+    let mut parts = packed.split('\u{1f}');
+    let mut next = || parts.next().filter(|p| !p.is_empty());
+    let kind = next().unwrap_or("");
+    let incident = next();
+    let (app, route, finding, regulation, floors, factor) =
+        (next(), next(), next(), next(), next(), next());
+    let unheld = next().is_some();
+    let (decision, rule, mode) = (next(), next(), next());
+    let (outcome, challenge) = match next() {
+        Some(both) => match both.split_once('/') {
+            Some((outcome, challenge)) => {
+                (Some(outcome).filter(|o| !o.is_empty()), Some(challenge))
+            }
+            None => (Some(both), None),
+        },
+        None => (None, None),
+    };
     Ok(LoginRecord {
         at_ms: r.try_get(0)?,
-        kind: r.try_get(1)?,
-        incident: r.try_get(2)?,
-        user: r.try_get(3)?,
-        app: r.try_get(4)?,
-        route: r.try_get(5)?,
-        finding: r.try_get(6)?,
-        regulation: r.try_get(7)?,
-        risk: r.try_get(8)?,
-        model_risk: r.try_get(9)?,
-        floors: r.try_get(10)?,
-        factor: r.try_get(11)?,
-        unheld: r.try_get::<i64, _>(12)? != 0,
-        decision: r.try_get(13)?,
-        rule: r.try_get(14)?,
-        mode: r.try_get(15)?,
-        outcome: r.try_get(16)?,
-        challenge: r.try_get(17)?,
+        kind,
+        incident,
+        user: r.try_get(1)?,
+        app,
+        route,
+        finding,
+        regulation,
+        risk: r.try_get(2)?,
+        model_risk: r.try_get(3)?,
+        floors,
+        factor,
+        unheld,
+        decision,
+        rule,
+        mode,
+        outcome,
+        challenge,
     })
 }
