@@ -50,4 +50,5 @@ pub(crate) mod services;
 pub mod shared;
 pub mod store;
 pub mod telemetry;
+pub mod whatif;
 pub(crate) mod wire;

@@ -69,6 +69,15 @@ enum Command {
         #[command(subcommand)]
         command: gaitkeeper::audit::cli::AuditCommand,
     },
+    /// The policy: try other settings on the audit trail's logins before changing them.
+    Policy {
+        /// The YAML config file (for `store:`, `server.data_dir`, `secrets.key` and the
+        /// running policy).
+        #[arg(short, long, default_value = "config/gaitkeeper.yaml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: gaitkeeper::whatif::cli::PolicyCommand,
+    },
     /// Train the global model now from the store's verified logins (instances pick it up at
     /// their next `learning.global_retrain` tick); says why when the population is too small.
     Train {
@@ -195,6 +204,12 @@ fn main() -> ExitCode {
             .map_err(anyhow::Error::from)
             .and_then(|loaded| {
                 gaitkeeper::audit::cli::run(&loaded, command, &mut std::io::stdout().lock())
+            }),
+        Command::Policy { config, command } => Config::load(&config)
+            .map_err(anyhow::Error::from)
+            .and_then(|loaded| {
+                gaitkeeper::whatif::cli::run(&loaded, command, &mut std::io::stdout().lock())
+                    .map_err(anyhow::Error::from)
             }),
         Command::Train { config } => {
             Config::load(&config)

@@ -750,6 +750,9 @@ impl LoginServices {
         r.decision = Some(a.verdict.decision.as_str().to_string());
         r.policy = Some(a.verdict.rule.to_string());
         r.mode = Some(a.mode.as_str().to_string());
+        if let Some(inputs) = &a.inputs {
+            r.set_inputs(inputs);
+        }
         r.outcome = Some(s.outcome.as_str().to_string());
         r.challenge = s.challenge.map(|c| c.as_str().to_string());
         r.client_ip = Some(a.client_ip.clone());

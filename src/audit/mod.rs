@@ -103,6 +103,23 @@ pub struct AuditRecord {
     /// `enforce` or `shadow`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
+    /// What the policy was asked ([`crate::policy::Finding::code`]: `scored`, `enrolling`,
+    /// `missing_telemetry`, `regulated`, …). This and the next three are absent in records
+    /// written before `policy what-if` existed; it then infers them from `policy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finding: Option<String>,
+    /// Regulation's action, for a `regulated` finding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regulation: Option<String>,
+    /// The model's risk before the policy's floors raised it to `risk`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_risk: Option<f64>,
+    /// Whether the user had a second factor, when a challenge asked (`yes`, `no`, `unknown`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub factor: Option<String>,
+    /// The challenge could not be held (the shared state was away).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unheld: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
     /// The challenge's result (`passed`, `failed`, `expired`, …).
@@ -130,10 +147,27 @@ impl AuditRecord {
             decision: None,
             policy: None,
             mode: None,
+            finding: None,
+            regulation: None,
+            model_risk: None,
+            factor: None,
+            unheld: false,
             outcome: None,
             challenge: None,
             client_ip: None,
         }
+    }
+
+    /// Keeps what the policy was asked about the login (`policy what-if` replays it).
+    pub fn set_inputs(&mut self, inputs: &crate::policy::Inputs) {
+        self.finding = Some(inputs.finding.code().to_string());
+        self.regulation = match inputs.finding {
+            crate::policy::Finding::Regulated { action } => Some(action.as_str().to_string()),
+            _ => None,
+        };
+        self.model_risk = inputs.model_risk;
+        self.factor = inputs.factor.map(|f| f.as_str().to_string());
+        self.unheld = inputs.unheld;
     }
 
     /// The record with every field cut to its bound and control characters replaced, so a
@@ -150,6 +184,9 @@ impl AuditRecord {
             &mut self.decision,
             &mut self.policy,
             &mut self.mode,
+            &mut self.finding,
+            &mut self.regulation,
+            &mut self.factor,
             &mut self.outcome,
             &mut self.challenge,
             &mut self.client_ip,
@@ -161,6 +198,9 @@ impl AuditRecord {
         }
         if self.risk.is_some_and(|r| !r.is_finite()) {
             self.risk = None;
+        }
+        if self.model_risk.is_some_and(|r| !r.is_finite()) {
+            self.model_risk = None;
         }
         if self.reasons.to_string().len() > MAX_REASONS_BYTES {
             self.reasons = match self.reasons {

@@ -3,7 +3,7 @@
 //! waiting for the app's answer and the settled record, instead of being copied field by field.
 
 use crate::features::FeatureVector;
-use crate::policy::{Mode, Verdict};
+use crate::policy::{Inputs, Mode, Verdict};
 use crate::store::UserKey;
 
 #[derive(Clone, Debug)]
@@ -27,5 +27,8 @@ pub struct LoginAttempt {
     /// Why the risk is what it is (audited).
     pub reasons: serde_json::Value,
     pub verdict: Verdict,
+    /// What the policy was asked (audited, so `policy what-if` can ask another policy);
+    /// `None` only for a held login sealed by an older gaitkeeper.
+    pub inputs: Option<Inputs>,
     pub mode: Mode,
 }

@@ -25,6 +25,8 @@ pub struct Scored {
     pub finding: Finding,
     pub features: Option<FeatureVector>,
     pub risk: Option<f64>,
+    /// The model's risk before the policy's floors raised it (audited, for `policy what-if`).
+    pub model_risk: Option<f64>,
     pub reasons: serde_json::Value,
 }
 
@@ -35,6 +37,7 @@ impl Scored {
             finding,
             features: None,
             risk: None,
+            model_risk: None,
             reasons: serde_json::json!([{ "code": code }]),
         }
     }
@@ -48,6 +51,7 @@ impl Scored {
             finding: Finding::StoreError,
             features: flags.is_empty().then_some(fv),
             risk: None,
+            model_risk: None,
             reasons: reasons.into(),
         }
     }
@@ -104,6 +108,7 @@ pub fn enrolling(flags: &[Flag], fv: FeatureVector) -> Scored {
         },
         features: flags.is_empty().then_some(fv),
         risk: None,
+        model_risk: None,
         reasons: reasons.into(),
     }
 }
@@ -142,6 +147,7 @@ pub(crate) fn assessed(
         finding: Finding::Scored { risk },
         reasons: reasons.into(),
         risk: Some(risk),
+        model_risk: Some(assessment.risk),
         features: learnable.then_some(fv),
     }
 }

@@ -358,6 +358,167 @@ pub enum Finding {
     },
 }
 
+impl Finding {
+    /// The finding's name in audit records (`finding`); a regulated login's action is kept
+    /// apart (`regulation`), and a scored login's risk in `risk`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Finding::Scored { .. } => "scored",
+            Finding::Enrolling => "enrolling",
+            Finding::EnrollingFlagged => "enrolling_flagged",
+            Finding::MissingTelemetry => "missing_telemetry",
+            Finding::InvalidTelemetry => "invalid_telemetry",
+            Finding::ReplayedToken => "replayed_token",
+            Finding::StoreError => "store_error",
+            Finding::ScoringError => "scoring_error",
+            Finding::StateError => "state_error",
+            Finding::UnreadableLogin => "unreadable_login",
+            Finding::MachineClient => "machine_client",
+            Finding::Regulated { .. } => "regulated",
+        }
+    }
+
+    /// The finding an audit record names with [`Finding::code`]: `risk` for a scored one,
+    /// `regulation` (the regulator's action) for a regulated one; `None` when the code is
+    /// unknown or what it needs is missing.
+    pub fn from_code(code: &str, risk: Option<f64>, regulation: Option<Action>) -> Option<Finding> {
+        Some(match code {
+            "scored" => Finding::Scored { risk: risk? },
+            "enrolling" => Finding::Enrolling,
+            "enrolling_flagged" => Finding::EnrollingFlagged,
+            "missing_telemetry" => Finding::MissingTelemetry,
+            "invalid_telemetry" => Finding::InvalidTelemetry,
+            "replayed_token" => Finding::ReplayedToken,
+            "store_error" => Finding::StoreError,
+            "scoring_error" => Finding::ScoringError,
+            "state_error" => Finding::StateError,
+            "unreadable_login" => Finding::UnreadableLogin,
+            "machine_client" => Finding::MachineClient,
+            "regulated" => Finding::Regulated {
+                action: regulation?,
+            },
+            _ => return None,
+        })
+    }
+}
+
+/// Whether the user could answer a challenge, as far as the proxy asked (it asks only when
+/// the policy decides to challenge).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FactorCheck {
+    /// The user has a second factor (or the operator's provider answers for everyone).
+    Has,
+    /// The user has none: `on_no_factor` decided.
+    None,
+    /// The store could not tell: `on_store_error` decided.
+    Unknown,
+}
+
+impl FactorCheck {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FactorCheck::Has => "yes",
+            FactorCheck::None => "no",
+            FactorCheck::Unknown => "unknown",
+        }
+    }
+
+    pub fn named(text: &str) -> Option<FactorCheck> {
+        match text {
+            "yes" => Some(FactorCheck::Has),
+            "no" => Some(FactorCheck::None),
+            "unknown" => Some(FactorCheck::Unknown),
+            _ => None,
+        }
+    }
+}
+
+/// Everything the policy was asked about one login: the finding [`decide`] was given, the
+/// model's risk before the floors raised it, and what turned a challenge into something else
+/// (no factor, a store error on asking, a login that could not be held). Kept in the audit
+/// record so that [`replay`] can ask another policy the same questions (`policy what-if`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Inputs {
+    pub finding: Finding,
+    /// The model's risk before [`Policy::floors`] (scored logins only): a tried policy's
+    /// floors are applied to it again.
+    pub model_risk: Option<f64>,
+    /// `None` when nobody asked (the login was not challenged).
+    pub factor: Option<FactorCheck>,
+    /// A challenge that could not be held (the shared state was away): `on_state_error`.
+    pub unheld: bool,
+}
+
+impl Inputs {
+    /// The inputs of a login nothing turned: the finding alone.
+    pub fn of(finding: Finding) -> Inputs {
+        Inputs {
+            finding,
+            model_risk: None,
+            factor: None,
+            unheld: false,
+        }
+    }
+}
+
+/// Names of the rules that have a risk floor (`policy.floors`), as reasons name them.
+pub const FLOOR_RULES: [&str; 6] = [
+    "insufficient_evidence",
+    "synthetic_input",
+    "no_input",
+    "timeline_mismatch",
+    "replayed_pattern",
+    "missing_usual_input",
+];
+
+/// What a replayed login comes to under another policy.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Replayed {
+    pub verdict: Verdict,
+    /// The verdict is a challenge and nobody asked then whether the user has a factor: it was
+    /// taken that they do.
+    pub factor_assumed: bool,
+}
+
+/// The verdict `policy` gives a login with `inputs`, the way the proxy reaches it: the
+/// model's risk raised to `policy`'s floors of the rules in `floor_codes`, [`decide`], then a
+/// challenge turned by what the proxy found when it asked (no factor, a store error, a login
+/// that could not be held). A login nobody asked about is taken to have a factor.
+pub fn replay<'a>(
+    policy: &Policy,
+    inputs: &Inputs,
+    floor_codes: impl IntoIterator<Item = &'a str>,
+) -> Replayed {
+    let finding = match (inputs.finding, inputs.model_risk) {
+        (Finding::Scored { .. }, Some(model)) if model.is_finite() => Finding::Scored {
+            risk: floored(&policy.floors, model, floor_codes),
+        },
+        (finding, _) => finding,
+    };
+    let verdict = decide(policy, finding);
+    if verdict.decision != Action::Challenge {
+        return Replayed {
+            verdict,
+            factor_assumed: false,
+        };
+    }
+    let (verdict, factor_assumed) = match inputs.factor {
+        Some(FactorCheck::None) => (without_factor(policy), false),
+        Some(FactorCheck::Unknown) => (decide(policy, Finding::StoreError), false),
+        Some(FactorCheck::Has) => (verdict, false),
+        None => (verdict, true),
+    };
+    let verdict = if inputs.unheld && verdict.action == Action::Challenge {
+        without_state(policy)
+    } else {
+        verdict
+    };
+    Replayed {
+        verdict,
+        factor_assumed: factor_assumed && verdict.decision == Action::Challenge,
+    }
+}
+
 /// The policy's answer for one login.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Verdict {
@@ -579,6 +740,110 @@ mod tests {
         assert_eq!(p.mode, Mode::Shadow);
         assert_eq!(p.on_store_error, Action::Block);
         assert_eq!(p.block_at, DEFAULT_POLICY.block_at);
+    }
+
+    #[test]
+    fn every_finding_reads_back_from_its_code() {
+        let findings = [
+            Finding::Scored { risk: 0.25 },
+            Finding::Enrolling,
+            Finding::EnrollingFlagged,
+            Finding::MissingTelemetry,
+            Finding::InvalidTelemetry,
+            Finding::ReplayedToken,
+            Finding::StoreError,
+            Finding::ScoringError,
+            Finding::StateError,
+            Finding::UnreadableLogin,
+            Finding::MachineClient,
+            Finding::Regulated {
+                action: Action::Challenge,
+            },
+        ];
+        for finding in findings {
+            let back = Finding::from_code(finding.code(), Some(0.25), Some(Action::Challenge));
+            assert_eq!(back, Some(finding));
+        }
+        assert_eq!(Finding::from_code("scored", None, None), None);
+        assert_eq!(Finding::from_code("regulated", None, None), None);
+        assert_eq!(Finding::from_code("made_up", None, None), None);
+        for check in [FactorCheck::Has, FactorCheck::None, FactorCheck::Unknown] {
+            assert_eq!(FactorCheck::named(check.as_str()), Some(check));
+        }
+    }
+
+    #[test]
+    fn replay_retraces_floors_factor_and_holding_as_the_proxy_does() {
+        let p = policy();
+        let scored = |model_risk| Inputs {
+            finding: Finding::Scored { risk: 0.9 },
+            model_risk: Some(model_risk),
+            factor: Some(FactorCheck::Has),
+            unheld: false,
+        };
+        // The model said 0.1, the no_input floor (0.9) made it a challenge.
+        let v = replay(&p, &scored(0.1), ["no_input"]).verdict;
+        assert_eq!(
+            (v.decision, v.rule),
+            (Action::Challenge, "between_thresholds")
+        );
+        // A tried floor below allow_below lets it through.
+        let lower = Policy {
+            floors: Floors {
+                no_input: 0.3,
+                ..p.floors
+            },
+            ..p
+        };
+        let v = replay(&lower, &scored(0.1), ["no_input"]).verdict;
+        assert_eq!(v.decision, Action::Allow);
+        // A challenge for a user without a factor is on_no_factor's; a store error asking is
+        // on_store_error's; one that could not be held is on_state_error's.
+        let no_factor = Inputs {
+            factor: Some(FactorCheck::None),
+            ..scored(0.7)
+        };
+        assert_eq!(replay(&p, &no_factor, []).verdict, without_factor(&p));
+        let unknown = Inputs {
+            factor: Some(FactorCheck::Unknown),
+            ..scored(0.7)
+        };
+        assert_eq!(replay(&p, &unknown, []).verdict.rule, "on_store_error");
+        let unheld = Inputs {
+            unheld: true,
+            ..scored(0.7)
+        };
+        assert_eq!(replay(&p, &unheld, []).verdict, without_state(&p));
+        // Nobody asked about a factor: taken that there is one, and said so.
+        let unasked = Inputs {
+            factor: None,
+            ..scored(0.7)
+        };
+        let r = replay(&p, &unasked, []);
+        assert_eq!(
+            (r.verdict.decision, r.factor_assumed),
+            (Action::Challenge, true)
+        );
+        let r = replay(&p, &unasked, []);
+        assert!(r.factor_assumed);
+        let r = replay(
+            &p,
+            &Inputs {
+                factor: None,
+                ..scored(0.1)
+            },
+            [],
+        );
+        assert_eq!(
+            (r.verdict.decision, r.factor_assumed),
+            (Action::Allow, false)
+        );
+        // Without the model's risk (an older record), the recorded risk is replayed.
+        let old = Inputs {
+            model_risk: None,
+            ..scored(0.1)
+        };
+        assert_eq!(replay(&p, &old, []).verdict.decision, Action::Challenge);
     }
 
     #[test]

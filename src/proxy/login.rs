@@ -17,7 +17,7 @@ use crate::decision::{self, scored, ChallengeResult, LoginAttempt, LoginOutcome,
 use crate::features;
 use crate::login::{self, TelemetryStatus};
 use crate::model;
-use crate::policy::{self, Action, Finding, Policy};
+use crate::policy::{self, Action, FactorCheck, Finding, Policy};
 use crate::services::Settled;
 use crate::store::UserKey;
 use crate::telemetry;
@@ -112,7 +112,7 @@ impl GaitkeeperProxy {
         let mut scored = self
             .findings(session, ctx, route, &policy, &user, &ip, trusted)
             .await;
-        let verdict = self.verdict(&policy, &user, &mut scored).await;
+        let (verdict, factor) = self.verdict(&policy, &user, &mut scored).await;
         self.metrics
             .decisions
             .with_label_values(&[&app.name, &route.name, verdict.decision.as_str()])
@@ -134,6 +134,12 @@ impl GaitkeeperProxy {
             risk: scored.risk,
             reasons: scored.reasons,
             verdict,
+            inputs: Some(policy::Inputs {
+                finding,
+                model_risk: scored.model_risk,
+                factor,
+                unheld: false,
+            }),
             mode: policy.mode,
         };
         // Audited and alerted without the features: what is not learnt is not recorded.
@@ -201,6 +207,9 @@ impl GaitkeeperProxy {
                         // refused as `policy.on_state_error` says; never left hanging.
                         None => {
                             attempt.verdict = policy::without_state(&policy);
+                            if let Some(inputs) = attempt.inputs.as_mut() {
+                                inputs.unheld = true;
+                            }
                             if let serde_json::Value::Array(reasons) = &mut attempt.reasons {
                                 reasons.push(serde_json::json!({ "code": "state_error" }));
                             }
@@ -263,23 +272,27 @@ impl GaitkeeperProxy {
 
     /// The policy's verdict on `scored`; a challenge for a user who cannot answer one becomes
     /// `on_no_factor`'s verdict, and when the store cannot tell, the operator's fail-open or
-    /// fail-closed choice decides, not `on_no_factor`.
+    /// fail-closed choice decides, not `on_no_factor`. With it, what was found when asking
+    /// (`None` when nobody asked): `policy::replay` retraces these steps for `what-if`.
     async fn verdict(
         &self,
         policy: &Policy,
         user: &UserKey,
         scored: &mut Scored,
-    ) -> policy::Verdict {
+    ) -> (policy::Verdict, Option<FactorCheck>) {
         let verdict = policy::decide(policy, scored.finding);
         if verdict.decision != Action::Challenge {
-            return verdict;
+            return (verdict, None);
         }
         match self.has_factor(user).await {
-            Ok(true) => verdict,
-            Ok(false) => policy::without_factor(policy),
+            Ok(true) => (verdict, Some(FactorCheck::Has)),
+            Ok(false) => (policy::without_factor(policy), Some(FactorCheck::None)),
             Err(()) => {
                 scored.add_reason("store_unavailable");
-                policy::decide(policy, Finding::StoreError)
+                (
+                    policy::decide(policy, Finding::StoreError),
+                    Some(FactorCheck::Unknown),
+                )
             }
         }
     }
@@ -334,6 +347,7 @@ impl GaitkeeperProxy {
         record.reasons = serde_json::json!([{"code": "unreadable_login", "detail": why.reason()}]);
         record.decision = Some(verdict.decision.as_str().to_string());
         record.policy = Some(verdict.rule.to_string());
+        record.set_inputs(&policy::Inputs::of(finding));
         record.mode = Some(policy.mode.as_str().to_string());
         let outcome = if verdict.action == Action::Allow && why.forwardable() {
             LoginOutcome::ForwardedUnscored

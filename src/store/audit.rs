@@ -1,5 +1,6 @@
 //! The audit trail: append-only events, read back by incident or as a tail.
 
+use super::audit_logins::{insert_login_rows, login_columns};
 use super::*;
 
 impl Store {
@@ -39,6 +40,7 @@ impl Store {
         record: &NewAuditRecord<'_>,
     ) -> Result<bool, StoreError> {
         let detail = check_audit_record(record)?;
+        let mut tx = self.pool.begin().await.map_err(db("append audit record"))?;
         let id: Option<i64> = sqlx::query_scalar(
             "INSERT INTO audit_events (at, user_key, kind, detail, incident, record_id) \
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (record_id) DO NOTHING RETURNING id",
@@ -49,9 +51,15 @@ impl Store {
         .bind(detail)
         .bind(record.incident.to_string())
         .bind(record.record_id.to_string())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(db("append audit record"))?;
+        if id.is_some() {
+            if let Some(columns) = login_columns(record) {
+                insert_login_rows(&mut *tx, self.backend, &[(record, columns)]).await?;
+            }
+        }
+        tx.commit().await.map_err(db("append audit record"))?;
         Ok(id.is_some())
     }
 
@@ -79,6 +87,10 @@ impl Store {
         let mut valid = valid.into_iter().peekable();
         while valid.peek().is_some() {
             let chunk: Vec<_> = valid.by_ref().take(ROWS_PER_STATEMENT).collect();
+            let logins: Vec<_> = chunk
+                .iter()
+                .filter_map(|(record, _)| Some((*record, login_columns(record)?)))
+                .collect();
             let sql = format!(
                 "INSERT INTO audit_events (at, user_key, kind, detail, incident, record_id) \
                  VALUES {} ON CONFLICT (record_id) DO NOTHING",
@@ -98,6 +110,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await
                 .map_err(db("append audit records"))?;
+            insert_login_rows(&mut *tx, self.backend, &logins).await?;
         }
         tx.commit().await.map_err(db("append audit records"))?;
         Ok(refused)

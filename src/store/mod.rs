@@ -16,6 +16,8 @@
 //! and migrates the tables, `keys` derives user keys and seals secrets.
 
 mod audit;
+mod audit_logins;
+pub use audit_logins::{LoginRecord, LoginRecordQuery};
 mod error;
 mod factors;
 mod invitations;

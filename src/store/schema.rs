@@ -84,6 +84,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "passkeys",
         include_str!("../../migrations/sqlite/0009_passkeys.sql"),
     ),
+    (
+        10,
+        "audit logins",
+        include_str!("../../migrations/sqlite/0010_audit_logins.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -130,6 +135,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         9,
         "passkeys",
         include_str!("../../migrations/postgres/0009_passkeys.sql"),
+    ),
+    (
+        10,
+        "audit logins",
+        include_str!("../../migrations/postgres/0010_audit_logins.sql"),
     ),
 ];
 

@@ -157,19 +157,6 @@ fn write_config(dir: &Path) -> PathBuf {
     path
 }
 
-fn gaitkeeper(args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(common::binary())
-        .args(args)
-        .env("GK_TEST_SECRET", common::SECRET)
-        .output()
-        .unwrap();
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_show_finds_an_incident_and_fails_clearly_on_an_unknown_one() {
     let dir = tempfile::tempdir().unwrap();
@@ -193,7 +180,8 @@ async fn audit_show_finds_an_incident_and_fails_clearly_on_an_unknown_one() {
     auditor.flush().await;
     let config_arg = config_path.to_str().unwrap();
 
-    let (ok, stdout, stderr) = gaitkeeper(&["audit", "show", "--config", config_arg, &incident]);
+    let (ok, stdout, stderr) =
+        common::run_cli(["audit", "show", "--config", config_arg, &incident]);
     assert!(ok, "{stderr}");
     assert!(
         stdout.starts_with(&format!("incident {incident}: 1 events")),
@@ -213,7 +201,7 @@ async fn audit_show_finds_an_incident_and_fails_clearly_on_an_unknown_one() {
         );
     }
     // Read over the phone: lower case works too.
-    let (ok, _, stderr) = gaitkeeper(&[
+    let (ok, _, stderr) = common::run_cli([
         "audit",
         "show",
         "--config",
@@ -234,7 +222,8 @@ async fn audit_show_finds_an_incident_and_fails_clearly_on_an_unknown_one() {
         "{stderr}"
     );
 
-    let (ok, stdout, stderr) = gaitkeeper(&["audit", "tail", "--config", config_arg, "-n", "1"]);
+    let (ok, stdout, stderr) =
+        common::run_cli(["audit", "tail", "--config", config_arg, "-n", "1"]);
     assert!(ok, "{stderr}");
     let lines: Vec<serde_json::Value> = stdout
         .lines()
@@ -246,7 +235,7 @@ async fn audit_show_finds_an_incident_and_fails_clearly_on_an_unknown_one() {
         incident.as_str(),
         "the newest is last"
     );
-    let (ok, stdout, _) = gaitkeeper(&["audit", "tail", "--config", config_arg]);
+    let (ok, stdout, _) = common::run_cli(["audit", "tail", "--config", config_arg]);
     assert!(ok);
     let first: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
     assert_eq!(first["incident"], incident.as_str());

@@ -30,3 +30,4 @@ mod oidc;
 mod proxy;
 mod store;
 mod users_cli;
+mod whatif;

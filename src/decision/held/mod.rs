@@ -538,6 +538,9 @@ mod tests {
                 &crate::policy::DEFAULT_POLICY,
                 crate::policy::Finding::MissingTelemetry,
             ),
+            inputs: Some(crate::policy::Inputs::of(
+                crate::policy::Finding::MissingTelemetry,
+            )),
             mode: crate::policy::Mode::Enforce,
         };
         HeldLogin::new(

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use super::HeldLogin;
 use crate::decision::LoginAttempt;
 use crate::features::{FeatureVector, PasswordRhythm};
-use crate::policy::{Action, Mode, Verdict};
+use crate::policy::{Action, FactorCheck, Finding, Inputs, Mode, Verdict};
 use crate::store::UserKey;
 
 const NONCE: usize = 24;
@@ -105,6 +105,16 @@ struct Kept {
     /// Unix milliseconds; absent in rows sealed before it was kept.
     #[serde(default)]
     held_at_ms: Option<u64>,
+    /// What the policy was asked (`policy::Inputs`); absent in rows sealed before it was
+    /// kept, whose records then name no finding.
+    #[serde(default)]
+    finding: Option<String>,
+    #[serde(default)]
+    regulation: Option<Action>,
+    #[serde(default)]
+    model_risk: Option<f64>,
+    #[serde(default)]
+    factor: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -151,6 +161,16 @@ impl Kept {
             binding: held.binding.clone(),
             xhr: held.xhr,
             held_at_ms: Some(crate::runtime::unix_millis(held.held_at)),
+            finding: a.inputs.map(|i| i.finding.code().to_string()),
+            regulation: match a.inputs.map(|i| i.finding) {
+                Some(Finding::Regulated { action }) => Some(action),
+                _ => None,
+            },
+            model_risk: a.inputs.and_then(|i| i.model_risk),
+            factor: a
+                .inputs
+                .and_then(|i| i.factor)
+                .map(|f| f.as_str().to_string()),
         }
     }
 
@@ -183,6 +203,17 @@ impl Kept {
                 action: self.action,
                 rule: crate::policy::rule_named(&self.rule)?,
             },
+            // A held login was challenged, so it was held: never `unheld`.
+            inputs: self
+                .finding
+                .as_deref()
+                .and_then(|code| Finding::from_code(code, self.risk, self.regulation))
+                .map(|finding| Inputs {
+                    finding,
+                    model_risk: self.model_risk,
+                    factor: self.factor.as_deref().and_then(FactorCheck::named),
+                    unheld: false,
+                }),
             mode: self.mode,
         };
         let mut headers = Vec::with_capacity(self.headers.len());

@@ -163,18 +163,13 @@ pub fn users_cli(gk: &Gaitkeeper, args: &[&str]) -> String {
 
 /// `gaitkeeper users ARGS…` on `gk`'s store: (success, standard output, standard error).
 pub fn users_cli_result(gk: &Gaitkeeper, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(super::binary())
-        .args(["users", "--config"])
-        .arg(&gk.config_path)
-        .args(args)
-        .env("GK_TEST_SECRET", super::SECRET)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let mut all = vec![
+        "users".into(),
+        "--config".into(),
+        gk.config_path.clone().into_os_string(),
+    ];
+    all.extend(args.iter().map(std::ffi::OsString::from));
+    super::run_cli(all)
 }
 
 /// The recovery codes (`xxxxx-xxxxx`) a `users` command printed.

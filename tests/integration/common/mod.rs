@@ -417,6 +417,25 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_gaitkeeper")
 }
 
+/// `gaitkeeper ARGS…` with the test secret in its environment: (success, standard output,
+/// standard error).
+pub fn run_cli<I, S>(args: I) -> (bool, String, String)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let out = std::process::Command::new(binary())
+        .args(args)
+        .env("GK_TEST_SECRET", SECRET)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A config for `upstream` on fresh ports; `extra` is appended as more YAML.
 pub fn config_text(
     proxy: SocketAddr,
@@ -541,17 +560,14 @@ impl Gaitkeeper {
 
     /// `gaitkeeper audit ARGS…` on this proxy's store while it runs: (success, stdout).
     pub fn audit(&self, args: &[&str]) -> (bool, String) {
-        let out = std::process::Command::new(binary())
-            .args(["audit", "--config"])
-            .arg(&self.config_path)
-            .args(args)
-            .env("GK_TEST_SECRET", SECRET)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
+        let mut all = vec![
+            "audit".into(),
+            "--config".into(),
+            self.config_path.clone().into_os_string(),
+        ];
+        all.extend(args.iter().map(std::ffi::OsString::from));
+        let (ok, stdout, _) = run_cli(all);
+        (ok, stdout)
     }
 
     pub fn pid(&self) -> u32 {

@@ -1,0 +1,314 @@
+//! The audit trail's login records as plain columns (`audit_logins`, migration 0010): what
+//! `policy what-if` reads, by time, without parsing each record's JSON detail. A row is
+//! written with its audit event in the same transaction and deleted with it by the cascade.
+
+use futures_util::TryStreamExt;
+
+use super::*;
+
+/// The kinds of audit record that describe a login (and so get a row here).
+pub(crate) const LOGIN_KINDS: [&str; 5] = [
+    "login.decision",
+    "login.outcome",
+    "challenge.passed",
+    "challenge.failed",
+    "challenge.expired",
+];
+
+/// Most bytes of the `floors` list kept.
+const MAX_FLOORS_BYTES: usize = 256;
+
+/// The columns of one login record, taken from its detail document (the audit record).
+pub(super) struct LoginColumns<'a> {
+    app: Option<&'a str>,
+    route: Option<&'a str>,
+    finding: Option<&'a str>,
+    regulation: Option<&'a str>,
+    risk: Option<f64>,
+    model_risk: Option<f64>,
+    floors: Option<String>,
+    factor: Option<&'a str>,
+    unheld: bool,
+    decision: Option<&'a str>,
+    rule: Option<&'a str>,
+    mode: Option<&'a str>,
+    outcome: Option<&'a str>,
+    challenge: Option<&'a str>,
+}
+
+/// The columns of `record`, when it is a login record.
+pub(super) fn login_columns<'a>(record: &NewAuditRecord<'a>) -> Option<LoginColumns<'a>> {
+    if !LOGIN_KINDS.contains(&record.kind) {
+        return None;
+    }
+    let detail = record.detail;
+    let text = |name: &str| detail.get(name).and_then(|v| v.as_str());
+    let number = |name: &str| {
+        detail
+            .get(name)
+            .and_then(|v| v.as_f64())
+            .filter(|r| r.is_finite())
+    };
+    let mut floors = String::new();
+    for code in detail
+        .get("reasons")
+        .and_then(|r| r.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.get("code").and_then(|c| c.as_str()))
+        .filter(|c| crate::policy::FLOOR_RULES.contains(c))
+    {
+        if floors.len() + code.len() + 1 > MAX_FLOORS_BYTES {
+            break;
+        }
+        if !floors.split(',').any(|kept| kept == code) {
+            if !floors.is_empty() {
+                floors.push(',');
+            }
+            floors.push_str(code);
+        }
+    }
+    Some(LoginColumns {
+        app: text("app"),
+        route: text("route"),
+        finding: text("finding"),
+        regulation: text("regulation"),
+        risk: number("risk"),
+        model_risk: number("model_risk"),
+        floors: (!floors.is_empty()).then_some(floors),
+        factor: text("factor"),
+        unheld: detail.get("unheld").and_then(|v| v.as_bool()) == Some(true),
+        decision: text("decision"),
+        rule: text("policy"),
+        mode: text("mode"),
+        outcome: text("outcome"),
+        challenge: text("challenge"),
+    })
+}
+
+/// Parameters per row of [`insert_login_rows`].
+const COLUMNS: usize = 19;
+
+/// Inserts the rows of login records just stored (each finds its event by its record id); a
+/// record delivered twice keeps its first row.
+pub(super) async fn insert_login_rows<'e, E>(
+    executor: E,
+    backend: Backend,
+    rows: &[(&NewAuditRecord<'_>, LoginColumns<'_>)],
+) -> Result<(), StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut values = String::with_capacity(rows.len() * COLUMNS * 5 + 64);
+    for r in 0..rows.len() {
+        if r > 0 {
+            values.push_str(", ");
+        }
+        let p = |c: usize| match backend {
+            Backend::Sqlite => "?".to_string(),
+            Backend::Postgres => format!("${}", r * COLUMNS + c + 1),
+        };
+        values.push_str("((SELECT id FROM audit_events WHERE record_id = ");
+        values.push_str(&p(0));
+        values.push(')');
+        for c in 1..COLUMNS {
+            values.push_str(", ");
+            values.push_str(&p(c));
+        }
+        values.push(')');
+    }
+    let sql = format!(
+        "INSERT INTO audit_logins (event_id, at, kind, incident, user_key, app, route, finding, \
+         regulation, risk, model_risk, floors, factor, unheld, decision, rule, mode, outcome, \
+         challenge) VALUES {values} ON CONFLICT (event_id) DO NOTHING"
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (record, c) in rows {
+        let text = |v: Option<&str>| v.map(str::to_string);
+        query = query
+            .bind(record.record_id.to_string())
+            .bind(millis(record.at))
+            .bind(record.kind.to_string())
+            .bind(record.incident.to_string())
+            .bind(record.user.map(|k| k.0.to_vec()))
+            .bind(text(c.app))
+            .bind(text(c.route))
+            .bind(text(c.finding))
+            .bind(text(c.regulation))
+            .bind(c.risk)
+            .bind(c.model_risk)
+            .bind(c.floors.clone())
+            .bind(text(c.factor))
+            .bind(i64::from(c.unheld))
+            .bind(text(c.decision))
+            .bind(text(c.rule))
+            .bind(text(c.mode))
+            .bind(text(c.outcome))
+            .bind(text(c.challenge));
+    }
+    query
+        .execute(executor)
+        .await
+        .map_err(db("append audit login rows"))?;
+    Ok(())
+}
+
+/// Which login records to read.
+#[derive(Clone, Debug, Default)]
+pub struct LoginRecordQuery {
+    /// Unix milliseconds, inclusive.
+    pub from_ms: i64,
+    /// Unix milliseconds, exclusive.
+    pub to_ms: i64,
+    /// Only this app's (`apps[].name`).
+    pub app: Option<String>,
+    /// Only this route's (by name).
+    pub route: Option<String>,
+}
+
+/// One login record as `audit_logins` keeps it, borrowed from the row being read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoginRecord<'r> {
+    pub at_ms: i64,
+    pub kind: &'r str,
+    pub incident: Option<&'r str>,
+    pub user: Option<&'r [u8]>,
+    pub app: Option<&'r str>,
+    pub route: Option<&'r str>,
+    pub finding: Option<&'r str>,
+    pub regulation: Option<&'r str>,
+    pub risk: Option<f64>,
+    pub model_risk: Option<f64>,
+    pub floors: Option<&'r str>,
+    pub factor: Option<&'r str>,
+    pub unheld: bool,
+    pub decision: Option<&'r str>,
+    pub rule: Option<&'r str>,
+    pub mode: Option<&'r str>,
+    pub outcome: Option<&'r str>,
+    pub challenge: Option<&'r str>,
+}
+
+impl Store {
+    /// Hands every login record of `query`'s window (and app and route) to `visit`, in no
+    /// particular order, streaming: memory does not grow with the window. `visit` stops the
+    /// read by returning an error, which is returned. Returns how many records were read.
+    pub async fn each_login_record<E>(
+        &self,
+        query: &LoginRecordQuery,
+        mut visit: impl FnMut(&LoginRecord<'_>) -> Result<(), E>,
+    ) -> Result<u64, E>
+    where
+        E: From<StoreError>,
+    {
+        // The text fields travel as one value, separated by the unit separator (which no
+        // audit field holds: records are cut of control characters): a value is a conversion
+        // and an allocation per row in the driver, and a week of a busy trail is a million
+        // rows. The incident only matters to a challenged login's two records.
+        let sep = match self.backend {
+            Backend::Sqlite => "char(31)",
+            Backend::Postgres => "chr(31)",
+        };
+        let packed = PACKED_FIELDS
+            .iter()
+            .map(|f| format!("COALESCE({f}, '')"))
+            .collect::<Vec<_>>()
+            .join(&format!(" || {sep} || "));
+        let mut sql = format!(
+            "SELECT at, user_key, risk, model_risk, {packed} AS packed \
+             FROM audit_logins WHERE at >= $1 AND at < $2"
+        );
+        if query.app.is_some() {
+            sql.push_str(" AND app = $3");
+        }
+        if query.route.is_some() {
+            sql.push_str(if query.app.is_some() {
+                " AND route = $4"
+            } else {
+                " AND route = $3"
+            });
+        }
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(query.from_ms)
+            .bind(query.to_ms);
+        if let Some(app) = &query.app {
+            q = q.bind(app.clone());
+        }
+        if let Some(route) = &query.route {
+            q = q.bind(route.clone());
+        }
+        let mut rows = q.fetch(&self.pool);
+        let mut read = 0u64;
+        let err = |source| StoreError::Database {
+            op: "read audit login records",
+            source,
+        };
+        while let Some(row) = rows.try_next().await.map_err(&err)? {
+            let record = login_record(&row).map_err(&err)?;
+            visit(&record)?;
+            read += 1;
+        }
+        Ok(read)
+    }
+}
+
+/// The text fields of [`LoginRecord`], in the order they are packed.
+const PACKED_FIELDS: [&str; 13] = [
+    "kind",
+    "CASE WHEN outcome = 'challenged' OR kind LIKE 'challenge.%' THEN incident END",
+    "app",
+    "route",
+    "finding",
+    "regulation",
+    "floors",
+    "factor",
+    "CASE WHEN unheld <> 0 THEN 'unheld' END",
+    "decision",
+    "rule",
+    "mode",
+    "outcome || CASE WHEN challenge IS NULL THEN '' ELSE '/' || challenge END",
+];
+
+fn login_record(r: &AnyRow) -> Result<LoginRecord<'_>, sqlx::Error> {
+    let packed: &str = r.try_get(4)?;
+    let mut parts = packed.split('\u{1f}');
+    let mut next = || parts.next().filter(|p| !p.is_empty());
+    let kind = next().unwrap_or("");
+    let incident = next();
+    let (app, route, finding, regulation, floors, factor) =
+        (next(), next(), next(), next(), next(), next());
+    let unheld = next().is_some();
+    let (decision, rule, mode) = (next(), next(), next());
+    let (outcome, challenge) = match next() {
+        Some(both) => match both.split_once('/') {
+            Some((outcome, challenge)) => {
+                (Some(outcome).filter(|o| !o.is_empty()), Some(challenge))
+            }
+            None => (Some(both), None),
+        },
+        None => (None, None),
+    };
+    Ok(LoginRecord {
+        at_ms: r.try_get(0)?,
+        kind,
+        incident,
+        user: r.try_get(1)?,
+        app,
+        route,
+        finding,
+        regulation,
+        risk: r.try_get(2)?,
+        model_risk: r.try_get(3)?,
+        floors,
+        factor,
+        unheld,
+        decision,
+        rule,
+        mode,
+        outcome,
+        challenge,
+    })
+}
