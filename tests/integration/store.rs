@@ -384,6 +384,8 @@ async fn forget_leaves_nothing_identifiable() {
             [
                 "audit_events",
                 "audit_forgotten",
+                // The login records of `audit_events` as columns: deleted with them.
+                "audit_logins",
                 "factor_offers",
                 // Aggregates over many users, holding no key, name or login of anyone
                 // (docs/learning.md): a forgotten user's influence leaves at the next training.
