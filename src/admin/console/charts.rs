@@ -21,14 +21,9 @@ const BOTTOM: f64 = 30.0;
 
 /// Logins by decision per time bin, stacked; `labels` are the first and last bin's times.
 pub(super) fn decisions_over_time(series: &[[u64; 3]], labels: (&str, &str)) -> String {
-    let max = series
-        .iter()
-        .map(|b| b.iter().sum::<u64>())
-        .max()
-        .unwrap_or(0)
-        .max(1);
+    let largest = series.iter().map(|b| b.iter().sum::<u64>()).max();
     let mut s = open("logins by decision over time, stacked: allow, challenge, block");
-    axis(&mut s, max);
+    let max = axis(&mut s, largest.unwrap_or(0));
     let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
     let step = pw / series.len().max(1) as f64;
     for (i, bin) in series.iter().enumerate() {
@@ -70,15 +65,9 @@ pub(super) fn risk_histogram(
     allow_below: f64,
     block_at: f64,
 ) -> String {
-    let max = genuine
-        .iter()
-        .chain(failed)
-        .copied()
-        .max()
-        .unwrap_or(0)
-        .max(1);
+    let largest = genuine.iter().chain(failed).copied().max();
     let mut s = open("risk of genuine (verified) and failed logins, with allow_below and block_at");
-    axis(&mut s, max);
+    let max = axis(&mut s, largest.unwrap_or(0));
     let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
     let step = pw / RISK_BINS as f64;
     for i in 0..RISK_BINS {
@@ -156,13 +145,15 @@ fn open(label: &str) -> String {
     )
 }
 
-/// The count axis: a baseline and a few gridlines with their values.
-fn axis(s: &mut String, max: u64) {
+/// The count axis for counts up to `largest`: gridlines at round steps (at most five), with
+/// their values. Returns the axis' top, which the bars scale to.
+fn axis(s: &mut String, largest: u64) -> u64 {
     let ph = H - TOP - BOTTOM;
-    let ticks = max.min(4);
-    for t in 0..=ticks {
-        let value = max * t / ticks.max(1);
-        let y = TOP + ph - value as f64 / max as f64 * ph;
+    let step = largest.div_ceil(4).max(1);
+    let top = largest.div_ceil(step).max(1) * step;
+    for t in 0..=top / step {
+        let value = t * step;
+        let y = TOP + ph - value as f64 / top as f64 * ph;
         let _ = write!(
             s,
             r##"<line x1="{LEFT}" y1="{y:.1}" x2="{}" y2="{y:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" font-size="11" text-anchor="end">{value}</text>"##,
@@ -171,6 +162,7 @@ fn axis(s: &mut String, max: u64) {
             y + 4.0
         );
     }
+    top
 }
 
 #[cfg(test)]
@@ -199,5 +191,26 @@ mod tests {
         // Empty data still draws a valid chart.
         let empty = risk_histogram(&[0; RISK_BINS], &[0; RISK_BINS], 0.5, 0.5);
         assert!(empty.ends_with("</svg>"));
+    }
+
+    #[test]
+    fn the_count_axis_has_round_steps() {
+        for (largest, labels) in [
+            (0, vec![0, 1]),
+            (1, vec![0, 1]),
+            (5, vec![0, 2, 4, 6]),
+            (8, vec![0, 2, 4, 6, 8]),
+            (1000, vec![0, 250, 500, 750, 1000]),
+        ] {
+            let mut s = String::new();
+            let top = axis(&mut s, largest);
+            let shown: Vec<u64> = s
+                .split("text-anchor=\"end\">")
+                .skip(1)
+                .map(|t| t.split('<').next().unwrap().parse().unwrap())
+                .collect();
+            assert_eq!(shown, labels, "{largest}");
+            assert_eq!(top, *labels.last().unwrap());
+        }
     }
 }

@@ -10,6 +10,9 @@ use super::escape_html;
 
 const GUIDE: &str = include_str!("../../../docs/console.md");
 
+/// The tab's icon: a gate.
+pub(super) const FAVICON: &str = r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" fill="#263238"/><path d="M4 13V6a4 4 0 0 1 8 0v7" stroke="#fff" stroke-width="2" fill="none"/></svg>"##;
+
 /// Readable on a laptop and on a phone: one column below 700 px, tables scroll sideways.
 pub(super) const STYLESHEET: &str = r#"
 :root { color-scheme: light; --fg: #1b1b1b; --muted: #5f6368; --line: #dadce0; --bg: #fafafa; }
@@ -39,7 +42,7 @@ div.allow dd { color: #2e7d32; } div.challenge dd { color: #b26a00; } div.block 
 td.allow { color: #2e7d32; } td.challenge { color: #b26a00; } td.block { color: #c62828; }
 dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: .2rem 1rem; }
 dl.facts dt { color: var(--muted); } dl.facts dd { margin: 0; overflow-wrap: anywhere; }
-svg.chart { width: 100%; height: auto; display: block; }
+svg.chart { width: 100%; max-width: 760px; height: auto; display: block; }
 svg.bar { width: 100%; height: 12px; display: block; }
 .legend span { margin-right: 1rem; font-size: .85rem; white-space: nowrap; }
 .big { font-size: 2rem; font-weight: 600; margin: .2rem 0 0; }

@@ -147,7 +147,7 @@ fn user_body(
                 m.model_version,
                 m.feature_version
             ),
-            None => "none yet (scored as still enrolling)".into(),
+            None => "none stored yet (a model is saved a few seconds after it is learnt)".into(),
         },
     );
     let _ = write!(

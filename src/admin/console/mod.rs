@@ -67,6 +67,11 @@ pub(crate) async fn serve(site: &Site<'_>, request: &Request<'_>) -> Response<Ve
         "/console/user" => lookup::user_page(site, &query, request.operator).await,
         "/console/incident" => lookup::incident_page(site, &query, request.operator).await,
         "/console/docs" => docs::page(),
+        "/console/favicon.svg" => respond(
+            StatusCode::OK,
+            "image/svg+xml",
+            docs::FAVICON.as_bytes().to_vec(),
+        ),
         "/console/console.css" => respond(
             StatusCode::OK,
             "text/css; charset=utf-8",
@@ -115,7 +120,7 @@ pub(super) fn page(
     let mut html = String::with_capacity(body.len() + 2048);
     let _ = write!(
         html,
-        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><meta name="referrer" content="no-referrer"><title>{title} · gaitkeeper console</title><link rel="stylesheet" href="/console/console.css"></head><body><header><a class="brand" href="/console/">gaitkeeper console</a><form method="get" action="/console/user" role="search"><label>User <input name="name" maxlength="512" placeholder="login name" autocomplete="off" required></label><button>Show</button></form><form method="get" action="/console/incident" role="search"><label>Incident <input name="ref" maxlength="13" placeholder="GK-…" autocomplete="off" required></label><button>Show</button></form></header><main><h1>{title}</h1>"#,
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><meta name="referrer" content="no-referrer"><title>{title} · gaitkeeper console</title><link rel="stylesheet" href="/console/console.css"><link rel="icon" href="/console/favicon.svg" type="image/svg+xml"></head><body><header><a class="brand" href="/console/">gaitkeeper console</a><form method="get" action="/console/user" role="search"><label>User <input name="name" maxlength="512" placeholder="login name" autocomplete="off" required></label><button>Show</button></form><form method="get" action="/console/incident" role="search"><label>Incident <input name="ref" maxlength="13" placeholder="GK-…" autocomplete="off" required></label><button>Show</button></form></header><main><h1>{title}</h1>"#,
         title = escape_html(title)
     );
     if !docs_anchor.is_empty() {

@@ -146,7 +146,7 @@ async fn page_for(site: &Site<'_>, query: &Query) -> Result<String, Response<Vec
     );
     let _ = write!(
         html,
-        r#"<section id="risk"><h2>Risk of genuine and failed logins</h2>{}{}<p class="note">Thresholds drawn: app {}{}, mode {}: allowed below <strong>{:.2}</strong>, blocked at <strong>{:.2}</strong> and above, challenged between.</p></section>"#,
+        r#"<section id="risk"><h2>Risk of genuine and failed logins</h2>{}{}<p class="note">Thresholds drawn: app {}{}, mode {}: allowed below <strong>{:.2}</strong>, blocked at <strong>{:.2}</strong> and above, challenged between. Not drawn: <span data-count="unscored">{}</span> genuine or failed logins without a risk (the user was still enrolling, or there was no telemetry to score).</p></section>"#,
         charts::risk_histogram(&o.genuine, &o.failed, policy.allow_below, policy.block_at),
         charts::risk_legend(),
         escape_html(&shown_app.name),
@@ -157,6 +157,7 @@ async fn page_for(site: &Site<'_>, query: &Query) -> Result<String, Response<Vec
         policy.mode.as_str(),
         policy.allow_below,
         policy.block_at,
+        o.unscored,
     );
     reasons_and_challenges(&mut html, &o);
     challenged_users(&mut html, &o, &state, filter.app.as_deref());

@@ -52,6 +52,8 @@ pub(super) struct Overview {
     pub genuine: [u64; RISK_BINS],
     /// Risks of logins that failed (refused by the app, or a failed challenge).
     pub failed: [u64; RISK_BINS],
+    /// Genuine and failed logins without a risk (still enrolling, or no telemetry to score).
+    pub unscored: u64,
     /// The most frequent reasons (`code` or `code: feature`), most frequent first.
     pub reasons: Vec<(String, u64)>,
     pub challenges: Challenges,
@@ -208,13 +210,18 @@ pub(super) fn summarise(events: &[AuditEvent], filter: &Filter) -> Overview {
             .map(|(_, o)| o.as_str())
             .unwrap_or("pending");
         *outcomes.entry(outcome.to_string()).or_default() += 1;
-        if let Some(risk) = login.risk {
-            let bin = ((risk.clamp(0.0, 1.0) * RISK_BINS as f64) as usize).min(RISK_BINS - 1);
-            match outcome {
-                "verified" => o.genuine[bin] += 1,
-                "failed" | "challenge_failed" => o.failed[bin] += 1,
-                _ => {}
+        let histogram = match outcome {
+            "verified" => Some(&mut o.genuine),
+            "failed" | "challenge_failed" => Some(&mut o.failed),
+            _ => None,
+        };
+        match (histogram, login.risk) {
+            (Some(bins), Some(risk)) => {
+                let bin = ((risk.clamp(0.0, 1.0) * RISK_BINS as f64) as usize).min(RISK_BINS - 1);
+                bins[bin] += 1;
             }
+            (Some(_), None) => o.unscored += 1,
+            (None, _) => {}
         }
         for reason in &login.reasons {
             *reasons.entry(reason).or_default() += 1;
