@@ -450,6 +450,28 @@ async fn the_console_in_chromium_shows_what_the_audit_trail_holds() {
     assert_eq!(session.console_errors().await, Vec::<String>::new());
     let shot = session.screenshot("console-overview").await;
     assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
+    session
+        .execute("window.scrollTo(0, document.body.scrollHeight);")
+        .await;
+    session.screenshot("console-overview-lower").await;
+
+    // The analyze API on this listener (no admin.auth: an anonymous caller) scores alice but
+    // never answers her usual ranges.
+    let r = client()
+        .post(format!("http://{}/__gk/analyze", gk.admin))
+        .json(&serde_json::json!({"mouse_speed": 2000.0, "click_interval": 5.0, "key_dwell_time": 400.0, "key_flight_time": 900.0, "user": "alice"}))
+        .send()
+        .await
+        .unwrap();
+    let answer: serde_json::Value = r.json().await.unwrap();
+    assert!(answer["risk"].is_number(), "{answer}");
+    assert!(
+        !answer["reasons"].as_array().unwrap().is_empty(),
+        "{answer}"
+    );
+    for reason in answer["reasons"].as_array().unwrap() {
+        assert!(reason.get("usual").is_none(), "{answer}");
+    }
 
     // On a phone: one column, nothing wider than the screen.
     session.set_window_size(375, 800).await;

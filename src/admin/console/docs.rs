@@ -51,6 +51,7 @@ svg.bar { width: 100%; height: 12px; display: block; }
 .placeholder { border-style: dashed; }
 .scroll { overflow-x: auto; }
 table { border-collapse: collapse; width: 100%; font-size: .9rem; }
+td.t { white-space: nowrap; }
 th, td { text-align: left; padding: .25rem .5rem; border-bottom: 1px solid var(--line); vertical-align: top; }
 code, pre { font-family: ui-monospace, monospace; font-size: .85rem; overflow-wrap: anywhere; }
 pre { white-space: pre-wrap; background: #f1f3f4; padding: .5rem; }

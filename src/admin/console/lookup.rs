@@ -167,9 +167,15 @@ fn user_body(
         for s in &p.recent {
             let _ = write!(
                 html,
-                r#"<tr><td>{}</td><td>{:.3}</td><td class="{d}">{d}</td><td>{}</td><td>{}</td></tr>"#,
+                r#"<tr><td class="t">{}</td><td>{}</td><td class="{d}">{d}</td><td>{}</td><td>{}</td></tr>"#,
                 when(s.at),
-                s.risk,
+                // The store keeps 0 for a login that was not scored (enrolling, no telemetry);
+                // a fused risk of exactly 0 does not occur.
+                if s.risk == 0.0 {
+                    "–".to_string()
+                } else {
+                    format!("{:.3}", s.risk)
+                },
                 s.outcome.as_str(),
                 reasons_text(&s.reasons, operator),
                 d = s.decision.as_str(),
@@ -204,7 +210,7 @@ fn user_body(
                 .unwrap_or_default();
             let _ = write!(
                 html,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{incident}</td></tr>",
+                "<tr><td class=\"t\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{incident}</td></tr>",
                 when(e.at),
                 escape_html(&e.kind),
                 field("decision"),
@@ -316,7 +322,7 @@ pub(super) async fn incident_page(
             .unwrap_or_default();
         let _ = write!(
             html,
-            r#"<tr><td>{}</td><td>{}</td><td>{} / {}</td><td class="{dec}">{dec} ({}, {})</td><td>{}</td><td data-incident="outcome">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{user}</td></tr>"#,
+            r#"<tr><td class="t">{}</td><td>{}</td><td>{} / {}</td><td class="{dec}">{dec} ({}, {})</td><td>{}</td><td data-incident="outcome">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{user}</td></tr>"#,
             when(e.at),
             escape_html(&e.kind),
             field("app"),
