@@ -30,14 +30,22 @@ pub(crate) struct Refused;
 /// like every other path, so no spelling opens more than these.
 const ALWAYS_OPEN: [&str; 2] = ["/healthz", "/readyz"];
 
-/// Whether `path` may be answered for a caller with `headers`, and as whom.
+/// Whether `path` may be answered for a caller with `headers`, and as whom. `off_loopback`:
+/// the listener was bound where other hosts reach it. The config refuses that without
+/// `admin.auth`, but the address is bound once while `auth` follows reloads: a reload that
+/// moves `listen` to loopback and drops `auth` together must not open the running listener.
 pub(crate) fn check(
     auth: Option<&AdminAuthConfig>,
+    off_loopback: bool,
     path: &str,
     headers: &HeaderMap,
 ) -> Result<Caller, Refused> {
     let Some(auth) = auth else {
-        return Ok(Caller::Anonymous);
+        return if off_loopback && !ALWAYS_OPEN.contains(&path) {
+            Err(Refused)
+        } else {
+            Ok(Caller::Anonymous)
+        };
     };
     if presents_credential(auth, headers) {
         return Ok(Caller::Operator);
@@ -152,7 +160,7 @@ mod tests {
         let none = HeaderMap::new();
         for open in ["/healthz", "/readyz"] {
             assert_eq!(
-                check(Some(&a), open, &none),
+                check(Some(&a), false, open, &none),
                 Ok(Caller::Anonymous),
                 "{open}"
             );
@@ -168,14 +176,21 @@ mod tests {
             "/%68ealthz",
             "/nope",
         ] {
-            assert_eq!(check(Some(&a), closed, &none), Err(Refused), "{closed}");
+            assert_eq!(
+                check(Some(&a), false, closed, &none),
+                Err(Refused),
+                "{closed}"
+            );
         }
         let open_metrics = auth(MetricsAccess::Open);
         assert_eq!(
-            check(Some(&open_metrics), "/metrics", &none),
+            check(Some(&open_metrics), false, "/metrics", &none),
             Ok(Caller::Anonymous)
         );
-        assert_eq!(check(Some(&open_metrics), "/console/", &none), Err(Refused));
+        assert_eq!(
+            check(Some(&open_metrics), false, "/console/", &none),
+            Err(Refused)
+        );
     }
 
     #[test]
@@ -186,7 +201,10 @@ mod tests {
             with(&format!("bearer   {TOKEN}")),
             basic("ops", "basic-password-0123456789abcdefghijk"),
         ] {
-            assert_eq!(check(Some(&a), "/console/", &ok), Ok(Caller::Operator));
+            assert_eq!(
+                check(Some(&a), false, "/console/", &ok),
+                Ok(Caller::Operator)
+            );
         }
         for bad in [
             with("Bearer"),
@@ -199,20 +217,32 @@ mod tests {
             basic("ops", "basic-password-0123456789abcdefghij"),
             with(&format!("Token {TOKEN}")),
         ] {
-            assert_eq!(check(Some(&a), "/console/", &bad), Err(Refused), "{bad:?}");
+            assert_eq!(
+                check(Some(&a), false, "/console/", &bad),
+                Err(Refused),
+                "{bad:?}"
+            );
         }
     }
 
     #[test]
     fn without_admin_auth_every_caller_is_anonymous() {
         assert_eq!(
-            check(None, "/console/", &HeaderMap::new()),
+            check(None, false, "/console/", &HeaderMap::new()),
             Ok(Caller::Anonymous)
         );
         assert_eq!(
-            check(None, "/console/", &with(&format!("Bearer {TOKEN}"))),
+            check(None, false, "/console/", &with(&format!("Bearer {TOKEN}"))),
             Ok(Caller::Anonymous)
         );
+    }
+
+    #[test]
+    fn a_listener_bound_off_loopback_stays_closed_when_a_reload_drops_admin_auth() {
+        let none = HeaderMap::new();
+        assert_eq!(check(None, true, "/console/", &none), Err(Refused));
+        assert_eq!(check(None, true, "/metrics", &none), Err(Refused));
+        assert_eq!(check(None, true, "/healthz", &none), Ok(Caller::Anonymous));
         assert!(challenges(None).is_empty());
         assert_eq!(challenges(Some(&auth(MetricsAccess::Open))).len(), 2);
     }

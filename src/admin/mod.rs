@@ -30,6 +30,9 @@ use auth::Caller;
 
 /// Serves the admin endpoints.
 pub struct AdminApp {
+    /// Whether the listener was bound to an address other hosts reach (`admin.listen` is read
+    /// once, at start): then a reloaded config without `admin.auth` opens nothing.
+    off_loopback: bool,
     metrics: Arc<Metrics>,
     config: SharedConfig,
     inbox: Arc<TelemetryInbox>,
@@ -43,7 +46,9 @@ impl AdminApp {
         inbox: Arc<TelemetryInbox>,
         services: Arc<LoginServices>,
     ) -> Self {
+        let off_loopback = !config.load().admin.listen.0.ip().is_loopback();
         AdminApp {
+            off_loopback,
             metrics,
             config,
             inbox,
@@ -78,6 +83,7 @@ impl ServeHttp for AdminApp {
         let config = self.config.load_full();
         let caller = match auth::check(
             config.admin.auth.as_ref(),
+            self.off_loopback,
             &path,
             &session.req_header().headers,
         ) {
