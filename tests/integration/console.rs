@@ -567,3 +567,79 @@ async fn the_console_in_chromium_shows_what_the_audit_trail_holds() {
         .await;
     session.quit().await;
 }
+
+/// The number an overview page shows in the element marked `attribute="name"`.
+fn shown(page: &str, attribute: &str, name: &str) -> String {
+    let marker = format!("{attribute}=\"{name}\">");
+    let at = page
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {marker} in the page"))
+        + marker.len();
+    page[at..].split('<').next().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn the_console_reads_a_postgresql_trail() {
+    let Some(db) = common::db::postgres(Default::default(), "gk_console").await else {
+        println!("skipped: needs PostgreSQL (GAITKEEPER_TEST_POSTGRES_URL)");
+        return;
+    };
+    let app = LegacyApp::start().await;
+    let more = format!(
+        "store:\n  url: \"{}\"\n{LEGACY_ROUTES}policy:\n  on_invalid_telemetry: block\n",
+        db.url()
+    );
+    let gk = Gaitkeeper::start_with(app.addr, "", &more).await;
+    let r = log_in(&gk, ALICE, Some("steady"), 1).await;
+    assert_eq!(location(&r), "/account");
+    let r = log_in(&gk, ALICE, Some("{not telemetry"), 2).await;
+    assert_eq!(r.status(), 403);
+    let overview = format!("http://{}/console/?period=1h", gk.admin);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let page = loop {
+        let page = client()
+            .get(&overview)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if shown(&page, "data-count", "logins") == "2" && page.contains("data-outcome=\"verified\"")
+        {
+            break page;
+        }
+        assert!(std::time::Instant::now() < deadline, "{page}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(shown(&page, "data-count", "allow"), "1");
+    assert_eq!(shown(&page, "data-count", "block"), "1");
+    assert_eq!(shown(&page, "data-outcome", "blocked"), "1");
+    assert!(page.contains("PostgreSQL"));
+    // Her login is recorded by the recorder worker, after the response: polled.
+    let user = loop {
+        let r = client()
+            .get(format!("http://{}/console/user?name=alice", gk.admin))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            break r.text().await.unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "alice was never recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        user.contains("User alice") && user.contains("Latest logins"),
+        "{user}"
+    );
+    let missing = client()
+        .get(format!("http://{}/console/user?name=nobody-here", gk.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+}
