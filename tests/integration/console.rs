@@ -568,6 +568,16 @@ async fn the_console_in_chromium_shows_what_the_audit_trail_holds() {
     session.quit().await;
 }
 
+/// GETs `path` on the admin listener (no credential): the status and the body.
+async fn admin_page(gk: &Gaitkeeper, path: &str) -> (u16, String) {
+    let r = client()
+        .get(format!("http://{}{path}", gk.admin))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
 /// The number an overview page shows in the element marked `attribute="name"`.
 fn shown(page: &str, attribute: &str, name: &str) -> String {
     let marker = format!("{attribute}=\"{name}\">");
@@ -594,17 +604,10 @@ async fn the_console_reads_a_postgresql_trail() {
     assert_eq!(location(&r), "/account");
     let r = log_in(&gk, ALICE, Some("{not telemetry"), 2).await;
     assert_eq!(r.status(), 403);
-    let overview = format!("http://{}/console/?period=1h", gk.admin);
+    // Audit records and the recorded login are written after the responses: polled.
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     let page = loop {
-        let page = client()
-            .get(&overview)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let (_, page) = admin_page(&gk, "/console/?period=1h").await;
         if shown(&page, "data-count", "logins") == "2" && page.contains("data-outcome=\"verified\"")
         {
             break page;
@@ -616,15 +619,10 @@ async fn the_console_reads_a_postgresql_trail() {
     assert_eq!(shown(&page, "data-count", "block"), "1");
     assert_eq!(shown(&page, "data-outcome", "blocked"), "1");
     assert!(page.contains("PostgreSQL"));
-    // Her login is recorded by the recorder worker, after the response: polled.
     let user = loop {
-        let r = client()
-            .get(format!("http://{}/console/user?name=alice", gk.admin))
-            .send()
-            .await
-            .unwrap();
-        if r.status() == 200 {
-            break r.text().await.unwrap();
+        let (status, page) = admin_page(&gk, "/console/user?name=alice").await;
+        if status == 200 {
+            break page;
         }
         assert!(
             std::time::Instant::now() < deadline,
@@ -636,10 +634,6 @@ async fn the_console_reads_a_postgresql_trail() {
         user.contains("User alice") && user.contains("Latest logins"),
         "{user}"
     );
-    let missing = client()
-        .get(format!("http://{}/console/user?name=nobody-here", gk.admin))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(missing.status(), 404);
+    let (status, _) = admin_page(&gk, "/console/user?name=nobody-here").await;
+    assert_eq!(status, 404);
 }
