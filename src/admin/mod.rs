@@ -140,7 +140,7 @@ impl ServeHttp for AdminApp {
             }
             _ => plain(
                 StatusCode::NOT_FOUND,
-                "not found; try /healthz, /readyz or /metrics\n",
+                "not found; try /healthz, /readyz, /metrics or /console/\n",
             ),
         }
     }

@@ -161,6 +161,60 @@ async fn with_admin_auth_the_console_analyze_and_debug_answer_401_without_the_cr
 }
 
 #[tokio::test]
+async fn a_new_admin_token_takes_effect_on_reload_and_the_old_one_stops_working() {
+    let app = EchoApp::start("app").await;
+    let gk = start_with_auth(app.addr, "", "").await;
+    let console = format!("http://{}/console/", gk.admin);
+    let status = |token: &'static str| {
+        let console = console.clone();
+        async move {
+            client()
+                .get(&console)
+                .header("authorization", format!("Bearer {token}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(status(TOKEN).await, 200);
+    const NEW: &str = "rotated-admin-token-Qw8Er5Ty2Ui9Op4As7";
+    write_secret(&gk.dir.path().join("admin.token"), NEW);
+    gk.rewrite_config(&std::fs::read_to_string(&gk.config_path).unwrap());
+    eventually(
+        Duration::from_secs(10),
+        "the new token accepted",
+        || async { status(NEW).await == 200 },
+    )
+    .await;
+    assert_eq!(status(TOKEN).await, 401, "the old token is refused");
+}
+
+#[tokio::test]
+async fn an_operator_opens_the_console_in_chromium_with_the_basic_password() {
+    let _one = crate::browser::ONE_BROWSER.lock().await;
+    let app = EchoApp::start("app").await;
+    let gk = start_with_auth(app.addr, "", "").await;
+    let driver = ChromeDriver::start().await;
+    let profile = tempfile::tempdir().unwrap();
+    let session = driver.session(profile.path()).await;
+    // The credentials in the address stand for what the operator types into the browser's
+    // prompt; the stylesheet and icon then load with them (no console errors).
+    open(
+        &session,
+        &format!("http://ops:{PASSWORD}@{}/console/", gk.admin),
+        "[data-count=logins]",
+    )
+    .await;
+    assert_eq!(session.console_errors().await, Vec::<String>::new());
+    let styled = session
+        .execute("return getComputedStyle(document.querySelector('header')).display;")
+        .await;
+    assert_eq!(styled, "flex", "the stylesheet loaded behind the password");
+    session.quit().await;
+}
+
+#[tokio::test]
 async fn metrics_open_for_a_scraper_opens_nothing_else() {
     let app = EchoApp::start("app").await;
     let gk = start_with_auth(app.addr, "    metrics: open\n", "").await;
