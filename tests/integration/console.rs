@@ -619,6 +619,7 @@ async fn the_console_in_chromium_shows_what_the_audit_trail_holds() {
     session
         .wait_for("document.getElementById('incident')", "the guide's section")
         .await;
+    session.screenshot("console-docs").await;
     session.quit().await;
 }
 

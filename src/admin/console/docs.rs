@@ -76,78 +76,128 @@ pub(super) fn anchor(heading: &str) -> String {
     out
 }
 
-/// Enough Markdown for the guide: headings, paragraphs, lists, fenced code, `code`. Images
-/// are left out (the screenshots live in the repository, not the binary). Everything is
-/// escaped: the guide is ours, but nothing is written into a page unescaped.
+/// Enough Markdown for the guide: headings, paragraphs, bulleted and numbered lists (with
+/// indented continuation lines), fenced code, `code` **bold** and *emphasis*. Images are left out (the
+/// screenshots live in the repository, not the binary). Everything is escaped: the guide is
+/// ours, but nothing is written into a page unescaped.
 fn render(markdown: &str) -> String {
-    let mut html = String::new();
-    let mut paragraph: Vec<&str> = Vec::new();
-    let mut in_list = false;
+    let mut out = Blocks::default();
     let mut in_code = false;
-    let flush = |html: &mut String, paragraph: &mut Vec<&str>| {
-        if !paragraph.is_empty() {
-            let _ = write!(html, "<p>{}</p>", inline(&paragraph.join(" ")));
-            paragraph.clear();
-        }
-    };
     for line in markdown.lines() {
         if line.starts_with("```") {
-            flush(&mut html, &mut paragraph);
-            html.push_str(if in_code { "</pre>" } else { "<pre>" });
+            out.flush();
+            out.html.push_str(if in_code { "</pre>" } else { "<pre>" });
             in_code = !in_code;
-            continue;
-        }
-        if in_code {
-            html.push_str(&escape_html(line));
-            html.push('\n');
-            continue;
-        }
-        let item = line.strip_prefix("- ").or_else(|| line.strip_prefix("* "));
-        if in_list && item.is_none() && !line.starts_with("  ") {
-            html.push_str("</ul>");
-            in_list = false;
-        }
-        if let Some(level) = (1..=4).find(|&n| line.starts_with(&format!("{} ", "#".repeat(n)))) {
-            flush(&mut html, &mut paragraph);
+        } else if in_code {
+            out.html.push_str(&escape_html(line));
+            out.html.push('\n');
+        } else if let Some(level) =
+            (1..=4).find(|&n| line.starts_with(&format!("{} ", "#".repeat(n))))
+        {
+            out.flush();
             let text = &line[level + 1..];
             let level = (level + 1).min(4);
             let _ = write!(
-                html,
+                out.html,
                 "<h{level} id=\"{}\">{}</h{level}>",
                 anchor(text),
                 inline(text)
             );
-        } else if let Some(text) = item {
-            flush(&mut html, &mut paragraph);
-            if !in_list {
-                html.push_str("<ul>");
-                in_list = true;
+        } else if let Some((ordered, text)) = list_item(line) {
+            out.flush_paragraph();
+            if out.list.as_ref().is_some_and(|(o, _)| *o != ordered) {
+                out.flush();
             }
-            let _ = write!(html, "<li>{}</li>", inline(text));
+            out.list
+                .get_or_insert((ordered, Vec::new()))
+                .1
+                .push(text.to_string());
         } else if line.trim().is_empty() {
-            flush(&mut html, &mut paragraph);
+            out.flush_paragraph();
+        } else if line.starts_with(' ') && out.list.is_some() {
+            if let Some(item) = out.list.as_mut().and_then(|(_, items)| items.last_mut()) {
+                item.push(' ');
+                item.push_str(line.trim());
+            }
         } else if !line.trim_start().starts_with("![") {
-            paragraph.push(line.trim());
+            if out.list.is_some() {
+                out.flush();
+            }
+            out.paragraph.push(line.trim().to_string());
         }
     }
-    flush(&mut html, &mut paragraph);
-    if in_list {
-        html.push_str("</ul>");
-    }
+    out.flush();
     if in_code {
-        html.push_str("</pre>");
+        out.html.push_str("</pre>");
     }
-    html
+    out.html
 }
 
-/// `code` spans; everything else escaped as text.
+/// What `render` has open: a paragraph's lines, a list's items.
+#[derive(Default)]
+struct Blocks {
+    html: String,
+    paragraph: Vec<String>,
+    /// Whether numbered, and the items.
+    list: Option<(bool, Vec<String>)>,
+}
+
+impl Blocks {
+    fn flush_paragraph(&mut self) {
+        if !self.paragraph.is_empty() {
+            let _ = write!(self.html, "<p>{}</p>", inline(&self.paragraph.join(" ")));
+            self.paragraph.clear();
+        }
+    }
+
+    fn flush(&mut self) {
+        self.flush_paragraph();
+        if let Some((ordered, items)) = self.list.take() {
+            let tag = if ordered { "ol" } else { "ul" };
+            let _ = write!(self.html, "<{tag}>");
+            for item in items {
+                let _ = write!(self.html, "<li>{}</li>", inline(&item));
+            }
+            let _ = write!(self.html, "</{tag}>");
+        }
+    }
+}
+
+/// `- item`, `* item` or `3. item`: whether numbered, and the text.
+fn list_item(line: &str) -> Option<(bool, &str)> {
+    if let Some(text) = line.strip_prefix("- ").or_else(|| line.strip_prefix("* ")) {
+        return Some((false, text));
+    }
+    let digits = line.bytes().take_while(u8::is_ascii_digit).count();
+    (digits > 0 && digits < 4)
+        .then(|| line[digits..].strip_prefix(". "))
+        .flatten()
+        .map(|text| (true, text))
+}
+
+/// `code` spans, **bold** and *emphasis*; everything else escaped as text.
 fn inline(text: &str) -> String {
     let mut out = String::new();
     for (i, part) in text.split('`').enumerate() {
         if i % 2 == 1 {
             let _ = write!(out, "<code>{}</code>", escape_html(part));
-        } else {
-            out.push_str(&escape_html(part));
+            continue;
+        }
+        for (j, piece) in part.split("**").enumerate() {
+            let (open, close) = if j % 2 == 1 {
+                ("<strong>", "</strong>")
+            } else {
+                ("", "")
+            };
+            out.push_str(open);
+            for (k, words) in piece.split('*').enumerate() {
+                if k % 2 == 1 {
+                    let _ = write!(out, "<em>{}</em>", escape_html(words));
+                } else {
+                    out.push_str(&escape_html(words));
+                }
+            }
+            out.push_str(close);
         }
     }
     out
@@ -173,5 +223,7 @@ mod tests {
     fn markdown_is_escaped() {
         let html = render("# A <b>\n\nsome `<i>` text <x>\n\n- item & more\n");
         assert_eq!(html, "<h2 id=\"a-b\">A &lt;b&gt;</h2><p>some <code>&lt;i&gt;</code> text &lt;x&gt;</p><ul><li>item &amp; more</li></ul>");
+        let html = render("1. **one** `a**b`\n   goes *on*\n2. two\n\nafter\n");
+        assert_eq!(html, "<ol><li><strong>one</strong> <code>a**b</code> goes <em>on</em></li><li>two</li></ol><p>after</p>");
     }
 }
