@@ -162,6 +162,9 @@ async fn page_for(site: &Site<'_>, query: &Query) -> Result<String, Response<Vec
     reasons_and_challenges(&mut html, &o);
     challenged_users(&mut html, &o, &state, filter.app.as_deref());
     enrolment_and_health(&mut html, site, &o, &state, store_answers);
+    // The what-if form plugs in here once `gaitkeeper policy what-if` (its replay engine) is
+    // merged: a GET form with the thresholds to try, answered by that engine server-side with
+    // the transition table and this histogram redrawn. Until then: a pointer, no numbers.
     html.push_str(r#"<section id="what-if" class="placeholder"><h2>What if the thresholds moved?</h2><p>what-if: see <code>gaitkeeper policy what-if</code> (it replays the audit trail through the policy with the thresholds you try). The form comes to this page later.</p></section>"#);
     Ok(html)
 }
