@@ -3,6 +3,10 @@
 //! `click_interval` ms, `key_dwell_time` ms, `key_flight_time` ms, optional `user`); the answer
 //! is the risk, the decision the top-level policy gives it, and the reasons. Only those four
 //! features are known, so the user's model compares just them.
+//!
+//! A reason's `usual` range is the user's profile (mouse speed 106–247 px/s…): it is answered
+//! only to an operator who proved `admin.auth`'s credential, never to an anonymous caller (a
+//! profile oracle).
 
 use serde::Deserialize;
 
@@ -29,6 +33,7 @@ pub(super) async fn analyze(
     body: &[u8],
     config: &crate::config::Config,
     services: &LoginServices,
+    operator: bool,
 ) -> (u16, serde_json::Value) {
     let bad = |m: &str| (400, serde_json::json!({ "error": m }));
     let Ok(req) = serde_json::from_slice::<Request>(body) else {
@@ -78,12 +83,20 @@ pub(super) async fn analyze(
         assessment.reasons.iter().map(|r| r.code),
     );
     let v = policy::decide(&policy, Finding::Scored { risk });
+    let mut reasons = serde_json::to_value(&assessment.reasons).unwrap_or_default();
+    if !operator {
+        if let Some(items) = reasons.as_array_mut() {
+            for item in items.iter_mut().filter_map(|i| i.as_object_mut()) {
+                item.remove("usual");
+            }
+        }
+    }
     (
         200,
         serde_json::json!({
             "risk": risk,
             "decision": v.decision.as_str(),
-            "reasons": assessment.reasons,
+            "reasons": reasons,
         }),
     )
 }

@@ -137,7 +137,7 @@ fn which_app<'a>(config: &'a Config, named: Option<&str>) -> anyhow::Result<&'a 
 
 /// A stored clear name as people read it: the login name, and its app when it is not the
 /// `default` app's (stored as `\0APP\0NAME`, see `AppConfig::user_scope`).
-fn readable_name(stored: &str) -> String {
+pub(super) fn readable_name(stored: &str) -> String {
     match stored
         .strip_prefix('\0')
         .and_then(|rest| rest.split_once('\0'))
@@ -509,7 +509,7 @@ fn state(enrollment: Enrollment) -> String {
     }
 }
 
-fn state_long(enrollment: Enrollment) -> String {
+pub(super) fn state_long(enrollment: Enrollment) -> String {
     match enrollment {
         Enrollment::Enrolling { verified, needed } => {
             format!("enrolling ({verified} of {needed} verified logins)")

@@ -5,6 +5,7 @@
 //! must never silently turn a protection off. The rest of the code trusts a `Config` and never
 //! re-checks it. Never logs secret values (see [`Secret`]).
 
+mod admin_auth;
 mod alerts;
 mod apps;
 mod audit;
@@ -27,6 +28,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 pub use crate::runtime::BackgroundPriority;
+pub use admin_auth::{AdminAuthConfig, BasicAuthConfig, MetricsAccess};
 pub use alerts::{AlertConfig, AlertEvent, WebhookConfig, WebhookUrl, MAX_BACKOFF};
 pub use apps::{app_scoped, host_matches, request_host, AppConfig, DEFAULT_APP};
 pub use audit::{AuditConfig, AuditStream};
@@ -327,6 +329,7 @@ impl Config {
                 format!("the admin listener {admin} would share a port with the public listener {public}; give it its own (private) address such as 127.0.0.1:9090"),
             ));
         }
+        self.validate_admin_auth(text, file, &invalid)?;
         for (i, a) in self.listen.iter().enumerate() {
             if let Some(b) = self.listen[..i]
                 .iter()
@@ -456,6 +459,39 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// `admin.auth`: well formed, and present whenever the admin listener is reachable from
+    /// other hosts (anything that reaches it could otherwise read profiles and telemetry).
+    fn validate_admin_auth(
+        &self,
+        text: &str,
+        file: &str,
+        invalid: &dyn Fn(&str, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        let admin = self.admin.listen.0;
+        match &self.admin.auth {
+            Some(auth) => auth.validate().map_err(|(key, message)| {
+                let key = if key.is_empty() {
+                    "admin.auth".to_string()
+                } else {
+                    format!("admin.auth.{key}")
+                };
+                invalid(&key, message)
+            }),
+            None if !admin.ip().is_loopback() => {
+                // The key to add is `admin.auth`; point at `admin.listen`, which is written.
+                let (line, column) = locate_key(text, "admin.listen");
+                Err(ConfigError::Invalid {
+                    file: file.to_string(),
+                    line,
+                    column,
+                    key: "admin.auth".into(),
+                    message: format!("the admin listener {admin} is not a loopback address, so `admin.auth` is required: add `auth: {{ bearer: {{ env: GK_ADMIN_TOKEN }} }}` (or `basic: {{ user: NAME, password: {{ env: NAME }} }}`) under `admin:`, or listen on 127.0.0.1"),
+                })
+            }
+            None => Ok(()),
+        }
     }
 
     /// Whether the store is PostgreSQL (else the embedded SQLite file).

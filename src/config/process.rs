@@ -68,6 +68,11 @@ pub struct AdminConfig {
     /// check a deployment. Off in production (restart to change).
     #[serde(default)]
     pub debug_telemetry: bool,
+    /// The credential the admin listener asks for on everything but `/healthz` and `/readyz`
+    /// (the console, `/__gk/analyze`, `/debug/telemetry`, and `/metrics` unless opened).
+    /// Required when `listen` is not a loopback address.
+    #[serde(default)]
+    pub auth: Option<AdminAuthConfig>,
 }
 
 impl Default for AdminConfig {
@@ -75,6 +80,7 @@ impl Default for AdminConfig {
         AdminConfig {
             listen: defaults::admin_listen(),
             debug_telemetry: false,
+            auth: None,
         }
     }
 }

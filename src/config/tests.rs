@@ -439,3 +439,75 @@ fn oidc_mistakes_are_reported_at_their_key() {
         "a missing issuer is named: {key}"
     );
 }
+
+const ADMIN_TOKEN_ENV: &str = "GK_UNIT_TEST_ADMIN_TOKEN";
+
+fn with_admin_token() {
+    with_secret();
+    unsafe { std::env::set_var(ADMIN_TOKEN_ENV, "admin-token-9f8e7d6c5b4a3210zyxwvuts") };
+}
+
+#[test]
+fn an_admin_listener_off_loopback_needs_admin_auth() {
+    let text = format!("{}admin:\n  listen: \"0.0.0.0:9090\"\n", minimal());
+    let (line, column, key, message) = error_of(&text);
+    assert_eq!(key, "admin.auth");
+    assert_eq!((line, column), (6, 3), "points at admin.listen");
+    assert!(message.contains("loopback"), "{message}");
+    assert!(message.contains("bearer"), "{message}");
+}
+
+#[test]
+fn admin_auth_takes_a_bearer_token_or_a_basic_password_from_secrets() {
+    with_admin_token();
+    let text = format!(
+        "{}admin:\n  listen: \"0.0.0.0:9090\"\n  auth:\n    bearer: {{ env: {ADMIN_TOKEN_ENV} }}\n    basic: {{ user: ops, password: {{ env: {ADMIN_TOKEN_ENV} }} }}\n    metrics: open\n",
+        minimal()
+    );
+    let config = Config::parse(&text, "test.yaml").unwrap();
+    let auth = config.admin.auth.as_ref().unwrap();
+    assert!(auth.bearer.is_some());
+    assert_eq!(auth.basic.as_ref().unwrap().user, "ops");
+    assert_eq!(auth.metrics, MetricsAccess::Open);
+    // Loopback without auth stays valid (the default listener).
+    assert!(Config::parse(&minimal(), "test.yaml")
+        .unwrap()
+        .admin
+        .auth
+        .is_none());
+}
+
+#[test]
+fn admin_auth_without_a_credential_or_with_a_bad_user_is_refused() {
+    with_admin_token();
+    let text = format!("{}admin:\n  auth:\n    metrics: open\n", minimal());
+    let (line, _column, key, message) = error_of(&text);
+    assert_eq!(key, "admin.auth");
+    assert_eq!(line, 6);
+    assert!(message.contains("bearer"), "{message}");
+
+    let text = format!(
+        "{}admin:\n  auth:\n    basic: {{ user: \"a:b\", password: {{ env: {ADMIN_TOKEN_ENV} }} }}\n",
+        minimal()
+    );
+    let (_line, _column, key, message) = error_of(&text);
+    assert_eq!(key, "admin.auth.basic.user");
+    assert!(message.contains("':'"), "{message}");
+
+    // A weak token is refused like any secret, naming its key and never its value.
+    unsafe {
+        std::env::set_var(
+            "GK_UNIT_TEST_WEAK_ADMIN",
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        )
+    };
+    let text = format!(
+        "{}admin:\n  auth:\n    bearer: {{ env: GK_UNIT_TEST_WEAK_ADMIN }}\n",
+        minimal()
+    );
+    let (line, _column, key, message) = error_of(&text);
+    assert_eq!(key, "admin.auth.bearer");
+    assert_eq!(line, 7);
+    assert!(message.contains("too weak"), "{message}");
+    assert!(!message.contains("aaaaaaaa"), "{message}");
+}

@@ -1,7 +1,7 @@
 //! A diagnostic window onto the last few login submits' telemetry, for operators checking a
 //! new deployment and for end-to-end tests. Off unless `admin.debug_telemetry: true`; shown
 //! only on the private admin listener; holds a bounded number of entries in memory only.
-//! Payloads hold timings and key classes, never key identities or field values.
+//! Payloads hold timings and key classes, never key identities, field values or page tokens.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -32,11 +32,16 @@ impl TelemetryInbox {
         if !self.enabled {
             return;
         }
-        let payload = outcome
+        let mut payload = outcome
             .payload
             .as_deref()
             .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
             .unwrap_or(serde_json::Value::Null);
+        // The page token is what would let a reader replay the payload while it is fresh:
+        // it is never kept here.
+        if let Some(object) = payload.as_object_mut() {
+            object.remove("tk");
+        }
         let entry = serde_json::json!({
             "route": outcome.route,
             "transport": outcome.transport.map(|t| t.as_str()),

@@ -11,13 +11,15 @@
 //! except `forget`, which turns a user's events into anonymous counts. Every value it accepts
 //! and every list it returns is bounded.
 //!
-//! One file per thing kept: `users`, `logins`, `models`, `factors` (TOTP secrets), `audit`,
+//! One file per thing kept: `users`, `logins`, `models`, `factors` (TOTP secrets), `audit`
+//! (and `audit_period`, the trail read by time for the console),
 //! and `profiles` (a user's whole profile: show, reset, forget, retention); `schema` creates
 //! and migrates the tables, `keys` derives user keys and seals secrets.
 
 mod audit;
 mod audit_logins;
 pub use audit_logins::{LoginRecord, LoginRecordQuery};
+mod audit_period;
 mod error;
 mod factors;
 mod invitations;

@@ -34,7 +34,7 @@ const MEDIAN_TOLERANCE: f64 = 15.0;
 const SINGLE_TOLERANCE: f64 = 40.0;
 
 /// One Chromium at a time: parallel browsers on a 2-core machine distort the timings.
-static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));

@@ -16,6 +16,7 @@ mod audit;
 mod browser;
 mod capture;
 mod cli;
+mod console;
 mod decision;
 mod deploy;
 mod edge;

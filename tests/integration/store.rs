@@ -496,6 +496,76 @@ async fn audit_events_are_append_only() {
     }
 }
 
+/// The console reads the trail by period, newest first, one bounded page at a time, and
+/// counts enrolled users; on both backends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_events_are_read_by_period_in_pages_and_enrolled_users_counted() {
+    for db in backends_with(StoreConfig {
+        enrollment_logins: 2,
+        ..config()
+    })
+    .await
+    {
+        let store = db.open().await;
+        for n in 0..3 {
+            store
+                .append_audit(None, "login.decision", &serde_json::json!({ "n": n }))
+                .await
+                .unwrap();
+        }
+        let raw = db.raw().await;
+        // A record of long ago, outside the period.
+        sqlx::query("INSERT INTO audit_events (at, kind, detail) VALUES ($1, $2, $3)")
+            .bind(1_000i64)
+            .bind("login.decision")
+            .bind("{\"n\":-1}")
+            .execute(&raw)
+            .await
+            .unwrap();
+        raw.close().await;
+        let now = SystemTime::now();
+        let (from, to) = (
+            now - Duration::from_secs(3600),
+            now + Duration::from_secs(60),
+        );
+        let first = store.audit_between(from, to, None, 2).await.unwrap();
+        let seen: Vec<i64> = first
+            .iter()
+            .map(|e| e.detail["n"].as_i64().unwrap())
+            .collect();
+        assert_eq!(seen, [2, 1], "{:?}: newest first", db.backend);
+        let rest = store
+            .audit_between(from, to, Some(first[1].id), 2)
+            .await
+            .unwrap();
+        assert_eq!(rest.len(), 1, "{:?}", db.backend);
+        assert_eq!(rest[0].detail["n"], 0);
+        assert!(store
+            .audit_between(from, to, Some(rest[0].id), 2)
+            .await
+            .unwrap()
+            .is_empty());
+        let all = store
+            .audit_between(SystemTime::UNIX_EPOCH, to, None, 100_000)
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 4, "the old record is in the whole trail");
+
+        for _ in 0..2 {
+            store
+                .record_login("erin", login(Outcome::Verified, 0.1))
+                .await
+                .unwrap();
+        }
+        store
+            .record_login("frank", login(Outcome::Verified, 0.1))
+            .await
+            .unwrap();
+        assert_eq!(store.count_enrolled().await.unwrap(), 1, "{:?}", db.backend);
+        assert_eq!(store.count_users().await.unwrap(), 2);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn totp_secret_is_not_stored_in_clear() {
     let secret = b"0123456789abcdefghij".to_vec();

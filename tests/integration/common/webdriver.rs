@@ -339,6 +339,16 @@ impl Session {
         .await;
     }
 
+    /// Resizes the window (CSS pixels), e.g. to a phone's 375 px width.
+    pub async fn set_window_size(&self, width: u32, height: u32) {
+        self.call(
+            reqwest::Method::POST,
+            "/window/rect",
+            Some(json!({ "width": width, "height": height })),
+        )
+        .await;
+    }
+
     pub async fn quit(&self) {
         let _ = self.http.delete(&self.base).send().await;
     }
