@@ -891,6 +891,9 @@ pub struct RouteAnswers {
     warned: bool,
 }
 
+/// How often settled hours of the audit trail are packed, and how far back.
+const PACK_PERIOD: Duration = Duration::from_secs(600);
+const PACKED_SPAN: Duration = Duration::from_secs(31 * 86_400);
 /// How often the gauges that need counting (held logins, the page-token replay memory) are set.
 pub(crate) const GAUGE_PERIOD: Duration = Duration::from_secs(5);
 
@@ -1072,6 +1075,24 @@ impl Assembly {
                 .build(),
         });
         services.spawn_held_sweeper(dropped_rx, metrics.clone());
+        // Settled hours of the audit trail packed as they close, so the console and
+        // `policy what-if` find a week (or a month) read in a few hundred values.
+        crate::runtime::spawn_every(background.handle(), &services, PACK_PERIOD, |services| {
+            let store = services.store.clone();
+            async move {
+                let now = crate::runtime::unix_millis(SystemTime::now());
+                let from = now.saturating_sub(PACKED_SPAN.as_millis() as u64);
+                match store.pack_login_hours(from as i64, now as i64).await {
+                    Ok(0) => {}
+                    Ok(packed) => {
+                        tracing::debug!(packed, "packed settled hours of the audit trail")
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot pack settled hours of the audit trail; the console and what-if read their rows (slower) until a later attempt")
+                    }
+                }
+            }
+        });
         let gauge = metrics.page_tokens_remembered.clone();
         crate::runtime::spawn_every(background.handle(), &tokens, GAUGE_PERIOD, move |tokens| {
             gauge.set(tokens.remembered() as i64);

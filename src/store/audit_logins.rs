@@ -34,6 +34,34 @@ pub(super) struct LoginColumns<'a> {
     mode: Option<&'a str>,
     outcome: Option<&'a str>,
     challenge: Option<&'a str>,
+    reasons: Option<String>,
+}
+
+/// Separates a record's reason labels in the `reasons` column.
+pub const REASON_SEPARATOR: char = '\u{1e}';
+
+/// The labels of a record's reasons (its `reasons` list): `code`, or `code: feature` for a
+/// feature's deviation; at most 16, each part cut to 48 characters. Never a value or a user's
+/// range: what the console shows and the `reasons` column keeps.
+pub fn reason_labels(reasons: Option<&serde_json::Value>) -> Vec<String> {
+    let Some(items) = reasons.and_then(|r| r.as_array()) else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .take(16)
+        .filter_map(|r| {
+            let code = r.get("code")?.as_str()?;
+            let mut label: String = code.chars().take(48).collect();
+            if let Some(feature) = r.get("feature").and_then(|f| f.as_str()) {
+                if !feature.is_empty() {
+                    label.push_str(": ");
+                    label.extend(feature.chars().take(48));
+                }
+            }
+            Some(label)
+        })
+        .collect()
 }
 
 /// The columns of `record`, when it is a login record.
@@ -83,11 +111,15 @@ pub(super) fn login_columns<'a>(record: &NewAuditRecord<'a>) -> Option<LoginColu
         mode: text("mode"),
         outcome: text("outcome"),
         challenge: text("challenge"),
+        reasons: {
+            let labels = reason_labels(detail.get("reasons"));
+            (!labels.is_empty()).then(|| labels.join(&REASON_SEPARATOR.to_string()))
+        },
     })
 }
 
 /// Parameters per row of [`insert_login_rows`].
-const COLUMNS: usize = 19;
+const COLUMNS: usize = 20;
 
 /// Inserts the rows of login records just stored (each finds its event by its record id); a
 /// record delivered twice keeps its first row.
@@ -123,7 +155,7 @@ where
     let sql = format!(
         "INSERT INTO audit_logins (event_id, at, kind, incident, user_key, app, route, finding, \
          regulation, risk, model_risk, floors, factor, unheld, decision, rule, mode, outcome, \
-         challenge) VALUES {values} ON CONFLICT (event_id) DO NOTHING"
+         challenge, reasons) VALUES {values} ON CONFLICT (event_id) DO NOTHING"
     );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for (record, c) in rows {
@@ -147,7 +179,8 @@ where
             .bind(text(c.rule))
             .bind(text(c.mode))
             .bind(text(c.outcome))
-            .bind(text(c.challenge));
+            .bind(text(c.challenge))
+            .bind(c.reasons.clone());
     }
     query
         .execute(executor)
@@ -190,12 +223,18 @@ pub struct LoginRecord<'r> {
     pub mode: Option<&'r str>,
     pub outcome: Option<&'r str>,
     pub challenge: Option<&'r str>,
+    /// The reason labels ([`reason_labels`]), separated by [`REASON_SEPARATOR`].
+    pub reasons: Option<&'r str>,
 }
 
 impl Store {
     /// Hands every login record of `query`'s window (and app and route) to `visit`, in no
-    /// particular order, streaming: memory does not grow with the window. `visit` stops the
-    /// read by returning an error, which is returned. Returns how many records were read.
+    /// particular order, streaming: memory does not grow with the window (past one hour's
+    /// pack). `visit` stops the read by returning an error, which is returned. Returns how
+    /// many records were read.
+    ///
+    /// Whole settled hours are read from their packs (`audit_packs`), building the missing
+    /// ones on the way; the window's ragged ends and the open hour from the rows.
     pub async fn each_login_record<E>(
         &self,
         query: &LoginRecordQuery,
@@ -204,43 +243,93 @@ impl Store {
     where
         E: From<StoreError>,
     {
-        // The text fields travel as one value, separated by the unit separator (which no
-        // audit field holds: records are cut of control characters): a value is a conversion
-        // and an allocation per row in the driver, and a week of a busy trail is a million
-        // rows. The incident only matters to a challenged login's two records.
-        let sep = match self.backend {
-            Backend::Sqlite => "char(31)",
-            Backend::Postgres => "chr(31)",
-        };
-        let packed = PACKED_FIELDS
-            .iter()
-            .map(|f| format!("COALESCE({f}, '')"))
-            .collect::<Vec<_>>()
-            .join(&format!(" || {sep} || "));
-        let mut sql = format!(
-            "SELECT at, user_key, risk, model_risk, {packed} AS packed \
-             FROM audit_logins WHERE at >= $1 AND at < $2"
+        let hours =
+            audit_packs::packable_hours(query.from_ms, query.to_ms, millis(SystemTime::now()));
+        if hours.is_empty() {
+            return self
+                .each_login_row(query.from_ms, query.to_ms, query, &mut visit)
+                .await;
+        }
+        let (packed_from, packed_to) = (
+            hours.start.saturating_mul(audit_packs::HOUR_MS),
+            hours.end.saturating_mul(audit_packs::HOUR_MS),
         );
-        if query.app.is_some() {
-            sql.push_str(" AND app = $3");
+        let mut read = self
+            .each_login_row(query.from_ms, packed_from, query, &mut visit)
+            .await?;
+        read += self
+            .each_login_row(packed_to, query.to_ms, query, &mut visit)
+            .await?;
+        let wanted = |r: &LoginRecord<'_>| {
+            query.app.as_deref().is_none_or(|a| r.app == Some(a))
+                && query.route.as_deref().is_none_or(|a| r.route == Some(a))
+        };
+        let mut unreadable = Vec::new();
+        let mut packed = std::collections::HashSet::new();
+        self.each_pack(hours.clone(), |hour, pack| -> Result<(), E> {
+            match audit_packs::unpack(hour, pack) {
+                Ok(records) => {
+                    packed.insert(hour);
+                    for record in records.iter().filter(|r| wanted(r)) {
+                        visit(record)?;
+                        read += 1;
+                    }
+                }
+                Err(why) => unreadable.push((hour, why)),
+            }
+            Ok(())
+        })
+        .await?;
+        for (hour, why) in unreadable {
+            tracing::warn!(hour, reason = why.0, "an hour's audit pack cannot be read; that hour is read from its rows and packed again");
         }
-        if query.route.is_some() {
-            sql.push_str(if query.app.is_some() {
-                " AND route = $4"
-            } else {
-                " AND route = $3"
-            });
+        // The hours without a (readable) pack: packed now, from their rows, and read from the
+        // pack so built (a consistent read of the hour). An hour without records gets an
+        // empty pack, so it costs nothing the next time.
+        for hour in hours.filter(|h| !packed.contains(h)) {
+            let (pack, _) = self.build_pack(hour).await?;
+            match audit_packs::unpack(hour, &pack) {
+                Ok(records) => {
+                    for record in records.iter().filter(|r| wanted(r)) {
+                        visit(record)?;
+                        read += 1;
+                    }
+                }
+                // A pack just written by this code always reads back; should it not, the
+                // hour's rows are still there to read.
+                Err(_) => {
+                    let from = hour.saturating_mul(audit_packs::HOUR_MS);
+                    read += self
+                        .each_login_row(from, from + audit_packs::HOUR_MS, query, &mut visit)
+                        .await?;
+                }
+            }
         }
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(query.from_ms)
-            .bind(query.to_ms);
-        if let Some(app) = &query.app {
-            q = q.bind(app.clone());
+        Ok(read)
+    }
+
+    /// The rows of `[from_ms, to_ms)` (and `query`'s app and route), each handed to `visit`.
+    async fn each_login_row<E>(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        query: &LoginRecordQuery,
+        visit: &mut impl FnMut(&LoginRecord<'_>) -> Result<(), E>,
+    ) -> Result<u64, E>
+    where
+        E: From<StoreError>,
+    {
+        if from_ms >= to_ms {
+            return Ok(0);
         }
-        if let Some(route) = &query.route {
-            q = q.bind(route.clone());
-        }
-        let mut rows = q.fetch(&self.pool);
+        let mut rows = select_login_rows(
+            self.backend,
+            from_ms,
+            to_ms,
+            query.app.as_deref(),
+            query.route.as_deref(),
+        )
+        .fetch(&self.pool);
         let mut read = 0u64;
         let err = |source| StoreError::Database {
             op: "read audit login records",
@@ -255,8 +344,56 @@ impl Store {
     }
 }
 
+/// The query of the login rows of `[from_ms, to_ms)` (and an app and a route), in the
+/// columns [`login_record`] reads.
+pub(super) fn select_login_rows<'q>(
+    backend: Backend,
+    from_ms: i64,
+    to_ms: i64,
+    app: Option<&str>,
+    route: Option<&str>,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    // The text fields travel as one value, separated by the unit separator (which no
+    // audit field holds: records are cut of control characters): a value is a conversion
+    // and an allocation per row in the driver, and a week of a busy trail is a million
+    // rows. The incident only matters to a challenged login's two records.
+    let sep = match backend {
+        Backend::Sqlite => "char(31)",
+        Backend::Postgres => "chr(31)",
+    };
+    let packed = PACKED_FIELDS
+        .iter()
+        .map(|f| format!("COALESCE({f}, '')"))
+        .collect::<Vec<_>>()
+        .join(&format!(" || {sep} || "));
+    let mut sql = format!(
+        "SELECT at, user_key, risk, model_risk, {packed} AS packed \
+         FROM audit_logins WHERE at >= $1 AND at < $2"
+    );
+    if app.is_some() {
+        sql.push_str(" AND app = $3");
+    }
+    if route.is_some() {
+        sql.push_str(if app.is_some() {
+            " AND route = $4"
+        } else {
+            " AND route = $3"
+        });
+    }
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(from_ms)
+        .bind(to_ms);
+    if let Some(app) = app {
+        q = q.bind(app.to_string());
+    }
+    if let Some(route) = route {
+        q = q.bind(route.to_string());
+    }
+    q
+}
+
 /// The text fields of [`LoginRecord`], in the order they are packed.
-const PACKED_FIELDS: [&str; 13] = [
+const PACKED_FIELDS: [&str; 14] = [
     "kind",
     "CASE WHEN outcome = 'challenged' OR kind LIKE 'challenge.%' THEN incident END",
     "app",
@@ -270,9 +407,10 @@ const PACKED_FIELDS: [&str; 13] = [
     "rule",
     "mode",
     "outcome || CASE WHEN challenge IS NULL THEN '' ELSE '/' || challenge END",
+    "reasons",
 ];
 
-fn login_record(r: &AnyRow) -> Result<LoginRecord<'_>, sqlx::Error> {
+pub(super) fn login_record(r: &AnyRow) -> Result<LoginRecord<'_>, sqlx::Error> {
     let packed: &str = r.try_get(4)?;
     let mut parts = packed.split('\u{1f}');
     let mut next = || parts.next().filter(|p| !p.is_empty());
@@ -310,5 +448,6 @@ fn login_record(r: &AnyRow) -> Result<LoginRecord<'_>, sqlx::Error> {
         mode,
         outcome,
         challenge,
+        reasons: next(),
     })
 }

@@ -18,7 +18,8 @@
 
 mod audit;
 mod audit_logins;
-pub use audit_logins::{LoginRecord, LoginRecordQuery};
+mod audit_packs;
+pub use audit_logins::{reason_labels, LoginRecord, LoginRecordQuery, REASON_SEPARATOR};
 mod audit_period;
 mod error;
 mod factors;

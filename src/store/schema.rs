@@ -89,6 +89,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "audit logins",
         include_str!("../../migrations/sqlite/0010_audit_logins.sql"),
     ),
+    (
+        11,
+        "audit login packs",
+        include_str!("../../migrations/sqlite/0011_audit_login_packs.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -140,6 +145,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         10,
         "audit logins",
         include_str!("../../migrations/postgres/0010_audit_logins.sql"),
+    ),
+    (
+        11,
+        "audit login packs",
+        include_str!("../../migrations/postgres/0011_audit_login_packs.sql"),
     ),
 ];
 

@@ -384,6 +384,9 @@ async fn forget_leaves_nothing_identifiable() {
             [
                 "audit_events",
                 "audit_forgotten",
+                // Settled hours of `audit_logins`, packed: a trigger deletes an hour's pack
+                // with any of its rows (whatif::settled_hours_are_read_from_packs_...).
+                "audit_login_packs",
                 // The login records of `audit_events` as columns: deleted with them.
                 "audit_logins",
                 "factor_offers",

@@ -159,8 +159,13 @@ enum End {
     ChallengeFailed,
 }
 
-/// Writes the trail of the table through the audit worker.
+/// Writes the trail of the table through the audit worker, now.
 async fn write_trail(store: &Store, dir: &Path) {
+    write_trail_at(store, dir, None).await
+}
+
+/// Writes the trail of the table through the audit worker, stamped `at` (Unix ms) when given.
+async fn write_trail_at(store: &Store, dir: &Path, at: Option<u64>) {
     let auditor = Auditor::new(
         &AuditConfig {
             stream: AuditStream::Off,
@@ -281,7 +286,10 @@ async fn write_trail(store: &Store, dir: &Path) {
         };
         // Not a login record: never counted.
         records.push(AuditRecord::new("factor.offered", &incident));
-        for r in records {
+        for mut r in records {
+            if let Some(at) = at {
+                r.at = at;
+            }
             auditor.record(r);
         }
     }
@@ -422,6 +430,137 @@ async fn what_if_matches_a_hand_computed_replay_on_both_backends() {
         store.forget(&dave).await.unwrap();
         let report = whatif::replay(&store, &last_hour(), &tried).await.unwrap();
         assert_eq!(report.logins, 11, "{:?}", db.backend);
+        store.close().await;
+    }
+}
+
+/// The hour packs (`audit_login_packs`) a settled hour is read from: the same numbers as the
+/// rows, a late record or a forgotten user never answered from a stale pack, a damaged pack
+/// never used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settled_hours_are_read_from_packs_that_never_go_stale() {
+    use sqlx::Row;
+    std::env::set_var("GK_TEST_SECRET", common::SECRET);
+    for db in common::db::backends(StoreConfig::default(), "gk_packs").await {
+        let config = Config::parse(&config_text(db.dir.path()), "gk.yaml").unwrap();
+        let store = db.open().await;
+        let raw = db.raw().await;
+        let dave = store.ensure_user("dave").await.unwrap();
+        let hour = 3_600_000u64;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        // The middle of the hour three hours ago: settled, and whole inside the window.
+        let then = (now / hour - 3) * hour + hour / 2;
+        write_trail_at(&store, db.dir.path(), Some(then)).await;
+        let window = Selection {
+            from_ms: now - 5 * hour,
+            to_ms: now + 1,
+            app: None,
+            route: None,
+        };
+        let tried = PolicyOverrides::of(&config)
+            .with_keys(tried_keys())
+            .unwrap();
+        let packs = || async {
+            sqlx::query("SELECT hour, records FROM audit_login_packs ORDER BY hour")
+                .fetch_all(&raw)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| (r.get::<i64, _>(0), r.get::<i64, _>(1)))
+                .collect::<Vec<_>>()
+        };
+        assert!(packs().await.is_empty());
+
+        // The first what-if packs the window's settled hours (the empty ones too) ...
+        let first = whatif::replay(&store, &window, &tried).await.unwrap();
+        assert_hand_computed(&first);
+        let built = packs().await;
+        let packed_hour = (then / hour) as i64;
+        assert!(
+            built.contains(&(packed_hour, 18)),
+            "{:?}: {built:?}",
+            db.backend
+        );
+        assert!(built.iter().all(|(h, n)| *h == packed_hour || *n == 0));
+        // ... and the next reads them, with the same numbers; so does one route of them.
+        let again = whatif::replay(&store, &window, &tried).await.unwrap();
+        assert_eq!(again, first, "{:?}", db.backend);
+        let admin = Selection {
+            route: Some("admin".into()),
+            ..window.clone()
+        };
+        let report = whatif::replay(&store, &admin, &tried).await.unwrap();
+        assert_eq!((report.records, report.logins), (1, 1));
+        assert_eq!(
+            store.pack_login_hours(0, (now + 1) as i64).await.unwrap(),
+            0,
+            "nothing left to pack"
+        );
+
+        // A record arriving late for a packed hour: its pack goes, the next read has it.
+        let auditor_dir = tempfile::tempdir().unwrap();
+        let auditor = Auditor::new(
+            &AuditConfig {
+                stream: AuditStream::Off,
+                ..AuditConfig::default()
+            },
+            store.clone(),
+            auditor_dir.path(),
+            Metrics::new().audit,
+        )
+        .unwrap();
+        let late = Rec::scored("grace", 0.1, "allow", "allow_below");
+        let mut record = late.record(&store, &new_incident(), "login.outcome", "verified");
+        record.at = then + 60_000;
+        auditor.record(record);
+        auditor.flush().await;
+        assert!(!packs().await.iter().any(|(h, _)| *h == packed_hour));
+        let report = whatif::replay(&store, &window, &tried).await.unwrap();
+        assert_eq!(
+            (report.records, report.logins),
+            (19, first.logins + 1),
+            "{:?}",
+            db.backend
+        );
+        assert!(packs().await.contains(&(packed_hour, 19)));
+
+        // Forgetting a user leaves no pack holding their records.
+        store.forget(&dave).await.unwrap();
+        let dave_key = store.user_key("dave").unwrap();
+        for row in sqlx::query("SELECT pack FROM audit_login_packs")
+            .fetch_all(&raw)
+            .await
+            .unwrap()
+        {
+            let pack: Vec<u8> = row.get(0);
+            assert!(
+                !pack.windows(32).any(|w| w == dave_key.as_bytes()),
+                "{:?}: a pack still holds the forgotten user",
+                db.backend
+            );
+        }
+        let report = whatif::replay(&store, &window, &tried).await.unwrap();
+        assert_eq!(report.logins, first.logins + 1 - 2, "{:?}", db.backend);
+
+        // A damaged pack is never used: its hour is read from the rows and packed again.
+        store.pack_login_hours(0, (now + 1) as i64).await.unwrap();
+        sqlx::query("UPDATE audit_login_packs SET pack = $1 WHERE hour = $2")
+            .bind(b"GKP1\xff".to_vec())
+            .bind(packed_hour)
+            .execute(&raw)
+            .await
+            .unwrap();
+        let repaired = whatif::replay(&store, &window, &tried).await.unwrap();
+        assert_eq!(repaired, report, "{:?}", db.backend);
+        let (_, records) = packs()
+            .await
+            .into_iter()
+            .find(|(h, _)| *h == packed_hour)
+            .unwrap();
+        assert_eq!(records, 17, "{:?}: packed again", db.backend);
         store.close().await;
     }
 }

@@ -1,18 +1,18 @@
 //! What the overview adds up: the logins of a period (one per incident reference), by decision
 //! over time, their risks split by what became of them, reasons, challenges and the users
-//! challenged most. Read from the audit trail in bounded pages, at most [`MAX_RECORDS`] records
-//! (newest first); the overview says when a period held more.
+//! challenged most. Read from the audit trail's login records (`Store::each_login_record`: the
+//! settled hours from their packs, so a week of a million records is read in well under a
+//! second), at most [`MAX_RECORDS`]; the overview says when a period held more.
 //!
-//! The one place the console aggregates: when the audit trail gets a summary table, these
-//! functions read it instead and the pages stay as they are.
+//! The one place the console aggregates.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
-use crate::store::{AuditEvent, Store, StoreError};
+use crate::store::{LoginRecord, LoginRecordQuery, Store, StoreError, REASON_SEPARATOR};
 
 /// Most audit records one overview reads.
-pub(super) const MAX_RECORDS: usize = 20_000;
+pub(super) const MAX_RECORDS: usize = 20_000_000;
 /// Histogram bins over risks 0 to 1.
 pub(super) const RISK_BINS: usize = 20;
 /// Longest lists (reasons, users).
@@ -82,31 +82,43 @@ impl Challenges {
     }
 }
 
-/// Reads the period's records (bounded) and adds them up.
-pub(super) async fn overview(store: &Store, filter: &Filter) -> Result<Overview, StoreError> {
-    let mut events = Vec::new();
-    let mut before = None;
-    let mut truncated = false;
-    loop {
-        let page = store
-            .audit_between(filter.from, filter.to, before, crate::store::MAX_PAGE)
-            .await?;
-        let Some(last) = page.last() else {
-            break;
-        };
-        before = Some(last.id);
-        let full = page.len() == crate::store::MAX_PAGE;
-        events.extend(page);
-        if events.len() >= MAX_RECORDS {
-            truncated = full;
-            events.truncate(MAX_RECORDS);
-            break;
-        }
-        if !full {
-            break;
-        }
+/// Why reading stopped early.
+enum Stop {
+    Store(StoreError),
+    Full,
+}
+
+impl From<StoreError> for Stop {
+    fn from(e: StoreError) -> Stop {
+        Stop::Store(e)
     }
-    let mut overview = summarise(&events, filter);
+}
+
+/// Reads the period's login records (at most [`MAX_RECORDS`]) and adds them up.
+pub(super) async fn overview(store: &Store, filter: &Filter) -> Result<Overview, StoreError> {
+    let query = LoginRecordQuery {
+        from_ms: i64::try_from(millis(filter.from)).unwrap_or(i64::MAX),
+        to_ms: i64::try_from(millis(filter.to)).unwrap_or(i64::MAX),
+        // Filtered here, where a record without an app is the `default` app's.
+        app: None,
+        route: None,
+    };
+    let mut summary = Summary::new(filter);
+    let read = store
+        .each_login_record(&query, |record| {
+            if summary.records >= MAX_RECORDS {
+                return Err(Stop::Full);
+            }
+            summary.add(record);
+            Ok(())
+        })
+        .await;
+    let truncated = match read {
+        Ok(_) => false,
+        Err(Stop::Full) => true,
+        Err(Stop::Store(e)) => return Err(e),
+    };
+    let mut overview = summary.finish();
     overview.truncated = truncated;
     Ok(overview)
 }
@@ -117,63 +129,111 @@ struct Login {
     first_at: u64,
     decision: Option<usize>,
     risk: Option<f64>,
-    reasons: Vec<String>,
+    /// Labels separated by [`REASON_SEPARATOR`].
+    reasons: Option<String>,
     outcome: Option<(u64, String)>,
     challenge: Option<String>,
-    user: Option<String>,
+    user: Option<Vec<u8>>,
 }
 
-/// Adds up `events` (any order) for `filter`: pure, so it is tested without a store.
-pub(super) fn summarise(events: &[AuditEvent], filter: &Filter) -> Overview {
-    let from = millis(filter.from);
-    let to = millis(filter.to).max(from + 1);
-    let bins = filter.bins.clamp(1, 60);
-    let mut logins: HashMap<&str, Login> = HashMap::new();
-    let mut newest = None;
-    for event in events {
-        let d = &event.detail;
-        let Some(decision) = d.get("decision").and_then(|v| v.as_str()) else {
-            continue; // not about a login's decision (alert deliveries, enrolments)
-        };
-        let Some(incident) = event.incident.as_deref() else {
-            continue;
-        };
-        let app = d.get("app").and_then(|v| v.as_str()).unwrap_or("default");
-        let route = d.get("route").and_then(|v| v.as_str()).unwrap_or("");
-        if filter.app.as_deref().is_some_and(|a| a != app)
-            || filter.route.as_deref().is_some_and(|r| r != route)
-        {
-            continue;
+/// The period's numbers as its login records are added (any order): pure, so it is tested
+/// without a store. A login of one record is counted at once; a challenged login's records
+/// (which share an incident reference) are joined first.
+pub(super) struct Summary<'f> {
+    filter: &'f Filter,
+    from: u64,
+    to: u64,
+    bins: usize,
+    records: usize,
+    challenged_logins: HashMap<String, Login>,
+    o: Overview,
+    outcomes: HashMap<String, u64>,
+    reasons: HashMap<String, u64>,
+    challenged: HashMap<Vec<u8>, u64>,
+}
+
+/// Adds one to `name`'s count, allocating only for a name not seen before.
+fn bump(counts: &mut HashMap<String, u64>, name: &str) {
+    match counts.get_mut(name) {
+        Some(n) => *n += 1,
+        None => {
+            counts.insert(name.to_string(), 1);
         }
-        let at = millis(event.at);
-        newest = newest.max(Some(event.at));
-        let login = logins.entry(incident).or_insert_with(|| Login {
-            first_at: at,
-            ..Login::default()
-        });
+    }
+}
+
+impl<'f> Summary<'f> {
+    pub(super) fn new(filter: &'f Filter) -> Summary<'f> {
+        let from = millis(filter.from);
+        let bins = filter.bins.clamp(1, 60);
+        Summary {
+            filter,
+            from,
+            to: millis(filter.to).max(from + 1),
+            bins,
+            records: 0,
+            challenged_logins: HashMap::new(),
+            o: Overview {
+                series: vec![[0; 3]; bins],
+                ..Overview::default()
+            },
+            outcomes: HashMap::new(),
+            reasons: HashMap::new(),
+            challenged: HashMap::new(),
+        }
+    }
+
+    pub(super) fn add(&mut self, r: &LoginRecord<'_>) {
+        self.records += 1;
+        let Some(decision) = r.decision else {
+            return; // an unanswered challenge's expiry: its decision record tells the login
+        };
+        let app = r.app.unwrap_or("default");
+        let route = r.route.unwrap_or("");
+        if self.filter.app.as_deref().is_some_and(|a| a != app)
+            || self.filter.route.as_deref().is_some_and(|a| a != route)
+        {
+            return;
+        }
+        let at = u64::try_from(r.at_ms).unwrap_or(0);
+        self.o.newest = self.o.newest.max(Some(at_millis(at)));
+        let Some(incident) = r.incident else {
+            let login = Login {
+                first_at: at,
+                decision: DECISIONS.iter().position(|d| *d == decision),
+                risk: r.risk,
+                reasons: r.reasons.map(str::to_string),
+                outcome: r.outcome.map(|o| (at, o.to_string())),
+                challenge: r.challenge.map(str::to_string),
+                user: r.user.map(<[u8]>::to_vec),
+            };
+            self.count(&login);
+            return;
+        };
+        let login = self
+            .challenged_logins
+            .entry(incident.to_string())
+            .or_insert_with(|| Login {
+                first_at: at,
+                ..Login::default()
+            });
         login.first_at = login.first_at.min(at);
         if login.decision.is_none() {
             login.decision = DECISIONS.iter().position(|d| *d == decision);
         }
         if login.risk.is_none() {
-            login.risk = d
-                .get("risk")
-                .and_then(|v| v.as_f64())
-                .filter(|r| r.is_finite());
+            login.risk = r.risk;
         }
-        if login.reasons.is_empty() {
-            login.reasons = reason_labels(d.get("reasons"));
+        if login.reasons.is_none() {
+            login.reasons = r.reasons.map(str::to_string);
         }
         if login.user.is_none() {
-            login.user = d
-                .get("user_key")
-                .and_then(|v| v.as_str())
-                .map(str::to_string);
+            login.user = r.user.map(<[u8]>::to_vec);
         }
-        if let Some(challenge) = d.get("challenge").and_then(|v| v.as_str()) {
+        if let Some(challenge) = r.challenge {
             login.challenge = Some(challenge.to_string());
         }
-        if let Some(outcome) = d.get("outcome").and_then(|v| v.as_str()) {
+        if let Some(outcome) = r.outcome {
             // `challenged` is where a held login stands, not how it ended.
             let ends = outcome != "challenged";
             let later = login
@@ -186,30 +246,22 @@ pub(super) fn summarise(events: &[AuditEvent], filter: &Filter) -> Overview {
         }
     }
 
-    let mut o = Overview {
-        records: events.len(),
-        series: vec![[0; 3]; bins],
-        newest,
-        ..Overview::default()
-    };
-    let mut outcomes: HashMap<String, u64> = HashMap::new();
-    let mut reasons: HashMap<&str, u64> = HashMap::new();
-    let mut challenged: HashMap<&str, u64> = HashMap::new();
-    for login in logins.values() {
+    fn count(&mut self, login: &Login) {
         let Some(decision) = login.decision else {
-            continue;
+            return;
         };
+        let o = &mut self.o;
         o.logins += 1;
         o.decisions[decision] += 1;
-        let bin = ((login.first_at.saturating_sub(from)) as u128 * bins as u128
-            / (to - from) as u128) as usize;
-        o.series[bin.min(bins - 1)][decision] += 1;
+        let bin = ((login.first_at.saturating_sub(self.from)) as u128 * self.bins as u128
+            / (self.to - self.from) as u128) as usize;
+        o.series[bin.min(self.bins - 1)][decision] += 1;
         let outcome = login
             .outcome
             .as_ref()
             .map(|(_, o)| o.as_str())
             .unwrap_or("pending");
-        *outcomes.entry(outcome.to_string()).or_default() += 1;
+        bump(&mut self.outcomes, outcome);
         let histogram = match outcome {
             "verified" => Some(&mut o.genuine),
             "failed" | "challenge_failed" => Some(&mut o.failed),
@@ -223,8 +275,8 @@ pub(super) fn summarise(events: &[AuditEvent], filter: &Filter) -> Overview {
             (Some(_), None) => o.unscored += 1,
             (None, _) => {}
         }
-        for reason in &login.reasons {
-            *reasons.entry(reason).or_default() += 1;
+        for reason in login.reasons.iter().flat_map(|r| r.split(REASON_SEPARATOR)) {
+            bump(&mut self.reasons, reason);
         }
         if DECISIONS[decision] == "challenge" {
             match login.challenge.as_deref() {
@@ -234,37 +286,33 @@ pub(super) fn summarise(events: &[AuditEvent], filter: &Filter) -> Overview {
                 _ => o.challenges.pending += 1,
             }
             if let Some(user) = &login.user {
-                *challenged.entry(user).or_default() += 1;
+                *self.challenged.entry(user.clone()).or_default() += 1;
             }
         }
     }
-    o.outcomes = top(outcomes.into_iter(), usize::MAX);
-    o.reasons = top(reasons.into_iter().map(|(k, n)| (k.to_string(), n)), TOP);
-    o.challenged_users = top(challenged.into_iter().map(|(k, n)| (k.to_string(), n)), TOP);
-    o
+
+    pub(super) fn finish(mut self) -> Overview {
+        for login in std::mem::take(&mut self.challenged_logins).into_values() {
+            self.count(&login);
+        }
+        let mut o = self.o;
+        o.records = self.records;
+        o.outcomes = top(self.outcomes.into_iter(), usize::MAX);
+        o.reasons = top(self.reasons.into_iter(), TOP);
+        o.challenged_users = top(
+            self.challenged
+                .into_iter()
+                .map(|(k, n)| (hex::encode(k), n)),
+            TOP,
+        );
+        o
+    }
 }
 
 /// The labels of a record's reasons: `code`, or `code: feature` for a feature's deviation.
 /// Never a value or a user's range.
 pub(super) fn reason_labels(reasons: Option<&serde_json::Value>) -> Vec<String> {
-    let Some(items) = reasons.and_then(|r| r.as_array()) else {
-        return Vec::new();
-    };
-    items
-        .iter()
-        .take(16)
-        .filter_map(|r| {
-            let code = r.get("code")?.as_str()?;
-            let mut label: String = code.chars().take(48).collect();
-            if let Some(feature) = r.get("feature").and_then(|f| f.as_str()) {
-                if !feature.is_empty() {
-                    label.push_str(": ");
-                    label.extend(feature.chars().take(48));
-                }
-            }
-            Some(label)
-        })
-        .collect()
+    crate::store::reason_labels(reasons)
 }
 
 /// The `n` largest counts, largest first (ties by name, so pages are stable).
@@ -277,6 +325,10 @@ fn top(counts: impl Iterator<Item = (String, u64)>, n: usize) -> Vec<(String, u6
 
 fn millis(at: SystemTime) -> u64 {
     crate::runtime::unix_millis(at)
+}
+
+fn at_millis(ms: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
 }
 
 /// The period ending now that `name` stands for, with its number of chart bins.
@@ -294,26 +346,44 @@ pub(super) fn period(name: &str) -> Option<(Duration, usize)> {
 mod tests {
     use super::*;
     use serde_json::json;
-    use std::time::UNIX_EPOCH;
 
-    fn at_millis(ms: u64) -> SystemTime {
-        UNIX_EPOCH + Duration::from_millis(ms)
+    /// A login record as `audit_logins` gives it: the incident only on a challenge's records.
+    fn record(
+        at: u64,
+        kind: &'static str,
+        incident: Option<&'static str>,
+        decision: &'static str,
+        outcome: &'static str,
+    ) -> LoginRecord<'static> {
+        LoginRecord {
+            at_ms: at as i64,
+            kind,
+            incident,
+            user: None,
+            app: None,
+            route: Some("login"),
+            finding: None,
+            regulation: None,
+            risk: None,
+            model_risk: None,
+            floors: None,
+            factor: None,
+            unheld: false,
+            decision: Some(decision),
+            rule: None,
+            mode: None,
+            outcome: Some(outcome),
+            challenge: None,
+            reasons: None,
+        }
     }
 
-    fn event(
-        id: i64,
-        at: u64,
-        kind: &str,
-        incident: &str,
-        detail: serde_json::Value,
-    ) -> AuditEvent {
-        AuditEvent {
-            id,
-            at: at_millis(at),
-            kind: kind.into(),
-            incident: Some(incident.into()),
-            detail,
+    fn summarise(records: &[LoginRecord<'_>], filter: &Filter) -> Overview {
+        let mut summary = Summary::new(filter);
+        for r in records {
+            summary.add(r);
         }
+        summary.finish()
     }
 
     fn filter() -> Filter {
@@ -329,65 +399,71 @@ mod tests {
     #[test]
     fn logins_are_counted_once_per_incident_with_how_they_ended() {
         let t = 1_000_000;
-        let user = "ab".repeat(32);
-        let events = vec![
+        let user = [0xab; 32];
+        let records = vec![
             // Allowed, verified by the app.
-            event(
-                1,
-                t + 10,
-                "login.outcome",
-                "GK-A",
-                json!({"decision": "allow", "risk": 0.12, "outcome": "verified", "route": "login", "reasons": [{"code": "deviation", "feature": "key_flight", "usual": [1, 2], "value": 3}]}),
-            ),
+            LoginRecord {
+                risk: Some(0.12),
+                reasons: Some("deviation: key_flight"),
+                ..record(t + 10, "login.outcome", None, "allow", "verified")
+            },
             // Allowed, refused by the app.
-            event(
-                2,
-                t + 20,
-                "login.outcome",
-                "GK-B",
-                json!({"decision": "allow", "risk": 0.33, "outcome": "failed", "route": "login"}),
-            ),
+            LoginRecord {
+                risk: Some(0.33),
+                ..record(t + 20, "login.outcome", None, "allow", "failed")
+            },
             // Challenged (decision record), then passed.
-            event(
-                3,
-                t + 30,
-                "login.decision",
-                "GK-C",
-                json!({"decision": "challenge", "risk": 0.55, "outcome": "challenged", "route": "login", "user_key": user}),
-            ),
-            event(
-                4,
-                t + 900_000,
-                "challenge.passed",
-                "GK-C",
-                json!({"decision": "challenge", "risk": 0.55, "outcome": "verified", "challenge": "passed", "route": "login", "user_key": user}),
-            ),
+            LoginRecord {
+                risk: Some(0.55),
+                user: Some(&user),
+                ..record(
+                    t + 30,
+                    "login.decision",
+                    Some("GK-C"),
+                    "challenge",
+                    "challenged",
+                )
+            },
+            LoginRecord {
+                risk: Some(0.55),
+                user: Some(&user),
+                challenge: Some("passed"),
+                ..record(
+                    t + 900_000,
+                    "challenge.passed",
+                    Some("GK-C"),
+                    "challenge",
+                    "verified",
+                )
+            },
             // Challenged, never answered yet.
-            event(
-                5,
-                t + 40,
-                "login.decision",
-                "GK-D",
-                json!({"decision": "challenge", "outcome": "challenged", "route": "api", "user_key": user}),
-            ),
+            LoginRecord {
+                user: Some(&user),
+                route: Some("api"),
+                ..record(
+                    t + 40,
+                    "login.decision",
+                    Some("GK-D"),
+                    "challenge",
+                    "challenged",
+                )
+            },
             // Blocked.
-            event(
-                6,
-                t + 3_599_999,
-                "login.decision",
-                "GK-E",
-                json!({"decision": "block", "risk": 0.97, "outcome": "blocked", "route": "login", "reasons": [{"code": "synthetic_input"}]}),
-            ),
-            // Not a login decision.
-            event(
-                7,
-                t + 50,
-                "alert.delivery_failed",
-                "GK-F",
-                json!({"event": "block"}),
-            ),
+            LoginRecord {
+                risk: Some(0.97),
+                reasons: Some("synthetic_input\u{1e}deviation: key_flight"),
+                ..record(t + 3_599_999, "login.decision", None, "block", "blocked")
+            },
+            // An expiry record without a decision tells nothing of its own.
+            LoginRecord {
+                decision: None,
+                outcome: None,
+                challenge: Some("expired"),
+                ..record(t + 50, "challenge.expired", Some("GK-F"), "", "")
+            },
         ];
-        let o = summarise(&events, &filter());
+        let o = summarise(&records, &filter());
+        assert_eq!(o.records, 7);
         assert_eq!(o.logins, 5);
         assert_eq!(o.decisions, [2, 2, 1]);
         assert_eq!(o.series[0], [2, 2, 0], "the first 5 minutes");
@@ -415,21 +491,32 @@ mod tests {
             }
         );
         assert_eq!(o.challenges.pass_rate(), Some(100.0));
-        assert_eq!(o.challenged_users, vec![(user, 2)]);
-        assert!(o.reasons.contains(&("deviation: key_flight".into(), 1)));
-        assert!(o.reasons.contains(&("synthetic_input".into(), 1)));
+        assert_eq!(o.challenged_users, vec![("ab".repeat(32), 2)]);
+        assert_eq!(
+            o.reasons,
+            vec![
+                ("deviation: key_flight".to_string(), 2),
+                ("synthetic_input".to_string(), 1)
+            ]
+        );
+        assert_eq!(o.newest, Some(at_millis(t + 3_599_999)));
 
         let only_api = Filter {
             route: Some("api".into()),
             ..filter()
         };
-        let o = summarise(&events, &only_api);
+        let o = summarise(&records, &only_api);
         assert_eq!((o.logins, o.decisions), (1, [0, 1, 0]));
+        let default_app = Filter {
+            app: Some("default".into()),
+            ..filter()
+        };
+        assert_eq!(summarise(&records, &default_app).logins, 5);
         let other_app = Filter {
             app: Some("shop".into()),
             ..filter()
         };
-        assert_eq!(summarise(&events, &other_app).logins, 0);
+        assert_eq!(summarise(&records, &other_app).logins, 0);
     }
 
     #[test]
