@@ -12,10 +12,12 @@ UPDATE audit_logins SET reasons = (
                         || CASE WHEN coalesce(json_extract(r.value, '$.feature'), '') <> ''
                                 THEN ': ' || substr(json_extract(r.value, '$.feature'), 1, 48)
                                 ELSE '' END, char(30))
-    FROM audit_events AS e, json_each(e.detail, '$.reasons') AS r
-    WHERE e.id = audit_logins.event_id AND json_valid(e.detail)
-      AND json_type(e.detail, '$.reasons') = 'array'
-      AND json_type(r.value, '$.code') = 'text'
+    FROM json_each((
+        SELECT CASE WHEN json_valid(e.detail) AND json_type(e.detail, '$.reasons') = 'array'
+                    THEN json_extract(e.detail, '$.reasons') ELSE '[]' END
+        FROM audit_events AS e WHERE e.id = audit_logins.event_id
+    )) AS r
+    WHERE r.type = 'object' AND json_type(r.value, '$.code') = 'text'
 );
 CREATE TABLE audit_login_packs (
     hour    INTEGER PRIMARY KEY,  -- at / 3600000

@@ -12,7 +12,8 @@
 //! and every list it returns is bounded.
 //!
 //! One file per thing kept: `users`, `logins`, `models`, `factors` (TOTP secrets), `audit`
-//! (and `audit_period`, the trail read by time for the console),
+//! (and `audit_period`, the trail read by time; `audit_logins`, login records as columns for
+//! what-if and the console; `audit_packs`, their settled hours packed),
 //! and `profiles` (a user's whole profile: show, reset, forget, retention); `schema` creates
 //! and migrates the tables, `keys` derives user keys and seals secrets.
 

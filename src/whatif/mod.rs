@@ -305,36 +305,72 @@ pub async fn replay(
         app: selection.app.clone(),
         route: selection.route.clone(),
     };
-    let mut tally = Tally::new(tried);
-    let mut pending: HashMap<String, Login> = HashMap::new();
-    let records = store
-        .each_login_record(&query, |record| {
-            if tally.records >= MAX_RECORDS {
-                return Err(WhatIfError::TooMany);
-            }
-            tally.records += 1;
-            let login = Login::of(record);
-            // A challenged login has a decision and an outcome record: joined by incident.
-            // Every other login is one record, counted at once.
-            match (login.challenged, record.incident) {
-                (true, Some(incident)) => match pending.get_mut(incident) {
-                    Some(earlier) => earlier.merge(login),
-                    None => {
-                        pending.insert(incident.to_string(), login);
-                    }
-                },
-                _ => tally.count(login),
-            }
-            Ok(())
-        })
+    let mut replayer = Replayer::new(selection, tried);
+    store
+        .each_login_record(&query, |record| replayer.add(record))
         .await?;
-    for (_, login) in pending {
-        tally.count(login);
+    Ok(replayer.finish())
+}
+
+/// A what-if fed one login record at a time, for a reader that counts other things in the
+/// same pass (the console's overview): [`replay`] is `each_login_record` into one of these.
+pub struct Replayer<'a> {
+    selection: Selection,
+    tally: Tally<'a>,
+    /// A challenged login's first record, until its other one comes (by incident).
+    pending: HashMap<String, Login>,
+}
+
+impl<'a> Replayer<'a> {
+    pub fn new(selection: &Selection, tried: &'a PolicyOverrides) -> Replayer<'a> {
+        Replayer {
+            selection: selection.clone(),
+            tally: Tally::new(tried),
+            pending: HashMap::new(),
+        }
     }
-    let mut report = tally.finish();
-    report.records = records;
-    report.selection = Some(selection.clone());
-    Ok(report)
+
+    /// Whether `record` is of the selection (its window, app and route).
+    pub fn wants(&self, record: &LoginRecord<'_>) -> bool {
+        let s = &self.selection;
+        u64::try_from(record.at_ms).is_ok_and(|at| at >= s.from_ms && at < s.to_ms)
+            && s.app.as_deref().is_none_or(|a| record.app == Some(a))
+            && s.route.as_deref().is_none_or(|r| record.route == Some(r))
+    }
+
+    /// Adds a record of the selection (see [`Replayer::wants`]). Past [`MAX_RECORDS`] it
+    /// refuses, asking for a narrower window.
+    pub fn add(&mut self, record: &LoginRecord<'_>) -> Result<(), WhatIfError> {
+        let tally = &mut self.tally;
+        if tally.records >= MAX_RECORDS {
+            return Err(WhatIfError::TooMany);
+        }
+        tally.records += 1;
+        let login = Login::of(record);
+        // A challenged login has a decision and an outcome record: joined by incident.
+        // Every other login is one record, counted at once.
+        match (login.challenged, record.incident) {
+            (true, Some(incident)) => match self.pending.get_mut(incident) {
+                Some(earlier) => earlier.merge(login),
+                None => {
+                    self.pending.insert(incident.to_string(), login);
+                }
+            },
+            _ => tally.count(login),
+        }
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> WhatIf {
+        for (_, login) in std::mem::take(&mut self.pending) {
+            self.tally.count(login);
+        }
+        let records = self.tally.records;
+        let mut report = self.tally.finish();
+        report.records = records;
+        report.selection = Some(self.selection);
+        report
+    }
 }
 
 /// What became of a login, as far as its records tell.

@@ -79,15 +79,31 @@ async fn page_for(site: &Site<'_>, query: &Query) -> Result<String, Response<Vec
         bins,
     };
 
+    let selection = crate::whatif::Selection {
+        from_ms: crate::runtime::unix_millis(filter.from),
+        to_ms: crate::runtime::unix_millis(filter.to),
+        app: filter.app.clone(),
+        route: filter.route.clone(),
+    };
+    // The what-if form's replay rides on the overview's one pass over the period.
+    let (tried, unusable) = match super::what_if::tried(site, query) {
+        Some(Ok(tried)) => (Some(tried), None),
+        Some(Err(why)) => (None, Some(why)),
+        None => (None, None),
+    };
     let job = filter.clone();
-    let o = match in_store(site, move |store| async move {
-        stats::overview(&store, &job).await
+    let (o, replayed) = match in_store(site, move |store| async move {
+        let replayer = tried
+            .as_ref()
+            .map(|t| crate::whatif::Replayer::new(&selection, t));
+        stats::overview(&store, &job, replayer).await
     })
     .await
     {
         Ok(o) => o,
         Err(e) => return Err(super::store_unavailable("the audit trail", &e)),
     };
+    let replayed = replayed.or(unusable.map(Err));
     let keys: Vec<String> = o.challenged_users.iter().map(|(k, _)| k.clone()).collect();
     let keep_names = config.store.keep_clear_names;
     let state = match in_store(site, move |store| async move {
@@ -162,15 +178,12 @@ async fn page_for(site: &Site<'_>, query: &Query) -> Result<String, Response<Vec
     reasons_and_challenges(&mut html, &o);
     challenged_users(&mut html, &o, &state, filter.app.as_deref());
     enrolment_and_health(&mut html, site, &o, &state, store_answers);
-    let selection = crate::whatif::Selection {
-        from_ms: crate::runtime::unix_millis(filter.from),
-        to_ms: crate::runtime::unix_millis(filter.to),
-        app: filter.app.clone(),
-        route: filter.route.clone(),
-    };
-    html.push_str(
-        &super::what_if::section(site, query, selection, &policy, (&o.genuine, &o.failed)).await,
-    );
+    html.push_str(&super::what_if::section(
+        query,
+        &policy,
+        (&o.genuine, &o.failed),
+        replayed,
+    ));
     Ok(html)
 }
 

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use crate::store::{LoginRecord, LoginRecordQuery, Store, StoreError, REASON_SEPARATOR};
+use crate::whatif::{Replayer, WhatIf};
 
 /// Most audit records one overview reads.
 pub(super) const MAX_RECORDS: usize = 20_000_000;
@@ -94,8 +95,14 @@ impl From<StoreError> for Stop {
     }
 }
 
-/// Reads the period's login records (at most [`MAX_RECORDS`]) and adds them up.
-pub(super) async fn overview(store: &Store, filter: &Filter) -> Result<Overview, StoreError> {
+/// Reads the period's login records (at most [`MAX_RECORDS`]) and adds them up; in the same
+/// pass, feeds those of its selection to `replayer` (the what-if form's). A replay that cannot
+/// be finished (the period held more than either reads) answers why instead.
+pub(super) async fn overview(
+    store: &Store,
+    filter: &Filter,
+    mut replayer: Option<Replayer<'_>>,
+) -> Result<(Overview, Option<Result<WhatIf, String>>), StoreError> {
     let query = LoginRecordQuery {
         from_ms: i64::try_from(millis(filter.from)).unwrap_or(i64::MAX),
         to_ms: i64::try_from(millis(filter.to)).unwrap_or(i64::MAX),
@@ -104,12 +111,18 @@ pub(super) async fn overview(store: &Store, filter: &Filter) -> Result<Overview,
         route: None,
     };
     let mut summary = Summary::new(filter);
+    let mut replay_failed = None;
     let read = store
         .each_login_record(&query, |record| {
             if summary.records >= MAX_RECORDS {
                 return Err(Stop::Full);
             }
             summary.add(record);
+            if let Some(replayer) = replayer.as_mut().filter(|r| r.wants(record)) {
+                if let Err(e) = replayer.add(record) {
+                    replay_failed = Some(e.to_string());
+                }
+            }
             Ok(())
         })
         .await;
@@ -120,7 +133,14 @@ pub(super) async fn overview(store: &Store, filter: &Filter) -> Result<Overview,
     };
     let mut overview = summary.finish();
     overview.truncated = truncated;
-    Ok(overview)
+    let replayed = replayer.map(|r| match (replay_failed, truncated) {
+        (Some(why), _) => Err(why),
+        (None, true) => Err(format!(
+            "the period holds more than {MAX_RECORDS} login records: try the what-if on a shorter period"
+        )),
+        (None, false) => Ok(r.finish()),
+    });
+    Ok((overview, replayed))
 }
 
 /// One login as its records tell it.

@@ -1,6 +1,7 @@
 //! The overview's what-if form: thresholds to try (a GET form, so a result can be linked), the
-//! period's logins replayed through them by `whatif::replay` — the engine of
-//! `gaitkeeper policy what-if` — on the background runtime, and the answer: the transition
+//! period's logins replayed through them by a `whatif::Replayer` — the engine of
+//! `gaitkeeper policy what-if` — fed in the overview's own pass over the period's records,
+//! and the answer: the transition
 //! table, the users and logins the change would affect, and the risk histogram redrawn with
 //! the tried thresholds.
 
@@ -8,55 +9,64 @@ use std::fmt::Write;
 
 use super::{charts, escape_html, Query, Site};
 use crate::policy::{Action, Policy, PolicyConfig};
-use crate::whatif::{PolicyOverrides, Selection, WhatIf};
+use crate::whatif::{PolicyOverrides, WhatIf};
 
 /// The form's fields.
 const ALLOW: &str = "try_allow_below";
 const BLOCK: &str = "try_block_at";
 
-/// The what-if section of the overview for `selection`, with `current` the thresholds drawn
-/// above; `hidden` carries the overview's own filter (app, route, period) through the form.
-pub(super) async fn section(
-    site: &Site<'_>,
+/// The policy the form asks to try: `None` when the form was not sent; an error to show when
+/// its thresholds are not numbers from 0 to 1 or make an unusable policy.
+pub(super) fn tried(site: &Site<'_>, query: &Query) -> Option<Result<PolicyOverrides, String>> {
+    if query.get(ALLOW).is_none() && query.get(BLOCK).is_none() {
+        return None;
+    }
+    let (Ok(allow), Ok(block)) = (threshold(query.get(ALLOW)), threshold(query.get(BLOCK))) else {
+        return Some(Err(
+            "Thresholds are numbers from 0 to 1, such as 0.55.".to_string()
+        ));
+    };
+    let keys = PolicyConfig {
+        allow_below: allow,
+        block_at: block,
+        ..Default::default()
+    };
+    Some(
+        PolicyOverrides::of(site.config)
+            .with_keys(keys)
+            .map_err(|e| e.to_string()),
+    )
+}
+
+/// The what-if section of the overview, with `current` the thresholds drawn above and
+/// `replayed` what the period's logins became under the tried ones (read in the same pass as
+/// the overview); the form carries the overview's own filter (app, route, period).
+pub(super) fn section(
     query: &Query,
-    selection: Selection,
     current: &Policy,
     histogram: (
         &[u64; super::stats::RISK_BINS],
         &[u64; super::stats::RISK_BINS],
     ),
+    replayed: Option<Result<WhatIf, String>>,
 ) -> String {
     let tried = (threshold(query.get(ALLOW)), threshold(query.get(BLOCK)));
     let mut html = String::from(
         r#"<section id="what-if"><h2>What if the thresholds moved?</h2><p class="note">The period's logins replayed through the policy with the thresholds you try (the same replay as <code>gaitkeeper policy what-if</code>).</p>"#,
     );
     form(&mut html, query, current, tried);
-    let asked = query.get(ALLOW).is_some() || query.get(BLOCK).is_some();
-    if asked {
-        match tried {
-            (Ok(allow), Ok(block)) => {
-                let keys = PolicyConfig {
-                    allow_below: allow,
-                    block_at: block,
-                    ..Default::default()
-                };
-                match replay(site, selection, keys).await {
-                    Ok(report) => {
-                        let shown = (
-                            allow.unwrap_or(current.allow_below),
-                            block.unwrap_or(current.block_at),
-                        );
-                        answer(&mut html, &report, shown, histogram);
-                    }
-                    Err(e) => {
-                        let _ = write!(html, r#"<p class="error">{}</p>"#, escape_html(&e));
-                    }
-                }
-            }
-            _ => html.push_str(
-                r#"<p class="error">Thresholds are numbers from 0 to 1, such as 0.55.</p>"#,
-            ),
+    match replayed {
+        Some(Ok(report)) => {
+            let shown = (
+                tried.0.ok().flatten().unwrap_or(current.allow_below),
+                tried.1.ok().flatten().unwrap_or(current.block_at),
+            );
+            answer(&mut html, &report, shown, histogram);
         }
+        Some(Err(e)) => {
+            let _ = write!(html, r#"<p class="error">{}</p>"#, escape_html(&e));
+        }
+        None => {}
     }
     html.push_str("</section>");
     html
@@ -103,24 +113,6 @@ fn form(
         value(ALLOW, &tried.0, current.allow_below),
         value(BLOCK, &tried.1, current.block_at),
     );
-}
-
-/// Runs the replay on the background runtime (where the store's connections live).
-async fn replay(
-    site: &Site<'_>,
-    selection: Selection,
-    keys: PolicyConfig,
-) -> Result<WhatIf, String> {
-    let tried = PolicyOverrides::of(site.config)
-        .with_keys(keys)
-        .map_err(|e| e.to_string())?;
-    let store = site.services.store.clone();
-    site.services
-        .bg
-        .spawn(async move { crate::whatif::replay(&store, &selection, &tried).await })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
 }
 
 fn answer(
