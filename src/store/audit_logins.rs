@@ -267,13 +267,17 @@ impl Store {
         let mut unreadable = Vec::new();
         let mut packed = std::collections::HashSet::new();
         self.each_pack(hours.clone(), |hour, pack| -> Result<(), E> {
-            match audit_packs::unpack(hour, pack) {
-                Ok(records) => {
+            let each = audit_packs::each_packed(hour, pack, |record| -> Result<(), E> {
+                if wanted(record) {
+                    visit(record)?;
+                    read += 1;
+                }
+                Ok(())
+            });
+            match each {
+                Ok(visited) => {
+                    visited?;
                     packed.insert(hour);
-                    for record in records.iter().filter(|r| wanted(r)) {
-                        visit(record)?;
-                        read += 1;
-                    }
                 }
                 Err(why) => unreadable.push((hour, why)),
             }
@@ -288,12 +292,16 @@ impl Store {
         // empty pack, so it costs nothing the next time.
         for hour in hours.filter(|h| !packed.contains(h)) {
             let (pack, _) = self.build_pack(hour).await?;
-            match audit_packs::unpack(hour, &pack) {
-                Ok(records) => {
-                    for record in records.iter().filter(|r| wanted(r)) {
-                        visit(record)?;
-                        read += 1;
-                    }
+            let each = audit_packs::each_packed(hour, &pack, |record| -> Result<(), E> {
+                if wanted(record) {
+                    visit(record)?;
+                    read += 1;
+                }
+                Ok(())
+            });
+            match each {
+                Ok(visited) => {
+                    visited?;
                 }
                 // A pack just written by this code always reads back; should it not, the
                 // hour's rows are still there to read.

@@ -152,8 +152,46 @@ impl PackWriter {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Unreadable(pub(crate) &'static str);
 
-/// The records of `pack` (of `hour`), all of them or none.
+/// Hands every record of `pack` (of `hour`) to `visit`, or none: the pack is checked whole
+/// before the first is handed over. Returns how many there were.
+pub(crate) fn each_packed<E>(
+    hour: i64,
+    pack: &[u8],
+    mut visit: impl FnMut(&LoginRecord<'_>) -> Result<(), E>,
+) -> Result<Result<u64, E>, Unreadable> {
+    // Two walks instead of a list of records: an hour's records as a list are megabytes of
+    // fresh memory per pack, which costs more than decoding twice.
+    let count = walk(hour, pack, |_| Ok::<(), ()>(()))?.unwrap_or(0);
+    Ok(walk(hour, pack, &mut visit)?.map(|_| count))
+}
+
+/// The records of `pack`, all of them or none.
+#[cfg(test)]
 pub(crate) fn unpack(hour: i64, pack: &[u8]) -> Result<Vec<LoginRecord<'_>>, Unreadable> {
+    let mut out = Vec::new();
+    let _ = decode(hour, pack, |r| {
+        out.push(r);
+        Ok::<(), ()>(())
+    })?;
+    Ok(out)
+}
+
+/// Decodes `pack`, handing each record to `visit` until it fails (the rest is still checked).
+fn walk<E>(
+    hour: i64,
+    pack: &[u8],
+    mut visit: impl FnMut(&LoginRecord<'_>) -> Result<(), E>,
+) -> Result<Result<u64, E>, Unreadable> {
+    decode(hour, pack, |r| visit(&r))
+}
+
+/// The decoder: every record of `pack` to `visit`, in order; an error of `visit` stops the
+/// visits (the rest is still checked) and is returned.
+fn decode<'p, E>(
+    hour: i64,
+    pack: &'p [u8],
+    mut visit: impl FnMut(LoginRecord<'p>) -> Result<(), E>,
+) -> Result<Result<u64, E>, Unreadable> {
     let mut at = Reader { bytes: pack, at: 0 };
     if at.take(MAGIC.len())? != MAGIC {
         return Err(Unreadable("not a version 1 pack"));
@@ -174,19 +212,18 @@ pub(crate) fn unpack(hour: i64, pack: &[u8]) -> Result<Vec<LoginRecord<'_>>, Unr
         return Err(Unreadable("record count past the end"));
     }
     let hour_start = hour.saturating_mul(HOUR_MS);
-    let mut records = Vec::with_capacity(count as usize);
+    let mut failed = None;
     for _ in 0..count {
         let at_ms = hour_start.saturating_add(unzigzag(at.varint()?));
         let flags = at.byte()?;
-        let mut fields: [Option<&[u8]>; FIELDS] = [None; FIELDS];
+        let mut fields: [Option<(&[u8], Option<&str>)>; FIELDS] = [None; FIELDS];
         for field in &mut fields {
             *field = match at.varint()? {
                 0 => None,
                 i => Some(
-                    dictionary
+                    *dictionary
                         .get((i - 1) as usize)
-                        .ok_or(Unreadable("dictionary index out of range"))?
-                        .0,
+                        .ok_or(Unreadable("dictionary index out of range"))?,
                 ),
             };
         }
@@ -204,16 +241,18 @@ pub(crate) fn unpack(hour: i64, pack: &[u8]) -> Result<Vec<LoginRecord<'_>>, Unr
         } else {
             None
         };
-        let text = |i: usize| -> Result<Option<&str>, Unreadable> {
-            fields[i]
-                .map(|bytes| std::str::from_utf8(bytes).map_err(|_| Unreadable("text not UTF-8")))
-                .transpose()
+        let text = |i: usize| -> Result<Option<&'p str>, Unreadable> {
+            match fields[i] {
+                None => Ok(None),
+                Some((_, Some(text))) => Ok(Some(text)),
+                Some((_, None)) => Err(Unreadable("text not UTF-8")),
+            }
         };
-        records.push(LoginRecord {
+        let record = LoginRecord {
             at_ms,
             kind: text(0)?.ok_or(Unreadable("record without a kind"))?,
             incident: text(1)?,
-            user: fields[2],
+            user: fields[2].map(|(bytes, _)| bytes),
             app: text(3)?,
             route: text(4)?,
             finding: text(5)?,
@@ -229,12 +268,20 @@ pub(crate) fn unpack(hour: i64, pack: &[u8]) -> Result<Vec<LoginRecord<'_>>, Unr
             risk: risk_value,
             model_risk,
             unheld: flags & UNHELD != 0,
-        });
+        };
+        if failed.is_none() {
+            if let Err(e) = visit(record) {
+                failed = Some(e);
+            }
+        }
     }
     if at.left() != 0 {
         return Err(Unreadable("bytes after the last record"));
     }
-    Ok(records)
+    Ok(match failed {
+        Some(e) => Err(e),
+        None => Ok(count),
+    })
 }
 
 struct Reader<'a> {

@@ -32,6 +32,7 @@
 pub mod cli;
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -346,7 +347,7 @@ impl<'a> Replayer<'a> {
             return Err(WhatIfError::TooMany);
         }
         tally.records += 1;
-        let login = Login::of(record);
+        let login = Login::of(record, &mut tally.places);
         // A challenged login has a decision and an outcome record: joined by incident.
         // Every other login is one record, counted at once.
         match (login.challenged, record.incident) {
@@ -384,8 +385,8 @@ enum Proof {
 /// One login, as its records describe it.
 #[derive(Clone, Debug)]
 struct Login {
-    app: Option<String>,
-    route: Option<String>,
+    /// The app and route, as an index into the replayer's [`Places`].
+    place: u32,
     user: Option<[u8; 32]>,
     /// Part of a challenge (its decision or its outcome record).
     challenged: bool,
@@ -405,7 +406,7 @@ fn action_named(text: &str) -> Option<Action> {
 }
 
 impl Login {
-    fn of(r: &LoginRecord<'_>) -> Login {
+    fn of(r: &LoginRecord<'_>, places: &mut Places) -> Login {
         let challenged = r.outcome == Some("challenged")
             || r.kind.starts_with("challenge.")
             || r.challenge.is_some();
@@ -421,8 +422,7 @@ impl Login {
             _ => Mode::Enforce,
         };
         Login {
-            app: r.app.map(str::to_string),
-            route: r.route.map(str::to_string),
+            place: places.of(r.app, r.route),
             user: r.user.and_then(|u| u.try_into().ok()),
             challenged,
             then: r.decision.and_then(action_named).map(|d| (d, mode)),
@@ -500,19 +500,79 @@ fn inputs_of(r: &LoginRecord<'_>) -> Option<(Inputs, bool)> {
     ))
 }
 
-/// One app's resolved policies by route, and whether the config has the route.
-type RoutePolicies = HashMap<Option<String>, (Policy, bool)>;
+/// The (app, route) pairs of the records read, each once: a login keeps an index, not two
+/// strings (a week is a million logins, and a config has a few routes).
+#[derive(Default)]
+struct Places {
+    names: Vec<(Option<String>, Option<String>)>,
+    last: Option<u32>,
+}
+
+impl Places {
+    fn of(&mut self, app: Option<&str>, route: Option<&str>) -> u32 {
+        let same = |i: u32| {
+            let (a, r) = &self.names[i as usize];
+            a.as_deref() == app && r.as_deref() == route
+        };
+        // Most records are of the same route as the one before.
+        if let Some(last) = self.last.filter(|&i| same(i)) {
+            return last;
+        }
+        let found = (0..self.names.len() as u32).find(|&i| same(i));
+        let i = found.unwrap_or_else(|| {
+            self.names
+                .push((app.map(str::to_string), route.map(str::to_string)));
+            self.names.len() as u32 - 1
+        });
+        self.last = Some(i);
+        i
+    }
+
+    fn named(&self, place: u32) -> (Option<&str>, Option<&str>) {
+        self.names
+            .get(place as usize)
+            .map_or((None, None), |(a, r)| (a.as_deref(), r.as_deref()))
+    }
+}
+
+/// Hashes a user's store key a word at a time (FxHash's mix, Murmur3's finaliser): the keys
+/// are HMAC outputs under the server's secret, beyond anyone's choosing, so no keyed hash is
+/// needed to keep the table balanced, and SipHash was a tenth of a what-if's time.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        // Murmur3's finaliser: every input bit reaches the low bits the table indexes by.
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
+}
 
 /// The counts, as logins are replayed.
 struct Tally<'a> {
     tried: &'a PolicyOverrides,
-    /// Resolved policies by app, then route (a few of each: resolved once).
-    policies: HashMap<Option<String>, RoutePolicies>,
+    /// The apps and routes seen, and their resolved policies (a few: resolved once).
+    places: Places,
+    policies: Vec<Option<(Policy, bool)>>,
     records: u64,
     report: WhatIf,
     transitions: [[u64; 3]; 3],
     /// Per user: challenged logins then, now.
-    users: HashMap<[u8; 32], (u32, u32)>,
+    users: HashMap<[u8; 32], (u32, u32), BuildHasherDefault<KeyHasher>>,
 }
 
 fn index(action: Action) -> usize {
@@ -536,23 +596,26 @@ impl<'a> Tally<'a> {
     fn new(tried: &'a PolicyOverrides) -> Tally<'a> {
         Tally {
             tried,
-            policies: HashMap::new(),
+            places: Places::default(),
+            policies: Vec::new(),
             records: 0,
             report: WhatIf::default(),
             transitions: [[0; 3]; 3],
-            users: HashMap::new(),
+            users: HashMap::default(),
         }
     }
 
-    fn policy_for(&mut self, app: &Option<String>, route: &Option<String>) -> (Policy, bool) {
-        if let Some(found) = self.policies.get(app).and_then(|routes| routes.get(route)) {
+    fn policy_for(&mut self, place: u32) -> (Policy, bool) {
+        let at = place as usize;
+        if let Some(Some(found)) = self.policies.get(at) {
             return *found;
         }
-        let resolved = self.tried.policy_for(app.as_deref(), route.as_deref());
-        self.policies
-            .entry(app.clone())
-            .or_default()
-            .insert(route.clone(), resolved);
+        let (app, route) = self.places.named(place);
+        let resolved = self.tried.policy_for(app, route);
+        if self.policies.len() <= at {
+            self.policies.resize(at + 1, None);
+        }
+        self.policies[at] = Some(resolved);
         resolved
     }
 
@@ -561,7 +624,7 @@ impl<'a> Tally<'a> {
             self.report.fidelity.unreplayable += 1;
             return;
         };
-        let (policy, known) = self.policy_for(&login.app, &login.route);
+        let (policy, known) = self.policy_for(login.place);
         let floors = login.floors.as_deref().unwrap_or("");
         let replayed = policy::replay(
             &policy,
