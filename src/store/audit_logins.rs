@@ -267,13 +267,7 @@ impl Store {
         let mut unreadable = Vec::new();
         let mut packed = std::collections::HashSet::new();
         self.each_pack(hours.clone(), |hour, pack| -> Result<(), E> {
-            let each = audit_packs::each_packed(hour, pack, |record| -> Result<(), E> {
-                if wanted(record) {
-                    visit(record)?;
-                    read += 1;
-                }
-                Ok(())
-            });
+            let each = visit_pack(hour, pack, &wanted, &mut visit, &mut read);
             match each {
                 Ok(visited) => {
                     visited?;
@@ -292,13 +286,7 @@ impl Store {
         // empty pack, so it costs nothing the next time.
         for hour in hours.filter(|h| !packed.contains(h)) {
             let (pack, _) = self.build_pack(hour).await?;
-            let each = audit_packs::each_packed(hour, &pack, |record| -> Result<(), E> {
-                if wanted(record) {
-                    visit(record)?;
-                    read += 1;
-                }
-                Ok(())
-            });
+            let each = visit_pack(hour, &pack, &wanted, &mut visit, &mut read);
             match each {
                 Ok(visited) => {
                     visited?;
@@ -350,6 +338,23 @@ impl Store {
         }
         Ok(read)
     }
+}
+
+/// Hands the records of `pack` that are `wanted` to `visit`, counting them in `read`.
+fn visit_pack<E>(
+    hour: i64,
+    pack: &[u8],
+    wanted: &impl Fn(&LoginRecord<'_>) -> bool,
+    visit: &mut impl FnMut(&LoginRecord<'_>) -> Result<(), E>,
+    read: &mut u64,
+) -> Result<Result<u64, E>, audit_packs::Unreadable> {
+    audit_packs::each_packed(hour, pack, |record| -> Result<(), E> {
+        if wanted(record) {
+            visit(record)?;
+            *read += 1;
+        }
+        Ok(())
+    })
 }
 
 /// The query of the login rows of `[from_ms, to_ms)` (and an app and a route), in the

@@ -156,6 +156,17 @@ struct Login {
     user: Option<Vec<u8>>,
 }
 
+/// What one login adds to the numbers, borrowed from its record (or its joined records).
+struct Counted<'a> {
+    first_at: u64,
+    decision: Option<usize>,
+    risk: Option<f64>,
+    reasons: Option<&'a str>,
+    outcome: Option<&'a str>,
+    challenge: Option<&'a str>,
+    user: Option<&'a [u8]>,
+}
+
 /// The period's numbers as its login records are added (any order): pure, so it is tested
 /// without a store. A login of one record is counted at once; a challenged login's records
 /// (which share an incident reference) are joined first.
@@ -218,16 +229,16 @@ impl<'f> Summary<'f> {
         let at = u64::try_from(r.at_ms).unwrap_or(0);
         self.o.newest = self.o.newest.max(Some(at_millis(at)));
         let Some(incident) = r.incident else {
-            let login = Login {
+            // A login of one record: counted as it is, nothing copied (most of a week).
+            self.count(Counted {
                 first_at: at,
                 decision: DECISIONS.iter().position(|d| *d == decision),
                 risk: r.risk,
-                reasons: r.reasons.map(str::to_string),
-                outcome: r.outcome.map(|o| (at, o.to_string())),
-                challenge: r.challenge.map(str::to_string),
-                user: r.user.map(<[u8]>::to_vec),
-            };
-            self.count(&login);
+                reasons: r.reasons,
+                outcome: r.outcome,
+                challenge: r.challenge,
+                user: r.user,
+            });
             return;
         };
         let login = self
@@ -266,7 +277,7 @@ impl<'f> Summary<'f> {
         }
     }
 
-    fn count(&mut self, login: &Login) {
+    fn count(&mut self, login: Counted<'_>) {
         let Some(decision) = login.decision else {
             return;
         };
@@ -276,11 +287,7 @@ impl<'f> Summary<'f> {
         let bin = ((login.first_at.saturating_sub(self.from)) as u128 * self.bins as u128
             / (self.to - self.from) as u128) as usize;
         o.series[bin.min(self.bins - 1)][decision] += 1;
-        let outcome = login
-            .outcome
-            .as_ref()
-            .map(|(_, o)| o.as_str())
-            .unwrap_or("pending");
+        let outcome = login.outcome.unwrap_or("pending");
         bump(&mut self.outcomes, outcome);
         let histogram = match outcome {
             "verified" => Some(&mut o.genuine),
@@ -295,25 +302,42 @@ impl<'f> Summary<'f> {
             (Some(_), None) => o.unscored += 1,
             (None, _) => {}
         }
-        for reason in login.reasons.iter().flat_map(|r| r.split(REASON_SEPARATOR)) {
+        for reason in login
+            .reasons
+            .into_iter()
+            .flat_map(|r| r.split(REASON_SEPARATOR))
+        {
             bump(&mut self.reasons, reason);
         }
         if DECISIONS[decision] == "challenge" {
-            match login.challenge.as_deref() {
+            match login.challenge {
                 Some("passed") => o.challenges.passed += 1,
                 Some("failed") => o.challenges.failed += 1,
                 Some("expired") | Some("evicted") => o.challenges.abandoned += 1,
                 _ => o.challenges.pending += 1,
             }
-            if let Some(user) = &login.user {
-                *self.challenged.entry(user.clone()).or_default() += 1;
+            if let Some(user) = login.user {
+                match self.challenged.get_mut(user) {
+                    Some(n) => *n += 1,
+                    None => {
+                        self.challenged.insert(user.to_vec(), 1);
+                    }
+                }
             }
         }
     }
 
     pub(super) fn finish(mut self) -> Overview {
         for login in std::mem::take(&mut self.challenged_logins).into_values() {
-            self.count(&login);
+            self.count(Counted {
+                first_at: login.first_at,
+                decision: login.decision,
+                risk: login.risk,
+                reasons: login.reasons.as_deref(),
+                outcome: login.outcome.as_ref().map(|(_, o)| o.as_str()),
+                challenge: login.challenge.as_deref(),
+                user: login.user.as_deref(),
+            });
         }
         let mut o = self.o;
         o.records = self.records;
