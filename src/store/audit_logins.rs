@@ -281,10 +281,16 @@ impl Store {
         for (hour, why) in unreadable {
             tracing::warn!(hour, reason = why.0, "an hour's audit pack cannot be read; that hour is read from its rows and packed again");
         }
-        // The hours without a (readable) pack: packed now, from their rows, and read from the
-        // pack so built (a consistent read of the hour). An hour without records gets an
-        // empty pack, so it costs nothing the next time.
-        for hour in hours.filter(|h| !packed.contains(h)) {
+        // The hours without a (readable) pack and with records: packed now, from their rows,
+        // and read from the pack so built (a consistent read of the hour). Hours without
+        // records (a night, a window reaching back before the trail) cost one index probe.
+        let missing: Vec<i64> = hours.filter(|h| !packed.contains(h)).collect();
+        let mut with_rows = Vec::new();
+        for run in missing.chunk_by(|a, b| b - a == 1) {
+            let (first, last) = (run[0], run[run.len() - 1]);
+            with_rows.extend(self.hours_with_rows(first..last + 1).await?);
+        }
+        for hour in with_rows {
             let (pack, _) = self.build_pack(hour).await?;
             let each = visit_pack(hour, &pack, &wanted, &mut visit, &mut read);
             match each {

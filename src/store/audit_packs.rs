@@ -339,8 +339,7 @@ fn unzigzag(v: u64) -> i64 {
 impl Store {
     /// Packs every closed hour of `[from_ms, to_ms)` that has login records and no pack yet
     /// (the server does this in the background, so a what-if finds a week packed; a what-if
-    /// packs what it finds unpacked, empty hours included). Returns how many packs were
-    /// stored.
+    /// packs the hours with records it finds unpacked). Returns how many packs were stored.
     pub async fn pack_login_hours(&self, from_ms: i64, to_ms: i64) -> Result<u64, StoreError> {
         let hours = packable_hours(from_ms, to_ms, millis(SystemTime::now()));
         if hours.is_empty() {
@@ -358,16 +357,37 @@ impl Store {
 
     /// The hours of `hours` with login records and no pack.
     async fn unpacked_hours(&self, hours: std::ops::Range<i64>) -> Result<Vec<i64>, StoreError> {
+        self.hours_where(hours, true).await
+    }
+
+    /// The hours of `hours` with login records.
+    pub(super) async fn hours_with_rows(
+        &self,
+        hours: std::ops::Range<i64>,
+    ) -> Result<Vec<i64>, StoreError> {
+        self.hours_where(hours, false).await
+    }
+
+    async fn hours_where(
+        &self,
+        hours: std::ops::Range<i64>,
+        unpacked: bool,
+    ) -> Result<Vec<i64>, StoreError> {
         // One pass over the time index, grouped by hour: cheap next to reading the rows.
-        let rows = sqlx::query(
-            "SELECT DISTINCT at / 3600000 AS hour FROM audit_logins WHERE at >= $1 AND at < $2 \
-             AND NOT EXISTS (SELECT 1 FROM audit_login_packs p WHERE p.hour = at / 3600000)",
-        )
-        .bind(hours.start.saturating_mul(HOUR_MS))
-        .bind(hours.end.saturating_mul(HOUR_MS))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db("list the audit trail's unpacked hours"))?;
+        let mut sql = String::from(
+            "SELECT DISTINCT at / 3600000 AS hour FROM audit_logins WHERE at >= $1 AND at < $2",
+        );
+        if unpacked {
+            sql.push_str(
+                " AND NOT EXISTS (SELECT 1 FROM audit_login_packs p WHERE p.hour = at / 3600000)",
+            );
+        }
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(hours.start.saturating_mul(HOUR_MS))
+            .bind(hours.end.saturating_mul(HOUR_MS))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("list the audit trail's unpacked hours"))?;
         let mut out = rows
             .iter()
             .map(|r| r.try_get::<i64, _>(0))
@@ -408,7 +428,7 @@ impl Store {
         }
         let records = writer.records();
         let pack = writer.finish();
-        if records > MAX_PACK_RECORDS {
+        if records == 0 || records > MAX_PACK_RECORDS {
             return Ok((pack, false));
         }
         let stored = sqlx::query(
