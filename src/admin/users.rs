@@ -418,11 +418,7 @@ async fn execute(
 fn invitation_ttl(text: &str) -> Result<Duration, String> {
     let expected =
         || format!("expected a number and s, m, h or d (such as 72h or 7d), found {text:?}");
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(expected)?;
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().map_err(|_| expected())?;
+    let (number, unit) = crate::config::number_and_unit(text).ok_or_else(expected)?;
     let unit = match unit {
         "s" => 1,
         "m" => 60,

@@ -66,17 +66,38 @@ impl OfferSeal {
 
 /// The "not now" form of an offer page (absent when the offer is required).
 pub fn not_now_form(action: &str, csrf: (&str, &str)) -> String {
+    continue_form(
+        action,
+        csrf,
+        r#" class="alt""#,
+        r#"id="not-now" class="secondary""#,
+        "Not now, continue",
+    )
+}
+
+/// A form that posts `continue=1` (with the CSRF field) to `action`: on to the app. The
+/// attributes are literal HTML; `label` is escaped.
+fn continue_form(
+    action: &str,
+    csrf: (&str, &str),
+    form_attributes: &str,
+    button_attributes: &str,
+    label: &str,
+) -> String {
     format!(
         concat!(
-            "<form method=\"post\" action=\"{action}\" class=\"alt\">\n",
+            "<form method=\"post\" action=\"{action}\"{form_attributes}>\n",
             "<input type=\"hidden\" name=\"{csrf_field}\" value=\"{csrf_token}\">\n",
             "<input type=\"hidden\" name=\"continue\" value=\"1\">\n",
-            "<button type=\"submit\" id=\"not-now\" class=\"secondary\">Not now, continue</button>\n",
+            "<button type=\"submit\" {button_attributes}>{label}</button>\n",
             "</form>\n"
         ),
         action = escape(action),
         csrf_field = escape(csrf.0),
         csrf_token = escape(csrf.1),
+        label = escape(label),
+        form_attributes = form_attributes,
+        button_attributes = button_attributes,
     )
 }
 
@@ -104,18 +125,12 @@ pub fn added_page(
     action: &str,
     csrf: (&str, &str),
 ) -> String {
-    let next = format!(
-        concat!(
-            "<form method=\"post\" action=\"{action}\">\n",
-            "<input type=\"hidden\" name=\"{csrf_field}\" value=\"{csrf_token}\">\n",
-            "<input type=\"hidden\" name=\"continue\" value=\"1\">\n",
-            "<button type=\"submit\" id=\"continue\">Continue to {app}</button>\n",
-            "</form>\n"
-        ),
-        action = escape(action),
-        csrf_field = escape(csrf.0),
-        csrf_token = escape(csrf.1),
-        app = escape(app_name),
+    let next = continue_form(
+        action,
+        csrf,
+        "",
+        r#"id="continue""#,
+        &format!("Continue to {app_name}"),
     );
     super::enrol::enrolled_page(app_name, passkey, codes, &next)
 }

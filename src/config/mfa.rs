@@ -407,28 +407,31 @@ impl AssertionConfig {
     }
 }
 
+/// Whether `t` is a name or an identifier a config may hold: not blank, at most `max` bytes, no
+/// control characters (it is shown on pages and sent in requests).
+pub(super) fn plain_text(t: &str, max: usize) -> bool {
+    !t.trim().is_empty() && t.len() <= max && !t.chars().any(char::is_control)
+}
+
 impl ExternalMfaConfig {
     /// Checks run once at load; `invalid(key, message)` places the error in the file.
     pub(crate) fn validate(
         &self,
         invalid: &dyn Fn(&str, String) -> ConfigError,
     ) -> Result<(), ConfigError> {
-        let text_ok = |t: &str, max: usize| {
-            !t.trim().is_empty() && t.len() <= max && !t.chars().any(char::is_control)
-        };
-        if !text_ok(&self.name, 60) {
+        if !plain_text(&self.name, 60) {
             return Err(invalid(
                 "mfa.external.name",
                 "expected a name of 1 to 60 characters".into(),
             ));
         }
-        if !text_ok(&self.issuer, 256) {
+        if !plain_text(&self.issuer, 256) {
             return Err(invalid(
                 "mfa.external.issuer",
                 "expected the provider's identifier, 1 to 256 characters".into(),
             ));
         }
-        if !text_ok(&self.audience, 256) {
+        if !plain_text(&self.audience, 256) {
             return Err(invalid(
                 "mfa.external.audience",
                 "expected gaitkeeper's identifier, 1 to 256 characters".into(),

@@ -50,6 +50,7 @@ pub use routes::{
     PageMatch, RouteConfig, SubmitMatch, SuccessSignal, UsernameSource,
 };
 pub use store::StoreConfig;
+pub(crate) use types::number_and_unit;
 pub use types::{
     Cidr, HumanDuration, ListenAddr, PathPrefix, RetentionPeriod, Secret, UpstreamAddr,
 };

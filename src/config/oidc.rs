@@ -8,6 +8,7 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer};
 
+use super::mfa::plain_text;
 use crate::config::{ConfigError, HumanDuration, Secret};
 
 /// The longest list (scopes, acr values, required acr/amr) accepted.
@@ -137,16 +138,13 @@ impl OidcConfig {
         &self,
         invalid: &dyn Fn(&str, String) -> ConfigError,
     ) -> Result<(), ConfigError> {
-        let text_ok = |t: &str, max: usize| {
-            !t.trim().is_empty() && t.len() <= max && !t.chars().any(char::is_control)
-        };
-        if !text_ok(&self.display_name, 60) {
+        if !plain_text(&self.display_name, 60) {
             return Err(invalid(
                 "mfa.oidc.display_name",
                 "expected a name of 1 to 60 characters".into(),
             ));
         }
-        if !text_ok(&self.client_id, MAX_VALUE) {
+        if !plain_text(&self.client_id, MAX_VALUE) {
             return Err(invalid(
                 "mfa.oidc.client_id",
                 format!("expected the client id the provider gave gaitkeeper, 1 to {MAX_VALUE} characters"),

@@ -38,16 +38,19 @@ impl<'de> Deserialize<'de> for HumanDuration {
     }
 }
 
+/// The number and the unit of `12h`-like text: digits, then at least one other character.
+/// `None` without digits, without a unit, or past `u64`.
+pub(crate) fn number_and_unit(text: &str) -> Option<(u64, &str)> {
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    Some((number.parse().ok()?, unit))
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let expected = || {
         format!("expected a duration with a unit such as \"500ms\", \"30s\", \"5m\" or \"1h\", found {text:?}")
     };
-    let trimmed = text.trim();
-    let split = trimmed
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(expected)?;
-    let (number, unit) = trimmed.split_at(split);
-    let number: u64 = number.parse().map_err(|_| expected())?;
+    let (number, unit) = number_and_unit(text.trim()).ok_or_else(expected)?;
     let millis = match unit {
         "ms" => Some(number),
         "s" => number.checked_mul(1_000),
@@ -85,12 +88,7 @@ impl<'de> Deserialize<'de> for RetentionPeriod {
 fn parse_retention(text: &str) -> Result<Duration, String> {
     let expected =
         || format!("expected a period in hours or days such as \"72h\" or \"90d\", found {text:?}");
-    let trimmed = text.trim();
-    let split = trimmed
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(expected)?;
-    let (number, unit) = trimmed.split_at(split);
-    let number: u64 = number.parse().map_err(|_| expected())?;
+    let (number, unit) = number_and_unit(text.trim()).ok_or_else(expected)?;
     let hours = match unit {
         "h" => number,
         "d" => number.saturating_mul(24),

@@ -680,14 +680,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn every_rule_a_verdict_names_can_be_read_back() {
-        let p = policy();
-        let findings = [
-            Finding::Scored { risk: f64::NAN },
-            Finding::Scored { risk: 1.0 },
-            Finding::Scored { risk: 0.0 },
-            Finding::Scored { risk: 0.7 },
+    /// One finding of every kind: scored at `risk`, regulated to `regulated`.
+    fn every_kind_of_finding(risk: f64, regulated: Action) -> [Finding; 12] {
+        [
+            Finding::Scored { risk },
             Finding::Enrolling,
             Finding::EnrollingFlagged,
             Finding::MissingTelemetry,
@@ -698,11 +694,18 @@ mod tests {
             Finding::StateError,
             Finding::UnreadableLogin,
             Finding::MachineClient,
-            Finding::Regulated {
-                action: Action::Block,
-            },
-        ];
-        for finding in findings {
+            Finding::Regulated { action: regulated },
+        ]
+    }
+
+    #[test]
+    fn every_rule_a_verdict_names_can_be_read_back() {
+        let p = policy();
+        let scored = [f64::NAN, 1.0, 0.0].map(|risk| Finding::Scored { risk });
+        for finding in scored
+            .into_iter()
+            .chain(every_kind_of_finding(0.7, Action::Block))
+        {
             let rule = decide(&p, finding).rule;
             assert_eq!(rule_named(rule), Some(rule), "{finding:?}");
         }
@@ -744,23 +747,7 @@ mod tests {
 
     #[test]
     fn every_finding_reads_back_from_its_code() {
-        let findings = [
-            Finding::Scored { risk: 0.25 },
-            Finding::Enrolling,
-            Finding::EnrollingFlagged,
-            Finding::MissingTelemetry,
-            Finding::InvalidTelemetry,
-            Finding::ReplayedToken,
-            Finding::StoreError,
-            Finding::ScoringError,
-            Finding::StateError,
-            Finding::UnreadableLogin,
-            Finding::MachineClient,
-            Finding::Regulated {
-                action: Action::Challenge,
-            },
-        ];
-        for finding in findings {
+        for finding in every_kind_of_finding(0.25, Action::Challenge) {
             let back = Finding::from_code(finding.code(), Some(0.25), Some(Action::Challenge));
             assert_eq!(back, Some(finding));
         }

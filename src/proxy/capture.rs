@@ -92,15 +92,7 @@ impl GaitkeeperProxy {
     /// `PageTokens::renew`); `X-Gaitkeeper-Token-Reset: 1` starts a new page epoch.
     pub(super) async fn renew_token(&self, session: &mut Session, ctx: &RequestCtx) -> Result<u16> {
         if session.req_header().method != http::Method::POST {
-            pages::respond(
-                session,
-                405,
-                "text/plain; charset=utf-8",
-                Bytes::from_static(b"method not allowed\n"),
-                ctx.reply(),
-            )
-            .await?;
-            return Ok(405);
+            return pages::respond_method_not_allowed(session, ctx.reply()).await;
         }
         let headers = &session.req_header().headers;
         let token = headers
@@ -144,15 +136,7 @@ impl GaitkeeperProxy {
     ) -> Result<u16> {
         let method = &session.req_header().method;
         if method != http::Method::GET && method != http::Method::HEAD {
-            pages::respond(
-                session,
-                405,
-                "text/plain; charset=utf-8",
-                Bytes::from_static(b"method not allowed\n"),
-                ctx.reply(),
-            )
-            .await?;
-            return Ok(405);
+            return pages::respond_method_not_allowed(session, ctx.reply()).await;
         }
         let etag = inject::CAPTURE_JS_ETAG.as_str();
         let not_modified = session

@@ -136,15 +136,8 @@ impl GaitkeeperProxy {
             return Ok(Handled::Answered(status));
         }
         if method != http::Method::POST {
-            pages::respond(
-                session,
-                405,
-                "text/plain; charset=utf-8",
-                Bytes::from_static(b"method not allowed\n"),
-                ctx.reply(),
-            )
-            .await?;
-            return Ok(Handled::Answered(405));
+            let status = pages::respond_method_not_allowed(session, ctx.reply()).await?;
+            return Ok(Handled::Answered(status));
         }
         let form = match read_form(session, ctx).await? {
             wire::Body::Whole(form) => form,

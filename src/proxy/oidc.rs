@@ -34,7 +34,8 @@ impl GaitkeeperProxy {
     ) -> Result<Handled> {
         let method = &session.req_header().method;
         if method != http::Method::GET && method != http::Method::HEAD {
-            return self.method_not_allowed(session, ctx).await;
+            let status = pages::respond_method_not_allowed(session, ctx.reply()).await?;
+            return Ok(Handled::Answered(status));
         }
         if self.services.oidc.is_none() {
             return self.expired(session, ctx).await;
@@ -91,7 +92,8 @@ impl GaitkeeperProxy {
     ) -> Result<Handled> {
         let method = &session.req_header().method;
         if method != http::Method::GET {
-            return self.method_not_allowed(session, ctx).await;
+            let status = pages::respond_method_not_allowed(session, ctx.reply()).await?;
+            return Ok(Handled::Answered(status));
         }
         let query = session
             .req_header()
@@ -273,22 +275,6 @@ impl GaitkeeperProxy {
             "The sign-in provider cannot be reached right now.",
         )
         .await
-    }
-
-    async fn method_not_allowed(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-    ) -> Result<Handled> {
-        pages::respond(
-            session,
-            405,
-            "text/plain; charset=utf-8",
-            Bytes::from_static(b"method not allowed\n"),
-            ctx.reply(),
-        )
-        .await?;
-        Ok(Handled::Answered(405))
     }
 }
 

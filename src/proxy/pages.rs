@@ -151,6 +151,23 @@ pub(super) async fn write_error_page(
 
 /// Answers a request for a host that no app claims (and no app is `default: true`): 421,
 /// as for a request sent to the wrong server. Returns the status.
+/// Answers a request with a method the endpoint does not take: 405, plain text. Returns the
+/// status.
+pub(super) async fn respond_method_not_allowed(
+    session: &mut Session,
+    reply: Reply<'_>,
+) -> Result<u16> {
+    respond(
+        session,
+        405,
+        "text/plain; charset=utf-8",
+        Bytes::from_static(b"method not allowed\n"),
+        reply,
+    )
+    .await?;
+    Ok(405)
+}
+
 pub(super) async fn respond_misdirected(session: &mut Session, reply: Reply<'_>) -> Result<u16> {
     respond(
         session,

@@ -294,9 +294,7 @@ impl Store {
             let (pack, _) = self.build_pack(hour).await?;
             let each = visit_pack(hour, &pack, &wanted, &mut visit, &mut read);
             match each {
-                Ok(visited) => {
-                    visited?;
-                }
+                Ok(visited) => visited?,
                 // A pack just written by this code always reads back; should it not, the
                 // hour's rows are still there to read.
                 Err(_) => {
@@ -353,7 +351,7 @@ fn visit_pack<E>(
     wanted: &impl Fn(&LoginRecord<'_>) -> bool,
     visit: &mut impl FnMut(&LoginRecord<'_>) -> Result<(), E>,
     read: &mut u64,
-) -> Result<Result<u64, E>, audit_packs::Unreadable> {
+) -> Result<Result<(), E>, audit_packs::Unreadable> {
     audit_packs::each_packed(hour, pack, |record| -> Result<(), E> {
         if wanted(record) {
             visit(record)?;

@@ -153,16 +153,16 @@ impl PackWriter {
 pub(crate) struct Unreadable(pub(crate) &'static str);
 
 /// Hands every record of `pack` (of `hour`) to `visit`, or none: the pack is checked whole
-/// before the first is handed over. Returns how many there were.
+/// before the first is handed over. An error of `visit` stops the visits and is returned.
 pub(crate) fn each_packed<E>(
     hour: i64,
     pack: &[u8],
     mut visit: impl FnMut(&LoginRecord<'_>) -> Result<(), E>,
-) -> Result<Result<u64, E>, Unreadable> {
+) -> Result<Result<(), E>, Unreadable> {
     // Two walks instead of a list of records: an hour's records as a list are megabytes of
     // fresh memory per pack, which costs more than decoding twice.
-    let count = walk(hour, pack, |_| Ok::<(), ()>(()))?.unwrap_or(0);
-    Ok(walk(hour, pack, &mut visit)?.map(|_| count))
+    let _checked: Result<(), ()> = decode(hour, pack, |_| Ok(()))?;
+    decode(hour, pack, |r| visit(&r))
 }
 
 /// The records of `pack`, all of them or none.
@@ -176,22 +176,13 @@ pub(crate) fn unpack(hour: i64, pack: &[u8]) -> Result<Vec<LoginRecord<'_>>, Unr
     Ok(out)
 }
 
-/// Decodes `pack`, handing each record to `visit` until it fails (the rest is still checked).
-fn walk<E>(
-    hour: i64,
-    pack: &[u8],
-    mut visit: impl FnMut(&LoginRecord<'_>) -> Result<(), E>,
-) -> Result<Result<u64, E>, Unreadable> {
-    decode(hour, pack, |r| visit(&r))
-}
-
 /// The decoder: every record of `pack` to `visit`, in order; an error of `visit` stops the
 /// visits (the rest is still checked) and is returned.
 fn decode<'p, E>(
     hour: i64,
     pack: &'p [u8],
     mut visit: impl FnMut(LoginRecord<'p>) -> Result<(), E>,
-) -> Result<Result<u64, E>, Unreadable> {
+) -> Result<Result<(), E>, Unreadable> {
     let mut at = Reader { bytes: pack, at: 0 };
     if at.take(MAGIC.len())? != MAGIC {
         return Err(Unreadable("not a version 1 pack"));
@@ -280,7 +271,7 @@ fn decode<'p, E>(
     }
     Ok(match failed {
         Some(e) => Err(e),
-        None => Ok(count),
+        None => Ok(()),
     })
 }
 

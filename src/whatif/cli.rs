@@ -209,12 +209,7 @@ fn prepare(
 fn parse_period(text: &str) -> Result<Duration, String> {
     let expected =
         || format!("expected a period such as \"7d\", \"36h\", \"90m\" or \"2w\", found {text:?}");
-    let trimmed = text.trim();
-    let split = trimmed
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(expected)?;
-    let (number, unit) = trimmed.split_at(split);
-    let number: u64 = number.parse().map_err(|_| expected())?;
+    let (number, unit) = crate::config::number_and_unit(text.trim()).ok_or_else(expected)?;
     let minutes = match unit {
         "m" => Some(number),
         "h" => number.checked_mul(60),

@@ -406,7 +406,7 @@ fn action_named(text: &str) -> Option<Action> {
 }
 
 impl Login {
-    fn of(r: &LoginRecord<'_>, places: &mut Places) -> Login {
+    fn of(r: &LoginRecord<'_>, places: &mut Places<'_>) -> Login {
         let challenged = r.outcome == Some("challenged")
             || r.kind.starts_with("challenge.")
             || r.challenge.is_some();
@@ -500,38 +500,56 @@ fn inputs_of(r: &LoginRecord<'_>) -> Option<(Inputs, bool)> {
     ))
 }
 
-/// The (app, route) pairs of the records read, each once: a login keeps an index, not two
-/// strings (a week is a million logins, and a config has a few routes).
-#[derive(Default)]
-struct Places {
-    names: Vec<(Option<String>, Option<String>)>,
+/// The (app, route) pairs of the records read, each once, with the policy the tried settings
+/// give it: a login keeps an index, not two strings (a week is a million logins, and a
+/// config has a few routes).
+/// An app and a route, with their policy and whether the tried config has the route.
+struct Place {
+    app: Option<String>,
+    route: Option<String>,
+    policy: (Policy, bool),
+}
+
+struct Places<'a> {
+    tried: &'a PolicyOverrides,
+    known: Vec<Place>,
     last: Option<u32>,
 }
 
-impl Places {
+impl<'a> Places<'a> {
+    fn new(tried: &'a PolicyOverrides) -> Places<'a> {
+        Places {
+            tried,
+            known: Vec::new(),
+            last: None,
+        }
+    }
+
     fn of(&mut self, app: Option<&str>, route: Option<&str>) -> u32 {
         let same = |i: u32| {
-            let (a, r) = &self.names[i as usize];
-            a.as_deref() == app && r.as_deref() == route
+            let place = &self.known[i as usize];
+            place.app.as_deref() == app && place.route.as_deref() == route
         };
         // Most records are of the same route as the one before.
         if let Some(last) = self.last.filter(|&i| same(i)) {
             return last;
         }
-        let found = (0..self.names.len() as u32).find(|&i| same(i));
+        let found = (0..self.known.len() as u32).find(|&i| same(i));
         let i = found.unwrap_or_else(|| {
-            self.names
-                .push((app.map(str::to_string), route.map(str::to_string)));
-            self.names.len() as u32 - 1
+            let policy = self.tried.policy_for(app, route);
+            self.known.push(Place {
+                app: app.map(str::to_string),
+                route: route.map(str::to_string),
+                policy,
+            });
+            self.known.len() as u32 - 1
         });
         self.last = Some(i);
         i
     }
 
-    fn named(&self, place: u32) -> (Option<&str>, Option<&str>) {
-        self.names
-            .get(place as usize)
-            .map_or((None, None), |(a, r)| (a.as_deref(), r.as_deref()))
+    fn policy(&self, place: u32) -> (Policy, bool) {
+        self.known[place as usize].policy
     }
 }
 
@@ -564,10 +582,8 @@ impl std::hash::Hasher for KeyHasher {
 
 /// The counts, as logins are replayed.
 struct Tally<'a> {
-    tried: &'a PolicyOverrides,
-    /// The apps and routes seen, and their resolved policies (a few: resolved once).
-    places: Places,
-    policies: Vec<Option<(Policy, bool)>>,
+    /// The apps and routes seen, and their policies (a few: resolved once).
+    places: Places<'a>,
     records: u64,
     report: WhatIf,
     transitions: [[u64; 3]; 3],
@@ -595,9 +611,7 @@ fn acted(decision: Action, mode: Mode) -> Action {
 impl<'a> Tally<'a> {
     fn new(tried: &'a PolicyOverrides) -> Tally<'a> {
         Tally {
-            tried,
-            places: Places::default(),
-            policies: Vec::new(),
+            places: Places::new(tried),
             records: 0,
             report: WhatIf::default(),
             transitions: [[0; 3]; 3],
@@ -605,26 +619,12 @@ impl<'a> Tally<'a> {
         }
     }
 
-    fn policy_for(&mut self, place: u32) -> (Policy, bool) {
-        let at = place as usize;
-        if let Some(Some(found)) = self.policies.get(at) {
-            return *found;
-        }
-        let (app, route) = self.places.named(place);
-        let resolved = self.tried.policy_for(app, route);
-        if self.policies.len() <= at {
-            self.policies.resize(at + 1, None);
-        }
-        self.policies[at] = Some(resolved);
-        resolved
-    }
-
     fn count(&mut self, login: Login) {
         let (Some((then, then_mode)), Some((inputs, inferred))) = (login.then, login.inputs) else {
             self.report.fidelity.unreplayable += 1;
             return;
         };
-        let (policy, known) = self.policy_for(login.place);
+        let (policy, known) = self.places.policy(login.place);
         let floors = login.floors.as_deref().unwrap_or("");
         let replayed = policy::replay(
             &policy,

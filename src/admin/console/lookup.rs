@@ -7,9 +7,9 @@ use std::fmt::Write;
 use http::{Response, StatusCode};
 
 use super::overview::encode;
-use super::stats::reason_labels;
 use super::{ago, escape_html, in_store, page, when, Query, Site};
 use crate::config::AppConfig;
+use crate::store::reason_labels;
 use crate::store::{AuditEvent, Factors, Profile, UserKey};
 
 /// Latest logins and audit events shown on a user's page.

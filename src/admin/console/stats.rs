@@ -353,12 +353,6 @@ impl<'f> Summary<'f> {
     }
 }
 
-/// The labels of a record's reasons: `code`, or `code: feature` for a feature's deviation.
-/// Never a value or a user's range.
-pub(super) fn reason_labels(reasons: Option<&serde_json::Value>) -> Vec<String> {
-    crate::store::reason_labels(reasons)
-}
-
 /// The `n` largest counts, largest first (ties by name, so pages are stable).
 fn top(counts: impl Iterator<Item = (String, u64)>, n: usize) -> Vec<(String, u64)> {
     let mut all: Vec<(String, u64)> = counts.collect();
@@ -566,7 +560,7 @@ mod tests {
     #[test]
     fn reason_labels_never_carry_values_or_ranges() {
         let reasons = json!([{"code": "deviation", "feature": "mouse_speed", "usual": [106.0, 247.0], "value": 400.0}, {"code": "no_input"}, 7]);
-        let labels = reason_labels(Some(&reasons));
+        let labels = crate::store::reason_labels(Some(&reasons));
         assert_eq!(labels, vec!["deviation: mouse_speed", "no_input"]);
         assert!(!labels.concat().contains("106"));
     }
